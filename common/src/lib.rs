@@ -1,0 +1,21 @@
+//! Shared pieces of Ridgeline: the generated wire contract, newtype ids, sweep specs and
+//! the grid math that both the coordinator and the workers rely on.
+#![warn(missing_docs)]
+
+pub mod grid;
+pub mod ids;
+pub mod params;
+pub mod spec;
+
+/// Code generated from `proto/ridgeline/v1/*.proto`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("ridgeline.v1");
+}
+
+/// Version of the worker protocol. A worker whose version differs is refused at
+/// registration with a message that names both.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The largest gRPC message either side accepts or sends (checkpoints travel in reports).
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;
