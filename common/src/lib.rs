@@ -5,6 +5,7 @@
 pub mod grid;
 pub mod ids;
 pub mod params;
+pub mod rng;
 pub mod spec;
 
 /// Code generated from `proto/ridgeline/v1/*.proto`.

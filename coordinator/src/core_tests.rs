@@ -1,0 +1,256 @@
+//! Scheduling rules, exercised without sockets or clocks.
+
+use super::*;
+use ridgeline_common::spec::SweepSpec;
+
+fn spec(trials: u32, max_concurrent: u32) -> SweepSpec {
+    SweepSpec::from_toml(&format!(
+        r#"
+name = "t"
+data = {{ path = "x.csv" }}
+[search]
+algorithm = "random"
+num_samples = {trials}
+max_concurrent = {max_concurrent}
+[search.space]
+lr = {{ type = "uniform", low = 0.1, high = 0.2 }}
+"#
+    ))
+    .unwrap()
+}
+
+fn cfg() -> CoreConfig {
+    CoreConfig {
+        lease_ttl_ms: 1_000,
+        heartbeat_interval_ms: 100,
+        max_attempts: 2,
+    }
+}
+
+fn worker(core: &mut Core, out: &mut Vec<Action>, slots: u32, now: Millis) -> WorkerId {
+    on_worker_registered(
+        core,
+        out,
+        WorkerInfo {
+            name: "node".into(),
+            hostname: "node".into(),
+            slots,
+            devices: vec!["cpu".into()],
+        },
+        now,
+    )
+}
+
+fn done(unit: UnitId, acc: f64) -> Outcome {
+    Outcome {
+        unit,
+        state: UnitState::Completed,
+        metrics: vec![("val_accuracy".into(), acc)],
+        error: String::new(),
+        duration_s: 1.0,
+    }
+}
+
+fn finished_units(out: &[Action]) -> Vec<(UnitId, UnitState)> {
+    out.iter()
+        .filter_map(|a| match a {
+            Action::UnitFinished { unit, state, .. } => Some((*unit, *state)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn leases_respect_slots_and_generate_lazily() {
+    let mut core = Core::new(cfg(), 1);
+    let mut out = Vec::new();
+    let sid = SweepId::from("s1");
+    assert_eq!(on_sweep_submitted(&mut core, &mut out, sid.clone(), spec(10, 0), 0), Ok(10));
+    // Nothing is generated before a worker asks.
+    assert!(!out.iter().any(|a| matches!(a, Action::UnitCreated { .. })));
+    let w = worker(&mut core, &mut out, 3, 0);
+    let leases = on_lease_requested(&mut core, &mut out, &w, 8, 1).unwrap();
+    assert_eq!(leases.len(), 3, "a worker gets no more than its slots");
+    let trials: Vec<u32> = leases.iter().map(|l| l.trial).collect();
+    assert_eq!(trials, vec![0, 1, 2]);
+    assert!(leases.iter().all(|l| l.attempt == 1));
+    let created = out.iter().filter(|a| matches!(a, Action::UnitCreated { .. })).count();
+    assert_eq!(created, 3);
+    // Full worker: nothing more.
+    assert!(on_lease_requested(&mut core, &mut out, &w, 8, 2).unwrap().is_empty());
+    let c = core.sweep(&sid).unwrap().counts;
+    assert_eq!((c.pending, c.running), (7, 3));
+}
+
+#[test]
+fn max_concurrent_caps_a_sweep() {
+    let mut core = Core::new(cfg(), 1);
+    let mut out = Vec::new();
+    on_sweep_submitted(&mut core, &mut out, "s".into(), spec(10, 2), 0).unwrap();
+    let w = worker(&mut core, &mut out, 8, 0);
+    assert_eq!(on_lease_requested(&mut core, &mut out, &w, 8, 0).unwrap().len(), 2);
+}
+
+#[test]
+fn completion_picks_best_and_finishes_sweep() {
+    let mut core = Core::new(cfg(), 1);
+    let mut out = Vec::new();
+    let sid = SweepId::from("s");
+    on_sweep_submitted(&mut core, &mut out, sid.clone(), spec(3, 0), 0).unwrap();
+    let w = worker(&mut core, &mut out, 4, 0);
+    let leases = on_lease_requested(&mut core, &mut out, &w, 4, 0).unwrap();
+    assert_eq!(leases.len(), 3);
+    for (l, acc) in leases.iter().zip([0.5, 0.9, 0.7]) {
+        assert!(on_unit_finished(&mut core, &mut out, &w, done(l.unit, acc), 5));
+    }
+    let v = core.sweep(&sid).unwrap();
+    assert_eq!(v.state, SweepState::Completed);
+    assert_eq!(v.best, Some((1, 0.9)));
+    assert_eq!(v.counts.completed, 3);
+    assert!(matches!(
+        out.last(),
+        Some(Action::SweepFinished { state: SweepState::Completed, best: Some((1, _)), .. })
+    ));
+}
+
+#[test]
+fn duplicate_and_late_results_are_stored_once() {
+    let mut core = Core::new(cfg(), 1);
+    let mut out = Vec::new();
+    on_sweep_submitted(&mut core, &mut out, "s".into(), spec(2, 0), 0).unwrap();
+    let a = worker(&mut core, &mut out, 1, 0);
+    let b = worker(&mut core, &mut out, 1, 0);
+    let la = on_lease_requested(&mut core, &mut out, &a, 1, 0).unwrap();
+    let unit = la[0].unit;
+    // Worker a goes silent; its unit is re-leased to b.
+    on_heartbeat(&mut core, &b, 900).unwrap();
+    on_tick(&mut core, &mut out, 1_500);
+    assert_eq!(core.worker_count(), 1);
+    let lb = on_lease_requested(&mut core, &mut out, &b, 1, 1_500).unwrap();
+    assert_eq!(lb[0].unit, unit);
+    assert_eq!(lb[0].attempt, 2);
+    // a's late result arrives first: accepted, and b is told to stop.
+    assert!(on_unit_finished(&mut core, &mut out, &a, done(unit, 0.8), 1_600));
+    assert_eq!(on_heartbeat(&mut core, &b, 1_700).unwrap(), vec![unit]);
+    // b's result and a repeat of a's are ignored.
+    assert!(!on_unit_finished(&mut core, &mut out, &b, done(unit, 0.1), 1_800));
+    assert!(!on_unit_finished(&mut core, &mut out, &a, done(unit, 0.8), 1_900));
+    let finished = finished_units(&out);
+    assert_eq!(finished, vec![(unit, UnitState::Completed)]);
+}
+
+#[test]
+fn vanished_worker_units_run_again_then_fail_after_max_attempts() {
+    let mut core = Core::new(cfg(), 1);
+    let mut out = Vec::new();
+    let sid = SweepId::from("s");
+    on_sweep_submitted(&mut core, &mut out, sid.clone(), spec(1, 0), 0).unwrap();
+    let w1 = worker(&mut core, &mut out, 1, 0);
+    let unit = on_lease_requested(&mut core, &mut out, &w1, 1, 0).unwrap()[0].unit;
+    // Heartbeats within the ttl keep the lease.
+    on_heartbeat(&mut core, &w1, 800).unwrap();
+    on_tick(&mut core, &mut out, 1_500);
+    assert_eq!(core.unit_state(unit), Some(UnitState::Running));
+    // Silence past the ttl: the unit is pending again.
+    on_tick(&mut core, &mut out, 1_801);
+    assert_eq!(core.unit_state(unit), Some(UnitState::Pending));
+    assert!(matches!(out.iter().rev().nth(1), Some(Action::UnitRequeued { .. })));
+    assert!(matches!(on_heartbeat(&mut core, &w1, 1_900), Err(CoreError::UnknownWorker(_))));
+    // Second worker takes it and dies too: max_attempts = 2 reached, unit failed.
+    let w2 = worker(&mut core, &mut out, 1, 2_000);
+    assert_eq!(on_lease_requested(&mut core, &mut out, &w2, 1, 2_000).unwrap()[0].unit, unit);
+    on_tick(&mut core, &mut out, 3_001);
+    assert_eq!(core.unit_state(unit), Some(UnitState::Failed));
+    let v = core.sweep(&sid).unwrap();
+    assert_eq!(v.state, SweepState::Failed);
+    assert_eq!(v.counts.failed, 1);
+    let err = out.iter().find_map(|a| match a {
+        Action::UnitFinished { error, .. } => Some(error.clone()),
+        _ => None,
+    });
+    assert!(err.unwrap().contains("missed heartbeats on attempt 2 of 2"));
+}
+
+#[test]
+fn failed_attempts_are_retried_then_failed() {
+    let mut core = Core::new(cfg(), 1);
+    let mut out = Vec::new();
+    on_sweep_submitted(&mut core, &mut out, "s".into(), spec(1, 0), 0).unwrap();
+    let w = worker(&mut core, &mut out, 1, 0);
+    let fail = |unit| Outcome {
+        unit,
+        state: UnitState::Failed,
+        metrics: vec![],
+        error: "boom".into(),
+        duration_s: 0.1,
+    };
+    let unit = on_lease_requested(&mut core, &mut out, &w, 1, 0).unwrap()[0].unit;
+    assert!(on_unit_finished(&mut core, &mut out, &w, fail(unit), 1));
+    assert_eq!(core.unit_state(unit), Some(UnitState::Pending));
+    let again = on_lease_requested(&mut core, &mut out, &w, 1, 2).unwrap();
+    assert_eq!((again[0].unit, again[0].attempt), (unit, 2));
+    assert!(on_unit_finished(&mut core, &mut out, &w, fail(unit), 3));
+    assert_eq!(core.unit_state(unit), Some(UnitState::Failed));
+}
+
+#[test]
+fn diverged_is_final_and_the_search_goes_on() {
+    let mut core = Core::new(cfg(), 1);
+    let mut out = Vec::new();
+    let sid = SweepId::from("s");
+    on_sweep_submitted(&mut core, &mut out, sid.clone(), spec(2, 0), 0).unwrap();
+    let w = worker(&mut core, &mut out, 2, 0);
+    let l = on_lease_requested(&mut core, &mut out, &w, 2, 0).unwrap();
+    let mut nan = done(l[0].unit, f64::NAN);
+    nan.state = UnitState::Diverged;
+    on_unit_finished(&mut core, &mut out, &w, nan, 1);
+    on_unit_finished(&mut core, &mut out, &w, done(l[1].unit, 0.3), 1);
+    let v = core.sweep(&sid).unwrap();
+    assert_eq!((v.state, v.counts.diverged, v.best), (SweepState::Completed, 1, Some((1, 0.3))));
+}
+
+#[test]
+fn cancellation_stops_running_units_and_leases_nothing_more() {
+    let mut core = Core::new(cfg(), 1);
+    let mut out = Vec::new();
+    let sid = SweepId::from("s");
+    on_sweep_submitted(&mut core, &mut out, sid.clone(), spec(10, 0), 0).unwrap();
+    let w = worker(&mut core, &mut out, 2, 0);
+    let l = on_lease_requested(&mut core, &mut out, &w, 2, 0).unwrap();
+    assert_eq!(on_cancel(&mut core, &mut out, &sid, 5), Ok(SweepState::Cancelled));
+    let mut stop = on_heartbeat(&mut core, &w, 6).unwrap();
+    stop.sort();
+    assert_eq!(stop, vec![l[0].unit, l[1].unit]);
+    assert!(on_lease_requested(&mut core, &mut out, &w, 2, 7).unwrap().is_empty());
+    // A result that races the cancellation is ignored.
+    assert!(!on_unit_finished(&mut core, &mut out, &w, done(l[0].unit, 0.9), 8));
+    let c = core.sweep(&sid).unwrap().counts;
+    assert_eq!((c.cancelled, c.pending, c.running, c.completed), (10, 0, 0, 0));
+    assert_eq!(on_cancel(&mut core, &mut out, &sid, 9), Ok(SweepState::Cancelled));
+    assert!(on_cancel(&mut core, &mut out, &"nope".into(), 9).is_err());
+}
+
+#[test]
+fn clean_deregistration_does_not_count_an_attempt() {
+    let mut core = Core::new(cfg(), 1);
+    let mut out = Vec::new();
+    on_sweep_submitted(&mut core, &mut out, "s".into(), spec(1, 0), 0).unwrap();
+    let w = worker(&mut core, &mut out, 1, 0);
+    let unit = on_lease_requested(&mut core, &mut out, &w, 1, 0).unwrap()[0].unit;
+    on_worker_deregistered(&mut core, &mut out, &w, 1);
+    let w2 = worker(&mut core, &mut out, 1, 2);
+    let l = on_lease_requested(&mut core, &mut out, &w2, 1, 2).unwrap();
+    assert_eq!((l[0].unit, l[0].attempt), (unit, 1));
+}
+
+#[test]
+fn older_sweeps_are_served_first() {
+    let mut core = Core::new(cfg(), 1);
+    let mut out = Vec::new();
+    on_sweep_submitted(&mut core, &mut out, "a".into(), spec(2, 0), 0).unwrap();
+    on_sweep_submitted(&mut core, &mut out, "b".into(), spec(2, 0), 1).unwrap();
+    let w = worker(&mut core, &mut out, 3, 0);
+    let l = on_lease_requested(&mut core, &mut out, &w, 3, 2).unwrap();
+    let sweeps: Vec<&str> = l.iter().map(|l| l.sweep.as_str()).collect();
+    assert_eq!(sweeps, vec!["a", "a", "b"]);
+}
