@@ -430,9 +430,129 @@ impl Core {
         self.workers.len()
     }
 
+    /// The parameters of a sweep's trial, if it has been generated.
+    pub fn trial_params(&self, sweep: &SweepId, trial: u32) -> Option<&Params> {
+        let uid = self.sweeps.get(sweep)?.units.get(trial as usize)?;
+        self.units.get(uid).map(|u| &u.params)
+    }
+
     /// The sweep and trial of a unit.
     pub fn unit_trial(&self, id: UnitId) -> Option<(SweepId, u32)> {
         self.units.get(&id).map(|u| (u.sweep.clone(), u.trial))
+    }
+}
+
+/// A unit as stored, for rebuilding the core after a restart.
+#[derive(Clone, Debug)]
+pub struct StoredUnit {
+    /// Its id.
+    pub unit: UnitId,
+    /// Its trial index.
+    pub trial: u32,
+    /// Its parameters.
+    pub params: Params,
+    /// Its stored state.
+    pub state: UnitState,
+    /// Leases so far.
+    pub attempts: u32,
+}
+
+/// A sweep as stored, for rebuilding the core after a restart.
+#[derive(Clone, Debug)]
+pub struct StoredSweep {
+    /// Its id.
+    pub id: SweepId,
+    /// Its spec.
+    pub spec: SweepSpec,
+    /// Its stored state.
+    pub state: SweepState,
+    /// Creation time.
+    pub created: Millis,
+    /// Completion time.
+    pub finished: Option<Millis>,
+    /// Best trial and value.
+    pub best: Option<(u32, f64)>,
+    /// Its units, in trial order (trials are generated in order, so 0..n).
+    pub units: Vec<StoredUnit>,
+}
+
+/// Rebuilds a sweep from the store after a coordinator restart. Units that were leased
+/// go back to the queue (their workers, if alive, will report or be told to stop);
+/// completed work is kept; the searcher continues after the last generated trial.
+pub fn on_sweep_restored(core: &mut Core, out: &mut impl Outbox, stored: StoredSweep, now: Millis) {
+    let StoredSweep {
+        id,
+        spec,
+        state,
+        created,
+        finished,
+        best,
+        units,
+    } = stored;
+    let total = u32::try_from(spec.total_trials()).expect("validated to fit in u32");
+    let spec = Arc::new(spec);
+    let mut sweep = Sweep {
+        searcher: searcher_for(&spec),
+        spec,
+        state,
+        next_trial: units.iter().map(|u| u.trial + 1).max().unwrap_or(0),
+        pending: VecDeque::new(),
+        units: Vec::with_capacity(units.len()),
+        counts: Counts {
+            total,
+            ..Counts::default()
+        },
+        best,
+        created,
+        finished,
+    };
+    for u in units {
+        core.next_unit = core.next_unit.max(u.unit.0 + 1);
+        let mut unit_state = u.state;
+        if !u.state.is_final() {
+            if state == SweepState::Running {
+                unit_state = UnitState::Pending;
+                sweep.pending.push_back(u.unit);
+                if u.state == UnitState::Running {
+                    out.send(Action::UnitRequeued {
+                        unit: u.unit,
+                        reason: "coordinator restarted".into(),
+                    });
+                }
+            } else {
+                unit_state = UnitState::Cancelled;
+            }
+        }
+        match unit_state {
+            UnitState::Pending => {}
+            UnitState::Completed => sweep.counts.completed += 1,
+            UnitState::Diverged => sweep.counts.diverged += 1,
+            UnitState::Cancelled => sweep.counts.cancelled += 1,
+            _ => sweep.counts.failed += 1,
+        }
+        sweep.units.push(u.unit);
+        core.units.insert(
+            u.unit,
+            Unit {
+                sweep: id.clone(),
+                trial: u.trial,
+                params: u.params,
+                state: unit_state,
+                attempts: u.attempts,
+                worker: None,
+                deadline: 0,
+            },
+        );
+    }
+    let c = &mut sweep.counts;
+    c.pending = c.total - c.completed - c.diverged - c.cancelled - c.failed;
+    if state == SweepState::Running {
+        core.order.push(id.clone());
+        core.order.sort_by_key(|s| core.sweeps.get(s).map_or(created, |x| x.created));
+    }
+    core.sweeps.insert(id.clone(), sweep);
+    if state == SweepState::Running {
+        maybe_finish(core, out, &id, now);
     }
 }
 

@@ -1,5 +1,10 @@
 //! The Ridgeline coordinator: a pure scheduling [`core`], [`search`] algorithms, the
 //! SQLite [`store`], and the gRPC [`service`] that feeds the core from one event loop.
 
+mod convert;
 pub mod core;
 pub mod search;
+pub mod service;
+pub mod store;
+
+pub use service::{CoordinatorConfig, ServeError, serve};

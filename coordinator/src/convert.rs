@@ -1,0 +1,134 @@
+//! Conversions between wire messages and core types, in one place. Malformed input maps
+//! to `Status::invalid_argument` naming the field; nothing here unwraps an optional.
+
+use ridgeline_common::ids::UnitId;
+use ridgeline_common::params::params_to_proto;
+use ridgeline_common::proto;
+use tonic::Status;
+
+use crate::core::{Counts, Lease, Outcome, SweepState, SweepView, UnitState};
+
+pub(crate) fn unit_state_to_proto(s: UnitState) -> proto::UnitState {
+    match s {
+        UnitState::Pending => proto::UnitState::Pending,
+        UnitState::Running => proto::UnitState::Running,
+        UnitState::Completed => proto::UnitState::Completed,
+        UnitState::Failed => proto::UnitState::Failed,
+        UnitState::Diverged => proto::UnitState::Diverged,
+        UnitState::Cancelled => proto::UnitState::Cancelled,
+    }
+}
+
+pub(crate) fn sweep_state_to_proto(s: SweepState) -> proto::SweepState {
+    match s {
+        SweepState::Running => proto::SweepState::Running,
+        SweepState::Completed => proto::SweepState::Completed,
+        SweepState::Cancelled => proto::SweepState::Cancelled,
+        SweepState::Failed => proto::SweepState::Failed,
+    }
+}
+
+pub(crate) fn metrics_from_proto(m: &[proto::Metric]) -> Vec<(String, f64)> {
+    m.iter().map(|m| (m.name.clone(), m.value)).collect()
+}
+
+pub(crate) fn metrics_to_proto(m: &[(String, f64)]) -> Vec<proto::Metric> {
+    m.iter()
+        .map(|(name, value)| proto::Metric {
+            name: name.clone(),
+            value: *value,
+        })
+        .collect()
+}
+
+pub(crate) fn outcome_from_proto(o: &proto::Outcome) -> Result<Outcome, Status> {
+    let state = match proto::UnitState::try_from(o.state) {
+        Ok(proto::UnitState::Completed) => UnitState::Completed,
+        Ok(proto::UnitState::Failed) => UnitState::Failed,
+        Ok(proto::UnitState::Diverged) => UnitState::Diverged,
+        _ => {
+            return Err(Status::invalid_argument(format!(
+                "outcomes[unit {}].state: expected COMPLETED, FAILED or DIVERGED, got {}",
+                o.unit_id, o.state
+            )));
+        }
+    };
+    Ok(Outcome {
+        unit: UnitId(o.unit_id),
+        state,
+        metrics: metrics_from_proto(&o.final_metrics),
+        error: o.error.clone(),
+        duration_s: o.duration_s,
+    })
+}
+
+/// Artifact names become file names on the coordinator: plain names only.
+pub(crate) fn check_artifact_name(name: &str) -> Result<(), Status> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "artifacts.name: {name:?} is not a plain file name"
+        )))
+    }
+}
+
+pub(crate) fn lease_to_proto(l: &Lease) -> proto::Unit {
+    proto::Unit {
+        unit_id: l.unit.0,
+        sweep_id: l.sweep.to_string(),
+        attempt: l.attempt,
+        work: Some(proto::unit::Work::Train(proto::TrainTrial {
+            trial_index: l.trial,
+            params: params_to_proto(&l.params),
+            spec_json: l.spec.to_json(),
+            seed: l.spec.train.seed,
+        })),
+    }
+}
+
+pub(crate) fn status_to_proto(
+    v: &SweepView,
+    best_params: Option<&ridgeline_common::params::Params>,
+    checkpoint_dir: Option<String>,
+    now_ms: u64,
+) -> proto::SweepStatus {
+    let Counts {
+        total,
+        pending,
+        running,
+        completed,
+        failed,
+        diverged,
+        cancelled,
+    } = v.counts;
+    let end = v.finished.unwrap_or(now_ms);
+    proto::SweepStatus {
+        sweep_id: v.id.to_string(),
+        name: v.spec.name.clone(),
+        state: sweep_state_to_proto(v.state) as i32,
+        total,
+        pending,
+        running,
+        completed,
+        failed,
+        diverged,
+        cancelled,
+        metric: v.spec.search.metric.clone(),
+        mode: v.spec.mode().as_str().into(),
+        best: v.best.map(|(trial, value)| proto::BestTrial {
+            trial_index: trial,
+            value,
+            params: best_params.map(params_to_proto).unwrap_or_default(),
+            checkpoint_dir: checkpoint_dir.unwrap_or_default(),
+        }),
+        created_unix: v.created as f64 / 1000.0,
+        elapsed_s: end.saturating_sub(v.created) as f64 / 1000.0,
+    }
+}
