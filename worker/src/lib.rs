@@ -1,1 +1,5 @@
+//! The Ridgeline worker: leases units from the coordinator and runs them with candle.
 
+pub mod data;
+pub mod model;
+pub mod train;
