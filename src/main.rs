@@ -1,1 +1,358 @@
-fn main() {}
+//! `ridgeline`: one binary for every role. `run` starts an embedded coordinator and
+//! local workers in one process; `coordinator` and `worker` run the roles on a cluster;
+//! the other verbs talk to a coordinator.
+
+mod client;
+mod settings;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use ridgeline_common::params::params_from_proto;
+use ridgeline_common::proto;
+use ridgeline_coordinator::core::CoreConfig;
+use ridgeline_coordinator::service::describe_params;
+use ridgeline_coordinator::{CoordinatorConfig, serve};
+use ridgeline_worker::runner::{self, WorkerConfig};
+
+use settings::Settings;
+
+#[derive(Parser)]
+#[command(name = "ridgeline", version, about = "Distributed hyperparameter and loss-landscape sweeps")]
+struct Cli {
+    /// Settings file (TOML); defaults to ./ridgeline.toml when present.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args)]
+struct CoordinatorFlag {
+    /// Coordinator URL [env: RIDGELINE_COORDINATOR] [default: http://127.0.0.1:50051]
+    #[arg(long)]
+    coordinator: Option<String>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Csv,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run a sweep on this machine: an embedded coordinator plus local workers.
+    Run {
+        /// Sweep spec (TOML or YAML).
+        spec: PathBuf,
+        /// Local worker processes' worth of slots [default: CPU cores, at most 4].
+        #[arg(long)]
+        workers: Option<u32>,
+        /// Output folder: database, artifacts, results.csv, best checkpoint.
+        #[arg(long, default_value = "ridgeline-out")]
+        out: PathBuf,
+        /// Device for the workers: cpu or cuda:N.
+        #[arg(long)]
+        device: Option<String>,
+    },
+    /// Run the coordinator.
+    Coordinator {
+        /// Address to listen on [env: RIDGELINE_LISTEN] [default: 127.0.0.1:50051].
+        #[arg(long)]
+        listen: Option<String>,
+        /// Folder of the database and artifacts [env: RIDGELINE_DATA_DIR] [default: ridgeline-data].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Lease lifetime without heartbeat, in ms [env: RIDGELINE_LEASE_TTL_MS].
+        #[arg(long)]
+        lease_ttl_ms: Option<u64>,
+        /// Heartbeat period asked of workers, in ms [env: RIDGELINE_HEARTBEAT_INTERVAL_MS].
+        #[arg(long)]
+        heartbeat_interval_ms: Option<u64>,
+        /// Leases of a unit before it is failed [env: RIDGELINE_MAX_ATTEMPTS].
+        #[arg(long)]
+        max_attempts: Option<u32>,
+    },
+    /// Run a worker that takes units from a coordinator.
+    Worker {
+        #[command(flatten)]
+        c: CoordinatorFlag,
+        /// Units run at once [env: RIDGELINE_SLOTS] [default: 1].
+        #[arg(long)]
+        slots: Option<u32>,
+        /// Device: cpu or cuda:N [env: RIDGELINE_DEVICE] [default: cpu].
+        #[arg(long)]
+        device: Option<String>,
+        /// Name shown in results [default: host name].
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Submit a sweep to a coordinator and print its id.
+    Submit {
+        /// Sweep spec (TOML or YAML).
+        spec: PathBuf,
+        #[command(flatten)]
+        c: CoordinatorFlag,
+        /// Follow the sweep until it ends.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show one sweep, or list all.
+    Status {
+        /// Sweep id.
+        sweep: Option<String>,
+        #[command(flatten)]
+        c: CoordinatorFlag,
+    },
+    /// Follow a sweep until it ends.
+    Watch {
+        /// Sweep id.
+        sweep: String,
+        #[command(flatten)]
+        c: CoordinatorFlag,
+    },
+    /// Cancel a sweep: nothing more is leased and running units stop.
+    Cancel {
+        /// Sweep id.
+        sweep: String,
+        #[command(flatten)]
+        c: CoordinatorFlag,
+    },
+    /// Print or write a sweep's results, one row per trial.
+    Results {
+        /// Sweep id.
+        sweep: String,
+        #[command(flatten)]
+        c: CoordinatorFlag,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "csv")]
+        format: Format,
+        /// Write to this file instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn terminated() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+fn core_config(s: &Settings) -> CoreConfig {
+    CoreConfig {
+        lease_ttl_ms: s.lease_ttl_ms,
+        heartbeat_interval_ms: s.heartbeat_interval_ms,
+        max_attempts: s.max_attempts.max(1),
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let mut s = Settings::load(cli.config.as_deref())?;
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let quiet = matches!(cli.cmd, Cmd::Run { .. });
+    init_tracing(if quiet { "warn" } else { "info" });
+    rt.block_on(async move {
+        match cli.cmd {
+            Cmd::Run { spec, workers, out, device } => {
+                if let Some(d) = device {
+                    s.device = d;
+                }
+                let n = workers.unwrap_or_else(|| {
+                    std::thread::available_parallelism().map_or(2, |n| n.get() as u32).min(4)
+                });
+                cmd_run(&s, &spec, n.max(1), &out).await
+            }
+            Cmd::Coordinator { listen, data_dir, lease_ttl_ms, heartbeat_interval_ms, max_attempts } => {
+                s.listen = listen.unwrap_or(s.listen);
+                s.data_dir = data_dir.unwrap_or(s.data_dir);
+                s.lease_ttl_ms = lease_ttl_ms.unwrap_or(s.lease_ttl_ms);
+                s.heartbeat_interval_ms = heartbeat_interval_ms.unwrap_or(s.heartbeat_interval_ms);
+                s.max_attempts = max_attempts.unwrap_or(s.max_attempts);
+                let listener = TcpListener::bind(&s.listen)
+                    .await
+                    .with_context(|| format!("listen on {}", s.listen))?;
+                let cfg = CoordinatorConfig { data_dir: s.data_dir.clone(), core: core_config(&s) };
+                serve(listener, cfg, terminated()).await?;
+                Ok(())
+            }
+            Cmd::Worker { c, slots, device, name } => {
+                let cfg = WorkerConfig {
+                    coordinator: c.coordinator.unwrap_or(s.coordinator),
+                    name: name.unwrap_or_else(runner::default_name),
+                    slots: slots.unwrap_or(s.slots).max(1),
+                    device: device.unwrap_or(s.device),
+                    poll_interval: Duration::from_millis(250),
+                };
+                runner::run(cfg, terminated()).await?;
+                Ok(())
+            }
+            Cmd::Submit { spec, c, wait } => {
+                let mut client = client::connect(&c.coordinator.unwrap_or(s.coordinator)).await?;
+                let r = client::submit(&mut client, &spec).await?;
+                println!("{}", r.sweep_id);
+                eprintln!("submitted {} with {} trials", r.sweep_id, r.total_units);
+                if wait {
+                    let st = client::watch(&mut client, &r.sweep_id).await?;
+                    eprintln!("{}", client::summary(&st));
+                }
+                Ok(())
+            }
+            Cmd::Status { sweep, c } => {
+                let mut client = client::connect(&c.coordinator.unwrap_or(s.coordinator)).await?;
+                let list = match sweep {
+                    Some(id) => vec![client.get_status(proto::GetStatusRequest { sweep_id: id }).await.map_err(|e| anyhow::anyhow!("{}", e.message()))?.into_inner()],
+                    None => client.list_sweeps(proto::ListSweepsRequest {}).await.map_err(|e| anyhow::anyhow!("{}", e.message()))?.into_inner().sweeps,
+                };
+                if list.is_empty() {
+                    println!("no sweeps");
+                }
+                for st in list {
+                    println!("{}", client::summary(&st));
+                }
+                Ok(())
+            }
+            Cmd::Watch { sweep, c } => {
+                let mut client = client::connect(&c.coordinator.unwrap_or(s.coordinator)).await?;
+                let st = client::watch(&mut client, &sweep).await?;
+                println!("{}", client::summary(&st));
+                Ok(())
+            }
+            Cmd::Cancel { sweep, c } => {
+                let mut client = client::connect(&c.coordinator.unwrap_or(s.coordinator)).await?;
+                let r = client
+                    .cancel_sweep(proto::CancelSweepRequest { sweep_id: sweep.clone() })
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", e.message()))?
+                    .into_inner();
+                println!("{sweep} {}", client::state_name(r.state));
+                Ok(())
+            }
+            Cmd::Results { sweep, c, format, output } => {
+                let mut client = client::connect(&c.coordinator.unwrap_or(s.coordinator)).await?;
+                let r = client
+                    .get_results(proto::GetResultsRequest { sweep_id: sweep })
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", e.message()))?
+                    .into_inner();
+                let text = match format {
+                    Format::Csv => client::results_csv(&r)?,
+                    Format::Json => client::results_json(&r)?,
+                };
+                match output {
+                    Some(p) => std::fs::write(&p, text).with_context(|| format!("write {}", p.display()))?,
+                    None => print!("{text}"),
+                }
+                Ok(())
+            }
+        }
+    })
+}
+
+/// `ridgeline run`: everything in one process, on loopback.
+async fn cmd_run(s: &Settings, spec: &Path, workers: u32, out: &Path) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let cfg = CoordinatorConfig { data_dir: out.to_owned(), core: core_config(s) };
+    let coordinator = tokio::spawn(serve(listener, cfg, until_stopped(stopped.clone())));
+    let mut pool = Vec::new();
+    for i in 0..workers {
+        let cfg = WorkerConfig {
+            coordinator: url.clone(),
+            name: format!("local{i}"),
+            slots: 1,
+            device: s.device.clone(),
+            poll_interval: Duration::from_millis(100),
+        };
+        pool.push(tokio::spawn(runner::run(cfg, until_stopped(stopped.clone()))));
+    }
+    let result = drive(&url, spec, workers, out).await;
+    let _ = stop.send(true);
+    for w in pool {
+        w.await?.context("local worker")?;
+    }
+    coordinator.await?.context("embedded coordinator")?;
+    result
+}
+
+async fn drive(url: &str, spec: &Path, workers: u32, out: &Path) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut client = client::connect(url).await?;
+    let sub = client::submit(&mut client, spec).await?;
+    let id = sub.sweep_id;
+    eprintln!("sweep {id}: {} trials on {workers} local workers", sub.total_units);
+    let st = tokio::select! {
+        st = client::watch(&mut client, &id) => st?,
+        _ = terminated() => {
+            eprintln!("interrupted: cancelling {id}");
+            client.cancel_sweep(proto::CancelSweepRequest { sweep_id: id.clone() }).await?;
+            client::watch(&mut client, &id).await?
+        }
+    };
+    let r = client
+        .get_results(proto::GetResultsRequest { sweep_id: id.clone() })
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?
+        .into_inner();
+    let sweep_dir = out.join("sweeps").join(&id);
+    std::fs::create_dir_all(&sweep_dir)?;
+    let csv_path = sweep_dir.join("results.csv");
+    std::fs::write(&csv_path, client::results_csv(&r)?)?;
+    std::fs::write(sweep_dir.join("results.json"), client::results_json(&r)?)?;
+    println!("{}", client::summary(&st));
+    println!("finished in {:.1}s", started.elapsed().as_secs_f64());
+    println!("results: {}", csv_path.display());
+    println!("database: {}", out.join("ridgeline.db").display());
+    if let Some(b) = &st.best {
+        let best_dir = sweep_dir.join("best");
+        if !b.checkpoint_dir.is_empty() {
+            std::fs::create_dir_all(&best_dir)?;
+            for f in std::fs::read_dir(&b.checkpoint_dir)? {
+                let f = f?;
+                std::fs::copy(f.path(), best_dir.join(f.file_name()))?;
+            }
+            let params = params_from_proto(&b.params).map_err(anyhow::Error::msg)?;
+            std::fs::write(best_dir.join("params.json"), serde_json::to_string_pretty(&params)?)?;
+        }
+        let params = params_from_proto(&b.params).map_err(anyhow::Error::msg)?;
+        println!(
+            "best trial {}: {}={:.4}  {}",
+            b.trial_index,
+            st.metric,
+            b.value,
+            describe_params(&params)
+        );
+        println!("best checkpoint: {}", best_dir.display());
+    }
+    Ok(())
+}

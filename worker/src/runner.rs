@@ -1,0 +1,413 @@
+//! The worker process: register, lease units into free slots, run each on its own
+//! thread, stream progress and outcomes back in batches, heartbeat. One async task owns
+//! all of this state; candle runs on plain threads so a long kernel never delays a
+//! heartbeat.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+use tracing::{debug, info, warn};
+
+use ridgeline_common::params::params_from_proto;
+use ridgeline_common::proto::{self, worker_service_client::WorkerServiceClient};
+use ridgeline_common::spec::SweepSpec;
+use ridgeline_common::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
+
+use crate::data::{self, Dataset};
+use crate::train::{self, TrialEnd};
+
+/// How a worker runs.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Coordinator URL, e.g. `http://head-node:50051`.
+    pub coordinator: String,
+    /// Name shown in results (defaults to the host name).
+    pub name: String,
+    /// Units run at once.
+    pub slots: u32,
+    /// `cpu` or `cuda:N`.
+    pub device: String,
+    /// Wait between lease requests when the coordinator had nothing to give.
+    pub poll_interval: Duration,
+}
+
+/// Errors that stop a worker.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The coordinator refused the worker for good (e.g. a protocol version mismatch).
+    #[error("coordinator refused this worker: {0}")]
+    Refused(String),
+    /// The device could not be opened.
+    #[error("device {0}: {1}")]
+    Device(String, String),
+    /// The coordinator URL is malformed.
+    #[error("coordinator URL {0:?}: {1}")]
+    Url(String, String),
+}
+
+/// Opens a device by name: `cpu`, or `cuda:N` in builds with the `cuda` feature.
+pub fn open_device(name: &str) -> Result<Device, WorkerError> {
+    if name == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    if let Some(n) = name.strip_prefix("cuda:").or((name == "cuda").then_some("0")) {
+        let ordinal: usize = n
+            .parse()
+            .map_err(|_| WorkerError::Device(name.into(), "expected cuda:N".into()))?;
+        return Device::new_cuda(ordinal).map_err(|e| WorkerError::Device(name.into(), e.to_string()));
+    }
+    Err(WorkerError::Device(name.into(), "expected cpu or cuda:N".into()))
+}
+
+/// Data sets already loaded in this process, by their spec: trials of a sweep that land
+/// on the same worker parse and normalise the data once.
+fn dataset(spec: &SweepSpec) -> Result<Arc<Dataset>, String> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Dataset>>>> = OnceLock::new();
+    let key = serde_json::to_string(&spec.data).expect("data spec serialises");
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(d) = cache.lock().expect("cache lock").get(&key) {
+        return Ok(d.clone());
+    }
+    let d = Arc::new(data::load(&spec.data, spec.data_format()).map_err(|e| e.to_string())?);
+    cache.lock().expect("cache lock").insert(key, d.clone());
+    Ok(d)
+}
+
+enum TrialEvent {
+    Progress(proto::Progress),
+    /// `None` when the unit was cancelled: nothing to report.
+    Done(u64, Option<proto::Outcome>),
+}
+
+fn metrics(m: &[(String, f64)]) -> Vec<proto::Metric> {
+    m.iter()
+        .map(|(name, value)| proto::Metric {
+            name: name.clone(),
+            value: *value,
+        })
+        .collect()
+}
+
+/// Runs a unit to its end on the calling thread.
+fn execute(unit: &proto::Unit, device: &Device, cancel: &AtomicBool, tx: &mpsc::UnboundedSender<TrialEvent>) -> Option<proto::Outcome> {
+    let start = Instant::now();
+    let unit_id = unit.unit_id;
+    let result = (|| -> Result<train::TrialOutput, String> {
+        let Some(proto::unit::Work::Train(t)) = &unit.work else {
+            return Err("unit carries no work this worker understands".into());
+        };
+        let spec = SweepSpec::from_json(&t.spec_json).map_err(|e| e.to_string())?;
+        let params = params_from_proto(&t.params)?;
+        let data = dataset(&spec)?;
+        let mut progress = |step: u32, m: Vec<(String, f64)>| {
+            let _ = tx.send(TrialEvent::Progress(proto::Progress {
+                unit_id,
+                step,
+                metrics: metrics(&m),
+            }));
+        };
+        train::run_trial(&spec, &params, &data, device, cancel, &mut progress).map_err(|e| e.to_string())
+    })();
+    let duration_s = start.elapsed().as_secs_f64();
+    let (state, final_metrics, error, artifacts) = match result {
+        Ok(out) => {
+            let state = match out.end {
+                TrialEnd::Completed => proto::UnitState::Completed,
+                TrialEnd::Diverged => proto::UnitState::Diverged,
+                TrialEnd::Cancelled => return None,
+            };
+            let arts = out
+                .artifacts
+                .into_iter()
+                .map(|(name, data)| proto::Artifact { name, data })
+                .collect();
+            let err = if state == proto::UnitState::Diverged {
+                "loss became NaN or infinite".to_owned()
+            } else {
+                String::new()
+            };
+            (state, metrics(&out.final_metrics), err, arts)
+        }
+        Err(e) => (proto::UnitState::Failed, vec![], e, vec![]),
+    };
+    Some(proto::Outcome {
+        unit_id,
+        state: state as i32,
+        final_metrics,
+        error,
+        duration_s,
+        artifacts,
+    })
+}
+
+struct Worker {
+    cfg: WorkerConfig,
+    device: Device,
+    device_desc: proto::Device,
+    running: HashMap<u64, Arc<AtomicBool>>,
+    progress: Vec<proto::Progress>,
+    outcomes: VecDeque<proto::Outcome>,
+    tx: mpsc::UnboundedSender<TrialEvent>,
+}
+
+/// Why a session with the coordinator ended.
+enum SessionEnd {
+    Shutdown,
+    /// Connection trouble or an unknown-worker answer: connect and register again.
+    Reconnect(String),
+}
+
+fn is_transient(s: &Status) -> bool {
+    matches!(
+        s.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled | Code::NotFound | Code::Internal
+    )
+}
+
+impl Worker {
+    fn spawn(&mut self, unit: proto::Unit) {
+        let cancel = Arc::new(AtomicBool::new(false));
+        self.running.insert(unit.unit_id, cancel.clone());
+        let tx = self.tx.clone();
+        let device = self.device.clone();
+        let name = format!("unit-{}", unit.unit_id);
+        let spawned = std::thread::Builder::new().name(name).spawn(move || {
+            let id = unit.unit_id;
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(&unit, &device, &cancel, &tx)))
+                .unwrap_or_else(|p| {
+                    let msg = p
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "panic".into());
+                    Some(proto::Outcome {
+                        unit_id: id,
+                        state: proto::UnitState::Failed as i32,
+                        error: format!("worker panicked: {msg}"),
+                        ..Default::default()
+                    })
+                });
+            let _ = tx.send(TrialEvent::Done(id, outcome));
+        });
+        if let Err(e) = spawned {
+            warn!("cannot start a thread for a unit: {e}");
+        }
+    }
+
+    async fn connect(&self) -> Result<WorkerServiceClient<Channel>, String> {
+        let ep = Endpoint::from_shared(self.cfg.coordinator.clone())
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(60))
+            .tcp_nodelay(true);
+        let ch = ep.connect().await.map_err(|e| format!("{e}"))?;
+        Ok(WorkerServiceClient::new(ch)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES))
+    }
+
+    /// One registration's worth of work; returns when the session breaks or on shutdown.
+    async fn session(
+        &mut self,
+        client: &mut WorkerServiceClient<Channel>,
+        rx: &mut mpsc::UnboundedReceiver<TrialEvent>,
+        shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
+    ) -> Result<SessionEnd, WorkerError> {
+        let host = hostname();
+        let reg = client
+            .register(proto::RegisterRequest {
+                protocol_version: PROTOCOL_VERSION,
+                hostname: host,
+                name: self.cfg.name.clone(),
+                slots: self.cfg.slots,
+                devices: vec![self.device_desc.clone()],
+            })
+            .await;
+        let reg = match reg {
+            Ok(r) => r.into_inner(),
+            Err(s) if s.code() == Code::FailedPrecondition || s.code() == Code::InvalidArgument => {
+                return Err(WorkerError::Refused(s.message().to_owned()));
+            }
+            Err(s) => return Ok(SessionEnd::Reconnect(s.message().to_owned())),
+        };
+        let id = reg.worker_id;
+        info!(worker = %id, slots = self.cfg.slots, "registered with the coordinator");
+        let mut heartbeat = tokio::time::interval(Duration::from_millis(reg.heartbeat_interval_ms.max(50)));
+        let mut flush = tokio::time::interval(Duration::from_millis(200));
+        let mut next_lease = tokio::time::Instant::now();
+        loop {
+            let free = self.cfg.slots as usize - self.running.len().min(self.cfg.slots as usize);
+            let lease_due = tokio::time::sleep_until(next_lease);
+            tokio::select! {
+                _ = &mut *shutdown => {
+                    self.stop_all();
+                    let _ = self.report(client, &id).await;
+                    let _ = client.deregister(proto::DeregisterRequest { worker_id: id.clone() }).await;
+                    info!(worker = %id, "deregistered");
+                    return Ok(SessionEnd::Shutdown);
+                }
+                _ = heartbeat.tick() => {
+                    let r = client.heartbeat(proto::HeartbeatRequest {
+                        worker_id: id.clone(),
+                        running_units: self.running.keys().copied().collect(),
+                    }).await;
+                    match r {
+                        Ok(r) => {
+                            let r = r.into_inner();
+                            self.cancel(&r.cancel_units);
+                            if r.unknown_worker {
+                                return Ok(SessionEnd::Reconnect("coordinator does not know this worker".into()));
+                            }
+                        }
+                        Err(s) => return Ok(SessionEnd::Reconnect(s.message().to_owned())),
+                    }
+                }
+                _ = lease_due, if free > 0 => {
+                    let r = client.lease_units(proto::LeaseRequest { worker_id: id.clone(), max_units: free as u32 }).await;
+                    match r {
+                        Ok(r) => {
+                            let units = r.into_inner().units;
+                            let got = units.len();
+                            for u in units {
+                                debug!(unit = u.unit_id, attempt = u.attempt, "leased");
+                                self.spawn(u);
+                            }
+                            // Ask again at once while work keeps coming; otherwise poll.
+                            next_lease = tokio::time::Instant::now() + if got > 0 { Duration::ZERO } else { self.cfg.poll_interval };
+                        }
+                        Err(s) if is_transient(&s) => return Ok(SessionEnd::Reconnect(s.message().to_owned())),
+                        Err(s) => return Err(WorkerError::Refused(s.message().to_owned())),
+                    }
+                }
+                ev = rx.recv() => {
+                    match ev.expect("the worker holds a sender") {
+                        TrialEvent::Progress(p) => self.progress.push(p),
+                        TrialEvent::Done(unit, outcome) => {
+                            self.running.remove(&unit);
+                            next_lease = tokio::time::Instant::now();
+                            if let Some(o) = outcome {
+                                self.outcomes.push_back(o);
+                                if let Err(s) = self.report(client, &id).await {
+                                    return Ok(SessionEnd::Reconnect(s.message().to_owned()));
+                                }
+                            }
+                        }
+                    }
+                }
+                _ = flush.tick() => {
+                    if let Err(s) = self.report(client, &id).await {
+                        return Ok(SessionEnd::Reconnect(s.message().to_owned()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends buffered progress and outcomes; they are dropped only once acknowledged.
+    async fn report(&mut self, client: &mut WorkerServiceClient<Channel>, id: &str) -> Result<(), Status> {
+        if self.progress.is_empty() && self.outcomes.is_empty() {
+            return Ok(());
+        }
+        let req = proto::ReportRequest {
+            worker_id: id.to_owned(),
+            progress: self.progress.clone(),
+            outcomes: self.outcomes.iter().cloned().collect(),
+        };
+        match client.report(req).await {
+            Ok(r) => {
+                self.progress.clear();
+                self.outcomes.clear();
+                self.cancel(&r.into_inner().cancel_units);
+                Ok(())
+            }
+            // The coordinator took the results but no longer knows us: re-register.
+            Err(s) if s.code() == Code::NotFound => {
+                self.progress.clear();
+                self.outcomes.clear();
+                Err(s)
+            }
+            Err(s) => Err(s),
+        }
+    }
+
+    fn cancel(&mut self, units: &[u64]) {
+        for u in units {
+            if let Some(flag) = self.running.get(u) {
+                info!(unit = u, "stopping unit at the coordinator's request");
+                flag.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn stop_all(&mut self) {
+        for flag in self.running.values() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// The worker's default name: its host name.
+pub fn default_name() -> String {
+    hostname()
+}
+
+/// Runs a worker until `shutdown` resolves, reconnecting with backoff whenever the
+/// coordinator is unreachable or has forgotten it.
+pub async fn run(cfg: WorkerConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), WorkerError> {
+    let device = open_device(&cfg.device)?;
+    let (kind, ordinal) = match cfg.device.split_once(':') {
+        Some((k, n)) => (k.to_owned(), n.parse().unwrap_or(0)),
+        None => (cfg.device.clone(), 0),
+    };
+    Endpoint::from_shared(cfg.coordinator.clone()).map_err(|e| WorkerError::Url(cfg.coordinator.clone(), e.to_string()))?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut w = Worker {
+        device_desc: proto::Device {
+            kind,
+            ordinal,
+            name: cfg.device.clone(),
+            memory_bytes: 0,
+        },
+        cfg,
+        device,
+        running: HashMap::new(),
+        progress: Vec::new(),
+        outcomes: VecDeque::new(),
+        tx,
+    };
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let end = match w.connect().await {
+            Ok(mut client) => {
+                backoff = Duration::from_millis(100);
+                w.session(&mut client, &mut rx, &mut shutdown).await?
+            }
+            Err(e) => SessionEnd::Reconnect(e),
+        };
+        match end {
+            SessionEnd::Shutdown => return Ok(()),
+            SessionEnd::Reconnect(why) => {
+                warn!(coordinator = %w.cfg.coordinator, "{why}; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = &mut shutdown => { w.stop_all(); return Ok(()); }
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
