@@ -682,8 +682,18 @@ pub async fn serve(
             }
         })
     };
-    let addr = listener.local_addr().ok();
-    info!(addr = ?addr, data_dir = %cfg.data_dir.display(), "coordinator listening");
+    let addr = listener.local_addr().map_err(|source| ServeError::Io {
+        path: cfg.data_dir.clone(),
+        source,
+    })?;
+    // Workers and scripts on a shared file system can find the coordinator here, which
+    // also makes `--listen host:0` (any free port) usable.
+    let addr_file = cfg.data_dir.join("coordinator.addr");
+    std::fs::write(&addr_file, format!("{addr}\n")).map_err(|source| ServeError::Io {
+        path: addr_file.clone(),
+        source,
+    })?;
+    info!(%addr, data_dir = %cfg.data_dir.display(), "coordinator listening");
     let workers = worker_service_server::WorkerServiceServer::new(WorkerApi {
         h: h.clone(),
         cfg: cfg.core.clone(),

@@ -1,0 +1,109 @@
+//! Helpers for tests that run the real `ridgeline` binary as separate processes.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ridgeline"))
+}
+
+/// The repository root (examples live there).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A child process killed when dropped, so a failing test leaves nothing behind.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `ridgeline ARGS`, logging to `log_dir/name.log`.
+pub fn spawn(name: &str, args: &[&str], log_dir: &Path) -> Proc {
+    let log = std::fs::File::create(log_dir.join(format!("{name}.log"))).unwrap();
+    let child = Command::new(bin())
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
+    Proc {
+        child,
+        name: name.into(),
+    }
+}
+
+/// Runs `ridgeline ARGS` to completion within `timeout`, returning its output.
+pub fn run(args: &[&str], timeout: Duration) -> Output {
+    let mut child = Command::new(bin())
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + timeout;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "ridgeline {args:?} did not finish in {timeout:?}\nstdout: {}\nstderr: {}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs a command that must succeed and returns its standard output.
+pub fn run_ok(args: &[&str], timeout: Duration) -> String {
+    let out = run(args, timeout);
+    assert!(
+        out.status.success(),
+        "ridgeline {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Waits for a file to appear and returns its trimmed contents.
+pub fn wait_for_file(path: &Path, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            if s.ends_with('\n') {
+                return s.trim().to_owned();
+            }
+        }
+        assert!(Instant::now() < deadline, "{} did not appear in {timeout:?}", path.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts a coordinator on a free loopback port; returns it and its URL.
+pub fn coordinator(data_dir: &Path, extra: &[&str]) -> (Proc, String) {
+    let _ = std::fs::remove_file(data_dir.join("coordinator.addr"));
+    let dd = data_dir.to_str().unwrap();
+    let mut args = vec!["coordinator", "--listen", "127.0.0.1:0", "--data-dir", dd];
+    args.extend_from_slice(extra);
+    let p = spawn("coordinator", &args, data_dir);
+    let addr = wait_for_file(&data_dir.join("coordinator.addr"), Duration::from_secs(30));
+    (p, format!("http://{addr}"))
+}
