@@ -78,3 +78,47 @@ fn grid_sweep_across_two_worker_processes() {
     let accs: Vec<f64> = trials.iter().map(|t| t["metrics"]["val_accuracy"].as_f64().unwrap()).collect();
     assert_eq!(accs[best_trial], accs.iter().cloned().fold(0.0, f64::max));
 }
+
+/// A worker killed with SIGKILL mid-trial loses its lease; the unit runs again on
+/// another worker and the sweep completes with every trial done once.
+#[test]
+fn a_killed_workers_unit_runs_again_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_coord, url) = coordinator(dir.path(), &["--lease-ttl-ms", "1500", "--heartbeat-interval-ms", "200"]);
+    let data = root().join("examples/data/digits.csv.gz");
+    let spec = dir.path().join("slow.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"slow\"\n[data]\npath = {:?}\n[train]\nepochs = 400\n[search]\nalgorithm = \"grid\"\n[search.space]\nwidth = {{ type = \"grid\", values = [16, 24] }}\n",
+            data.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut victim = spawn("victim", &["worker", "--coordinator", &url, "--name", "victim", "--slots", "2"], dir.path());
+    let sweep = run_ok(&["submit", spec.to_str().unwrap(), "--coordinator", &url], Duration::from_secs(30)).trim().to_owned();
+    // Wait until the victim holds both trials, then kill it without warning.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = run_ok(&["status", &sweep, "--coordinator", &url], Duration::from_secs(30));
+        if s.contains("2 running") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "trials never started: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    victim.child.kill().unwrap();
+    victim.child.wait().unwrap();
+    let _rescuer = spawn("rescuer", &["worker", "--coordinator", &url, "--name", "rescuer", "--slots", "2"], dir.path());
+    run_ok(&["watch", &sweep, "--coordinator", &url], Duration::from_secs(600));
+    let json = run_ok(&["results", &sweep, "--coordinator", &url, "--format", "json"], Duration::from_secs(30));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["state"], "completed");
+    for t in v["trials"].as_array().unwrap() {
+        assert_eq!(t["state"], "completed", "{t}");
+        assert_eq!(t["attempts"], 2, "the killed attempt counts: {t}");
+        assert!(t["worker"].as_str().unwrap().contains("rescuer"), "{t}");
+        // The history is the second attempt's alone: epochs 1..=400, once each.
+        assert_eq!(t["history"].as_array().unwrap().len(), 400);
+    }
+}

@@ -955,11 +955,13 @@ pub fn on_tick(core: &mut Core, out: &mut impl Outbox, now: Millis) {
         drop_worker(core, out, &id, "missed heartbeats", true, now);
     }
     // Leases can also lapse while their worker still talks (a unit the worker forgot).
+    // Only leased units can lapse: scan the workers' units, not every unit ever made.
     let expired: Vec<UnitId> = core
-        .units
-        .iter()
-        .filter(|(_, u)| u.state == UnitState::Running && now > u.deadline)
-        .map(|(id, _)| *id)
+        .workers
+        .values()
+        .flat_map(|w| &w.units)
+        .filter(|id| core.units.get(id).is_some_and(|u| now > u.deadline))
+        .copied()
         .collect();
     for uid in expired {
         requeue(core, out, uid, "lease expired", true, now);

@@ -47,27 +47,23 @@ pub fn spawn(name: &str, args: &[&str], log_dir: &Path) -> Proc {
 
 /// Runs `ridgeline ARGS` to completion within `timeout`, returning its output.
 pub fn run(args: &[&str], timeout: Duration) -> Output {
-    let mut child = Command::new(bin())
+    let child = Command::new(bin())
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + timeout;
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
+    let pid = child.id();
+    // Output is drained on another thread while the child runs: a large result would
+    // otherwise fill the pipe and block the child forever.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output()));
+    match rx.recv_timeout(timeout) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+            panic!("ridgeline {args:?} did not finish in {timeout:?}");
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!(
-                "ridgeline {args:?} did not finish in {timeout:?}\nstdout: {}\nstderr: {}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
