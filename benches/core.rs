@@ -25,7 +25,12 @@ fn drain(n: u32, slots: u32) -> Vec<Action> {
     let mut core = Core::new(CoreConfig::default(), 1);
     let mut out = Vec::new();
     core::on_sweep_submitted(&mut core, &mut out, "b".into(), spec(n), 0).unwrap();
-    let info = WorkerInfo { name: "w".into(), hostname: "h".into(), slots, devices: vec![] };
+    let info = WorkerInfo {
+        name: "w".into(),
+        hostname: "h".into(),
+        slots,
+        devices: vec![],
+    };
     let w = core::on_worker_registered(&mut core, &mut out, info, 0);
     let mut now = 0;
     loop {
@@ -63,7 +68,12 @@ fn bench_store(c: &mut Criterion) {
     let per_unit: Vec<Vec<Action>> = {
         let mut groups: Vec<Vec<Action>> = Vec::new();
         for a in &actions {
-            let starts_unit = matches!(a, Action::UnitCreated { .. } | Action::SweepCreated { .. } | Action::WorkerRegistered { .. });
+            let starts_unit = matches!(
+                a,
+                Action::UnitCreated { .. }
+                    | Action::SweepCreated { .. }
+                    | Action::WorkerRegistered { .. }
+            );
             if starts_unit || groups.is_empty() {
                 groups.push(Vec::new());
             }
@@ -91,7 +101,11 @@ fn bench_store(c: &mut Criterion) {
         )
     });
     g.bench_function("one_transaction_per_batch_1k", |b| {
-        b.iter_batched(fresh, |(_dir, mut store)| store.apply(&actions).unwrap(), BatchSize::PerIteration)
+        b.iter_batched(
+            fresh,
+            |(_dir, mut store)| store.apply(&actions).unwrap(),
+            BatchSize::PerIteration,
+        )
     });
     g.finish();
 }

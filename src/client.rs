@@ -34,7 +34,10 @@ pub async fn connect(url: &str) -> Result<Client> {
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    bail!("cannot reach the coordinator at {url}: {}", last.map(|e| format!("{e:?}")).unwrap_or_default())
+    bail!(
+        "cannot reach the coordinator at {url}: {}",
+        last.map(|e| format!("{e:?}")).unwrap_or_default()
+    )
 }
 
 fn status_error(s: tonic::Status) -> anyhow::Error {
@@ -42,13 +45,23 @@ fn status_error(s: tonic::Status) -> anyhow::Error {
 }
 
 /// Reads a spec file, checks that its data files exist, and submits it.
-pub async fn submit(client: &mut Client, spec_path: &std::path::Path) -> Result<proto::SubmitSweepResponse> {
+pub async fn submit(
+    client: &mut Client,
+    spec_path: &std::path::Path,
+) -> Result<proto::SubmitSweepResponse> {
     let spec = SweepSpec::from_file(spec_path)?;
     for p in std::iter::once(&spec.data.path).chain(spec.data.labels.as_ref()) {
-        anyhow::ensure!(p.exists(), "{}: data.path: file not found: {}", spec_path.display(), p.display());
+        anyhow::ensure!(
+            p.exists(),
+            "{}: data.path: file not found: {}",
+            spec_path.display(),
+            p.display()
+        );
     }
     Ok(client
-        .submit_sweep(proto::SubmitSweepRequest { spec_json: spec.to_json() })
+        .submit_sweep(proto::SubmitSweepRequest {
+            spec_json: spec.to_json(),
+        })
         .await
         .map_err(status_error)?
         .into_inner())
@@ -90,7 +103,10 @@ pub fn summary(s: &proto::SweepStatus) -> String {
         s.diverged
     );
     if let Some(b) = &s.best {
-        line += &format!(", best {}={:.4} (trial {})", s.metric, b.value, b.trial_index);
+        line += &format!(
+            ", best {}={:.4} (trial {})",
+            s.metric, b.value, b.trial_index
+        );
     }
     line
 }
@@ -99,7 +115,9 @@ pub fn summary(s: &proto::SweepStatus) -> String {
 /// a line per finished unit otherwise. Returns the final status.
 pub async fn watch(client: &mut Client, sweep_id: &str) -> Result<proto::SweepStatus> {
     let mut stream = client
-        .watch_sweep(proto::WatchSweepRequest { sweep_id: sweep_id.to_owned() })
+        .watch_sweep(proto::WatchSweepRequest {
+            sweep_id: sweep_id.to_owned(),
+        })
         .await
         .map_err(status_error)?
         .into_inner();
@@ -108,8 +126,10 @@ pub async fn watch(client: &mut Client, sweep_id: &str) -> Result<proto::SweepSt
     if tty {
         bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
         bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} trials  {msg}")
-                .expect("valid template"),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} trials  {msg}",
+            )
+            .expect("valid template"),
         );
         bar.enable_steady_tick(Duration::from_millis(200));
     }
@@ -152,7 +172,11 @@ pub fn results_csv(r: &proto::GetResultsResponse) -> Result<String> {
     for t in &r.trials {
         let p = params_from_proto(&t.params).map_err(anyhow::Error::msg)?;
         let mut row = vec![t.trial_index.to_string(), unit_state_name(t.state).into()];
-        row.extend(params.iter().map(|k| p.get(k).map(ParamValue::to_string).unwrap_or_default()));
+        row.extend(
+            params
+                .iter()
+                .map(|k| p.get(k).map(ParamValue::to_string).unwrap_or_default()),
+        );
         row.extend(metrics.iter().map(|k| {
             t.final_metrics
                 .iter()
@@ -174,7 +198,12 @@ pub fn results_csv(r: &proto::GetResultsResponse) -> Result<String> {
 pub fn results_json(r: &proto::GetResultsResponse) -> Result<String> {
     let metric_map = |m: &[proto::Metric]| -> serde_json::Map<String, serde_json::Value> {
         m.iter()
-            .map(|m| (m.name.clone(), serde_json::json!(m.value.is_finite().then_some(m.value))))
+            .map(|m| {
+                (
+                    m.name.clone(),
+                    serde_json::json!(m.value.is_finite().then_some(m.value)),
+                )
+            })
             .collect()
     };
     let trials: Vec<serde_json::Value> = r

@@ -23,7 +23,11 @@ use ridgeline_worker::runner::{self, WorkerConfig};
 use settings::Settings;
 
 #[derive(Parser)]
-#[command(name = "ridgeline", version, about = "Distributed hyperparameter and loss-landscape sweeps")]
+#[command(
+    name = "ridgeline",
+    version,
+    about = "Distributed hyperparameter and loss-landscape sweeps"
+)]
 struct Cli {
     /// Settings file (TOML); defaults to ./ridgeline.toml when present.
     #[arg(long, global = true)]
@@ -174,21 +178,36 @@ fn core_config(s: &Settings) -> CoreConfig {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     let mut s = Settings::load(cli.config.as_deref())?;
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let quiet = matches!(cli.cmd, Cmd::Run { .. });
     init_tracing(if quiet { "warn" } else { "info" });
     rt.block_on(async move {
         match cli.cmd {
-            Cmd::Run { spec, workers, out, device } => {
+            Cmd::Run {
+                spec,
+                workers,
+                out,
+                device,
+            } => {
                 if let Some(d) = device {
                     s.device = d;
                 }
                 let n = workers.unwrap_or_else(|| {
-                    std::thread::available_parallelism().map_or(2, |n| n.get() as u32).min(4)
+                    std::thread::available_parallelism()
+                        .map_or(2, |n| n.get() as u32)
+                        .min(4)
                 });
                 cmd_run(&s, &spec, n.max(1), &out).await
             }
-            Cmd::Coordinator { listen, data_dir, lease_ttl_ms, heartbeat_interval_ms, max_attempts } => {
+            Cmd::Coordinator {
+                listen,
+                data_dir,
+                lease_ttl_ms,
+                heartbeat_interval_ms,
+                max_attempts,
+            } => {
                 s.listen = listen.unwrap_or(s.listen);
                 s.data_dir = data_dir.unwrap_or(s.data_dir);
                 s.lease_ttl_ms = lease_ttl_ms.unwrap_or(s.lease_ttl_ms);
@@ -197,11 +216,19 @@ fn main() -> Result<()> {
                 let listener = TcpListener::bind(&s.listen)
                     .await
                     .with_context(|| format!("listen on {}", s.listen))?;
-                let cfg = CoordinatorConfig { data_dir: s.data_dir.clone(), core: core_config(&s) };
+                let cfg = CoordinatorConfig {
+                    data_dir: s.data_dir.clone(),
+                    core: core_config(&s),
+                };
                 serve(listener, cfg, terminated()).await?;
                 Ok(())
             }
-            Cmd::Worker { c, slots, device, name } => {
+            Cmd::Worker {
+                c,
+                slots,
+                device,
+                name,
+            } => {
                 let cfg = WorkerConfig {
                     coordinator: c.coordinator.unwrap_or(s.coordinator),
                     name: name.unwrap_or_else(runner::default_name),
@@ -226,8 +253,21 @@ fn main() -> Result<()> {
             Cmd::Status { sweep, c } => {
                 let mut client = client::connect(&c.coordinator.unwrap_or(s.coordinator)).await?;
                 let list = match sweep {
-                    Some(id) => vec![client.get_status(proto::GetStatusRequest { sweep_id: id }).await.map_err(|e| anyhow::anyhow!("{}", e.message()))?.into_inner()],
-                    None => client.list_sweeps(proto::ListSweepsRequest {}).await.map_err(|e| anyhow::anyhow!("{}", e.message()))?.into_inner().sweeps,
+                    Some(id) => vec![
+                        client
+                            .get_status(proto::GetStatusRequest { sweep_id: id })
+                            .await
+                            .map_err(|e| anyhow::anyhow!("{}", e.message()))?
+                            .into_inner(),
+                    ],
+                    None => {
+                        client
+                            .list_sweeps(proto::ListSweepsRequest {})
+                            .await
+                            .map_err(|e| anyhow::anyhow!("{}", e.message()))?
+                            .into_inner()
+                            .sweeps
+                    }
                 };
                 if list.is_empty() {
                     println!("no sweeps");
@@ -246,14 +286,21 @@ fn main() -> Result<()> {
             Cmd::Cancel { sweep, c } => {
                 let mut client = client::connect(&c.coordinator.unwrap_or(s.coordinator)).await?;
                 let r = client
-                    .cancel_sweep(proto::CancelSweepRequest { sweep_id: sweep.clone() })
+                    .cancel_sweep(proto::CancelSweepRequest {
+                        sweep_id: sweep.clone(),
+                    })
                     .await
                     .map_err(|e| anyhow::anyhow!("{}", e.message()))?
                     .into_inner();
                 println!("{sweep} {}", client::state_name(r.state));
                 Ok(())
             }
-            Cmd::Results { sweep, c, format, output } => {
+            Cmd::Results {
+                sweep,
+                c,
+                format,
+                output,
+            } => {
                 let mut client = client::connect(&c.coordinator.unwrap_or(s.coordinator)).await?;
                 let r = client
                     .get_results(proto::GetResultsRequest { sweep_id: sweep })
@@ -265,7 +312,8 @@ fn main() -> Result<()> {
                     Format::Json => client::results_json(&r)?,
                 };
                 match output {
-                    Some(p) => std::fs::write(&p, text).with_context(|| format!("write {}", p.display()))?,
+                    Some(p) => std::fs::write(&p, text)
+                        .with_context(|| format!("write {}", p.display()))?,
                     None => print!("{text}"),
                 }
                 Ok(())
@@ -283,7 +331,10 @@ async fn cmd_run(s: &Settings, spec: &Path, workers: u32, out: &Path) -> Result<
     let until_stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let cfg = CoordinatorConfig { data_dir: out.to_owned(), core: core_config(s) };
+    let cfg = CoordinatorConfig {
+        data_dir: out.to_owned(),
+        core: core_config(s),
+    };
     let coordinator = tokio::spawn(serve(listener, cfg, until_stopped(stopped.clone())));
     let mut pool = Vec::new();
     for i in 0..workers {
@@ -294,7 +345,10 @@ async fn cmd_run(s: &Settings, spec: &Path, workers: u32, out: &Path) -> Result<
             device: s.device.clone(),
             poll_interval: Duration::from_millis(100),
         };
-        pool.push(tokio::spawn(runner::run(cfg, until_stopped(stopped.clone()))));
+        pool.push(tokio::spawn(runner::run(
+            cfg,
+            until_stopped(stopped.clone()),
+        )));
     }
     let result = drive(&url, spec, workers, out).await;
     let _ = stop.send(true);
@@ -310,7 +364,10 @@ async fn drive(url: &str, spec: &Path, workers: u32, out: &Path) -> Result<()> {
     let mut client = client::connect(url).await?;
     let sub = client::submit(&mut client, spec).await?;
     let id = sub.sweep_id;
-    eprintln!("sweep {id}: {} trials on {workers} local workers", sub.total_units);
+    eprintln!(
+        "sweep {id}: {} trials on {workers} local workers",
+        sub.total_units
+    );
     let st = tokio::select! {
         st = client::watch(&mut client, &id) => st?,
         _ = terminated() => {
@@ -320,7 +377,9 @@ async fn drive(url: &str, spec: &Path, workers: u32, out: &Path) -> Result<()> {
         }
     };
     let r = client
-        .get_results(proto::GetResultsRequest { sweep_id: id.clone() })
+        .get_results(proto::GetResultsRequest {
+            sweep_id: id.clone(),
+        })
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message()))?
         .into_inner();
@@ -342,7 +401,10 @@ async fn drive(url: &str, spec: &Path, workers: u32, out: &Path) -> Result<()> {
                 std::fs::copy(f.path(), best_dir.join(f.file_name()))?;
             }
             let params = params_from_proto(&b.params).map_err(anyhow::Error::msg)?;
-            std::fs::write(best_dir.join("params.json"), serde_json::to_string_pretty(&params)?)?;
+            std::fs::write(
+                best_dir.join("params.json"),
+                serde_json::to_string_pretty(&params)?,
+            )?;
         }
         let params = params_from_proto(&b.params).map_err(anyhow::Error::msg)?;
         println!(

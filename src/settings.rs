@@ -81,7 +81,10 @@ mod tests {
         let f = dir.path().join("r.toml");
         std::fs::write(&f, "slots = 4\ndevice = \"cuda:1\"\n").unwrap();
         let s = Settings::load(Some(&f)).unwrap();
-        assert_eq!((s.slots, s.device.as_str(), s.max_attempts), (4, "cuda:1", 3));
+        assert_eq!(
+            (s.slots, s.device.as_str(), s.max_attempts),
+            (4, "cuda:1", 3)
+        );
         std::fs::write(&f, "slotz = 4\n").unwrap();
         let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
         assert!(e.contains("slotz"), "{e}");

@@ -16,24 +16,50 @@ fn run_writes_results_and_a_best_checkpoint_that_reproduces_its_score() {
     let dir = tempfile::tempdir().unwrap();
     let spec_path = root().join("examples/digits-grid.toml");
     let stdout = run_ok(
-        &["run", spec_path.to_str().unwrap(), "--workers", "2", "--out", dir.path().to_str().unwrap()],
+        &[
+            "run",
+            spec_path.to_str().unwrap(),
+            "--workers",
+            "2",
+            "--out",
+            dir.path().to_str().unwrap(),
+        ],
         Duration::from_secs(600),
     );
-    let best_line = stdout.lines().find(|l| l.starts_with("best trial")).unwrap_or_else(|| panic!("{stdout}"));
+    let best_line = stdout
+        .lines()
+        .find(|l| l.starts_with("best trial"))
+        .unwrap_or_else(|| panic!("{stdout}"));
     // "best trial 7: val_accuracy=0.9889  lr=0.003 width=64"
-    let reported: f64 = best_line.split("val_accuracy=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let reported: f64 = best_line
+        .split("val_accuracy=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
 
     assert!(dir.path().join("ridgeline.db").exists());
-    let sweeps: Vec<_> = std::fs::read_dir(dir.path().join("sweeps")).unwrap().map(|e| e.unwrap().path()).collect();
+    let sweeps: Vec<_> = std::fs::read_dir(dir.path().join("sweeps"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     assert_eq!(sweeps.len(), 1);
     let sweep_dir = &sweeps[0];
-    let rows = csv::Reader::from_path(sweep_dir.join("results.csv")).unwrap().records().count();
+    let rows = csv::Reader::from_path(sweep_dir.join("results.csv"))
+        .unwrap()
+        .records()
+        .count();
     assert_eq!(rows, 9);
 
     // Rebuild the best model from its checkpoint and score it on the validation split.
     let best = sweep_dir.join("best");
-    let config: MlpConfig = serde_json::from_slice(&std::fs::read(best.join("model.json")).unwrap()).unwrap();
-    let tensors = candle_core::safetensors::load(best.join("model.safetensors"), &Device::Cpu).unwrap();
+    let config: MlpConfig =
+        serde_json::from_slice(&std::fs::read(best.join("model.json")).unwrap()).unwrap();
+    let tensors =
+        candle_core::safetensors::load(best.join("model.safetensors"), &Device::Cpu).unwrap();
     let model = Mlp::from_tensors(config, &tensors).unwrap();
     let spec = SweepSpec::from_file(&spec_path).unwrap();
     let ds = data::load(&spec.data, spec.data_format()).unwrap();
@@ -43,8 +69,19 @@ fn run_writes_results_and_a_best_checkpoint_that_reproduces_its_score() {
     let x = Tensor::from_slice(&ds.val.x, (ds.val.len(), ds.val.dim), &Device::Cpu).unwrap();
     let y = Tensor::from_slice(&ds.val.y, ds.val.len(), &Device::Cpu).unwrap();
     let pred = model.forward(&x, None).unwrap().argmax(D::Minus1).unwrap();
-    let acc = pred.eq(&y).unwrap().to_dtype(DType::F32).unwrap().mean_all().unwrap().to_scalar::<f32>().unwrap();
-    assert!((f64::from(acc) - reported).abs() < 1e-3, "checkpoint scores {acc}, run reported {reported}");
+    let acc = pred
+        .eq(&y)
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .mean_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(
+        (f64::from(acc) - reported).abs() < 1e-3,
+        "checkpoint scores {acc}, run reported {reported}"
+    );
     assert!(reported > 0.9);
 }
 
@@ -57,16 +94,42 @@ fn a_bad_spec_is_refused_with_the_field_named() {
         "name = \"bad\"\n[data]\npath = \"d.csv\"\n[search.space]\nlr = { type = \"loguniform\", low = -1.0, high = 0.1 }\n",
     )
     .unwrap();
-    let out = run(&["run", spec.to_str().unwrap(), "--out", dir.path().to_str().unwrap()], Duration::from_secs(60));
+    let out = run(
+        &[
+            "run",
+            spec.to_str().unwrap(),
+            "--out",
+            dir.path().to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("bad.toml: search.space.lr: expected low < high") || err.contains("bad.toml: search.space.lr: loguniform needs low > 0"),
+        err.contains("bad.toml: search.space.lr: expected low < high")
+            || err.contains("bad.toml: search.space.lr: loguniform needs low > 0"),
         "{err}"
     );
     // A spec whose data file is missing names the file.
-    std::fs::write(&spec, "name = \"bad\"\n[data]\npath = \"nowhere.csv\"\n[search]\n").unwrap();
-    let out = run(&["run", spec.to_str().unwrap(), "--out", dir.path().to_str().unwrap()], Duration::from_secs(60));
+    std::fs::write(
+        &spec,
+        "name = \"bad\"\n[data]\npath = \"nowhere.csv\"\n[search]\n",
+    )
+    .unwrap();
+    let out = run(
+        &[
+            "run",
+            spec.to_str().unwrap(),
+            "--out",
+            dir.path().to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("data.path: file not found") && err.contains("nowhere.csv"), "{err}");
+    assert!(
+        !out.status.success()
+            && err.contains("data.path: file not found")
+            && err.contains("nowhere.csv"),
+        "{err}"
+    );
 }

@@ -12,50 +12,106 @@ use common::*;
 fn grid_sweep_across_two_worker_processes() {
     let dir = tempfile::tempdir().unwrap();
     let (_coord, url) = coordinator(dir.path(), &[]);
-    let _w1 = spawn("worker1", &["worker", "--coordinator", &url, "--name", "alpha"], dir.path());
-    let _w2 = spawn("worker2", &["worker", "--coordinator", &url, "--name", "beta"], dir.path());
+    let _w1 = spawn(
+        "worker1",
+        &["worker", "--coordinator", &url, "--name", "alpha"],
+        dir.path(),
+    );
+    let _w2 = spawn(
+        "worker2",
+        &["worker", "--coordinator", &url, "--name", "beta"],
+        dir.path(),
+    );
 
     let spec = root().join("examples/digits-grid.toml");
     let out = run_ok(
-        &["submit", spec.to_str().unwrap(), "--coordinator", &url, "--wait"],
+        &[
+            "submit",
+            spec.to_str().unwrap(),
+            "--coordinator",
+            &url,
+            "--wait",
+        ],
         Duration::from_secs(600),
     );
-    let sweep = out.lines().next().expect("submit prints the sweep id").trim().to_owned();
+    let sweep = out
+        .lines()
+        .next()
+        .expect("submit prints the sweep id")
+        .trim()
+        .to_owned();
     assert!(sweep.starts_with("digits-grid-"), "{sweep}");
 
-    let status = run_ok(&["status", &sweep, "--coordinator", &url], Duration::from_secs(30));
+    let status = run_ok(
+        &["status", &sweep, "--coordinator", &url],
+        Duration::from_secs(30),
+    );
     assert!(status.contains("completed: 9/9 done"), "{status}");
 
     // results.csv: one row per trial, each (lr, width) exactly once.
     let csv_path = dir.path().join("results.csv");
     run_ok(
-        &["results", &sweep, "--coordinator", &url, "--format", "csv", "-o", csv_path.to_str().unwrap()],
+        &[
+            "results",
+            &sweep,
+            "--coordinator",
+            &url,
+            "--format",
+            "csv",
+            "-o",
+            csv_path.to_str().unwrap(),
+        ],
         Duration::from_secs(30),
     );
     let mut rdr = csv::Reader::from_path(&csv_path).unwrap();
     let headers = rdr.headers().unwrap().clone();
-    let col = |name: &str| headers.iter().position(|h| h == name).unwrap_or_else(|| panic!("no column {name}: {headers:?}"));
-    let (lr, width, state, acc, epochs, worker) =
-        (col("lr"), col("width"), col("state"), col("val_accuracy"), col("epochs"), col("worker"));
+    let col = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .unwrap_or_else(|| panic!("no column {name}: {headers:?}"))
+    };
+    let (lr, width, state, acc, epochs, worker) = (
+        col("lr"),
+        col("width"),
+        col("state"),
+        col("val_accuracy"),
+        col("epochs"),
+        col("worker"),
+    );
     let rows: Vec<csv::StringRecord> = rdr.records().map(Result::unwrap).collect();
     assert_eq!(rows.len(), 9);
-    let combos: HashSet<(String, String)> = rows.iter().map(|r| (r[lr].to_owned(), r[width].to_owned())).collect();
+    let combos: HashSet<(String, String)> = rows
+        .iter()
+        .map(|r| (r[lr].to_owned(), r[width].to_owned()))
+        .collect();
     let expected: HashSet<(String, String)> = ["0.0003", "0.001", "0.003"]
         .iter()
-        .flat_map(|l| ["32", "64", "128"].iter().map(move |w| (l.to_string(), w.to_string())))
+        .flat_map(|l| {
+            ["32", "64", "128"]
+                .iter()
+                .map(move |w| (l.to_string(), w.to_string()))
+        })
         .collect();
     assert_eq!(combos, expected);
     let mut best: f64 = 0.0;
     for r in &rows {
         assert_eq!(&r[state], "completed");
         assert_eq!(&r[epochs], "15");
-        assert!(r[worker].contains("alpha") || r[worker].contains("beta"), "{:?}", &r[worker]);
+        assert!(
+            r[worker].contains("alpha") || r[worker].contains("beta"),
+            "{:?}",
+            &r[worker]
+        );
         best = best.max(r[acc].parse().unwrap());
     }
     assert!(best > 0.9, "best val_accuracy {best}");
 
     // Every trial has per-epoch metrics, all three of them, epochs 1..=15 in order.
-    let json = run_ok(&["results", &sweep, "--coordinator", &url, "--format", "json"], Duration::from_secs(30));
+    let json = run_ok(
+        &["results", &sweep, "--coordinator", &url, "--format", "json"],
+        Duration::from_secs(30),
+    );
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     let trials = v["trials"].as_array().unwrap();
     assert_eq!(trials.len(), 9);
@@ -65,17 +121,32 @@ fn grid_sweep_across_two_worker_processes() {
         assert_eq!(steps, (1..=15).collect::<Vec<_>>());
         for e in h {
             for m in ["train_loss", "val_loss", "val_accuracy"] {
-                assert!(e[m].as_f64().is_some_and(f64::is_finite), "{m} missing in {e}");
+                assert!(
+                    e[m].as_f64().is_some_and(f64::is_finite),
+                    "{m} missing in {e}"
+                );
             }
         }
         // The final metrics are the last epoch's.
-        assert_eq!(t["metrics"]["val_accuracy"], h.last().unwrap()["val_accuracy"]);
-        let ckpt = t["checkpoint_dir"].as_str().expect("completed trials keep a checkpoint");
-        assert!(std::path::Path::new(ckpt).join("model.safetensors").exists());
+        assert_eq!(
+            t["metrics"]["val_accuracy"],
+            h.last().unwrap()["val_accuracy"]
+        );
+        let ckpt = t["checkpoint_dir"]
+            .as_str()
+            .expect("completed trials keep a checkpoint");
+        assert!(
+            std::path::Path::new(ckpt)
+                .join("model.safetensors")
+                .exists()
+        );
     }
     // The best trial in the JSON is the argmax of val_accuracy.
     let best_trial = v["best_trial"].as_u64().unwrap() as usize;
-    let accs: Vec<f64> = trials.iter().map(|t| t["metrics"]["val_accuracy"].as_f64().unwrap()).collect();
+    let accs: Vec<f64> = trials
+        .iter()
+        .map(|t| t["metrics"]["val_accuracy"].as_f64().unwrap())
+        .collect();
     assert_eq!(accs[best_trial], accs.iter().cloned().fold(0.0, f64::max));
 }
 
@@ -84,7 +155,10 @@ fn grid_sweep_across_two_worker_processes() {
 #[test]
 fn a_killed_workers_unit_runs_again_elsewhere() {
     let dir = tempfile::tempdir().unwrap();
-    let (_coord, url) = coordinator(dir.path(), &["--lease-ttl-ms", "1500", "--heartbeat-interval-ms", "200"]);
+    let (_coord, url) = coordinator(
+        dir.path(),
+        &["--lease-ttl-ms", "1500", "--heartbeat-interval-ms", "200"],
+    );
     let data = root().join("examples/data/digits.csv.gz");
     let spec = dir.path().join("slow.toml");
     std::fs::write(
@@ -95,23 +169,64 @@ fn a_killed_workers_unit_runs_again_elsewhere() {
         ),
     )
     .unwrap();
-    let mut victim = spawn("victim", &["worker", "--coordinator", &url, "--name", "victim", "--slots", "2"], dir.path());
-    let sweep = run_ok(&["submit", spec.to_str().unwrap(), "--coordinator", &url], Duration::from_secs(30)).trim().to_owned();
+    let mut victim = spawn(
+        "victim",
+        &[
+            "worker",
+            "--coordinator",
+            &url,
+            "--name",
+            "victim",
+            "--slots",
+            "2",
+        ],
+        dir.path(),
+    );
+    let sweep = run_ok(
+        &["submit", spec.to_str().unwrap(), "--coordinator", &url],
+        Duration::from_secs(30),
+    )
+    .trim()
+    .to_owned();
     // Wait until the victim holds both trials, then kill it without warning.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let s = run_ok(&["status", &sweep, "--coordinator", &url], Duration::from_secs(30));
+        let s = run_ok(
+            &["status", &sweep, "--coordinator", &url],
+            Duration::from_secs(30),
+        );
         if s.contains("2 running") {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "trials never started: {s}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "trials never started: {s}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     victim.child.kill().unwrap();
     victim.child.wait().unwrap();
-    let _rescuer = spawn("rescuer", &["worker", "--coordinator", &url, "--name", "rescuer", "--slots", "2"], dir.path());
-    run_ok(&["watch", &sweep, "--coordinator", &url], Duration::from_secs(600));
-    let json = run_ok(&["results", &sweep, "--coordinator", &url, "--format", "json"], Duration::from_secs(30));
+    let _rescuer = spawn(
+        "rescuer",
+        &[
+            "worker",
+            "--coordinator",
+            &url,
+            "--name",
+            "rescuer",
+            "--slots",
+            "2",
+        ],
+        dir.path(),
+    );
+    run_ok(
+        &["watch", &sweep, "--coordinator", &url],
+        Duration::from_secs(600),
+    );
+    let json = run_ok(
+        &["results", &sweep, "--coordinator", &url, "--format", "json"],
+        Duration::from_secs(30),
+    );
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["state"], "completed");
     for t in v["trials"].as_array().unwrap() {

@@ -90,7 +90,10 @@ mod tests {
         for _ in 0..60_000 {
             counts[r.below(6) as usize] += 1;
         }
-        assert!(counts.iter().all(|&c| (9_500..10_500).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (9_500..10_500).contains(&c)),
+            "{counts:?}"
+        );
         let zs: Vec<f64> = (0..n).map(|_| r.normal()).collect();
         let zm = zs.iter().sum::<f64>() / n as f64;
         let zv = zs.iter().map(|z| (z - zm).powi(2)).sum::<f64>() / n as f64;

@@ -520,11 +520,13 @@ impl SweepSpec {
     /// The mode, defaulting from the metric's name: losses are minimised, anything else
     /// (accuracies, scores) maximised.
     pub fn mode(&self) -> Mode {
-        self.search.mode.unwrap_or(if self.search.metric.contains("loss") {
-            Mode::Min
-        } else {
-            Mode::Max
-        })
+        self.search
+            .mode
+            .unwrap_or(if self.search.metric.contains("loss") {
+                Mode::Min
+            } else {
+                Mode::Max
+            })
     }
 
     /// The format of the data, explicit or inferred from the file name.
@@ -572,10 +574,7 @@ impl SweepSpec {
         {
             return err(
                 "name",
-                format!(
-                    "expected letters, digits, '-' or '_', got {:?}",
-                    self.name
-                ),
+                format!("expected letters, digits, '-' or '_', got {:?}", self.name),
             );
         }
         let d = &self.data;
@@ -586,10 +585,7 @@ impl SweepSpec {
             );
         }
         if self.data_format() == DataFormat::Idx && d.labels.is_none() {
-            return err(
-                "data.labels",
-                "an IDX data set needs a labels file".into(),
-            );
+            return err("data.labels", "an IDX data set needs a labels file".into());
         }
         if d.limit == Some(0) {
             return err("data.limit", "expected at least 1 sample".into());
@@ -660,19 +656,41 @@ impl SweepSpec {
                 "depth" => c.model.depth = u(),
                 "width" => c.model.width = u(),
                 "seed" => c.train.seed = u() as u64,
-                "activation" => c.model.activation = Activation::parse(v.as_str().unwrap()).unwrap(),
+                "activation" => {
+                    c.model.activation = Activation::parse(v.as_str().unwrap()).unwrap()
+                }
                 "optimizer" => c.train.optimizer = Optimizer::parse(v.as_str().unwrap()).unwrap(),
                 _ => unreachable!("lookup knows every name"),
             }
         }
         let t = &c.train;
         let checks: [(&str, bool, String); 6] = [
-            ("train.lr", t.lr > 0.0 && t.lr.is_finite(), format!("expected a number > 0, got {}", t.lr)),
-            ("train.momentum", (0.0..1.0).contains(&t.momentum), format!("expected a number in [0, 1), got {}", t.momentum)),
-            ("train.weight_decay", t.weight_decay >= 0.0 && t.weight_decay.is_finite(), format!("expected a number >= 0, got {}", t.weight_decay)),
+            (
+                "train.lr",
+                t.lr > 0.0 && t.lr.is_finite(),
+                format!("expected a number > 0, got {}", t.lr),
+            ),
+            (
+                "train.momentum",
+                (0.0..1.0).contains(&t.momentum),
+                format!("expected a number in [0, 1), got {}", t.momentum),
+            ),
+            (
+                "train.weight_decay",
+                t.weight_decay >= 0.0 && t.weight_decay.is_finite(),
+                format!("expected a number >= 0, got {}", t.weight_decay),
+            ),
             ("train.epochs", t.epochs >= 1, "expected at least 1".into()),
-            ("train.batch_size", t.batch_size >= 1, "expected at least 1".into()),
-            ("model.dropout", (0.0..1.0).contains(&c.model.dropout), format!("expected a number in [0, 1), got {}", c.model.dropout)),
+            (
+                "train.batch_size",
+                t.batch_size >= 1,
+                "expected at least 1".into(),
+            ),
+            (
+                "model.dropout",
+                (0.0..1.0).contains(&c.model.dropout),
+                format!("expected a number in [0, 1), got {}", c.model.dropout),
+            ),
         ];
         for (field, ok, reason) in checks {
             if !ok {
@@ -774,7 +792,12 @@ fn one_line(s: &str) -> String {
     // toml prints "TOML parse error at line L, column C", the excerpt, then the reason.
     match (lines.first(), lines.last()) {
         (Some(first), Some(last)) if first != last && first.starts_with("TOML parse error") => {
-            format!("{last} ({})", first.trim_start_matches("TOML parse error ").trim_end_matches(':'))
+            format!(
+                "{last} ({})",
+                first
+                    .trim_start_matches("TOML parse error ")
+                    .trim_end_matches(':')
+            )
         }
         (Some(first), _) => first.to_string(),
         _ => s.to_owned(),
@@ -825,15 +848,51 @@ activation = { type = "grid", values = ["relu", "tanh"] }
     #[test]
     fn errors_name_the_key() {
         let cases: &[(&str, &str, &str)] = &[
-            ("[train]\nepochs = 3", "[train]\nepochz = 3", "train.epochz: unknown field `epochz`, expected one of `epochs`"),
-            ("[train]\nepochs = 3", "[train]\nepochs = \"three\"", "train.epochs: invalid type: string \"three\""),
-            ("lr = { type = \"loguniform\", low = 1e-4, high = 1e-1 }", "lr = { type = \"loguniform\", low = 0.0, high = 1e-1 }", "search.space.lr: loguniform needs low > 0"),
-            ("lr = { type = \"loguniform\", low = 1e-4, high = 1e-1 }", "learning_rate = { type = \"uniform\", low = 0.1, high = 0.2 }", "search.space.learning_rate: unknown hyperparameter"),
-            ("width = { type = \"grid\", values = [16, 32] }", "width = { type = \"grid\", values = [16, 0.5] }", "search.space.width: expected an integer >= 1, got 0.5"),
-            ("width = { type = \"grid\", values = [16, 32] }", "width = { type = \"grid\", values = [] }", "search.space.width: expected at least one value"),
-            ("width = { type = \"grid\", values = [16, 32] }", "width = { type = \"gird\", values = [16] }", "search.space.width.type: unknown variant `gird`, expected one of `uniform`"),
-            ("algorithm = \"grid\"", "algorithm = \"bayes\"", "search.algorithm: unknown variant `bayes`"),
-            ("algorithm = \"grid\"", "algorithm = \"grid\"\nmetric = \"acc\"", "search.metric: unknown metric \"acc\""),
+            (
+                "[train]\nepochs = 3",
+                "[train]\nepochz = 3",
+                "train.epochz: unknown field `epochz`, expected one of `epochs`",
+            ),
+            (
+                "[train]\nepochs = 3",
+                "[train]\nepochs = \"three\"",
+                "train.epochs: invalid type: string \"three\"",
+            ),
+            (
+                "lr = { type = \"loguniform\", low = 1e-4, high = 1e-1 }",
+                "lr = { type = \"loguniform\", low = 0.0, high = 1e-1 }",
+                "search.space.lr: loguniform needs low > 0",
+            ),
+            (
+                "lr = { type = \"loguniform\", low = 1e-4, high = 1e-1 }",
+                "learning_rate = { type = \"uniform\", low = 0.1, high = 0.2 }",
+                "search.space.learning_rate: unknown hyperparameter",
+            ),
+            (
+                "width = { type = \"grid\", values = [16, 32] }",
+                "width = { type = \"grid\", values = [16, 0.5] }",
+                "search.space.width: expected an integer >= 1, got 0.5",
+            ),
+            (
+                "width = { type = \"grid\", values = [16, 32] }",
+                "width = { type = \"grid\", values = [] }",
+                "search.space.width: expected at least one value",
+            ),
+            (
+                "width = { type = \"grid\", values = [16, 32] }",
+                "width = { type = \"gird\", values = [16] }",
+                "search.space.width.type: unknown variant `gird`, expected one of `uniform`",
+            ),
+            (
+                "algorithm = \"grid\"",
+                "algorithm = \"bayes\"",
+                "search.algorithm: unknown variant `bayes`",
+            ),
+            (
+                "algorithm = \"grid\"",
+                "algorithm = \"grid\"\nmetric = \"acc\"",
+                "search.metric: unknown metric \"acc\"",
+            ),
         ];
         for (from, to, want) in cases {
             assert!(BASE.contains(from), "case text {from:?} not in BASE");

@@ -548,7 +548,8 @@ pub fn on_sweep_restored(core: &mut Core, out: &mut impl Outbox, stored: StoredS
     c.pending = c.total - c.completed - c.diverged - c.cancelled - c.failed;
     if state == SweepState::Running {
         core.order.push(id.clone());
-        core.order.sort_by_key(|s| core.sweeps.get(s).map_or(created, |x| x.created));
+        core.order
+            .sort_by_key(|s| core.sweeps.get(s).map_or(created, |x| x.created));
     }
     core.sweeps.insert(id.clone(), sweep);
     if state == SweepState::Running {
@@ -1030,7 +1031,17 @@ fn requeue(
         let msg = format!("{reason} on attempt {} of {max_attempts}", u.attempts);
         let s = core.sweeps.get_mut(&u.sweep).expect("unit's sweep exists");
         s.counts.running -= 1;
-        finish_unit(core, out, uid, UnitState::Failed, vec![], msg, 0.0, None, now);
+        finish_unit(
+            core,
+            out,
+            uid,
+            UnitState::Failed,
+            vec![],
+            msg,
+            0.0,
+            None,
+            now,
+        );
         return;
     }
     u.state = UnitState::Pending;

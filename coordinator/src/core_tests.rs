@@ -65,7 +65,10 @@ fn leases_respect_slots_and_generate_lazily() {
     let mut core = Core::new(cfg(), 1);
     let mut out = Vec::new();
     let sid = SweepId::from("s1");
-    assert_eq!(on_sweep_submitted(&mut core, &mut out, sid.clone(), spec(10, 0), 0), Ok(10));
+    assert_eq!(
+        on_sweep_submitted(&mut core, &mut out, sid.clone(), spec(10, 0), 0),
+        Ok(10)
+    );
     // Nothing is generated before a worker asks.
     assert!(!out.iter().any(|a| matches!(a, Action::UnitCreated { .. })));
     let w = worker(&mut core, &mut out, 3, 0);
@@ -74,10 +77,17 @@ fn leases_respect_slots_and_generate_lazily() {
     let trials: Vec<u32> = leases.iter().map(|l| l.trial).collect();
     assert_eq!(trials, vec![0, 1, 2]);
     assert!(leases.iter().all(|l| l.attempt == 1));
-    let created = out.iter().filter(|a| matches!(a, Action::UnitCreated { .. })).count();
+    let created = out
+        .iter()
+        .filter(|a| matches!(a, Action::UnitCreated { .. }))
+        .count();
     assert_eq!(created, 3);
     // Full worker: nothing more.
-    assert!(on_lease_requested(&mut core, &mut out, &w, 8, 2).unwrap().is_empty());
+    assert!(
+        on_lease_requested(&mut core, &mut out, &w, 8, 2)
+            .unwrap()
+            .is_empty()
+    );
     let c = core.sweep(&sid).unwrap().counts;
     assert_eq!((c.pending, c.running), (7, 3));
 }
@@ -88,7 +98,12 @@ fn max_concurrent_caps_a_sweep() {
     let mut out = Vec::new();
     on_sweep_submitted(&mut core, &mut out, "s".into(), spec(10, 2), 0).unwrap();
     let w = worker(&mut core, &mut out, 8, 0);
-    assert_eq!(on_lease_requested(&mut core, &mut out, &w, 8, 0).unwrap().len(), 2);
+    assert_eq!(
+        on_lease_requested(&mut core, &mut out, &w, 8, 0)
+            .unwrap()
+            .len(),
+        2
+    );
 }
 
 #[test]
@@ -101,7 +116,13 @@ fn completion_picks_best_and_finishes_sweep() {
     let leases = on_lease_requested(&mut core, &mut out, &w, 4, 0).unwrap();
     assert_eq!(leases.len(), 3);
     for (l, acc) in leases.iter().zip([0.5, 0.9, 0.7]) {
-        assert!(on_unit_finished(&mut core, &mut out, &w, done(l.unit, acc), 5));
+        assert!(on_unit_finished(
+            &mut core,
+            &mut out,
+            &w,
+            done(l.unit, acc),
+            5
+        ));
     }
     let v = core.sweep(&sid).unwrap();
     assert_eq!(v.state, SweepState::Completed);
@@ -109,7 +130,11 @@ fn completion_picks_best_and_finishes_sweep() {
     assert_eq!(v.counts.completed, 3);
     assert!(matches!(
         out.last(),
-        Some(Action::SweepFinished { state: SweepState::Completed, best: Some((1, _)), .. })
+        Some(Action::SweepFinished {
+            state: SweepState::Completed,
+            best: Some((1, _)),
+            ..
+        })
     ));
 }
 
@@ -130,11 +155,29 @@ fn duplicate_and_late_results_are_stored_once() {
     assert_eq!(lb[0].unit, unit);
     assert_eq!(lb[0].attempt, 2);
     // a's late result arrives first: accepted, and b is told to stop.
-    assert!(on_unit_finished(&mut core, &mut out, &a, done(unit, 0.8), 1_600));
+    assert!(on_unit_finished(
+        &mut core,
+        &mut out,
+        &a,
+        done(unit, 0.8),
+        1_600
+    ));
     assert_eq!(on_heartbeat(&mut core, &b, 1_700).unwrap(), vec![unit]);
     // b's result and a repeat of a's are ignored.
-    assert!(!on_unit_finished(&mut core, &mut out, &b, done(unit, 0.1), 1_800));
-    assert!(!on_unit_finished(&mut core, &mut out, &a, done(unit, 0.8), 1_900));
+    assert!(!on_unit_finished(
+        &mut core,
+        &mut out,
+        &b,
+        done(unit, 0.1),
+        1_800
+    ));
+    assert!(!on_unit_finished(
+        &mut core,
+        &mut out,
+        &a,
+        done(unit, 0.8),
+        1_900
+    ));
     let finished = finished_units(&out);
     assert_eq!(finished, vec![(unit, UnitState::Completed)]);
 }
@@ -154,11 +197,20 @@ fn vanished_worker_units_run_again_then_fail_after_max_attempts() {
     // Silence past the ttl: the unit is pending again.
     on_tick(&mut core, &mut out, 1_801);
     assert_eq!(core.unit_state(unit), Some(UnitState::Pending));
-    assert!(matches!(out.iter().rev().nth(1), Some(Action::UnitRequeued { .. })));
-    assert!(matches!(on_heartbeat(&mut core, &w1, 1_900), Err(CoreError::UnknownWorker(_))));
+    assert!(matches!(
+        out.iter().rev().nth(1),
+        Some(Action::UnitRequeued { .. })
+    ));
+    assert!(matches!(
+        on_heartbeat(&mut core, &w1, 1_900),
+        Err(CoreError::UnknownWorker(_))
+    ));
     // Second worker takes it and dies too: max_attempts = 2 reached, unit failed.
     let w2 = worker(&mut core, &mut out, 1, 2_000);
-    assert_eq!(on_lease_requested(&mut core, &mut out, &w2, 1, 2_000).unwrap()[0].unit, unit);
+    assert_eq!(
+        on_lease_requested(&mut core, &mut out, &w2, 1, 2_000).unwrap()[0].unit,
+        unit
+    );
     on_tick(&mut core, &mut out, 3_001);
     assert_eq!(core.unit_state(unit), Some(UnitState::Failed));
     let v = core.sweep(&sid).unwrap();
@@ -206,7 +258,10 @@ fn diverged_is_final_and_the_search_goes_on() {
     on_unit_finished(&mut core, &mut out, &w, nan, 1);
     on_unit_finished(&mut core, &mut out, &w, done(l[1].unit, 0.3), 1);
     let v = core.sweep(&sid).unwrap();
-    assert_eq!((v.state, v.counts.diverged, v.best), (SweepState::Completed, 1, Some((1, 0.3))));
+    assert_eq!(
+        (v.state, v.counts.diverged, v.best),
+        (SweepState::Completed, 1, Some((1, 0.3)))
+    );
 }
 
 #[test]
@@ -217,16 +272,35 @@ fn cancellation_stops_running_units_and_leases_nothing_more() {
     on_sweep_submitted(&mut core, &mut out, sid.clone(), spec(10, 0), 0).unwrap();
     let w = worker(&mut core, &mut out, 2, 0);
     let l = on_lease_requested(&mut core, &mut out, &w, 2, 0).unwrap();
-    assert_eq!(on_cancel(&mut core, &mut out, &sid, 5), Ok(SweepState::Cancelled));
+    assert_eq!(
+        on_cancel(&mut core, &mut out, &sid, 5),
+        Ok(SweepState::Cancelled)
+    );
     let mut stop = on_heartbeat(&mut core, &w, 6).unwrap();
     stop.sort();
     assert_eq!(stop, vec![l[0].unit, l[1].unit]);
-    assert!(on_lease_requested(&mut core, &mut out, &w, 2, 7).unwrap().is_empty());
+    assert!(
+        on_lease_requested(&mut core, &mut out, &w, 2, 7)
+            .unwrap()
+            .is_empty()
+    );
     // A result that races the cancellation is ignored.
-    assert!(!on_unit_finished(&mut core, &mut out, &w, done(l[0].unit, 0.9), 8));
+    assert!(!on_unit_finished(
+        &mut core,
+        &mut out,
+        &w,
+        done(l[0].unit, 0.9),
+        8
+    ));
     let c = core.sweep(&sid).unwrap().counts;
-    assert_eq!((c.cancelled, c.pending, c.running, c.completed), (10, 0, 0, 0));
-    assert_eq!(on_cancel(&mut core, &mut out, &sid, 9), Ok(SweepState::Cancelled));
+    assert_eq!(
+        (c.cancelled, c.pending, c.running, c.completed),
+        (10, 0, 0, 0)
+    );
+    assert_eq!(
+        on_cancel(&mut core, &mut out, &sid, 9),
+        Ok(SweepState::Cancelled)
+    );
     assert!(on_cancel(&mut core, &mut out, &"nope".into(), 9).is_err());
 }
 

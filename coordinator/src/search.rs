@@ -118,7 +118,9 @@ width = {{ type = "grid", values = [8, 16, 32] }}
         let s = spec("grid", 2);
         assert_eq!(s.total_trials(), 6);
         let mut g = searcher_for(&s);
-        let widths: Vec<i64> = (0..6).map(|i| g.suggest(i)["width"].as_i64().unwrap()).collect();
+        let widths: Vec<i64> = (0..6)
+            .map(|i| g.suggest(i)["width"].as_i64().unwrap())
+            .collect();
         assert_eq!(widths, vec![8, 16, 32, 8, 16, 32]);
     }
 

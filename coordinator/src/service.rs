@@ -25,7 +25,9 @@ use ridgeline_common::spec::SweepSpec;
 use ridgeline_common::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 
 use crate::convert::*;
-use crate::core::{self, Action, Core, CoreConfig, CoreError, Lease, Outcome, StoredSweep, StoredUnit, WorkerInfo};
+use crate::core::{
+    self, Action, Core, CoreConfig, CoreError, Lease, Outcome, StoredSweep, StoredUnit, WorkerInfo,
+};
 use crate::store::{Store, StoreError};
 
 /// How the coordinator runs.
@@ -131,7 +133,10 @@ impl EventLoop {
             source,
         };
         let mut store = Store::open(&path).map_err(store_err)?;
-        let mut core = Core::new(cfg.core.clone(), store.max_unit_id().map_err(store_err)? + 1);
+        let mut core = Core::new(
+            cfg.core.clone(),
+            store.max_unit_id().map_err(store_err)? + 1,
+        );
         let mut out = Vec::new();
         let now = now_ms();
         let mut resumed = 0;
@@ -244,7 +249,8 @@ impl EventLoop {
                     defer(&mut replies, tx, Ok(id));
                 }
                 Event::Lease(w, max, tx) => {
-                    let r = core::on_lease_requested(c, &mut out, &w, max, now).map_err(core_status);
+                    let r =
+                        core::on_lease_requested(c, &mut out, &w, max, now).map_err(core_status);
                     defer(&mut replies, tx, r);
                 }
                 Event::Report {
@@ -268,7 +274,9 @@ impl EventLoop {
                     let r = if known {
                         Ok(core::take_cancellations(c, &worker))
                     } else {
-                        Err(Status::not_found(format!("unknown worker {worker}; register again")))
+                        Err(Status::not_found(format!(
+                            "unknown worker {worker}; register again"
+                        )))
                     };
                     defer(&mut replies, reply, r);
                 }
@@ -366,7 +374,9 @@ impl EventLoop {
                 Action::UnitLeased { unit, .. } | Action::UnitRequeued { unit, .. } => {
                     self.core.unit_trial(*unit).map(|(s, _)| s)
                 }
-                Action::Progress { .. } | Action::WorkerRegistered { .. } | Action::WorkerGone { .. } => None,
+                Action::Progress { .. }
+                | Action::WorkerRegistered { .. }
+                | Action::WorkerGone { .. } => None,
             };
             touched.extend(id);
         }
@@ -436,13 +446,21 @@ impl worker_service_server::WorkerService for WorkerApi {
             )));
         }
         let info = WorkerInfo {
-            name: if r.name.is_empty() { r.hostname.clone() } else { r.name },
+            name: if r.name.is_empty() {
+                r.hostname.clone()
+            } else {
+                r.name
+            },
             hostname: r.hostname,
             slots: r.slots.max(1),
             devices: r
                 .devices
                 .iter()
-                .map(|d| format!("{}:{} {}", d.kind, d.ordinal, d.name).trim().to_owned())
+                .map(|d| {
+                    format!("{}:{} {}", d.kind, d.ordinal, d.name)
+                        .trim()
+                        .to_owned()
+                })
                 .collect(),
         };
         let id = self.h.call(|tx| Event::Register(info.clone(), tx)).await?;
@@ -572,17 +590,18 @@ impl sweep_service_server::SweepService for SweepApi {
         let id = sweep_id(&req.into_inner().sweep_id)?;
         let rx = self.h.call(|tx| Event::Watch(id, tx)).await?;
         // Send the current status, then every change, and end after a final state.
-        let stream = futures::stream::unfold((rx, true, false), |(mut rx, first, done)| async move {
-            if done {
-                return None;
-            }
-            if !first && rx.changed().await.is_err() {
-                return None;
-            }
-            let st = rx.borrow_and_update().clone();
-            let fin = st.state != proto::SweepState::Running as i32;
-            Some((Ok(st), (rx, false, fin)))
-        });
+        let stream =
+            futures::stream::unfold((rx, true, false), |(mut rx, first, done)| async move {
+                if done {
+                    return None;
+                }
+                if !first && rx.changed().await.is_err() {
+                    return None;
+                }
+                let st = rx.borrow_and_update().clone();
+                let fin = st.state != proto::SweepState::Running as i32;
+                Some((Ok(st), (rx, false, fin)))
+            });
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -611,7 +630,10 @@ impl sweep_service_server::SweepService for SweepApi {
         req: Request<proto::GetResultsRequest>,
     ) -> Result<Response<proto::GetResultsResponse>, Status> {
         let id = sweep_id(&req.into_inner().sweep_id)?;
-        let mut st = self.h.call(|tx| Event::Status(Some(id.clone()), tx)).await?;
+        let mut st = self
+            .h
+            .call(|tx| Event::Status(Some(id.clone()), tx))
+            .await?;
         let status = st.pop();
         let data_dir = self.data_dir.clone();
         // Reads go through their own read-only connection: WAL lets them run beside the
@@ -715,7 +737,10 @@ pub async fn serve(
     let _ = ticker.await;
     // The services (and their senders) are dropped with the server: the loop drains
     // what is queued, commits, and ends.
-    if tokio::task::spawn_blocking(move || thread.join()).await.is_err() {
+    if tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .is_err()
+    {
         warn!("core thread panicked");
     }
     result.map_err(ServeError::from)

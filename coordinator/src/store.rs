@@ -254,7 +254,10 @@ impl Store {
     }
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(what: &'static str, s: &str) -> Result<T, StoreError> {
+fn parse_json<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    s: &str,
+) -> Result<T, StoreError> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt {
         what,
         err: e.to_string(),
@@ -357,7 +360,12 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<(), StoreErro
                 "INSERT OR REPLACE INTO metrics (unit_id, step, name, value) VALUES (?1, ?2, ?3, ?4)",
             )?;
             for (name, value) in metrics {
-                st.execute(params![unit.0 as i64, step, name, value.is_finite().then_some(*value)])?;
+                st.execute(params![
+                    unit.0 as i64,
+                    step,
+                    name,
+                    value.is_finite().then_some(*value)
+                ])?;
             }
         }
         Action::UnitFinished {

@@ -88,7 +88,11 @@ pub fn wait_for_file(path: &Path, timeout: Duration) -> String {
                 return s.trim().to_owned();
             }
         }
-        assert!(Instant::now() < deadline, "{} did not appear in {timeout:?}", path.display());
+        assert!(
+            Instant::now() < deadline,
+            "{} did not appear in {timeout:?}",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -89,7 +89,12 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
 }
 
 /// Parses CSV text: numbers separated by commas, one sample per line.
-pub fn parse_csv(path: &Path, text: &str, label_column: i64, header: bool) -> Result<Samples, DataError> {
+pub fn parse_csv(
+    path: &Path,
+    text: &str,
+    label_column: i64,
+    header: bool,
+) -> Result<Samples, DataError> {
     let mut x = Vec::new();
     let mut y = Vec::new();
     let mut width = None;
@@ -105,13 +110,27 @@ pub fn parse_csv(path: &Path, text: &str, label_column: i64, header: bool) -> Re
         if fields.len() != w {
             return Err(derr(
                 path,
-                format!("line {}: expected {w} columns, found {}", lineno + 1, fields.len()),
+                format!(
+                    "line {}: expected {w} columns, found {}",
+                    lineno + 1,
+                    fields.len()
+                ),
             ));
         }
         if w < 2 {
-            return Err(derr(path, format!("line {}: expected a label and at least one feature", lineno + 1)));
+            return Err(derr(
+                path,
+                format!(
+                    "line {}: expected a label and at least one feature",
+                    lineno + 1
+                ),
+            ));
         }
-        let lc = if label_column < 0 { w as i64 + label_column } else { label_column };
+        let lc = if label_column < 0 {
+            w as i64 + label_column
+        } else {
+            label_column
+        };
         if lc < 0 || lc >= w as i64 {
             return Err(derr(
                 path,
@@ -120,19 +139,36 @@ pub fn parse_csv(path: &Path, text: &str, label_column: i64, header: bool) -> Re
         }
         for (j, f) in fields.iter().enumerate() {
             let v: f64 = f.parse().map_err(|_| {
-                derr(path, format!("line {}, column {}: expected a number, found {f:?}", lineno + 1, j + 1))
+                derr(
+                    path,
+                    format!(
+                        "line {}, column {}: expected a number, found {f:?}",
+                        lineno + 1,
+                        j + 1
+                    ),
+                )
             })?;
             if j as i64 == lc {
                 if v < 0.0 || v.fract() != 0.0 || v > 1e6 {
                     return Err(derr(
                         path,
-                        format!("line {}: label must be a class index 0, 1, 2, ..., found {f}", lineno + 1),
+                        format!(
+                            "line {}: label must be a class index 0, 1, 2, ..., found {f}",
+                            lineno + 1
+                        ),
                     ));
                 }
                 y.push(v as u32);
             } else {
                 if !v.is_finite() {
-                    return Err(derr(path, format!("line {}, column {}: feature is not finite", lineno + 1, j + 1)));
+                    return Err(derr(
+                        path,
+                        format!(
+                            "line {}, column {}: feature is not finite",
+                            lineno + 1,
+                            j + 1
+                        ),
+                    ));
                 }
                 x.push(v as f32);
             }
@@ -149,13 +185,24 @@ fn be_u32(b: &[u8], at: usize) -> u32 {
 }
 
 /// Parses IDX images (magic 2051, unsigned bytes) and labels (magic 2049).
-pub fn parse_idx(images_path: &Path, images: &[u8], labels_path: &Path, labels: &[u8]) -> Result<Samples, DataError> {
+pub fn parse_idx(
+    images_path: &Path,
+    images: &[u8],
+    labels_path: &Path,
+    labels: &[u8],
+) -> Result<Samples, DataError> {
     // Magic: two zero bytes, a type byte (0x08 = unsigned byte) and a rank byte.
     if images.len() < 16 || images[..4] != [0, 0, 8, 3] {
-        return Err(derr(images_path, "expected IDX images (magic 0x00000803: unsigned bytes, rank 3)"));
+        return Err(derr(
+            images_path,
+            "expected IDX images (magic 0x00000803: unsigned bytes, rank 3)",
+        ));
     }
     if labels.len() < 8 || labels[..4] != [0, 0, 8, 1] {
-        return Err(derr(labels_path, "expected IDX labels (magic 0x00000801: unsigned bytes, rank 1)"));
+        return Err(derr(
+            labels_path,
+            "expected IDX labels (magic 0x00000801: unsigned bytes, rank 1)",
+        ));
     }
     let n = be_u32(images, 4) as usize;
     let dim = be_u32(images, 8) as usize * be_u32(images, 12) as usize;
@@ -164,10 +211,20 @@ pub fn parse_idx(images_path: &Path, images: &[u8], labels_path: &Path, labels: 
         return Err(derr(labels_path, format!("{nl} labels for {n} images")));
     }
     if images.len() != 16 + n * dim {
-        return Err(derr(images_path, format!("expected {} bytes for {n} images of {dim} pixels, found {}", 16 + n * dim, images.len())));
+        return Err(derr(
+            images_path,
+            format!(
+                "expected {} bytes for {n} images of {dim} pixels, found {}",
+                16 + n * dim,
+                images.len()
+            ),
+        ));
     }
     if labels.len() != 8 + n {
-        return Err(derr(labels_path, format!("expected {} bytes, found {}", 8 + n, labels.len())));
+        return Err(derr(
+            labels_path,
+            format!("expected {} bytes, found {}", 8 + n, labels.len()),
+        ));
     }
     Ok(Samples {
         x: images[16..].iter().map(|&b| f32::from(b)).collect(),
@@ -181,14 +238,17 @@ pub fn read_samples(spec: &DataSpec, format: DataFormat) -> Result<Samples, Data
     match format {
         DataFormat::Csv => {
             let bytes = read_maybe_gz(&spec.path)?;
-            let text = std::str::from_utf8(&bytes).map_err(|_| derr(&spec.path, "expected UTF-8 text"))?;
+            let text =
+                std::str::from_utf8(&bytes).map_err(|_| derr(&spec.path, "expected UTF-8 text"))?;
             parse_csv(&spec.path, text, spec.label_column, spec.header)
         }
         DataFormat::Idx => {
-            let labels_path = spec
-                .labels
-                .as_deref()
-                .ok_or_else(|| derr(&spec.path, "data.labels: an IDX data set needs a labels file"))?;
+            let labels_path = spec.labels.as_deref().ok_or_else(|| {
+                derr(
+                    &spec.path,
+                    "data.labels: an IDX data set needs a labels file",
+                )
+            })?;
             let images = read_maybe_gz(&spec.path)?;
             let labels = read_maybe_gz(labels_path)?;
             parse_idx(&spec.path, &images, labels_path, &labels)
@@ -204,9 +264,13 @@ pub fn prepare(spec: &DataSpec, samples: Samples) -> Result<Dataset, DataError> 
     if let Some(limit) = spec.limit {
         idx.truncate(limit);
     }
-    let n_val = ((idx.len() as f64 * spec.val_fraction).round() as usize).clamp(1, idx.len().saturating_sub(1).max(1));
+    let n_val = ((idx.len() as f64 * spec.val_fraction).round() as usize)
+        .clamp(1, idx.len().saturating_sub(1).max(1));
     if idx.len() < 2 {
-        return Err(derr(&spec.path, format!("need at least 2 samples to split, found {}", idx.len())));
+        return Err(derr(
+            &spec.path,
+            format!("need at least 2 samples to split, found {}", idx.len()),
+        ));
     }
     let classes = samples.y.iter().max().map_or(0, |m| *m as usize + 1);
     let (val_idx, train_idx) = idx.split_at(n_val);
@@ -217,7 +281,10 @@ pub fn prepare(spec: &DataSpec, samples: Samples) -> Result<Dataset, DataError> 
         Normalize::None => (vec![0.0; dim], vec![1.0; dim]),
         Normalize::Max => {
             let m = train.x.iter().fold(0f32, |a, v| a.max(v.abs()));
-            (vec![0.0; dim], vec![if m > 0.0 { 1.0 / m } else { 1.0 }; dim])
+            (
+                vec![0.0; dim],
+                vec![if m > 0.0 { 1.0 / m } else { 1.0 }; dim],
+            )
         }
         Normalize::Standard => {
             // Accumulate in f64: MNIST has 8000 * 784 values.
@@ -235,7 +302,11 @@ pub fn prepare(spec: &DataSpec, samples: Samples) -> Result<Dataset, DataError> 
                 mean[j] /= rows;
                 let var = (sq[j] / rows - mean[j] * mean[j]).max(0.0);
                 // Constant features (MNIST's border pixels) are centred, not blown up.
-                scale[j] = if var > 1e-12 { (1.0 / var.sqrt()) as f32 } else { 1.0 };
+                scale[j] = if var > 1e-12 {
+                    (1.0 / var.sqrt()) as f32
+                } else {
+                    1.0
+                };
             }
             (mean.iter().map(|&m| m as f32).collect(), scale)
         }
@@ -305,7 +376,10 @@ mod tests {
     fn csv_errors_name_line_and_column() {
         let p = Path::new("x.csv");
         let e = parse_csv(p, "1,2,0\n1,x,1\n", -1, false).unwrap_err();
-        assert_eq!(e.to_string(), "x.csv: line 2, column 2: expected a number, found \"x\"");
+        assert_eq!(
+            e.to_string(),
+            "x.csv: line 2, column 2: expected a number, found \"x\""
+        );
         let e = parse_csv(p, "1,2,0\n1,1\n", -1, false).unwrap_err();
         assert_eq!(e.to_string(), "x.csv: line 2: expected 3 columns, found 2");
         let e = parse_csv(p, "1,2,0.5\n", -1, false).unwrap_err();

@@ -2,5 +2,5 @@
 
 pub mod data;
 pub mod model;
-pub mod train;
 pub mod runner;
+pub mod train;

@@ -90,9 +90,14 @@ impl Mlp {
         let mut layers = Vec::new();
         for (i, w) in dims.windows(2).enumerate() {
             let get = |name: String, shape: &[usize]| -> std::result::Result<Var, String> {
-                let t = tensors.get(&name).ok_or_else(|| format!("missing tensor {name}"))?;
+                let t = tensors
+                    .get(&name)
+                    .ok_or_else(|| format!("missing tensor {name}"))?;
                 if t.dims() != shape {
-                    return Err(format!("{name}: expected shape {shape:?}, found {:?}", t.dims()));
+                    return Err(format!(
+                        "{name}: expected shape {shape:?}, found {:?}",
+                        t.dims()
+                    ));
                 }
                 Var::from_tensor(t).map_err(|e| e.to_string())
             };
@@ -132,7 +137,9 @@ impl Mlp {
         let mut h = x.clone();
         let n = self.layers.len();
         for (i, (w, b)) in self.layers.iter().enumerate() {
-            h = h.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?;
+            h = h
+                .matmul(&w.as_tensor().t()?)?
+                .broadcast_add(b.as_tensor())?;
             if i + 1 < n {
                 h = match self.config.activation {
                     Activation::Relu => h.relu()?,
@@ -146,7 +153,8 @@ impl Mlp {
                     let mask: Vec<f32> = (0..h.elem_count())
                         .map(|_| if rng.next_f64() < p { 0.0 } else { keep as f32 })
                         .collect();
-                    let mask = Tensor::from_vec(mask, h.shape(), h.device())?.to_dtype(h.dtype())?;
+                    let mask =
+                        Tensor::from_vec(mask, h.shape(), h.device())?.to_dtype(h.dtype())?;
                     h = (h * mask)?;
                 }
             }

@@ -56,13 +56,20 @@ pub fn open_device(name: &str) -> Result<Device, WorkerError> {
     if name == "cpu" {
         return Ok(Device::Cpu);
     }
-    if let Some(n) = name.strip_prefix("cuda:").or((name == "cuda").then_some("0")) {
+    if let Some(n) = name
+        .strip_prefix("cuda:")
+        .or((name == "cuda").then_some("0"))
+    {
         let ordinal: usize = n
             .parse()
             .map_err(|_| WorkerError::Device(name.into(), "expected cuda:N".into()))?;
-        return Device::new_cuda(ordinal).map_err(|e| WorkerError::Device(name.into(), e.to_string()));
+        return Device::new_cuda(ordinal)
+            .map_err(|e| WorkerError::Device(name.into(), e.to_string()));
     }
-    Err(WorkerError::Device(name.into(), "expected cpu or cuda:N".into()))
+    Err(WorkerError::Device(
+        name.into(),
+        "expected cpu or cuda:N".into(),
+    ))
 }
 
 /// Data sets already loaded in this process, by their spec: trials of a sweep that land
@@ -95,7 +102,12 @@ fn metrics(m: &[(String, f64)]) -> Vec<proto::Metric> {
 }
 
 /// Runs a unit to its end on the calling thread.
-fn execute(unit: &proto::Unit, device: &Device, cancel: &AtomicBool, tx: &mpsc::UnboundedSender<TrialEvent>) -> Option<proto::Outcome> {
+fn execute(
+    unit: &proto::Unit,
+    device: &Device,
+    cancel: &AtomicBool,
+    tx: &mpsc::UnboundedSender<TrialEvent>,
+) -> Option<proto::Outcome> {
     let start = Instant::now();
     let unit_id = unit.unit_id;
     let result = (|| -> Result<train::TrialOutput, String> {
@@ -112,7 +124,8 @@ fn execute(unit: &proto::Unit, device: &Device, cancel: &AtomicBool, tx: &mpsc::
                 metrics: metrics(&m),
             }));
         };
-        train::run_trial(&spec, &params, &data, device, cancel, &mut progress).map_err(|e| e.to_string())
+        train::run_trial(&spec, &params, &data, device, cancel, &mut progress)
+            .map_err(|e| e.to_string())
     })();
     let duration_s = start.elapsed().as_secs_f64();
     let (state, final_metrics, error, artifacts) = match result {
@@ -166,7 +179,12 @@ enum SessionEnd {
 fn is_transient(s: &Status) -> bool {
     matches!(
         s.code(),
-        Code::Unavailable | Code::DeadlineExceeded | Code::Unknown | Code::Cancelled | Code::NotFound | Code::Internal
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::NotFound
+            | Code::Internal
     )
 }
 
@@ -179,20 +197,22 @@ impl Worker {
         let name = format!("unit-{}", unit.unit_id);
         let spawned = std::thread::Builder::new().name(name).spawn(move || {
             let id = unit.unit_id;
-            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(&unit, &device, &cancel, &tx)))
-                .unwrap_or_else(|p| {
-                    let msg = p
-                        .downcast_ref::<String>()
-                        .cloned()
-                        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                        .unwrap_or_else(|| "panic".into());
-                    Some(proto::Outcome {
-                        unit_id: id,
-                        state: proto::UnitState::Failed as i32,
-                        error: format!("worker panicked: {msg}"),
-                        ..Default::default()
-                    })
-                });
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                execute(&unit, &device, &cancel, &tx)
+            }))
+            .unwrap_or_else(|p| {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_else(|| "panic".into());
+                Some(proto::Outcome {
+                    unit_id: id,
+                    state: proto::UnitState::Failed as i32,
+                    error: format!("worker panicked: {msg}"),
+                    ..Default::default()
+                })
+            });
             let _ = tx.send(TrialEvent::Done(id, outcome));
         });
         if let Err(e) = spawned {
@@ -238,7 +258,8 @@ impl Worker {
         };
         let id = reg.worker_id;
         info!(worker = %id, slots = self.cfg.slots, "registered with the coordinator");
-        let mut heartbeat = tokio::time::interval(Duration::from_millis(reg.heartbeat_interval_ms.max(50)));
+        let mut heartbeat =
+            tokio::time::interval(Duration::from_millis(reg.heartbeat_interval_ms.max(50)));
         let mut flush = tokio::time::interval(Duration::from_millis(200));
         let mut next_lease = tokio::time::Instant::now();
         loop {
@@ -310,7 +331,11 @@ impl Worker {
     }
 
     /// Sends buffered progress and outcomes; they are dropped only once acknowledged.
-    async fn report(&mut self, client: &mut WorkerServiceClient<Channel>, id: &str) -> Result<(), Status> {
+    async fn report(
+        &mut self,
+        client: &mut WorkerServiceClient<Channel>,
+        id: &str,
+    ) -> Result<(), Status> {
         if self.progress.is_empty() && self.outcomes.is_empty() {
             return Ok(());
         }
@@ -366,13 +391,17 @@ pub fn default_name() -> String {
 
 /// Runs a worker until `shutdown` resolves, reconnecting with backoff whenever the
 /// coordinator is unreachable or has forgotten it.
-pub async fn run(cfg: WorkerConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), WorkerError> {
+pub async fn run(
+    cfg: WorkerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), WorkerError> {
     let device = open_device(&cfg.device)?;
     let (kind, ordinal) = match cfg.device.split_once(':') {
         Some((k, n)) => (k.to_owned(), n.parse().unwrap_or(0)),
         None => (cfg.device.clone(), 0),
     };
-    Endpoint::from_shared(cfg.coordinator.clone()).map_err(|e| WorkerError::Url(cfg.coordinator.clone(), e.to_string()))?;
+    Endpoint::from_shared(cfg.coordinator.clone())
+        .map_err(|e| WorkerError::Url(cfg.coordinator.clone(), e.to_string()))?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut w = Worker {
         device_desc: proto::Device {

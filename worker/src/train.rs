@@ -137,7 +137,12 @@ fn evaluate(model: &Mlp, split: &DeviceSplit) -> candle_core::Result<(f64, f64)>
         let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
         loss_sum += f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?) * len as f64;
         let pred = logits.argmax(D::Minus1)?;
-        correct += f64::from(pred.eq(&y)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?);
+        correct += f64::from(
+            pred.eq(&y)?
+                .to_dtype(DType::F32)?
+                .sum_all()?
+                .to_scalar::<f32>()?,
+        );
         start += len;
     }
     Ok((loss_sum / n as f64, correct / n as f64))
@@ -232,10 +237,20 @@ pub fn run_trial(
 
 /// `model.safetensors` (weights, plus the input normalisation as `input.mean` and
 /// `input.scale`) and `model.json` (what is needed to rebuild the model).
-fn checkpoint(model: &Mlp, data: &Dataset, device: &Device) -> Result<Vec<(String, Vec<u8>)>, TrainError> {
+fn checkpoint(
+    model: &Mlp,
+    data: &Dataset,
+    device: &Device,
+) -> Result<Vec<(String, Vec<u8>)>, TrainError> {
     let mut tensors = model.named_tensors();
-    tensors.push(("input.mean".into(), Tensor::from_slice(&data.mean, data.mean.len(), device)?));
-    tensors.push(("input.scale".into(), Tensor::from_slice(&data.scale, data.scale.len(), device)?));
+    tensors.push((
+        "input.mean".into(),
+        Tensor::from_slice(&data.mean, data.mean.len(), device)?,
+    ));
+    tensors.push((
+        "input.scale".into(),
+        Tensor::from_slice(&data.scale, data.scale.len(), device)?,
+    ));
     let tensors: Vec<(String, Tensor)> = tensors
         .into_iter()
         .map(|(k, t)| t.to_device(&Device::Cpu).map(|t| (k, t)))
@@ -279,7 +294,11 @@ mod tests {
             .map(|(w, b)| {
                 let (o, i) = w.as_tensor().dims2().unwrap();
                 (
-                    w.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap(),
+                    w.as_tensor()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f64>()
+                        .unwrap(),
                     b.as_tensor().to_vec1::<f64>().unwrap(),
                     o,
                     i,
@@ -319,8 +338,19 @@ mod tests {
         let grads = loss.backward().unwrap();
         // Check the middle layer's weight, every element.
         let (w, _) = &model.layers[1];
-        let g = grads.get(w).unwrap().flatten_all().unwrap().to_vec1::<f64>().unwrap();
-        let w0 = w.as_tensor().flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let g = grads
+            .get(w)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let w0 = w
+            .as_tensor()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
         let shape = w.as_tensor().shape().clone();
         let eps = 1e-6;
         let mut worst: f64 = 0.0;
@@ -328,7 +358,8 @@ mod tests {
             let eval = |delta: f64| {
                 let mut v = w0.clone();
                 v[k] += delta;
-                w.set(&Tensor::from_vec(v, shape.clone(), &Device::Cpu).unwrap()).unwrap();
+                w.set(&Tensor::from_vec(v, shape.clone(), &Device::Cpu).unwrap())
+                    .unwrap();
                 loss_f64(&model, &x, &y)
             };
             let fd = (eval(eps) - eval(-eps)) / (2.0 * eps);
@@ -354,7 +385,8 @@ mod tests {
             cfg.train.lr = if opt == Optimizer::Sgd { 0.1 } else { 0.01 };
             let mut o = Optim::new(model.vars(), &cfg).unwrap();
             let loss_of = || {
-                let l = candle_nn::loss::cross_entropy(&model.forward(&xt, None).unwrap(), &yt).unwrap();
+                let l = candle_nn::loss::cross_entropy(&model.forward(&xt, None).unwrap(), &yt)
+                    .unwrap();
                 (l.to_scalar::<f32>().unwrap(), l)
             };
             let (first, _) = loss_of();
@@ -380,6 +412,9 @@ mod tests {
         // By hand: g1 = θ0 (1 + λ) = 1.5 θ0; v1 = g1; θ1 = θ0 - 0.1 v1 = 0.85 θ0.
         // g2 = 1.5 θ1 = 1.275 θ0; v2 = 0.9 v1 + g2 = 2.625 θ0; θ2 = θ1 - 0.2625 θ0 = 0.5875 θ0.
         let got = v.as_tensor().to_vec1::<f64>().unwrap();
-        assert!((got[0] - 0.5875).abs() < 1e-12 && (got[1] + 1.175).abs() < 1e-12, "{got:?}");
+        assert!(
+            (got[0] - 0.5875).abs() < 1e-12 && (got[1] + 1.175).abs() < 1e-12,
+            "{got:?}"
+        );
     }
 }
