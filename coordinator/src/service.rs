@@ -86,12 +86,18 @@ fn now_ms() -> u64 {
 
 type Reply<T> = oneshot::Sender<Result<T, Status>>;
 
+/// A unit's intermediate metrics: `(unit, step, metrics)`.
+type ProgressItem = (UnitId, u32, Vec<(String, f64)>);
+
+/// A reply held back until the batch is durable; given the store's error, if any.
+type Deferred = Box<dyn FnOnce(Option<&Status>)>;
+
 enum Event {
     Register(WorkerInfo, Reply<WorkerId>),
     Lease(WorkerId, u32, Reply<Vec<Lease>>),
     Report {
         worker: WorkerId,
-        progress: Vec<(UnitId, u32, Vec<(String, f64)>)>,
+        progress: Vec<ProgressItem>,
         outcomes: Vec<(Outcome, Vec<proto::Artifact>)>,
         reply: Reply<Vec<UnitId>>,
     },
@@ -227,13 +233,9 @@ impl EventLoop {
     fn process(&mut self, batch: Vec<Event>) {
         let now = now_ms();
         let mut out: Vec<Action> = Vec::new();
-        let mut replies: Vec<Box<dyn FnOnce(Option<&Status>)>> = Vec::new();
+        let mut replies: Vec<Deferred> = Vec::new();
         let mut artifacts: HashMap<UnitId, Vec<proto::Artifact>> = HashMap::new();
-        fn defer<T: 'static>(
-            replies: &mut Vec<Box<dyn FnOnce(Option<&Status>)>>,
-            tx: Reply<T>,
-            r: Result<T, Status>,
-        ) {
+        fn defer<T: 'static>(replies: &mut Vec<Deferred>, tx: Reply<T>, r: Result<T, Status>) {
             replies.push(Box::new(move |failed| {
                 let _ = tx.send(match failed {
                     Some(s) => Err(s.clone()),

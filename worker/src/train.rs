@@ -178,7 +178,7 @@ pub fn run_trial(
     let val = DeviceSplit::new(&data.val, device)?;
     let n = data.train.len();
     let batch = t.batch_size.min(n);
-    let mut rng = Rng::stream(t.seed, 0x7472_6169_6e);
+    let mut rng = Rng::stream(t.seed, 0x0074_7261_696e);
     let mut order: Vec<u32> = (0..n as u32).collect();
     let mut last = Vec::new();
     for epoch in 1..=t.epochs {

@@ -1,0 +1,4 @@
+//! Loss-landscape geometry: directions, batched slice evaluation, Hessian spectra.
+
+pub mod directions;
+pub mod eval;
