@@ -4,6 +4,7 @@
 
 pub mod grid;
 pub mod ids;
+pub mod landscape;
 pub mod params;
 pub mod rng;
 pub mod spec;

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::grid::Grid;
+use crate::landscape::LandscapeSpec;
 use crate::params::{ParamValue, Params};
 
 /// A user's mistake in a spec: where it is and what was expected.
@@ -54,8 +55,12 @@ pub struct SweepSpec {
     /// Training settings (defaults, overridable per trial from `search.space`).
     #[serde(default)]
     pub train: TrainSpec,
-    /// The search: space, algorithm, metric, budget, concurrency.
+    /// The search: space, algorithm, metric, budget, concurrency (search sweeps).
+    #[serde(default)]
     pub search: SearchSpec,
+    /// The scan (landscape sweeps).
+    #[serde(default)]
+    pub landscape: Option<LandscapeSpec>,
 }
 
 /// The kinds of sweep Ridgeline runs.
@@ -65,6 +70,8 @@ pub enum SweepKind {
     /// Hyperparameter search: every unit is a trial that trains a model.
     #[default]
     Search,
+    /// Loss-landscape scan of one trained model: every unit is a tile of grid points.
+    Landscape,
 }
 
 /// File formats of data sets.
@@ -90,6 +97,17 @@ pub enum Normalize {
     None,
 }
 
+/// What the data's targets are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// One integer class label per sample.
+    #[default]
+    Classification,
+    /// Real-valued targets: the last `target_columns` CSV columns.
+    Regression,
+}
+
 /// Where the data comes from and how it is split.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -105,6 +123,12 @@ pub struct DataSpec {
     /// CSV: index of the label column; negative counts from the end (-1: last).
     #[serde(default = "defaults::label_column")]
     pub label_column: i64,
+    /// Classification (a label column) or regression (real targets).
+    #[serde(default)]
+    pub task: Task,
+    /// Regression: how many trailing CSV columns are targets.
+    #[serde(default = "defaults::target_columns")]
+    pub target_columns: usize,
     /// CSV: whether the first row is a header.
     #[serde(default)]
     pub header: bool,
@@ -363,7 +387,24 @@ pub struct SearchSpec {
     pub space: BTreeMap<String, ParamSpec>,
 }
 
+impl Default for SearchSpec {
+    fn default() -> Self {
+        SearchSpec {
+            algorithm: Algorithm::Grid,
+            metric: defaults::metric(),
+            mode: None,
+            num_samples: defaults::num_samples(),
+            max_concurrent: defaults::max_concurrent(),
+            seed: 0,
+            space: BTreeMap::new(),
+        }
+    }
+}
+
 mod defaults {
+    pub fn target_columns() -> usize {
+        1
+    }
     pub fn label_column() -> i64 {
         -1
     }
@@ -517,9 +558,36 @@ impl SweepSpec {
         serde_json::to_string(self).expect("specs always serialise")
     }
 
+    /// The metric that ranks units: the search metric, or `loss` for scans.
+    pub fn metric(&self) -> &str {
+        match self.kind {
+            SweepKind::Search => &self.search.metric,
+            SweepKind::Landscape => "loss",
+        }
+    }
+
+    /// Units of this sweep running at once (0: no limit).
+    pub fn max_concurrent(&self) -> u32 {
+        match self.kind {
+            SweepKind::Search => self.search.max_concurrent,
+            SweepKind::Landscape => 0,
+        }
+    }
+
+    /// Number of work units: trials, or tiles of a scan.
+    pub fn total_units(&self) -> u64 {
+        match (&self.kind, &self.landscape) {
+            (SweepKind::Landscape, Some(l)) => l.tiles() as u64,
+            _ => self.total_trials(),
+        }
+    }
+
     /// The mode, defaulting from the metric's name: losses are minimised, anything else
     /// (accuracies, scores) maximised.
     pub fn mode(&self) -> Mode {
+        if self.kind == SweepKind::Landscape {
+            return Mode::Min;
+        }
         self.search
             .mode
             .unwrap_or(if self.search.metric.contains("loss") {
@@ -589,6 +657,31 @@ impl SweepSpec {
         }
         if d.limit == Some(0) {
             return err("data.limit", "expected at least 1 sample".into());
+        }
+        if d.task == Task::Regression && d.target_columns == 0 {
+            return err("data.target_columns", "expected at least 1".into());
+        }
+        match (self.kind, &self.landscape) {
+            (SweepKind::Landscape, None) => {
+                return err("landscape", "a landscape sweep needs a [landscape] section".into());
+            }
+            (SweepKind::Search, Some(_)) => {
+                return err("landscape", "only landscape sweeps take a [landscape] section; set kind = \"landscape\"".into());
+            }
+            (SweepKind::Landscape, Some(l)) => {
+                if !self.search.space.is_empty() {
+                    return err("search.space", "a landscape sweep has no search space".into());
+                }
+                l.validate().map_err(|(f, r)| SpecError::new(f, r))?;
+                if self.total_units() > u64::from(u32::MAX) {
+                    return err("landscape.tile", "more than 2^32 tiles".into());
+                }
+                return Ok(());
+            }
+            (SweepKind::Search, None) => {}
+        }
+        if d.task == Task::Regression {
+            return err("data.task", "the built-in trainer classifies; regression data is for landscape scans".into());
         }
         // The defaults must be valid on their own: a trial with no overrides uses them.
         self.trial_config(&Params::new())?;

@@ -120,7 +120,7 @@ pub(crate) fn status_to_proto(
         failed,
         diverged,
         cancelled,
-        metric: v.spec.search.metric.clone(),
+        metric: v.spec.metric().to_owned(),
         mode: v.spec.mode().as_str().into(),
         best: v.best.map(|(trial, value)| proto::BestTrial {
             trial_index: trial,

@@ -489,7 +489,7 @@ pub fn on_sweep_restored(core: &mut Core, out: &mut impl Outbox, stored: StoredS
         best,
         units,
     } = stored;
-    let total = u32::try_from(spec.total_trials()).expect("validated to fit in u32");
+    let total = u32::try_from(spec.total_units()).expect("validated to fit in u32");
     let spec = Arc::new(spec);
     let mut sweep = Sweep {
         searcher: searcher_for(&spec),
@@ -568,7 +568,7 @@ pub fn on_sweep_submitted(
     if core.sweeps.contains_key(&id) {
         return Err(CoreError::DuplicateSweep(id));
     }
-    let total = u32::try_from(spec.total_trials()).expect("validated to fit in u32");
+    let total = u32::try_from(spec.total_units()).expect("validated to fit in u32");
     let spec = Arc::new(spec);
     out.send(Action::SweepCreated {
         sweep: id.clone(),
@@ -673,7 +673,7 @@ fn next_unit_of(
     if s.state != SweepState::Running {
         return None;
     }
-    let limit = s.spec.search.max_concurrent;
+    let limit = s.spec.max_concurrent();
     if limit > 0 && s.counts.running >= limit {
         return None;
     }
@@ -894,7 +894,7 @@ fn finish_unit(
         _ => s.counts.failed += 1,
     }
     if state == UnitState::Completed {
-        let metric = &s.spec.search.metric;
+        let metric = s.spec.metric();
         let mode: Mode = s.spec.mode();
         if let Some((_, v)) = metrics.iter().find(|(n, _)| n == metric) {
             if v.is_finite() {

@@ -8,7 +8,7 @@
 use ridgeline_common::grid::Grid;
 use ridgeline_common::params::{ParamValue, Params};
 use ridgeline_common::rng::Rng;
-use ridgeline_common::spec::{Algorithm, ParamSpec, SweepSpec};
+use ridgeline_common::spec::{Algorithm, ParamSpec, SweepKind, SweepSpec};
 
 /// Proposes trial parameters.
 pub trait Searcher: Send {
@@ -20,6 +20,9 @@ pub trait Searcher: Send {
 
 /// The searcher a spec asks for.
 pub fn searcher_for(spec: &SweepSpec) -> Box<dyn Searcher> {
+    if spec.kind == SweepKind::Landscape {
+        return Box::new(Tiles);
+    }
     match spec.search.algorithm {
         Algorithm::Grid => Box::new(GridSearch {
             grid: spec.grid(),
@@ -69,6 +72,18 @@ impl Searcher for RandomSearch {
             .iter()
             .map(|(name, spec)| (name.clone(), sample(spec, &mut rng)))
             .collect()
+    }
+}
+
+/// The units of a landscape scan: unit `i` is tile `i`.
+struct Tiles;
+
+/// The parameter that carries a scan unit's tile index.
+pub const TILE_PARAM: &str = "tile";
+
+impl Searcher for Tiles {
+    fn suggest(&mut self, i: u32) -> Params {
+        Params::from([(TILE_PARAM.to_owned(), ParamValue::Int(i64::from(i)))])
     }
 }
 

@@ -1,4 +1,3 @@
 //! Loss-landscape geometry: directions, batched slice evaluation, Hessian spectra.
 
-pub mod directions;
 pub mod eval;

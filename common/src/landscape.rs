@@ -1,0 +1,362 @@
+//! Landscape scans: the spec section, the grid and its tiles, and the directions.
+//!
+//! Directions are computed here in plain Rust on f32 data with f64 arithmetic, not with a
+//! tensor library: the coordinator draws them once per sweep from the checkpoint and
+//! every worker, CPU or GPU, receives the same bytes.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::rng::Rng;
+
+/// One axis of a scan: `points` values evenly spaced from `min` to `max`, both included.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Axis {
+    /// First value.
+    pub min: f64,
+    /// Last value.
+    pub max: f64,
+    /// Number of values (at least 1).
+    pub points: usize,
+}
+
+impl Axis {
+    /// The `i`-th value. Computed as `min + i * (max - min) / (points - 1)` so that the
+    /// endpoints are exact.
+    pub fn value(&self, i: usize) -> f64 {
+        if self.points <= 1 {
+            self.min
+        } else {
+            self.min + (self.max - self.min) * i as f64 / (self.points - 1) as f64
+        }
+    }
+
+    /// All values.
+    pub fn values(&self) -> Vec<f64> {
+        (0..self.points).map(|i| self.value(i)).collect()
+    }
+}
+
+/// How random directions are rescaled.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Normalization {
+    /// Per slice along dim 0 (filter / row), to the weights' slice norm (Li et al.).
+    #[default]
+    Filter,
+    /// Per tensor, to the weight tensor's norm.
+    Layer,
+    /// As drawn.
+    None,
+}
+
+/// What 1-D tensors (biases, norm parameters) get.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ignore {
+    /// Zero direction: the reference's `ignore = "biasbn"`.
+    #[default]
+    Biasbn,
+    /// Nothing ignored: a copy of the weights.
+    None,
+}
+
+/// Loss used to score points.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LossKind {
+    /// Mean cross-entropy over samples (classification data).
+    #[default]
+    CrossEntropy,
+    /// Mean squared error over all outputs (regression data).
+    Mse,
+}
+
+/// Which split of the data the loss is evaluated on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    /// The training split.
+    #[default]
+    Train,
+    /// The validation split.
+    Val,
+}
+
+/// Directions of the scan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectionsSpec {
+    /// Seed of the Gaussian draws.
+    #[serde(default)]
+    pub seed: u64,
+    /// Rescaling.
+    #[serde(default)]
+    pub normalization: Normalization,
+    /// 1-D tensors.
+    #[serde(default)]
+    pub ignore: Ignore,
+}
+
+impl Default for DirectionsSpec {
+    fn default() -> Self {
+        DirectionsSpec {
+            seed: 0,
+            normalization: Normalization::Filter,
+            ignore: Ignore::Biasbn,
+        }
+    }
+}
+
+/// The `[landscape]` section of a spec.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LandscapeSpec {
+    /// Folder with `model.json` and `model.safetensors`, or `sweep:ID/best` for the best
+    /// trial of a search sweep on the same coordinator.
+    #[serde(default)]
+    pub checkpoint: Option<String>,
+    /// With `ridgeline run`: a search spec to run first (or reuse) whose best trial is
+    /// scanned.
+    #[serde(default)]
+    pub train: Option<PathBuf>,
+    /// Split the loss is evaluated on.
+    #[serde(default)]
+    pub split: Split,
+    /// Evaluate on at most this many samples of the split.
+    #[serde(default)]
+    pub samples: Option<usize>,
+    /// Loss.
+    #[serde(default)]
+    pub loss: LossKind,
+    /// Samples per chunk of the evaluation (memory: tile x chunk x width floats).
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Grid points per work unit.
+    #[serde(default = "default_tile")]
+    pub tile: usize,
+    /// Directions.
+    #[serde(default)]
+    pub directions: DirectionsSpec,
+    /// The first axis (α).
+    #[serde(default = "default_axis")]
+    pub x: Axis,
+    /// The second axis (β); absent for a 1-D scan.
+    #[serde(default)]
+    pub y: Option<Axis>,
+}
+
+fn default_batch() -> usize {
+    1024
+}
+fn default_tile() -> usize {
+    64
+}
+fn default_axis() -> Axis {
+    Axis {
+        min: -1.0,
+        max: 1.0,
+        points: 51,
+    }
+}
+
+impl LandscapeSpec {
+    /// `(nx, ny)`; `ny` is 1 for a 1-D scan.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.x.points, self.y.as_ref().map_or(1, |y| y.points))
+    }
+
+    /// Number of grid points.
+    pub fn points(&self) -> usize {
+        let (nx, ny) = self.shape();
+        nx * ny
+    }
+
+    /// Number of tiles (work units).
+    pub fn tiles(&self) -> usize {
+        self.points().div_ceil(self.tile.max(1))
+    }
+
+    /// Row-major point indices `k = i * nx + j` (row `i` is `y_i`) of tile `t`.
+    pub fn tile_range(&self, t: usize) -> std::ops::Range<usize> {
+        let start = (t * self.tile).min(self.points());
+        start..((t + 1) * self.tile).min(self.points())
+    }
+
+    /// Coordinates `(α, β)` of point `k`.
+    pub fn point(&self, k: usize) -> (f64, f64) {
+        let (nx, _) = self.shape();
+        let (i, j) = (k / nx, k % nx);
+        (self.x.value(j), self.y.as_ref().map_or(0.0, |y| y.value(i)))
+    }
+
+    /// Checks ranges; errors name the field.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let axis = |name: &str, a: &Axis| -> Result<(), (String, String)> {
+            if a.points == 0 || a.points > 100_000 {
+                return Err((format!("landscape.{name}.points"), format!("expected 1 to 100000, got {}", a.points)));
+            }
+            if !(a.min.is_finite() && a.max.is_finite()) || (a.points > 1 && a.min >= a.max) {
+                return Err((format!("landscape.{name}"), format!("expected finite min < max, got min={}, max={}", a.min, a.max)));
+            }
+            Ok(())
+        };
+        axis("x", &self.x)?;
+        if let Some(y) = &self.y {
+            axis("y", y)?;
+        }
+        if self.tile == 0 {
+            return Err(("landscape.tile".into(), "expected at least 1 point per tile".into()));
+        }
+        if self.batch_size == 0 {
+            return Err(("landscape.batch_size".into(), "expected at least 1".into()));
+        }
+        if self.samples == Some(0) {
+            return Err(("landscape.samples".into(), "expected at least 1".into()));
+        }
+        if self.checkpoint.is_none() && self.train.is_none() {
+            return Err(("landscape.checkpoint".into(), "expected a checkpoint folder, `sweep:ID/best`, or `train = \"search spec\"`".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A named f32 tensor in host memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    /// Name, e.g. `layers.0.weight`.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Row-major values.
+    pub data: Vec<f32>,
+}
+
+const EPS: f64 = 1e-10;
+
+fn norm2(v: &[f32]) -> f64 {
+    v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt()
+}
+
+/// A Gaussian random direction shaped like `weights`, normalised as asked (Li et al.
+/// 2018): with `Filter`, each slice along dim 0 of a tensor with more than one dimension
+/// is rescaled to the Frobenius norm of the same slice of the weights (epsilon 1e-10).
+/// `stream` tells apart the directions of one sweep (0 for x, 1 for y).
+pub fn random_direction(weights: &[HostTensor], seed: u64, stream: u64, norm: Normalization, ignore: Ignore) -> Vec<HostTensor> {
+    let mut rng = Rng::stream(seed, 0x0064_6972 ^ (stream << 32));
+    weights
+        .iter()
+        .map(|w| {
+            // Every tensor consumes its draws, so a tensor's direction does not depend on
+            // how the tensors before it are treated.
+            let mut d: Vec<f64> = (0..w.data.len()).map(|_| rng.normal()).collect();
+            if w.shape.len() <= 1 {
+                match ignore {
+                    Ignore::Biasbn => d.iter_mut().for_each(|v| *v = 0.0),
+                    Ignore::None => d.iter_mut().zip(&w.data).for_each(|(v, x)| *v = f64::from(*x)),
+                }
+            } else {
+                let per = match norm {
+                    Normalization::Filter => w.data.len() / w.shape[0].max(1),
+                    _ => w.data.len(),
+                };
+                if norm != Normalization::None && per > 0 {
+                    for (dc, wc) in d.chunks_mut(per).zip(w.data.chunks(per)) {
+                        let nd = dc.iter().map(|x| x * x).sum::<f64>().sqrt();
+                        let k = norm2(wc) / (nd + EPS);
+                        dc.iter_mut().for_each(|v| *v *= k);
+                    }
+                }
+            }
+            HostTensor {
+                name: w.name.clone(),
+                shape: w.shape.clone(),
+                data: d.iter().map(|&v| v as f32).collect(),
+            }
+        })
+        .collect()
+}
+
+/// Norm of a direction and cosine between two, in f64 (stored in `meta.json`).
+pub fn norms_and_cosine(a: &[HostTensor], b: &[HostTensor]) -> (f64, f64, f64) {
+    let (mut aa, mut bb, mut ab) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        for (p, q) in x.data.iter().zip(&y.data) {
+            let (p, q) = (f64::from(*p), f64::from(*q));
+            aa += p * p;
+            bb += q * q;
+            ab += p * q;
+        }
+    }
+    let denom = (aa.sqrt() * bb.sqrt()).max(f64::MIN_POSITIVE);
+    (aa.sqrt(), bb.sqrt(), ab / denom)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn weights() -> Vec<HostTensor> {
+        let mut r = Rng::new(5);
+        let mut t = |name: &str, shape: &[usize]| {
+            let n: usize = shape.iter().product();
+            HostTensor {
+                name: name.into(),
+                shape: shape.to_vec(),
+                data: (0..n).map(|_| (r.normal() * 0.3) as f32).collect(),
+            }
+        };
+        vec![t("conv.weight", &[4, 3, 2, 2]), t("conv.bias", &[4]), t("fc.weight", &[5, 7]), t("fc.bias", &[5])]
+    }
+
+    /// Filter normalisation checked slice by slice against an f64 computation of the
+    /// weights' slice norms.
+    #[test]
+    fn filter_normalisation_matches_each_slice_norm() {
+        let w = weights();
+        let d = random_direction(&w, 9, 0, Normalization::Filter, Ignore::Biasbn);
+        for (wt, dt) in w.iter().zip(&d) {
+            assert_eq!(wt.shape, dt.shape);
+            if wt.shape.len() == 1 {
+                assert!(dt.data.iter().all(|v| *v == 0.0), "{} should be zero", wt.name);
+                continue;
+            }
+            let per = wt.data.len() / wt.shape[0];
+            for (i, (wc, dc)) in wt.data.chunks(per).zip(dt.data.chunks(per)).enumerate() {
+                let nw: f64 = wc.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
+                let nd: f64 = dc.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
+                assert!((nw - nd).abs() <= 1e-6 * nw, "{}[{i}]: |w| = {nw}, |d| = {nd}", wt.name);
+            }
+        }
+        assert_eq!(d, random_direction(&w, 9, 0, Normalization::Filter, Ignore::Biasbn));
+        assert_ne!(d, random_direction(&w, 9, 1, Normalization::Filter, Ignore::Biasbn));
+    }
+
+    #[test]
+    fn layer_normalisation_and_copied_biases() {
+        let w = weights();
+        let d = random_direction(&w, 1, 0, Normalization::Layer, Ignore::None);
+        for (wt, dt) in w.iter().zip(&d) {
+            if wt.shape.len() == 1 {
+                assert_eq!(wt.data, dt.data);
+            } else {
+                assert!((norm2(&wt.data) - norm2(&dt.data)).abs() < 1e-6 * norm2(&wt.data));
+            }
+        }
+    }
+
+    #[test]
+    fn tiles_cover_a_non_square_grid_once() {
+        let mut s: LandscapeSpec = serde_json::from_str(r#"{"checkpoint": "c", "x": {"min": -1, "max": 1, "points": 5}, "y": {"min": 0, "max": 2, "points": 3}, "tile": 4}"#).unwrap();
+        assert_eq!((s.shape(), s.points(), s.tiles()), ((5, 3), 15, 4));
+        let all: Vec<usize> = (0..s.tiles()).flat_map(|t| s.tile_range(t)).collect();
+        assert_eq!(all, (0..15).collect::<Vec<_>>());
+        // Row-major with rows along y: point 7 is row 1 (y = 1), column 2 (x = 0).
+        assert_eq!(s.point(7), (0.0, 1.0));
+        assert_eq!(s.point(14), (1.0, 2.0));
+        s.y = None;
+        assert_eq!((s.shape(), s.tiles()), ((5, 1), 2));
+    }
+}
