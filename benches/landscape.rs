@@ -35,7 +35,9 @@ fn layers(r: &mut Rng) -> Layers {
     DIMS.windows(2)
         .map(|w| {
             let bound = (6.0 / w[0] as f64).sqrt();
-            let v: Vec<f32> = (0..w[0] * w[1]).map(|_| ((2.0 * r.next_f64() - 1.0) * bound) as f32).collect();
+            let v: Vec<f32> = (0..w[0] * w[1])
+                .map(|_| ((2.0 * r.next_f64() - 1.0) * bound) as f32)
+                .collect();
             (
                 Tensor::from_vec(v, (w[1], w[0]), &Device::Cpu).unwrap(),
                 Tensor::zeros(w[1], DType::F32, &Device::Cpu).unwrap(),
@@ -49,24 +51,44 @@ fn bench(c: &mut Criterion) {
     let n = x.dim(0).unwrap();
     let mut r = Rng::new(1);
     let (base, d1, d2) = (layers(&mut r), layers(&mut r), layers(&mut r));
-    let plane = Plane { base: &base, d1: &d1, d2: Some(&d2), activation: Activation::Relu };
-    let points: Vec<(f64, f64)> = (0..TILE).map(|i| (i as f64 / TILE as f64 - 0.5, 0.25)).collect();
-    let vars: Vec<(Var, Var)> = base.iter().map(|(w, b)| (Var::from_tensor(w).unwrap(), Var::from_tensor(b).unwrap())).collect();
+    let plane = Plane {
+        base: &base,
+        d1: &d1,
+        d2: Some(&d2),
+        activation: Activation::Relu,
+    };
+    let points: Vec<(f64, f64)> = (0..TILE)
+        .map(|i| (i as f64 / TILE as f64 - 0.5, 0.25))
+        .collect();
+    let vars: Vec<(Var, Var)> = base
+        .iter()
+        .map(|(w, b)| (Var::from_tensor(w).unwrap(), Var::from_tensor(b).unwrap()))
+        .collect();
 
     let mut g = c.benchmark_group("landscape");
     g.sample_size(10);
     g.throughput(Throughput::Elements(TILE as u64));
     g.bench_function("batched_tile_16_points", |b| {
-        b.iter(|| black_box(plane.evaluate(&points, &x, &y, Loss::CrossEntropy, 1024).unwrap()))
+        b.iter(|| {
+            black_box(
+                plane
+                    .evaluate(&points, &x, &y, Loss::CrossEntropy, 1024)
+                    .unwrap(),
+            )
+        })
     });
     g.throughput(Throughput::Elements(4));
     g.bench_function("per_point_baseline_4_points", |b| {
-        b.iter(|| black_box(evaluate_point_by_point(&vars, &plane, &points[..4], &x, &y, 128).unwrap()))
+        b.iter(|| {
+            black_box(evaluate_point_by_point(&vars, &plane, &points[..4], &x, &y, 128).unwrap())
+        })
     });
     // The GEMM that dominates one forward pass, alone: [n, 784] x [784, 256].
     let w0t = base[0].0.t().unwrap().contiguous().unwrap();
     g.throughput(Throughput::Elements((2 * n * 784 * 256) as u64));
-    g.bench_function("matmul_10000x784x256_flops", |b| b.iter(|| black_box(x.matmul(&w0t).unwrap())));
+    g.bench_function("matmul_10000x784x256_flops", |b| {
+        b.iter(|| black_box(x.matmul(&w0t).unwrap()))
+    });
     g.finish();
     eprintln!(
         "FLOPs per batched tile of {TILE}: first layer {:.2} G (3 products), later layers {:.2} G",

@@ -44,23 +44,58 @@ fn status_error(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", s.message())
 }
 
-/// Reads a spec file, checks that its data files exist, and submits it.
+/// Reads a spec file and submits it.
 pub async fn submit(
     client: &mut Client,
     spec_path: &std::path::Path,
 ) -> Result<proto::SubmitSweepResponse> {
     let spec = SweepSpec::from_file(spec_path)?;
-    for p in std::iter::once(&spec.data.path).chain(spec.data.labels.as_ref()) {
-        anyhow::ensure!(
-            p.exists(),
-            "{}: data.path: file not found: {}",
-            spec_path.display(),
-            p.display()
-        );
+    submit_spec(client, spec_path, &spec).await
+}
+
+/// Checks that a spec's files exist, attaches a scan's local checkpoint, and submits.
+pub async fn submit_spec(
+    client: &mut Client,
+    spec_path: &std::path::Path,
+    spec: &SweepSpec,
+) -> Result<proto::SubmitSweepResponse> {
+    let fields = [
+        ("data.path", Some(&spec.data.path)),
+        ("data.labels", spec.data.labels.as_ref()),
+    ];
+    for (field, p) in fields {
+        if let Some(p) = p {
+            anyhow::ensure!(
+                p.exists(),
+                "{}: {field}: file not found: {}",
+                spec_path.display(),
+                p.display()
+            );
+        }
+    }
+    let mut attachments = Vec::new();
+    if let Some(c) = spec.landscape.as_ref().and_then(|l| l.checkpoint.as_ref()) {
+        if !c.starts_with("sweep:") {
+            for name in ["model.json", "model.safetensors"] {
+                let p = std::path::Path::new(c).join(name);
+                let data = std::fs::read(&p).with_context(|| {
+                    format!(
+                        "{}: landscape.checkpoint: cannot read {}",
+                        spec_path.display(),
+                        p.display()
+                    )
+                })?;
+                attachments.push(proto::Artifact {
+                    name: name.into(),
+                    data,
+                });
+            }
+        }
     }
     Ok(client
         .submit_sweep(proto::SubmitSweepRequest {
             spec_json: spec.to_json(),
+            attachments,
         })
         .await
         .map_err(status_error)?
@@ -103,8 +138,13 @@ pub fn summary(s: &proto::SweepStatus) -> String {
         s.diverged
     );
     if let Some(b) = &s.best {
+        let unit = if s.kind == "landscape" {
+            "tile"
+        } else {
+            "trial"
+        };
         line += &format!(
-            ", best {}={:.4} (trial {})",
+            ", best {}={:.4} ({unit} {})",
             s.metric, b.value, b.trial_index
         );
     }

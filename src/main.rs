@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use ridgeline_common::params::params_from_proto;
 use ridgeline_common::proto;
+use ridgeline_common::spec::{SweepKind, SweepSpec};
 use ridgeline_coordinator::core::CoreConfig;
 use ridgeline_coordinator::service::describe_params;
 use ridgeline_coordinator::{CoordinatorConfig, serve};
@@ -359,54 +360,160 @@ async fn cmd_run(s: &Settings, spec: &Path, workers: u32, out: &Path) -> Result<
     result
 }
 
-async fn drive(url: &str, spec: &Path, workers: u32, out: &Path) -> Result<()> {
-    let started = std::time::Instant::now();
-    let mut client = client::connect(url).await?;
-    let sub = client::submit(&mut client, spec).await?;
+/// Submits a spec to the embedded coordinator and follows it; Ctrl-C cancels it.
+async fn run_one(
+    client: &mut client::Client,
+    spec_path: &Path,
+    spec: &SweepSpec,
+    workers: u32,
+) -> Result<(String, proto::SweepStatus)> {
+    let sub = client::submit_spec(client, spec_path, spec).await?;
     let id = sub.sweep_id;
+    let what = if spec.kind == SweepKind::Landscape {
+        "tiles"
+    } else {
+        "trials"
+    };
     eprintln!(
-        "sweep {id}: {} trials on {workers} local workers",
+        "sweep {id}: {} {what} on {workers} local workers",
         sub.total_units
     );
     let st = tokio::select! {
-        st = client::watch(&mut client, &id) => st?,
+        st = client::watch(client, &id) => st?,
         _ = terminated() => {
             eprintln!("interrupted: cancelling {id}");
             client.cancel_sweep(proto::CancelSweepRequest { sweep_id: id.clone() }).await?;
-            client::watch(&mut client, &id).await?
+            client::watch(client, &id).await?
         }
     };
+    Ok((id, st))
+}
+
+/// A completed search sweep in this coordinator with exactly this spec, if any.
+async fn reusable(client: &mut client::Client, spec: &SweepSpec) -> Result<Option<String>> {
+    let list = client
+        .list_sweeps(proto::ListSweepsRequest {})
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?
+        .into_inner()
+        .sweeps;
+    let json = spec.to_json();
+    Ok(list
+        .into_iter()
+        .rev()
+        .find(|s| {
+            s.spec_json == json
+                && s.state == proto::SweepState::Completed as i32
+                && s.best.is_some()
+        })
+        .map(|s| s.sweep_id))
+}
+
+async fn drive(url: &str, spec_path: &Path, workers: u32, out: &Path) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut client = client::connect(url).await?;
+    let mut spec = SweepSpec::from_file(spec_path)?;
+    // A scan of "the best model of this search": run the search first, or reuse it.
+    let train = spec
+        .landscape
+        .as_ref()
+        .and_then(|l| l.checkpoint.is_none().then(|| l.train.clone()).flatten());
+    if let Some(train_path) = train {
+        let tspec = SweepSpec::from_file(&train_path)?;
+        let id = match reusable(&mut client, &tspec).await? {
+            Some(id) => {
+                eprintln!("reusing the trained sweep {id} in {}", out.display());
+                id
+            }
+            None => {
+                let (id, st) = run_one(&mut client, &train_path, &tspec, workers).await?;
+                anyhow::ensure!(
+                    st.best.is_some(),
+                    "{}: the training sweep {id} produced no model",
+                    train_path.display()
+                );
+                finish_search(&mut client, &id, &st, out).await?;
+                id
+            }
+        };
+        let l = spec.landscape.as_mut().expect("checked above");
+        l.checkpoint = Some(format!("sweep:{id}/best"));
+        // Scan the data the model was trained on, split and normalised the same way.
+        spec.data = tspec.data.clone();
+    }
+    let (id, st) = run_one(&mut client, spec_path, &spec, workers).await?;
+    match spec.kind {
+        SweepKind::Search => finish_search(&mut client, &id, &st, out).await?,
+        SweepKind::Landscape => finish_landscape(&id, &st, out)?,
+    }
+    println!("finished in {:.1}s", started.elapsed().as_secs_f64());
+    println!("database: {}", out.join("ridgeline.db").display());
+    Ok(())
+}
+
+fn finish_landscape(id: &str, st: &proto::SweepStatus, out: &Path) -> Result<()> {
+    println!("{}", client::summary(st));
+    let dir = out.join("sweeps").join(id);
+    anyhow::ensure!(
+        dir.join("surface.npy").exists(),
+        "the scan {id} ended without a surface ({})",
+        client::state_name(st.state)
+    );
+    println!(
+        "surface: {}  (np.load; shape [ny, nx], row i is y[i])",
+        dir.join("surface.npy").display()
+    );
+    for f in [
+        "accuracy.npy",
+        "x.npy",
+        "y.npy",
+        "surface.csv",
+        "meta.json",
+        "contour.png",
+        "heatmap.png",
+        "curve.png",
+    ] {
+        if dir.join(f).exists() {
+            println!("        {}", dir.join(f).display());
+        }
+    }
+    Ok(())
+}
+
+async fn finish_search(
+    client: &mut client::Client,
+    id: &str,
+    st: &proto::SweepStatus,
+    out: &Path,
+) -> Result<()> {
     let r = client
         .get_results(proto::GetResultsRequest {
-            sweep_id: id.clone(),
+            sweep_id: id.to_owned(),
         })
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.message()))?
         .into_inner();
-    let sweep_dir = out.join("sweeps").join(&id);
+    let sweep_dir = out.join("sweeps").join(id);
     std::fs::create_dir_all(&sweep_dir)?;
     let csv_path = sweep_dir.join("results.csv");
     std::fs::write(&csv_path, client::results_csv(&r)?)?;
     std::fs::write(sweep_dir.join("results.json"), client::results_json(&r)?)?;
-    println!("{}", client::summary(&st));
-    println!("finished in {:.1}s", started.elapsed().as_secs_f64());
+    println!("{}", client::summary(st));
     println!("results: {}", csv_path.display());
-    println!("database: {}", out.join("ridgeline.db").display());
     if let Some(b) = &st.best {
         let best_dir = sweep_dir.join("best");
+        let params = params_from_proto(&b.params).map_err(anyhow::Error::msg)?;
         if !b.checkpoint_dir.is_empty() {
             std::fs::create_dir_all(&best_dir)?;
             for f in std::fs::read_dir(&b.checkpoint_dir)? {
                 let f = f?;
                 std::fs::copy(f.path(), best_dir.join(f.file_name()))?;
             }
-            let params = params_from_proto(&b.params).map_err(anyhow::Error::msg)?;
             std::fs::write(
                 best_dir.join("params.json"),
                 serde_json::to_string_pretty(&params)?,
             )?;
         }
-        let params = params_from_proto(&b.params).map_err(anyhow::Error::msg)?;
         println!(
             "best trial {}: {}={:.4}  {}",
             b.trial_index,

@@ -196,10 +196,19 @@ impl LandscapeSpec {
     pub fn validate(&self) -> Result<(), (String, String)> {
         let axis = |name: &str, a: &Axis| -> Result<(), (String, String)> {
             if a.points == 0 || a.points > 100_000 {
-                return Err((format!("landscape.{name}.points"), format!("expected 1 to 100000, got {}", a.points)));
+                return Err((
+                    format!("landscape.{name}.points"),
+                    format!("expected 1 to 100000, got {}", a.points),
+                ));
             }
             if !(a.min.is_finite() && a.max.is_finite()) || (a.points > 1 && a.min >= a.max) {
-                return Err((format!("landscape.{name}"), format!("expected finite min < max, got min={}, max={}", a.min, a.max)));
+                return Err((
+                    format!("landscape.{name}"),
+                    format!(
+                        "expected finite min < max, got min={}, max={}",
+                        a.min, a.max
+                    ),
+                ));
             }
             Ok(())
         };
@@ -208,7 +217,10 @@ impl LandscapeSpec {
             axis("y", y)?;
         }
         if self.tile == 0 {
-            return Err(("landscape.tile".into(), "expected at least 1 point per tile".into()));
+            return Err((
+                "landscape.tile".into(),
+                "expected at least 1 point per tile".into(),
+            ));
         }
         if self.batch_size == 0 {
             return Err(("landscape.batch_size".into(), "expected at least 1".into()));
@@ -217,7 +229,11 @@ impl LandscapeSpec {
             return Err(("landscape.samples".into(), "expected at least 1".into()));
         }
         if self.checkpoint.is_none() && self.train.is_none() {
-            return Err(("landscape.checkpoint".into(), "expected a checkpoint folder, `sweep:ID/best`, or `train = \"search spec\"`".into()));
+            return Err((
+                "landscape.checkpoint".into(),
+                "expected a checkpoint folder, `sweep:ID/best`, or `train = \"search spec\"`"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -237,14 +253,23 @@ pub struct HostTensor {
 const EPS: f64 = 1e-10;
 
 fn norm2(v: &[f32]) -> f64 {
-    v.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt()
+    v.iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt()
 }
 
 /// A Gaussian random direction shaped like `weights`, normalised as asked (Li et al.
 /// 2018): with `Filter`, each slice along dim 0 of a tensor with more than one dimension
 /// is rescaled to the Frobenius norm of the same slice of the weights (epsilon 1e-10).
 /// `stream` tells apart the directions of one sweep (0 for x, 1 for y).
-pub fn random_direction(weights: &[HostTensor], seed: u64, stream: u64, norm: Normalization, ignore: Ignore) -> Vec<HostTensor> {
+pub fn random_direction(
+    weights: &[HostTensor],
+    seed: u64,
+    stream: u64,
+    norm: Normalization,
+    ignore: Ignore,
+) -> Vec<HostTensor> {
     let mut rng = Rng::stream(seed, 0x0064_6972 ^ (stream << 32));
     weights
         .iter()
@@ -255,7 +280,10 @@ pub fn random_direction(weights: &[HostTensor], seed: u64, stream: u64, norm: No
             if w.shape.len() <= 1 {
                 match ignore {
                     Ignore::Biasbn => d.iter_mut().for_each(|v| *v = 0.0),
-                    Ignore::None => d.iter_mut().zip(&w.data).for_each(|(v, x)| *v = f64::from(*x)),
+                    Ignore::None => d
+                        .iter_mut()
+                        .zip(&w.data)
+                        .for_each(|(v, x)| *v = f64::from(*x)),
                 }
             } else {
                 let per = match norm {
@@ -308,7 +336,12 @@ mod tests {
                 data: (0..n).map(|_| (r.normal() * 0.3) as f32).collect(),
             }
         };
-        vec![t("conv.weight", &[4, 3, 2, 2]), t("conv.bias", &[4]), t("fc.weight", &[5, 7]), t("fc.bias", &[5])]
+        vec![
+            t("conv.weight", &[4, 3, 2, 2]),
+            t("conv.bias", &[4]),
+            t("fc.weight", &[5, 7]),
+            t("fc.bias", &[5]),
+        ]
     }
 
     /// Filter normalisation checked slice by slice against an f64 computation of the
@@ -320,18 +353,32 @@ mod tests {
         for (wt, dt) in w.iter().zip(&d) {
             assert_eq!(wt.shape, dt.shape);
             if wt.shape.len() == 1 {
-                assert!(dt.data.iter().all(|v| *v == 0.0), "{} should be zero", wt.name);
+                assert!(
+                    dt.data.iter().all(|v| *v == 0.0),
+                    "{} should be zero",
+                    wt.name
+                );
                 continue;
             }
             let per = wt.data.len() / wt.shape[0];
             for (i, (wc, dc)) in wt.data.chunks(per).zip(dt.data.chunks(per)).enumerate() {
                 let nw: f64 = wc.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
                 let nd: f64 = dc.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
-                assert!((nw - nd).abs() <= 1e-6 * nw, "{}[{i}]: |w| = {nw}, |d| = {nd}", wt.name);
+                assert!(
+                    (nw - nd).abs() <= 1e-6 * nw,
+                    "{}[{i}]: |w| = {nw}, |d| = {nd}",
+                    wt.name
+                );
             }
         }
-        assert_eq!(d, random_direction(&w, 9, 0, Normalization::Filter, Ignore::Biasbn));
-        assert_ne!(d, random_direction(&w, 9, 1, Normalization::Filter, Ignore::Biasbn));
+        assert_eq!(
+            d,
+            random_direction(&w, 9, 0, Normalization::Filter, Ignore::Biasbn)
+        );
+        assert_ne!(
+            d,
+            random_direction(&w, 9, 1, Normalization::Filter, Ignore::Biasbn)
+        );
     }
 
     #[test]

@@ -525,6 +525,16 @@ impl SweepSpec {
         if let Some(l) = &spec.data.labels {
             spec.data.labels = Some(base.join(l));
         }
+        if let Some(l) = &mut spec.landscape {
+            if let Some(c) = &l.checkpoint {
+                if !c.starts_with("sweep:") {
+                    l.checkpoint = Some(base.join(c).display().to_string());
+                }
+            }
+            if let Some(t) = &l.train {
+                l.train = Some(base.join(t));
+            }
+        }
         Ok(spec)
     }
 
@@ -663,14 +673,24 @@ impl SweepSpec {
         }
         match (self.kind, &self.landscape) {
             (SweepKind::Landscape, None) => {
-                return err("landscape", "a landscape sweep needs a [landscape] section".into());
+                return err(
+                    "landscape",
+                    "a landscape sweep needs a [landscape] section".into(),
+                );
             }
             (SweepKind::Search, Some(_)) => {
-                return err("landscape", "only landscape sweeps take a [landscape] section; set kind = \"landscape\"".into());
+                return err(
+                    "landscape",
+                    "only landscape sweeps take a [landscape] section; set kind = \"landscape\""
+                        .into(),
+                );
             }
             (SweepKind::Landscape, Some(l)) => {
                 if !self.search.space.is_empty() {
-                    return err("search.space", "a landscape sweep has no search space".into());
+                    return err(
+                        "search.space",
+                        "a landscape sweep has no search space".into(),
+                    );
                 }
                 l.validate().map_err(|(f, r)| SpecError::new(f, r))?;
                 if self.total_units() > u64::from(u32::MAX) {
@@ -681,7 +701,10 @@ impl SweepSpec {
             (SweepKind::Search, None) => {}
         }
         if d.task == Task::Regression {
-            return err("data.task", "the built-in trainer classifies; regression data is for landscape scans".into());
+            return err(
+                "data.task",
+                "the built-in trainer classifies; regression data is for landscape scans".into(),
+            );
         }
         // The defaults must be valid on their own: a trial with no overrides uses them.
         self.trial_config(&Params::new())?;

@@ -4,6 +4,7 @@
 use ridgeline_common::ids::UnitId;
 use ridgeline_common::params::params_to_proto;
 use ridgeline_common::proto;
+use ridgeline_common::spec::SweepKind;
 use tonic::Status;
 
 use crate::core::{Counts, Lease, Outcome, SweepState, SweepView, UnitState};
@@ -80,16 +81,24 @@ pub(crate) fn check_artifact_name(name: &str) -> Result<(), Status> {
 }
 
 pub(crate) fn lease_to_proto(l: &Lease) -> proto::Unit {
-    proto::Unit {
-        unit_id: l.unit.0,
-        sweep_id: l.sweep.to_string(),
-        attempt: l.attempt,
-        work: Some(proto::unit::Work::Train(proto::TrainTrial {
+    let work = match l.spec.kind {
+        SweepKind::Search => proto::unit::Work::Train(proto::TrainTrial {
             trial_index: l.trial,
             params: params_to_proto(&l.params),
             spec_json: l.spec.to_json(),
             seed: l.spec.train.seed,
-        })),
+        }),
+        // Tile i is unit i of the sweep (see `search::Tiles`).
+        SweepKind::Landscape => proto::unit::Work::Tile(proto::LandscapeTile {
+            tile_index: l.trial,
+            spec_json: l.spec.to_json(),
+        }),
+    };
+    proto::Unit {
+        unit_id: l.unit.0,
+        sweep_id: l.sweep.to_string(),
+        attempt: l.attempt,
+        work: Some(work),
     }
 }
 
@@ -128,6 +137,11 @@ pub(crate) fn status_to_proto(
             params: best_params.map(params_to_proto).unwrap_or_default(),
             checkpoint_dir: checkpoint_dir.unwrap_or_default(),
         }),
+        kind: match v.spec.kind {
+            SweepKind::Search => "search".into(),
+            SweepKind::Landscape => "landscape".into(),
+        },
+        spec_json: v.spec.to_json(),
         created_unix: v.created as f64 / 1000.0,
         elapsed_s: end.saturating_sub(v.created) as f64 / 1000.0,
     }

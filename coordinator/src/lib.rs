@@ -3,6 +3,7 @@
 
 mod convert;
 pub mod core;
+pub mod landscape;
 pub mod search;
 pub mod service;
 pub mod store;

@@ -21,13 +21,14 @@ use tracing::{error, info, warn};
 use ridgeline_common::ids::{SweepId, UnitId, WorkerId};
 use ridgeline_common::params::{Params, params_to_proto};
 use ridgeline_common::proto::{self, sweep_service_server, worker_service_server};
-use ridgeline_common::spec::SweepSpec;
+use ridgeline_common::spec::{SweepKind, SweepSpec};
 use ridgeline_common::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 
 use crate::convert::*;
 use crate::core::{
     self, Action, Core, CoreConfig, CoreError, Lease, Outcome, StoredSweep, StoredUnit, WorkerInfo,
 };
+use crate::landscape;
 use crate::store::{Store, StoreError};
 
 /// How the coordinator runs.
@@ -68,11 +69,15 @@ pub fn db_path(data_dir: &Path) -> PathBuf {
     data_dir.join("ridgeline.db")
 }
 
-/// The folder holding a trial's artifacts (`model.safetensors`, `model.json`).
+/// The folder of a sweep's files.
+pub fn sweep_dir(data_dir: &Path, sweep: &SweepId) -> PathBuf {
+    data_dir.join("sweeps").join(sweep.as_str())
+}
+
+/// The folder holding a unit's artifacts (a trial's `model.safetensors` and
+/// `model.json`, a tile's `tile.f64`).
 pub fn trial_dir(data_dir: &Path, sweep: &SweepId, trial: u32) -> PathBuf {
-    data_dir
-        .join("sweeps")
-        .join(sweep.as_str())
+    sweep_dir(data_dir, sweep)
         .join("trials")
         .join(format!("{trial:05}"))
 }
@@ -103,7 +108,12 @@ enum Event {
     },
     Heartbeat(WorkerId, Reply<Vec<UnitId>>),
     Deregister(WorkerId, Reply<()>),
-    Submit(Box<SweepSpec>, Reply<(SweepId, u32)>),
+    /// A spec and the files its units need (a scan's checkpoint and directions).
+    Submit(
+        Box<SweepSpec>,
+        Vec<(String, Vec<u8>)>,
+        Reply<(SweepId, u32)>,
+    ),
     Cancel(SweepId, Reply<core::SweepState>),
     Status(Option<SweepId>, Reply<Vec<proto::SweepStatus>>),
     Watch(SweepId, Reply<watch::Receiver<proto::SweepStatus>>),
@@ -235,6 +245,7 @@ impl EventLoop {
         let mut out: Vec<Action> = Vec::new();
         let mut replies: Vec<Deferred> = Vec::new();
         let mut artifacts: HashMap<UnitId, Vec<proto::Artifact>> = HashMap::new();
+        let mut sweep_files: Vec<(SweepId, Vec<(String, Vec<u8>)>)> = Vec::new();
         fn defer<T: 'static>(replies: &mut Vec<Deferred>, tx: Reply<T>, r: Result<T, Status>) {
             replies.push(Box::new(move |failed| {
                 let _ = tx.send(match failed {
@@ -290,12 +301,15 @@ impl EventLoop {
                     core::on_worker_deregistered(c, &mut out, &w, now);
                     defer(&mut replies, tx, Ok(()));
                 }
-                Event::Submit(spec, tx) => {
+                Event::Submit(spec, files, tx) => {
                     let id = self.new_sweep_id(&spec.name);
                     let c = &mut self.core;
                     let r = core::on_sweep_submitted(c, &mut out, id.clone(), *spec, now)
-                        .map(|n| (id, n))
+                        .map(|n| (id.clone(), n))
                         .map_err(core_status);
+                    if r.is_ok() && !files.is_empty() {
+                        sweep_files.push((id, files));
+                    }
                     defer(&mut replies, tx, r);
                 }
                 Event::Cancel(id, tx) => {
@@ -327,7 +341,7 @@ impl EventLoop {
                 }
             }
         }
-        let failure = self.persist(&out, &mut artifacts).err();
+        let failure = self.persist(&out, &mut artifacts, sweep_files).err();
         if let Some(e) = &failure {
             error!("could not persist a batch: {e}");
         }
@@ -344,7 +358,16 @@ impl EventLoop {
         &mut self,
         out: &[Action],
         artifacts: &mut HashMap<UnitId, Vec<proto::Artifact>>,
+        sweep_files: Vec<(SweepId, Vec<(String, Vec<u8>)>)>,
     ) -> Result<(), String> {
+        for (id, files) in sweep_files {
+            let dir = sweep_dir(&self.data_dir, &id);
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            for (name, data) in files {
+                let path = dir.join(name);
+                std::fs::write(&path, data).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
         for a in out {
             if let Action::UnitFinished {
                 unit, sweep, trial, ..
@@ -362,7 +385,32 @@ impl EventLoop {
                 }
             }
         }
-        self.store.apply(out).map_err(|e| e.to_string())
+        self.store.apply(out).map_err(|e| e.to_string())?;
+        for a in out {
+            if let Action::SweepFinished { sweep, .. } = a {
+                self.assemble(sweep);
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts a finished scan's tiles together into the surface files. A failure here is
+    /// logged, not fatal: the tiles stay on disk and can be assembled again.
+    fn assemble(&self, id: &SweepId) {
+        let Some(v) = self.core.sweep(id) else { return };
+        if v.spec.kind != SweepKind::Landscape {
+            return;
+        }
+        let dir = sweep_dir(&self.data_dir, id);
+        let started = std::time::Instant::now();
+        match landscape::assemble(&dir, id.as_str(), &v.spec, |t| {
+            trial_dir(&self.data_dir, id, t)
+        }) {
+            Ok(()) => {
+                info!(sweep = %id, dir = %dir.display(), seconds = started.elapsed().as_secs_f64(), "surface assembled")
+            }
+            Err(e) => error!(sweep = %id, "cannot assemble the surface: {e}"),
+        }
     }
 
     fn notify(&mut self, out: &[Action], now: u64) {
@@ -432,6 +480,7 @@ fn sweep_id(s: &str) -> Result<SweepId, Status> {
 struct WorkerApi {
     h: Handle,
     cfg: CoreConfig,
+    data_dir: PathBuf,
 }
 
 #[tonic::async_trait]
@@ -540,6 +589,23 @@ impl worker_service_server::WorkerService for WorkerApi {
         }
     }
 
+    async fn fetch_blob(
+        &self,
+        req: Request<proto::FetchBlobRequest>,
+    ) -> Result<Response<proto::FetchBlobResponse>, Status> {
+        let r = req.into_inner();
+        let id = sweep_id(&r.sweep_id)?;
+        check_artifact_name(&r.name)?;
+        if id.as_str().contains(['/', '\\']) || id.as_str().starts_with('.') {
+            return Err(Status::invalid_argument("sweep_id: not a sweep id"));
+        }
+        let path = sweep_dir(&self.data_dir, &id).join(&r.name);
+        let data = tokio::fs::read(&path)
+            .await
+            .map_err(|e| Status::not_found(format!("{}/{}: {e}", id, r.name)))?;
+        Ok(Response::new(proto::FetchBlobResponse { data }))
+    }
+
     async fn deregister(
         &self,
         req: Request<proto::DeregisterRequest>,
@@ -556,6 +622,76 @@ struct SweepApi {
     data_dir: PathBuf,
 }
 
+impl SweepApi {
+    /// The checkpoint (attached by the client, or the best trial of a sweep here) and
+    /// the directions drawn from it.
+    async fn landscape_files(
+        &self,
+        spec: &SweepSpec,
+        attachments: Vec<proto::Artifact>,
+    ) -> Result<Vec<(String, Vec<u8>)>, Status> {
+        let mut files: HashMap<String, Vec<u8>> =
+            attachments.into_iter().map(|a| (a.name, a.data)).collect();
+        let reference = spec
+            .landscape
+            .as_ref()
+            .and_then(|l| l.checkpoint.clone())
+            .unwrap_or_default();
+        if !files.contains_key(landscape::MODEL_WEIGHTS) {
+            let Some(src) = reference
+                .strip_prefix("sweep:")
+                .and_then(|r| r.strip_suffix("/best"))
+            else {
+                return Err(Status::invalid_argument(format!(
+                    "landscape.checkpoint: {reference:?} was not attached; give a folder the client can read, or sweep:ID/best"
+                )));
+            };
+            let id = SweepId(src.to_owned());
+            let mut st = self
+                .h
+                .call(|tx| Event::Status(Some(id.clone()), tx))
+                .await?;
+            let dir = st
+                .pop()
+                .and_then(|s| s.best)
+                .map(|b| b.checkpoint_dir)
+                .filter(|d| !d.is_empty())
+                .ok_or_else(|| {
+                    Status::failed_precondition(format!(
+                        "landscape.checkpoint: sweep {id} has no completed trial with a checkpoint"
+                    ))
+                })?;
+            for name in [landscape::MODEL_JSON, landscape::MODEL_WEIGHTS] {
+                let path = Path::new(&dir).join(name);
+                let data = std::fs::read(&path)
+                    .map_err(|e| Status::internal(format!("{}: {e}", path.display())))?;
+                files.insert(name.to_owned(), data);
+            }
+        }
+        let weights = files
+            .get(landscape::MODEL_WEIGHTS)
+            .cloned()
+            .unwrap_or_default();
+        if !files.contains_key(landscape::MODEL_JSON) {
+            return Err(Status::invalid_argument(format!(
+                "landscape.checkpoint: {} is missing",
+                landscape::MODEL_JSON
+            )));
+        }
+        let spec = spec.clone();
+        let dirs = tokio::task::spawn_blocking(move || landscape::prepare(&spec, &weights))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(|e| Status::invalid_argument(format!("landscape.checkpoint: {e}")))?;
+        let mut out: Vec<(String, Vec<u8>)> = files
+            .into_iter()
+            .filter(|(n, _)| n == landscape::MODEL_JSON || n == landscape::MODEL_WEIGHTS)
+            .collect();
+        out.extend(dirs);
+        Ok(out)
+    }
+}
+
 type StatusStream = Pin<Box<dyn Stream<Item = Result<proto::SweepStatus, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -564,9 +700,18 @@ impl sweep_service_server::SweepService for SweepApi {
         &self,
         req: Request<proto::SubmitSweepRequest>,
     ) -> Result<Response<proto::SubmitSweepResponse>, Status> {
-        let spec = SweepSpec::from_json(&req.into_inner().spec_json)
+        let req = req.into_inner();
+        let spec = SweepSpec::from_json(&req.spec_json)
             .map_err(|e| Status::invalid_argument(format!("spec: {e}")))?;
-        let (id, total) = self.h.call(|tx| Event::Submit(Box::new(spec), tx)).await?;
+        let files = if spec.kind == SweepKind::Landscape {
+            self.landscape_files(&spec, req.attachments).await?
+        } else {
+            vec![]
+        };
+        let (id, total) = self
+            .h
+            .call(|tx| Event::Submit(Box::new(spec), files, tx))
+            .await?;
         info!(sweep = %id, units = total, "sweep submitted");
         Ok(Response::new(proto::SubmitSweepResponse {
             sweep_id: id.to_string(),
@@ -721,6 +866,7 @@ pub async fn serve(
     let workers = worker_service_server::WorkerServiceServer::new(WorkerApi {
         h: h.clone(),
         cfg: cfg.core.clone(),
+        data_dir: cfg.data_dir.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::Path;
 
 use ridgeline_common::rng::Rng;
-use ridgeline_common::spec::{DataFormat, DataSpec, Normalize};
+use ridgeline_common::spec::{DataFormat, DataSpec, Normalize, Task};
 
 /// A data set or parsing error, naming the file and what was expected.
 #[derive(Debug, thiserror::Error)]
@@ -25,13 +25,18 @@ fn derr(file: &Path, reason: impl Into<String>) -> DataError {
     }
 }
 
-/// Samples as a dense row-major matrix with integer class labels.
-#[derive(Clone, Debug, PartialEq)]
+/// Samples as a dense row-major matrix with integer class labels (classification) or
+/// real targets (regression).
+#[derive(Clone, Debug, PartialEq, Default)]
 pub struct Samples {
     /// `n * dim` features.
     pub x: Vec<f32>,
-    /// `n` labels in `0..classes`.
+    /// `n` labels in `0..classes` (classification; empty for regression).
     pub y: Vec<u32>,
+    /// `n * outputs` targets (regression; empty for classification).
+    pub t: Vec<f32>,
+    /// Targets per sample (regression).
+    pub outputs: usize,
     /// Features per sample.
     pub dim: usize,
 }
@@ -39,7 +44,7 @@ pub struct Samples {
 impl Samples {
     /// Number of samples.
     pub fn len(&self) -> usize {
-        self.y.len()
+        self.x.len() / self.dim.max(1)
     }
 
     /// Whether there are no samples.
@@ -49,14 +54,28 @@ impl Samples {
 
     fn select(&self, idx: &[usize]) -> Samples {
         let mut x = Vec::with_capacity(idx.len() * self.dim);
+        let mut t = Vec::with_capacity(idx.len() * self.outputs);
         for &i in idx {
             x.extend_from_slice(&self.x[i * self.dim..(i + 1) * self.dim]);
+            t.extend_from_slice(&self.t[i * self.outputs..(i + 1) * self.outputs]);
         }
         Samples {
             x,
-            y: idx.iter().map(|&i| self.y[i]).collect(),
+            y: if self.y.is_empty() {
+                vec![]
+            } else {
+                idx.iter().map(|&i| self.y[i]).collect()
+            },
+            t,
+            outputs: self.outputs,
             dim: self.dim,
         }
+    }
+
+    /// The first `n` samples.
+    pub fn head(&self, n: usize) -> Samples {
+        let idx: Vec<usize> = (0..n.min(self.len())).collect();
+        self.select(&idx)
     }
 }
 
@@ -95,8 +114,21 @@ pub fn parse_csv(
     label_column: i64,
     header: bool,
 ) -> Result<Samples, DataError> {
+    parse_csv_as(path, text, label_column, header, None)
+}
+
+/// Parses CSV text; with `targets = Some(k)` the last `k` columns are real targets
+/// (regression) instead of one label column.
+pub fn parse_csv_as(
+    path: &Path,
+    text: &str,
+    label_column: i64,
+    header: bool,
+    targets: Option<usize>,
+) -> Result<Samples, DataError> {
     let mut x = Vec::new();
     let mut y = Vec::new();
+    let mut t = Vec::new();
     let mut width = None;
     let mut fields: Vec<&str> = Vec::new();
     for (lineno, line) in text.lines().enumerate().skip(usize::from(header)) {
@@ -125,6 +157,34 @@ pub fn parse_csv(
                     lineno + 1
                 ),
             ));
+        }
+        if let Some(k) = targets {
+            if k >= w {
+                return Err(derr(
+                    path,
+                    format!("data.target_columns {k} leaves no feature in {w} columns"),
+                ));
+            }
+            for (j, f) in fields.iter().enumerate() {
+                let v: f32 = f.parse().map_err(|_| {
+                    derr(
+                        path,
+                        format!(
+                            "line {}, column {}: expected a number, found {f:?}",
+                            lineno + 1,
+                            j + 1
+                        ),
+                    )
+                })?;
+                if !v.is_finite() {
+                    return Err(derr(
+                        path,
+                        format!("line {}, column {}: value is not finite", lineno + 1, j + 1),
+                    ));
+                }
+                if j < w - k { x.push(v) } else { t.push(v) }
+            }
+            continue;
         }
         let lc = if label_column < 0 {
             w as i64 + label_column
@@ -177,7 +237,19 @@ pub fn parse_csv(
     let Some(w) = width else {
         return Err(derr(path, "no samples"));
     };
-    Ok(Samples { x, y, dim: w - 1 })
+    let outputs = targets.unwrap_or(0);
+    let dim = if targets.is_some() {
+        w - outputs
+    } else {
+        w - 1
+    };
+    Ok(Samples {
+        x,
+        y,
+        t,
+        outputs,
+        dim,
+    })
 }
 
 fn be_u32(b: &[u8], at: usize) -> u32 {
@@ -230,6 +302,7 @@ pub fn parse_idx(
         x: images[16..].iter().map(|&b| f32::from(b)).collect(),
         y: labels[8..].iter().map(|&b| u32::from(b)).collect(),
         dim,
+        ..Samples::default()
     })
 }
 
@@ -240,7 +313,8 @@ pub fn read_samples(spec: &DataSpec, format: DataFormat) -> Result<Samples, Data
             let bytes = read_maybe_gz(&spec.path)?;
             let text =
                 std::str::from_utf8(&bytes).map_err(|_| derr(&spec.path, "expected UTF-8 text"))?;
-            parse_csv(&spec.path, text, spec.label_column, spec.header)
+            let targets = (spec.task == Task::Regression).then_some(spec.target_columns);
+            parse_csv_as(&spec.path, text, spec.label_column, spec.header, targets)
         }
         DataFormat::Idx => {
             let labels_path = spec.labels.as_deref().ok_or_else(|| {

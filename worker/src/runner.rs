@@ -74,7 +74,7 @@ pub fn open_device(name: &str) -> Result<Device, WorkerError> {
 
 /// Data sets already loaded in this process, by their spec: trials of a sweep that land
 /// on the same worker parse and normalise the data once.
-fn dataset(spec: &SweepSpec) -> Result<Arc<Dataset>, String> {
+pub(crate) fn dataset(spec: &SweepSpec) -> Result<Arc<Dataset>, String> {
     static CACHE: OnceLock<Mutex<HashMap<String, Arc<Dataset>>>> = OnceLock::new();
     let key = serde_json::to_string(&spec.data).expect("data spec serialises");
     let cache = CACHE.get_or_init(Default::default);
@@ -84,6 +84,43 @@ fn dataset(spec: &SweepSpec) -> Result<Arc<Dataset>, String> {
     let d = Arc::new(data::load(&spec.data, spec.data_format()).map_err(|e| e.to_string())?);
     cache.lock().expect("cache lock").insert(key, d.clone());
     Ok(d)
+}
+
+/// Fetches a sweep's files from the coordinator, from a unit's thread, once per process.
+struct BlobFetcher {
+    client: WorkerServiceClient<Channel>,
+    runtime: tokio::runtime::Handle,
+    worker_id: String,
+    sweep_id: String,
+}
+
+impl BlobFetcher {
+    fn fetch(&self, name: &str) -> Result<Arc<Vec<u8>>, String> {
+        type Blobs = Mutex<HashMap<(String, String), Arc<Vec<u8>>>>;
+        static CACHE: OnceLock<Blobs> = OnceLock::new();
+        let key = (self.sweep_id.clone(), name.to_owned());
+        let cache = CACHE.get_or_init(Default::default);
+        if let Some(b) = cache.lock().expect("cache lock").get(&key) {
+            return Ok(b.clone());
+        }
+        let mut client = self.client.clone();
+        let req = proto::FetchBlobRequest {
+            worker_id: self.worker_id.clone(),
+            sweep_id: self.sweep_id.clone(),
+            name: name.to_owned(),
+        };
+        let data = self
+            .runtime
+            .block_on(client.fetch_blob(req))
+            .map_err(|s| format!("fetching {name}: {}", s.message()))?
+            .into_inner()
+            .data;
+        let data = Arc::new(data);
+        let mut c = cache.lock().expect("cache lock");
+        c.retain(|(s, _), _| *s == self.sweep_id);
+        c.insert(key, data.clone());
+        Ok(data)
+    }
 }
 
 enum TrialEvent {
@@ -107,12 +144,24 @@ fn execute(
     device: &Device,
     cancel: &AtomicBool,
     tx: &mpsc::UnboundedSender<TrialEvent>,
+    fetch: crate::landscape::exec::Fetch<'_>,
 ) -> Option<proto::Outcome> {
     let start = Instant::now();
     let unit_id = unit.unit_id;
     let result = (|| -> Result<train::TrialOutput, String> {
-        let Some(proto::unit::Work::Train(t)) = &unit.work else {
-            return Err("unit carries no work this worker understands".into());
+        let t = match &unit.work {
+            Some(proto::unit::Work::Train(t)) => t,
+            Some(proto::unit::Work::Tile(t)) => {
+                let spec = SweepSpec::from_json(&t.spec_json).map_err(|e| e.to_string())?;
+                return crate::landscape::exec::run_tile(
+                    &unit.sweep_id,
+                    &spec,
+                    t.tile_index,
+                    fetch,
+                    device,
+                );
+            }
+            None => return Err("unit carries no work this worker understands".into()),
         };
         let spec = SweepSpec::from_json(&t.spec_json).map_err(|e| e.to_string())?;
         let params = params_from_proto(&t.params)?;
@@ -189,16 +238,24 @@ fn is_transient(s: &Status) -> bool {
 }
 
 impl Worker {
-    fn spawn(&mut self, unit: proto::Unit) {
+    fn spawn(&mut self, unit: proto::Unit, client: &WorkerServiceClient<Channel>, worker_id: &str) {
         let cancel = Arc::new(AtomicBool::new(false));
         self.running.insert(unit.unit_id, cancel.clone());
         let tx = self.tx.clone();
         let device = self.device.clone();
+        let fetcher = BlobFetcher {
+            client: client.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            worker_id: worker_id.to_owned(),
+            sweep_id: unit.sweep_id.clone(),
+        };
         let name = format!("unit-{}", unit.unit_id);
         let spawned = std::thread::Builder::new().name(name).spawn(move || {
             let id = unit.unit_id;
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                execute(&unit, &device, &cancel, &tx)
+                execute(&unit, &device, &cancel, &tx, &|name: &str| {
+                    fetcher.fetch(name)
+                })
             }))
             .unwrap_or_else(|p| {
                 let msg = p
@@ -297,7 +354,7 @@ impl Worker {
                             let got = units.len();
                             for u in units {
                                 debug!(unit = u.unit_id, attempt = u.attempt, "leased");
-                                self.spawn(u);
+                                self.spawn(u, client, &id);
                             }
                             // Ask again at once while work keeps coming; otherwise poll.
                             next_lease = tokio::time::Instant::now() + if got > 0 { Duration::ZERO } else { self.cfg.poll_interval };

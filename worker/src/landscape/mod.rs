@@ -1,3 +1,4 @@
 //! Loss-landscape geometry: directions, batched slice evaluation, Hessian spectra.
 
 pub mod eval;
+pub mod exec;

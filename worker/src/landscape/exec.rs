@@ -1,0 +1,186 @@
+//! Runs one tile of a landscape scan: the scan's checkpoint, directions and data are
+//! loaded once per sweep and kept resident on the device; each tile evaluates its grid
+//! points in one batched pass.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use candle_core::{DType, Device, Tensor};
+use ridgeline_common::landscape::{LossKind, Split};
+use ridgeline_common::spec::SweepSpec;
+
+use super::eval::{Layers, Loss, Plane};
+use crate::model::MlpConfig;
+use crate::train::{TrialEnd, TrialOutput};
+
+/// Fetches one of the sweep's files from the coordinator.
+pub type Fetch<'a> = &'a dyn Fn(&str) -> Result<Arc<Vec<u8>>, String>;
+
+/// Everything a sweep's tiles share, resident on the device.
+struct Scan {
+    config: MlpConfig,
+    base: Layers,
+    d1: Layers,
+    d2: Option<Layers>,
+    x: Tensor,
+    y: Tensor,
+}
+
+fn layers(
+    config: &MlpConfig,
+    t: &HashMap<String, Tensor>,
+    prefix: &str,
+    what: &str,
+) -> Result<Layers, String> {
+    let dims = config.dims();
+    (0..dims.len() - 1)
+        .map(|i| {
+            let get = |part: &str, shape: &[usize]| -> Result<Tensor, String> {
+                let name = format!("{prefix}layers.{i}.{part}");
+                let v = t
+                    .get(&name)
+                    .ok_or_else(|| format!("{what}: missing tensor {name}"))?;
+                if v.dims() != shape {
+                    return Err(format!(
+                        "{what}: {name}: expected shape {shape:?}, found {:?}",
+                        v.dims()
+                    ));
+                }
+                v.to_dtype(DType::F32).map_err(|e| e.to_string())
+            };
+            Ok((
+                get("weight", &[dims[i + 1], dims[i]])?,
+                get("bias", &[dims[i + 1]])?,
+            ))
+        })
+        .collect()
+}
+
+fn load_scan(spec: &SweepSpec, fetch: Fetch<'_>, device: &Device) -> Result<Scan, String> {
+    let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
+    let config: MlpConfig =
+        serde_json::from_slice(&fetch("model.json")?).map_err(|e| format!("model.json: {e}"))?;
+    let weights = candle_core::safetensors::load_buffer(&fetch("model.safetensors")?, device)
+        .map_err(|e| format!("model.safetensors: {e}"))?;
+    let dirs = candle_core::safetensors::load_buffer(&fetch("directions.safetensors")?, device)
+        .map_err(|e| format!("directions.safetensors: {e}"))?;
+    let base = layers(&config, &weights, "", "model.safetensors")?;
+    let d1 = layers(&config, &dirs, "x.", "directions.safetensors")?;
+    let d2 = match l.y {
+        Some(_) => Some(layers(&config, &dirs, "y.", "directions.safetensors")?),
+        None => None,
+    };
+    let ds = crate::runner::dataset(spec)?;
+    let split = match l.split {
+        Split::Train => &ds.train,
+        Split::Val => &ds.val,
+    };
+    let s = match l.samples {
+        Some(n) => split.head(n),
+        None => split.clone(),
+    };
+    if s.dim != config.input_dim {
+        return Err(format!(
+            "data has {} features per sample, the model expects {}",
+            s.dim, config.input_dim
+        ));
+    }
+    let e = |e: candle_core::Error| e.to_string();
+    let x = Tensor::from_slice(&s.x, (s.len(), s.dim), device).map_err(e)?;
+    let y = match l.loss {
+        LossKind::CrossEntropy => {
+            if s.y.is_empty() {
+                return Err(
+                    "loss = \"cross_entropy\" needs class labels (data.task = \"classification\")"
+                        .into(),
+                );
+            }
+            Tensor::from_slice(&s.y, s.len(), device).map_err(e)?
+        }
+        LossKind::Mse => {
+            if s.outputs != config.classes {
+                return Err(format!(
+                    "loss = \"mse\" needs {} target columns, the data has {}",
+                    config.classes, s.outputs
+                ));
+            }
+            Tensor::from_slice(&s.t, (s.len(), s.outputs), device).map_err(e)?
+        }
+    };
+    Ok(Scan {
+        config,
+        base,
+        d1,
+        d2,
+        x,
+        y,
+    })
+}
+
+/// Scans already loaded in this process, by sweep id.
+fn scan(
+    sweep: &str,
+    spec: &SweepSpec,
+    fetch: Fetch<'_>,
+    device: &Device,
+) -> Result<Arc<Scan>, String> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Scan>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(s) = cache.lock().expect("cache lock").get(sweep) {
+        return Ok(s.clone());
+    }
+    let s = Arc::new(load_scan(spec, fetch, device)?);
+    let mut c = cache.lock().expect("cache lock");
+    // One scan at a time is the common case; do not let old sweeps pile up in memory.
+    c.retain(|k, _| k == sweep);
+    c.insert(sweep.to_owned(), s.clone());
+    Ok(s)
+}
+
+/// Evaluates tile `tile` of a scan. The artifact `tile.f64` holds the tile's losses and
+/// then its accuracies, as little-endian f64, in point order.
+pub fn run_tile(
+    sweep: &str,
+    spec: &SweepSpec,
+    tile: u32,
+    fetch: Fetch<'_>,
+    device: &Device,
+) -> Result<TrialOutput, String> {
+    let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
+    let s = scan(sweep, spec, fetch, device)?;
+    let points: Vec<(f64, f64)> = l.tile_range(tile as usize).map(|k| l.point(k)).collect();
+    if points.is_empty() {
+        return Err(format!("tile {tile} is past the end of the grid"));
+    }
+    let plane = Plane {
+        base: &s.base,
+        d1: &s.d1,
+        d2: s.d2.as_ref(),
+        activation: s.config.activation,
+    };
+    let loss = match l.loss {
+        LossKind::CrossEntropy => Loss::CrossEntropy,
+        LossKind::Mse => Loss::Mse,
+    };
+    let values = plane
+        .evaluate(&points, &s.x, &s.y, loss, l.batch_size)
+        .map_err(|e| e.to_string())?;
+    let mut bytes = Vec::with_capacity(points.len() * 16);
+    for v in &values {
+        bytes.extend_from_slice(&v.loss.to_le_bytes());
+    }
+    for v in &values {
+        bytes.extend_from_slice(&v.accuracy.to_le_bytes());
+    }
+    // NaN points stay NaN in the surface; the scan goes on.
+    let min = values
+        .iter()
+        .map(|v| v.loss)
+        .filter(|v| v.is_finite())
+        .fold(f64::NAN, f64::min);
+    Ok(TrialOutput {
+        end: TrialEnd::Completed,
+        final_metrics: vec![("loss".into(), min)],
+        artifacts: vec![("tile.f64".into(), bytes)],
+    })
+}
