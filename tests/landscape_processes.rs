@@ -19,16 +19,36 @@ fn read_npy(path: &Path) -> (Vec<usize>, Vec<f64>) {
     assert_eq!(&b[..6], b"\x93NUMPY");
     let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
     let header = std::str::from_utf8(&b[10..10 + hl]).unwrap();
-    assert!(header.contains("'descr': '<f8'") && header.contains("'fortran_order': False"), "{header}");
-    let shape_txt = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
-    let shape: Vec<usize> = shape_txt.split(',').filter_map(|s| s.trim().parse().ok()).collect();
-    let data: Vec<f64> = b[10 + hl..].chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
+    assert!(
+        header.contains("'descr': '<f8'") && header.contains("'fortran_order': False"),
+        "{header}"
+    );
+    let shape_txt = header
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    let shape: Vec<usize> = shape_txt
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let data: Vec<f64> = b[10 + hl..]
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
     assert_eq!(data.len(), shape.iter().product::<usize>());
     (shape, data)
 }
 
 fn to_f64(t: &Tensor) -> Vec<f64> {
-    t.flatten_all().unwrap().to_dtype(candle_core::DType::F64).unwrap().to_vec1().unwrap()
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(candle_core::DType::F64)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
 }
 
 /// Writes regression data and a linear model's checkpoint; returns the spec path.
@@ -39,8 +59,13 @@ fn setup(dir: &Path) -> std::path::PathBuf {
     let mut csv = String::new();
     for _ in 0..n {
         let x: Vec<f64> = (0..d).map(|_| r.normal()).collect();
-        let t: f64 = x.iter().zip(&true_w).map(|(a, b)| a * b).sum::<f64>() + 0.3 * r.normal() + 0.5;
-        let row: Vec<String> = x.iter().chain(std::iter::once(&t)).map(|v| format!("{v:.6}")).collect();
+        let t: f64 =
+            x.iter().zip(&true_w).map(|(a, b)| a * b).sum::<f64>() + 0.3 * r.normal() + 0.5;
+        let row: Vec<String> = x
+            .iter()
+            .chain(std::iter::once(&t))
+            .map(|v| format!("{v:.6}"))
+            .collect();
         csv += &(row.join(",") + "\n");
     }
     std::fs::write(dir.join("reg.csv"), csv).unwrap();
@@ -54,8 +79,14 @@ fn setup(dir: &Path) -> std::path::PathBuf {
     // A fitted-ish model, not the optimum: the slice is a tilted bowl.
     let w: Vec<f32> = true_w.iter().map(|v| (*v * 0.8 + 0.1) as f32).collect();
     let tensors = HashMap::from([
-        ("layers.0.weight".to_owned(), Tensor::from_vec(w, (1, d), &Device::Cpu).unwrap()),
-        ("layers.0.bias".to_owned(), Tensor::from_vec(vec![0.2f32], 1, &Device::Cpu).unwrap()),
+        (
+            "layers.0.weight".to_owned(),
+            Tensor::from_vec(w, (1, d), &Device::Cpu).unwrap(),
+        ),
+        (
+            "layers.0.bias".to_owned(),
+            Tensor::from_vec(vec![0.2f32], 1, &Device::Cpu).unwrap(),
+        ),
     ]);
     candle_core::safetensors::save(&tensors, ckpt.join("model.safetensors")).unwrap();
     let spec = dir.join("scan.toml");
@@ -85,9 +116,21 @@ directions = { seed = 3, normalization = "filter", ignore = "none" }
 }
 
 fn scan(url: &str, spec: &Path, data_dir: &Path) -> std::path::PathBuf {
-    let id = run_ok(&["submit", spec.to_str().unwrap(), "--coordinator", url, "--wait"], Duration::from_secs(300));
+    let id = run_ok(
+        &[
+            "submit",
+            spec.to_str().unwrap(),
+            "--coordinator",
+            url,
+            "--wait",
+        ],
+        Duration::from_secs(300),
+    );
     let id = id.trim();
-    let st = run_ok(&["status", id, "--coordinator", url], Duration::from_secs(30));
+    let st = run_ok(
+        &["status", id, "--coordinator", url],
+        Duration::from_secs(30),
+    );
     assert!(st.contains("completed: 6/6 done"), "{st}");
     data_dir.join("sweeps").join(id)
 }
@@ -98,7 +141,13 @@ fn distributed_scan_matches_closed_form_and_is_bit_identical_to_one_worker() {
     let spec_path = setup(dir.path());
     let (_coord, url) = coordinator(dir.path(), &[]);
     let mut workers: Vec<Proc> = (0..3)
-        .map(|i| spawn(&format!("w{i}"), &["worker", "--coordinator", &url, "--name", &format!("w{i}")], dir.path()))
+        .map(|i| {
+            spawn(
+                &format!("w{i}"),
+                &["worker", "--coordinator", &url, "--name", &format!("w{i}")],
+                dir.path(),
+            )
+        })
         .collect();
     let three = scan(&url, &spec_path, dir.path());
 
@@ -106,35 +155,63 @@ fn distributed_scan_matches_closed_form_and_is_bit_identical_to_one_worker() {
     assert_eq!(shape, vec![4, 7], "rows are y, columns are x");
     let (_, xs) = read_npy(&three.join("x.npy"));
     let (_, ys) = read_npy(&three.join("y.npy"));
-    assert_eq!((xs.len(), ys.len(), xs[0], xs[6], ys[0], ys[3]), (7, 4, -1.0, 1.0, -0.5, 1.5));
+    assert_eq!(
+        (xs.len(), ys.len(), xs[0], xs[6], ys[0], ys[3]),
+        (7, 4, -1.0, 1.0, -0.5, 1.5)
+    );
 
     // Closed form in f64: r(α, β) = e0 + α e1 + β e2 over the training split, where
     // e0 = X wᵀ + b - t and e_i = X d_iᵀ + db_i; L = mean(r²).
     let spec = SweepSpec::from_file(&spec_path).unwrap();
     let ds = ridgeline_worker::data::load(&spec.data, spec.data_format()).unwrap();
     let tr = &ds.train;
-    let st = candle_core::safetensors::load(dir.path().join("linear/model.safetensors"), &Device::Cpu).unwrap();
-    let dirs = candle_core::safetensors::load(three.join("directions.safetensors"), &Device::Cpu).unwrap();
+    let st =
+        candle_core::safetensors::load(dir.path().join("linear/model.safetensors"), &Device::Cpu)
+            .unwrap();
+    let dirs =
+        candle_core::safetensors::load(three.join("directions.safetensors"), &Device::Cpu).unwrap();
     let lin = |w: &str, b: &str, t: &HashMap<String, Tensor>| -> Vec<f64> {
         let (w, b) = (to_f64(&t[w]), to_f64(&t[b])[0]);
         (0..tr.len())
-            .map(|s| b + (0..tr.dim).map(|j| w[j] * f64::from(tr.x[s * tr.dim + j])).sum::<f64>())
+            .map(|s| {
+                b + (0..tr.dim)
+                    .map(|j| w[j] * f64::from(tr.x[s * tr.dim + j]))
+                    .sum::<f64>()
+            })
             .collect()
     };
-    let e0: Vec<f64> = lin("layers.0.weight", "layers.0.bias", &st).iter().zip(&tr.t).map(|(p, t)| p - f64::from(*t)).collect();
+    let e0: Vec<f64> = lin("layers.0.weight", "layers.0.bias", &st)
+        .iter()
+        .zip(&tr.t)
+        .map(|(p, t)| p - f64::from(*t))
+        .collect();
     let e1 = lin("x.layers.0.weight", "x.layers.0.bias", &dirs);
     let e2 = lin("y.layers.0.weight", "y.layers.0.bias", &dirs);
-    let m = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| p * q).sum::<f64>() / tr.len() as f64;
-    let (c00, c11, c22, c01, c02, c12) = (m(&e0, &e0), m(&e1, &e1), m(&e2, &e2), m(&e0, &e1), m(&e0, &e2), m(&e1, &e2));
+    let m =
+        |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| p * q).sum::<f64>() / tr.len() as f64;
+    let (c00, c11, c22, c01, c02, c12) = (
+        m(&e0, &e0),
+        m(&e1, &e1),
+        m(&e2, &e2),
+        m(&e0, &e1),
+        m(&e0, &e2),
+        m(&e1, &e2),
+    );
     for (i, &b) in ys.iter().enumerate() {
         for (j, &a) in xs.iter().enumerate() {
             let exact = c00 + a * a * c11 + b * b * c22 + 2.0 * (a * c01 + b * c02 + a * b * c12);
             let got = loss[i * 7 + j];
-            assert!((got - exact).abs() <= 1e-5 * exact, "({a}, {b}): scan {got}, closed form {exact}");
+            assert!(
+                (got - exact).abs() <= 1e-5 * exact,
+                "({a}, {b}): scan {got}, closed form {exact}"
+            );
         }
     }
     // The ignore = "none" choice copies the bias into its direction.
-    assert_eq!(to_f64(&dirs["x.layers.0.bias"]), to_f64(&st["layers.0.bias"]));
+    assert_eq!(
+        to_f64(&dirs["x.layers.0.bias"]),
+        to_f64(&st["layers.0.bias"])
+    );
 
     // The same scan on one worker: the same bits.
     for w in workers.drain(1..) {
@@ -142,9 +219,17 @@ fn distributed_scan_matches_closed_form_and_is_bit_identical_to_one_worker() {
     }
     let one = scan(&url, &spec_path, dir.path());
     for f in ["surface.npy", "accuracy.npy", "directions.safetensors"] {
-        assert_eq!(std::fs::read(three.join(f)).unwrap(), std::fs::read(one.join(f)).unwrap(), "{f} differs");
+        assert_eq!(
+            std::fs::read(three.join(f)).unwrap(),
+            std::fs::read(one.join(f)).unwrap(),
+            "{f} differs"
+        );
     }
     let csv = std::fs::read_to_string(one.join("surface.csv")).unwrap();
     assert_eq!(csv.lines().count(), 1 + 28);
-    assert!(csv.starts_with("x,y,loss,accuracy\n-1,-0.5,"), "{}", &csv[..40]);
+    assert!(
+        csv.starts_with("x,y,loss,accuracy\n-1,-0.5,"),
+        "{}",
+        &csv[..40]
+    );
 }

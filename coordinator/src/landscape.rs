@@ -223,7 +223,15 @@ pub fn assemble(
     });
     let p = sweep_dir.join("meta.json");
     std::fs::write(&p, serde_json::to_vec_pretty(&meta).expect("json")).map_err(|e| io(&p, e))?;
-    Ok(())
+    let ys = l.y.as_ref().map(|y| y.values());
+    crate::plot::plots(
+        sweep_dir,
+        &spec.name,
+        &loss,
+        &acc,
+        &l.x.values(),
+        ys.as_deref(),
+    )
 }
 
 #[cfg(test)]

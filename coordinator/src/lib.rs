@@ -4,6 +4,7 @@
 mod convert;
 pub mod core;
 pub mod landscape;
+mod plot;
 pub mod search;
 pub mod service;
 pub mod store;
