@@ -74,22 +74,52 @@ pub async fn submit_spec(
         }
     }
     let mut attachments = Vec::new();
-    if let Some(c) = spec.landscape.as_ref().and_then(|l| l.checkpoint.as_ref()) {
-        if !c.starts_with("sweep:") {
-            for name in ["model.json", "model.safetensors"] {
-                let p = std::path::Path::new(c).join(name);
-                let data = std::fs::read(&p).with_context(|| {
-                    format!(
-                        "{}: landscape.checkpoint: cannot read {}",
-                        spec_path.display(),
-                        p.display()
-                    )
-                })?;
-                attachments.push(proto::Artifact {
-                    name: name.into(),
-                    data,
-                });
-            }
+    let mut attach = |field: &str, path: std::path::PathBuf, name: &str| -> Result<()> {
+        let data = std::fs::read(&path).with_context(|| {
+            format!(
+                "{}: {field}: cannot read {}",
+                spec_path.display(),
+                path.display()
+            )
+        })?;
+        attachments.push(proto::Artifact {
+            name: name.into(),
+            data,
+        });
+        Ok(())
+    };
+    if let Some(l) = &spec.landscape {
+        // Local checkpoints travel with the submission; `sweep:ID/best` references are
+        // resolved by the coordinator.
+        let local = |c: &Option<String>| {
+            c.clone()
+                .filter(|c| !c.starts_with("sweep:") && !c.starts_with("trial:"))
+        };
+        if let Some(c) = local(&l.checkpoint) {
+            let dir = std::path::Path::new(&c);
+            attach("landscape.checkpoint", dir.join("model.json"), "model.json")?;
+            attach(
+                "landscape.checkpoint",
+                dir.join("model.safetensors"),
+                "model.safetensors",
+            )?;
+        }
+        if let Some(c) = local(&l.directions.to) {
+            attach(
+                "landscape.directions.to",
+                std::path::Path::new(&c).join("model.safetensors"),
+                "to.safetensors",
+            )?;
+        }
+        if let Some(c) = local(&l.directions.y_to) {
+            attach(
+                "landscape.directions.y_to",
+                std::path::Path::new(&c).join("model.safetensors"),
+                "y_to.safetensors",
+            )?;
+        }
+        if let Some(f) = &l.directions.file {
+            attach("landscape.directions.file", f.clone(), "file.safetensors")?;
         }
     }
     Ok(client

@@ -438,6 +438,15 @@ async fn drive(url: &str, spec_path: &Path, workers: u32, out: &Path) -> Result<
         };
         let l = spec.landscape.as_mut().expect("checked above");
         l.checkpoint = Some(format!("sweep:{id}/best"));
+        // `trial:N` names a trial of the training sweep (e.g. an interpolation target).
+        for r in [&mut l.directions.to, &mut l.directions.y_to]
+            .into_iter()
+            .flatten()
+        {
+            if let Some(n) = r.strip_prefix("trial:") {
+                *r = format!("sweep:{id}/trial/{n}");
+            }
+        }
         // Scan the data the model was trained on, split and normalised the same way.
         spec.data = tspec.data.clone();
     }

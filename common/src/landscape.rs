@@ -85,10 +85,36 @@ pub enum Split {
     Val,
 }
 
+/// Where the directions come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DirectionKind {
+    /// Gaussian, normalised (Li et al.).
+    #[default]
+    Random,
+    /// Towards other checkpoints: x = θ₂ − θ (interpolation), y = θ₃ − θ (a plane
+    /// through three checkpoints).
+    Target,
+    /// Read from a safetensors file with tensors `x.<name>` (and `y.<name>`).
+    File,
+}
+
 /// Directions of the scan.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DirectionsSpec {
+    /// Where they come from.
+    #[serde(default, rename = "type")]
+    pub kind: DirectionKind,
+    /// Target: the checkpoint folder (or `sweep:ID/best`) that x points to.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// Target: the checkpoint that y points to (2-D plane through three checkpoints).
+    #[serde(default)]
+    pub y_to: Option<String>,
+    /// File: a safetensors file of directions.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
     /// Seed of the Gaussian draws.
     #[serde(default)]
     pub seed: u64,
@@ -103,6 +129,10 @@ pub struct DirectionsSpec {
 impl Default for DirectionsSpec {
     fn default() -> Self {
         DirectionsSpec {
+            kind: DirectionKind::Random,
+            to: None,
+            y_to: None,
+            file: None,
             seed: 0,
             normalization: Normalization::Filter,
             ignore: Ignore::Biasbn,
@@ -140,9 +170,10 @@ pub struct LandscapeSpec {
     /// Directions.
     #[serde(default)]
     pub directions: DirectionsSpec,
-    /// The first axis (α).
-    #[serde(default = "default_axis")]
-    pub x: Axis,
+    /// The first axis (α). Default: [-1, 1] at 51 points, or [-0.5, 1.5] at 401 points
+    /// for interpolation towards a target.
+    #[serde(default)]
+    pub x: Option<Axis>,
     /// The second axis (β); absent for a 1-D scan.
     #[serde(default)]
     pub y: Option<Axis>,
@@ -154,18 +185,29 @@ fn default_batch() -> usize {
 fn default_tile() -> usize {
     64
 }
-fn default_axis() -> Axis {
-    Axis {
-        min: -1.0,
-        max: 1.0,
-        points: 51,
-    }
-}
-
 impl LandscapeSpec {
+    /// The first axis, explicit or the default for the kind of directions.
+    pub fn x_axis(&self) -> Axis {
+        self.x.clone().unwrap_or(match self.directions.kind {
+            DirectionKind::Target if self.y.is_none() => Axis {
+                min: -0.5,
+                max: 1.5,
+                points: 401,
+            },
+            _ => Axis {
+                min: -1.0,
+                max: 1.0,
+                points: 51,
+            },
+        })
+    }
+
     /// `(nx, ny)`; `ny` is 1 for a 1-D scan.
     pub fn shape(&self) -> (usize, usize) {
-        (self.x.points, self.y.as_ref().map_or(1, |y| y.points))
+        (
+            self.x_axis().points,
+            self.y.as_ref().map_or(1, |y| y.points),
+        )
     }
 
     /// Number of grid points.
@@ -189,7 +231,10 @@ impl LandscapeSpec {
     pub fn point(&self, k: usize) -> (f64, f64) {
         let (nx, _) = self.shape();
         let (i, j) = (k / nx, k % nx);
-        (self.x.value(j), self.y.as_ref().map_or(0.0, |y| y.value(i)))
+        (
+            self.x_axis().value(j),
+            self.y.as_ref().map_or(0.0, |y| y.value(i)),
+        )
     }
 
     /// Checks ranges; errors name the field.
@@ -212,7 +257,29 @@ impl LandscapeSpec {
             }
             Ok(())
         };
-        axis("x", &self.x)?;
+        axis("x", &self.x_axis())?;
+        let d = &self.directions;
+        match d.kind {
+            DirectionKind::Target if d.to.is_none() => {
+                return Err((
+                    "landscape.directions.to".into(),
+                    "type = \"target\" needs the checkpoint that x points to".into(),
+                ));
+            }
+            DirectionKind::Target if self.y.is_some() != d.y_to.is_some() => {
+                return Err((
+                    "landscape.directions.y_to".into(),
+                    "a 2-D target scan needs y_to (and a 1-D one must not have it)".into(),
+                ));
+            }
+            DirectionKind::File if d.file.is_none() => {
+                return Err((
+                    "landscape.directions.file".into(),
+                    "type = \"file\" needs a safetensors file".into(),
+                ));
+            }
+            _ => {}
+        }
         if let Some(y) = &self.y {
             axis("y", y)?;
         }

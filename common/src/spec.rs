@@ -534,6 +534,15 @@ impl SweepSpec {
             if let Some(t) = &l.train {
                 l.train = Some(base.join(t));
             }
+            let d = &mut l.directions;
+            for c in [&mut d.to, &mut d.y_to].into_iter().flatten() {
+                if !c.starts_with("sweep:") && !c.starts_with("trial:") {
+                    *c = base.join(&*c).display().to_string();
+                }
+            }
+            if let Some(f) = &d.file {
+                d.file = Some(base.join(f));
+            }
         }
         Ok(spec)
     }

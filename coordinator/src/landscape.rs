@@ -1,9 +1,12 @@
 //! The coordinator's side of landscape scans: preparing a sweep's files (checkpoint and
 //! directions) at submission, and assembling the tiles into the surface at the end.
 
+use std::collections::HashMap;
 use std::path::Path;
 
-use ridgeline_common::landscape::{HostTensor, LandscapeSpec, norms_and_cosine, random_direction};
+use ridgeline_common::landscape::{
+    DirectionKind, HostTensor, LandscapeSpec, norms_and_cosine, random_direction,
+};
 use ridgeline_common::spec::SweepSpec;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
@@ -56,20 +59,93 @@ pub fn parameters(weights: &[u8]) -> Result<Vec<HostTensor>, String> {
     Ok(out)
 }
 
+/// One f32 tensor of a safetensors file.
+fn read_f32(st: &SafeTensors<'_>, name: &str) -> Result<HostTensor, String> {
+    let view = st
+        .tensor(name)
+        .map_err(|_| format!("missing tensor {name}"))?;
+    if view.dtype() != Dtype::F32 {
+        return Err(format!("{name}: expected f32, found {:?}", view.dtype()));
+    }
+    let data = view
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    Ok(HostTensor {
+        name: name.to_owned(),
+        shape: view.shape().to_vec(),
+        data,
+    })
+}
+
 fn le_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-/// Draws the scan's directions from the checkpoint: `directions.safetensors` and a
-/// `directions.json` with their norms and cosine.
-pub fn prepare(spec: &SweepSpec, weights: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
+/// Makes the scan's directions: `directions.safetensors` (tensors `x.<name>` and
+/// `y.<name>`) and `directions.json` (their norms and cosine). `files` holds the
+/// checkpoint (`model.safetensors`) and, by kind, `to.safetensors` / `y_to.safetensors`
+/// (target checkpoints) or `file.safetensors` (given directions).
+pub fn prepare(
+    spec: &SweepSpec,
+    files: &HashMap<String, Vec<u8>>,
+) -> Result<Vec<(String, Vec<u8>)>, String> {
     let l: &LandscapeSpec = spec.landscape.as_ref().ok_or("not a landscape spec")?;
-    let params = parameters(weights)?;
+    let get = |field: &str, name: &str| {
+        files
+            .get(name)
+            .ok_or_else(|| format!("{field}: {name} was not provided"))
+    };
+    let params = parameters(get("landscape.checkpoint", MODEL_WEIGHTS)?)
+        .map_err(|e| format!("landscape.checkpoint: {e}"))?;
     let d = &l.directions;
-    let x = random_direction(&params, d.seed, 0, d.normalization, d.ignore);
-    let y =
-        l.y.as_ref()
-            .map(|_| random_direction(&params, d.seed, 1, d.normalization, d.ignore));
+    let two_d = l.y.is_some();
+    let (x, y) = match d.kind {
+        DirectionKind::Random => (
+            random_direction(&params, d.seed, 0, d.normalization, d.ignore),
+            two_d.then(|| random_direction(&params, d.seed, 1, d.normalization, d.ignore)),
+        ),
+        DirectionKind::Target => {
+            let towards = |field: &str, name: &str| -> Result<Vec<HostTensor>, String> {
+                let other = parameters(get(field, name)?).map_err(|e| format!("{field}: {e}"))?;
+                difference(&params, &other).map_err(|e| format!("{field}: {e}"))
+            };
+            (
+                towards("landscape.directions.to", "to.safetensors")?,
+                if two_d {
+                    Some(towards("landscape.directions.y_to", "y_to.safetensors")?)
+                } else {
+                    None
+                },
+            )
+        }
+        DirectionKind::File => {
+            let bytes = get("landscape.directions.file", "file.safetensors")?;
+            let field = "landscape.directions.file";
+            let st = SafeTensors::deserialize(bytes).map_err(|e| format!("{field}: {e}"))?;
+            let pick = |prefix: &str| -> Result<Vec<HostTensor>, String> {
+                params
+                    .iter()
+                    .map(|p| {
+                        let name = format!("{prefix}.{}", p.name);
+                        let t = read_f32(&st, &name).map_err(|e| format!("{field}: {e}"))?;
+                        if t.shape != p.shape {
+                            return Err(format!(
+                                "{field}: {name}: expected shape {:?}, found {:?}",
+                                p.shape, t.shape
+                            ));
+                        }
+                        Ok(HostTensor {
+                            name: p.name.clone(),
+                            ..t
+                        })
+                    })
+                    .collect()
+            };
+            (pick("x")?, if two_d { Some(pick("y")?) } else { None })
+        }
+    };
     let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (prefix, dir) in std::iter::once(("x", &x)).chain(y.as_ref().map(|y| ("y", y))) {
         for t in dir {
@@ -92,10 +168,11 @@ pub fn prepare(spec: &SweepSpec, weights: &[u8]) -> Result<Vec<(String, Vec<u8>)
     };
     let (nw, _, _) = norms_and_cosine(&params, &params);
     let info = serde_json::json!({
+        "type": d.kind,
         "weights_norm": nw,
         "x_norm": nx,
-        "y_norm": if y.is_some() { Some(ny) } else { None },
-        "cosine_xy": if y.is_some() { Some(cos) } else { None },
+        "y_norm": y.as_ref().map(|_| ny),
+        "cosine_xy": y.as_ref().map(|_| cos),
         "parameters": params.iter().map(|t| t.data.len()).sum::<usize>(),
         "seed": d.seed,
         "normalization": d.normalization,
@@ -108,6 +185,34 @@ pub fn prepare(spec: &SweepSpec, weights: &[u8]) -> Result<Vec<(String, Vec<u8>)
             serde_json::to_vec_pretty(&info).expect("json"),
         ),
     ])
+}
+
+/// `to - from`, tensor by tensor; the two must have the same names and shapes.
+fn difference(from: &[HostTensor], to: &[HostTensor]) -> Result<Vec<HostTensor>, String> {
+    if from.len() != to.len() {
+        return Err(format!(
+            "{} parameter tensors, the scanned checkpoint has {}",
+            to.len(),
+            from.len()
+        ));
+    }
+    from.iter()
+        .zip(to)
+        .map(|(a, b)| {
+            if a.name != b.name || a.shape != b.shape {
+                return Err(format!(
+                    "{} {:?} does not match {} {:?}",
+                    b.name, b.shape, a.name, a.shape
+                ));
+            }
+            let data = a.data.iter().zip(&b.data).map(|(p, q)| q - p).collect();
+            Ok(HostTensor {
+                name: a.name.clone(),
+                shape: a.shape.clone(),
+                data,
+            })
+        })
+        .collect()
 }
 
 /// Writes a 2-D (or 1-D) float64 array in NumPy's `.npy` format (version 1.0).
@@ -136,6 +241,45 @@ pub fn write_npy(path: &Path, shape: &[usize], data: &[f64]) -> std::io::Result<
         out.extend_from_slice(&v.to_le_bytes());
     }
     std::fs::write(path, out)
+}
+
+/// Linear-mode-connectivity barrier along θ + α (θ₂ − θ): the largest loss on the segment
+/// α ∈ [0, 1] minus the mean of the endpoint losses, with the curve on the segment. Values
+/// at α = 0 and α = 1 are interpolated linearly when they fall between grid points.
+pub fn barrier(alphas: &[f64], loss: &[f64]) -> serde_json::Value {
+    let at = |a: f64| -> f64 {
+        match alphas.iter().position(|&x| x >= a) {
+            Some(0) => loss[0],
+            Some(i) => {
+                let t = (a - alphas[i - 1]) / (alphas[i] - alphas[i - 1]);
+                loss[i - 1] + t * (loss[i] - loss[i - 1])
+            }
+            None => f64::NAN,
+        }
+    };
+    let (l0, l1) = (at(0.0), at(1.0));
+    let mut curve: Vec<(f64, f64)> = vec![(0.0, l0)];
+    curve.extend(
+        alphas
+            .iter()
+            .zip(loss)
+            .filter(|(a, _)| **a > 0.0 && **a < 1.0)
+            .map(|(a, l)| (*a, *l)),
+    );
+    curve.push((1.0, l1));
+    let (amax, lmax) =
+        curve.iter().copied().fold(
+            (f64::NAN, f64::NEG_INFINITY),
+            |m, p| if p.1 > m.1 { p } else { m },
+        );
+    serde_json::json!({
+        "barrier": lmax - (l0 + l1) / 2.0,
+        "alpha_at_max": amax,
+        "loss_at_max": lmax,
+        "loss_start": l0,
+        "loss_end": l1,
+        "curve": curve.iter().map(|(a, l)| serde_json::json!({"alpha": a, "loss": l})).collect::<Vec<_>>(),
+    })
 }
 
 /// Reads a tile's values: losses then accuracies, f64 little-endian.
@@ -188,7 +332,7 @@ pub fn assemble(
     for (name, data, shape) in [
         ("surface.npy", &loss, shape.clone()),
         ("accuracy.npy", &acc, shape.clone()),
-        ("x.npy", &l.x.values(), vec![nx]),
+        ("x.npy", &l.x_axis().values(), vec![nx]),
     ] {
         let p = sweep_dir.join(name);
         write_npy(&p, &shape, data).map_err(|e| io(&p, e))?;
@@ -221,6 +365,13 @@ pub fn assemble(
         "nan_points": nx * ny - finite.len(),
         "directions": directions,
     });
+    let mut meta = meta;
+    if l.directions.kind == DirectionKind::Target && l.y.is_none() {
+        let b = barrier(&l.x_axis().values(), &loss);
+        let p = sweep_dir.join("lmc.json");
+        std::fs::write(&p, serde_json::to_vec_pretty(&b).expect("json")).map_err(|e| io(&p, e))?;
+        meta["lmc_barrier"] = b["barrier"].clone();
+    }
     let p = sweep_dir.join("meta.json");
     std::fs::write(&p, serde_json::to_vec_pretty(&meta).expect("json")).map_err(|e| io(&p, e))?;
     let ys = l.y.as_ref().map(|y| y.values());
@@ -229,7 +380,7 @@ pub fn assemble(
         &spec.name,
         &loss,
         &acc,
-        &l.x.values(),
+        &l.x_axis().values(),
         ys.as_deref(),
     )
 }
@@ -237,6 +388,26 @@ pub fn assemble(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn barrier_of_a_bump_between_two_minima() {
+        // L(α) = 1 + 4 α (1 - α) + 0.5 α on a grid that contains 0 and 1: endpoints 1 and
+        // 1.5, maximum at α = 0.5625 (derivative 4 - 8α + 0.5 = 0), L = 2.265625.
+        let alphas: Vec<f64> = (0..=400).map(|i| -0.5 + 2.0 * i as f64 / 400.0).collect();
+        let loss: Vec<f64> = alphas
+            .iter()
+            .map(|a| 1.0 + 4.0 * a * (1.0 - a) + 0.5 * a)
+            .collect();
+        let b = barrier(&alphas, &loss);
+        assert!((b["loss_start"].as_f64().unwrap() - 1.0).abs() < 1e-12);
+        assert!((b["loss_end"].as_f64().unwrap() - 1.5).abs() < 1e-12);
+        assert!((b["alpha_at_max"].as_f64().unwrap() - 0.5625).abs() < 0.0026);
+        // The grid's best point is within one step of the true maximum.
+        assert!(
+            (b["barrier"].as_f64().unwrap() - (2.265625 - 1.25)).abs() < 1e-4,
+            "{b}"
+        );
+    }
 
     #[test]
     fn npy_header_is_aligned_and_parsable() {

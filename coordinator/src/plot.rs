@@ -18,6 +18,8 @@ fn register_font() {
 }
 
 /// Viridis, interpolated between nine anchors (matplotlib's values).
+// 0.318 is a colour channel that happens to be close to 1/π.
+#[allow(clippy::approx_constant)]
 fn viridis(t: f64) -> RGBColor {
     const A: [(f64, f64, f64); 9] = [
         (0.267, 0.005, 0.329),

@@ -94,6 +94,9 @@ type Reply<T> = oneshot::Sender<Result<T, Status>>;
 /// A unit's intermediate metrics: `(unit, step, metrics)`.
 type ProgressItem = (UnitId, u32, Vec<(String, f64)>);
 
+/// Files written into a new sweep's folder: `(sweep, [(name, bytes)])`.
+type SweepFiles = Vec<(SweepId, Vec<(String, Vec<u8>)>)>;
+
 /// A reply held back until the batch is durable; given the store's error, if any.
 type Deferred = Box<dyn FnOnce(Option<&Status>)>;
 
@@ -245,7 +248,7 @@ impl EventLoop {
         let mut out: Vec<Action> = Vec::new();
         let mut replies: Vec<Deferred> = Vec::new();
         let mut artifacts: HashMap<UnitId, Vec<proto::Artifact>> = HashMap::new();
-        let mut sweep_files: Vec<(SweepId, Vec<(String, Vec<u8>)>)> = Vec::new();
+        let mut sweep_files: SweepFiles = Vec::new();
         fn defer<T: 'static>(replies: &mut Vec<Deferred>, tx: Reply<T>, r: Result<T, Status>) {
             replies.push(Box::new(move |failed| {
                 let _ = tx.send(match failed {
@@ -358,7 +361,7 @@ impl EventLoop {
         &mut self,
         out: &[Action],
         artifacts: &mut HashMap<UnitId, Vec<proto::Artifact>>,
-        sweep_files: Vec<(SweepId, Vec<(String, Vec<u8>)>)>,
+        sweep_files: SweepFiles,
     ) -> Result<(), String> {
         for (id, files) in sweep_files {
             let dir = sweep_dir(&self.data_dir, &id);
@@ -623,8 +626,48 @@ struct SweepApi {
 }
 
 impl SweepApi {
-    /// The checkpoint (attached by the client, or the best trial of a sweep here) and
-    /// the directions drawn from it.
+    /// The checkpoint folder a reference names: `sweep:ID/best` (the best trial of a
+    /// sweep here) or `sweep:ID/trial/N`.
+    async fn best_checkpoint(&self, field: &str, reference: &str) -> Result<PathBuf, Status> {
+        let bad = || {
+            Status::invalid_argument(format!(
+                "{field}: {reference:?} was not attached; give a folder the client can read, sweep:ID/best or sweep:ID/trial/N"
+            ))
+        };
+        let rest = reference.strip_prefix("sweep:").ok_or_else(bad)?;
+        let (src, which) = rest.split_once('/').ok_or_else(bad)?;
+        let id = SweepId(src.to_owned());
+        if let Some(n) = which.strip_prefix("trial/") {
+            let n: u32 = n.parse().map_err(|_| bad())?;
+            let dir = trial_dir(&self.data_dir, &id, n);
+            if !dir.join(landscape::MODEL_WEIGHTS).exists() {
+                return Err(Status::failed_precondition(format!(
+                    "{field}: sweep {id} has no checkpoint for trial {n}"
+                )));
+            }
+            return Ok(dir);
+        }
+        if which != "best" {
+            return Err(bad());
+        }
+        let mut st = self
+            .h
+            .call(|tx| Event::Status(Some(id.clone()), tx))
+            .await?;
+        st.pop()
+            .and_then(|s| s.best)
+            .map(|b| b.checkpoint_dir)
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+            .ok_or_else(|| {
+                Status::failed_precondition(format!(
+                    "{field}: sweep {id} has no completed trial with a checkpoint"
+                ))
+            })
+    }
+
+    /// The files a scan's workers need: the checkpoint (attached by the client, or the
+    /// best trial of a sweep here), target checkpoints, and the directions.
     async fn landscape_files(
         &self,
         spec: &SweepSpec,
@@ -632,57 +675,49 @@ impl SweepApi {
     ) -> Result<Vec<(String, Vec<u8>)>, Status> {
         let mut files: HashMap<String, Vec<u8>> =
             attachments.into_iter().map(|a| (a.name, a.data)).collect();
-        let reference = spec
+        let l = spec
             .landscape
             .as_ref()
-            .and_then(|l| l.checkpoint.clone())
-            .unwrap_or_default();
+            .ok_or_else(|| Status::invalid_argument("landscape: missing"))?;
+        let read = |path: PathBuf| {
+            std::fs::read(&path).map_err(|e| Status::internal(format!("{}: {e}", path.display())))
+        };
         if !files.contains_key(landscape::MODEL_WEIGHTS) {
-            let Some(src) = reference
-                .strip_prefix("sweep:")
-                .and_then(|r| r.strip_suffix("/best"))
-            else {
-                return Err(Status::invalid_argument(format!(
-                    "landscape.checkpoint: {reference:?} was not attached; give a folder the client can read, or sweep:ID/best"
-                )));
-            };
-            let id = SweepId(src.to_owned());
-            let mut st = self
-                .h
-                .call(|tx| Event::Status(Some(id.clone()), tx))
+            let dir = self
+                .best_checkpoint(
+                    "landscape.checkpoint",
+                    l.checkpoint.as_deref().unwrap_or_default(),
+                )
                 .await?;
-            let dir = st
-                .pop()
-                .and_then(|s| s.best)
-                .map(|b| b.checkpoint_dir)
-                .filter(|d| !d.is_empty())
-                .ok_or_else(|| {
-                    Status::failed_precondition(format!(
-                        "landscape.checkpoint: sweep {id} has no completed trial with a checkpoint"
-                    ))
-                })?;
             for name in [landscape::MODEL_JSON, landscape::MODEL_WEIGHTS] {
-                let path = Path::new(&dir).join(name);
-                let data = std::fs::read(&path)
-                    .map_err(|e| Status::internal(format!("{}: {e}", path.display())))?;
-                files.insert(name.to_owned(), data);
+                files.insert(name.to_owned(), read(dir.join(name))?);
             }
         }
-        let weights = files
-            .get(landscape::MODEL_WEIGHTS)
-            .cloned()
-            .unwrap_or_default();
-        if !files.contains_key(landscape::MODEL_JSON) {
-            return Err(Status::invalid_argument(format!(
-                "landscape.checkpoint: {} is missing",
-                landscape::MODEL_JSON
-            )));
+        for (field, reference, name) in [
+            (
+                "landscape.directions.to",
+                &l.directions.to,
+                "to.safetensors",
+            ),
+            (
+                "landscape.directions.y_to",
+                &l.directions.y_to,
+                "y_to.safetensors",
+            ),
+        ] {
+            if let Some(r) = reference {
+                if !files.contains_key(name) {
+                    let dir = self.best_checkpoint(field, r).await?;
+                    files.insert(name.to_owned(), read(dir.join(landscape::MODEL_WEIGHTS))?);
+                }
+            }
         }
         let spec = spec.clone();
-        let dirs = tokio::task::spawn_blocking(move || landscape::prepare(&spec, &weights))
+        let inputs = files.clone();
+        let dirs = tokio::task::spawn_blocking(move || landscape::prepare(&spec, &inputs))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(|e| Status::invalid_argument(format!("landscape.checkpoint: {e}")))?;
+            .map_err(Status::invalid_argument)?;
         let mut out: Vec<(String, Vec<u8>)> = files
             .into_iter()
             .filter(|(n, _)| n == landscape::MODEL_JSON || n == landscape::MODEL_WEIGHTS)
