@@ -233,3 +233,98 @@ fn distributed_scan_matches_closed_form_and_is_bit_identical_to_one_worker() {
         &csv[..40]
     );
 }
+
+/// The Hessian of a linear regression with MSE is (2/n)[XᵀX, Xᵀ1; 1ᵀX, n]: the
+/// distributed block Lanczos (three shards on two workers) finds its top eigenvalues and
+/// λmin within their stated residuals, and Hutchinson's trace is within its stated
+/// standard error of the exact trace.
+#[test]
+fn distributed_hessian_of_a_linear_regression() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let spec_path = dir.path().join("hess.toml");
+    let base = std::fs::read_to_string(dir.path().join("scan.toml")).unwrap();
+    let text = base.replace("name = \"linreg-scan\"", "name = \"linreg-hessian\"")
+        + "[landscape.hessian]\ntop_k = 3\nblock = 3\nrounds = 4\nprobes = 64\nshards = 3\n";
+    std::fs::write(&spec_path, text).unwrap();
+    let (_coord, url) = coordinator(dir.path(), &[]);
+    let _w: Vec<Proc> = (0..2)
+        .map(|i| {
+            spawn(
+                &format!("hw{i}"),
+                &["worker", "--coordinator", &url, "--name", &format!("hw{i}")],
+                dir.path(),
+            )
+        })
+        .collect();
+    let id = run_ok(
+        &[
+            "submit",
+            spec_path.to_str().unwrap(),
+            "--coordinator",
+            &url,
+            "--wait",
+        ],
+        Duration::from_secs(300),
+    );
+    let sweep_dir = dir.path().join("sweeps").join(id.trim());
+    let h: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sweep_dir.join("hessian.json")).unwrap()).unwrap();
+
+    // The exact Hessian from the training split the workers used.
+    let spec = SweepSpec::from_file(&spec_path).unwrap();
+    let ds = ridgeline_worker::data::load(&spec.data, spec.data_format()).unwrap();
+    let tr = &ds.train;
+    let (n, d) = (tr.len(), tr.dim);
+    let mut hm = vec![vec![0.0; d + 1]; d + 1];
+    for s in 0..n {
+        let row: Vec<f64> = tr.x[s * d..(s + 1) * d]
+            .iter()
+            .map(|v| f64::from(*v))
+            .chain(std::iter::once(1.0))
+            .collect();
+        for i in 0..=d {
+            for j in 0..=d {
+                hm[i][j] += 2.0 / n as f64 * row[i] * row[j];
+            }
+        }
+    }
+    let exact_trace: f64 = (0..=d).map(|i| hm[i][i]).sum();
+    let (mut exact, _) = ridgeline_coordinator::hessian::jacobi_eigen(hm);
+    exact.sort_by(|a, b| b.total_cmp(a));
+
+    let top = h["top_eigenvalues"].as_array().unwrap();
+    assert_eq!(top.len(), 3);
+    for (t, want) in top.iter().zip(&exact) {
+        let (v, r) = (
+            t["value"].as_f64().unwrap(),
+            t["residual"].as_f64().unwrap(),
+        );
+        assert!(
+            (v - want).abs() <= r.max(1e-6 * want),
+            "{v} ± {r} vs {want}"
+        );
+    }
+    let lmin = &h["lambda_min"];
+    let (v, r) = (
+        lmin["value"].as_f64().unwrap(),
+        lmin["residual"].as_f64().unwrap(),
+    );
+    let want = *exact.last().unwrap();
+    assert!(
+        (v - want).abs() <= r.max(1e-6 * want.abs().max(1e-3)),
+        "λmin {v} ± {r} vs {want}"
+    );
+    let (est, se) = (
+        h["trace"]["estimate"].as_f64().unwrap(),
+        h["trace"]["std_error"].as_f64().unwrap(),
+    );
+    assert!(
+        se > 0.0 && (est - exact_trace).abs() <= 4.0 * se,
+        "trace {est} ± {se} vs {exact_trace}"
+    );
+    // Six parameters: two rounds of three vectors span the whole space, and the
+    // remaining rounds are not needed.
+    assert_eq!(h["krylov_dimension"], 6);
+    assert_eq!(h["rounds"], 2);
+}

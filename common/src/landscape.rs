@@ -140,6 +140,70 @@ impl Default for DirectionsSpec {
     }
 }
 
+/// The Hessian at the centre: block Lanczos from Hessian-vector products over data
+/// shards, and Hutchinson's trace.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HessianSpec {
+    /// Eigenvalues reported from the top.
+    #[serde(default = "hess::top_k")]
+    pub top_k: usize,
+    /// Vectors per Lanczos block (at least `top_k`; more converges faster).
+    #[serde(default = "hess::block")]
+    pub block: usize,
+    /// Lanczos rounds (each: one Hessian-vector product per block vector and shard).
+    #[serde(default = "hess::rounds")]
+    pub rounds: usize,
+    /// Rademacher probes for the trace (sent with the first round).
+    #[serde(default = "hess::probes")]
+    pub probes: usize,
+    /// Data shards, each a work unit per round, summed by the coordinator.
+    #[serde(default = "hess::shards")]
+    pub shards: usize,
+    /// Seed of the start block and the probes.
+    #[serde(default)]
+    pub seed: u64,
+    /// Finite-difference step of the Hessian-vector product, relative to ‖θ‖:
+    /// `Hv ≈ (∇L(θ + h v) − ∇L(θ − h v)) / 2h`, exact for quadratic losses.
+    #[serde(default = "hess::epsilon")]
+    pub epsilon: f64,
+}
+
+mod hess {
+    pub fn top_k() -> usize {
+        3
+    }
+    pub fn block() -> usize {
+        4
+    }
+    pub fn rounds() -> usize {
+        6
+    }
+    pub fn probes() -> usize {
+        16
+    }
+    pub fn shards() -> usize {
+        2
+    }
+    pub fn epsilon() -> f64 {
+        1e-4
+    }
+}
+
+/// What one unit of a scan computes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScanUnit {
+    /// A tile of grid points.
+    Tile(usize),
+    /// Hessian-vector products of one Lanczos round on one data shard.
+    Hvp {
+        /// Lanczos round.
+        round: usize,
+        /// Data shard.
+        shard: usize,
+    },
+}
+
 /// The `[landscape]` section of a spec.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -177,6 +241,9 @@ pub struct LandscapeSpec {
     /// The second axis (β); absent for a 1-D scan.
     #[serde(default)]
     pub y: Option<Axis>,
+    /// The Hessian at the centre (optional).
+    #[serde(default)]
+    pub hessian: Option<HessianSpec>,
 }
 
 fn default_batch() -> usize {
@@ -216,9 +283,26 @@ impl LandscapeSpec {
         nx * ny
     }
 
-    /// Number of tiles (work units).
+    /// Number of tiles.
     pub fn tiles(&self) -> usize {
         self.points().div_ceil(self.tile.max(1))
+    }
+
+    /// Number of work units: the tiles, then `rounds x shards` Hessian units.
+    pub fn units(&self) -> usize {
+        self.tiles() + self.hessian.as_ref().map_or(0, |h| h.rounds * h.shards)
+    }
+
+    /// What unit `i` computes.
+    pub fn unit(&self, i: usize) -> ScanUnit {
+        let t = self.tiles();
+        match &self.hessian {
+            Some(h) if i >= t => ScanUnit::Hvp {
+                round: (i - t) / h.shards,
+                shard: (i - t) % h.shards,
+            },
+            _ => ScanUnit::Tile(i),
+        }
     }
 
     /// Row-major point indices `k = i * nx + j` (row `i` is `y_i`) of tile `t`.
@@ -294,6 +378,27 @@ impl LandscapeSpec {
         }
         if self.samples == Some(0) {
             return Err(("landscape.samples".into(), "expected at least 1".into()));
+        }
+        if let Some(h) = &self.hessian {
+            let bad = |f: &str, r: String| Err((format!("landscape.hessian.{f}"), r));
+            if h.top_k == 0 || h.block < h.top_k {
+                return bad(
+                    "block",
+                    format!(
+                        "expected top_k >= 1 and block >= top_k, got top_k={}, block={}",
+                        h.top_k, h.block
+                    ),
+                );
+            }
+            if h.rounds == 0 || h.shards == 0 {
+                return bad("rounds", "expected at least one round and one shard".into());
+            }
+            if !(h.epsilon > 0.0 && h.epsilon < 1.0) {
+                return bad(
+                    "epsilon",
+                    format!("expected a number in (0, 1), got {}", h.epsilon),
+                );
+            }
         }
         if self.checkpoint.is_none() && self.train.is_none() {
             return Err((

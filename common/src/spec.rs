@@ -596,7 +596,7 @@ impl SweepSpec {
     /// Number of work units: trials, or tiles of a scan.
     pub fn total_units(&self) -> u64 {
         match (&self.kind, &self.landscape) {
-            (SweepKind::Landscape, Some(l)) => l.tiles() as u64,
+            (SweepKind::Landscape, Some(l)) => l.units() as u64,
             _ => self.total_trials(),
         }
     }

@@ -342,6 +342,9 @@ struct Sweep {
     state: SweepState,
     searcher: Box<dyn Searcher>,
     next_trial: u32,
+    /// Units `0..gate` may be generated; later ones wait for results of earlier ones
+    /// (a scan's Hessian round needs the previous round's products).
+    gate: u32,
     pending: VecDeque<UnitId>,
     units: Vec<UnitId>,
     counts: Counts,
@@ -436,6 +439,12 @@ impl Core {
         self.units.get(uid).map(|u| &u.params)
     }
 
+    /// The state of a sweep's trial, if it has been generated.
+    pub fn trial_state(&self, sweep: &SweepId, trial: u32) -> Option<UnitState> {
+        let uid = self.sweeps.get(sweep)?.units.get(trial as usize)?;
+        self.units.get(uid).map(|u| u.state)
+    }
+
     /// The sweep and trial of a unit.
     pub fn unit_trial(&self, id: UnitId) -> Option<(SweepId, u32)> {
         self.units.get(&id).map(|u| (u.sweep.clone(), u.trial))
@@ -474,6 +483,9 @@ pub struct StoredSweep {
     pub best: Option<(u32, f64)>,
     /// Its units, in trial order (trials are generated in order, so 0..n).
     pub units: Vec<StoredUnit>,
+    /// How many units had been released (see [`on_units_released`]); `None` for the
+    /// sweep's initial release.
+    pub released: Option<u32>,
 }
 
 /// Rebuilds a sweep from the store after a coordinator restart. Units that were leased
@@ -488,11 +500,13 @@ pub fn on_sweep_restored(core: &mut Core, out: &mut impl Outbox, stored: StoredS
         finished,
         best,
         units,
+        released,
     } = stored;
     let total = u32::try_from(spec.total_units()).expect("validated to fit in u32");
     let spec = Arc::new(spec);
     let mut sweep = Sweep {
         searcher: searcher_for(&spec),
+        gate: released.unwrap_or_else(|| initial_gate(&spec)),
         spec,
         state,
         next_trial: units.iter().map(|u| u.trial + 1).max().unwrap_or(0),
@@ -557,6 +571,43 @@ pub fn on_sweep_restored(core: &mut Core, out: &mut impl Outbox, stored: StoredS
     }
 }
 
+/// Units a sweep may generate before any result is in: everything, except that a scan
+/// with a Hessian holds back all Lanczos rounds after the first.
+pub fn initial_gate(spec: &SweepSpec) -> u32 {
+    let total = u32::try_from(spec.total_units()).expect("validated to fit in u32");
+    match spec
+        .landscape
+        .as_ref()
+        .and_then(|l| l.hessian.as_ref().map(|h| (l, h)))
+    {
+        Some((l, h)) => (l.tiles() + h.shards) as u32,
+        None => total,
+    }
+}
+
+/// Results of earlier units made units `..upto` possible (the next Hessian round).
+pub fn on_units_released(core: &mut Core, sid: &SweepId, upto: u32) {
+    if let Some(s) = core.sweeps.get_mut(sid) {
+        s.gate = s.gate.max(upto).min(s.counts.total);
+    }
+}
+
+/// Units not yet generated can never run (a Hessian round lost a shard for good): they
+/// are cancelled so that the sweep can finish.
+pub fn on_units_abandoned(core: &mut Core, out: &mut impl Outbox, sid: &SweepId, now: Millis) {
+    let Some(s) = core.sweeps.get_mut(sid) else {
+        return;
+    };
+    if s.state != SweepState::Running {
+        return;
+    }
+    let never = s.counts.total - s.next_trial;
+    s.counts.cancelled += never;
+    s.counts.pending -= never;
+    s.gate = s.next_trial;
+    maybe_finish(core, out, sid, now);
+}
+
 /// A sweep was submitted. Returns the number of units it will have.
 pub fn on_sweep_submitted(
     core: &mut Core,
@@ -578,6 +629,7 @@ pub fn on_sweep_submitted(
     });
     let sweep = Sweep {
         searcher: searcher_for(&spec),
+        gate: initial_gate(&spec),
         spec,
         state: SweepState::Running,
         next_trial: 0,
@@ -680,7 +732,7 @@ fn next_unit_of(
     if let Some(uid) = s.pending.pop_front() {
         return Some(uid);
     }
-    if s.next_trial >= s.counts.total {
+    if s.next_trial >= s.counts.total.min(s.gate) {
         return None;
     }
     let trial = s.next_trial;

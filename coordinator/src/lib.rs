@@ -3,6 +3,7 @@
 
 mod convert;
 pub mod core;
+pub mod hessian;
 pub mod landscape;
 mod plot;
 pub mod search;

@@ -30,6 +30,7 @@ use crate::core::{
 };
 use crate::landscape;
 use crate::store::{Store, StoreError};
+use ridgeline_common::landscape::ScanUnit;
 
 /// How the coordinator runs.
 #[derive(Clone, Debug)]
@@ -177,6 +178,10 @@ impl EventLoop {
                 &mut core,
                 &mut out,
                 StoredSweep {
+                    released: landscape::released_units(
+                        &sweep_dir(&cfg.data_dir, &row.id),
+                        &row.spec,
+                    ),
                     id: row.id,
                     spec: row.spec,
                     state: row.state,
@@ -344,7 +349,9 @@ impl EventLoop {
                 }
             }
         }
-        let failure = self.persist(&out, &mut artifacts, sweep_files).err();
+        let failure = self
+            .persist(&mut out, &mut artifacts, sweep_files, now)
+            .err();
         if let Some(e) = &failure {
             error!("could not persist a batch: {e}");
         }
@@ -359,9 +366,10 @@ impl EventLoop {
     /// acknowledged.
     fn persist(
         &mut self,
-        out: &[Action],
+        out: &mut Vec<Action>,
         artifacts: &mut HashMap<UnitId, Vec<proto::Artifact>>,
         sweep_files: SweepFiles,
+        now: u64,
     ) -> Result<(), String> {
         for (id, files) in sweep_files {
             let dir = sweep_dir(&self.data_dir, &id);
@@ -371,7 +379,7 @@ impl EventLoop {
                 std::fs::write(&path, data).map_err(|e| format!("{}: {e}", path.display()))?;
             }
         }
-        for a in out {
+        for a in out.iter() {
             if let Action::UnitFinished {
                 unit, sweep, trial, ..
             } = a
@@ -388,13 +396,78 @@ impl EventLoop {
                 }
             }
         }
+        self.hessian_rounds(out, now);
         self.store.apply(out).map_err(|e| e.to_string())?;
-        for a in out {
+        for a in out.iter() {
             if let Action::SweepFinished { sweep, .. } = a {
                 self.assemble(sweep);
             }
         }
         Ok(())
+    }
+
+    /// When the last shard of a Hessian round is in, runs the Lanczos step that makes
+    /// the next round's vectors (or the final `hessian.json`) and releases the next
+    /// round's units. A shard that failed for good ends the Hessian: the remaining
+    /// rounds are abandoned.
+    fn hessian_rounds(&mut self, out: &mut Vec<Action>, now: u64) {
+        let mut done: Vec<(SweepId, u32, core::UnitState)> = Vec::new();
+        for a in out.iter() {
+            if let Action::UnitFinished {
+                sweep,
+                trial,
+                state,
+                ..
+            } = a
+            {
+                done.push((sweep.clone(), *trial, *state));
+            }
+        }
+        for (id, trial, state) in done {
+            let Some(v) = self.core.sweep(&id) else {
+                continue;
+            };
+            let Some(l) = v.spec.landscape.as_ref() else {
+                continue;
+            };
+            let Some(h) = l.hessian.as_ref() else {
+                continue;
+            };
+            let ScanUnit::Hvp { round, .. } = l.unit(trial as usize) else {
+                continue;
+            };
+            let first = (l.tiles() + round * h.shards) as u32;
+            let states: Vec<Option<core::UnitState>> = (first..first + h.shards as u32)
+                .map(|t| self.core.trial_state(&id, t))
+                .collect();
+            let abandon = |el: &mut Self, out: &mut Vec<Action>, why: &str| {
+                warn!(sweep = %id, "Hessian stops after round {round}: {why}");
+                core::on_units_abandoned(&mut el.core, out, &id, now);
+            };
+            if state != core::UnitState::Completed {
+                abandon(self, out, "a shard did not complete");
+                continue;
+            }
+            if !states
+                .iter()
+                .all(|s| *s == Some(core::UnitState::Completed))
+            {
+                continue;
+            }
+            let dir = sweep_dir(&self.data_dir, &id);
+            let started = std::time::Instant::now();
+            match landscape::hessian_step(&dir, &v.spec, round, |t| {
+                trial_dir(&self.data_dir, &id, t)
+            }) {
+                Ok(Some(upto)) => core::on_units_released(&mut self.core, &id, upto),
+                Ok(None) => {
+                    info!(sweep = %id, seconds = started.elapsed().as_secs_f64(), "Hessian done");
+                    // Converged early or finished: nothing more to release.
+                    core::on_units_abandoned(&mut self.core, out, &id, now);
+                }
+                Err(e) => abandon(self, out, &e),
+            }
+        }
     }
 
     /// Puts a finished scan's tiles together into the surface files. A failure here is

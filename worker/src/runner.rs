@@ -153,7 +153,7 @@ fn execute(
             Some(proto::unit::Work::Train(t)) => t,
             Some(proto::unit::Work::Tile(t)) => {
                 let spec = SweepSpec::from_json(&t.spec_json).map_err(|e| e.to_string())?;
-                return crate::landscape::exec::run_tile(
+                return crate::landscape::exec::run_unit(
                     &unit.sweep_id,
                     &spec,
                     t.tile_index,

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::{DType, Device, Tensor};
-use ridgeline_common::landscape::{LossKind, Split};
+use ridgeline_common::landscape::{LossKind, ScanUnit, Split};
 use ridgeline_common::spec::SweepSpec;
 
 use super::eval::{Layers, Loss, Plane};
@@ -135,6 +135,84 @@ fn scan(
     c.retain(|k, _| k == sweep);
     c.insert(sweep.to_owned(), s.clone());
     Ok(s)
+}
+
+/// Runs unit `unit` of a scan: a tile of grid points, or one shard's Hessian-vector
+/// products for a Lanczos round.
+pub fn run_unit(
+    sweep: &str,
+    spec: &SweepSpec,
+    unit: u32,
+    fetch: Fetch<'_>,
+    device: &Device,
+) -> Result<TrialOutput, String> {
+    let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
+    match l.unit(unit as usize) {
+        ScanUnit::Tile(t) => run_tile(sweep, spec, t as u32, fetch, device),
+        ScanUnit::Hvp { round, shard } => run_hvp(sweep, spec, round, shard, fetch, device),
+    }
+}
+
+fn run_hvp(
+    sweep: &str,
+    spec: &SweepSpec,
+    round: usize,
+    shard: usize,
+    fetch: Fetch<'_>,
+    device: &Device,
+) -> Result<TrialOutput, String> {
+    let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
+    let h = l.hessian.as_ref().ok_or("no [landscape.hessian]")?;
+    let s = scan(sweep, spec, fetch, device)?;
+    let n_params: usize = s
+        .base
+        .iter()
+        .map(|(w, b)| w.elem_count() + b.elem_count())
+        .sum();
+    let block = fetch(&format!("hessian_block_{round}.f64"))?;
+    if block.len() % (8 * n_params) != 0 {
+        return Err(format!(
+            "hessian_block_{round}.f64 does not hold {n_params}-vectors"
+        ));
+    }
+    let flat: Vec<f64> = block
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    let vectors: Vec<Vec<f64>> = flat.chunks(n_params).map(<[f64]>::to_vec).collect();
+    let rows = s.x.dim(0).map_err(|e| e.to_string())?;
+    let (start, end) = (shard * rows / h.shards, (shard + 1) * rows / h.shards);
+    if start == end {
+        return Err(format!(
+            "shard {shard} of {} is empty: {rows} samples",
+            h.shards
+        ));
+    }
+    let e = |e: candle_core::Error| e.to_string();
+    let x = s.x.narrow(0, start, end - start).map_err(e)?;
+    let y = s.y.narrow(0, start, end - start).map_err(e)?;
+    let loss = match l.loss {
+        LossKind::CrossEntropy => Loss::CrossEntropy,
+        LossKind::Mse => Loss::Mse,
+    };
+    let weight = (end - start) as f64 / rows as f64;
+    let hv = super::hessian::shard_hvps(
+        &s.base,
+        s.config.activation,
+        &x,
+        &y,
+        loss,
+        &vectors,
+        h.epsilon,
+        weight,
+    )
+    .map_err(e)?;
+    let bytes: Vec<u8> = hv.iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
+    Ok(TrialOutput {
+        end: TrialEnd::Completed,
+        final_metrics: vec![("hvps".into(), vectors.len() as f64)],
+        artifacts: vec![("hvp.f64".into(), bytes)],
+    })
 }
 
 /// Evaluates tile `tile` of a scan. The artifact `tile.f64` holds the tile's losses and
