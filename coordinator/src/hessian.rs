@@ -7,6 +7,9 @@
 //! `T = Qᵀ H Q` approximate both ends of the spectrum (top-k and λmin) at once. The
 //! trace comes from Hutchinson's estimator with Rademacher probes sent in the first round.
 
+// Dense linear algebra on small matrices reads most clearly with explicit indices.
+#![allow(clippy::needless_range_loop)]
+
 use ridgeline_common::rng::Rng;
 
 /// The Krylov basis built so far and `H` applied to it.
