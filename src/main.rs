@@ -438,13 +438,17 @@ async fn drive(url: &str, spec_path: &Path, workers: u32, out: &Path) -> Result<
         };
         let l = spec.landscape.as_mut().expect("checked above");
         l.checkpoint = Some(format!("sweep:{id}/best"));
-        // `trial:N` names a trial of the training sweep (e.g. an interpolation target).
-        for r in [&mut l.directions.to, &mut l.directions.y_to]
+        // `trial:N` / `trial:best` name trials of the training sweep (an interpolation
+        // target, a PCA trajectory).
+        let d = &mut l.directions;
+        for r in [&mut d.to, &mut d.y_to, &mut d.trajectory]
             .into_iter()
             .flatten()
         {
-            if let Some(n) = r.strip_prefix("trial:") {
-                *r = format!("sweep:{id}/trial/{n}");
+            match r.strip_prefix("trial:") {
+                Some("best") => *r = format!("sweep:{id}/best"),
+                Some(n) => *r = format!("sweep:{id}/trial/{n}"),
+                None => {}
             }
         }
         // Scan the data the model was trained on, split and normalised the same way.

@@ -97,6 +97,9 @@ pub enum DirectionKind {
     Target,
     /// Read from a safetensors file with tensors `x.<name>` (and `y.<name>`).
     File,
+    /// The top principal components of a training trajectory (per-epoch checkpoints,
+    /// kept with `train.keep_checkpoints = true`) around the scanned model.
+    Pca,
 }
 
 /// Directions of the scan.
@@ -115,6 +118,10 @@ pub struct DirectionsSpec {
     /// File: a safetensors file of directions.
     #[serde(default)]
     pub file: Option<PathBuf>,
+    /// PCA: the trial whose per-epoch checkpoints form the trajectory
+    /// (`sweep:ID/trial/N`, `sweep:ID/best`, or with `run`, `trial:N` / `trial:best`).
+    #[serde(default)]
+    pub trajectory: Option<String>,
     /// Seed of the Gaussian draws.
     #[serde(default)]
     pub seed: u64,
@@ -133,6 +140,7 @@ impl Default for DirectionsSpec {
             to: None,
             y_to: None,
             file: None,
+            trajectory: None,
             seed: 0,
             normalization: Normalization::Filter,
             ignore: Ignore::Biasbn,
@@ -354,6 +362,12 @@ impl LandscapeSpec {
                 return Err((
                     "landscape.directions.y_to".into(),
                     "a 2-D target scan needs y_to (and a 1-D one must not have it)".into(),
+                ));
+            }
+            DirectionKind::Pca if d.trajectory.is_none() => {
+                return Err((
+                    "landscape.directions.trajectory".into(),
+                    "type = \"pca\" needs the trial whose checkpoints form the trajectory".into(),
                 ));
             }
             DirectionKind::File if d.file.is_none() => {

@@ -267,6 +267,10 @@ pub struct TrainSpec {
     /// Seed of weight initialisation, dropout and batch order.
     #[serde(default)]
     pub seed: u64,
+    /// Keep every epoch's weights (`model_epoch_NNN.safetensors`), e.g. for PCA
+    /// directions of a landscape scan.
+    #[serde(default)]
+    pub keep_checkpoints: bool,
 }
 
 impl Default for TrainSpec {
@@ -279,6 +283,7 @@ impl Default for TrainSpec {
             momentum: defaults::momentum(),
             weight_decay: 0.0,
             seed: 0,
+            keep_checkpoints: false,
         }
     }
 }

@@ -140,6 +140,9 @@ fn cell_edges(v: &[f64]) -> Vec<f64> {
     e
 }
 
+/// A training trajectory projected on the scan's plane, `(x, y)` per checkpoint.
+pub type Trajectory = (Vec<f64>, Vec<f64>);
+
 /// A 2-D picture of `z` (`[ny, nx]`); `levels` > 0 draws banded fills and contour lines.
 fn draw_2d(
     path: &Path,
@@ -148,6 +151,7 @@ fn draw_2d(
     xs: &[f64],
     ys: &[f64],
     levels: usize,
+    trajectory: Option<&Trajectory>,
 ) -> Result<(), String> {
     register_font();
     let root = BitMapBackend::new(path, (760, 640)).into_drawing_area();
@@ -206,6 +210,18 @@ fn draw_2d(
                 )
                 .map_err(err)?;
         }
+    }
+    if let Some((tx, ty)) = trajectory {
+        let pts: Vec<(f64, f64)> = tx.iter().copied().zip(ty.iter().copied()).collect();
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                pts.clone(),
+                WHITE.stroke_width(2),
+            )))
+            .map_err(err)?;
+        chart
+            .draw_series(pts.iter().map(|p| Circle::new(*p, 3, WHITE.filled())))
+            .map_err(err)?;
     }
     // Mark the minimum.
     if let Some((k, _)) = z
@@ -305,7 +321,8 @@ fn draw_1d(path: &Path, title: &str, loss: &[f64], acc: &[f64], xs: &[f64]) -> R
     root.present().map_err(err)
 }
 
-/// Writes `contour.png` and `heatmap.png` (2-D) or `curve.png` (1-D) into `dir`.
+/// Writes `contour.png` (with the projected training trajectory, for PCA scans) and
+/// `heatmap.png` for 2-D scans, or `curve.png` for 1-D scans, into `dir`.
 pub fn plots(
     dir: &Path,
     name: &str,
@@ -313,6 +330,7 @@ pub fn plots(
     acc: &[f64],
     xs: &[f64],
     ys: Option<&[f64]>,
+    trajectory: Option<&Trajectory>,
 ) -> Result<(), String> {
     match ys {
         Some(ys) => {
@@ -323,6 +341,7 @@ pub fn plots(
                 xs,
                 ys,
                 16,
+                trajectory,
             )?;
             draw_2d(
                 &dir.join("heatmap.png"),
@@ -331,6 +350,7 @@ pub fn plots(
                 xs,
                 ys,
                 0,
+                None,
             )
         }
         None => draw_1d(
@@ -374,8 +394,9 @@ mod tests {
             .iter()
             .flat_map(|y| xs.iter().map(move |x| 1.0 + x * x + 3.0 * y * y))
             .collect();
-        plots(dir.path(), "t", &z, &z, &xs, Some(&ys)).unwrap();
-        plots(dir.path(), "t", &z[..11], &z[..11], &xs, None).unwrap();
+        let path = (vec![0.1, 0.3, 0.5], vec![0.9, 0.5, 0.2]);
+        plots(dir.path(), "t", &z, &z, &xs, Some(&ys), Some(&path)).unwrap();
+        plots(dir.path(), "t", &z[..11], &z[..11], &xs, None, None).unwrap();
         for f in ["contour.png", "heatmap.png", "curve.png"] {
             let b = std::fs::read(dir.path().join(f)).unwrap();
             assert_eq!(&b[1..4], b"PNG", "{f}");

@@ -30,7 +30,7 @@ use crate::core::{
 };
 use crate::landscape;
 use crate::store::{Store, StoreError};
-use ridgeline_common::landscape::ScanUnit;
+use ridgeline_common::landscape::{DirectionKind, ScanUnit};
 
 /// How the coordinator runs.
 #[derive(Clone, Debug)]
@@ -743,7 +743,7 @@ impl SweepApi {
     /// best trial of a sweep here), target checkpoints, and the directions.
     async fn landscape_files(
         &self,
-        spec: &SweepSpec,
+        spec: &mut SweepSpec,
         attachments: Vec<proto::Artifact>,
     ) -> Result<Vec<(String, Vec<u8>)>, Status> {
         let mut files: HashMap<String, Vec<u8>> =
@@ -785,9 +785,38 @@ impl SweepApi {
                 }
             }
         }
-        let spec = spec.clone();
+        if let Some(r) = l
+            .directions
+            .trajectory
+            .as_ref()
+            .filter(|_| l.directions.kind == DirectionKind::Pca)
+        {
+            let dir = self
+                .best_checkpoint("landscape.directions.trajectory", r)
+                .await?;
+            let mut epochs: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .map_err(|e| Status::internal(format!("{}: {e}", dir.display())))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("model_epoch_"))
+                })
+                .collect();
+            epochs.sort();
+            if epochs.len() < 3 {
+                return Err(Status::failed_precondition(format!(
+                    "landscape.directions.trajectory: {r} kept {} epoch checkpoints, PCA needs at least 3 (train with keep_checkpoints = true)",
+                    epochs.len()
+                )));
+            }
+            for (i, p) in epochs.into_iter().enumerate() {
+                files.insert(format!("trajectory_{i:04}.safetensors"), read(p)?);
+            }
+        }
+        let submitted = spec.clone();
         let inputs = files.clone();
-        let dirs = tokio::task::spawn_blocking(move || landscape::prepare(&spec, &inputs))
+        let dirs = tokio::task::spawn_blocking(move || landscape::prepare(&submitted, &inputs))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(Status::invalid_argument)?;
@@ -795,6 +824,13 @@ impl SweepApi {
             .into_iter()
             .filter(|(n, _)| n == landscape::MODEL_JSON || n == landscape::MODEL_WEIGHTS)
             .collect();
+        if let Some((_, t)) = dirs.iter().find(|(n, _)| n == "trajectory.json") {
+            let t: serde_json::Value =
+                serde_json::from_slice(t).map_err(|e| Status::internal(e.to_string()))?;
+            if let Some(l) = spec.landscape.as_mut() {
+                landscape::fit_axes_to_trajectory(l, &t);
+            }
+        }
         out.extend(dirs);
         Ok(out)
     }
@@ -809,10 +845,10 @@ impl sweep_service_server::SweepService for SweepApi {
         req: Request<proto::SubmitSweepRequest>,
     ) -> Result<Response<proto::SubmitSweepResponse>, Status> {
         let req = req.into_inner();
-        let spec = SweepSpec::from_json(&req.spec_json)
+        let mut spec = SweepSpec::from_json(&req.spec_json)
             .map_err(|e| Status::invalid_argument(format!("spec: {e}")))?;
         let files = if spec.kind == SweepKind::Landscape {
-            self.landscape_files(&spec, req.attachments).await?
+            self.landscape_files(&mut spec, req.attachments).await?
         } else {
             vec![]
         };

@@ -181,6 +181,13 @@ pub fn run_trial(
     let mut rng = Rng::stream(t.seed, 0x0074_7261_696e);
     let mut order: Vec<u32> = (0..n as u32).collect();
     let mut last = Vec::new();
+    let mut epochs = Vec::new();
+    if t.keep_checkpoints {
+        epochs.push((
+            "model_epoch_000.safetensors".to_owned(),
+            safetensors_bytes(model.named_tensors())?,
+        ));
+    }
     for epoch in 1..=t.epochs {
         rng.shuffle(&mut order);
         let mut loss_sum = 0f64;
@@ -219,6 +226,12 @@ pub fn run_trial(
             ("val_accuracy".into(), val_acc),
         ];
         progress(epoch as u32, last.clone());
+        if t.keep_checkpoints {
+            epochs.push((
+                format!("model_epoch_{epoch:03}.safetensors"),
+                safetensors_bytes(model.named_tensors())?,
+            ));
+        }
         if !val_loss.is_finite() {
             return Ok(TrialOutput {
                 end: TrialEnd::Diverged,
@@ -227,12 +240,25 @@ pub fn run_trial(
             });
         }
     }
-    let artifacts = checkpoint(&model, data, device)?;
+    let mut artifacts = checkpoint(&model, data, device)?;
+    artifacts.extend(epochs);
     Ok(TrialOutput {
         end: TrialEnd::Completed,
         final_metrics: last,
         artifacts,
     })
+}
+
+/// Named tensors as safetensors bytes (moved to the CPU first).
+fn safetensors_bytes(tensors: Vec<(String, Tensor)>) -> Result<Vec<u8>, TrainError> {
+    let tensors: Vec<(String, Tensor)> = tensors
+        .into_iter()
+        .map(|(k, t)| t.to_device(&Device::Cpu).map(|t| (k, t)))
+        .collect::<candle_core::Result<_>>()?;
+    Ok(
+        safetensors::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), None)
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?,
+    )
 }
 
 /// `model.safetensors` (weights, plus the input normalisation as `input.mean` and
@@ -251,15 +277,9 @@ fn checkpoint(
         "input.scale".into(),
         Tensor::from_slice(&data.scale, data.scale.len(), device)?,
     ));
-    let tensors: Vec<(String, Tensor)> = tensors
-        .into_iter()
-        .map(|(k, t)| t.to_device(&Device::Cpu).map(|t| (k, t)))
-        .collect::<candle_core::Result<_>>()?;
-    let bytes = safetensors::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), None)
-        .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
     let json = serde_json::to_vec_pretty(&model.config).expect("config serialises");
     Ok(vec![
-        ("model.safetensors".into(), bytes),
+        ("model.safetensors".into(), safetensors_bytes(tensors)?),
         ("model.json".into(), json),
     ])
 }
