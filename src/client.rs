@@ -21,7 +21,8 @@ pub type Client = SweepServiceClient<Channel>;
 pub async fn connect(url: &str) -> Result<Client> {
     let ep = Endpoint::from_shared(url.to_owned())
         .with_context(|| format!("coordinator URL {url:?}"))?
-        .connect_timeout(Duration::from_secs(5));
+        .connect_timeout(Duration::from_secs(5))
+        .tcp_nodelay(true);
     let mut last = None;
     for _ in 0..20 {
         match ep.connect().await {

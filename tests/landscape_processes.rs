@@ -328,3 +328,107 @@ fn distributed_hessian_of_a_linear_regression() {
     assert_eq!(h["krylov_dimension"], 6);
     assert_eq!(h["rounds"], 2);
 }
+
+/// kill -9 the coordinator in the middle of a scan and start it again on the same
+/// database: the worker reconnects by itself, tiles finished before the crash are not
+/// computed again, and the surface is complete.
+#[test]
+fn a_restarted_scan_only_computes_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path());
+    let spec_path = dir.path().join("big.toml");
+    let base = std::fs::read_to_string(dir.path().join("scan.toml")).unwrap();
+    let text = base
+        .replace("name = \"linreg-scan\"", "name = \"linreg-big\"")
+        .replace(
+            "x = { min = -1.0, max = 1.0, points = 7 }",
+            "x = { min = -1.0, max = 1.0, points = 150 }",
+        )
+        .replace(
+            "y = { min = -0.5, max = 1.5, points = 4 }",
+            "y = { min = -0.5, max = 1.5, points = 100 }",
+        )
+        .replace("tile = 5", "tile = 10");
+    std::fs::write(&spec_path, text).unwrap();
+    let (mut coord, url) = coordinator(
+        dir.path(),
+        &["--lease-ttl-ms", "2000", "--heartbeat-interval-ms", "200"],
+    );
+    let addr = url.trim_start_matches("http://").to_owned();
+    let _w = spawn(
+        "worker",
+        &["worker", "--coordinator", &url, "--name", "survivor"],
+        dir.path(),
+    );
+    let id = run_ok(
+        &["submit", spec_path.to_str().unwrap(), "--coordinator", &url],
+        Duration::from_secs(30),
+    )
+    .trim()
+    .to_owned();
+    let trials = dir.path().join("sweeps").join(&id).join("trials");
+    // Let a part of the 1,500 tiles finish, then kill the coordinator without warning.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let done_before = loop {
+        let n = std::fs::read_dir(&trials).map(|d| d.count()).unwrap_or(0);
+        if n >= 100 {
+            coord.child.kill().unwrap();
+            coord.child.wait().unwrap();
+            break std::fs::read_dir(&trials)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect::<Vec<_>>();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scan made no progress"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        done_before.len() < 1500,
+        "the scan finished before the crash; make it bigger"
+    );
+    let stamps: Vec<(std::path::PathBuf, std::time::SystemTime)> = done_before
+        .iter()
+        .filter_map(|d| {
+            let f = d.join("tile.f64");
+            std::fs::metadata(&f)
+                .ok()
+                .map(|m| (f, m.modified().unwrap()))
+        })
+        .collect();
+    // Same address, same database.
+    let dd = dir.path().to_str().unwrap();
+    let _coord2 = spawn(
+        "coordinator2",
+        &[
+            "coordinator",
+            "--listen",
+            &addr,
+            "--data-dir",
+            dd,
+            "--lease-ttl-ms",
+            "2000",
+            "--heartbeat-interval-ms",
+            "200",
+        ],
+        dir.path(),
+    );
+    let st = run_ok(
+        &["watch", &id, "--coordinator", &url],
+        Duration::from_secs(300),
+    );
+    assert!(st.contains("completed: 1500/1500 done"), "{st}");
+    for (f, t) in &stamps {
+        assert_eq!(
+            std::fs::metadata(f).unwrap().modified().unwrap(),
+            *t,
+            "{} was computed again",
+            f.display()
+        );
+    }
+    let (shape, loss) = read_npy(&dir.path().join("sweeps").join(&id).join("surface.npy"));
+    assert_eq!(shape, vec![100, 150]);
+    assert!(loss.iter().all(|v| v.is_finite()), "the surface has holes");
+}
