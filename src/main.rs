@@ -485,6 +485,9 @@ fn finish_landscape(id: &str, st: &proto::SweepStatus, out: &Path) -> Result<()>
         "contour.png",
         "heatmap.png",
         "curve.png",
+        "lmc.json",
+        "hessian.json",
+        "trajectory.json",
     ] {
         if dir.join(f).exists() {
             println!("        {}", dir.join(f).display());
