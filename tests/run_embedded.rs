@@ -85,15 +85,11 @@ fn run_writes_results_and_a_best_checkpoint_that_reproduces_its_score() {
     assert!(reported > 0.9);
 }
 
-#[test]
-fn a_bad_spec_is_refused_with_the_field_named() {
+/// Runs `ridgeline run` on a spec with this text; it must fail. Returns its stderr.
+fn refused(text: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let spec = dir.path().join("bad.toml");
-    std::fs::write(
-        &spec,
-        "name = \"bad\"\n[data]\npath = \"d.csv\"\n[search.space]\nlr = { type = \"loguniform\", low = -1.0, high = 0.1 }\n",
-    )
-    .unwrap();
+    std::fs::write(&spec, text).unwrap();
     let out = run(
         &[
             "run",
@@ -103,33 +99,31 @@ fn a_bad_spec_is_refused_with_the_field_named() {
         ],
         Duration::from_secs(60),
     );
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a bad spec was accepted: {text}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_bad_spec_is_refused_with_the_field_named() {
+    let err = refused(
+        "name = \"bad\"\n[data]\npath = \"d.csv\"\n[search.space]\nlr = { type = \"loguniform\", low = -1.0, high = 0.1 }\n",
+    );
     assert!(
-        err.contains("bad.toml: search.space.lr: expected low < high")
-            || err.contains("bad.toml: search.space.lr: loguniform needs low > 0"),
+        err.contains("bad.toml: search.space.lr: loguniform needs low > 0"),
         "{err}"
     );
-    // A spec whose data file is missing names the file.
-    std::fs::write(
-        &spec,
-        "name = \"bad\"\n[data]\npath = \"nowhere.csv\"\n[search]\n",
-    )
-    .unwrap();
-    let out = run(
-        &[
-            "run",
-            spec.to_str().unwrap(),
-            "--out",
-            dir.path().to_str().unwrap(),
-        ],
-        Duration::from_secs(60),
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
+    // A spec whose data file is missing names the field and the file.
+    let err = refused("name = \"bad\"\n[data]\npath = \"nowhere.csv\"\n[search]\n");
     assert!(
-        !out.status.success()
-            && err.contains("data.path: file not found")
-            && err.contains("nowhere.csv"),
+        err.contains("bad.toml: data.path: file not found") && err.contains("nowhere.csv"),
+        "{err}"
+    );
+    // A scan whose checkpoint folder is missing names it.
+    let err = refused(
+        "name = \"bad\"\nkind = \"landscape\"\n[data]\npath = \"bad.toml\"\n[landscape]\ncheckpoint = \"no-such-model\"\n",
+    );
+    assert!(
+        err.contains("landscape.checkpoint: cannot read") && err.contains("no-such-model"),
         "{err}"
     );
 }

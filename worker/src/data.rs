@@ -107,6 +107,20 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
     }
 }
 
+/// One CSV field as a number; the error names the line and column (both from 1).
+fn number(path: &Path, field: &str, lineno: usize, col: usize) -> Result<f64, DataError> {
+    field.parse().map_err(|_| {
+        derr(
+            path,
+            format!(
+                "line {}, column {}: expected a number, found {field:?}",
+                lineno + 1,
+                col + 1
+            ),
+        )
+    })
+}
+
 /// Parses CSV text: numbers separated by commas, one sample per line.
 pub fn parse_csv(
     path: &Path,
@@ -166,16 +180,7 @@ pub fn parse_csv_as(
                 ));
             }
             for (j, f) in fields.iter().enumerate() {
-                let v: f32 = f.parse().map_err(|_| {
-                    derr(
-                        path,
-                        format!(
-                            "line {}, column {}: expected a number, found {f:?}",
-                            lineno + 1,
-                            j + 1
-                        ),
-                    )
-                })?;
+                let v = number(path, f, lineno, j)? as f32;
                 if !v.is_finite() {
                     return Err(derr(
                         path,
@@ -198,16 +203,7 @@ pub fn parse_csv_as(
             ));
         }
         for (j, f) in fields.iter().enumerate() {
-            let v: f64 = f.parse().map_err(|_| {
-                derr(
-                    path,
-                    format!(
-                        "line {}, column {}: expected a number, found {f:?}",
-                        lineno + 1,
-                        j + 1
-                    ),
-                )
-            })?;
+            let v = number(path, f, lineno, j)?;
             if j as i64 == lc {
                 if v < 0.0 || v.fract() != 0.0 || v > 1e6 {
                     return Err(derr(
