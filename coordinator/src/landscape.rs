@@ -570,6 +570,7 @@ pub fn assemble(
     sweep_dir: &Path,
     sweep_id: &str,
     spec: &SweepSpec,
+    run: serde_json::Value,
     tile_dir: impl Fn(u32) -> std::path::PathBuf,
 ) -> Result<(), String> {
     let l = spec.landscape.as_ref().ok_or("not a landscape spec")?;
@@ -629,6 +630,7 @@ pub fn assemble(
         "loss_max": finite.iter().copied().fold(f64::NEG_INFINITY, f64::max),
         "nan_points": nx * ny - finite.len(),
         "directions": directions,
+        "run": run,
     });
     let mut meta = meta;
     if l.directions.kind == DirectionKind::Target && l.y.is_none() {

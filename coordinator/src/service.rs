@@ -470,6 +470,35 @@ impl EventLoop {
         }
     }
 
+    /// Data size and timings of a finished scan, for `meta.json`.
+    fn run_summary(&self, v: &core::SweepView) -> serde_json::Value {
+        let rows = self.store.trials(&v.id).unwrap_or_default();
+        let l = v.spec.landscape.as_ref();
+        let tiles = l.map_or(0, |l| l.tiles() as u32);
+        let secs = |hessian: bool| -> f64 {
+            rows.iter()
+                .filter(|r| (r.trial >= tiles) == hessian)
+                .filter_map(|r| r.duration_s)
+                .sum()
+        };
+        let samples = rows.iter().find_map(|r| {
+            r.final_metrics
+                .iter()
+                .find(|(n, _)| n == "samples")
+                .map(|(_, v)| *v)
+        });
+        let workers: std::collections::BTreeSet<&str> =
+            rows.iter().filter_map(|r| r.worker.as_deref()).collect();
+        serde_json::json!({
+            "samples": samples,
+            "wall_seconds": v.finished.unwrap_or(v.created).saturating_sub(v.created) as f64 / 1000.0,
+            "tile_seconds": secs(false),
+            "hessian_seconds": secs(true),
+            "workers": workers,
+            "units": v.counts.total,
+        })
+    }
+
     /// Puts a finished scan's tiles together into the surface files. A failure here is
     /// logged, not fatal: the tiles stay on disk and can be assembled again.
     fn assemble(&self, id: &SweepId) {
@@ -479,7 +508,8 @@ impl EventLoop {
         }
         let dir = sweep_dir(&self.data_dir, id);
         let started = std::time::Instant::now();
-        match landscape::assemble(&dir, id.as_str(), &v.spec, |t| {
+        let run = self.run_summary(&v);
+        match landscape::assemble(&dir, id.as_str(), &v.spec, run, |t| {
             trial_dir(&self.data_dir, id, t)
         }) {
             Ok(()) => {

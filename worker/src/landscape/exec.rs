@@ -258,7 +258,13 @@ pub fn run_tile(
         .fold(f64::NAN, f64::min);
     Ok(TrialOutput {
         end: TrialEnd::Completed,
-        final_metrics: vec![("loss".into(), min)],
+        final_metrics: vec![
+            ("loss".into(), min),
+            (
+                "samples".into(),
+                s.x.dim(0).map_err(|e| e.to_string())? as f64,
+            ),
+        ],
         artifacts: vec![("tile.f64".into(), bytes)],
     })
 }
