@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use tonic::transport::{Channel, Endpoint};
+use ridgeline_common::net::{self, AuthChannel, Security};
 
 use ridgeline_common::MAX_MESSAGE_BYTES;
 use ridgeline_common::params::{ParamValue, params_from_proto};
@@ -15,30 +15,27 @@ use ridgeline_common::proto::{self, sweep_service_client::SweepServiceClient};
 use ridgeline_common::spec::SweepSpec;
 
 /// A connected client.
-pub type Client = SweepServiceClient<Channel>;
+pub type Client = SweepServiceClient<AuthChannel>;
 
 /// Connects to a coordinator, retrying briefly (it may be starting).
-pub async fn connect(url: &str) -> Result<Client> {
-    let ep = Endpoint::from_shared(url.to_owned())
-        .with_context(|| format!("coordinator URL {url:?}"))?
-        .connect_timeout(Duration::from_secs(5))
-        .tcp_nodelay(true);
-    let mut last = None;
+pub async fn connect(url: &str, sec: &Security) -> Result<Client> {
+    let mut last = String::new();
     for _ in 0..20 {
-        match ep.connect().await {
+        match net::connect(url, sec, None).await {
             Ok(ch) => {
                 return Ok(SweepServiceClient::new(ch)
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_MESSAGE_BYTES));
             }
-            Err(e) => last = Some(e),
+            // A malformed URL or unreadable certificate will not get better.
+            Err(
+                e @ (net::NetError::Url(..) | net::NetError::File(..) | net::NetError::Config(..)),
+            ) => return Err(e.into()),
+            Err(e) => last = e.to_string(),
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    bail!(
-        "cannot reach the coordinator at {url}: {}",
-        last.map(|e| format!("{e:?}")).unwrap_or_default()
-    )
+    bail!("cannot reach the coordinator: {last}")
 }
 
 fn status_error(s: tonic::Status) -> anyhow::Error {

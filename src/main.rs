@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use ridgeline_common::net::Security;
 use ridgeline_common::params::params_from_proto;
 use ridgeline_common::proto;
 use ridgeline_common::spec::{SweepKind, SweepSpec};
@@ -220,6 +221,7 @@ fn main() -> Result<()> {
                 let cfg = CoordinatorConfig {
                     data_dir: s.data_dir.clone(),
                     core: core_config(&s),
+                    security: s.security()?,
                 };
                 serve(listener, cfg, terminated()).await?;
                 Ok(())
@@ -231,17 +233,22 @@ fn main() -> Result<()> {
                 name,
             } => {
                 let cfg = WorkerConfig {
-                    coordinator: c.coordinator.unwrap_or(s.coordinator),
+                    coordinator: c.coordinator.unwrap_or(s.coordinator.clone()),
                     name: name.unwrap_or_else(runner::default_name),
                     slots: slots.unwrap_or(s.slots).max(1),
-                    device: device.unwrap_or(s.device),
+                    device: device.unwrap_or(s.device.clone()),
                     poll_interval: Duration::from_millis(250),
+                    security: s.security()?,
                 };
                 runner::run(cfg, terminated()).await?;
                 Ok(())
             }
             Cmd::Submit { spec, c, wait } => {
-                let mut client = client::connect(&c.coordinator.unwrap_or(s.coordinator)).await?;
+                let mut client = client::connect(
+                    &c.coordinator.unwrap_or(s.coordinator.clone()),
+                    &s.security()?,
+                )
+                .await?;
                 let r = client::submit(&mut client, &spec).await?;
                 println!("{}", r.sweep_id);
                 eprintln!("submitted {} with {} trials", r.sweep_id, r.total_units);
@@ -252,7 +259,11 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Cmd::Status { sweep, c } => {
-                let mut client = client::connect(&c.coordinator.unwrap_or(s.coordinator)).await?;
+                let mut client = client::connect(
+                    &c.coordinator.unwrap_or(s.coordinator.clone()),
+                    &s.security()?,
+                )
+                .await?;
                 let list = match sweep {
                     Some(id) => vec![
                         client
@@ -279,13 +290,21 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Cmd::Watch { sweep, c } => {
-                let mut client = client::connect(&c.coordinator.unwrap_or(s.coordinator)).await?;
+                let mut client = client::connect(
+                    &c.coordinator.unwrap_or(s.coordinator.clone()),
+                    &s.security()?,
+                )
+                .await?;
                 let st = client::watch(&mut client, &sweep).await?;
                 println!("{}", client::summary(&st));
                 Ok(())
             }
             Cmd::Cancel { sweep, c } => {
-                let mut client = client::connect(&c.coordinator.unwrap_or(s.coordinator)).await?;
+                let mut client = client::connect(
+                    &c.coordinator.unwrap_or(s.coordinator.clone()),
+                    &s.security()?,
+                )
+                .await?;
                 let r = client
                     .cancel_sweep(proto::CancelSweepRequest {
                         sweep_id: sweep.clone(),
@@ -302,7 +321,11 @@ fn main() -> Result<()> {
                 format,
                 output,
             } => {
-                let mut client = client::connect(&c.coordinator.unwrap_or(s.coordinator)).await?;
+                let mut client = client::connect(
+                    &c.coordinator.unwrap_or(s.coordinator.clone()),
+                    &s.security()?,
+                )
+                .await?;
                 let r = client
                     .get_results(proto::GetResultsRequest { sweep_id: sweep })
                     .await
@@ -332,9 +355,15 @@ async fn cmd_run(s: &Settings, spec: &Path, workers: u32, out: &Path) -> Result<
     let until_stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    // Everything stays on loopback: no TLS, and the token only if one is configured.
+    let security = Security {
+        token: s.security()?.token,
+        ..Security::default()
+    };
     let cfg = CoordinatorConfig {
         data_dir: out.to_owned(),
         core: core_config(s),
+        security: security.clone(),
     };
     let coordinator = tokio::spawn(serve(listener, cfg, until_stopped(stopped.clone())));
     let mut pool = Vec::new();
@@ -345,13 +374,14 @@ async fn cmd_run(s: &Settings, spec: &Path, workers: u32, out: &Path) -> Result<
             slots: 1,
             device: s.device.clone(),
             poll_interval: Duration::from_millis(100),
+            security: security.clone(),
         };
         pool.push(tokio::spawn(runner::run(
             cfg,
             until_stopped(stopped.clone()),
         )));
     }
-    let result = drive(&url, spec, workers, out).await;
+    let result = drive(&url, &security, spec, workers, out).await;
     let _ = stop.send(true);
     for w in pool {
         w.await?.context("local worker")?;
@@ -409,9 +439,15 @@ async fn reusable(client: &mut client::Client, spec: &SweepSpec) -> Result<Optio
         .map(|s| s.sweep_id))
 }
 
-async fn drive(url: &str, spec_path: &Path, workers: u32, out: &Path) -> Result<()> {
+async fn drive(
+    url: &str,
+    security: &Security,
+    spec_path: &Path,
+    workers: u32,
+    out: &Path,
+) -> Result<()> {
     let started = std::time::Instant::now();
-    let mut client = client::connect(url).await?;
+    let mut client = client::connect(url, security).await?;
     let mut spec = SweepSpec::from_file(spec_path)?;
     // A scan of "the best model of this search": run the search first, or reuse it.
     let train = spec

@@ -27,6 +27,20 @@ pub struct Settings {
     pub slots: u32,
     /// Worker device: `cpu` or `cuda:N`.
     pub device: String,
+    /// Shared token (prefer `token_file` or the RIDGELINE_TOKEN environment variable).
+    pub token: Option<String>,
+    /// File holding the shared token.
+    pub token_file: Option<PathBuf>,
+    /// PEM certificate: the coordinator's, or a client's for mutual TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Clients and workers: CA of the coordinator's certificate (use https:// URLs).
+    pub tls_ca: Option<PathBuf>,
+    /// Coordinator: require client certificates signed by this CA.
+    pub tls_client_ca: Option<PathBuf>,
+    /// Clients and workers: server name expected in the coordinator's certificate.
+    pub tls_domain: Option<String>,
 }
 
 impl Default for Settings {
@@ -40,11 +54,46 @@ impl Default for Settings {
             max_attempts: 3,
             slots: 1,
             device: "cpu".into(),
+            token: None,
+            token_file: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_ca: None,
+            tls_client_ca: None,
+            tls_domain: None,
         }
     }
 }
 
 impl Settings {
+    /// Token and TLS settings, with the token read from `token_file` when given.
+    pub fn security(&self) -> Result<ridgeline_common::net::Security> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(_), Some(_)) => anyhow::bail!("settings: set token or token_file, not both"),
+            (Some(t), None) => Some(t.trim().to_owned()),
+            (None, Some(f)) => {
+                let t = std::fs::read_to_string(f)
+                    .with_context(|| format!("token_file {}", f.display()))?;
+                let t = t.trim().to_owned();
+                anyhow::ensure!(
+                    !t.is_empty(),
+                    "token_file {}: the file is empty",
+                    f.display()
+                );
+                Some(t)
+            }
+            (None, None) => None,
+        };
+        Ok(ridgeline_common::net::Security {
+            token,
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+            tls_ca: self.tls_ca.clone(),
+            tls_client_ca: self.tls_client_ca.clone(),
+            tls_domain: self.tls_domain.clone(),
+        })
+    }
+
     /// Defaults, then the file, then the environment. Flags are applied by the caller.
     pub fn load(file: Option<&Path>) -> Result<Self> {
         let mut b = config::Config::builder();

@@ -31,6 +31,8 @@ use crate::core::{
 use crate::landscape;
 use crate::store::{Store, StoreError};
 use ridgeline_common::landscape::{DirectionKind, ScanUnit};
+use ridgeline_common::net::{NetError, RequireToken, Security, server_tls};
+use tonic::service::interceptor::InterceptedService;
 
 /// How the coordinator runs.
 #[derive(Clone, Debug)]
@@ -39,6 +41,8 @@ pub struct CoordinatorConfig {
     pub data_dir: PathBuf,
     /// Scheduling policy.
     pub core: CoreConfig,
+    /// Token and TLS.
+    pub security: Security,
 }
 
 /// Errors that stop the coordinator.
@@ -63,6 +67,14 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// Listening beyond loopback without a token would let anyone in.
+    #[error(
+        "listening on {0} (not loopback) needs a token: set RIDGELINE_TOKEN or token_file, or listen on 127.0.0.1"
+    )]
+    Insecure(std::net::SocketAddr),
+    /// The TLS settings are unusable.
+    #[error("TLS: {0}")]
+    Tls(#[from] NetError),
 }
 
 /// The database file inside a data folder.
@@ -1005,6 +1017,12 @@ pub async fn serve(
     cfg: CoordinatorConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    if let Ok(a) = listener.local_addr() {
+        if !a.ip().is_loopback() && cfg.security.token.is_none() {
+            return Err(ServeError::Insecure(a));
+        }
+    }
+    let tls = server_tls(&cfg.security)?;
     let el = EventLoop::open(&cfg)?;
     let (tx, rx) = mpsc::channel(4096);
     let thread = std::thread::Builder::new()
@@ -1058,9 +1076,15 @@ pub async fn serve(
         }
         s
     });
-    let result = tonic::transport::Server::builder()
-        .add_service(workers)
-        .add_service(sweeps)
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    // Every RPC of both services needs the token, when one is set.
+    let check = RequireToken::new(cfg.security.token.as_deref());
+    let result = builder
+        .add_service(InterceptedService::new(workers, check.clone()))
+        .add_service(InterceptedService::new(sweeps, check))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     ticker.abort();

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use candle_core::Device;
+use ridgeline_common::net::{self, AuthChannel, Security};
 use tokio::sync::mpsc;
-use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 use tracing::{debug, info, warn};
 
@@ -21,6 +21,8 @@ use ridgeline_common::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 
 use crate::data::{self, Dataset};
 use crate::train::{self, TrialEnd};
+
+type Client = WorkerServiceClient<AuthChannel>;
 
 /// How a worker runs.
 #[derive(Clone, Debug)]
@@ -35,6 +37,8 @@ pub struct WorkerConfig {
     pub device: String,
     /// Wait between lease requests when the coordinator had nothing to give.
     pub poll_interval: Duration,
+    /// Token and TLS.
+    pub security: Security,
 }
 
 /// Errors that stop a worker.
@@ -88,7 +92,7 @@ pub(crate) fn dataset(spec: &SweepSpec) -> Result<Arc<Dataset>, String> {
 
 /// Fetches a sweep's files from the coordinator, from a unit's thread, once per process.
 struct BlobFetcher {
-    client: WorkerServiceClient<Channel>,
+    client: Client,
     runtime: tokio::runtime::Handle,
     worker_id: String,
     sweep_id: String,
@@ -238,7 +242,7 @@ fn is_transient(s: &Status) -> bool {
 }
 
 impl Worker {
-    fn spawn(&mut self, unit: proto::Unit, client: &WorkerServiceClient<Channel>, worker_id: &str) {
+    fn spawn(&mut self, unit: proto::Unit, client: &Client, worker_id: &str) {
         let cancel = Arc::new(AtomicBool::new(false));
         self.running.insert(unit.unit_id, cancel.clone());
         let tx = self.tx.clone();
@@ -277,13 +281,14 @@ impl Worker {
         }
     }
 
-    async fn connect(&self) -> Result<WorkerServiceClient<Channel>, String> {
-        let ep = Endpoint::from_shared(self.cfg.coordinator.clone())
-            .map_err(|e| e.to_string())?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(60))
-            .tcp_nodelay(true);
-        let ch = ep.connect().await.map_err(|e| format!("{e}"))?;
+    async fn connect(&self) -> Result<Client, String> {
+        let ch = net::connect(
+            &self.cfg.coordinator,
+            &self.cfg.security,
+            Some(Duration::from_secs(60)),
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         Ok(WorkerServiceClient::new(ch)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES))
@@ -292,7 +297,7 @@ impl Worker {
     /// One registration's worth of work; returns when the session breaks or on shutdown.
     async fn session(
         &mut self,
-        client: &mut WorkerServiceClient<Channel>,
+        client: &mut Client,
         rx: &mut mpsc::UnboundedReceiver<TrialEvent>,
         shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
     ) -> Result<SessionEnd, WorkerError> {
@@ -308,7 +313,15 @@ impl Worker {
             .await;
         let reg = match reg {
             Ok(r) => r.into_inner(),
-            Err(s) if s.code() == Code::FailedPrecondition || s.code() == Code::InvalidArgument => {
+            Err(s)
+                if matches!(
+                    s.code(),
+                    Code::FailedPrecondition
+                        | Code::InvalidArgument
+                        | Code::Unauthenticated
+                        | Code::PermissionDenied
+                ) =>
+            {
                 return Err(WorkerError::Refused(s.message().to_owned()));
             }
             Err(s) => return Ok(SessionEnd::Reconnect(s.message().to_owned())),
@@ -388,11 +401,7 @@ impl Worker {
     }
 
     /// Sends buffered progress and outcomes; they are dropped only once acknowledged.
-    async fn report(
-        &mut self,
-        client: &mut WorkerServiceClient<Channel>,
-        id: &str,
-    ) -> Result<(), Status> {
+    async fn report(&mut self, client: &mut Client, id: &str) -> Result<(), Status> {
         if self.progress.is_empty() && self.outcomes.is_empty() {
             return Ok(());
         }
@@ -457,7 +466,8 @@ pub async fn run(
         Some((k, n)) => (k.to_owned(), n.parse().unwrap_or(0)),
         None => (cfg.device.clone(), 0),
     };
-    Endpoint::from_shared(cfg.coordinator.clone())
+    // Malformed URLs and unreadable certificates are mistakes, not outages: fail now.
+    net::endpoint(&cfg.coordinator, &cfg.security, None)
         .map_err(|e| WorkerError::Url(cfg.coordinator.clone(), e.to_string()))?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut w = Worker {
