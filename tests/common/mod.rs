@@ -31,9 +31,15 @@ impl Drop for Proc {
 
 /// Starts `ridgeline ARGS`, logging to `log_dir/name.log`.
 pub fn spawn(name: &str, args: &[&str], log_dir: &Path) -> Proc {
+    spawn_with(name, args, log_dir, &[])
+}
+
+/// Like [`spawn`], with extra environment variables.
+pub fn spawn_with(name: &str, args: &[&str], log_dir: &Path, env: &[(&str, &str)]) -> Proc {
     let log = std::fs::File::create(log_dir.join(format!("{name}.log"))).unwrap();
     let child = Command::new(bin())
         .args(args)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(log)
@@ -47,8 +53,14 @@ pub fn spawn(name: &str, args: &[&str], log_dir: &Path) -> Proc {
 
 /// Runs `ridgeline ARGS` to completion within `timeout`, returning its output.
 pub fn run(args: &[&str], timeout: Duration) -> Output {
+    run_with(args, timeout, &[])
+}
+
+/// Like [`run`], with extra environment variables.
+pub fn run_with(args: &[&str], timeout: Duration, env: &[(&str, &str)]) -> Output {
     let child = Command::new(bin())
         .args(args)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
