@@ -209,6 +209,9 @@ fn data_errors() {
     );
 }
 
+/// Files handed to the coordinator's scan preparation, by name.
+type Files = HashMap<String, Vec<u8>>;
+
 #[test]
 fn checkpoint_and_directions_errors() {
     let spec = |dirs: &str| {
@@ -241,7 +244,7 @@ fn checkpoint_and_directions_errors() {
             .collect()
     };
     let prepare = ridgeline_coordinator::landscape::prepare;
-    let cases: Vec<(SweepSpec, HashMap<String, Vec<u8>>, &str)> = vec![
+    let cases: Vec<(SweepSpec, Files, &str)> = vec![
         (
             spec("{ seed = 1 }"),
             files(&[("model.safetensors", &b"garbage".to_vec())]),
