@@ -165,6 +165,8 @@ pub enum Action {
     UnitRequeued {
         /// The unit.
         unit: UnitId,
+        /// Leases that count against `max_attempts` so far.
+        attempts: u32,
         /// Why.
         reason: String,
     },
@@ -530,6 +532,7 @@ pub fn on_sweep_restored(core: &mut Core, out: &mut impl Outbox, stored: StoredS
                 if u.state == UnitState::Running {
                     out.send(Action::UnitRequeued {
                         unit: u.unit,
+                        attempts: u.attempts,
                         reason: "coordinator restarted".into(),
                     });
                 }
@@ -899,6 +902,7 @@ pub fn on_unit_finished(
         s.pending.push_front(uid);
         out.send(Action::UnitRequeued {
             unit: uid,
+            attempts,
             reason: format!("attempt {attempts} failed: {}", outcome.error),
         });
         return true;
@@ -1103,6 +1107,7 @@ fn requeue(
     s.pending.push_front(uid);
     out.send(Action::UnitRequeued {
         unit: uid,
+        attempts: u.attempts,
         reason: reason.to_owned(),
     });
 }

@@ -294,7 +294,8 @@ impl EventLoop {
                 } => {
                     // A report proves the worker alive, like a heartbeat; an unknown
                     // worker's results are still taken (they are as good as anyone's).
-                    let known = core::on_heartbeat(c, &worker, now).is_ok();
+                    // (The heartbeat hands over pending cancellations: keep them.)
+                    let alive = core::on_heartbeat(c, &worker, now);
                     for (unit, step, metrics) in progress {
                         core::on_progress(c, &mut out, &worker, unit, step, metrics);
                     }
@@ -304,8 +305,9 @@ impl EventLoop {
                             artifacts.insert(unit, arts);
                         }
                     }
-                    let r = if known {
-                        Ok(core::take_cancellations(c, &worker))
+                    let r = if let Ok(mut cancel) = alive {
+                        cancel.extend(core::take_cancellations(c, &worker));
+                        Ok(cancel)
                     } else {
                         Err(Status::not_found(format!(
                             "unknown worker {worker}; register again"

@@ -345,10 +345,14 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<(), StoreErro
             // A new attempt starts its history afresh.
             tx.execute("DELETE FROM metrics WHERE unit_id = ?1", [unit.0 as i64])?;
         }
-        Action::UnitRequeued { unit, reason } => {
+        Action::UnitRequeued {
+            unit,
+            attempts,
+            reason,
+        } => {
             tx.execute(
-                "UPDATE units SET state = 'pending', error = ?2 WHERE id = ?1",
-                params![unit.0 as i64, reason],
+                "UPDATE units SET state = 'pending', attempts = ?3, error = ?2 WHERE id = ?1",
+                params![unit.0 as i64, reason, attempts],
             )?;
         }
         Action::Progress {
