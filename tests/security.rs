@@ -214,3 +214,34 @@ fn tls_refuses_plaintext_and_mutual_tls_refuses_strangers() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_worker_of_another_protocol_version_is_refused_with_both_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_c, addr) = start(dir.path(), &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let status = rt.block_on(async {
+        let mut client =
+            ridgeline_common::proto::worker_service_client::WorkerServiceClient::connect(format!(
+                "http://{addr}"
+            ))
+            .await
+            .unwrap();
+        client
+            .register(ridgeline_common::proto::RegisterRequest {
+                protocol_version: 999,
+                hostname: "old".into(),
+                name: "old".into(),
+                slots: 1,
+                devices: vec![],
+            })
+            .await
+            .unwrap_err()
+    });
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+    let want = format!(
+        "worker speaks protocol version 999, this coordinator speaks {}",
+        ridgeline_common::PROTOCOL_VERSION
+    );
+    assert!(status.message().starts_with(&want), "{}", status.message());
+}

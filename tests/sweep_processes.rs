@@ -237,3 +237,47 @@ fn a_killed_workers_unit_runs_again_elsewhere() {
         assert_eq!(t["history"].as_array().unwrap().len(), 400);
     }
 }
+
+/// A trial whose loss becomes NaN is marked diverged, and the search goes on.
+#[test]
+fn diverging_trials_are_marked_and_the_search_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = root().join("examples/data/digits.csv.gz");
+    let spec = dir.path().join("wild.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"wild\"\n[data]\npath = {:?}\nlimit = 300\n[train]\nepochs = 5\noptimizer = \"sgd\"\nmomentum = 0.0\n[search]\nalgorithm = \"grid\"\n[search.space]\nlr = {{ type = \"grid\", values = [1e30, 0.05] }}\n",
+            data.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    run_ok(
+        &[
+            "run",
+            spec.to_str().unwrap(),
+            "--workers",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        Duration::from_secs(300),
+    );
+    let results = std::fs::read_dir(out.join("sweeps"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path()
+        .join("results.json");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(results).unwrap()).unwrap();
+    assert_eq!(v["state"], "completed");
+    let t = v["trials"].as_array().unwrap();
+    assert_eq!(t[0]["state"], "diverged", "{}", t[0]);
+    assert_eq!(t[0]["error"], "loss became NaN or infinite");
+    assert_eq!(t[0]["attempts"], 1, "diverging is not retried");
+    assert_eq!(t[1]["state"], "completed");
+    assert_eq!(v["best_trial"], 1);
+}
