@@ -63,26 +63,8 @@ fn chaos_loses_nothing_and_changes_nothing() {
     std::fs::write(&spec, SPEC.replace("DATA", data.to_str().unwrap())).unwrap();
 
     // The undisturbed reference, in one process.
-    let calm = dir.path().join("calm");
-    run_ok(
-        &[
-            "run",
-            spec.to_str().unwrap(),
-            "--workers",
-            "2",
-            "--out",
-            calm.to_str().unwrap(),
-        ],
-        Duration::from_secs(900),
-    );
-    let calm_json = std::fs::read_dir(calm.join("sweeps"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path()
-        .join("results.json");
-    let expected = table(&std::fs::read_to_string(calm_json).unwrap());
+    let calm = run_embedded(&spec, 2, &dir.path().join("calm"), Duration::from_secs(900));
+    let expected = table(&calm.to_string());
     assert_eq!(expected.len(), 200);
 
     // The storm.

@@ -252,27 +252,7 @@ fn diverging_trials_are_marked_and_the_search_goes_on() {
         ),
     )
     .unwrap();
-    let out = dir.path().join("out");
-    run_ok(
-        &[
-            "run",
-            spec.to_str().unwrap(),
-            "--workers",
-            "1",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        Duration::from_secs(300),
-    );
-    let results = std::fs::read_dir(out.join("sweeps"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path()
-        .join("results.json");
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(results).unwrap()).unwrap();
+    let v = run_embedded(&spec, 1, &dir.path().join("out"), Duration::from_secs(300));
     assert_eq!(v["state"], "completed");
     let t = v["trials"].as_array().unwrap();
     assert_eq!(t[0]["state"], "diverged", "{}", t[0]);

@@ -119,3 +119,27 @@ pub fn coordinator(data_dir: &Path, extra: &[&str]) -> (Proc, String) {
     let addr = wait_for_file(&data_dir.join("coordinator.addr"), Duration::from_secs(30));
     (p, format!("http://{addr}"))
 }
+
+/// Runs `ridgeline run SPEC --workers N --out OUT` and returns the results.json of the
+/// one sweep it ran.
+pub fn run_embedded(spec: &Path, workers: u32, out: &Path, timeout: Duration) -> serde_json::Value {
+    let n = workers.to_string();
+    run_ok(
+        &[
+            "run",
+            spec.to_str().unwrap(),
+            "--workers",
+            &n,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        timeout,
+    );
+    let sweep = std::fs::read_dir(out.join("sweeps"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    serde_json::from_str(&std::fs::read_to_string(sweep.join("results.json")).unwrap()).unwrap()
+}
