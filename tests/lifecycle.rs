@@ -195,3 +195,69 @@ fn cancelling_stops_running_units_everywhere_promptly() {
         );
     }
 }
+
+/// kill -9 the coordinator while a trial trains: when it comes back, the worker
+/// re-registers and re-adopts the trial, which finishes on its first attempt with its
+/// whole history, instead of starting over.
+#[test]
+fn a_running_trial_survives_a_coordinator_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let timing = ["--lease-ttl-ms", "3000", "--heartbeat-interval-ms", "200"];
+    let (mut coord, url) = coordinator(dir.path(), &timing);
+    let addr = url.trim_start_matches("http://").to_owned();
+    let _w = spawn(
+        "steady",
+        &["worker", "--coordinator", &url, "--name", "steady"],
+        dir.path(),
+    );
+    let data = root().join("examples/data/digits.csv.gz");
+    let spec = dir.path().join("long.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"long\"\n[data]\npath = {:?}\n[train]\nepochs = 600\n[search]\n",
+            data.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let id = run_ok(
+        &["submit", spec.to_str().unwrap(), "--coordinator", &url],
+        Duration::from_secs(30),
+    )
+    .trim()
+    .to_owned();
+    wait_status(&url, &id, "1 running");
+    std::thread::sleep(Duration::from_millis(500));
+    coord.child.kill().unwrap();
+    coord.child.wait().unwrap();
+    let dd = dir.path().to_str().unwrap();
+    let mut args = vec!["coordinator", "--listen", addr.as_str(), "--data-dir", dd];
+    args.extend_from_slice(&timing);
+    let _coord2 = spawn("coordinator2", &args, dir.path());
+    run_ok(
+        &["watch", &id, "--coordinator", &url],
+        Duration::from_secs(300),
+    );
+    let json = run_ok(
+        &["results", &id, "--coordinator", &url, "--format", "json"],
+        Duration::from_secs(30),
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let t = &v["trials"][0];
+    assert_eq!(t["state"], "completed");
+    assert_eq!(
+        t["attempts"], 1,
+        "the trial started over: {}",
+        t["attempts"]
+    );
+    let epochs: Vec<u64> = t["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["epoch"].as_u64().unwrap())
+        .collect();
+    // Epochs reported while the coordinator was down are sent once it is back.
+    assert_eq!(epochs, (1..=600).collect::<Vec<_>>());
+    let log = std::fs::read_to_string(dir.path().join("coordinator2.log")).unwrap();
+    assert!(log.contains("resumed running sweeps"), "{log}");
+}

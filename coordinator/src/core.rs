@@ -161,6 +161,14 @@ pub enum Action {
         /// When.
         at: Millis,
     },
+    /// A worker that was already running a queued unit (from before a coordinator
+    /// restart) took it back; its attempt and history continue.
+    UnitAdopted {
+        /// The unit.
+        unit: UnitId,
+        /// The worker.
+        worker: WorkerId,
+    },
     /// A unit went back to the queue.
     UnitRequeued {
         /// The unit.
@@ -819,6 +827,60 @@ pub fn on_heartbeat(
         }
     }
     Ok(std::mem::take(&mut w.to_cancel))
+}
+
+/// A worker says which units it is running (in its heartbeat). After a coordinator
+/// restart those units were queued again: the worker re-adopts the ones still pending
+/// (no work is repeated, no attempt spent), and is told to stop the ones that finished
+/// meanwhile or that another worker now holds.
+pub fn on_units_reported_running(
+    core: &mut Core,
+    out: &mut impl Outbox,
+    worker: &WorkerId,
+    running: &[UnitId],
+    now: Millis,
+) {
+    let Some(w) = core.workers.get(worker) else {
+        return;
+    };
+    let mut free = w.slots.saturating_sub(w.units.len() as u32);
+    for &uid in running {
+        let Some(u) = core.units.get_mut(&uid) else {
+            continue;
+        };
+        if u.worker.as_ref() == Some(worker) {
+            continue;
+        }
+        let sweep_running = core
+            .sweeps
+            .get(&u.sweep)
+            .is_some_and(|s| s.state == SweepState::Running);
+        if u.state == UnitState::Pending && sweep_running && free > 0 {
+            free -= 1;
+            u.state = UnitState::Running;
+            u.worker = Some(worker.clone());
+            u.deadline = now + core.cfg.lease_ttl_ms;
+            let s = core.sweeps.get_mut(&u.sweep).expect("unit's sweep exists");
+            s.pending.retain(|p| *p != uid);
+            s.counts.pending -= 1;
+            s.counts.running += 1;
+            core.workers
+                .get_mut(worker)
+                .expect("checked above")
+                .units
+                .insert(uid);
+            out.send(Action::UnitAdopted {
+                unit: uid,
+                worker: worker.clone(),
+            });
+        } else {
+            core.workers
+                .get_mut(worker)
+                .expect("checked above")
+                .to_cancel
+                .push(uid);
+        }
+    }
 }
 
 /// Units a worker must stop, without renewing anything (for report replies).

@@ -328,3 +328,65 @@ fn older_sweeps_are_served_first() {
     let sweeps: Vec<&str> = l.iter().map(|l| l.sweep.as_str()).collect();
     assert_eq!(sweeps, vec!["a", "a", "b"]);
 }
+
+#[test]
+fn a_worker_readopts_its_running_units_after_a_restart() {
+    let mut core = Core::new(cfg(), 1);
+    let mut out = Vec::new();
+    let sid = SweepId::from("s");
+    on_sweep_submitted(&mut core, &mut out, sid.clone(), spec(3, 0), 0).unwrap();
+    let w = worker(&mut core, &mut out, 2, 0);
+    let l = on_lease_requested(&mut core, &mut out, &w, 2, 0).unwrap();
+    let (a, b) = (l[0].unit, l[1].unit);
+    // The coordinator restarts: rebuild from what a store would hold.
+    let stored = |u: UnitId, trial: u32| StoredUnit {
+        unit: u,
+        trial,
+        params: l[trial as usize].params.clone(),
+        state: UnitState::Running,
+        attempts: 1,
+    };
+    let mut core = Core::new(cfg(), 1);
+    let mut out = Vec::new();
+    on_sweep_restored(
+        &mut core,
+        &mut out,
+        StoredSweep {
+            id: sid.clone(),
+            spec: spec(3, 0),
+            state: SweepState::Running,
+            created: 0,
+            finished: None,
+            best: None,
+            units: vec![stored(a, 0), stored(b, 1)],
+            released: None,
+        },
+        10,
+    );
+    assert_eq!(core.unit_state(a), Some(UnitState::Pending));
+    // The worker registers again and heartbeats with its two units: both adopted, and
+    // nothing else is leased into its two slots.
+    let w2 = worker(&mut core, &mut out, 2, 20);
+    out.clear();
+    on_units_reported_running(&mut core, &mut out, &w2, &[a, b], 21);
+    assert_eq!(
+        out.iter()
+            .filter(|x| matches!(x, Action::UnitAdopted { .. }))
+            .count(),
+        2
+    );
+    assert_eq!(core.unit_state(a), Some(UnitState::Running));
+    assert!(
+        on_lease_requested(&mut core, &mut out, &w2, 2, 22)
+            .unwrap()
+            .is_empty()
+    );
+    let c = core.sweep(&sid).unwrap().counts;
+    assert_eq!((c.pending, c.running), (1, 2));
+    // Its result counts; a second worker that reports running a finished unit is told
+    // to stop it.
+    assert!(on_unit_finished(&mut core, &mut out, &w2, done(a, 0.5), 30));
+    let w3 = worker(&mut core, &mut out, 1, 31);
+    on_units_reported_running(&mut core, &mut out, &w3, &[a], 32);
+    assert_eq!(on_heartbeat(&mut core, &w3, 33).unwrap(), vec![a]);
+}

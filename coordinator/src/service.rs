@@ -122,7 +122,8 @@ enum Event {
         outcomes: Vec<(Outcome, Vec<proto::Artifact>)>,
         reply: Reply<Vec<UnitId>>,
     },
-    Heartbeat(WorkerId, Reply<Vec<UnitId>>),
+    /// A heartbeat with the units the worker is running.
+    Heartbeat(WorkerId, Vec<UnitId>, Reply<Vec<UnitId>>),
     Deregister(WorkerId, Reply<()>),
     /// A spec and the files its units need (a scan's checkpoint and directions).
     Submit(
@@ -296,6 +297,11 @@ impl EventLoop {
                     // worker's results are still taken (they are as good as anyone's).
                     // (The heartbeat hands over pending cancellations: keep them.)
                     let alive = core::on_heartbeat(c, &worker, now);
+                    // Progress proves the worker runs those units: after a restart the
+                    // report may come before the heartbeat that re-adopts them.
+                    let mut reported: Vec<UnitId> = progress.iter().map(|p| p.0).collect();
+                    reported.dedup();
+                    core::on_units_reported_running(c, &mut out, &worker, &reported, now);
                     for (unit, step, metrics) in progress {
                         core::on_progress(c, &mut out, &worker, unit, step, metrics);
                     }
@@ -315,7 +321,8 @@ impl EventLoop {
                     };
                     defer(&mut replies, reply, r);
                 }
-                Event::Heartbeat(w, tx) => {
+                Event::Heartbeat(w, running, tx) => {
+                    core::on_units_reported_running(c, &mut out, &w, &running, now);
                     let r = core::on_heartbeat(c, &w, now).map_err(core_status);
                     defer(&mut replies, tx, r);
                 }
@@ -541,9 +548,9 @@ impl EventLoop {
                 | Action::UnitCreated { sweep, .. }
                 | Action::UnitFinished { sweep, .. }
                 | Action::SweepFinished { sweep, .. } => Some(sweep.clone()),
-                Action::UnitLeased { unit, .. } | Action::UnitRequeued { unit, .. } => {
-                    self.core.unit_trial(*unit).map(|(s, _)| s)
-                }
+                Action::UnitLeased { unit, .. }
+                | Action::UnitRequeued { unit, .. }
+                | Action::UnitAdopted { unit, .. } => self.core.unit_trial(*unit).map(|(s, _)| s),
                 Action::Progress { .. }
                 | Action::WorkerRegistered { .. }
                 | Action::WorkerGone { .. } => None,
@@ -693,8 +700,10 @@ impl worker_service_server::WorkerService for WorkerApi {
         &self,
         req: Request<proto::HeartbeatRequest>,
     ) -> Result<Response<proto::HeartbeatResponse>, Status> {
-        let w = worker_id(&req.into_inner().worker_id)?;
-        match self.h.call(|tx| Event::Heartbeat(w, tx)).await {
+        let r = req.into_inner();
+        let w = worker_id(&r.worker_id)?;
+        let running = r.running_units.into_iter().map(UnitId).collect();
+        match self.h.call(|tx| Event::Heartbeat(w, running, tx)).await {
             Ok(cancel) => Ok(Response::new(proto::HeartbeatResponse {
                 cancel_units: cancel.iter().map(|u| u.0).collect(),
                 unknown_worker: false,

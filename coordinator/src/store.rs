@@ -345,6 +345,12 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<(), StoreErro
             // A new attempt starts its history afresh.
             tx.execute("DELETE FROM metrics WHERE unit_id = ?1", [unit.0 as i64])?;
         }
+        Action::UnitAdopted { unit, worker } => {
+            tx.execute(
+                "UPDATE units SET state = 'running', worker = ?2 WHERE id = ?1",
+                params![unit.0 as i64, worker.as_str()],
+            )?;
+        }
         Action::UnitRequeued {
             unit,
             attempts,

@@ -417,9 +417,9 @@ impl Worker {
                 self.cancel(&r.into_inner().cancel_units);
                 Ok(())
             }
-            // The coordinator took the results but no longer knows us: re-register.
+            // The coordinator took the outcomes but no longer knows us (it restarted):
+            // register again and send the progress once more, which re-adopts the units.
             Err(s) if s.code() == Code::NotFound => {
-                self.progress.clear();
                 self.outcomes.clear();
                 Err(s)
             }
