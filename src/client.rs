@@ -213,7 +213,10 @@ pub async fn watch(client: &mut Client, sweep_id: &str) -> Result<proto::SweepSt
             .map(|b| format!("best {} {:.4}", st.metric, b.value))
             .unwrap_or_default();
         bar.set_message(format!("{} running  {best}", st.running));
-        if !tty && done != last_done {
+        // Without a terminal, a line per finished unit; the final state is the caller's
+        // to print.
+        let finished = st.state != proto::SweepState::Running as i32;
+        if !tty && done != last_done && !finished {
             eprintln!("{}", summary(&st));
             last_done = done;
         }
