@@ -1,5 +1,6 @@
 //! Helpers for tests that run the real `ridgeline` binary as separate processes.
 
+// Each test binary uses its own subset of these helpers.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
