@@ -15,7 +15,8 @@ use ridgeline_worker::data;
 use ridgeline_worker::landscape::eval::{Layers, Loss, Plane, evaluate_point_by_point};
 
 const DIMS: [usize; 4] = [784, 256, 256, 10];
-const TILE: usize = 16;
+/// Grid points per tile: the smallest useful tile, and the default (`landscape.tile`).
+const TILES: [usize; 2] = [16, 64];
 
 fn mnist() -> (Tensor, Tensor) {
     let root = env!("CARGO_MANIFEST_DIR");
@@ -57,9 +58,7 @@ fn bench(c: &mut Criterion) {
         d2: Some(&d2),
         activation: Activation::Relu,
     };
-    let points: Vec<(f64, f64)> = (0..TILE)
-        .map(|i| (i as f64 / TILE as f64 - 0.5, 0.25))
-        .collect();
+    let points: Vec<(f64, f64)> = (0..64).map(|i| (i as f64 / 64.0 - 0.5, 0.25)).collect();
     let vars: Vec<(Var, Var)> = base
         .iter()
         .map(|(w, b)| (Var::from_tensor(w).unwrap(), Var::from_tensor(b).unwrap()))
@@ -67,16 +66,23 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("landscape");
     g.sample_size(10);
-    g.throughput(Throughput::Elements(TILE as u64));
-    g.bench_function("batched_tile_16_points", |b| {
-        b.iter(|| {
-            black_box(
-                plane
-                    .evaluate(&points, &x, &y, Loss::CrossEntropy, 1024)
-                    .unwrap(),
-            )
-        })
-    });
+    for tile in TILES {
+        g.throughput(Throughput::Elements(tile as u64));
+        g.bench_function(format!("batched_tile_{tile}_points"), |b| {
+            b.iter(|| {
+                black_box(
+                    plane
+                        .evaluate(&points[..tile], &x, &y, Loss::CrossEntropy, 1024)
+                        .unwrap(),
+                )
+            })
+        });
+        eprintln!(
+            "FLOPs per batched tile of {tile}: first layer {:.2} G (3 products), later layers {:.2} G",
+            (3 * 2 * n * 784 * 256) as f64 / 1e9,
+            (tile * 2 * n * (256 * 256 + 256 * 10)) as f64 / 1e9
+        );
+    }
     g.throughput(Throughput::Elements(4));
     g.bench_function("per_point_baseline_4_points", |b| {
         b.iter(|| {
@@ -90,11 +96,6 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(x.matmul(&w0t).unwrap()))
     });
     g.finish();
-    eprintln!(
-        "FLOPs per batched tile of {TILE}: first layer {:.2} G (3 products), later layers {:.2} G",
-        (3 * 2 * n * 784 * 256) as f64 / 1e9,
-        (TILE * 2 * n * (256 * 256 + 256 * 10)) as f64 / 1e9
-    );
 }
 
 criterion_group!(benches, bench);

@@ -400,7 +400,7 @@ async fn run_one(
     let sub = client::submit_spec(client, spec_path, spec).await?;
     let id = sub.sweep_id;
     let what = if spec.kind == SweepKind::Landscape {
-        "tiles"
+        "units (tiles, Hessian rounds)"
     } else {
         "trials"
     };
