@@ -92,12 +92,7 @@ fn chaos_loses_nothing_and_changes_nothing() {
         )
     };
     let mut workers: Vec<Proc> = (0..3).map(|_| worker(&mut spawned)).collect();
-    let id = run_ok(
-        &["submit", spec.to_str().unwrap(), "--coordinator", &url],
-        Duration::from_secs(30),
-    )
-    .trim()
-    .to_owned();
+    let id = submit(&spec, &url);
     let mut rng = Rng::new(2024);
     let started = Instant::now();
     let mut restarted = false;

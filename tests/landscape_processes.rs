@@ -360,12 +360,7 @@ fn a_restarted_scan_only_computes_what_is_missing() {
         &["worker", "--coordinator", &url, "--name", "survivor"],
         dir.path(),
     );
-    let id = run_ok(
-        &["submit", spec_path.to_str().unwrap(), "--coordinator", &url],
-        Duration::from_secs(30),
-    )
-    .trim()
-    .to_owned();
+    let id = submit(&spec_path, &url);
     let trials = dir.path().join("sweeps").join(&id).join("trials");
     // Let a part of the 1,500 tiles finish, then kill the coordinator without warning.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);

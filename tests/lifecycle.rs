@@ -67,18 +67,9 @@ fn wait_status(url: &str, id: &str, want: &str) -> String {
 fn sigterm_on_a_worker_hands_its_unit_back() {
     let dir = tempfile::tempdir().unwrap();
     let (mut coord, url) = coordinator(dir.path(), &[]);
-    let mut w = spawn(
-        "leaver",
-        &["worker", "--coordinator", &url, "--name", "leaver"],
-        dir.path(),
-    );
+    let mut w = worker(dir.path(), &url, "leaver", &[]);
     let spec = slow_spec(dir.path(), "handback", 1);
-    let id = run_ok(
-        &["submit", spec.to_str().unwrap(), "--coordinator", &url],
-        Duration::from_secs(30),
-    )
-    .trim()
-    .to_owned();
+    let id = submit(&spec, &url);
     wait_status(&url, &id, "1 running");
     sigterm(&w);
     let st = wait_exit(&mut w, Duration::from_secs(10));
@@ -111,23 +102,10 @@ fn sigterm_on_a_worker_hands_its_unit_back() {
 fn cancelling_stops_running_units_everywhere_promptly() {
     let dir = tempfile::tempdir().unwrap();
     let (_coord, url) = coordinator(dir.path(), &["--heartbeat-interval-ms", "200"]);
-    let _a = spawn(
-        "a",
-        &["worker", "--coordinator", &url, "--name", "a"],
-        dir.path(),
-    );
-    let _b = spawn(
-        "b",
-        &["worker", "--coordinator", &url, "--name", "b"],
-        dir.path(),
-    );
+    let _a = worker(dir.path(), &url, "a", &[]);
+    let _b = worker(dir.path(), &url, "b", &[]);
     let spec = slow_spec(dir.path(), "doomed", 4);
-    let id = run_ok(
-        &["submit", spec.to_str().unwrap(), "--coordinator", &url],
-        Duration::from_secs(30),
-    )
-    .trim()
-    .to_owned();
+    let id = submit(&spec, &url);
     // Wait until both workers are deep in training (each has reported an epoch).
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -205,11 +183,7 @@ fn a_running_trial_survives_a_coordinator_crash() {
     let timing = ["--lease-ttl-ms", "3000", "--heartbeat-interval-ms", "200"];
     let (mut coord, url) = coordinator(dir.path(), &timing);
     let addr = url.trim_start_matches("http://").to_owned();
-    let _w = spawn(
-        "steady",
-        &["worker", "--coordinator", &url, "--name", "steady"],
-        dir.path(),
-    );
+    let _w = worker(dir.path(), &url, "steady", &[]);
     let data = root().join("examples/data/digits.csv.gz");
     let spec = dir.path().join("long.toml");
     std::fs::write(
@@ -220,12 +194,7 @@ fn a_running_trial_survives_a_coordinator_crash() {
         ),
     )
     .unwrap();
-    let id = run_ok(
-        &["submit", spec.to_str().unwrap(), "--coordinator", &url],
-        Duration::from_secs(30),
-    )
-    .trim()
-    .to_owned();
+    let id = submit(&spec, &url);
     wait_status(&url, &id, "1 running");
     std::thread::sleep(Duration::from_millis(500));
     coord.child.kill().unwrap();

@@ -182,12 +182,7 @@ fn a_killed_workers_unit_runs_again_elsewhere() {
         ],
         dir.path(),
     );
-    let sweep = run_ok(
-        &["submit", spec.to_str().unwrap(), "--coordinator", &url],
-        Duration::from_secs(30),
-    )
-    .trim()
-    .to_owned();
+    let sweep = submit(&spec, &url);
     // Wait until the victim holds both trials, then kill it without warning.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {

@@ -144,3 +144,20 @@ pub fn run_embedded(spec: &Path, workers: u32, out: &Path, timeout: Duration) ->
         .path();
     serde_json::from_str(&std::fs::read_to_string(sweep.join("results.json")).unwrap()).unwrap()
 }
+
+/// `ridgeline submit SPEC` to a coordinator; returns the sweep id.
+pub fn submit(spec: &Path, url: &str) -> String {
+    run_ok(
+        &["submit", spec.to_str().unwrap(), "--coordinator", url],
+        Duration::from_secs(30),
+    )
+    .trim()
+    .to_owned()
+}
+
+/// Starts `ridgeline worker` named `name` (logging to `dir/name.log`), with extra flags.
+pub fn worker(dir: &Path, url: &str, name: &str, extra: &[&str]) -> Proc {
+    let mut args = vec!["worker", "--coordinator", url, "--name", name];
+    args.extend_from_slice(extra);
+    spawn(name, &args, dir)
+}
