@@ -1,0 +1,508 @@
+//! The scheduling core: all coordinator state, changed only by plain synchronous `on_*`
+//! functions that take the time as an argument and describe their side effects as
+//! [`Action`]s pushed into an [`Outbox`]. No sockets, clocks, threads or database here,
+//! so every scheduling rule is unit-testable (HyperQueue's `Core` pattern).
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use ridgeline_common::ids::{SweepId, UnitId, WorkerId};
+use ridgeline_common::params::Params;
+use ridgeline_common::spec::SweepSpec;
+
+use crate::search::Searcher;
+
+mod sweeps;
+mod workers;
+
+pub use sweeps::*;
+pub use workers::*;
+
+/// Milliseconds on the coordinator's clock (Unix time in production, anything in tests).
+pub type Millis = u64;
+
+/// Timing and retry policy.
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    /// How long a lease lasts without a heartbeat from its worker.
+    pub lease_ttl_ms: u64,
+    /// How often workers are asked to heartbeat.
+    pub heartbeat_interval_ms: u64,
+    /// How many times a unit may be leased before it is failed for good.
+    pub max_attempts: u32,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        CoreConfig {
+            lease_ttl_ms: 10_000,
+            heartbeat_interval_ms: 1_000,
+            max_attempts: 3,
+        }
+    }
+}
+
+/// Life cycle of a unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnitState {
+    /// Waiting for a worker.
+    Pending,
+    /// Leased to a worker.
+    Running,
+    /// Finished with a result.
+    Completed,
+    /// Failed `max_attempts` times, or cannot run at all.
+    Failed,
+    /// Produced a NaN or infinite loss.
+    Diverged,
+    /// Its sweep was cancelled before it finished.
+    Cancelled,
+}
+
+impl UnitState {
+    /// Whether nothing will happen to the unit any more.
+    pub fn is_final(self) -> bool {
+        !matches!(self, UnitState::Pending | UnitState::Running)
+    }
+
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitState::Pending => "pending",
+            UnitState::Running => "running",
+            UnitState::Completed => "completed",
+            UnitState::Failed => "failed",
+            UnitState::Diverged => "diverged",
+            UnitState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            UnitState::Pending,
+            UnitState::Running,
+            UnitState::Completed,
+            UnitState::Failed,
+            UnitState::Diverged,
+            UnitState::Cancelled,
+        ]
+        .into_iter()
+        .find(|u| u.as_str() == s)
+    }
+}
+
+/// Life cycle of a sweep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SweepState {
+    /// Units are still being generated or run.
+    Running,
+    /// Every unit reached a final state and at least one succeeded.
+    Completed,
+    /// Cancelled by a user.
+    Cancelled,
+    /// Every unit failed or diverged.
+    Failed,
+}
+
+impl SweepState {
+    /// The name stored in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SweepState::Running => "running",
+            SweepState::Completed => "completed",
+            SweepState::Cancelled => "cancelled",
+            SweepState::Failed => "failed",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            SweepState::Running,
+            SweepState::Completed,
+            SweepState::Cancelled,
+            SweepState::Failed,
+        ]
+        .into_iter()
+        .find(|u| u.as_str() == s)
+    }
+}
+
+/// Side effects the core asks for, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// A sweep was accepted.
+    SweepCreated {
+        /// Its id.
+        sweep: SweepId,
+        /// Its spec.
+        spec: Arc<SweepSpec>,
+        /// Number of units it will have.
+        total: u32,
+        /// When.
+        at: Millis,
+    },
+    /// A unit was generated (lazily, when a worker first needed it).
+    UnitCreated {
+        /// Its id.
+        unit: UnitId,
+        /// Its sweep.
+        sweep: SweepId,
+        /// Its trial index within the sweep.
+        trial: u32,
+        /// Its parameters.
+        params: Params,
+        /// When.
+        at: Millis,
+    },
+    /// A unit was leased to a worker.
+    UnitLeased {
+        /// The unit.
+        unit: UnitId,
+        /// The worker.
+        worker: WorkerId,
+        /// 1 for the first lease, 2 for the first retry, ...
+        attempt: u32,
+        /// When.
+        at: Millis,
+    },
+    /// A worker that was already running a queued unit (from before a coordinator
+    /// restart) took it back; its attempt and history continue.
+    UnitAdopted {
+        /// The unit.
+        unit: UnitId,
+        /// The worker.
+        worker: WorkerId,
+    },
+    /// A unit went back to the queue.
+    UnitRequeued {
+        /// The unit.
+        unit: UnitId,
+        /// Leases that count against `max_attempts` so far.
+        attempts: u32,
+        /// Why.
+        reason: String,
+    },
+    /// A running unit reported intermediate metrics.
+    Progress {
+        /// The unit.
+        unit: UnitId,
+        /// Step (epoch).
+        step: u32,
+        /// Metric values.
+        metrics: Vec<(String, f64)>,
+    },
+    /// A unit reached a final state.
+    UnitFinished {
+        /// The unit.
+        unit: UnitId,
+        /// Its sweep.
+        sweep: SweepId,
+        /// Its trial index.
+        trial: u32,
+        /// The final state.
+        state: UnitState,
+        /// Final metrics (empty unless completed or diverged).
+        metrics: Vec<(String, f64)>,
+        /// Error text for failed units.
+        error: String,
+        /// Seconds the last attempt ran, as measured by the worker.
+        duration_s: f64,
+        /// The worker that produced the final state, if any.
+        worker: Option<WorkerId>,
+        /// When.
+        at: Millis,
+    },
+    /// A sweep reached a final state.
+    SweepFinished {
+        /// The sweep.
+        sweep: SweepId,
+        /// Its final state.
+        state: SweepState,
+        /// The best trial and its metric value.
+        best: Option<(u32, f64)>,
+        /// When.
+        at: Millis,
+    },
+    /// A worker joined.
+    WorkerRegistered {
+        /// Its id.
+        worker: WorkerId,
+        /// What it announced.
+        info: WorkerInfo,
+        /// When.
+        at: Millis,
+    },
+    /// A worker left or was declared lost.
+    WorkerGone {
+        /// Its id.
+        worker: WorkerId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Where the core's side effects go. The event loop applies them to the store and the
+/// status watchers; tests collect them in a `Vec`.
+pub trait Outbox {
+    /// Records one action.
+    fn send(&mut self, action: Action);
+}
+
+impl Outbox for Vec<Action> {
+    fn send(&mut self, action: Action) {
+        self.push(action);
+    }
+}
+
+/// What a worker announces about itself.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerInfo {
+    /// Chosen name (often the host name plus an index).
+    pub name: String,
+    /// Host it runs on.
+    pub hostname: String,
+    /// Units it can run at once.
+    pub slots: u32,
+    /// Its devices, as text ("cpu", "cuda:0 H100 80GB").
+    pub devices: Vec<String>,
+}
+
+/// A unit granted to a worker.
+#[derive(Clone, Debug)]
+pub struct Lease {
+    /// The unit.
+    pub unit: UnitId,
+    /// Its sweep.
+    pub sweep: SweepId,
+    /// Its trial index.
+    pub trial: u32,
+    /// Its parameters.
+    pub params: Params,
+    /// Which attempt this is, from 1.
+    pub attempt: u32,
+    /// The sweep's spec.
+    pub spec: Arc<SweepSpec>,
+}
+
+/// A worker's report that a unit ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    /// The unit.
+    pub unit: UnitId,
+    /// Completed, Failed or Diverged.
+    pub state: UnitState,
+    /// Final metric values.
+    pub metrics: Vec<(String, f64)>,
+    /// Error text for failures.
+    pub error: String,
+    /// Seconds the attempt ran.
+    pub duration_s: f64,
+}
+
+/// Errors of the core, each one a caller's mistake rather than a broken invariant.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum CoreError {
+    /// The worker is not registered (expired, or the coordinator restarted).
+    #[error("unknown worker {0}; register again")]
+    UnknownWorker(WorkerId),
+    /// No such sweep.
+    #[error("unknown sweep {0}")]
+    UnknownSweep(SweepId),
+    /// A sweep with this id exists.
+    #[error("sweep {0} already exists")]
+    DuplicateSweep(SweepId),
+}
+
+#[derive(Debug)]
+struct Unit {
+    sweep: SweepId,
+    trial: u32,
+    params: Params,
+    state: UnitState,
+    attempts: u32,
+    worker: Option<WorkerId>,
+    deadline: Millis,
+}
+
+struct Worker {
+    slots: u32,
+    last_seen: Millis,
+    units: BTreeSet<UnitId>,
+    /// Units the worker must stop, sent with its next heartbeat or report reply.
+    to_cancel: Vec<UnitId>,
+}
+
+/// Counts of a sweep's units by state.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Total units the sweep will have.
+    pub total: u32,
+    /// Waiting (including not yet generated).
+    pub pending: u32,
+    /// Leased.
+    pub running: u32,
+    /// Finished with a result.
+    pub completed: u32,
+    /// Failed for good.
+    pub failed: u32,
+    /// Diverged.
+    pub diverged: u32,
+    /// Cancelled.
+    pub cancelled: u32,
+}
+
+struct Sweep {
+    spec: Arc<SweepSpec>,
+    state: SweepState,
+    searcher: Box<dyn Searcher>,
+    next_trial: u32,
+    /// Units `0..gate` may be generated; later ones wait for results of earlier ones
+    /// (a scan's Hessian round needs the previous round's products).
+    gate: u32,
+    pending: VecDeque<UnitId>,
+    units: Vec<UnitId>,
+    counts: Counts,
+    best: Option<(u32, f64)>,
+    created: Millis,
+    finished: Option<Millis>,
+}
+
+/// A read-only view of a sweep.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SweepView {
+    /// Its id.
+    pub id: SweepId,
+    /// Its spec.
+    pub spec: Arc<SweepSpec>,
+    /// State.
+    pub state: SweepState,
+    /// Unit counts.
+    pub counts: Counts,
+    /// Best trial and value so far.
+    pub best: Option<(u32, f64)>,
+    /// Creation time.
+    pub created: Millis,
+    /// Time it reached a final state.
+    pub finished: Option<Millis>,
+}
+
+/// All scheduling state of the coordinator.
+pub struct Core {
+    cfg: CoreConfig,
+    sweeps: HashMap<SweepId, Sweep>,
+    /// Running sweeps in submission order: leasing serves older sweeps first.
+    order: Vec<SweepId>,
+    units: HashMap<UnitId, Unit>,
+    workers: HashMap<WorkerId, Worker>,
+    next_unit: u64,
+    next_worker: u64,
+}
+
+impl Core {
+    /// An empty core. `first_unit_id` continues the numbering of a stored database.
+    pub fn new(cfg: CoreConfig, first_unit_id: u64) -> Self {
+        Core {
+            cfg,
+            sweeps: HashMap::new(),
+            order: Vec::new(),
+            units: HashMap::new(),
+            workers: HashMap::new(),
+            next_unit: first_unit_id.max(1),
+            next_worker: 1,
+        }
+    }
+
+    /// The policy in force.
+    pub fn config(&self) -> &CoreConfig {
+        &self.cfg
+    }
+
+    /// A view of one sweep.
+    pub fn sweep(&self, id: &SweepId) -> Option<SweepView> {
+        self.sweeps.get(id).map(|s| SweepView {
+            id: id.clone(),
+            spec: s.spec.clone(),
+            state: s.state,
+            counts: s.counts,
+            best: s.best,
+            created: s.created,
+            finished: s.finished,
+        })
+    }
+
+    /// Ids of all sweeps known to the core.
+    pub fn sweep_ids(&self) -> Vec<SweepId> {
+        let mut v: Vec<_> = self.sweeps.keys().cloned().collect();
+        v.sort_by_key(|id| self.sweeps[id].created);
+        v
+    }
+
+    /// The state of a unit, if the core holds it.
+    pub fn unit_state(&self, id: UnitId) -> Option<UnitState> {
+        self.units.get(&id).map(|u| u.state)
+    }
+
+    /// Number of registered workers.
+    pub fn worker_count(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// The parameters of a sweep's trial, if it has been generated.
+    pub fn trial_params(&self, sweep: &SweepId, trial: u32) -> Option<&Params> {
+        let uid = self.sweeps.get(sweep)?.units.get(trial as usize)?;
+        self.units.get(uid).map(|u| &u.params)
+    }
+
+    /// The state of a sweep's trial, if it has been generated.
+    pub fn trial_state(&self, sweep: &SweepId, trial: u32) -> Option<UnitState> {
+        let uid = self.sweeps.get(sweep)?.units.get(trial as usize)?;
+        self.units.get(uid).map(|u| u.state)
+    }
+
+    /// The sweep and trial of a unit.
+    pub fn unit_trial(&self, id: UnitId) -> Option<(SweepId, u32)> {
+        self.units.get(&id).map(|u| (u.sweep.clone(), u.trial))
+    }
+}
+
+/// A unit as stored, for rebuilding the core after a restart.
+#[derive(Clone, Debug)]
+pub struct StoredUnit {
+    /// Its id.
+    pub unit: UnitId,
+    /// Its trial index.
+    pub trial: u32,
+    /// Its parameters.
+    pub params: Params,
+    /// Its stored state.
+    pub state: UnitState,
+    /// Leases so far.
+    pub attempts: u32,
+}
+
+/// A sweep as stored, for rebuilding the core after a restart.
+#[derive(Clone, Debug)]
+pub struct StoredSweep {
+    /// Its id.
+    pub id: SweepId,
+    /// Its spec.
+    pub spec: SweepSpec,
+    /// Its stored state.
+    pub state: SweepState,
+    /// Creation time.
+    pub created: Millis,
+    /// Completion time.
+    pub finished: Option<Millis>,
+    /// Best trial and value.
+    pub best: Option<(u32, f64)>,
+    /// Its units, in trial order (trials are generated in order, so 0..n).
+    pub units: Vec<StoredUnit>,
+    /// How many units had been released (see [`on_units_released`]); `None` for the
+    /// sweep's initial release.
+    pub released: Option<u32>,
+}
+
+#[cfg(test)]
+mod tests;
