@@ -10,6 +10,10 @@ use ridgeline_common::landscape::{
 use ridgeline_common::spec::SweepSpec;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
+mod assemble;
+
+pub use assemble::{assemble, barrier, read_tile, write_npy};
+
 /// Files a scan's workers fetch, by name.
 pub const MODEL_JSON: &str = "model.json";
 /// The scanned weights.
@@ -361,33 +365,6 @@ fn difference(from: &[HostTensor], to: &[HostTensor]) -> Result<Vec<HostTensor>,
         .collect()
 }
 
-/// Writes a 2-D (or 1-D) float64 array in NumPy's `.npy` format (version 1.0).
-pub fn write_npy(path: &Path, shape: &[usize], data: &[f64]) -> std::io::Result<()> {
-    let dims = match shape {
-        [n] => format!("({n},)"),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
-    let mut header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {dims}, }}");
-    // Magic (6) + version (2) + length (2) + header + '\n' must be a multiple of 64.
-    let pad = 64 - (10 + header.len() + 1) % 64;
-    header.extend(std::iter::repeat_n(' ', pad % 64));
-    header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + data.len() * 8);
-    out.extend_from_slice(b"\x93NUMPY\x01\x00");
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
-    for v in data {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    std::fs::write(path, out)
-}
 
 /// The vectors of Hessian round `r`: `hessian_block_{r}.f64`, f64 little-endian,
 /// one vector of `n` parameters after another.
@@ -508,159 +485,6 @@ pub fn hessian_step(
     Ok(None)
 }
 
-/// Linear-mode-connectivity barrier along θ + α (θ₂ − θ): the largest loss on the segment
-/// α ∈ [0, 1] minus the mean of the endpoint losses, with the curve on the segment. Values
-/// at α = 0 and α = 1 are interpolated linearly when they fall between grid points.
-pub fn barrier(alphas: &[f64], loss: &[f64]) -> serde_json::Value {
-    let at = |a: f64| -> f64 {
-        match alphas.iter().position(|&x| x >= a) {
-            Some(0) => loss[0],
-            Some(i) => {
-                let t = (a - alphas[i - 1]) / (alphas[i] - alphas[i - 1]);
-                loss[i - 1] + t * (loss[i] - loss[i - 1])
-            }
-            None => f64::NAN,
-        }
-    };
-    let (l0, l1) = (at(0.0), at(1.0));
-    let mut curve: Vec<(f64, f64)> = vec![(0.0, l0)];
-    curve.extend(
-        alphas
-            .iter()
-            .zip(loss)
-            .filter(|(a, _)| **a > 0.0 && **a < 1.0)
-            .map(|(a, l)| (*a, *l)),
-    );
-    curve.push((1.0, l1));
-    let (amax, lmax) =
-        curve.iter().copied().fold(
-            (f64::NAN, f64::NEG_INFINITY),
-            |m, p| if p.1 > m.1 { p } else { m },
-        );
-    serde_json::json!({
-        "barrier": lmax - (l0 + l1) / 2.0,
-        "alpha_at_max": amax,
-        "loss_at_max": lmax,
-        "loss_start": l0,
-        "loss_end": l1,
-        "curve": curve.iter().map(|(a, l)| serde_json::json!({"alpha": a, "loss": l})).collect::<Vec<_>>(),
-    })
-}
-
-/// Reads a tile's values: losses then accuracies, f64 little-endian.
-pub fn read_tile(bytes: &[u8], points: usize) -> Result<(Vec<f64>, Vec<f64>), String> {
-    if bytes.len() != points * 16 {
-        return Err(format!(
-            "{TILE_FILE}: expected {} bytes for {points} points, found {}",
-            points * 16,
-            bytes.len()
-        ));
-    }
-    let v: Vec<f64> = bytes
-        .chunks_exact(8)
-        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
-        .collect();
-    Ok((v[..points].to_vec(), v[points..].to_vec()))
-}
-
-/// Assembles the tiles of a finished scan under `sweep_dir`: `surface.npy` (loss,
-/// `[ny, nx]`, row `i` is `y_i`), `accuracy.npy`, `x.npy`, `y.npy`, `surface.csv`
-/// and `meta.json`. Missing tiles (failed units) are NaN.
-pub fn assemble(
-    sweep_dir: &Path,
-    sweep_id: &str,
-    spec: &SweepSpec,
-    run: serde_json::Value,
-    tile_dir: impl Fn(u32) -> std::path::PathBuf,
-) -> Result<(), String> {
-    let l = spec.landscape.as_ref().ok_or("not a landscape spec")?;
-    let (nx, ny) = l.shape();
-    let mut loss = vec![f64::NAN; nx * ny];
-    let mut acc = vec![f64::NAN; nx * ny];
-    let mut missing = 0;
-    for t in 0..l.tiles() {
-        let range = l.tile_range(t);
-        match std::fs::read(tile_dir(t as u32).join(TILE_FILE)) {
-            Ok(b) => {
-                let (lv, av) = read_tile(&b, range.len())?;
-                loss[range.clone()].copy_from_slice(&lv);
-                acc[range].copy_from_slice(&av);
-            }
-            Err(_) => missing += 1,
-        }
-    }
-    let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
-    let shape: Vec<usize> = if l.y.is_some() {
-        vec![ny, nx]
-    } else {
-        vec![nx]
-    };
-    for (name, data, shape) in [
-        ("surface.npy", &loss, shape.clone()),
-        ("accuracy.npy", &acc, shape.clone()),
-        ("x.npy", &l.x_axis().values(), vec![nx]),
-    ] {
-        let p = sweep_dir.join(name);
-        write_npy(&p, &shape, data).map_err(|e| io(&p, e))?;
-    }
-    if let Some(y) = &l.y {
-        let p = sweep_dir.join("y.npy");
-        write_npy(&p, &[ny], &y.values()).map_err(|e| io(&p, e))?;
-    }
-    let mut csv = String::from("x,y,loss,accuracy\n");
-    for k in 0..nx * ny {
-        let (a, b) = l.point(k);
-        csv += &format!("{a},{b},{},{}\n", loss[k], acc[k]);
-    }
-    let p = sweep_dir.join("surface.csv");
-    std::fs::write(&p, csv).map_err(|e| io(&p, e))?;
-    let finite: Vec<f64> = loss.iter().copied().filter(|v| v.is_finite()).collect();
-    let directions: serde_json::Value = std::fs::read(sweep_dir.join("directions.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    let meta = serde_json::json!({
-        "sweep": sweep_id,
-        "spec": spec,
-        "shape": shape,
-        "points": nx * ny,
-        "tiles": l.tiles(),
-        "missing_tiles": missing,
-        "loss_min": finite.iter().copied().fold(f64::INFINITY, f64::min),
-        "loss_max": finite.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-        "nan_points": nx * ny - finite.len(),
-        "directions": directions,
-        "run": run,
-    });
-    let mut meta = meta;
-    if l.directions.kind == DirectionKind::Target && l.y.is_none() {
-        let b = barrier(&l.x_axis().values(), &loss);
-        let p = sweep_dir.join("lmc.json");
-        std::fs::write(&p, serde_json::to_vec_pretty(&b).expect("json")).map_err(|e| io(&p, e))?;
-        meta["lmc_barrier"] = b["barrier"].clone();
-    }
-    let p = sweep_dir.join("meta.json");
-    std::fs::write(&p, serde_json::to_vec_pretty(&meta).expect("json")).map_err(|e| io(&p, e))?;
-    let ys = l.y.as_ref().map(|y| y.values());
-    let path: Option<(Vec<f64>, Vec<f64>)> = std::fs::read(sweep_dir.join("trajectory.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|t| {
-            Some((
-                serde_json::from_value(t["x"].clone()).ok()?,
-                serde_json::from_value(t["y"].clone()).ok()?,
-            ))
-        });
-    crate::plot::plots(
-        sweep_dir,
-        &spec.name,
-        &loss,
-        &acc,
-        &l.x_axis().values(),
-        ys.as_deref(),
-        path.as_ref(),
-    )
-}
 
 #[cfg(test)]
 mod tests {
@@ -713,47 +537,5 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn barrier_of_a_bump_between_two_minima() {
-        // L(α) = 1 + 4 α (1 - α) + 0.5 α on a grid that contains 0 and 1: endpoints 1 and
-        // 1.5, maximum at α = 0.5625 (derivative 4 - 8α + 0.5 = 0), L = 2.265625.
-        let alphas: Vec<f64> = (0..=400).map(|i| -0.5 + 2.0 * i as f64 / 400.0).collect();
-        let loss: Vec<f64> = alphas
-            .iter()
-            .map(|a| 1.0 + 4.0 * a * (1.0 - a) + 0.5 * a)
-            .collect();
-        let b = barrier(&alphas, &loss);
-        assert!((b["loss_start"].as_f64().unwrap() - 1.0).abs() < 1e-12);
-        assert!((b["loss_end"].as_f64().unwrap() - 1.5).abs() < 1e-12);
-        assert!((b["alpha_at_max"].as_f64().unwrap() - 0.5625).abs() < 0.0026);
-        // The grid's best point is within one step of the true maximum.
-        assert!(
-            (b["barrier"].as_f64().unwrap() - (2.265625 - 1.25)).abs() < 1e-4,
-            "{b}"
-        );
-    }
-
-    #[test]
-    fn npy_header_is_aligned_and_parsable() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("a.npy");
-        write_npy(&p, &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
-        let b = std::fs::read(&p).unwrap();
-        assert_eq!(&b[..8], b"\x93NUMPY\x01\x00");
-        let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
-        assert_eq!((10 + hl) % 64, 0);
-        let header = std::str::from_utf8(&b[10..10 + hl]).unwrap();
-        assert!(
-            header.starts_with("{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }"),
-            "{header}"
-        );
-        assert!(header.ends_with('\n'));
-        assert_eq!(
-            f64::from_le_bytes(b[10 + hl + 8..10 + hl + 16].try_into().unwrap()),
-            2.0
-        );
-        assert_eq!(b.len(), 10 + hl + 48);
     }
 }
