@@ -22,7 +22,7 @@ fn spec(n: u32) -> SweepSpec {
 
 /// Runs a whole sweep of no-op units through the core; returns the actions produced.
 fn drain(n: u32, slots: u32) -> Vec<Action> {
-    let mut core = Core::new(CoreConfig::default(), 1);
+    let mut core = Core::new(CoreConfig::default(), 1, 1);
     let mut out = Vec::new();
     core::on_sweep_submitted(&mut core, &mut out, "b".into(), spec(n), 0).unwrap();
     let info = WorkerInfo {
@@ -31,7 +31,7 @@ fn drain(n: u32, slots: u32) -> Vec<Action> {
         slots,
         devices: vec![],
     };
-    let w = core::on_worker_registered(&mut core, &mut out, info, 0);
+    let w = core::on_worker_registered(&mut core, &mut out, info, None, 0);
     let mut now = 0;
     loop {
         now += 1;
@@ -46,8 +46,10 @@ fn drain(n: u32, slots: u32) -> Vec<Action> {
                 metrics: vec![("val_accuracy".into(), f64::from(l.trial % 97) / 97.0)],
                 error: String::new(),
                 duration_s: 0.0,
+                history: None,
+                permanent: false,
             };
-            core::on_unit_finished(&mut core, &mut out, &w, o, now);
+            core::on_unit_finished(&mut core, &mut out, &w, o, now).unwrap();
         }
     }
     out

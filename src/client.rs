@@ -17,25 +17,102 @@ use ridgeline_common::spec::SweepSpec;
 /// A connected client.
 pub type Client = SweepServiceClient<AuthChannel>;
 
-/// Connects to a coordinator, retrying briefly (it may be starting).
-pub async fn connect(url: &str, sec: &Security) -> Result<Client> {
+/// Connects to a coordinator and checks that it answers, retrying until `timeout`
+/// (it may be starting). A listener that accepts connections but never answers (a
+/// hung process, a wrong port) gets the same clear error as no listener at all.
+pub async fn connect(url: &str, sec: &Security, timeout: Duration) -> Result<Client> {
+    let deadline = tokio::time::Instant::now() + timeout;
     let mut last = String::new();
-    for _ in 0..20 {
-        match net::connect(url, sec, None).await {
-            Ok(ch) => {
-                return Ok(SweepServiceClient::new(ch)
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_MESSAGE_BYTES));
+    let silent = |last: &str| {
+        let why = if last.is_empty() {
+            String::new()
+        } else {
+            format!(" ({last})")
+        };
+        anyhow::anyhow!(
+            "no coordinator answering at {url} after {} s{why}",
+            timeout.as_secs()
+        )
+    };
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let attempt = tokio::time::timeout(left, async {
+            let ch = net::connect(url, sec, None).await?;
+            let mut c = SweepServiceClient::new(ch)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            // The cheapest call there is proves the coordinator is serving.
+            c.list_sweeps(proto::ListSweepsRequest {
+                page_size: 1,
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", s.message()).context(s.code()))?;
+            anyhow::Ok(c)
+        })
+        .await;
+        match attempt {
+            Err(_) => return Err(silent(&last)),
+            Ok(Ok(c)) => return Ok(c),
+            Ok(Err(e)) => {
+                let fatal = e.downcast_ref::<net::NetError>().is_some_and(|n| {
+                    matches!(
+                        n,
+                        net::NetError::Url(..)
+                            | net::NetError::File(..)
+                            | net::NetError::Config(..)
+                    )
+                }) || e.downcast_ref::<tonic::Code>().is_some_and(|c| {
+                    matches!(
+                        c,
+                        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                    )
+                });
+                // A malformed URL, an unreadable certificate or a refused token will not
+                // get better by waiting.
+                if fatal {
+                    return Err(e);
+                }
+                last = format!("{e:#}");
             }
-            // A malformed URL or unreadable certificate will not get better.
-            Err(
-                e @ (net::NetError::Url(..) | net::NetError::File(..) | net::NetError::Config(..)),
-            ) => return Err(e.into()),
-            Err(e) => last = e.to_string(),
+        }
+        if tokio::time::Instant::now() + Duration::from_millis(250) >= deadline {
+            return Err(silent(&last));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    bail!("cannot reach the coordinator: {last}")
+}
+
+/// Every sweep the coordinator has, page by page.
+pub async fn list_all(client: &mut Client, with_spec: bool) -> Result<Vec<proto::SweepStatus>> {
+    let mut all = Vec::new();
+    let mut token = String::new();
+    loop {
+        let r = client
+            .list_sweeps(proto::ListSweepsRequest {
+                page_size: 500,
+                page_token: token,
+                with_spec,
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        all.extend(r.sweeps);
+        if r.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        token = r.next_page_token;
+    }
+}
+
+/// What a sweep's units are called: trials of a search, units (tiles and Hessian
+/// rounds) of a scan.
+pub fn unit_noun(kind: &str) -> &'static str {
+    if kind == "landscape" {
+        "units"
+    } else {
+        "trials"
+    }
 }
 
 fn status_error(s: tonic::Status) -> anyhow::Error {
@@ -153,18 +230,23 @@ fn unit_state_name(s: i32) -> &'static str {
     }
 }
 
-/// One line summarising a sweep.
+/// One line summarising a sweep. Units are counted by what became of them: a cancelled
+/// sweep's never-run units are "cancelled", not "done".
 pub fn summary(s: &proto::SweepStatus) -> String {
-    let done = s.completed + s.failed + s.diverged + s.cancelled;
     let mut line = format!(
-        "{} {}: {done}/{} done, {} running, {} failed, {} diverged",
+        "{} {}: {}/{} {} completed, {} running, {} failed, {} diverged",
         s.sweep_id,
         state_name(s.state),
+        s.completed,
         s.total,
+        unit_noun(&s.kind),
         s.running,
         s.failed,
         s.diverged
     );
+    if s.cancelled > 0 {
+        line += &format!(", {} cancelled", s.cancelled);
+    }
     if let Some(b) = &s.best {
         let unit = if s.kind == "landscape" {
             "tile"
@@ -179,51 +261,97 @@ pub fn summary(s: &proto::SweepStatus) -> String {
     line
 }
 
+/// Whether a failed call may succeed later (the coordinator restarting, a network
+/// blip), as opposed to an answer that will not change.
+fn transient(s: &tonic::Status) -> bool {
+    matches!(
+        s.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Cancelled
+            | tonic::Code::Internal
+    )
+}
+
+/// How long `watch` keeps trying to reach a coordinator that went away.
+const WATCH_PATIENCE: Duration = Duration::from_secs(600);
+
 /// Follows a sweep until it reaches a final state; shows a progress bar on a terminal and
-/// a line per finished unit otherwise. Returns the final status.
+/// a line per finished unit otherwise. Survives a coordinator restart: the stream is
+/// opened again with backoff, as workers reconnect. Returns the final status.
 pub async fn watch(client: &mut Client, sweep_id: &str) -> Result<proto::SweepStatus> {
-    let mut stream = client
-        .watch_sweep(proto::WatchSweepRequest {
-            sweep_id: sweep_id.to_owned(),
-        })
-        .await
-        .map_err(status_error)?
-        .into_inner();
     let tty = std::io::stderr().is_terminal();
     let bar = ProgressBar::hidden();
-    if tty {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} trials  {msg}",
-            )
-            .expect("valid template"),
-        );
-        bar.enable_steady_tick(Duration::from_millis(200));
-    }
     let mut last_done = u32::MAX;
-    let mut last = None;
-    while let Some(st) = stream.message().await.map_err(status_error)? {
-        let done = st.completed + st.failed + st.diverged + st.cancelled;
-        bar.set_length(u64::from(st.total));
-        bar.set_position(u64::from(done));
-        let best = st
-            .best
-            .as_ref()
-            .map(|b| format!("best {} {:.4}", st.metric, b.value))
-            .unwrap_or_default();
-        bar.set_message(format!("{} running  {best}", st.running));
-        // Without a terminal, a line per finished unit; the final state is the caller's
-        // to print.
-        let finished = st.state != proto::SweepState::Running as i32;
-        if !tty && done != last_done && !finished {
-            eprintln!("{}", summary(&st));
-            last_done = done;
+    let mut backoff = Duration::from_millis(100);
+    let mut failing_since: Option<tokio::time::Instant> = None;
+    loop {
+        let opened = client
+            .watch_sweep(proto::WatchSweepRequest {
+                sweep_id: sweep_id.to_owned(),
+            })
+            .await;
+        let mut stream = match opened {
+            Ok(s) => s.into_inner(),
+            Err(s) if transient(&s) => {
+                let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() > WATCH_PATIENCE {
+                    bail!(
+                        "the coordinator has not answered for {} s: {}",
+                        WATCH_PATIENCE.as_secs(),
+                        s.message()
+                    );
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+            Err(s) => return Err(status_error(s)),
+        };
+        failing_since = None;
+        backoff = Duration::from_millis(100);
+        loop {
+            let st = match stream.message().await {
+                Ok(Some(st)) => st,
+                // The coordinator ended the stream: after a final state, or because it
+                // is shutting down (then the loop opens it again).
+                Ok(None) => break,
+                Err(s) if transient(&s) => break,
+                Err(s) => return Err(status_error(s)),
+            };
+            if tty && bar.is_hidden() {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                bar.set_style(
+                    ProgressStyle::with_template(&format!(
+                        "{{spinner}} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {}  {{msg}}",
+                        unit_noun(&st.kind)
+                    ))
+                    .expect("valid template"),
+                );
+                bar.enable_steady_tick(Duration::from_millis(200));
+            }
+            let done = st.completed + st.failed + st.diverged + st.cancelled;
+            bar.set_length(u64::from(st.total));
+            bar.set_position(u64::from(done));
+            let best = st
+                .best
+                .as_ref()
+                .map(|b| format!("best {} {:.4}", st.metric, b.value))
+                .unwrap_or_default();
+            bar.set_message(format!("{} running  {best}", st.running));
+            // Without a terminal, a line per finished unit; the final state is the
+            // caller's to print.
+            let finished = st.state != proto::SweepState::Running as i32;
+            if !tty && done != last_done && !finished {
+                eprintln!("{}", summary(&st));
+                last_done = done;
+            }
+            if finished {
+                bar.finish_and_clear();
+                return Ok(st);
+            }
         }
-        last = Some(st);
     }
-    bar.finish_and_clear();
-    last.context("the coordinator closed the watch without a status")
 }
 
 /// Result rows as CSV: one row per trial, parameters and final metrics as columns.

@@ -19,7 +19,7 @@ use ridgeline_common::proto;
 use ridgeline_common::spec::{SweepKind, SweepSpec};
 use ridgeline_coordinator::core::CoreConfig;
 use ridgeline_coordinator::service::describe_params;
-use ridgeline_coordinator::{CoordinatorConfig, serve};
+use ridgeline_coordinator::{CoordinatorConfig, Limits, serve};
 use ridgeline_worker::runner::{self, WorkerConfig};
 
 use settings::Settings;
@@ -34,6 +34,9 @@ struct Cli {
     /// Settings file (TOML); defaults to ./ridgeline.toml when present.
     #[arg(long, global = true)]
     config: Option<PathBuf>,
+    /// On failure, print the error's full chain with its backtrace (when captured).
+    #[arg(long, short, global = true)]
+    verbose: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -84,6 +87,12 @@ enum Cmd {
         /// Leases of a unit before it is failed [env: RIDGELINE_MAX_ATTEMPTS].
         #[arg(long)]
         max_attempts: Option<u32>,
+        /// Largest spec accepted, in bytes [env: RIDGELINE_MAX_SPEC_BYTES] [default: 1048576].
+        #[arg(long)]
+        max_spec_bytes: Option<usize>,
+        /// Most grid points or trials in one sweep [env: RIDGELINE_MAX_POINTS_PER_SWEEP] [default: 100000000].
+        #[arg(long)]
+        max_points_per_sweep: Option<u64>,
     },
     /// Run a worker that takes units from a coordinator.
     Worker {
@@ -98,6 +107,10 @@ enum Cmd {
         /// Name shown in results [default: host name].
         #[arg(long)]
         name: Option<String>,
+        /// Bytes one unit may use; larger scan tiles run in chunks that fit
+        /// [env: RIDGELINE_MEMORY_BYTES] [default: half the available memory / slots].
+        #[arg(long)]
+        memory_bytes: Option<u64>,
     },
     /// Submit a sweep to a coordinator and print its id.
     Submit {
@@ -130,6 +143,13 @@ enum Cmd {
         #[command(flatten)]
         c: CoordinatorFlag,
     },
+    /// Delete a sweep (cancelling it if it runs), its database rows and its files.
+    Delete {
+        /// Sweep id.
+        sweep: String,
+        #[command(flatten)]
+        c: CoordinatorFlag,
+    },
     /// Print or write a sweep's results, one row per trial.
     Results {
         /// Sweep id.
@@ -148,9 +168,11 @@ enum Cmd {
 fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour codes only for a person at a terminal, never in log files.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
@@ -169,6 +191,39 @@ async fn terminated() {
     let _ = tokio::signal::ctrl_c().await;
 }
 
+fn client_timeout(s: &Settings) -> Duration {
+    Duration::from_secs(s.timeout_s.max(1))
+}
+
+async fn connect(s: &Settings, c: CoordinatorFlag) -> Result<client::Client> {
+    let url = c.coordinator.unwrap_or(s.coordinator.clone());
+    client::connect(&url, &s.security()?, client_timeout(s)).await
+}
+
+/// Errors a person caused (a wrong flag, a bad spec, an unreachable address) print as
+/// one line; `--verbose` adds the chain and the backtrace. Panics keep Rust's report.
+fn main() -> std::process::ExitCode {
+    let verbose = std::env::args().any(|a| a == "-v" || a == "--verbose");
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            if verbose {
+                eprintln!("error: {e:?}");
+            } else {
+                eprintln!("error: {e:#}");
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn limits(s: &Settings) -> Limits {
+    Limits {
+        max_spec_bytes: s.max_spec_bytes,
+        max_points_per_sweep: s.max_points_per_sweep,
+    }
+}
+
 fn core_config(s: &Settings) -> CoreConfig {
     CoreConfig {
         lease_ttl_ms: s.lease_ttl_ms,
@@ -177,7 +232,7 @@ fn core_config(s: &Settings) -> CoreConfig {
     }
 }
 
-fn main() -> Result<()> {
+fn run() -> Result<()> {
     let cli = Cli::parse();
     let mut s = Settings::load(cli.config.as_deref())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -209,12 +264,16 @@ fn main() -> Result<()> {
                 lease_ttl_ms,
                 heartbeat_interval_ms,
                 max_attempts,
+                max_spec_bytes,
+                max_points_per_sweep,
             } => {
                 s.listen = listen.unwrap_or(s.listen);
                 s.data_dir = data_dir.unwrap_or(s.data_dir);
                 s.lease_ttl_ms = lease_ttl_ms.unwrap_or(s.lease_ttl_ms);
                 s.heartbeat_interval_ms = heartbeat_interval_ms.unwrap_or(s.heartbeat_interval_ms);
                 s.max_attempts = max_attempts.unwrap_or(s.max_attempts);
+                s.max_spec_bytes = max_spec_bytes.unwrap_or(s.max_spec_bytes);
+                s.max_points_per_sweep = max_points_per_sweep.unwrap_or(s.max_points_per_sweep);
                 let listener = TcpListener::bind(&s.listen)
                     .await
                     .with_context(|| format!("listen on {}", s.listen))?;
@@ -222,6 +281,7 @@ fn main() -> Result<()> {
                     data_dir: s.data_dir.clone(),
                     core: core_config(&s),
                     security: s.security()?,
+                    limits: limits(&s),
                 };
                 serve(listener, cfg, terminated()).await?;
                 Ok(())
@@ -231,6 +291,7 @@ fn main() -> Result<()> {
                 slots,
                 device,
                 name,
+                memory_bytes,
             } => {
                 let cfg = WorkerConfig {
                     coordinator: c.coordinator.unwrap_or(s.coordinator.clone()),
@@ -239,19 +300,30 @@ fn main() -> Result<()> {
                     device: device.unwrap_or(s.device.clone()),
                     poll_interval: Duration::from_millis(250),
                     security: s.security()?,
+                    memory_bytes: memory_bytes.or(s.memory_bytes),
                 };
                 runner::run(cfg, terminated()).await?;
                 Ok(())
             }
             Cmd::Submit { spec, c, wait } => {
-                let mut client = client::connect(
-                    &c.coordinator.unwrap_or(s.coordinator.clone()),
-                    &s.security()?,
-                )
-                .await?;
+                let mut client = connect(&s, c).await?;
                 let r = client::submit(&mut client, &spec).await?;
                 println!("{}", r.sweep_id);
-                eprintln!("submitted {} with {} trials", r.sweep_id, r.total_units);
+                let kind = SweepSpec::from_file(&spec)
+                    .map(|s| {
+                        if s.kind == SweepKind::Landscape {
+                            "landscape"
+                        } else {
+                            "search"
+                        }
+                    })
+                    .unwrap_or("search");
+                eprintln!(
+                    "submitted {} with {} {}",
+                    r.sweep_id,
+                    r.total_units,
+                    client::unit_noun(kind)
+                );
                 if wait {
                     let st = client::watch(&mut client, &r.sweep_id).await?;
                     eprintln!("{}", client::summary(&st));
@@ -259,11 +331,7 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Cmd::Status { sweep, c } => {
-                let mut client = client::connect(
-                    &c.coordinator.unwrap_or(s.coordinator.clone()),
-                    &s.security()?,
-                )
-                .await?;
+                let mut client = connect(&s, c).await?;
                 let list = match sweep {
                     Some(id) => vec![
                         client
@@ -272,14 +340,7 @@ fn main() -> Result<()> {
                             .map_err(|e| anyhow::anyhow!("{}", e.message()))?
                             .into_inner(),
                     ],
-                    None => {
-                        client
-                            .list_sweeps(proto::ListSweepsRequest {})
-                            .await
-                            .map_err(|e| anyhow::anyhow!("{}", e.message()))?
-                            .into_inner()
-                            .sweeps
-                    }
+                    None => client::list_all(&mut client, false).await?,
                 };
                 if list.is_empty() {
                     println!("no sweeps");
@@ -290,21 +351,13 @@ fn main() -> Result<()> {
                 Ok(())
             }
             Cmd::Watch { sweep, c } => {
-                let mut client = client::connect(
-                    &c.coordinator.unwrap_or(s.coordinator.clone()),
-                    &s.security()?,
-                )
-                .await?;
+                let mut client = connect(&s, c).await?;
                 let st = client::watch(&mut client, &sweep).await?;
                 println!("{}", client::summary(&st));
                 Ok(())
             }
             Cmd::Cancel { sweep, c } => {
-                let mut client = client::connect(
-                    &c.coordinator.unwrap_or(s.coordinator.clone()),
-                    &s.security()?,
-                )
-                .await?;
+                let mut client = connect(&s, c).await?;
                 let r = client
                     .cancel_sweep(proto::CancelSweepRequest {
                         sweep_id: sweep.clone(),
@@ -315,17 +368,25 @@ fn main() -> Result<()> {
                 println!("{sweep} {}", client::state_name(r.state));
                 Ok(())
             }
+            Cmd::Delete { sweep, c } => {
+                let mut client = connect(&s, c).await?;
+                let r = client
+                    .delete_sweep(proto::DeleteSweepRequest {
+                        sweep_id: sweep.clone(),
+                    })
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", e.message()))?
+                    .into_inner();
+                println!("{sweep} deleted ({} bytes of files freed)", r.bytes_freed);
+                Ok(())
+            }
             Cmd::Results {
                 sweep,
                 c,
                 format,
                 output,
             } => {
-                let mut client = client::connect(
-                    &c.coordinator.unwrap_or(s.coordinator.clone()),
-                    &s.security()?,
-                )
-                .await?;
+                let mut client = connect(&s, c).await?;
                 let r = client
                     .get_results(proto::GetResultsRequest { sweep_id: sweep })
                     .await
@@ -348,10 +409,19 @@ fn main() -> Result<()> {
 
 /// `ridgeline run`: everything in one process, on loopback.
 async fn cmd_run(s: &Settings, spec: &Path, workers: u32, out: &Path) -> Result<()> {
+    // A wrong spec is reported before anything starts (no half-started processes, no
+    // reconnect noise around the error).
+    let parsed = SweepSpec::from_file(spec)?;
+    if let Some(t) = parsed.landscape.as_ref().and_then(|l| l.train.as_ref()) {
+        SweepSpec::from_file(t)?;
+    }
     std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = watch::channel(false);
+    // Workers stop first, then the coordinator: a worker never sees its coordinator
+    // vanish (and warn about it) during a normal end.
+    let (stop_workers, workers_stopped) = watch::channel(false);
+    let (stop_coordinator, coordinator_stopped) = watch::channel(false);
     let until_stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -364,8 +434,9 @@ async fn cmd_run(s: &Settings, spec: &Path, workers: u32, out: &Path) -> Result<
         data_dir: out.to_owned(),
         core: core_config(s),
         security: security.clone(),
+        limits: limits(s),
     };
-    let coordinator = tokio::spawn(serve(listener, cfg, until_stopped(stopped.clone())));
+    let coordinator = tokio::spawn(serve(listener, cfg, until_stopped(coordinator_stopped)));
     let mut pool = Vec::new();
     for i in 0..workers {
         let cfg = WorkerConfig {
@@ -375,17 +446,19 @@ async fn cmd_run(s: &Settings, spec: &Path, workers: u32, out: &Path) -> Result<
             device: s.device.clone(),
             poll_interval: Duration::from_millis(100),
             security: security.clone(),
+            memory_bytes: s.memory_bytes,
         };
         pool.push(tokio::spawn(runner::run(
             cfg,
-            until_stopped(stopped.clone()),
+            until_stopped(workers_stopped.clone()),
         )));
     }
-    let result = drive(&url, &security, spec, workers, out).await;
-    let _ = stop.send(true);
+    let result = drive(&url, &security, client_timeout(s), spec, workers, out).await;
+    let _ = stop_workers.send(true);
     for w in pool {
         w.await?.context("local worker")?;
     }
+    let _ = stop_coordinator.send(true);
     coordinator.await?.context("embedded coordinator")?;
     result
 }
@@ -421,12 +494,7 @@ async fn run_one(
 
 /// A completed search sweep in this coordinator with exactly this spec, if any.
 async fn reusable(client: &mut client::Client, spec: &SweepSpec) -> Result<Option<String>> {
-    let list = client
-        .list_sweeps(proto::ListSweepsRequest {})
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", e.message()))?
-        .into_inner()
-        .sweeps;
+    let list = client::list_all(client, true).await?;
     let json = spec.to_json();
     Ok(list
         .into_iter()
@@ -442,12 +510,13 @@ async fn reusable(client: &mut client::Client, spec: &SweepSpec) -> Result<Optio
 async fn drive(
     url: &str,
     security: &Security,
+    timeout: Duration,
     spec_path: &Path,
     workers: u32,
     out: &Path,
 ) -> Result<()> {
     let started = std::time::Instant::now();
-    let mut client = client::connect(url, security).await?;
+    let mut client = client::connect(url, security, timeout).await?;
     let mut spec = SweepSpec::from_file(spec_path)?;
     // A scan of "the best model of this search": run the search first, or reuse it.
     let train = spec

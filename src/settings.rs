@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 
 /// Every setting any verb uses.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// Address the coordinator listens on.
@@ -41,6 +41,49 @@ pub struct Settings {
     pub tls_client_ca: Option<PathBuf>,
     /// Clients and workers: server name expected in the coordinator's certificate.
     pub tls_domain: Option<String>,
+    /// Coordinator: largest spec accepted, in bytes.
+    pub max_spec_bytes: usize,
+    /// Coordinator: most grid points (scans) or trials (searches) in one sweep.
+    pub max_points_per_sweep: u64,
+    /// Worker: bytes one unit may use (default: half the available memory, split
+    /// between the slots).
+    pub memory_bytes: Option<u64>,
+    /// Clients: seconds to wait for a coordinator to answer.
+    pub timeout_s: u64,
+}
+
+/// The settings' names, as environment variables take them (`RIDGELINE_` + upper case).
+const KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "coordinator",
+    "lease_ttl_ms",
+    "heartbeat_interval_ms",
+    "max_attempts",
+    "slots",
+    "device",
+    "token",
+    "token_file",
+    "tls_cert",
+    "tls_key",
+    "tls_ca",
+    "tls_client_ca",
+    "tls_domain",
+    "max_spec_bytes",
+    "max_points_per_sweep",
+    "memory_bytes",
+    "timeout_s",
+];
+
+/// The `RIDGELINE_*` variables that name a setting. Others (`RIDGELINE_BIN` in the Slurm
+/// scripts, anything a site adds) are left alone rather than failing every command.
+fn environment() -> config::Map<String, String> {
+    std::env::vars()
+        .filter_map(|(k, v)| {
+            let key = k.strip_prefix("RIDGELINE_")?.to_ascii_lowercase();
+            KEYS.contains(&key.as_str()).then_some((key, v))
+        })
+        .collect()
 }
 
 impl Default for Settings {
@@ -61,6 +104,10 @@ impl Default for Settings {
             tls_ca: None,
             tls_client_ca: None,
             tls_domain: None,
+            max_spec_bytes: 1 << 20,
+            max_points_per_sweep: 100_000_000,
+            memory_bytes: None,
+            timeout_s: 10,
         }
     }
 }
@@ -110,7 +157,11 @@ impl Settings {
                 )
             }
         }
-        b = b.add_source(config::Environment::with_prefix("RIDGELINE").try_parsing(true));
+        b = b.add_source(
+            config::Environment::default()
+                .source(Some(environment()))
+                .try_parsing(true),
+        );
         let where_ = file
             .map(|f| f.display().to_string())
             .unwrap_or_else(|| "ridgeline.toml / RIDGELINE_* environment".into());
@@ -137,5 +188,22 @@ mod tests {
         std::fs::write(&f, "slotz = 4\n").unwrap();
         let e = format!("{:#}", Settings::load(Some(&f)).unwrap_err());
         assert!(e.contains("slotz"), "{e}");
+    }
+
+    #[test]
+    fn every_setting_can_come_from_the_environment() {
+        // The list of keys the environment may set and the struct's fields agree: a
+        // field missing from KEYS could never be set by RIDGELINE_*.
+        let fields = serde_json::to_value(Settings::default()).unwrap();
+        let mut names: Vec<&str> = fields
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        let mut keys = KEYS.to_vec();
+        names.sort();
+        keys.sort();
+        assert_eq!(names, keys);
     }
 }

@@ -234,6 +234,7 @@ fn a_worker_of_another_protocol_version_is_refused_with_both_versions() {
                 name: "old".into(),
                 slots: 1,
                 devices: vec![],
+                ..Default::default()
             })
             .await
             .unwrap_err()

@@ -18,7 +18,9 @@ pub mod proto {
 
 /// Version of the worker protocol. A worker whose version differs is refused at
 /// registration with a message that names both.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: specs are fetched once per sweep (blob `spec.json`), outcomes carry their history,
+/// workers may ask for their old id back.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest gRPC message either side accepts or sends (checkpoints travel in reports).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;

@@ -60,6 +60,13 @@ pub(crate) fn outcome_from_proto(o: &proto::Outcome) -> Result<Outcome, Status> 
         metrics: metrics_from_proto(&o.final_metrics),
         error: o.error.clone(),
         duration_s: o.duration_s,
+        history: Some(
+            o.history
+                .iter()
+                .map(|p| (p.step, metrics_from_proto(&p.metrics)))
+                .collect(),
+        ),
+        permanent: o.permanent,
     })
 }
 
@@ -85,13 +92,13 @@ pub(crate) fn lease_to_proto(l: &Lease) -> proto::Unit {
         SweepKind::Search => proto::unit::Work::Train(proto::TrainTrial {
             trial_index: l.trial,
             params: params_to_proto(&l.params),
-            spec_json: l.spec.to_json(),
+            spec_json: String::new(),
             seed: l.spec.train.seed,
         }),
         // Tile i is unit i of the sweep (see `search::Tiles`).
         SweepKind::Landscape => proto::unit::Work::Tile(proto::LandscapeTile {
             tile_index: l.trial,
-            spec_json: l.spec.to_json(),
+            spec_json: String::new(),
         }),
     };
     proto::Unit {
@@ -102,10 +109,12 @@ pub(crate) fn lease_to_proto(l: &Lease) -> proto::Unit {
     }
 }
 
+/// A sweep's status; `spec_json` only when asked for (specs can be large, and a
+/// listing of many sweeps must stay small).
 pub(crate) fn status_to_proto(
     v: &SweepView,
-    best_params: Option<&ridgeline_common::params::Params>,
     checkpoint_dir: Option<String>,
+    with_spec: bool,
     now_ms: u64,
 ) -> proto::SweepStatus {
     let Counts {
@@ -131,17 +140,21 @@ pub(crate) fn status_to_proto(
         cancelled,
         metric: v.spec.metric().to_owned(),
         mode: v.spec.mode().as_str().into(),
-        best: v.best.map(|(trial, value)| proto::BestTrial {
-            trial_index: trial,
-            value,
-            params: best_params.map(params_to_proto).unwrap_or_default(),
+        best: v.best.as_ref().map(|b| proto::BestTrial {
+            trial_index: b.trial,
+            value: b.value,
+            params: params_to_proto(&b.params),
             checkpoint_dir: checkpoint_dir.unwrap_or_default(),
         }),
         kind: match v.spec.kind {
             SweepKind::Search => "search".into(),
             SweepKind::Landscape => "landscape".into(),
         },
-        spec_json: v.spec.to_json(),
+        spec_json: if with_spec {
+            v.spec.to_json()
+        } else {
+            String::new()
+        },
         created_unix: v.created as f64 / 1000.0,
         elapsed_s: end.saturating_sub(v.created) as f64 / 1000.0,
     }

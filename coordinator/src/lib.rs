@@ -10,4 +10,4 @@ pub mod search;
 pub mod service;
 pub mod store;
 
-pub use service::{CoordinatorConfig, ServeError, serve};
+pub use service::{CoordinatorConfig, Limits, ServeError, serve};

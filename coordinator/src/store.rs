@@ -10,7 +10,8 @@ use ridgeline_common::ids::{SweepId, UnitId};
 use ridgeline_common::params::Params;
 use ridgeline_common::spec::SweepSpec;
 
-use crate::core::{Action, Millis, SweepState, UnitState};
+use crate::core::{Action, Best, Counts, Millis, StoredSweep, StoredUnit, SweepState, UnitState};
+use ridgeline_common::ids::WorkerId;
 
 /// Store errors.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,7 @@ CREATE TABLE IF NOT EXISTS units (
     error       TEXT,
     UNIQUE (sweep_id, trial)
 );
+CREATE INDEX IF NOT EXISTS units_by_state ON units (sweep_id, state);
 CREATE TABLE IF NOT EXISTS metrics (
     unit_id INTEGER NOT NULL REFERENCES units(id),
     step    INTEGER NOT NULL,
@@ -118,6 +120,19 @@ pub struct TrialRow {
     pub history: Vec<(u32, Vec<(String, f64)>)>,
 }
 
+/// Totals of a scan's units, for its `meta.json`.
+#[derive(Clone, Debug, Default)]
+pub struct ScanSummary {
+    /// Samples each point was evaluated on.
+    pub samples: Option<f64>,
+    /// Seconds spent on tiles, summed over units.
+    pub tile_seconds: f64,
+    /// Seconds spent on Hessian-vector products.
+    pub hessian_seconds: f64,
+    /// Workers that finished units.
+    pub workers: Vec<String>,
+}
+
 /// The database.
 pub struct Store {
     conn: Connection,
@@ -164,8 +179,179 @@ impl Store {
         for a in actions {
             apply_one(&tx, a)?;
         }
+        // Deterministic fault injection for tests (`--features failpoints`): a commit that
+        // fails as a full disk would.
+        fail::fail_point!("store::commit", |_| Err(StoreError::Sqlite(
+            rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+                Some("database or disk is full (failpoint)".into()),
+            )
+        )));
         tx.commit()?;
         Ok(())
+    }
+
+    /// The largest number in the stored worker ids (`w{n}-name`), so a restarted core
+    /// never gives out a dead worker's id again.
+    pub fn max_worker_number(&self) -> Result<u64, StoreError> {
+        let mut st = self.conn.prepare("SELECT id FROM workers")?;
+        let ids = st.query_map([], |r| r.get::<_, String>(0))?;
+        let mut max = 0;
+        for id in ids {
+            let id = id?;
+            let n = id
+                .strip_prefix('w')
+                .and_then(|r| r.split('-').next())
+                .and_then(|n| n.parse::<u64>().ok());
+            max = max.max(n.unwrap_or(0));
+        }
+        Ok(max)
+    }
+
+    /// The state of one trial of a sweep, if it was generated.
+    pub fn trial_state(
+        &self,
+        sweep: &SweepId,
+        trial: u32,
+    ) -> Result<Option<UnitState>, StoreError> {
+        let s: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT state FROM units WHERE sweep_id = ?1 AND trial = ?2",
+                params![sweep.as_str(), trial],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(s.and_then(|s| UnitState::parse(&s)))
+    }
+
+    /// Totals of a scan's units (units `0..tiles` are tiles, the rest Hessian shards),
+    /// computed by SQLite rather than by loading every row.
+    pub fn scan_summary(&self, id: &SweepId, tiles: u32) -> Result<ScanSummary, StoreError> {
+        let (tile_seconds, hessian_seconds): (Option<f64>, Option<f64>) = self.conn.query_row(
+            "SELECT SUM(CASE WHEN trial < ?2 THEN duration_s END),
+                    SUM(CASE WHEN trial >= ?2 THEN duration_s END)
+             FROM units WHERE sweep_id = ?1",
+            params![id.as_str(), tiles],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let samples: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT final_json FROM units WHERE sweep_id = ?1 AND state = 'completed'
+                 AND trial < ?2 LIMIT 1",
+                params![id.as_str(), tiles],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let samples = match samples {
+            Some(j) => parse_json::<Vec<(String, Option<f64>)>>("final metrics", &j)?
+                .into_iter()
+                .find(|(n, _)| n == "samples")
+                .and_then(|(_, v)| v),
+            None => None,
+        };
+        let mut st = self.conn.prepare(
+            "SELECT DISTINCT worker FROM units WHERE sweep_id = ?1 AND worker IS NOT NULL
+             ORDER BY worker",
+        )?;
+        let workers = st
+            .query_map([id.as_str()], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(ScanSummary {
+            samples,
+            tile_seconds: tile_seconds.unwrap_or(0.0),
+            hessian_seconds: hessian_seconds.unwrap_or(0.0),
+            workers,
+        })
+    }
+
+    /// Trial indices of a sweep's completed units.
+    pub fn completed_trials(&self, id: &SweepId) -> Result<Vec<u32>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT trial FROM units WHERE sweep_id = ?1 AND state = 'completed'")?;
+        let rows = st.query_map([id.as_str()], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Everything the core needs to continue: every sweep with its counts, its best
+    /// trial and its units that were not final. Final units are counted, not loaded.
+    pub fn restore(&self) -> Result<Vec<StoredSweep>, StoreError> {
+        let mut out = Vec::new();
+        for row in self.sweeps()? {
+            let id = row.id.clone();
+            let mut finals = Counts::default();
+            let mut generated = 0;
+            let mut st = self.conn.prepare_cached(
+                "SELECT state, COUNT(*), MAX(trial) FROM units WHERE sweep_id = ?1 GROUP BY state",
+            )?;
+            let mut rows = st.query([id.as_str()])?;
+            while let Some(r) = rows.next()? {
+                let state: String = r.get(0)?;
+                let n: u32 = r.get(1)?;
+                let max: u32 = r.get(2)?;
+                generated = generated.max(max + 1);
+                match UnitState::parse(&state) {
+                    Some(UnitState::Completed) => finals.completed += n,
+                    Some(UnitState::Failed) => finals.failed += n,
+                    Some(UnitState::Diverged) => finals.diverged += n,
+                    Some(UnitState::Cancelled) => finals.cancelled += n,
+                    _ => {}
+                }
+            }
+            let mut st = self.conn.prepare_cached(
+                "SELECT id, trial, params_json, state, attempts, worker FROM units
+                 WHERE sweep_id = ?1 AND state IN ('pending', 'running') ORDER BY trial",
+            )?;
+            let mut rows = st.query([id.as_str()])?;
+            let mut live = Vec::new();
+            while let Some(r) = rows.next()? {
+                let state: String = r.get(3)?;
+                live.push(StoredUnit {
+                    unit: UnitId(r.get::<_, i64>(0)? as u64),
+                    trial: r.get(1)?,
+                    params: parse_json("parameters", &r.get::<_, String>(2)?)?,
+                    state: UnitState::parse(&state).unwrap_or(UnitState::Pending),
+                    attempts: r.get(4)?,
+                    worker: r.get::<_, Option<String>>(5)?.map(WorkerId),
+                });
+            }
+            let best = match row.best {
+                Some((trial, value)) => {
+                    let p: Option<String> = self
+                        .conn
+                        .query_row(
+                            "SELECT params_json FROM units WHERE sweep_id = ?1 AND trial = ?2",
+                            params![id.as_str(), trial],
+                            |r| r.get(0),
+                        )
+                        .optional()?;
+                    Some(Best {
+                        trial,
+                        value,
+                        params: match p {
+                            Some(p) => parse_json("parameters", &p)?,
+                            None => Params::new(),
+                        },
+                    })
+                }
+                None => None,
+            };
+            out.push(StoredSweep {
+                id,
+                spec: row.spec,
+                state: row.state,
+                created: row.created_ms,
+                finished: row.finished_ms,
+                best,
+                generated,
+                finals,
+                live,
+                released: None,
+            });
+        }
+        Ok(out)
     }
 
     /// All sweeps, oldest first.
@@ -366,17 +552,25 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<(), StoreErro
             step,
             metrics,
         } => {
-            let mut st = tx.prepare_cached(
-                "INSERT OR REPLACE INTO metrics (unit_id, step, name, value) VALUES (?1, ?2, ?3, ?4)",
+            insert_metrics(tx, *unit, [(*step, metrics.as_slice())])?;
+        }
+        Action::SweepBest {
+            sweep,
+            trial,
+            value,
+        } => {
+            tx.execute(
+                "UPDATE sweeps SET best_trial = ?2, best_value = ?3 WHERE id = ?1",
+                params![sweep.as_str(), trial, value],
             )?;
-            for (name, value) in metrics {
-                st.execute(params![
-                    unit.0 as i64,
-                    step,
-                    name,
-                    value.is_finite().then_some(*value)
-                ])?;
-            }
+        }
+        Action::SweepDeleted { sweep } => {
+            tx.execute(
+                "DELETE FROM metrics WHERE unit_id IN (SELECT id FROM units WHERE sweep_id = ?1)",
+                [sweep.as_str()],
+            )?;
+            tx.execute("DELETE FROM units WHERE sweep_id = ?1", [sweep.as_str()])?;
+            tx.execute("DELETE FROM sweeps WHERE id = ?1", [sweep.as_str()])?;
         }
         Action::UnitFinished {
             unit,
@@ -385,9 +579,16 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<(), StoreErro
             error,
             duration_s,
             worker,
+            history,
             at,
             ..
         } => {
+            // The winning attempt's own history replaces whatever progress was stored
+            // (other attempts', or holes left by a restart).
+            if let Some(h) = history {
+                tx.execute("DELETE FROM metrics WHERE unit_id = ?1", [unit.0 as i64])?;
+                insert_metrics(tx, *unit, h.iter().map(|(s, m)| (*s, m.as_slice())))?;
+            }
             tx.execute(
                 "UPDATE units SET state = ?2, final_json = ?3, error = ?4, duration_s = ?5,
                      worker = COALESCE(?6, worker), finished_ms = ?7
@@ -440,6 +641,27 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<(), StoreErro
                 "UPDATE workers SET gone_reason = ?2 WHERE id = ?1",
                 params![worker.as_str(), reason],
             )?;
+        }
+    }
+    Ok(())
+}
+
+fn insert_metrics<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    unit: UnitId,
+    steps: impl IntoIterator<Item = (u32, &'a [(String, f64)])>,
+) -> Result<(), StoreError> {
+    let mut st = tx.prepare_cached(
+        "INSERT OR REPLACE INTO metrics (unit_id, step, name, value) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (step, metrics) in steps {
+        for (name, value) in metrics {
+            st.execute(params![
+                unit.0 as i64,
+                step,
+                name,
+                value.is_finite().then_some(*value)
+            ])?;
         }
     }
     Ok(())

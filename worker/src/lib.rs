@@ -2,6 +2,9 @@
 
 pub mod data;
 pub mod landscape;
+pub mod memory;
 pub mod model;
 pub mod runner;
 pub mod train;
+
+pub use memory::UnitError;

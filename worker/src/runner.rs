@@ -39,6 +39,9 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     /// Token and TLS.
     pub security: Security,
+    /// Bytes one unit may use for its working memory (scan tiles are evaluated in chunks
+    /// that fit); `None`: a share of the memory available when the worker starts.
+    pub memory_bytes: Option<u64>,
 }
 
 /// Errors that stop a worker.
@@ -88,6 +91,29 @@ pub(crate) fn dataset(spec: &SweepSpec) -> Result<Arc<Dataset>, String> {
     let d = Arc::new(data::load(&spec.data, spec.data_format()).map_err(|e| e.to_string())?);
     cache.lock().expect("cache lock").insert(key, d.clone());
     Ok(d)
+}
+
+/// A sweep's spec, fetched from the coordinator once per sweep (blob `spec.json`) rather
+/// than carried by every lease.
+fn sweep_spec(
+    sweep: &str,
+    fetch: crate::landscape::exec::Fetch<'_>,
+) -> Result<Arc<SweepSpec>, String> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<SweepSpec>>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(s) = cache.lock().expect("cache lock").get(sweep) {
+        return Ok(s.clone());
+    }
+    let bytes = fetch("spec.json")?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| format!("spec.json: {e}"))?;
+    let spec = Arc::new(SweepSpec::from_json(text).map_err(|e| format!("spec.json: {e}"))?);
+    let mut c = cache.lock().expect("cache lock");
+    // Specs are small, but a long-lived worker sees many sweeps: keep the recent few.
+    if c.len() >= 16 {
+        c.clear();
+    }
+    c.insert(sweep.to_owned(), spec.clone());
+    Ok(spec)
 }
 
 /// Fetches a sweep's files from the coordinator, from a unit's thread, once per process.
@@ -146,41 +172,48 @@ fn metrics(m: &[(String, f64)]) -> Vec<proto::Metric> {
 fn execute(
     unit: &proto::Unit,
     device: &Device,
+    memory_bytes: u64,
     cancel: &AtomicBool,
     tx: &mpsc::UnboundedSender<TrialEvent>,
     fetch: crate::landscape::exec::Fetch<'_>,
 ) -> Option<proto::Outcome> {
     let start = Instant::now();
     let unit_id = unit.unit_id;
-    let result = (|| -> Result<train::TrialOutput, String> {
+    // Every progress report, kept to travel with the outcome: the attempt whose result
+    // wins has its whole history stored, whatever reached the coordinator on the way.
+    let mut history: Vec<proto::Progress> = Vec::new();
+    let result = (|| -> Result<train::TrialOutput, crate::UnitError> {
+        let spec = sweep_spec(&unit.sweep_id, fetch)?;
         let t = match &unit.work {
             Some(proto::unit::Work::Train(t)) => t,
             Some(proto::unit::Work::Tile(t)) => {
-                let spec = SweepSpec::from_json(&t.spec_json).map_err(|e| e.to_string())?;
                 return crate::landscape::exec::run_unit(
                     &unit.sweep_id,
                     &spec,
                     t.tile_index,
                     fetch,
                     device,
+                    memory_bytes,
                 );
             }
             None => return Err("unit carries no work this worker understands".into()),
         };
-        let spec = SweepSpec::from_json(&t.spec_json).map_err(|e| e.to_string())?;
         let params = params_from_proto(&t.params)?;
         let data = dataset(&spec)?;
         let mut progress = |step: u32, m: Vec<(String, f64)>| {
-            let _ = tx.send(TrialEvent::Progress(proto::Progress {
+            let p = proto::Progress {
                 unit_id,
                 step,
                 metrics: metrics(&m),
-            }));
+            };
+            history.push(p.clone());
+            let _ = tx.send(TrialEvent::Progress(p));
         };
         train::run_trial(&spec, &params, &data, device, cancel, &mut progress)
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string().into())
     })();
     let duration_s = start.elapsed().as_secs_f64();
+    let mut permanent = false;
     let (state, final_metrics, error, artifacts) = match result {
         Ok(out) => {
             let state = match out.end {
@@ -200,7 +233,10 @@ fn execute(
             };
             (state, metrics(&out.final_metrics), err, arts)
         }
-        Err(e) => (proto::UnitState::Failed, vec![], e, vec![]),
+        Err(e) => {
+            permanent = e.permanent;
+            (proto::UnitState::Failed, vec![], e.message, vec![])
+        }
     };
     Some(proto::Outcome {
         unit_id,
@@ -209,12 +245,18 @@ fn execute(
         error,
         duration_s,
         artifacts,
+        history,
+        permanent,
     })
 }
 
 struct Worker {
     cfg: WorkerConfig,
     device: Device,
+    /// Working memory one unit may use.
+    memory_bytes: u64,
+    /// The id of the last registration, asked for again after a reconnect.
+    last_id: Option<String>,
     device_desc: proto::Device,
     running: HashMap<u64, Arc<AtomicBool>>,
     progress: Vec<proto::Progress>,
@@ -247,6 +289,7 @@ impl Worker {
         self.running.insert(unit.unit_id, cancel.clone());
         let tx = self.tx.clone();
         let device = self.device.clone();
+        let memory = self.memory_bytes;
         let fetcher = BlobFetcher {
             client: client.clone(),
             runtime: tokio::runtime::Handle::current(),
@@ -257,7 +300,7 @@ impl Worker {
         let spawned = std::thread::Builder::new().name(name).spawn(move || {
             let id = unit.unit_id;
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                execute(&unit, &device, &cancel, &tx, &|name: &str| {
+                execute(&unit, &device, memory, &cancel, &tx, &|name: &str| {
                     fetcher.fetch(name)
                 })
             }))
@@ -309,6 +352,7 @@ impl Worker {
                 name: self.cfg.name.clone(),
                 slots: self.cfg.slots,
                 devices: vec![self.device_desc.clone()],
+                resume_worker_id: self.last_id.clone().unwrap_or_default(),
             })
             .await;
         let reg = match reg {
@@ -328,6 +372,7 @@ impl Worker {
         };
         let id = reg.worker_id;
         info!(worker = %id, slots = self.cfg.slots, "registered with the coordinator");
+        self.last_id = Some(id.clone());
         let mut heartbeat =
             tokio::time::interval(Duration::from_millis(reg.heartbeat_interval_ms.max(50)));
         let mut flush = tokio::time::interval(Duration::from_millis(200));
@@ -417,12 +462,8 @@ impl Worker {
                 self.cancel(&r.into_inner().cancel_units);
                 Ok(())
             }
-            // The coordinator took the outcomes but no longer knows us (it restarted):
-            // register again and send the progress once more, which re-adopts the units.
-            Err(s) if s.code() == Code::NotFound => {
-                self.outcomes.clear();
-                Err(s)
-            }
+            // Nothing of an unacknowledged report was taken (the coordinator restarted,
+            // or could not store it): register again (same id) and send it all again.
             Err(s) => Err(s),
         }
     }
@@ -470,7 +511,12 @@ pub async fn run(
     net::endpoint(&cfg.coordinator, &cfg.security, None)
         .map_err(|e| WorkerError::Url(cfg.coordinator.clone(), e.to_string()))?;
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let memory_bytes = cfg
+        .memory_bytes
+        .unwrap_or_else(|| crate::memory::default_unit_budget(cfg.slots));
     let mut w = Worker {
+        memory_bytes,
+        last_id: None,
         device_desc: proto::Device {
             kind,
             ordinal,

@@ -211,8 +211,24 @@ pub enum Action {
         duration_s: f64,
         /// The worker that produced the final state, if any.
         worker: Option<WorkerId>,
+        /// The winning attempt's complete history, replacing the stored progress.
+        history: Option<History>,
         /// When.
         at: Millis,
+    },
+    /// A sweep has a new best trial (persisted at once, so a restart keeps it).
+    SweepBest {
+        /// The sweep.
+        sweep: SweepId,
+        /// The trial.
+        trial: u32,
+        /// Its metric value.
+        value: f64,
+    },
+    /// A sweep and everything of it was deleted.
+    SweepDeleted {
+        /// The sweep.
+        sweep: SweepId,
     },
     /// A sweep reached a final state.
     SweepFinished {
@@ -286,6 +302,9 @@ pub struct Lease {
     pub spec: Arc<SweepSpec>,
 }
 
+/// Per-step metrics of one attempt, ordered by step.
+pub type History = Vec<(u32, Vec<(String, f64)>)>;
+
 /// A worker's report that a unit ended.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Outcome {
@@ -299,6 +318,24 @@ pub struct Outcome {
     pub error: String,
     /// Seconds the attempt ran.
     pub duration_s: f64,
+    /// The attempt's complete per-step history, when the worker sent it: it replaces
+    /// whatever progress was stored, so the winning attempt's history is the one kept.
+    pub history: Option<History>,
+    /// The failure will happen again on any worker (e.g. out of memory for the unit's
+    /// size): not retried.
+    pub permanent: bool,
+}
+
+/// What became of a reported outcome.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    /// Taken: the unit finished, or failed and was queued again.
+    Accepted,
+    /// The unit had already finished (a duplicate, or a result that lost a race):
+    /// acknowledged, changes nothing.
+    AlreadyFinal,
+    /// The reporting worker never held the unit, or the unit never existed.
+    Refused(String),
 }
 
 /// Errors of the core, each one a caller's mistake rather than a broken invariant.
@@ -315,14 +352,21 @@ pub enum CoreError {
     DuplicateSweep(SweepId),
 }
 
+/// A unit that is not final yet. Finished units leave the core (the store keeps them),
+/// so memory follows the work in flight, not the work done.
 #[derive(Debug)]
 struct Unit {
     sweep: SweepId,
     trial: u32,
     params: Params,
+    /// Pending or Running.
     state: UnitState,
     attempts: u32,
+    /// The worker holding the current lease.
     worker: Option<WorkerId>,
+    /// Every worker that ever held a lease on the unit: a late result from one of them
+    /// is accepted while the unit is open; anyone else's is refused.
+    holders: Vec<WorkerId>,
     deadline: Millis,
 }
 
@@ -353,6 +397,17 @@ pub struct Counts {
     pub cancelled: u32,
 }
 
+/// The best completed trial of a sweep.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Best {
+    /// Its trial index.
+    pub trial: u32,
+    /// Its value of the sweep's metric.
+    pub value: f64,
+    /// Its parameters.
+    pub params: Params,
+}
+
 struct Sweep {
     spec: Arc<SweepSpec>,
     state: SweepState,
@@ -361,10 +416,13 @@ struct Sweep {
     /// Units `0..gate` may be generated; later ones wait for results of earlier ones
     /// (a scan's Hessian round needs the previous round's products).
     gate: u32,
+    /// Generated units waiting for a worker (retries, and units restored after a
+    /// restart); fresh trials are generated when a worker asks.
     pending: VecDeque<UnitId>,
-    units: Vec<UnitId>,
+    /// Generated units that are not final: what cancellation has to visit.
+    live: BTreeSet<UnitId>,
     counts: Counts,
-    best: Option<(u32, f64)>,
+    best: Option<Best>,
     created: Millis,
     finished: Option<Millis>,
 }
@@ -380,8 +438,8 @@ pub struct SweepView {
     pub state: SweepState,
     /// Unit counts.
     pub counts: Counts,
-    /// Best trial and value so far.
-    pub best: Option<(u32, f64)>,
+    /// Best trial so far.
+    pub best: Option<Best>,
     /// Creation time.
     pub created: Millis,
     /// Time it reached a final state.
@@ -394,6 +452,7 @@ pub struct Core {
     sweeps: HashMap<SweepId, Sweep>,
     /// Running sweeps in submission order: leasing serves older sweeps first.
     order: Vec<SweepId>,
+    /// Live (pending or running) units only.
     units: HashMap<UnitId, Unit>,
     workers: HashMap<WorkerId, Worker>,
     next_unit: u64,
@@ -401,8 +460,9 @@ pub struct Core {
 }
 
 impl Core {
-    /// An empty core. `first_unit_id` continues the numbering of a stored database.
-    pub fn new(cfg: CoreConfig, first_unit_id: u64) -> Self {
+    /// An empty core. `first_unit_id` and `first_worker` continue the numbering of a
+    /// stored database, so that no id is ever given out twice.
+    pub fn new(cfg: CoreConfig, first_unit_id: u64, first_worker: u64) -> Self {
         Core {
             cfg,
             sweeps: HashMap::new(),
@@ -410,7 +470,7 @@ impl Core {
             units: HashMap::new(),
             workers: HashMap::new(),
             next_unit: first_unit_id.max(1),
-            next_worker: 1,
+            next_worker: first_worker.max(1),
         }
     }
 
@@ -426,22 +486,27 @@ impl Core {
             spec: s.spec.clone(),
             state: s.state,
             counts: s.counts,
-            best: s.best,
+            best: s.best.clone(),
             created: s.created,
             finished: s.finished,
         })
     }
 
-    /// Ids of all sweeps known to the core.
+    /// Ids of all sweeps known to the core, oldest first.
     pub fn sweep_ids(&self) -> Vec<SweepId> {
         let mut v: Vec<_> = self.sweeps.keys().cloned().collect();
-        v.sort_by_key(|id| self.sweeps[id].created);
+        v.sort_by(|a, b| (self.sweeps[a].created, a).cmp(&(self.sweeps[b].created, b)));
         v
     }
 
-    /// The state of a unit, if the core holds it.
+    /// The state of a live unit; `None` once it is final (the store has it then).
     pub fn unit_state(&self, id: UnitId) -> Option<UnitState> {
         self.units.get(&id).map(|u| u.state)
+    }
+
+    /// Number of live (pending or running) units held in memory.
+    pub fn live_units(&self) -> usize {
+        self.units.len()
     }
 
     /// Number of registered workers.
@@ -449,25 +514,18 @@ impl Core {
         self.workers.len()
     }
 
-    /// The parameters of a sweep's trial, if it has been generated.
-    pub fn trial_params(&self, sweep: &SweepId, trial: u32) -> Option<&Params> {
-        let uid = self.sweeps.get(sweep)?.units.get(trial as usize)?;
-        self.units.get(uid).map(|u| &u.params)
+    /// Whether a worker is registered.
+    pub fn has_worker(&self, id: &WorkerId) -> bool {
+        self.workers.contains_key(id)
     }
 
-    /// The state of a sweep's trial, if it has been generated.
-    pub fn trial_state(&self, sweep: &SweepId, trial: u32) -> Option<UnitState> {
-        let uid = self.sweeps.get(sweep)?.units.get(trial as usize)?;
-        self.units.get(uid).map(|u| u.state)
-    }
-
-    /// The sweep and trial of a unit.
+    /// The sweep and trial of a live unit.
     pub fn unit_trial(&self, id: UnitId) -> Option<(SweepId, u32)> {
         self.units.get(&id).map(|u| (u.sweep.clone(), u.trial))
     }
 }
 
-/// A unit as stored, for rebuilding the core after a restart.
+/// A unit that was not final when stored, for rebuilding the core after a restart.
 #[derive(Clone, Debug)]
 pub struct StoredUnit {
     /// Its id.
@@ -476,13 +534,16 @@ pub struct StoredUnit {
     pub trial: u32,
     /// Its parameters.
     pub params: Params,
-    /// Its stored state.
+    /// Its stored state (pending or running).
     pub state: UnitState,
     /// Leases so far.
     pub attempts: u32,
+    /// The worker of its last lease.
+    pub worker: Option<WorkerId>,
 }
 
-/// A sweep as stored, for rebuilding the core after a restart.
+/// A sweep as stored, for rebuilding the core after a restart: its live units and the
+/// counts of its final ones, never the final units themselves.
 #[derive(Clone, Debug)]
 pub struct StoredSweep {
     /// Its id.
@@ -495,10 +556,14 @@ pub struct StoredSweep {
     pub created: Millis,
     /// Completion time.
     pub finished: Option<Millis>,
-    /// Best trial and value.
-    pub best: Option<(u32, f64)>,
-    /// Its units, in trial order (trials are generated in order, so 0..n).
-    pub units: Vec<StoredUnit>,
+    /// Best trial so far.
+    pub best: Option<Best>,
+    /// Units generated so far (trials are generated in order: `0..generated`).
+    pub generated: u32,
+    /// Counts of final units (completed, failed, diverged, cancelled).
+    pub finals: Counts,
+    /// Its units that were not final.
+    pub live: Vec<StoredUnit>,
     /// How many units had been released (see [`on_units_released`]); `None` for the
     /// sweep's initial release.
     pub released: Option<u32>,

@@ -1,18 +1,23 @@
 //! Events of a sweep's life: submitted, restored after a restart, gated units released
-//! or abandoned, units finished, cancelled.
+//! or abandoned, units finished, cancelled, deleted.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use ridgeline_common::ids::{SweepId, UnitId, WorkerId};
-use ridgeline_common::spec::{Mode, SweepSpec};
+use ridgeline_common::spec::SweepSpec;
 
 use super::*;
 use crate::search::searcher_for;
 
-/// Rebuilds a sweep from the store after a coordinator restart. Units that were leased
-/// go back to the queue (their workers, if alive, will report or be told to stop);
-/// completed work is kept; the searcher continues after the last generated trial.
+fn total_of(spec: &SweepSpec) -> u32 {
+    u32::try_from(spec.total_units()).expect("validated to fit in u32")
+}
+
+/// Rebuilds a sweep from the store after a coordinator restart (or after a failed
+/// commit, which discards the in-memory state). Units that were leased go back to the
+/// queue: a worker still running one re-adopts it, and the worker of the last lease may
+/// still deliver its result. Completed work stays in the store and is only counted here.
 pub fn on_sweep_restored(core: &mut Core, out: &mut impl Outbox, stored: StoredSweep, now: Millis) {
     let StoredSweep {
         id,
@@ -21,62 +26,69 @@ pub fn on_sweep_restored(core: &mut Core, out: &mut impl Outbox, stored: StoredS
         created,
         finished,
         best,
-        units,
+        generated,
+        finals,
+        live,
         released,
     } = stored;
-    let total = u32::try_from(spec.total_units()).expect("validated to fit in u32");
+    let total = total_of(&spec);
     let spec = Arc::new(spec);
     let mut sweep = Sweep {
         searcher: searcher_for(&spec),
         gate: released.unwrap_or_else(|| initial_gate(&spec)),
         spec,
         state,
-        next_trial: units.iter().map(|u| u.trial + 1).max().unwrap_or(0),
+        next_trial: generated,
         pending: VecDeque::new(),
-        units: Vec::with_capacity(units.len()),
+        live: BTreeSet::new(),
         counts: Counts {
             total,
-            ..Counts::default()
+            pending: 0,
+            running: 0,
+            ..finals
         },
         best,
         created,
         finished,
     };
-    for u in units {
+    for u in live {
         core.next_unit = core.next_unit.max(u.unit.0 + 1);
-        let mut unit_state = u.state;
-        if !u.state.is_final() {
-            if state == SweepState::Running {
-                unit_state = UnitState::Pending;
-                sweep.pending.push_back(u.unit);
-                if u.state == UnitState::Running {
-                    out.send(Action::UnitRequeued {
-                        unit: u.unit,
-                        attempts: u.attempts,
-                        reason: "coordinator restarted".into(),
-                    });
-                }
-            } else {
-                unit_state = UnitState::Cancelled;
-            }
+        if state != SweepState::Running {
+            // A sweep that ended with units still open: they can never run.
+            sweep.counts.cancelled += 1;
+            out.send(Action::UnitFinished {
+                unit: u.unit,
+                sweep: id.clone(),
+                trial: u.trial,
+                state: UnitState::Cancelled,
+                metrics: vec![],
+                error: format!("sweep {}", state.as_str()),
+                duration_s: 0.0,
+                worker: None,
+                history: None,
+                at: now,
+            });
+            continue;
         }
-        match unit_state {
-            UnitState::Pending => {}
-            UnitState::Completed => sweep.counts.completed += 1,
-            UnitState::Diverged => sweep.counts.diverged += 1,
-            UnitState::Cancelled => sweep.counts.cancelled += 1,
-            _ => sweep.counts.failed += 1,
+        if u.state == UnitState::Running {
+            out.send(Action::UnitRequeued {
+                unit: u.unit,
+                attempts: u.attempts,
+                reason: "coordinator restarted".into(),
+            });
         }
-        sweep.units.push(u.unit);
+        sweep.pending.push_back(u.unit);
+        sweep.live.insert(u.unit);
         core.units.insert(
             u.unit,
             Unit {
                 sweep: id.clone(),
                 trial: u.trial,
                 params: u.params,
-                state: unit_state,
+                state: UnitState::Pending,
                 attempts: u.attempts,
                 worker: None,
+                holders: u.worker.into_iter().collect(),
                 deadline: 0,
             },
         );
@@ -97,14 +109,13 @@ pub fn on_sweep_restored(core: &mut Core, out: &mut impl Outbox, stored: StoredS
 /// Units a sweep may generate before any result is in: everything, except that a scan
 /// with a Hessian holds back all Lanczos rounds after the first.
 pub fn initial_gate(spec: &SweepSpec) -> u32 {
-    let total = u32::try_from(spec.total_units()).expect("validated to fit in u32");
     match spec
         .landscape
         .as_ref()
         .and_then(|l| l.hessian.as_ref().map(|h| (l, h)))
     {
         Some((l, h)) => (l.tiles() + h.shards) as u32,
-        None => total,
+        None => total_of(spec),
     }
 }
 
@@ -142,7 +153,7 @@ pub fn on_sweep_submitted(
     if core.sweeps.contains_key(&id) {
         return Err(CoreError::DuplicateSweep(id));
     }
-    let total = u32::try_from(spec.total_units()).expect("validated to fit in u32");
+    let total = total_of(&spec);
     let spec = Arc::new(spec);
     out.send(Action::SweepCreated {
         sweep: id.clone(),
@@ -157,7 +168,7 @@ pub fn on_sweep_submitted(
         state: SweepState::Running,
         next_trial: 0,
         pending: VecDeque::new(),
-        units: Vec::new(),
+        live: BTreeSet::new(),
         counts: Counts {
             total,
             pending: total,
@@ -174,6 +185,8 @@ pub fn on_sweep_submitted(
     Ok(total)
 }
 
+/// A unit reached a final state: it leaves the core (the store keeps it), the counts and
+/// the best trial follow, and the sweep may finish.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn finish_unit(
     core: &mut Core,
@@ -184,42 +197,55 @@ pub(super) fn finish_unit(
     error: String,
     duration_s: f64,
     worker: Option<WorkerId>,
+    history: Option<History>,
     now: Millis,
 ) {
-    let u = core.units.get_mut(&uid).expect("caller checked");
-    u.state = state;
-    u.worker = None;
-    let (sid, trial) = (u.sweep.clone(), u.trial);
+    let u = core.units.remove(&uid).expect("caller checked");
+    if let Some(w) = u.worker.as_ref().and_then(|w| core.workers.get_mut(w)) {
+        w.units.remove(&uid);
+    }
+    let (sid, trial) = (u.sweep, u.trial);
     let s = core.sweeps.get_mut(&sid).expect("unit's sweep exists");
+    s.live.remove(&uid);
     match state {
         UnitState::Completed => s.counts.completed += 1,
         UnitState::Diverged => s.counts.diverged += 1,
         UnitState::Cancelled => s.counts.cancelled += 1,
         _ => s.counts.failed += 1,
     }
-    if state == UnitState::Completed {
-        let metric = s.spec.metric();
-        let mode: Mode = s.spec.mode();
-        if let Some((_, v)) = metrics.iter().find(|(n, _)| n == metric) {
-            if v.is_finite() {
-                s.searcher.observe(trial, *v);
-                if s.best.is_none_or(|(_, b)| mode.better(*v, b)) {
-                    s.best = Some((trial, *v));
-                }
-            }
-        }
-    }
     out.send(Action::UnitFinished {
         unit: uid,
         sweep: sid.clone(),
         trial,
         state,
-        metrics,
+        metrics: metrics.clone(),
         error,
         duration_s,
         worker,
+        history,
         at: now,
     });
+    if state == UnitState::Completed {
+        let metric = s.spec.metric();
+        let mode = s.spec.mode();
+        if let Some((_, v)) = metrics.iter().find(|(n, _)| n == metric) {
+            if v.is_finite() {
+                s.searcher.observe(trial, *v);
+                if s.best.as_ref().is_none_or(|b| mode.better(*v, b.value)) {
+                    s.best = Some(Best {
+                        trial,
+                        value: *v,
+                        params: u.params,
+                    });
+                    out.send(Action::SweepBest {
+                        sweep: sid.clone(),
+                        trial,
+                        value: *v,
+                    });
+                }
+            }
+        }
+    }
     maybe_finish(core, out, &sid, now);
 }
 
@@ -242,13 +268,14 @@ pub(super) fn maybe_finish(core: &mut Core, out: &mut impl Outbox, sid: &SweepId
     out.send(Action::SweepFinished {
         sweep: sid.clone(),
         state: s.state,
-        best: s.best,
+        best: s.best.as_ref().map(|b| (b.trial, b.value)),
         at: now,
     });
 }
 
 /// A user cancels a sweep: queued units are cancelled, running ones are stopped on
-/// their workers, and nothing more is leased.
+/// their workers, and nothing more is leased. Costs O(units in flight): trials never
+/// generated are only counted.
 pub fn on_cancel(
     core: &mut Core,
     out: &mut impl Outbox,
@@ -264,30 +291,25 @@ pub fn on_cancel(
     }
     s.state = SweepState::Cancelled;
     s.finished = Some(now);
-    // Trials never generated are cancelled without being created.
     let never = s.counts.total - s.next_trial;
     s.counts.cancelled += never;
     s.counts.pending -= never;
     s.pending.clear();
-    let units = s.units.clone();
+    let live = std::mem::take(&mut s.live);
     core.order.retain(|x| x != sid);
-    for uid in units {
-        let u = core.units.get_mut(&uid).expect("sweep units exist");
-        if u.state.is_final() {
-            continue;
-        }
+    for uid in live {
+        let u = core.units.remove(&uid).expect("live units exist");
         let s = core.sweeps.get_mut(sid).expect("checked above");
         if u.state == UnitState::Running {
             s.counts.running -= 1;
         } else {
             s.counts.pending -= 1;
         }
-        if let Some(w) = u.worker.take().and_then(|w| core.workers.get_mut(&w)) {
+        s.counts.cancelled += 1;
+        if let Some(w) = u.worker.as_ref().and_then(|w| core.workers.get_mut(w)) {
             w.units.remove(&uid);
             w.to_cancel.push(uid);
         }
-        u.state = UnitState::Cancelled;
-        s.counts.cancelled += 1;
         out.send(Action::UnitFinished {
             unit: uid,
             sweep: sid.clone(),
@@ -297,6 +319,7 @@ pub fn on_cancel(
             error: "sweep cancelled".into(),
             duration_s: 0.0,
             worker: None,
+            history: None,
             at: now,
         });
     }
@@ -304,8 +327,22 @@ pub fn on_cancel(
     out.send(Action::SweepFinished {
         sweep: sid.clone(),
         state: SweepState::Cancelled,
-        best: s.best,
+        best: s.best.as_ref().map(|b| (b.trial, b.value)),
         at: now,
     });
     Ok(SweepState::Cancelled)
+}
+
+/// A user deletes a sweep: a running one is cancelled first (its workers are told to
+/// stop), then it leaves the core and the store.
+pub fn on_sweep_deleted(
+    core: &mut Core,
+    out: &mut impl Outbox,
+    sid: &SweepId,
+    now: Millis,
+) -> Result<(), CoreError> {
+    on_cancel(core, out, sid, now)?;
+    core.sweeps.remove(sid);
+    out.send(Action::SweepDeleted { sweep: sid.clone() });
+    Ok(())
 }

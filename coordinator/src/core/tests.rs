@@ -37,6 +37,7 @@ fn worker(core: &mut Core, out: &mut Vec<Action>, slots: u32, now: Millis) -> Wo
             slots,
             devices: vec!["cpu".into()],
         },
+        None,
         now,
     )
 }
@@ -48,6 +49,8 @@ fn done(unit: UnitId, acc: f64) -> Outcome {
         metrics: vec![("val_accuracy".into(), acc)],
         error: String::new(),
         duration_s: 1.0,
+        history: None,
+        permanent: false,
     }
 }
 
@@ -62,7 +65,7 @@ fn finished_units(out: &[Action]) -> Vec<(UnitId, UnitState)> {
 
 #[test]
 fn leases_respect_slots_and_generate_lazily() {
-    let mut core = Core::new(cfg(), 1);
+    let mut core = Core::new(cfg(), 1, 1);
     let mut out = Vec::new();
     let sid = SweepId::from("s1");
     assert_eq!(
@@ -94,7 +97,7 @@ fn leases_respect_slots_and_generate_lazily() {
 
 #[test]
 fn max_concurrent_caps_a_sweep() {
-    let mut core = Core::new(cfg(), 1);
+    let mut core = Core::new(cfg(), 1, 1);
     let mut out = Vec::new();
     on_sweep_submitted(&mut core, &mut out, "s".into(), spec(10, 2), 0).unwrap();
     let w = worker(&mut core, &mut out, 8, 0);
@@ -108,7 +111,7 @@ fn max_concurrent_caps_a_sweep() {
 
 #[test]
 fn completion_picks_best_and_finishes_sweep() {
-    let mut core = Core::new(cfg(), 1);
+    let mut core = Core::new(cfg(), 1, 1);
     let mut out = Vec::new();
     let sid = SweepId::from("s");
     on_sweep_submitted(&mut core, &mut out, sid.clone(), spec(3, 0), 0).unwrap();
@@ -116,17 +119,14 @@ fn completion_picks_best_and_finishes_sweep() {
     let leases = on_lease_requested(&mut core, &mut out, &w, 4, 0).unwrap();
     assert_eq!(leases.len(), 3);
     for (l, acc) in leases.iter().zip([0.5, 0.9, 0.7]) {
-        assert!(on_unit_finished(
-            &mut core,
-            &mut out,
-            &w,
-            done(l.unit, acc),
-            5
-        ));
+        assert_eq!(
+            on_unit_finished(&mut core, &mut out, &w, done(l.unit, acc), 5),
+            Ok(Verdict::Accepted)
+        );
     }
     let v = core.sweep(&sid).unwrap();
     assert_eq!(v.state, SweepState::Completed);
-    assert_eq!(v.best, Some((1, 0.9)));
+    assert_eq!(v.best.map(|b| (b.trial, b.value)), Some((1, 0.9)));
     assert_eq!(v.counts.completed, 3);
     assert!(matches!(
         out.last(),
@@ -140,7 +140,7 @@ fn completion_picks_best_and_finishes_sweep() {
 
 #[test]
 fn duplicate_and_late_results_are_stored_once() {
-    let mut core = Core::new(cfg(), 1);
+    let mut core = Core::new(cfg(), 1, 1);
     let mut out = Vec::new();
     on_sweep_submitted(&mut core, &mut out, "s".into(), spec(2, 0), 0).unwrap();
     let a = worker(&mut core, &mut out, 1, 0);
@@ -154,37 +154,43 @@ fn duplicate_and_late_results_are_stored_once() {
     let lb = on_lease_requested(&mut core, &mut out, &b, 1, 1_500).unwrap();
     assert_eq!(lb[0].unit, unit);
     assert_eq!(lb[0].attempt, 2);
-    // a's late result arrives first: accepted, and b is told to stop.
-    assert!(on_unit_finished(
-        &mut core,
-        &mut out,
-        &a,
-        done(unit, 0.8),
-        1_600
-    ));
+    // a's late result, sent before a registers again, is refused (nothing taken)...
+    assert_eq!(
+        on_unit_finished(&mut core, &mut out, &a, done(unit, 0.8), 1_550),
+        Err(CoreError::UnknownWorker(a.clone()))
+    );
+    // ... and once a is back under its old id, accepted; b is told to stop.
+    let info = WorkerInfo {
+        name: "node".into(),
+        hostname: "node".into(),
+        slots: 1,
+        devices: vec![],
+    };
+    assert_eq!(
+        on_worker_registered(&mut core, &mut out, info, Some(a.clone()), 1_560),
+        a
+    );
+    assert_eq!(
+        on_unit_finished(&mut core, &mut out, &a, done(unit, 0.8), 1_600),
+        Ok(Verdict::Accepted)
+    );
     assert_eq!(on_heartbeat(&mut core, &b, 1_700).unwrap(), vec![unit]);
     // b's result and a repeat of a's are ignored.
-    assert!(!on_unit_finished(
-        &mut core,
-        &mut out,
-        &b,
-        done(unit, 0.1),
-        1_800
-    ));
-    assert!(!on_unit_finished(
-        &mut core,
-        &mut out,
-        &a,
-        done(unit, 0.8),
-        1_900
-    ));
+    assert_ne!(
+        on_unit_finished(&mut core, &mut out, &b, done(unit, 0.1), 1_800),
+        Ok(Verdict::Accepted)
+    );
+    assert_ne!(
+        on_unit_finished(&mut core, &mut out, &a, done(unit, 0.8), 1_900),
+        Ok(Verdict::Accepted)
+    );
     let finished = finished_units(&out);
     assert_eq!(finished, vec![(unit, UnitState::Completed)]);
 }
 
 #[test]
 fn vanished_worker_units_run_again_then_fail_after_max_attempts() {
-    let mut core = Core::new(cfg(), 1);
+    let mut core = Core::new(cfg(), 1, 1);
     let mut out = Vec::new();
     let sid = SweepId::from("s");
     on_sweep_submitted(&mut core, &mut out, sid.clone(), spec(1, 0), 0).unwrap();
@@ -212,7 +218,8 @@ fn vanished_worker_units_run_again_then_fail_after_max_attempts() {
         unit
     );
     on_tick(&mut core, &mut out, 3_001);
-    assert_eq!(core.unit_state(unit), Some(UnitState::Failed));
+    assert_eq!(core.unit_state(unit), None, "final units leave the core");
+    assert_eq!(finished_units(&out), vec![(unit, UnitState::Failed)]);
     let v = core.sweep(&sid).unwrap();
     assert_eq!(v.state, SweepState::Failed);
     assert_eq!(v.counts.failed, 1);
@@ -225,7 +232,7 @@ fn vanished_worker_units_run_again_then_fail_after_max_attempts() {
 
 #[test]
 fn failed_attempts_are_retried_then_failed() {
-    let mut core = Core::new(cfg(), 1);
+    let mut core = Core::new(cfg(), 1, 1);
     let mut out = Vec::new();
     on_sweep_submitted(&mut core, &mut out, "s".into(), spec(1, 0), 0).unwrap();
     let w = worker(&mut core, &mut out, 1, 0);
@@ -235,19 +242,27 @@ fn failed_attempts_are_retried_then_failed() {
         metrics: vec![],
         error: "boom".into(),
         duration_s: 0.1,
+        history: None,
+        permanent: false,
     };
     let unit = on_lease_requested(&mut core, &mut out, &w, 1, 0).unwrap()[0].unit;
-    assert!(on_unit_finished(&mut core, &mut out, &w, fail(unit), 1));
+    assert_eq!(
+        on_unit_finished(&mut core, &mut out, &w, fail(unit), 1),
+        Ok(Verdict::Accepted)
+    );
     assert_eq!(core.unit_state(unit), Some(UnitState::Pending));
     let again = on_lease_requested(&mut core, &mut out, &w, 1, 2).unwrap();
     assert_eq!((again[0].unit, again[0].attempt), (unit, 2));
-    assert!(on_unit_finished(&mut core, &mut out, &w, fail(unit), 3));
-    assert_eq!(core.unit_state(unit), Some(UnitState::Failed));
+    assert_eq!(
+        on_unit_finished(&mut core, &mut out, &w, fail(unit), 3),
+        Ok(Verdict::Accepted)
+    );
+    assert_eq!(finished_units(&out), vec![(unit, UnitState::Failed)]);
 }
 
 #[test]
 fn diverged_is_final_and_the_search_goes_on() {
-    let mut core = Core::new(cfg(), 1);
+    let mut core = Core::new(cfg(), 1, 1);
     let mut out = Vec::new();
     let sid = SweepId::from("s");
     on_sweep_submitted(&mut core, &mut out, sid.clone(), spec(2, 0), 0).unwrap();
@@ -255,18 +270,22 @@ fn diverged_is_final_and_the_search_goes_on() {
     let l = on_lease_requested(&mut core, &mut out, &w, 2, 0).unwrap();
     let mut nan = done(l[0].unit, f64::NAN);
     nan.state = UnitState::Diverged;
-    on_unit_finished(&mut core, &mut out, &w, nan, 1);
-    on_unit_finished(&mut core, &mut out, &w, done(l[1].unit, 0.3), 1);
+    on_unit_finished(&mut core, &mut out, &w, nan, 1).unwrap();
+    on_unit_finished(&mut core, &mut out, &w, done(l[1].unit, 0.3), 1).unwrap();
     let v = core.sweep(&sid).unwrap();
     assert_eq!(
-        (v.state, v.counts.diverged, v.best),
+        (
+            v.state,
+            v.counts.diverged,
+            v.best.map(|b| (b.trial, b.value))
+        ),
         (SweepState::Completed, 1, Some((1, 0.3)))
     );
 }
 
 #[test]
 fn cancellation_stops_running_units_and_leases_nothing_more() {
-    let mut core = Core::new(cfg(), 1);
+    let mut core = Core::new(cfg(), 1, 1);
     let mut out = Vec::new();
     let sid = SweepId::from("s");
     on_sweep_submitted(&mut core, &mut out, sid.clone(), spec(10, 0), 0).unwrap();
@@ -285,13 +304,10 @@ fn cancellation_stops_running_units_and_leases_nothing_more() {
             .is_empty()
     );
     // A result that races the cancellation is ignored.
-    assert!(!on_unit_finished(
-        &mut core,
-        &mut out,
-        &w,
-        done(l[0].unit, 0.9),
-        8
-    ));
+    assert_ne!(
+        on_unit_finished(&mut core, &mut out, &w, done(l[0].unit, 0.9), 8),
+        Ok(Verdict::Accepted)
+    );
     let c = core.sweep(&sid).unwrap().counts;
     assert_eq!(
         (c.cancelled, c.pending, c.running, c.completed),
@@ -306,7 +322,7 @@ fn cancellation_stops_running_units_and_leases_nothing_more() {
 
 #[test]
 fn clean_deregistration_does_not_count_an_attempt() {
-    let mut core = Core::new(cfg(), 1);
+    let mut core = Core::new(cfg(), 1, 1);
     let mut out = Vec::new();
     on_sweep_submitted(&mut core, &mut out, "s".into(), spec(1, 0), 0).unwrap();
     let w = worker(&mut core, &mut out, 1, 0);
@@ -319,7 +335,7 @@ fn clean_deregistration_does_not_count_an_attempt() {
 
 #[test]
 fn older_sweeps_are_served_first() {
-    let mut core = Core::new(cfg(), 1);
+    let mut core = Core::new(cfg(), 1, 1);
     let mut out = Vec::new();
     on_sweep_submitted(&mut core, &mut out, "a".into(), spec(2, 0), 0).unwrap();
     on_sweep_submitted(&mut core, &mut out, "b".into(), spec(2, 0), 1).unwrap();
@@ -331,7 +347,7 @@ fn older_sweeps_are_served_first() {
 
 #[test]
 fn a_worker_readopts_its_running_units_after_a_restart() {
-    let mut core = Core::new(cfg(), 1);
+    let mut core = Core::new(cfg(), 1, 1);
     let mut out = Vec::new();
     let sid = SweepId::from("s");
     on_sweep_submitted(&mut core, &mut out, sid.clone(), spec(3, 0), 0).unwrap();
@@ -345,8 +361,10 @@ fn a_worker_readopts_its_running_units_after_a_restart() {
         params: l[trial as usize].params.clone(),
         state: UnitState::Running,
         attempts: 1,
+        worker: Some(w.clone()),
     };
-    let mut core = Core::new(cfg(), 1);
+    // The store's numbering continues: the old id was given out, so it can be resumed.
+    let mut core = Core::new(cfg(), 1, 10);
     let mut out = Vec::new();
     on_sweep_restored(
         &mut core,
@@ -358,15 +376,24 @@ fn a_worker_readopts_its_running_units_after_a_restart() {
             created: 0,
             finished: None,
             best: None,
-            units: vec![stored(a, 0), stored(b, 1)],
+            generated: 2,
+            finals: Counts::default(),
+            live: vec![stored(a, 0), stored(b, 1)],
             released: None,
         },
         10,
     );
     assert_eq!(core.unit_state(a), Some(UnitState::Pending));
-    // The worker registers again and heartbeats with its two units: both adopted, and
-    // nothing else is leased into its two slots.
-    let w2 = worker(&mut core, &mut out, 2, 20);
+    // The worker registers again under its old id and heartbeats with its two units:
+    // both adopted, and nothing else is leased into its two slots.
+    let info = WorkerInfo {
+        name: "node".into(),
+        hostname: "node".into(),
+        slots: 2,
+        devices: vec![],
+    };
+    let w2 = on_worker_registered(&mut core, &mut out, info, Some(w.clone()), 20);
+    assert_eq!(w2, w, "a resumed worker keeps its id");
     out.clear();
     on_units_reported_running(&mut core, &mut out, &w2, &[a, b], 21);
     assert_eq!(
@@ -385,7 +412,10 @@ fn a_worker_readopts_its_running_units_after_a_restart() {
     assert_eq!((c.pending, c.running), (1, 2));
     // Its result counts; a second worker that reports running a finished unit is told
     // to stop it.
-    assert!(on_unit_finished(&mut core, &mut out, &w2, done(a, 0.5), 30));
+    assert_eq!(
+        on_unit_finished(&mut core, &mut out, &w2, done(a, 0.5), 30),
+        Ok(Verdict::Accepted)
+    );
     let w3 = worker(&mut core, &mut out, 1, 31);
     on_units_reported_running(&mut core, &mut out, &w3, &[a], 32);
     assert_eq!(on_heartbeat(&mut core, &w3, 33).unwrap(), vec![a]);

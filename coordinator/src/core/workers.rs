@@ -7,21 +7,44 @@ use ridgeline_common::ids::{SweepId, UnitId, WorkerId};
 
 use super::*;
 
+/// The number in a worker id `w{n}-{name}`.
+fn worker_number(id: &WorkerId) -> Option<u64> {
+    id.as_str()
+        .strip_prefix('w')?
+        .split('-')
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// A worker registered. Returns its id.
+///
+/// A worker that registers again (its coordinator restarted, or declared it lost) asks
+/// for its old id back with `resume`: it gets it when this database gave that id out
+/// and no registered worker holds it now, so its leases and late results stay its own.
+/// Otherwise a fresh id is made from a counter that continues the stored numbering:
+/// ids are never given out twice.
 pub fn on_worker_registered(
     core: &mut Core,
     out: &mut impl Outbox,
     info: WorkerInfo,
+    resume: Option<WorkerId>,
     now: Millis,
 ) -> WorkerId {
-    let host: String = info
-        .name
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
-        .take(32)
-        .collect();
-    let id = WorkerId(format!("w{}-{}", core.next_worker, host));
-    core.next_worker += 1;
+    let resumable = resume.filter(|r| {
+        !core.workers.contains_key(r) && worker_number(r).is_some_and(|n| n < core.next_worker)
+    });
+    let id = resumable.unwrap_or_else(|| {
+        let host: String = info
+            .name
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .take(32)
+            .collect();
+        let id = WorkerId(format!("w{}-{}", core.next_worker, host));
+        core.next_worker += 1;
+        id
+    });
     core.workers.insert(
         id.clone(),
         Worker {
@@ -96,7 +119,7 @@ fn next_unit_of(
     let params = s.searcher.suggest(trial);
     let uid = UnitId(core.next_unit);
     core.next_unit += 1;
-    s.units.push(uid);
+    s.live.insert(uid);
     out.send(Action::UnitCreated {
         unit: uid,
         sweep: sid.clone(),
@@ -113,10 +136,33 @@ fn next_unit_of(
             state: UnitState::Pending,
             attempts: 0,
             worker: None,
+            holders: Vec::new(),
             deadline: 0,
         },
     );
     Some(uid)
+}
+
+/// Gives a unit (running or not) to `worker`, which becomes its holder.
+fn hold<'a>(core: &'a mut Core, uid: UnitId, worker: &WorkerId, now: Millis) -> &'a mut Unit {
+    let u = core.units.get_mut(&uid).expect("caller checked");
+    if u.state == UnitState::Pending {
+        let s = core.sweeps.get_mut(&u.sweep).expect("unit's sweep exists");
+        s.counts.pending -= 1;
+        s.counts.running += 1;
+    }
+    u.state = UnitState::Running;
+    u.worker = Some(worker.clone());
+    if !u.holders.contains(worker) {
+        u.holders.push(worker.clone());
+    }
+    u.deadline = now + core.cfg.lease_ttl_ms;
+    core.workers
+        .get_mut(worker)
+        .expect("caller checked the worker")
+        .units
+        .insert(uid);
+    u
 }
 
 fn lease(
@@ -126,32 +172,22 @@ fn lease(
     worker: &WorkerId,
     now: Millis,
 ) -> Lease {
-    let u = core.units.get_mut(&uid).expect("queued units exist");
-    u.state = UnitState::Running;
+    let u = hold(core, uid, worker, now);
     u.attempts += 1;
-    u.worker = Some(worker.clone());
-    u.deadline = now + core.cfg.lease_ttl_ms;
-    let s = core.sweeps.get_mut(&u.sweep).expect("unit's sweep exists");
-    s.counts.pending -= 1;
-    s.counts.running += 1;
-    core.workers
-        .get_mut(worker)
-        .expect("caller checked the worker")
-        .units
-        .insert(uid);
+    let (sweep, trial, params, attempt) = (u.sweep.clone(), u.trial, u.params.clone(), u.attempts);
     out.send(Action::UnitLeased {
         unit: uid,
         worker: worker.clone(),
-        attempt: u.attempts,
+        attempt,
         at: now,
     });
     Lease {
         unit: uid,
-        sweep: u.sweep.clone(),
-        trial: u.trial,
-        params: u.params.clone(),
-        attempt: u.attempts,
-        spec: s.spec.clone(),
+        spec: core.sweeps[&sweep].spec.clone(),
+        sweep,
+        trial,
+        params,
+        attempt,
     }
 }
 
@@ -176,8 +212,9 @@ pub fn on_heartbeat(
 
 /// A worker says which units it is running (in its heartbeat). After a coordinator
 /// restart those units were queued again: the worker re-adopts the ones still pending
-/// (no work is repeated, no attempt spent), and is told to stop the ones that finished
-/// meanwhile or that another worker now holds.
+/// that it held before (no work is repeated, no attempt spent), and is told to stop the
+/// rest: units that finished meanwhile, that another worker now holds, or that it never
+/// held.
 pub fn on_units_reported_running(
     core: &mut Core,
     out: &mut impl Outbox,
@@ -190,30 +227,23 @@ pub fn on_units_reported_running(
     };
     let mut free = w.slots.saturating_sub(w.units.len() as u32);
     for &uid in running {
-        let Some(u) = core.units.get_mut(&uid) else {
-            continue;
+        let adoptable = match core.units.get(&uid) {
+            Some(u) if u.worker.as_ref() == Some(worker) => continue,
+            Some(u) => {
+                u.state == UnitState::Pending
+                    && u.holders.contains(worker)
+                    && core.sweeps[&u.sweep].state == SweepState::Running
+            }
+            None => false,
         };
-        if u.worker.as_ref() == Some(worker) {
-            continue;
-        }
-        let sweep_running = core
-            .sweeps
-            .get(&u.sweep)
-            .is_some_and(|s| s.state == SweepState::Running);
-        if u.state == UnitState::Pending && sweep_running && free > 0 {
+        if adoptable && free > 0 {
             free -= 1;
-            u.state = UnitState::Running;
-            u.worker = Some(worker.clone());
-            u.deadline = now + core.cfg.lease_ttl_ms;
-            let s = core.sweeps.get_mut(&u.sweep).expect("unit's sweep exists");
-            s.pending.retain(|p| *p != uid);
-            s.counts.pending -= 1;
-            s.counts.running += 1;
-            core.workers
-                .get_mut(worker)
-                .expect("checked above")
-                .units
-                .insert(uid);
+            let sweep = hold(core, uid, worker, now).sweep.clone();
+            core.sweeps
+                .get_mut(&sweep)
+                .expect("unit's sweep exists")
+                .pending
+                .retain(|p| *p != uid);
             out.send(Action::UnitAdopted {
                 unit: uid,
                 worker: worker.clone(),
@@ -258,67 +288,97 @@ pub fn on_progress(
     }
 }
 
-/// A worker reports that a unit ended. Returns whether the outcome was accepted.
+/// What a worker's final metrics say, whatever state it claimed: a non-finite value
+/// means the unit diverged; an accuracy outside [0, 1] is not a result at all.
+fn judge(o: &mut Outcome) {
+    if o.state != UnitState::Completed {
+        return;
+    }
+    if let Some((n, v)) = o.metrics.iter().find(|(_, v)| !v.is_finite()) {
+        o.state = UnitState::Diverged;
+        o.error = format!("final metric {n} is {v}");
+        return;
+    }
+    if let Some((n, v)) = o
+        .metrics
+        .iter()
+        .find(|(n, v)| n.ends_with("accuracy") && !(0.0..=1.0).contains(v))
+    {
+        o.state = UnitState::Failed;
+        o.error = format!("refused: final metric {n} = {v} is outside [0, 1]");
+    }
+    if !o.duration_s.is_finite() || o.duration_s < 0.0 {
+        o.duration_s = 0.0;
+    }
+}
+
+/// A worker reports that a unit ended.
 ///
-/// Results are idempotent: the first final outcome wins. A late outcome from a worker
-/// that lost its lease is still accepted while the unit is not final (its work is as good
-/// as anyone's), and the worker now running it is told to stop.
+/// Only a registered worker that holds the unit's lease, or held an earlier lease of it
+/// (a late result from a worker presumed dead), may finish it; results are idempotent
+/// (the first final outcome wins) and a late winner makes the current holder stop.
 pub fn on_unit_finished(
     core: &mut Core,
     out: &mut impl Outbox,
     worker: &WorkerId,
-    outcome: Outcome,
+    mut outcome: Outcome,
     now: Millis,
-) -> bool {
+) -> Result<Verdict, CoreError> {
+    if !core.workers.contains_key(worker) {
+        return Err(CoreError::UnknownWorker(worker.clone()));
+    }
     let uid = outcome.unit;
     let Some(u) = core.units.get(&uid) else {
-        return false;
+        return Ok(if uid.0 < core.next_unit {
+            Verdict::AlreadyFinal
+        } else {
+            Verdict::Refused(format!("unit {uid} does not exist"))
+        });
     };
-    if u.state.is_final() {
-        return false;
+    if !u.holders.contains(worker) {
+        return Ok(Verdict::Refused(format!(
+            "unit {uid} was never leased to worker {worker}"
+        )));
     }
+    judge(&mut outcome);
     let holder = u.worker.clone();
-    let was_running = u.state == UnitState::Running;
     let attempts = u.attempts;
     let sid = u.sweep.clone();
-    // Detach the unit from whoever holds it.
-    if let Some(h) = &holder {
+    if let Some(h) = holder.as_ref().filter(|h| *h != worker) {
         if let Some(w) = core.workers.get_mut(h) {
-            w.units.remove(&uid);
-            if h != worker && was_running {
-                w.to_cancel.push(uid);
-            }
+            w.to_cancel.push(uid);
         }
     }
-    let s = core.sweeps.get_mut(&sid).expect("unit's sweep exists");
-    if was_running {
-        s.counts.running -= 1;
-    } else {
-        s.counts.pending -= 1;
-        s.pending.retain(|p| *p != uid);
-    }
+    let s = &core.sweeps[&sid];
     let retry = outcome.state == UnitState::Failed
+        && !outcome.permanent
         && attempts < core.cfg.max_attempts
         && s.state == SweepState::Running;
     if retry {
-        let u = core.units.get_mut(&uid).expect("checked above");
-        u.state = UnitState::Pending;
-        u.worker = None;
-        s.counts.pending += 1;
-        // Retries go first: they are the oldest work of the sweep.
-        s.pending.push_front(uid);
+        let reason = format!("attempt {attempts} failed: {}", outcome.error);
+        release(core, uid);
+        core.sweeps
+            .get_mut(&sid)
+            .expect("checked above")
+            .pending
+            // Retries go first: they are the oldest work of the sweep.
+            .push_front(uid);
         out.send(Action::UnitRequeued {
             unit: uid,
             attempts,
-            reason: format!("attempt {attempts} failed: {}", outcome.error),
+            reason,
         });
-        return true;
+        return Ok(Verdict::Accepted);
     }
     let state = match outcome.state {
         UnitState::Completed | UnitState::Diverged | UnitState::Failed => outcome.state,
         // Workers only report the three above; anything else is treated as a failure.
         _ => UnitState::Failed,
     };
+    release(core, uid);
+    let s = core.sweeps.get_mut(&sid).expect("checked above");
+    s.pending.retain(|p| *p != uid);
+    s.counts.pending -= 1;
     finish_unit(
         core,
         out,
@@ -328,9 +388,24 @@ pub fn on_unit_finished(
         outcome.error,
         outcome.duration_s,
         Some(worker.clone()),
+        outcome.history,
         now,
     );
-    true
+    Ok(Verdict::Accepted)
+}
+
+/// Takes a unit from its holder (if any) and makes it pending again.
+fn release(core: &mut Core, uid: UnitId) {
+    let u = core.units.get_mut(&uid).expect("caller checked");
+    if let Some(w) = u.worker.take().and_then(|w| core.workers.get_mut(&w)) {
+        w.units.remove(&uid);
+    }
+    if u.state == UnitState::Running {
+        u.state = UnitState::Pending;
+        let s = core.sweeps.get_mut(&u.sweep).expect("unit's sweep exists");
+        s.counts.running -= 1;
+        s.counts.pending += 1;
+    }
 }
 
 /// Time passed: leases past their deadline go back to the queue (or fail after
@@ -378,10 +453,10 @@ fn drop_worker(
     count_attempt: bool,
     now: Millis,
 ) {
-    let Some(w) = core.workers.remove(id) else {
+    let Some(w) = core.workers.get(id) else {
         return;
     };
-    for uid in w.units {
+    for uid in w.units.clone() {
         requeue(
             core,
             out,
@@ -391,13 +466,15 @@ fn drop_worker(
             now,
         );
     }
+    core.workers.remove(id);
     out.send(Action::WorkerGone {
         worker: id.clone(),
         reason: reason.to_owned(),
     });
 }
 
-pub(super) fn requeue(
+/// A running unit lost its lease: back to the queue, or failed after `max_attempts`.
+fn requeue(
     core: &mut Core,
     out: &mut impl Outbox,
     uid: UnitId,
@@ -406,21 +483,28 @@ pub(super) fn requeue(
     now: Millis,
 ) {
     let max_attempts = core.cfg.max_attempts;
-    let u = core.units.get_mut(&uid).expect("worker units exist");
+    let Some(u) = core.units.get_mut(&uid) else {
+        return;
+    };
     if u.state != UnitState::Running {
         return;
     }
-    if let Some(w) = u.worker.take().and_then(|w| core.workers.get_mut(&w)) {
-        w.units.remove(&uid);
+    if let Some(w) = u.worker.as_ref().and_then(|w| core.workers.get_mut(w)) {
         w.to_cancel.push(uid);
     }
     if !count_attempt {
         u.attempts -= 1;
     }
-    if u.attempts >= max_attempts {
-        let msg = format!("{reason} on attempt {} of {max_attempts}", u.attempts);
-        let s = core.sweeps.get_mut(&u.sweep).expect("unit's sweep exists");
-        s.counts.running -= 1;
+    let attempts = u.attempts;
+    let sid = u.sweep.clone();
+    release(core, uid);
+    if attempts >= max_attempts {
+        let msg = format!("{reason} on attempt {attempts} of {max_attempts}");
+        core.sweeps
+            .get_mut(&sid)
+            .expect("unit's sweep exists")
+            .counts
+            .pending -= 1;
         finish_unit(
             core,
             out,
@@ -430,18 +514,19 @@ pub(super) fn requeue(
             msg,
             0.0,
             None,
+            None,
             now,
         );
         return;
     }
-    u.state = UnitState::Pending;
-    let s = core.sweeps.get_mut(&u.sweep).expect("unit's sweep exists");
-    s.counts.running -= 1;
-    s.counts.pending += 1;
-    s.pending.push_front(uid);
+    core.sweeps
+        .get_mut(&sid)
+        .expect("unit's sweep exists")
+        .pending
+        .push_front(uid);
     out.send(Action::UnitRequeued {
         unit: uid,
-        attempts: u.attempts,
+        attempts,
         reason: reason.to_owned(),
     });
 }

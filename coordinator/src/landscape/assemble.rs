@@ -91,76 +91,135 @@ pub fn read_tile(bytes: &[u8], points: usize) -> Result<(Vec<f64>, Vec<f64>), St
     Ok((v[..points].to_vec(), v[points..].to_vec()))
 }
 
-/// Assembles the tiles of a finished scan under `sweep_dir`: `surface.npy` (loss,
-/// `[ny, nx]`, row `i` is `y_i`), `accuracy.npy`, `x.npy`, `y.npy`, `surface.csv`
-/// and `meta.json`. Missing tiles (failed units) are NaN.
+/// Grids up to this many points get dense `surface.npy`/`accuracy.npy` (NaN where no
+/// tile was computed): 128 MiB per array. Larger grids, which are only ever partly
+/// computed in practice, get just the computed points.
+pub const DENSE_POINTS: usize = 1 << 24;
+
+/// Grids up to this many points are drawn.
+const PLOT_POINTS: usize = 1 << 20;
+
+/// Assembles the computed tiles `done` of a scan under `sweep_dir`:
+///
+/// - `surface.npy` (loss, `[ny, nx]`, row `i` is `y_i`) and `accuracy.npy`, with NaN
+///   where no tile was computed, for grids of at most [`DENSE_POINTS`];
+/// - `points.npy` (`[n, 4]`: x, y, loss, accuracy of the computed points only) when
+///   tiles are missing (a cancelled or failed scan), so that an untouched grid is
+///   never written out as NaN;
+/// - `x.npy`, `y.npy`, `surface.csv` (computed points only), `meta.json`, `lmc.json`
+///   and the pictures.
+///
+/// The work is O(points computed), whatever the size of the grid.
 pub fn assemble(
     sweep_dir: &Path,
     sweep_id: &str,
     spec: &SweepSpec,
     run: serde_json::Value,
+    done: &[u32],
     tile_dir: impl Fn(u32) -> std::path::PathBuf,
 ) -> Result<(), String> {
     let l = spec.landscape.as_ref().ok_or("not a landscape spec")?;
     let (nx, ny) = l.shape();
-    let mut loss = vec![f64::NAN; nx * ny];
-    let mut acc = vec![f64::NAN; nx * ny];
-    let mut missing = 0;
-    for t in 0..l.tiles() {
-        let range = l.tile_range(t);
-        match std::fs::read(tile_dir(t as u32).join(TILE_FILE)) {
+    let points = nx * ny;
+    let mut tiles: Vec<u32> = done
+        .iter()
+        .copied()
+        .filter(|t| (*t as usize) < l.tiles())
+        .collect();
+    tiles.sort_unstable();
+    tiles.dedup();
+    // (point index, loss, accuracy) of every computed point, in grid order.
+    let mut computed: Vec<(usize, f64, f64)> = Vec::new();
+    let mut unreadable = 0;
+    for &t in &tiles {
+        let range = l.tile_range(t as usize);
+        match std::fs::read(tile_dir(t).join(TILE_FILE)) {
             Ok(b) => {
                 let (lv, av) = read_tile(&b, range.len())?;
-                loss[range.clone()].copy_from_slice(&lv);
-                acc[range].copy_from_slice(&av);
+                computed.extend(
+                    range
+                        .zip(lv.into_iter().zip(av))
+                        .map(|(k, (a, b))| (k, a, b)),
+                );
             }
-            Err(_) => missing += 1,
+            Err(_) => unreadable += 1,
         }
     }
+    let missing = l.tiles() - tiles.len() + unreadable;
     let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
     let shape: Vec<usize> = if l.y.is_some() {
         vec![ny, nx]
     } else {
         vec![nx]
     };
-    for (name, data, shape) in [
-        ("surface.npy", &loss, shape.clone()),
-        ("accuracy.npy", &acc, shape.clone()),
-        ("x.npy", &l.x_axis().values(), vec![nx]),
-    ] {
-        let p = sweep_dir.join(name);
-        write_npy(&p, &shape, data).map_err(|e| io(&p, e))?;
+    let dense = (points <= DENSE_POINTS).then(|| {
+        let mut loss = vec![f64::NAN; points];
+        let mut acc = vec![f64::NAN; points];
+        for &(k, a, b) in &computed {
+            loss[k] = a;
+            acc[k] = b;
+        }
+        (loss, acc)
+    });
+    if let Some((loss, acc)) = &dense {
+        for (name, data) in [("surface.npy", loss), ("accuracy.npy", acc)] {
+            let p = sweep_dir.join(name);
+            write_npy(&p, &shape, data).map_err(|e| io(&p, e))?;
+        }
     }
+    if missing > 0 {
+        let flat: Vec<f64> = computed
+            .iter()
+            .flat_map(|&(k, a, b)| {
+                let (x, y) = l.point(k);
+                [x, y, a, b]
+            })
+            .collect();
+        let p = sweep_dir.join("points.npy");
+        write_npy(&p, &[computed.len(), 4], &flat).map_err(|e| io(&p, e))?;
+    }
+    let p = sweep_dir.join("x.npy");
+    write_npy(&p, &[nx], &l.x_axis().values()).map_err(|e| io(&p, e))?;
     if let Some(y) = &l.y {
         let p = sweep_dir.join("y.npy");
         write_npy(&p, &[ny], &y.values()).map_err(|e| io(&p, e))?;
     }
     let mut csv = String::from("x,y,loss,accuracy\n");
-    for k in 0..nx * ny {
-        let (a, b) = l.point(k);
-        csv += &format!("{a},{b},{},{}\n", loss[k], acc[k]);
+    for &(k, a, b) in &computed {
+        let (x, y) = l.point(k);
+        csv += &format!("{x},{y},{a},{b}\n");
     }
     let p = sweep_dir.join("surface.csv");
     std::fs::write(&p, csv).map_err(|e| io(&p, e))?;
-    let finite: Vec<f64> = loss.iter().copied().filter(|v| v.is_finite()).collect();
+    let finite: Vec<f64> = computed
+        .iter()
+        .map(|c| c.1)
+        .filter(|v| v.is_finite())
+        .collect();
     let directions: serde_json::Value = std::fs::read(sweep_dir.join("directions.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
-    let meta = serde_json::json!({
+    let mut meta = serde_json::json!({
         "sweep": sweep_id,
         "spec": spec,
         "shape": shape,
-        "points": nx * ny,
+        "points": points,
+        "computed_points": computed.len(),
+        "dense": dense.is_some(),
         "tiles": l.tiles(),
         "missing_tiles": missing,
         "loss_min": finite.iter().copied().fold(f64::INFINITY, f64::min),
         "loss_max": finite.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-        "nan_points": nx * ny - finite.len(),
+        "nan_points": points - finite.len(),
         "directions": directions,
         "run": run,
     });
-    let mut meta = meta;
+    let Some((loss, acc)) = dense else {
+        let p = sweep_dir.join("meta.json");
+        return std::fs::write(&p, serde_json::to_vec_pretty(&meta).expect("json"))
+            .map_err(|e| io(&p, e));
+    };
     if l.directions.kind == DirectionKind::Target && l.y.is_none() {
         let b = barrier(&l.x_axis().values(), &loss);
         let p = sweep_dir.join("lmc.json");
@@ -169,6 +228,9 @@ pub fn assemble(
     }
     let p = sweep_dir.join("meta.json");
     std::fs::write(&p, serde_json::to_vec_pretty(&meta).expect("json")).map_err(|e| io(&p, e))?;
+    if points > PLOT_POINTS || computed.is_empty() {
+        return Ok(());
+    }
     let ys = l.y.as_ref().map(|y| y.values());
     let path: Option<(Vec<f64>, Vec<f64>)> = std::fs::read(sweep_dir.join("trajectory.json"))
         .ok()

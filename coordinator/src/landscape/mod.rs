@@ -365,7 +365,6 @@ fn difference(from: &[HostTensor], to: &[HostTensor]) -> Result<Vec<HostTensor>,
         .collect()
 }
 
-
 /// The vectors of Hessian round `r`: `hessian_block_{r}.f64`, f64 little-endian,
 /// one vector of `n` parameters after another.
 pub fn block_file(r: usize) -> String {
@@ -484,7 +483,6 @@ pub fn hessian_step(
         .map_err(|e| format!("{}: {e}", p.display()))?;
     Ok(None)
 }
-
 
 #[cfg(test)]
 mod tests {

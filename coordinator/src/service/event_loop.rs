@@ -1,7 +1,15 @@
 //! The event loop: the one owner of the core and the store. It applies a batch of
-//! events, persists what they changed, and only then replies.
+//! events to the core, persists what they changed (files, then one SQLite transaction),
+//! and only then replies.
+//!
+//! The core is a cache of the database. When a commit fails (a full disk, a data folder
+//! that became unwritable) the batch's changes exist only in memory: every reply of the
+//! batch becomes a retryable UNAVAILABLE, and the core is rebuilt from the database,
+//! exactly as after a restart. Workers keep what was not acknowledged and send it again;
+//! nothing acknowledged is ever missing from the database.
 
 use super::*;
+use crate::core::Millis;
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, Status>>;
 
@@ -14,8 +22,16 @@ type SweepFiles = Vec<(SweepId, Vec<(String, Vec<u8>)>)>;
 /// A reply held back until the batch is durable; given the store's error, if any.
 type Deferred = Box<dyn FnOnce(Option<&Status>)>;
 
+/// One page of `ListSweeps`: sweeps after `after` (a page token), at most `limit`.
+pub(super) struct ListQuery {
+    pub(super) after: Option<(Millis, SweepId)>,
+    pub(super) limit: usize,
+    pub(super) with_spec: bool,
+}
+
 pub(super) enum Event {
-    Register(WorkerInfo, Reply<WorkerId>),
+    /// A worker's description and the id it had before, if any.
+    Register(WorkerInfo, Option<WorkerId>, Reply<WorkerId>),
     Lease(WorkerId, u32, Reply<Vec<Lease>>),
     Report {
         worker: WorkerId,
@@ -33,7 +49,9 @@ pub(super) enum Event {
         Reply<(SweepId, u32)>,
     ),
     Cancel(SweepId, Reply<core::SweepState>),
-    Status(Option<SweepId>, Reply<Vec<proto::SweepStatus>>),
+    Delete(SweepId, Reply<u64>),
+    Status(SweepId, Reply<proto::SweepStatus>),
+    List(ListQuery, Reply<(Vec<proto::SweepStatus>, Option<String>)>),
     Watch(SweepId, Reply<watch::Receiver<proto::SweepStatus>>),
     Tick,
 }
@@ -48,11 +66,65 @@ fn core_status(e: CoreError) -> Status {
 
 /// Owns the core, the store and the status watchers.
 pub(super) struct EventLoop {
-    core: Core,
-    store: Store,
-    data_dir: PathBuf,
+    pub(super) core: Core,
+    pub(super) store: Store,
+    pub(super) data_dir: PathBuf,
+    core_cfg: CoreConfig,
     watchers: HashMap<SweepId, watch::Sender<proto::SweepStatus>>,
     rng: ridgeline_common::rng::Rng,
+    /// The core is ahead of the database (a commit failed and so did the rebuild):
+    /// nothing is served until a rebuild succeeds.
+    stale: bool,
+}
+
+/// A core rebuilt from the database, and the actions that rebuilding took (leased units
+/// queued again).
+fn load_core(
+    store: &Store,
+    cfg: &CoreConfig,
+    data_dir: &Path,
+    now: Millis,
+) -> Result<(Core, Vec<Action>), StoreError> {
+    let mut core = Core::new(
+        cfg.clone(),
+        store.max_unit_id()? + 1,
+        store.max_worker_number()? + 1,
+    );
+    let mut out = Vec::new();
+    for mut s in store.restore()? {
+        s.released = landscape::released_units(&sweep_dir(data_dir, &s.id), &s.spec);
+        core::on_sweep_restored(&mut core, &mut out, s, now);
+    }
+    Ok((core, out))
+}
+
+/// Writes a file so that readers see the old content or the new, never a torn one.
+pub(super) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    std::fs::write(&tmp, data)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            format!("{}: {e}", path.display())
+        })
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
 }
 
 impl EventLoop {
@@ -67,47 +139,17 @@ impl EventLoop {
             source,
         };
         let mut store = Store::open(&path).map_err(store_err)?;
-        let mut core = Core::new(
-            cfg.core.clone(),
-            store.max_unit_id().map_err(store_err)? + 1,
-        );
-        let mut out = Vec::new();
         let now = now_ms();
-        let mut resumed = 0;
-        for row in store.sweeps().map_err(store_err)? {
-            let units = store
-                .trials(&row.id)
-                .map_err(store_err)?
-                .into_iter()
-                .map(|t| StoredUnit {
-                    unit: t.unit,
-                    trial: t.trial,
-                    params: t.params,
-                    state: t.state,
-                    attempts: t.attempts,
-                })
-                .collect();
-            resumed += usize::from(row.state == core::SweepState::Running);
-            core::on_sweep_restored(
-                &mut core,
-                &mut out,
-                StoredSweep {
-                    released: landscape::released_units(
-                        &sweep_dir(&cfg.data_dir, &row.id),
-                        &row.spec,
-                    ),
-                    id: row.id,
-                    spec: row.spec,
-                    state: row.state,
-                    created: row.created_ms,
-                    finished: row.finished_ms,
-                    best: row.best,
-                    units,
-                },
-                now,
-            );
-        }
+        let (core, out) = load_core(&store, &cfg.core, &cfg.data_dir, now).map_err(store_err)?;
         store.apply(&out).map_err(store_err)?;
+        let resumed = core
+            .sweep_ids()
+            .iter()
+            .filter(|id| {
+                core.sweep(id)
+                    .is_some_and(|v| v.state == core::SweepState::Running)
+            })
+            .count();
         if resumed > 0 {
             info!(sweeps = resumed, "resumed running sweeps from the database");
         }
@@ -116,31 +158,80 @@ impl EventLoop {
             core,
             store,
             data_dir: cfg.data_dir.clone(),
+            core_cfg: cfg.core.clone(),
             watchers: HashMap::new(),
             rng: ridgeline_common::rng::Rng::new(seed),
+            stale: false,
         };
-        for id in el.core.sweep_ids() {
-            let st = el.status(&id, now).expect("listed sweep exists");
-            el.watchers.insert(id, watch::channel(st).0);
-        }
+        el.refresh_watchers(now);
         Ok(el)
     }
 
-    fn status(&self, id: &SweepId, now: u64) -> Option<proto::SweepStatus> {
+    /// Throws the in-memory state away and loads it from the database again.
+    fn rebuild(&mut self, now: Millis) -> Result<(), StoreError> {
+        let (core, out) = load_core(&self.store, &self.core_cfg, &self.data_dir, now)?;
+        self.store.apply(&out)?;
+        self.core = core;
+        self.stale = false;
+        self.refresh_watchers(now);
+        warn!(
+            live_units = self.core.live_units(),
+            "state rebuilt from the database after a failed commit; workers re-register"
+        );
+        Ok(())
+    }
+
+    /// Every watcher shows what the core (now equal to the database) says.
+    fn refresh_watchers(&mut self, now: Millis) {
+        self.watchers.retain(|id, _| self.core.sweep(id).is_some());
+        for id in self.core.sweep_ids() {
+            let st = self.status(&id, false, now).expect("listed sweep exists");
+            match self.watchers.get(&id) {
+                Some(w) => {
+                    w.send_replace(st);
+                }
+                None => {
+                    self.watchers.insert(id, watch::channel(st).0);
+                }
+            }
+        }
+    }
+
+    fn status(&self, id: &SweepId, with_spec: bool, now: u64) -> Option<proto::SweepStatus> {
         let v = self.core.sweep(id)?;
-        let best = v.best.map(|(t, _)| t);
-        let params = best.and_then(|t| self.core.trial_params(id, t));
-        let dir = best
-            .map(|t| trial_dir(&self.data_dir, id, t))
+        let dir = v
+            .best
+            .as_ref()
+            .map(|b| trial_dir(&self.data_dir, id, b.trial))
             .filter(|d| d.exists())
             .map(|d| d.display().to_string());
-        Some(status_to_proto(&v, params, dir, now))
+        Some(status_to_proto(&v, dir, with_spec, now))
+    }
+
+    fn list(&self, q: ListQuery, now: u64) -> (Vec<proto::SweepStatus>, Option<String>) {
+        let key = |id: &SweepId| (self.core.sweep(id).map_or(0, |v| v.created), id.clone());
+        let ids: Vec<SweepId> = self
+            .core
+            .sweep_ids()
+            .into_iter()
+            .filter(|id| q.after.as_ref().is_none_or(|a| key(id) > *a))
+            .collect();
+        let page: Vec<proto::SweepStatus> = ids
+            .iter()
+            .take(q.limit)
+            .filter_map(|id| self.status(id, q.with_spec, now))
+            .collect();
+        let next = (ids.len() > q.limit).then(|| {
+            let (created, id) = key(&ids[q.limit - 1]);
+            format!("{created}:{id}")
+        });
+        (page, next)
     }
 
     fn new_sweep_id(&mut self, name: &str) -> SweepId {
         loop {
             let id = SweepId(format!("{name}-{:06x}", self.rng.next_u64() & 0xff_ffff));
-            if self.core.sweep(&id).is_none() {
+            if self.core.sweep(&id).is_none() && !sweep_dir(&self.data_dir, &id).exists() {
                 return id;
             }
         }
@@ -176,11 +267,21 @@ impl EventLoop {
                 });
             }));
         }
+        if self.stale {
+            if let Err(e) = self.rebuild(now) {
+                error!("the database is still unusable: {e}");
+                let refused = Status::unavailable(format!("coordinator store: {e}"));
+                for ev in batch {
+                    refuse(ev, &refused);
+                }
+                return;
+            }
+        }
         for ev in batch {
             let c = &mut self.core;
             match ev {
-                Event::Register(info, tx) => {
-                    let id = core::on_worker_registered(c, &mut out, info, now);
+                Event::Register(info, resume, tx) => {
+                    let id = core::on_worker_registered(c, &mut out, info, resume, now);
                     defer(&mut replies, tx, Ok(id));
                 }
                 Event::Lease(w, max, tx) => {
@@ -194,10 +295,15 @@ impl EventLoop {
                     outcomes,
                     reply,
                 } => {
-                    // A report proves the worker alive, like a heartbeat; an unknown
-                    // worker's results are still taken (they are as good as anyone's).
+                    // A report proves the worker alive, like a heartbeat. A worker the
+                    // core does not know gets NOT_FOUND and nothing of its report is
+                    // taken: it registers again (asking for its old id) and resends.
                     // (The heartbeat hands over pending cancellations: keep them.)
-                    let alive = core::on_heartbeat(c, &worker, now);
+                    let Ok(mut cancel) = core::on_heartbeat(c, &worker, now) else {
+                        let e = CoreError::UnknownWorker(worker);
+                        defer(&mut replies, reply, Err(core_status(e)));
+                        continue;
+                    };
                     // Progress proves the worker runs those units: after a restart the
                     // report may come before the heartbeat that re-adopts them.
                     let mut reported: Vec<UnitId> = progress.iter().map(|p| p.0).collect();
@@ -208,19 +314,19 @@ impl EventLoop {
                     }
                     for (o, arts) in outcomes {
                         let unit = o.unit;
-                        if core::on_unit_finished(c, &mut out, &worker, o, now) {
-                            artifacts.insert(unit, arts);
+                        match core::on_unit_finished(c, &mut out, &worker, o, now) {
+                            Ok(core::Verdict::Accepted) => {
+                                artifacts.insert(unit, arts);
+                            }
+                            Ok(core::Verdict::AlreadyFinal) => {}
+                            Ok(core::Verdict::Refused(why)) => {
+                                warn!(worker = %worker, unit = %unit, "result refused: {why}");
+                            }
+                            Err(e) => warn!("{e}"),
                         }
                     }
-                    let r = if let Ok(mut cancel) = alive {
-                        cancel.extend(core::take_cancellations(c, &worker));
-                        Ok(cancel)
-                    } else {
-                        Err(Status::not_found(format!(
-                            "unknown worker {worker}; register again"
-                        )))
-                    };
-                    defer(&mut replies, reply, r);
+                    cancel.extend(core::take_cancellations(c, &worker));
+                    defer(&mut replies, reply, Ok(cancel));
                 }
                 Event::Heartbeat(w, running, tx) => {
                     core::on_units_reported_running(c, &mut out, &w, &running, now);
@@ -231,13 +337,16 @@ impl EventLoop {
                     core::on_worker_deregistered(c, &mut out, &w, now);
                     defer(&mut replies, tx, Ok(()));
                 }
-                Event::Submit(spec, files, tx) => {
+                Event::Submit(spec, mut files, tx) => {
                     let id = self.new_sweep_id(&spec.name);
+                    // Workers fetch the spec once per sweep, as a file, rather than with
+                    // every lease.
+                    files.push(("spec.json".into(), spec.to_json().into_bytes()));
                     let c = &mut self.core;
                     let r = core::on_sweep_submitted(c, &mut out, id.clone(), *spec, now)
                         .map(|n| (id.clone(), n))
                         .map_err(core_status);
-                    if r.is_ok() && !files.is_empty() {
+                    if r.is_ok() {
                         sweep_files.push((id, files));
                     }
                     defer(&mut replies, tx, r);
@@ -246,20 +355,22 @@ impl EventLoop {
                     let r = core::on_cancel(c, &mut out, &id, now).map_err(core_status);
                     defer(&mut replies, tx, r);
                 }
+                Event::Delete(id, tx) => {
+                    let r = core::on_sweep_deleted(c, &mut out, &id, now)
+                        .map(|()| dir_bytes(&sweep_dir(&self.data_dir, &id)))
+                        .map_err(core_status);
+                    defer(&mut replies, tx, r);
+                }
                 Event::Tick => core::on_tick(c, &mut out, now),
                 Event::Status(id, tx) => {
-                    let ids = match id {
-                        Some(id) => vec![id],
-                        None => self.core.sweep_ids(),
-                    };
-                    let r: Result<Vec<_>, Status> = ids
-                        .iter()
-                        .map(|id| {
-                            self.status(id, now)
-                                .ok_or_else(|| Status::not_found(format!("unknown sweep {id}")))
-                        })
-                        .collect();
+                    let r = self
+                        .status(&id, true, now)
+                        .ok_or_else(|| Status::not_found(format!("unknown sweep {id}")));
                     defer(&mut replies, tx, r);
+                }
+                Event::List(q, tx) => {
+                    let r = self.list(q, now);
+                    defer(&mut replies, tx, Ok(r));
                 }
                 Event::Watch(id, tx) => {
                     let r = self
@@ -271,21 +382,30 @@ impl EventLoop {
                 }
             }
         }
-        let failure = self
-            .persist(&mut out, &mut artifacts, sweep_files, now)
-            .err();
-        if let Some(e) = &failure {
-            error!("could not persist a batch: {e}");
-        }
-        let failed = failure.map(|e| Status::unavailable(format!("coordinator store: {e}")));
-        self.notify(&out, now);
-        for r in replies {
-            r(failed.as_ref());
+        match self.persist(&mut out, &mut artifacts, sweep_files, now) {
+            Ok(()) => {
+                self.after_commit(&out);
+                self.notify(&out, now);
+                for r in replies {
+                    r(None);
+                }
+            }
+            Err(e) => {
+                error!("could not persist a batch, nothing of it is acknowledged: {e}");
+                let failed = Status::unavailable(format!("coordinator store: {e}"));
+                for r in replies {
+                    r(Some(&failed));
+                }
+                self.stale = true;
+                if let Err(e) = self.rebuild(now) {
+                    error!("cannot rebuild the state from the database: {e}");
+                }
+            }
         }
     }
 
-    /// Writes artifacts of accepted results, then the actions, before anything is
-    /// acknowledged.
+    /// Writes the files of new sweeps and accepted results, then the actions, before
+    /// anything is acknowledged.
     fn persist(
         &mut self,
         out: &mut Vec<Action>,
@@ -297,8 +417,7 @@ impl EventLoop {
             let dir = sweep_dir(&self.data_dir, &id);
             std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             for (name, data) in files {
-                let path = dir.join(name);
-                std::fs::write(&path, data).map_err(|e| format!("{}: {e}", path.display()))?;
+                write_atomic(&dir.join(name), &data)?;
             }
         }
         for a in out.iter() {
@@ -312,132 +431,35 @@ impl EventLoop {
                 let dir = trial_dir(&self.data_dir, sweep, *trial);
                 std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
                 for art in arts {
-                    let path = dir.join(&art.name);
-                    std::fs::write(&path, &art.data)
-                        .map_err(|e| format!("{}: {e}", path.display()))?;
+                    write_atomic(&dir.join(&art.name), &art.data)?;
                 }
             }
         }
         self.hessian_rounds(out, now);
-        self.store.apply(out).map_err(|e| e.to_string())?;
-        for a in out.iter() {
-            if let Action::SweepFinished { sweep, .. } = a {
-                self.assemble(sweep);
-            }
-        }
-        Ok(())
+        self.store.apply(out).map_err(|e| e.to_string())
     }
 
-    /// When the last shard of a Hessian round is in, runs the Lanczos step that makes
-    /// the next round's vectors (or the final `hessian.json`) and releases the next
-    /// round's units. A shard that failed for good ends the Hessian: the remaining
-    /// rounds are abandoned.
-    fn hessian_rounds(&mut self, out: &mut Vec<Action>, now: u64) {
-        let mut done: Vec<(SweepId, u32, core::UnitState)> = Vec::new();
-        for a in out.iter() {
-            if let Action::UnitFinished {
-                sweep,
-                trial,
-                state,
-                ..
-            } = a
-            {
-                done.push((sweep.clone(), *trial, *state));
-            }
-        }
-        for (id, trial, state) in done {
-            let Some(v) = self.core.sweep(&id) else {
-                continue;
-            };
-            let Some(l) = v.spec.landscape.as_ref() else {
-                continue;
-            };
-            let Some(h) = l.hessian.as_ref() else {
-                continue;
-            };
-            let ScanUnit::Hvp { round, .. } = l.unit(trial as usize) else {
-                continue;
-            };
-            let first = (l.tiles() + round * h.shards) as u32;
-            let states: Vec<Option<core::UnitState>> = (first..first + h.shards as u32)
-                .map(|t| self.core.trial_state(&id, t))
-                .collect();
-            let abandon = |el: &mut Self, out: &mut Vec<Action>, why: &str| {
-                warn!(sweep = %id, "Hessian stops after round {round}: {why}");
-                core::on_units_abandoned(&mut el.core, out, &id, now);
-            };
-            if state != core::UnitState::Completed {
-                abandon(self, out, "a shard did not complete");
-                continue;
-            }
-            if !states
-                .iter()
-                .all(|s| *s == Some(core::UnitState::Completed))
-            {
-                continue;
-            }
-            let dir = sweep_dir(&self.data_dir, &id);
-            let started = std::time::Instant::now();
-            match landscape::hessian_step(&dir, &v.spec, round, |t| {
-                trial_dir(&self.data_dir, &id, t)
-            }) {
-                Ok(Some(upto)) => core::on_units_released(&mut self.core, &id, upto),
-                Ok(None) => {
-                    info!(sweep = %id, seconds = started.elapsed().as_secs_f64(), "Hessian done");
-                    // Converged early or finished: nothing more to release.
-                    core::on_units_abandoned(&mut self.core, out, &id, now);
+    /// What happens once a batch is durable: scans that ended are assembled, deleted
+    /// sweeps lose their files, lost workers are logged.
+    fn after_commit(&mut self, out: &[Action]) {
+        for a in out {
+            match a {
+                Action::SweepFinished { sweep, .. } => self.assemble(sweep),
+                Action::SweepDeleted { sweep } => {
+                    let dir = sweep_dir(&self.data_dir, sweep);
+                    match std::fs::remove_dir_all(&dir) {
+                        Ok(()) => info!(sweep = %sweep, "sweep deleted with its files"),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            error!(sweep = %sweep, "deleted, but its files stay: {}: {e}", dir.display())
+                        }
+                    }
                 }
-                Err(e) => abandon(self, out, &e),
+                Action::WorkerGone { worker, reason } if reason != "deregistered" => {
+                    warn!(worker = %worker, "worker lost ({reason}); its units go back to the queue");
+                }
+                _ => {}
             }
-        }
-    }
-
-    /// Data size and timings of a finished scan, for `meta.json`.
-    fn run_summary(&self, v: &core::SweepView) -> serde_json::Value {
-        let rows = self.store.trials(&v.id).unwrap_or_default();
-        let l = v.spec.landscape.as_ref();
-        let tiles = l.map_or(0, |l| l.tiles() as u32);
-        let secs = |hessian: bool| -> f64 {
-            rows.iter()
-                .filter(|r| (r.trial >= tiles) == hessian)
-                .filter_map(|r| r.duration_s)
-                .sum()
-        };
-        let samples = rows.iter().find_map(|r| {
-            r.final_metrics
-                .iter()
-                .find(|(n, _)| n == "samples")
-                .map(|(_, v)| *v)
-        });
-        let workers: std::collections::BTreeSet<&str> =
-            rows.iter().filter_map(|r| r.worker.as_deref()).collect();
-        serde_json::json!({
-            "samples": samples,
-            "wall_seconds": v.finished.unwrap_or(v.created).saturating_sub(v.created) as f64 / 1000.0,
-            "tile_seconds": secs(false),
-            "hessian_seconds": secs(true),
-            "workers": workers,
-            "units": v.counts.total,
-        })
-    }
-
-    /// Puts a finished scan's tiles together into the surface files. A failure here is
-    /// logged, not fatal: the tiles stay on disk and can be assembled again.
-    fn assemble(&self, id: &SweepId) {
-        let Some(v) = self.core.sweep(id) else { return };
-        if v.spec.kind != SweepKind::Landscape {
-            return;
-        }
-        let dir = sweep_dir(&self.data_dir, id);
-        let started = std::time::Instant::now();
-        let run = self.run_summary(&v);
-        match landscape::assemble(&dir, id.as_str(), &v.spec, run, |t| {
-            trial_dir(&self.data_dir, id, t)
-        }) {
-            Ok(()) => {
-                info!(sweep = %id, dir = %dir.display(), seconds = started.elapsed().as_secs_f64(), "surface assembled")
-            }
-            Err(e) => error!(sweep = %id, "cannot assemble the surface: {e}"),
         }
     }
 
@@ -448,7 +470,13 @@ impl EventLoop {
                 Action::SweepCreated { sweep, .. }
                 | Action::UnitCreated { sweep, .. }
                 | Action::UnitFinished { sweep, .. }
+                | Action::SweepBest { sweep, .. }
                 | Action::SweepFinished { sweep, .. } => Some(sweep.clone()),
+                Action::SweepDeleted { sweep } => {
+                    // Dropping the sender ends every watch of the sweep.
+                    self.watchers.remove(sweep);
+                    None
+                }
                 Action::UnitLeased { unit, .. }
                 | Action::UnitRequeued { unit, .. }
                 | Action::UnitAdopted { unit, .. } => self.core.unit_trial(*unit).map(|(s, _)| s),
@@ -459,7 +487,7 @@ impl EventLoop {
             touched.extend(id);
         }
         for id in touched {
-            let Some(st) = self.status(&id, now) else {
+            let Some(st) = self.status(&id, false, now) else {
                 continue;
             };
             match self.watchers.get(&id) {
@@ -471,5 +499,26 @@ impl EventLoop {
                 }
             }
         }
+    }
+}
+
+/// Answers an event that cannot be served at all.
+fn refuse(ev: Event, why: &Status) {
+    fn no<T>(tx: Reply<T>, why: &Status) {
+        let _ = tx.send(Err(why.clone()));
+    }
+    match ev {
+        Event::Register(_, _, tx) => no(tx, why),
+        Event::Lease(_, _, tx) => no(tx, why),
+        Event::Report { reply, .. } => no(reply, why),
+        Event::Heartbeat(_, _, tx) => no(tx, why),
+        Event::Deregister(_, tx) => no(tx, why),
+        Event::Submit(_, _, tx) => no(tx, why),
+        Event::Cancel(_, tx) => no(tx, why),
+        Event::Delete(_, tx) => no(tx, why),
+        Event::Status(_, tx) => no(tx, why),
+        Event::List(_, tx) => no(tx, why),
+        Event::Watch(_, tx) => no(tx, why),
+        Event::Tick => {}
     }
 }

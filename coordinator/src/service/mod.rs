@@ -25,9 +25,7 @@ use ridgeline_common::spec::{SweepKind, SweepSpec};
 use ridgeline_common::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 
 use crate::convert::*;
-use crate::core::{
-    self, Action, Core, CoreConfig, CoreError, Lease, Outcome, StoredSweep, StoredUnit, WorkerInfo,
-};
+use crate::core::{self, Action, Core, CoreConfig, CoreError, Lease, Outcome, WorkerInfo};
 use crate::landscape;
 use crate::store::{Store, StoreError};
 use ridgeline_common::landscape::{DirectionKind, ScanUnit};
@@ -43,6 +41,28 @@ pub struct CoordinatorConfig {
     pub core: CoreConfig,
     /// Token and TLS.
     pub security: Security,
+    /// What a submission may ask for.
+    pub limits: Limits,
+}
+
+/// Limits on what one submission may ask for, so that no request can sink the
+/// coordinator.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest spec accepted, in bytes of JSON.
+    pub max_spec_bytes: usize,
+    /// Most grid points (scans) or trials (searches) in one sweep.
+    pub max_points_per_sweep: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_spec_bytes: 1 << 20,
+            // A 10,000 x 10,000 scan.
+            max_points_per_sweep: 100_000_000,
+        }
+    }
 }
 
 /// Errors that stop the coordinator.
@@ -103,6 +123,7 @@ fn now_ms() -> u64 {
 }
 
 mod event_loop;
+mod scans;
 mod sweep_api;
 mod worker_api;
 
@@ -134,9 +155,18 @@ fn worker_id(s: &str) -> Result<WorkerId, Status> {
     Ok(WorkerId(s.to_owned()))
 }
 
+/// Sweep ids become folder names: only the characters the coordinator itself uses.
 fn sweep_id(s: &str) -> Result<SweepId, Status> {
     if s.is_empty() {
         return Err(Status::invalid_argument("sweep_id: required"));
+    }
+    let ok = s.len() <= 128
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !ok {
+        return Err(Status::invalid_argument(format!(
+            "sweep_id: {s:?} is not a sweep id"
+        )));
     }
     Ok(SweepId(s.to_owned()))
 }
@@ -195,6 +225,7 @@ pub async fn serve(
     let sweeps = sweep_service_server::SweepServiceServer::new(SweepApi {
         h,
         data_dir: cfg.data_dir.clone(),
+        limits: cfg.limits.clone(),
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);

@@ -5,6 +5,43 @@ use super::*;
 pub(super) struct SweepApi {
     pub(super) h: Handle,
     pub(super) data_dir: PathBuf,
+    pub(super) limits: Limits,
+}
+
+/// A sweep's size in the unit people think in: grid points of a scan, trials of a
+/// search.
+fn points(spec: &SweepSpec) -> (u64, &'static str) {
+    match &spec.landscape {
+        Some(l) => (l.points() as u64, "grid points"),
+        None => (spec.total_trials(), "trials"),
+    }
+}
+
+/// Refuses what no coordinator should try: specs too large to list, grids too large to
+/// ever finish.
+fn check_limits(spec_json: &str, limits: &Limits) -> Result<SweepSpec, Status> {
+    if spec_json.len() > limits.max_spec_bytes {
+        return Err(Status::invalid_argument(format!(
+            "spec: {} bytes; this coordinator accepts specs of at most {} bytes (setting max_spec_bytes)",
+            spec_json.len(),
+            limits.max_spec_bytes
+        )));
+    }
+    let spec = SweepSpec::from_json(spec_json)
+        .map_err(|e| Status::invalid_argument(format!("spec: {e}")))?;
+    let (n, what) = points(&spec);
+    if n > limits.max_points_per_sweep {
+        let field = if spec.landscape.is_some() {
+            "landscape.x.points x landscape.y.points"
+        } else {
+            "search"
+        };
+        return Err(Status::invalid_argument(format!(
+            "{field}: {n} {what}; this coordinator accepts at most {} per sweep (setting max_points_per_sweep)",
+            limits.max_points_per_sweep
+        )));
+    }
+    Ok(spec)
 }
 
 impl SweepApi {
@@ -32,12 +69,8 @@ impl SweepApi {
         if which != "best" {
             return Err(bad());
         }
-        let mut st = self
-            .h
-            .call(|tx| Event::Status(Some(id.clone()), tx))
-            .await?;
-        st.pop()
-            .and_then(|s| s.best)
+        let st = self.h.call(|tx| Event::Status(id.clone(), tx)).await?;
+        st.best
             .map(|b| b.checkpoint_dir)
             .filter(|d| !d.is_empty())
             .map(PathBuf::from)
@@ -154,8 +187,7 @@ impl sweep_service_server::SweepService for SweepApi {
         req: Request<proto::SubmitSweepRequest>,
     ) -> Result<Response<proto::SubmitSweepResponse>, Status> {
         let req = req.into_inner();
-        let mut spec = SweepSpec::from_json(&req.spec_json)
-            .map_err(|e| Status::invalid_argument(format!("spec: {e}")))?;
+        let mut spec = check_limits(&req.spec_json, &self.limits)?;
         let files = if spec.kind == SweepKind::Landscape {
             self.landscape_files(&mut spec, req.attachments).await?
         } else {
@@ -177,8 +209,9 @@ impl sweep_service_server::SweepService for SweepApi {
         req: Request<proto::GetStatusRequest>,
     ) -> Result<Response<proto::SweepStatus>, Status> {
         let id = sweep_id(&req.into_inner().sweep_id)?;
-        let mut v = self.h.call(|tx| Event::Status(Some(id), tx)).await?;
-        Ok(Response::new(v.pop().expect("one status per id")))
+        Ok(Response::new(
+            self.h.call(|tx| Event::Status(id, tx)).await?,
+        ))
     }
 
     type WatchSweepStream = StatusStream;
@@ -219,10 +252,39 @@ impl sweep_service_server::SweepService for SweepApi {
 
     async fn list_sweeps(
         &self,
-        _req: Request<proto::ListSweepsRequest>,
+        req: Request<proto::ListSweepsRequest>,
     ) -> Result<Response<proto::ListSweepsResponse>, Status> {
-        let sweeps = self.h.call(|tx| Event::Status(None, tx)).await?;
-        Ok(Response::new(proto::ListSweepsResponse { sweeps }))
+        let r = req.into_inner();
+        let after = if r.page_token.is_empty() {
+            None
+        } else {
+            let bad = || Status::invalid_argument("page_token: not a token this coordinator gave");
+            let (t, id) = r.page_token.split_once(':').ok_or_else(bad)?;
+            Some((t.parse().map_err(|_| bad())?, SweepId(id.to_owned())))
+        };
+        let q = event_loop::ListQuery {
+            after,
+            limit: match r.page_size {
+                0 => 100,
+                n => n.min(1000) as usize,
+            },
+            with_spec: r.with_spec,
+        };
+        let (sweeps, next) = self.h.call(|tx| Event::List(q, tx)).await?;
+        Ok(Response::new(proto::ListSweepsResponse {
+            sweeps,
+            next_page_token: next.unwrap_or_default(),
+        }))
+    }
+
+    async fn delete_sweep(
+        &self,
+        req: Request<proto::DeleteSweepRequest>,
+    ) -> Result<Response<proto::DeleteSweepResponse>, Status> {
+        let id = sweep_id(&req.into_inner().sweep_id)?;
+        let bytes_freed = self.h.call(|tx| Event::Delete(id.clone(), tx)).await?;
+        info!(sweep = %id, bytes_freed, "sweep deleted");
+        Ok(Response::new(proto::DeleteSweepResponse { bytes_freed }))
     }
 
     async fn get_results(
@@ -230,11 +292,7 @@ impl sweep_service_server::SweepService for SweepApi {
         req: Request<proto::GetResultsRequest>,
     ) -> Result<Response<proto::GetResultsResponse>, Status> {
         let id = sweep_id(&req.into_inner().sweep_id)?;
-        let mut st = self
-            .h
-            .call(|tx| Event::Status(Some(id.clone()), tx))
-            .await?;
-        let status = st.pop();
+        let status = Some(self.h.call(|tx| Event::Status(id.clone(), tx)).await?);
         let data_dir = self.data_dir.clone();
         // Reads go through their own read-only connection: WAL lets them run beside the
         // writer without blocking the event loop.

@@ -39,7 +39,11 @@ impl worker_service_server::WorkerService for WorkerApi {
                 })
                 .collect(),
         };
-        let id = self.h.call(|tx| Event::Register(info.clone(), tx)).await?;
+        let resume = (!r.resume_worker_id.is_empty()).then(|| WorkerId(r.resume_worker_id.clone()));
+        let id = self
+            .h
+            .call(|tx| Event::Register(info.clone(), resume, tx))
+            .await?;
         info!(worker = %id, slots = info.slots, devices = ?info.devices, "worker registered");
         Ok(Response::new(proto::RegisterResponse {
             worker_id: id.to_string(),
@@ -123,12 +127,11 @@ impl worker_service_server::WorkerService for WorkerApi {
         let r = req.into_inner();
         let id = sweep_id(&r.sweep_id)?;
         check_artifact_name(&r.name)?;
-        if id.as_str().contains(['/', '\\']) || id.as_str().starts_with('.') {
-            return Err(Status::invalid_argument("sweep_id: not a sweep id"));
-        }
-        let path = sweep_dir(&self.data_dir, &id).join(&r.name);
-        let data = tokio::fs::read(&path)
+        let dir = sweep_dir(&self.data_dir, &id);
+        let name = r.name.clone();
+        let data = tokio::task::spawn_blocking(move || read_regular_file(&dir, &name))
             .await
+            .map_err(|e| Status::internal(e.to_string()))?
             .map_err(|e| Status::not_found(format!("{}/{}: {e}", id, r.name)))?;
         Ok(Response::new(proto::FetchBlobResponse { data }))
     }
@@ -142,4 +145,34 @@ impl worker_service_server::WorkerService for WorkerApi {
         self.h.call(|tx| Event::Deregister(w, tx)).await?;
         Ok(Response::new(proto::DeregisterResponse {}))
     }
+}
+
+/// Reads `dir/name` only if both are what the coordinator made: a real folder and a
+/// regular file in it, no symbolic link anywhere (a link planted in a sweep folder must
+/// not turn FetchBlob into a way to read any file of the host).
+fn read_regular_file(dir: &Path, name: &str) -> std::io::Result<Vec<u8>> {
+    use std::io::{Error, ErrorKind, Read};
+    let refuse = |what: &str| Error::new(ErrorKind::NotFound, format!("not served: {what}"));
+    for d in [dir.parent().unwrap_or(dir), dir] {
+        if !std::fs::symlink_metadata(d)?.file_type().is_dir() {
+            return Err(refuse("the sweep folder is not a plain folder"));
+        }
+    }
+    let path = dir.join(name);
+    let before = std::fs::symlink_metadata(&path)?;
+    if !before.file_type().is_file() {
+        return Err(refuse("not a regular file"));
+    }
+    let mut f = std::fs::File::open(&path)?;
+    // The file opened must be the one inspected (no swap between the two calls).
+    let opened = f.metadata()?;
+    {
+        use std::os::unix::fs::MetadataExt;
+        if (opened.dev(), opened.ino()) != (before.dev(), before.ino()) {
+            return Err(refuse("the file changed while being opened"));
+        }
+    }
+    let mut data = Vec::with_capacity(opened.len() as usize);
+    f.read_to_end(&mut data)?;
+    Ok(data)
 }

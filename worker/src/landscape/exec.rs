@@ -10,6 +10,7 @@ use ridgeline_common::landscape::{LossKind, ScanUnit, Split};
 use ridgeline_common::spec::SweepSpec;
 
 use super::eval::{Layers, Loss, Plane};
+use crate::UnitError;
 use crate::model::MlpConfig;
 use crate::train::{TrialEnd, TrialOutput};
 
@@ -145,12 +146,39 @@ pub fn run_unit(
     unit: u32,
     fetch: Fetch<'_>,
     device: &Device,
-) -> Result<TrialOutput, String> {
+    memory_bytes: u64,
+) -> Result<TrialOutput, UnitError> {
     let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
     match l.unit(unit as usize) {
-        ScanUnit::Tile(t) => run_tile(sweep, spec, t as u32, fetch, device),
-        ScanUnit::Hvp { round, shard } => run_hvp(sweep, spec, round, shard, fetch, device),
+        ScanUnit::Tile(t) => run_tile(sweep, spec, t as u32, fetch, device, memory_bytes),
+        ScanUnit::Hvp { round, shard } => Ok(run_hvp(sweep, spec, round, shard, fetch, device)?),
     }
+}
+
+/// How to evaluate a tile within `budget` bytes: `(points per chunk, samples per
+/// batch)`. The batched evaluator keeps, per point, the mixed weights of every layer
+/// after the first and the activations of one batch of samples; the estimate counts
+/// those (f32) with a factor 3 on activations for the temporaries of a layer.
+pub fn tile_plan(
+    dims: &[usize],
+    samples: usize,
+    batch: usize,
+    budget: u64,
+) -> Result<(usize, usize), UnitError> {
+    let weights: usize = dims.windows(2).skip(1).map(|w| w[0] * w[1] + w[1]).sum();
+    let widths: usize = dims[1..].iter().sum();
+    let per_point = |rows: usize| 4 * (weights + 3 * rows * widths) as u64;
+    let mut rows = batch.clamp(1, samples.max(1));
+    while rows > 1 && per_point(rows) > budget {
+        rows = rows.div_ceil(2);
+    }
+    if per_point(rows) > budget {
+        return Err(UnitError::out_of_memory(format!(
+            "one grid point of this model needs {} bytes, the unit may use {budget} (worker --memory-bytes)",
+            per_point(rows)
+        )));
+    }
+    Ok(((budget / per_point(rows)).max(1) as usize, rows))
 }
 
 fn run_hvp(
@@ -223,12 +251,13 @@ pub fn run_tile(
     tile: u32,
     fetch: Fetch<'_>,
     device: &Device,
-) -> Result<TrialOutput, String> {
+    memory_bytes: u64,
+) -> Result<TrialOutput, UnitError> {
     let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
     let s = scan(sweep, spec, fetch, device)?;
     let points: Vec<(f64, f64)> = l.tile_range(tile as usize).map(|k| l.point(k)).collect();
     if points.is_empty() {
-        return Err(format!("tile {tile} is past the end of the grid"));
+        return Err(format!("tile {tile} is past the end of the grid").into());
     }
     let plane = Plane {
         base: &s.base,
@@ -240,9 +269,18 @@ pub fn run_tile(
         LossKind::CrossEntropy => Loss::CrossEntropy,
         LossKind::Mse => Loss::Mse,
     };
-    let values = plane
-        .evaluate(&points, &s.x, &s.y, loss, l.batch_size)
-        .map_err(|e| e.to_string())?;
+    let e = |e: candle_core::Error| UnitError::from(e.to_string());
+    // A tile of any size runs in chunks of points that fit the unit's memory.
+    let (chunk, rows) = tile_plan(
+        &s.config.dims(),
+        s.x.dim(0).map_err(e)?,
+        l.batch_size,
+        memory_bytes,
+    )?;
+    let mut values = Vec::with_capacity(points.len());
+    for part in points.chunks(chunk) {
+        values.extend(plane.evaluate(part, &s.x, &s.y, loss, rows).map_err(e)?);
+    }
     let mut bytes = Vec::with_capacity(points.len() * 16);
     for v in &values {
         bytes.extend_from_slice(&v.loss.to_le_bytes());
@@ -256,15 +294,14 @@ pub fn run_tile(
         .map(|v| v.loss)
         .filter(|v| v.is_finite())
         .fold(f64::NAN, f64::min);
+    let mut final_metrics = vec![("samples".into(), s.x.dim(0).map_err(e)? as f64)];
+    // A tile whose points all diverged has no best loss; its NaNs are in tile.f64.
+    if min.is_finite() {
+        final_metrics.insert(0, ("loss".into(), min));
+    }
     Ok(TrialOutput {
         end: TrialEnd::Completed,
-        final_metrics: vec![
-            ("loss".into(), min),
-            (
-                "samples".into(),
-                s.x.dim(0).map_err(|e| e.to_string())? as f64,
-            ),
-        ],
+        final_metrics,
         artifacts: vec![("tile.f64".into(), bytes)],
     })
 }

@@ -1,0 +1,116 @@
+//! The coordinator's share of landscape scans inside the event loop: Hessian rounds
+//! released as their shards finish, and the surface assembled when a scan ends.
+
+use super::*;
+
+impl EventLoop {
+    /// When the last shard of a Hessian round is in, runs the Lanczos step that makes
+    /// the next round's vectors (or the final `hessian.json`) and releases the next
+    /// round's units. A shard that failed for good ends the Hessian: the remaining
+    /// rounds are abandoned.
+    pub(super) fn hessian_rounds(&mut self, out: &mut Vec<Action>, now: u64) {
+        let mut done: Vec<(SweepId, u32, core::UnitState)> = Vec::new();
+        for a in out.iter() {
+            if let Action::UnitFinished {
+                sweep,
+                trial,
+                state,
+                ..
+            } = a
+            {
+                done.push((sweep.clone(), *trial, *state));
+            }
+        }
+        let finished_now = done.clone();
+        for (id, trial, state) in done {
+            let Some(v) = self.core.sweep(&id) else {
+                continue;
+            };
+            let Some(l) = v.spec.landscape.as_ref() else {
+                continue;
+            };
+            let Some(h) = l.hessian.as_ref() else {
+                continue;
+            };
+            let ScanUnit::Hvp { round, .. } = l.unit(trial as usize) else {
+                continue;
+            };
+            let first = (l.tiles() + round * h.shards) as u32;
+            // Finished shards left the core: their states are in this batch, or stored.
+            let states: Vec<Option<core::UnitState>> = (first..first + h.shards as u32)
+                .map(|t| {
+                    finished_now
+                        .iter()
+                        .find(|(s, tr, _)| *s == id && *tr == t)
+                        .map(|x| x.2)
+                        .or_else(|| self.store.trial_state(&id, t).ok().flatten())
+                })
+                .collect();
+            let abandon = |el: &mut Self, out: &mut Vec<Action>, why: &str| {
+                warn!(sweep = %id, "Hessian stops after round {round}: {why}");
+                core::on_units_abandoned(&mut el.core, out, &id, now);
+            };
+            if state != core::UnitState::Completed {
+                abandon(self, out, "a shard did not complete");
+                continue;
+            }
+            if !states
+                .iter()
+                .all(|s| *s == Some(core::UnitState::Completed))
+            {
+                continue;
+            }
+            let dir = sweep_dir(&self.data_dir, &id);
+            let started = std::time::Instant::now();
+            match landscape::hessian_step(&dir, &v.spec, round, |t| {
+                trial_dir(&self.data_dir, &id, t)
+            }) {
+                Ok(Some(upto)) => core::on_units_released(&mut self.core, &id, upto),
+                Ok(None) => {
+                    info!(sweep = %id, seconds = started.elapsed().as_secs_f64(), "Hessian done");
+                    // Converged early or finished: nothing more to release.
+                    core::on_units_abandoned(&mut self.core, out, &id, now);
+                }
+                Err(e) => abandon(self, out, &e),
+            }
+        }
+    }
+
+    /// Data size and timings of a finished scan, for `meta.json`.
+    fn run_summary(&self, v: &core::SweepView) -> serde_json::Value {
+        let tiles = v.spec.landscape.as_ref().map_or(0, |l| l.tiles() as u32);
+        let sum = self.store.scan_summary(&v.id, tiles).unwrap_or_default();
+        serde_json::json!({
+            "samples": sum.samples,
+            "wall_seconds": v.finished.unwrap_or(v.created).saturating_sub(v.created) as f64 / 1000.0,
+            "tile_seconds": sum.tile_seconds,
+            "hessian_seconds": sum.hessian_seconds,
+            "workers": sum.workers,
+            "units": v.counts.total,
+        })
+    }
+
+    /// Puts a finished scan's tiles together into the surface files. A failure here is
+    /// logged, not fatal: the tiles stay on disk and can be assembled again.
+    pub(super) fn assemble(&self, id: &SweepId) {
+        let Some(v) = self.core.sweep(id) else { return };
+        if v.spec.kind != SweepKind::Landscape {
+            return;
+        }
+        let dir = sweep_dir(&self.data_dir, id);
+        let started = std::time::Instant::now();
+        let run = self.run_summary(&v);
+        let done = match self.store.completed_trials(id) {
+            Ok(d) => d,
+            Err(e) => return error!(sweep = %id, "cannot assemble the surface: {e}"),
+        };
+        match landscape::assemble(&dir, id.as_str(), &v.spec, run, &done, |t| {
+            trial_dir(&self.data_dir, id, t)
+        }) {
+            Ok(()) => {
+                info!(sweep = %id, dir = %dir.display(), seconds = started.elapsed().as_secs_f64(), "surface assembled")
+            }
+            Err(e) => error!(sweep = %id, "cannot assemble the surface: {e}"),
+        }
+    }
+}
