@@ -1,7 +1,12 @@
 //! Kill anything at any time, lose nothing: a 200-trial random search across three
 //! worker processes while workers are killed with SIGKILL (and replaced) at random
 //! times and the coordinator is killed and restarted once. Every trial ends done exactly
-//! once, nothing is left running, and the results equal an undisturbed run's.
+//! once with its whole per-epoch history, nothing is left running, and the results (and
+//! the best trial) equal an undisturbed run's.
+//!
+//! What it asserts does not depend on timing: each kill (and each lease that lapses on
+//! a loaded machine) costs a unit at most one attempt, and `max_attempts` is far above
+//! what the storm can spend, so no trial can fail by chance.
 
 mod common;
 
@@ -31,8 +36,36 @@ lr = { type = "loguniform", low = 1e-3, high = 3e-2 }
 width = { type = "choice", values = [8, 16, 24] }
 "#;
 
+const EPOCHS: u64 = 25;
+
 /// trial -> (params as text, state, val_accuracy, val_loss, attempts)
 type Table = BTreeMap<u64, (String, String, f64, f64, u64)>;
+
+/// Every trial's epochs are exactly 1..=EPOCHS: no holes, no repeats.
+fn assert_whole_histories(json: &str) {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    for t in v["trials"].as_array().unwrap() {
+        let epochs: Vec<u64> = t["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["epoch"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            epochs,
+            (1..=EPOCHS).collect::<Vec<_>>(),
+            "trial {} has holes in its history",
+            t["trial"]
+        );
+    }
+}
+
+fn best(json: &str) -> (u64, f64) {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    let b = v["best_trial"].as_u64().expect("a best trial");
+    let t = &v["trials"].as_array().unwrap()[b as usize];
+    (b, t["metrics"]["val_accuracy"].as_f64().unwrap())
+}
 
 fn table(json: &str) -> Table {
     let v: serde_json::Value = serde_json::from_str(json).unwrap();
@@ -66,11 +99,19 @@ fn chaos_loses_nothing_and_changes_nothing() {
     let calm = run_embedded(&spec, 2, &dir.path().join("calm"), Duration::from_secs(900));
     let expected = table(&calm.to_string());
     assert_eq!(expected.len(), 200);
+    assert_whole_histories(&calm.to_string());
 
     // The storm.
     let storm = dir.path().join("storm");
     std::fs::create_dir_all(&storm).unwrap();
-    let timing = ["--lease-ttl-ms", "1500", "--heartbeat-interval-ms", "200"];
+    let timing = [
+        "--lease-ttl-ms",
+        "1500",
+        "--heartbeat-interval-ms",
+        "200",
+        "--max-attempts",
+        "1000",
+    ];
     let (mut coord, url) = coordinator(&storm, &timing);
     let addr = url.trim_start_matches("http://").to_owned();
     let mut spawned = 0;
@@ -136,14 +177,28 @@ fn chaos_loses_nothing_and_changes_nothing() {
     );
     assert!(kills >= 2, "only {kills} workers were killed");
 
-    let got = table(&run_ok(
+    let json = run_ok(
         &["results", &id, "--coordinator", &url, "--format", "json"],
         Duration::from_secs(60),
-    ));
+    );
+    assert_whole_histories(&json);
+    assert_eq!(
+        best(&json),
+        best(&calm.to_string()),
+        "the best trial after restarts is the undisturbed run's"
+    );
+    let log = std::fs::read_to_string(storm.join("coordinator-restarted.log")).unwrap();
+    assert!(
+        log.contains("worker lost (missed heartbeats)"),
+        "the coordinator logs the workers it declares lost"
+    );
+    assert!(!log.contains('\u{1b}'), "no colour codes in a log file");
+    let got = table(&json);
     assert_eq!(got.len(), 200, "every trial is stored once");
     let mut retried = 0;
     for (trial, (params, state, acc, loss, attempts)) in &got {
         let (eparams, _, eacc, eloss, _) = &expected[trial];
+        assert!(*attempts < 1000);
         assert_eq!(state, "completed", "trial {trial}");
         assert_eq!(params, eparams, "trial {trial} got other parameters");
         // Training is deterministic given the seed: the same numbers, whoever ran it.

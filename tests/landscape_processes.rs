@@ -131,7 +131,7 @@ fn scan(url: &str, spec: &Path, data_dir: &Path) -> std::path::PathBuf {
         &["status", id, "--coordinator", url],
         Duration::from_secs(30),
     );
-    assert!(st.contains("completed: 6/6 done"), "{st}");
+    assert!(st.contains("completed: 6/6 units completed"), "{st}");
     data_dir.join("sweeps").join(id)
 }
 
@@ -414,7 +414,7 @@ fn a_restarted_scan_only_computes_what_is_missing() {
         &["watch", &id, "--coordinator", &url],
         Duration::from_secs(300),
     );
-    assert!(st.contains("completed: 1500/1500 done"), "{st}");
+    assert!(st.contains("completed: 1500/1500 units completed"), "{st}");
     for (f, t) in &stamps {
         assert_eq!(
             std::fs::metadata(f).unwrap().modified().unwrap(),

@@ -75,7 +75,7 @@ fn sigterm_on_a_worker_hands_its_unit_back() {
     let st = wait_exit(&mut w, Duration::from_secs(10));
     assert!(st.success(), "worker exited with {st}");
     // The unit is pending again at once, not after a lease timeout.
-    wait_status(&url, &id, "0/1 done, 0 running");
+    wait_status(&url, &id, "0/1 trials completed, 0 running");
     let json = run_ok(
         &["results", &id, "--coordinator", &url, "--format", "json"],
         Duration::from_secs(30),
@@ -95,7 +95,10 @@ fn sigterm_on_a_worker_hands_its_unit_back() {
         &["status", &id, "--coordinator", &url2],
         Duration::from_secs(30),
     );
-    assert!(s.contains(&format!("{id} running: 0/1 done")), "{s}");
+    assert!(
+        s.contains(&format!("{id} running: 0/1 trials completed")),
+        "{s}"
+    );
 }
 
 #[test]
@@ -140,7 +143,7 @@ fn cancelling_stops_running_units_everywhere_promptly() {
         Duration::from_secs(30),
     );
     assert!(
-        s.contains("cancelled: 0/4 done") || s.contains("cancelled: 4/4 done"),
+        s.contains("cancelled: 0/4 trials completed, 0 running, 0 failed, 0 diverged, 4 cancelled"),
         "{s}"
     );
     // Both workers drop their trials and are free again: a new quick sweep runs at once.

@@ -209,7 +209,7 @@ fn tls_refuses_plaintext_and_mutual_tls_refuses_strangers() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(
-        stderr(&out).contains("completed: 3/3 done"),
+        stderr(&out).contains("completed: 3/3 trials completed"),
         "{}",
         stderr(&out)
     );

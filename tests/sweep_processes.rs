@@ -46,7 +46,10 @@ fn grid_sweep_across_two_worker_processes() {
         &["status", &sweep, "--coordinator", &url],
         Duration::from_secs(30),
     );
-    assert!(status.contains("completed: 9/9 done"), "{status}");
+    assert!(
+        status.contains("completed: 9/9 trials completed"),
+        "{status}"
+    );
 
     // results.csv: one row per trial, each (lr, width) exactly once.
     let csv_path = dir.path().join("results.csv");

@@ -94,6 +94,11 @@ pub fn on_sweep_restored(core: &mut Core, out: &mut impl Outbox, stored: StoredS
         );
     }
     let c = &mut sweep.counts;
+    if state != SweepState::Running {
+        // Units never generated of a sweep that ended (cancelled, or Hessian rounds
+        // abandoned) were cancelled without ever being stored.
+        c.cancelled += c.total - generated.min(c.total);
+    }
     c.pending = c.total - c.completed - c.diverged - c.cancelled - c.failed;
     if state == SweepState::Running {
         core.order.push(id.clone());

@@ -1,0 +1,320 @@
+//! Random sequences of worker messages (registrations, leases, heartbeats, progress,
+//! results, cancellations, clean exits, time passing, coordinator restarts), with forged
+//! worker ids and units among them, applied to the core with every action written to a
+//! real SQLite store. After every step:
+//!
+//! - no unit is finished twice, and only a worker that held a lease on it finishes it;
+//! - every sweep's counts add up to its total;
+//! - the core agrees with the store (final counts, state, best), which is what a
+//!   restart would rebuild from.
+
+use std::collections::{HashMap, HashSet};
+
+use proptest::prelude::*;
+use ridgeline_common::ids::{SweepId, UnitId, WorkerId};
+use ridgeline_common::spec::SweepSpec;
+use ridgeline_coordinator::core::{self, Action, Core, CoreConfig, Outcome, UnitState, WorkerInfo};
+use ridgeline_coordinator::store::Store;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Register {
+        resume: Option<usize>,
+    },
+    Lease {
+        worker: usize,
+        max: u32,
+    },
+    Heartbeat {
+        worker: usize,
+        units: Vec<usize>,
+    },
+    Progress {
+        worker: usize,
+        unit: usize,
+    },
+    Report {
+        worker: usize,
+        unit: usize,
+        outcome: u8,
+        value: f64,
+    },
+    Deregister {
+        worker: usize,
+    },
+    Tick {
+        ms: u64,
+    },
+    Cancel {
+        sweep: usize,
+    },
+    Restart,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    // Indices past the known workers/units stand for forged ones.
+    prop_oneof![
+        2 => proptest::option::of(0usize..6).prop_map(|resume| Op::Register { resume }),
+        4 => (0usize..6, 1u32..4).prop_map(|(worker, max)| Op::Lease { worker, max }),
+        2 => (0usize..6, proptest::collection::vec(0usize..40, 0..4))
+            .prop_map(|(worker, units)| Op::Heartbeat { worker, units }),
+        1 => (0usize..6, 0usize..40).prop_map(|(worker, unit)| Op::Progress { worker, unit }),
+        6 => (0usize..6, 0usize..40, 0u8..6, prop_oneof![Just(0.5), Just(f64::NAN), Just(1e308), Just(0.9), Just(-1.0)])
+            .prop_map(|(worker, unit, outcome, value)| Op::Report { worker, unit, outcome, value }),
+        1 => (0usize..6).prop_map(|worker| Op::Deregister { worker }),
+        2 => (0u64..1500).prop_map(|ms| Op::Tick { ms }),
+        1 => (0usize..2).prop_map(|sweep| Op::Cancel { sweep }),
+        1 => Just(Op::Restart),
+    ]
+}
+
+fn spec(name: &str, trials: u32, max_concurrent: u32) -> SweepSpec {
+    SweepSpec::from_toml(&format!(
+        r#"
+name = "{name}"
+data = {{ path = "x.csv" }}
+[search]
+algorithm = "random"
+metric = "val_accuracy"
+num_samples = {trials}
+max_concurrent = {max_concurrent}
+[search.space]
+lr = {{ type = "uniform", low = 0.1, high = 0.2 }}
+"#
+    ))
+    .unwrap()
+}
+
+fn cfg() -> CoreConfig {
+    CoreConfig {
+        lease_ttl_ms: 1_000,
+        heartbeat_interval_ms: 100,
+        max_attempts: 3,
+    }
+}
+
+fn rebuild(store: &Store, out: &mut Vec<Action>, now: u64) -> Core {
+    let mut core = Core::new(
+        cfg(),
+        store.max_unit_id().unwrap() + 1,
+        store.max_worker_number().unwrap() + 1,
+    );
+    for s in store.restore().unwrap() {
+        core::on_sweep_restored(&mut core, out, s, now);
+    }
+    core
+}
+
+struct World {
+    core: Core,
+    store: Store,
+    now: u64,
+    sweeps: Vec<SweepId>,
+    workers: Vec<WorkerId>,
+    units: Vec<UnitId>,
+    /// Units finished so far (over restarts too).
+    finished: HashSet<UnitId>,
+    /// Workers that held a lease on each unit.
+    holders: HashMap<UnitId, HashSet<WorkerId>>,
+}
+
+impl World {
+    fn new(dir: &std::path::Path) -> Self {
+        let mut store = Store::open(&dir.join("fuzz.db")).unwrap();
+        let mut core = Core::new(cfg(), 1, 1);
+        let mut out = Vec::new();
+        let sweeps: Vec<SweepId> = vec!["a".into(), "b".into()];
+        core::on_sweep_submitted(&mut core, &mut out, sweeps[0].clone(), spec("a", 12, 0), 0)
+            .unwrap();
+        core::on_sweep_submitted(&mut core, &mut out, sweeps[1].clone(), spec("b", 8, 2), 1)
+            .unwrap();
+        store.apply(&out).unwrap();
+        let mut w = World {
+            core,
+            store,
+            now: 2,
+            sweeps,
+            workers: vec![],
+            units: vec![],
+            finished: HashSet::new(),
+            holders: HashMap::new(),
+        };
+        w.check(&out);
+        w
+    }
+
+    fn step(&mut self, op: Op) {
+        self.now += 10;
+        let now = self.now;
+        let mut out = Vec::new();
+        // Indices past the known workers and units name forged ones.
+        let (ws, us) = (self.workers.clone(), self.units.clone());
+        let wid = |i: usize| {
+            ws.get(i)
+                .cloned()
+                .unwrap_or_else(|| WorkerId(format!("w{}-forged", 100 + i)))
+        };
+        let uid = |i: usize| us.get(i).copied().unwrap_or(UnitId(1_000_000 + i as u64));
+        let c = &mut self.core;
+        match op {
+            Op::Register { resume } => {
+                let info = WorkerInfo {
+                    name: "n".into(),
+                    hostname: "n".into(),
+                    slots: 2,
+                    devices: vec![],
+                };
+                let resume = resume.map(|i| wid(i));
+                let id = core::on_worker_registered(c, &mut out, info, resume, now);
+                if !self.workers.contains(&id) {
+                    self.workers.push(id);
+                }
+            }
+            Op::Lease { worker, max } => {
+                let _ = core::on_lease_requested(c, &mut out, &wid(worker), max, now);
+            }
+            Op::Heartbeat { worker, units } => {
+                let w = wid(worker);
+                let units: Vec<UnitId> = units.iter().map(|u| uid(*u)).collect();
+                core::on_units_reported_running(c, &mut out, &w, &units, now);
+                let _ = core::on_heartbeat(c, &w, now);
+            }
+            Op::Progress { worker, unit } => {
+                let (w, u) = (wid(worker), uid(unit));
+                core::on_progress(c, &mut out, &w, u, 1, vec![("val_loss".into(), 0.3)]);
+            }
+            Op::Report {
+                worker,
+                unit,
+                outcome,
+                value,
+            } => {
+                let state = match outcome {
+                    0..=2 => UnitState::Completed,
+                    3 => UnitState::Diverged,
+                    4 => UnitState::Failed,
+                    _ => UnitState::Cancelled,
+                };
+                let o = Outcome {
+                    unit: uid(unit),
+                    state,
+                    metrics: vec![("val_accuracy".into(), value)],
+                    error: String::new(),
+                    duration_s: 1.0,
+                    history: Some(vec![(1, vec![("val_loss".into(), 0.2)])]),
+                    permanent: outcome == 4 && value > 0.8,
+                };
+                let _ = core::on_unit_finished(c, &mut out, &wid(worker), o, now);
+            }
+            Op::Deregister { worker } => {
+                core::on_worker_deregistered(c, &mut out, &wid(worker), now);
+            }
+            Op::Tick { ms } => {
+                self.now += ms;
+                core::on_tick(c, &mut out, self.now);
+            }
+            Op::Cancel { sweep } => {
+                let _ = core::on_cancel(c, &mut out, &self.sweeps[sweep], now);
+            }
+            Op::Restart => {
+                self.core = rebuild(&self.store, &mut out, now);
+            }
+        }
+        self.store.apply(&out).unwrap();
+        self.check(&out);
+    }
+
+    fn check(&mut self, out: &[Action]) {
+        for a in out {
+            match a {
+                Action::UnitCreated { unit, .. } => self.units.push(*unit),
+                Action::UnitLeased { unit, worker, .. } | Action::UnitAdopted { unit, worker } => {
+                    self.holders
+                        .entry(*unit)
+                        .or_default()
+                        .insert(worker.clone());
+                }
+                Action::UnitFinished {
+                    unit,
+                    worker,
+                    state,
+                    metrics,
+                    ..
+                } => {
+                    assert!(self.finished.insert(*unit), "unit {unit} finished twice");
+                    if let Some(w) = worker {
+                        assert!(
+                            self.holders.get(unit).is_some_and(|h| h.contains(w)),
+                            "unit {unit} finished by {w}, which never held it"
+                        );
+                    }
+                    if *state == UnitState::Completed {
+                        for (n, v) in metrics {
+                            assert!(v.is_finite(), "completed with {n} = {v}");
+                            assert!(!n.ends_with("accuracy") || (0.0..=1.0).contains(v));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        // What a restart would rebuild from the store must be what the core holds.
+        let rebuilt = rebuild(&self.store, &mut Vec::new(), self.now);
+        let stored: HashMap<SweepId, _> = self
+            .store
+            .restore()
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.id.clone(), s))
+            .collect();
+        for id in &self.sweeps {
+            let v = self.core.sweep(id).expect("sweeps are never deleted here");
+            let c = v.counts;
+            assert_eq!(
+                c.pending + c.running + c.completed + c.failed + c.diverged + c.cancelled,
+                c.total,
+                "{id}: {c:?}"
+            );
+            let r = rebuilt.sweep(id).unwrap();
+            let rc = r.counts;
+            assert_eq!(
+                (
+                    rc.completed,
+                    rc.failed,
+                    rc.diverged,
+                    rc.cancelled,
+                    rc.pending + rc.running
+                ),
+                (
+                    c.completed,
+                    c.failed,
+                    c.diverged,
+                    c.cancelled,
+                    c.pending + c.running
+                ),
+                "{id}: the core and the store disagree"
+            );
+            assert_eq!(r.state, v.state, "{id}: state");
+            assert_eq!(r.best, v.best, "{id}: best");
+            let running = stored[id]
+                .live
+                .iter()
+                .filter(|u| u.state == UnitState::Running)
+                .count();
+            assert_eq!(running as u32, c.running, "{id}: running units");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn worker_messages_keep_the_core_and_store_consistent(ops in proptest::collection::vec(op(), 1..120)) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = World::new(dir.path());
+        for op in ops {
+            w.step(op);
+        }
+    }
+}
