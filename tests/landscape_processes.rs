@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use candle_core::{Device, Tensor};
 use common::*;
-use ridgeline_common::rng::Rng;
 use ridgeline_common::spec::SweepSpec;
 
 /// Reads a float64 `.npy` file written by Ridgeline: shape and values.
@@ -51,68 +50,9 @@ fn to_f64(t: &Tensor) -> Vec<f64> {
         .unwrap()
 }
 
-/// Writes regression data and a linear model's checkpoint; returns the spec path.
+/// Regression data, a linear model's checkpoint and a 7x4 scan of it.
 fn setup(dir: &Path) -> std::path::PathBuf {
-    let (n, d) = (250, 5);
-    let mut r = Rng::new(17);
-    let true_w: Vec<f64> = (0..d).map(|_| r.normal()).collect();
-    let mut csv = String::new();
-    for _ in 0..n {
-        let x: Vec<f64> = (0..d).map(|_| r.normal()).collect();
-        let t: f64 =
-            x.iter().zip(&true_w).map(|(a, b)| a * b).sum::<f64>() + 0.3 * r.normal() + 0.5;
-        let row: Vec<String> = x
-            .iter()
-            .chain(std::iter::once(&t))
-            .map(|v| format!("{v:.6}"))
-            .collect();
-        csv += &(row.join(",") + "\n");
-    }
-    std::fs::write(dir.join("reg.csv"), csv).unwrap();
-    let ckpt = dir.join("linear");
-    std::fs::create_dir_all(&ckpt).unwrap();
-    std::fs::write(
-        ckpt.join("model.json"),
-        r#"{"arch": "mlp", "input_dim": 5, "classes": 1, "depth": 0, "width": 1, "activation": "relu", "dropout": 0.0}"#,
-    )
-    .unwrap();
-    // A fitted-ish model, not the optimum: the slice is a tilted bowl.
-    let w: Vec<f32> = true_w.iter().map(|v| (*v * 0.8 + 0.1) as f32).collect();
-    let tensors = HashMap::from([
-        (
-            "layers.0.weight".to_owned(),
-            Tensor::from_vec(w, (1, d), &Device::Cpu).unwrap(),
-        ),
-        (
-            "layers.0.bias".to_owned(),
-            Tensor::from_vec(vec![0.2f32], 1, &Device::Cpu).unwrap(),
-        ),
-    ]);
-    candle_core::safetensors::save(&tensors, ckpt.join("model.safetensors")).unwrap();
-    let spec = dir.join("scan.toml");
-    std::fs::write(
-        &spec,
-        r#"
-name = "linreg-scan"
-kind = "landscape"
-[data]
-path = "reg.csv"
-task = "regression"
-target_columns = 1
-normalize = "none"
-[landscape]
-checkpoint = "linear"
-loss = "mse"
-split = "train"
-tile = 5
-batch_size = 64
-x = { min = -1.0, max = 1.0, points = 7 }
-y = { min = -0.5, max = 1.5, points = 4 }
-directions = { seed = 3, normalization = "filter", ignore = "none" }
-"#,
-    )
-    .unwrap();
-    spec
+    scan_fixture(dir, 0, 7, 4, 5)
 }
 
 fn scan(url: &str, spec: &Path, data_dir: &Path) -> std::path::PathBuf {

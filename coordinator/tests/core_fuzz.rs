@@ -164,7 +164,7 @@ impl World {
                     slots: 2,
                     devices: vec![],
                 };
-                let resume = resume.map(|i| wid(i));
+                let resume = resume.map(&wid);
                 let id = core::on_worker_registered(c, &mut out, info, resume, now);
                 if !self.workers.contains(&id) {
                     self.workers.push(id);

@@ -3,9 +3,13 @@
 // Each test binary uses its own subset of these helpers.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+use candle_core::{Device, Tensor};
+use ridgeline_common::rng::Rng;
 
 /// The binary under test.
 pub fn bin() -> PathBuf {
@@ -160,4 +164,80 @@ pub fn worker(dir: &Path, url: &str, name: &str, extra: &[&str]) -> Proc {
     let mut args = vec!["worker", "--coordinator", url, "--name", name];
     args.extend_from_slice(extra);
     spawn(name, &args, dir)
+}
+
+/// Writes regression data (250 samples, 5 features), a model's checkpoint (linear when
+/// `hidden` is 0, else one ReLU layer of `hidden` units) and an `nx` x `ny` scan spec
+/// cut into tiles of `tile` points; returns the spec path.
+pub fn scan_fixture(dir: &Path, hidden: usize, nx: usize, ny: usize, tile: usize) -> PathBuf {
+    let (n, d) = (250, 5);
+    let mut r = Rng::new(17);
+    let true_w: Vec<f64> = (0..d).map(|_| r.normal()).collect();
+    let mut csv = String::new();
+    for _ in 0..n {
+        let x: Vec<f64> = (0..d).map(|_| r.normal()).collect();
+        let t: f64 =
+            x.iter().zip(&true_w).map(|(a, b)| a * b).sum::<f64>() + 0.3 * r.normal() + 0.5;
+        let row: Vec<String> = x
+            .iter()
+            .chain(std::iter::once(&t))
+            .map(|v| format!("{v:.6}"))
+            .collect();
+        csv += &(row.join(",") + "\n");
+    }
+    std::fs::write(dir.join("reg.csv"), csv).unwrap();
+    let ckpt = dir.join("linear");
+    std::fs::create_dir_all(&ckpt).unwrap();
+    let model = format!(
+        r#"{{"arch": "mlp", "input_dim": 5, "classes": 1, "depth": {}, "width": {}, "activation": "relu", "dropout": 0.0}}"#,
+        usize::from(hidden > 0),
+        hidden.max(1)
+    );
+    std::fs::write(ckpt.join("model.json"), model).unwrap();
+    // A fitted-ish model, not the optimum: the slice is a tilted bowl.
+    let w: Vec<f32> = true_w.iter().map(|v| (*v * 0.8 + 0.1) as f32).collect();
+    let t = |v: Vec<f32>, shape: &[usize]| Tensor::from_vec(v, shape, &Device::Cpu).unwrap();
+    let mut tensors = HashMap::new();
+    if hidden == 0 {
+        tensors.insert("layers.0.weight".to_owned(), t(w, &[1, d]));
+        tensors.insert("layers.0.bias".to_owned(), t(vec![0.2], &[1]));
+    } else {
+        let mut g = |n: usize| {
+            (0..n)
+                .map(|_| (0.5 * r.normal()) as f32)
+                .collect::<Vec<_>>()
+        };
+        tensors.insert("layers.0.weight".to_owned(), t(g(hidden * d), &[hidden, d]));
+        tensors.insert("layers.0.bias".to_owned(), t(g(hidden), &[hidden]));
+        tensors.insert("layers.1.weight".to_owned(), t(g(hidden), &[1, hidden]));
+        tensors.insert("layers.1.bias".to_owned(), t(vec![0.2], &[1]));
+    }
+    candle_core::safetensors::save(&tensors, ckpt.join("model.safetensors")).unwrap();
+    let spec = dir.join("scan.toml");
+    std::fs::write(
+        &spec,
+        r#"
+name = "linreg-scan"
+kind = "landscape"
+[data]
+path = "reg.csv"
+task = "regression"
+target_columns = 1
+normalize = "none"
+[landscape]
+checkpoint = "linear"
+loss = "mse"
+split = "train"
+tile = TILE
+batch_size = 64
+x = { min = -1.0, max = 1.0, points = NX }
+y = { min = -0.5, max = 1.5, points = NY }
+directions = { seed = 3, normalization = "filter", ignore = "none" }
+"#
+        .replace("TILE", &tile.to_string())
+        .replace("NX", &nx.to_string())
+        .replace("NY", &ny.to_string()),
+    )
+    .unwrap();
+    spec
 }
