@@ -420,3 +420,64 @@ fn a_worker_readopts_its_running_units_after_a_restart() {
     on_units_reported_running(&mut core, &mut out, &w3, &[a], 32);
     assert_eq!(on_heartbeat(&mut core, &w3, 33).unwrap(), vec![a]);
 }
+
+#[test]
+fn memory_follows_the_work_in_flight_not_the_work_done() {
+    // 5,000 units run and finish; the core keeps none of them, only counts and the best.
+    let mut core = Core::new(cfg(), 1, 1);
+    let mut out = Vec::new();
+    let sid = SweepId::from("s");
+    on_sweep_submitted(&mut core, &mut out, sid.clone(), spec(5_000, 0), 0).unwrap();
+    let w = worker(&mut core, &mut out, 8, 0);
+    let mut now = 1;
+    loop {
+        let l = on_lease_requested(&mut core, &mut out, &w, 8, now).unwrap();
+        if l.is_empty() {
+            break;
+        }
+        assert!(core.live_units() <= 8, "only leased units are held");
+        for (i, l) in l.iter().enumerate() {
+            let acc = ((l.trial * 7919) % 1000) as f64 / 1000.0 + i as f64 * 1e-9;
+            on_unit_finished(&mut core, &mut out, &w, done(l.unit, acc), now).unwrap();
+        }
+        now += 1;
+        out.clear();
+    }
+    let v = core.sweep(&sid).unwrap();
+    assert_eq!((v.state, v.counts.completed), (SweepState::Completed, 5_000));
+    assert_eq!(core.live_units(), 0);
+    // The best is kept with its parameters although its unit left the core.
+    let best = v.best.unwrap();
+    assert!(best.value >= 0.999 && !best.params.is_empty());
+}
+
+#[test]
+fn a_permanent_failure_is_not_retried_and_finals_are_judged() {
+    let mut core = Core::new(cfg(), 1, 1);
+    let mut out = Vec::new();
+    on_sweep_submitted(&mut core, &mut out, "s".into(), spec(3, 0), 0).unwrap();
+    let w = worker(&mut core, &mut out, 3, 0);
+    let l = on_lease_requested(&mut core, &mut out, &w, 3, 0).unwrap();
+    let oom = Outcome {
+        state: UnitState::Failed,
+        error: "out of memory: too big".into(),
+        permanent: true,
+        ..done(l[0].unit, 0.0)
+    };
+    on_unit_finished(&mut core, &mut out, &w, oom, 1).unwrap();
+    let mut inf = done(l[1].unit, f64::INFINITY);
+    inf.state = UnitState::Completed;
+    on_unit_finished(&mut core, &mut out, &w, inf, 1).unwrap();
+    on_unit_finished(&mut core, &mut out, &w, done(l[2].unit, 1.5), 1).unwrap();
+    assert_eq!(
+        finished_units(&out),
+        vec![
+            (l[0].unit, UnitState::Failed),
+            (l[1].unit, UnitState::Diverged)
+        ],
+        "out of memory fails at once; an infinite metric is a divergence"
+    );
+    // An accuracy of 1.5 is no result: the attempt failed and the unit waits again.
+    assert_eq!(core.unit_state(l[2].unit), Some(UnitState::Pending));
+    assert!(core.sweep(&"s".into()).unwrap().best.is_none());
+}

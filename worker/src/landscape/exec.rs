@@ -305,3 +305,24 @@ pub fn run_tile(
         artifacts: vec![("tile.f64".into(), bytes)],
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::tile_plan;
+
+    #[test]
+    fn tile_plans_fit_the_budget_or_say_out_of_memory() {
+        // [5, 64, 1] MLP: per point 65 mixed weights and 3 x 64 rows x 65 activations.
+        let per_point = 4 * (65 + 3 * 64 * 65) as u64;
+        let (points, rows) = tile_plan(&[5, 64, 1], 250, 64, 16 << 20).unwrap();
+        assert_eq!((points as u64, rows), ((16 << 20) / per_point, 64));
+        assert!(points as u64 * per_point <= 16 << 20);
+        // A budget below one point of 64 rows halves the rows until one point fits.
+        let cost = |rows: u64| 4 * (65 + 3 * rows * 65);
+        let (points, rows) = tile_plan(&[5, 64, 1], 250, 64, per_point / 2).unwrap();
+        assert_eq!(points, 1);
+        assert!(cost(rows as u64) <= per_point / 2 && cost(2 * rows as u64) > per_point / 2);
+        let e = tile_plan(&[5, 64, 1], 250, 64, 100).unwrap_err();
+        assert!(e.permanent && e.message.starts_with("out of memory: "), "{e}");
+    }
+}
