@@ -67,29 +67,7 @@ fn an_unwritable_data_dir_loses_nothing() {
     let url = format!("http://{addr}");
     let _w1 = worker(dir.path(), &url, "w1", &["--slots", "2"]);
     let _w2 = worker(dir.path(), &url, "w2", &["--slots", "2"]);
-    let spec = dir.path().join("ro.toml");
-    std::fs::write(
-        &spec,
-        format!(
-            r#"
-name = "ro"
-[data]
-path = "{}"
-limit = 300
-[model]
-width = 8
-[train]
-epochs = {EPOCHS}
-[search]
-algorithm = "random"
-num_samples = {TRIALS}
-[search.space]
-lr = {{ type = "loguniform", low = 1e-3, high = 1e-2 }}
-"#,
-            root().join("examples/data/digits.csv.gz").display()
-        ),
-    )
-    .unwrap();
+    let spec = digits_spec(dir.path(), "ro", TRIALS as u32, EPOCHS as u32);
     let id = submit(&spec, &url);
     let completed = || -> u64 {
         let s = run_ok(
@@ -132,16 +110,10 @@ lr = {{ type = "loguniform", low = 1e-3, high = 1e-2 }}
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     let trials = v["trials"].as_array().unwrap();
     assert_eq!(trials.len() as u64, TRIALS);
+    assert_whole_histories(&v, EPOCHS);
     for t in trials {
         assert_eq!(t["state"], "completed", "{t}");
         assert!(t["metrics"]["val_accuracy"].as_f64().is_some(), "{t}");
-        let epochs: Vec<u64> = t["history"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| h["epoch"].as_u64().unwrap())
-            .collect();
-        assert_eq!(epochs, (1..=EPOCHS).collect::<Vec<_>>(), "{t}");
         let ckpt = Path::new(t["checkpoint_dir"].as_str().unwrap());
         assert!(ckpt.join("model.safetensors").is_file(), "{t}");
     }

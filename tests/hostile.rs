@@ -9,35 +9,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use ridgeline_common::proto::{self, worker_service_client::WorkerServiceClient};
 
-fn digits_spec(dir: &std::path::Path, name: &str, trials: u32, epochs: u32) -> std::path::PathBuf {
-    let data = root().join("examples/data/digits.csv.gz");
-    let p = dir.join(format!("{name}.toml"));
-    std::fs::write(
-        &p,
-        format!(
-            r#"
-name = "{name}"
-[data]
-path = "{}"
-limit = 300
-[model]
-depth = 1
-width = 8
-[train]
-epochs = {epochs}
-[search]
-algorithm = "random"
-num_samples = {trials}
-[search.space]
-lr = {{ type = "loguniform", low = 1e-3, high = 1e-2 }}
-"#,
-            data.display()
-        ),
-    )
-    .unwrap();
-    p
-}
-
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -57,6 +28,19 @@ async fn register(c: &mut WorkerServiceClient<tonic::transport::Channel>, name: 
     .unwrap()
     .into_inner()
     .worker_id
+}
+
+async fn lease_one(
+    c: &mut WorkerServiceClient<tonic::transport::Channel>,
+    worker: &str,
+) -> proto::LeaseResponse {
+    c.lease_units(proto::LeaseRequest {
+        worker_id: worker.into(),
+        max_units: 1,
+    })
+    .await
+    .unwrap()
+    .into_inner()
 }
 
 fn outcome(unit: u64, metrics: &[(&str, f64)]) -> proto::Outcome {
@@ -96,14 +80,7 @@ fn reports_are_validated_and_worker_ids_never_repeat() {
         let mut c = WorkerServiceClient::connect(url.clone()).await.unwrap();
         let a = register(&mut c, "a").await;
         let b = register(&mut c, "b").await;
-        let lease = c
-            .lease_units(proto::LeaseRequest {
-                worker_id: a.clone(),
-                max_units: 1,
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let lease = lease_one(&mut c, &a).await;
         let unit = lease.units[0].unit_id;
         assert!(
             matches!(&lease.units[0].work, Some(proto::unit::Work::Train(t)) if t.spec_json.is_empty()),
@@ -132,14 +109,7 @@ fn reports_are_validated_and_worker_ids_never_repeat() {
         .await
         .unwrap();
         // Its second attempt ends with a NaN loss: diverged, whatever state it claims.
-        let again = c
-            .lease_units(proto::LeaseRequest {
-                worker_id: a.clone(),
-                max_units: 1,
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let again = lease_one(&mut c, &a).await;
         assert_eq!((again.units[0].unit_id, again.units[0].attempt), (unit, 2));
         c.report(report(
             &a,

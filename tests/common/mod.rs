@@ -241,3 +241,56 @@ directions = { seed = 3, normalization = "filter", ignore = "none" }
     .unwrap();
     spec
 }
+
+/// A small random search on UCI digits: `trials` trials of `epochs` epochs.
+pub fn digits_spec(
+    dir: &std::path::Path,
+    name: &str,
+    trials: u32,
+    epochs: u32,
+) -> std::path::PathBuf {
+    let data = root().join("examples/data/digits.csv.gz");
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &p,
+        format!(
+            r#"
+name = "{name}"
+[data]
+path = "{}"
+limit = 300
+[model]
+depth = 1
+width = 8
+[train]
+epochs = {epochs}
+[search]
+algorithm = "random"
+num_samples = {trials}
+[search.space]
+lr = {{ type = "loguniform", low = 1e-3, high = 1e-2 }}
+"#,
+            data.display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// Every trial of a results.json has epochs exactly 1..=epochs: no holes, no repeats.
+pub fn assert_whole_histories(results: &serde_json::Value, epochs: u64) {
+    for t in results["trials"].as_array().unwrap() {
+        let got: Vec<u64> = t["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["epoch"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            got,
+            (1..=epochs).collect::<Vec<_>>(),
+            "trial {} has holes in its history",
+            t["trial"]
+        );
+    }
+}

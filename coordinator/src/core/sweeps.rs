@@ -10,6 +10,22 @@ use ridgeline_common::spec::SweepSpec;
 use super::*;
 use crate::search::searcher_for;
 
+/// A unit that will never run, for the store.
+fn cancelled(unit: UnitId, sweep: &SweepId, trial: u32, why: String, at: Millis) -> Action {
+    Action::UnitFinished {
+        unit,
+        sweep: sweep.clone(),
+        trial,
+        state: UnitState::Cancelled,
+        metrics: vec![],
+        error: why,
+        duration_s: 0.0,
+        worker: None,
+        history: None,
+        at,
+    }
+}
+
 fn total_of(spec: &SweepSpec) -> u32 {
     u32::try_from(spec.total_units()).expect("validated to fit in u32")
 }
@@ -56,18 +72,13 @@ pub fn on_sweep_restored(core: &mut Core, out: &mut impl Outbox, stored: StoredS
         if state != SweepState::Running {
             // A sweep that ended with units still open: they can never run.
             sweep.counts.cancelled += 1;
-            out.send(Action::UnitFinished {
-                unit: u.unit,
-                sweep: id.clone(),
-                trial: u.trial,
-                state: UnitState::Cancelled,
-                metrics: vec![],
-                error: format!("sweep {}", state.as_str()),
-                duration_s: 0.0,
-                worker: None,
-                history: None,
-                at: now,
-            });
+            out.send(cancelled(
+                u.unit,
+                &id,
+                u.trial,
+                format!("sweep {}", state.as_str()),
+                now,
+            ));
             continue;
         }
         if u.state == UnitState::Running {
@@ -315,18 +326,7 @@ pub fn on_cancel(
             w.units.remove(&uid);
             w.to_cancel.push(uid);
         }
-        out.send(Action::UnitFinished {
-            unit: uid,
-            sweep: sid.clone(),
-            trial: u.trial,
-            state: UnitState::Cancelled,
-            metrics: vec![],
-            error: "sweep cancelled".into(),
-            duration_s: 0.0,
-            worker: None,
-            history: None,
-            at: now,
-        });
+        out.send(cancelled(uid, sid, u.trial, "sweep cancelled".into(), now));
     }
     let s = &core.sweeps[sid];
     out.send(Action::SweepFinished {

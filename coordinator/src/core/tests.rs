@@ -444,7 +444,10 @@ fn memory_follows_the_work_in_flight_not_the_work_done() {
         out.clear();
     }
     let v = core.sweep(&sid).unwrap();
-    assert_eq!((v.state, v.counts.completed), (SweepState::Completed, 5_000));
+    assert_eq!(
+        (v.state, v.counts.completed),
+        (SweepState::Completed, 5_000)
+    );
     assert_eq!(core.live_units(), 0);
     // The best is kept with its parameters although its unit left the core.
     let best = v.best.unwrap();

@@ -323,6 +323,9 @@ mod tests {
         assert_eq!(points, 1);
         assert!(cost(rows as u64) <= per_point / 2 && cost(2 * rows as u64) > per_point / 2);
         let e = tile_plan(&[5, 64, 1], 250, 64, 100).unwrap_err();
-        assert!(e.permanent && e.message.starts_with("out of memory: "), "{e}");
+        assert!(
+            e.permanent && e.message.starts_with("out of memory: "),
+            "{e}"
+        );
     }
 }
