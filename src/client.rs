@@ -90,7 +90,9 @@ pub async fn list_all(client: &mut Client, with_spec: bool) -> Result<Vec<proto:
     loop {
         let r = client
             .list_sweeps(proto::ListSweepsRequest {
-                page_size: 500,
+                // Specs are capped (1 MiB by default): pages with specs stay far below
+                // the message limit.
+                page_size: if with_spec { 50 } else { 500 },
                 page_token: token,
                 with_spec,
             })

@@ -562,26 +562,48 @@ async fn drive(
     let (id, st) = run_one(&mut client, spec_path, &spec, workers).await?;
     match spec.kind {
         SweepKind::Search => finish_search(&mut client, &id, &st, out).await?,
-        SweepKind::Landscape => finish_landscape(&id, &st, out)?,
+        SweepKind::Landscape => finish_landscape(&id, &spec, &st, out).await?,
     }
     println!("finished in {:.1}s", started.elapsed().as_secs_f64());
     println!("database: {}", out.join("ridgeline.db").display());
     Ok(())
 }
 
-fn finish_landscape(id: &str, st: &proto::SweepStatus, out: &Path) -> Result<()> {
+async fn finish_landscape(
+    id: &str,
+    spec: &SweepSpec,
+    st: &proto::SweepStatus,
+    out: &Path,
+) -> Result<()> {
     println!("{}", client::summary(st));
     let dir = out.join("sweeps").join(id);
-    anyhow::ensure!(
-        dir.join("surface.npy").exists(),
-        "the scan {id} ended without a surface ({})",
-        client::state_name(st.state)
-    );
-    println!(
-        "surface: {}  (np.load; shape [ny, nx], row i is y[i])",
-        dir.join("surface.npy").display()
-    );
+    // Scans over 2^20 points are assembled on their own thread after the sweep ends;
+    // meta.json is written once the arrays are in place.
+    let big = spec
+        .landscape
+        .as_ref()
+        .is_some_and(|l| l.points() > 1 << 20);
+    let waited = std::time::Instant::now();
+    while big && !dir.join("meta.json").exists() && waited.elapsed() < Duration::from_secs(600) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let main = ["surface.npy", "points.npy"]
+        .into_iter()
+        .find(|f| dir.join(f).exists())
+        .with_context(|| {
+            format!(
+                "the scan {id} ended without a surface ({})",
+                client::state_name(st.state)
+            )
+        })?;
+    if main == "surface.npy" {
+        println!(
+            "surface: {}  (np.load; shape [ny, nx], row i is y[i])",
+            dir.join(main).display()
+        );
+    }
     for f in [
+        "points.npy",
         "accuracy.npy",
         "x.npy",
         "y.npy",

@@ -484,3 +484,33 @@ fn a_permanent_failure_is_not_retried_and_finals_are_judged() {
     assert_eq!(core.unit_state(l[2].unit), Some(UnitState::Pending));
     assert!(core.sweep(&"s".into()).unwrap().best.is_none());
 }
+
+#[test]
+fn a_worker_that_reconnects_keeps_its_id_and_its_units() {
+    let mut core = Core::new(cfg(), 1, 1);
+    let mut out = Vec::new();
+    on_sweep_submitted(&mut core, &mut out, "s".into(), spec(2, 0), 0).unwrap();
+    let w = worker(&mut core, &mut out, 1, 0);
+    let unit = on_lease_requested(&mut core, &mut out, &w, 1, 0).unwrap()[0].unit;
+    // Its connection broke and it registers again before the coordinator noticed.
+    let info = WorkerInfo {
+        name: "node".into(),
+        hostname: "node".into(),
+        slots: 1,
+        devices: vec![],
+    };
+    assert_eq!(
+        on_worker_registered(&mut core, &mut out, info.clone(), Some(w.clone()), 5),
+        w
+    );
+    on_units_reported_running(&mut core, &mut out, &w, &[unit], 6);
+    assert!(
+        on_heartbeat(&mut core, &w, 6).unwrap().is_empty(),
+        "nothing to stop"
+    );
+    assert_eq!(core.unit_state(unit), Some(UnitState::Running));
+    assert_eq!(core.worker_count(), 1);
+    // An id this coordinator never gave out is not taken over: a fresh one is issued.
+    let other = on_worker_registered(&mut core, &mut out, info, Some("w99-x".into()), 7);
+    assert_ne!(other.as_str(), "w99-x");
+}

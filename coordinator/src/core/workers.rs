@@ -19,11 +19,12 @@ fn worker_number(id: &WorkerId) -> Option<u64> {
 
 /// A worker registered. Returns its id.
 ///
-/// A worker that registers again (its coordinator restarted, or declared it lost) asks
-/// for its old id back with `resume`: it gets it when this database gave that id out
-/// and no registered worker holds it now, so its leases and late results stay its own.
-/// Otherwise a fresh id is made from a counter that continues the stored numbering:
-/// ids are never given out twice.
+/// A worker that registers again (its connection broke, its coordinator restarted, or
+/// it was declared lost) asks for its old id back with `resume`, and gets it when this
+/// database gave that id out: its leases and late results stay its own. If the id is
+/// still registered (a connection blip), it is the same worker coming back and keeps
+/// the units it holds. Otherwise a fresh id is made from a counter that continues the
+/// stored numbering: ids are never given out twice.
 pub fn on_worker_registered(
     core: &mut Core,
     out: &mut impl Outbox,
@@ -31,9 +32,18 @@ pub fn on_worker_registered(
     resume: Option<WorkerId>,
     now: Millis,
 ) -> WorkerId {
-    let resumable = resume.filter(|r| {
-        !core.workers.contains_key(r) && worker_number(r).is_some_and(|n| n < core.next_worker)
-    });
+    let resumable = resume.filter(|r| worker_number(r).is_some_and(|n| n < core.next_worker));
+    if let Some(w) = resumable.as_ref().and_then(|r| core.workers.get_mut(r)) {
+        w.slots = info.slots.max(1);
+        w.last_seen = now;
+        let id = resumable.expect("checked above");
+        out.send(Action::WorkerRegistered {
+            worker: id.clone(),
+            info,
+            at: now,
+        });
+        return id;
+    }
     let id = resumable.unwrap_or_else(|| {
         let host: String = info
             .name

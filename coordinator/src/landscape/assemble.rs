@@ -26,14 +26,16 @@ pub fn write_npy(path: &Path, shape: &[usize], data: &[f64]) -> std::io::Result<
     let pad = 64 - (10 + header.len() + 1) % 64;
     header.extend(std::iter::repeat_n(' ', pad % 64));
     header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + data.len() * 8);
-    out.extend_from_slice(b"\x93NUMPY\x01\x00");
-    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    out.extend_from_slice(header.as_bytes());
+    use std::io::Write;
+    // Streamed: a dense surface can be 128 MiB, no need for a second copy in memory.
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    w.write_all(b"\x93NUMPY\x01\x00")?;
+    w.write_all(&(header.len() as u16).to_le_bytes())?;
+    w.write_all(header.as_bytes())?;
     for v in data {
-        out.extend_from_slice(&v.to_le_bytes());
+        w.write_all(&v.to_le_bytes())?;
     }
-    std::fs::write(path, out)
+    w.flush()
 }
 
 /// Linear-mode-connectivity barrier along θ + α (θ₂ − θ): the largest loss on the segment
@@ -89,6 +91,17 @@ pub fn read_tile(bytes: &[u8], points: usize) -> Result<(Vec<f64>, Vec<f64>), St
         .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
         .collect();
     Ok((v[..points].to_vec(), v[points..].to_vec()))
+}
+
+/// Writes `x,y,loss,accuracy` rows, streaming (a scan can have millions of points).
+fn write_csv(path: &Path, rows: impl Iterator<Item = [f64; 4]>) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(w, "x,y,loss,accuracy")?;
+    for [x, y, a, b] in rows {
+        writeln!(w, "{x},{y},{a},{b}")?;
+    }
+    w.flush()
 }
 
 /// Grids up to this many points get dense `surface.npy`/`accuracy.npy` (NaN where no
@@ -184,13 +197,15 @@ pub fn assemble(
         let p = sweep_dir.join("y.npy");
         write_npy(&p, &[ny], &y.values()).map_err(|e| io(&p, e))?;
     }
-    let mut csv = String::from("x,y,loss,accuracy\n");
-    for &(k, a, b) in &computed {
-        let (x, y) = l.point(k);
-        csv += &format!("{x},{y},{a},{b}\n");
-    }
     let p = sweep_dir.join("surface.csv");
-    std::fs::write(&p, csv).map_err(|e| io(&p, e))?;
+    write_csv(
+        &p,
+        computed.iter().map(|&(k, a, b)| {
+            let (x, y) = l.point(k);
+            [x, y, a, b]
+        }),
+    )
+    .map_err(|e| io(&p, e))?;
     let finite: Vec<f64> = computed
         .iter()
         .map(|c| c.1)
@@ -296,5 +311,78 @@ mod tests {
             2.0
         );
         assert_eq!(b.len(), 10 + hl + 48);
+    }
+
+    #[test]
+    fn a_partial_scan_writes_the_computed_points_only() {
+        let spec = SweepSpec::from_toml(
+            r#"
+name = "part"
+kind = "landscape"
+data = { path = "x.csv" }
+[landscape]
+checkpoint = "ckpt"
+tile = 5
+x = { min = 0.0, max = 3.0, points = 4 }
+y = { min = 0.0, max = 2.0, points = 3 }
+"#,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let tile_dir = |t: u32| dir.path().join(format!("t{t}"));
+        // Tiles 0 (points 0..5) and 2 (points 10..12) computed; tile 1 never ran.
+        for (t, range) in [(0u32, 0..5), (2, 10..12)] {
+            std::fs::create_dir_all(tile_dir(t)).unwrap();
+            let loss: Vec<f64> = range.clone().map(|k| k as f64).collect();
+            let acc: Vec<f64> = range.map(|k| k as f64 / 100.0).collect();
+            let bytes: Vec<u8> = loss
+                .iter()
+                .chain(&acc)
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            std::fs::write(tile_dir(t).join(TILE_FILE), bytes).unwrap();
+        }
+        assemble(
+            dir.path(),
+            "part",
+            &spec,
+            serde_json::json!({}),
+            &[2, 0],
+            tile_dir,
+        )
+        .unwrap();
+        let read = |name: &str| -> Vec<f64> {
+            let b = std::fs::read(dir.path().join(name)).unwrap();
+            let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
+            b[10 + hl..]
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+                .collect()
+        };
+        let surface = read("surface.npy");
+        assert_eq!(surface.len(), 12);
+        for (k, v) in surface.iter().enumerate() {
+            match k {
+                5..=9 => assert!(v.is_nan(), "point {k} was never computed"),
+                _ => assert_eq!(*v, k as f64),
+            }
+        }
+        // points.npy: [7, 4] rows (x, y, loss, accuracy), grid order.
+        let points = read("points.npy");
+        assert_eq!(points.len(), 7 * 4);
+        let row = |i: usize| &points[4 * i..4 * i + 4];
+        // Point 11 is row 2 (y = 2), column 3 (x = 3).
+        assert_eq!(row(6), &[3.0, 2.0, 11.0, 0.11]);
+        let csv = std::fs::read_to_string(dir.path().join("surface.csv")).unwrap();
+        assert_eq!(csv.lines().count(), 1 + 7);
+        let meta: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join("meta.json")).unwrap()).unwrap();
+        assert_eq!(
+            (
+                meta["missing_tiles"].as_u64(),
+                meta["computed_points"].as_u64()
+            ),
+            (Some(1), Some(7))
+        );
     }
 }

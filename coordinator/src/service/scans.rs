@@ -92,25 +92,46 @@ impl EventLoop {
 
     /// Puts a finished scan's tiles together into the surface files. A failure here is
     /// logged, not fatal: the tiles stay on disk and can be assembled again.
+    ///
+    /// Scans of up to [`SYNC_ASSEMBLY_POINTS`] points are assembled before the sweep's
+    /// final state is published (a client that saw it finish finds the files); larger
+    /// ones read up to millions of tile files and are assembled on their own thread, so
+    /// that no sweep can hold up the event loop (meta.json appears last).
     pub(super) fn assemble(&self, id: &SweepId) {
         let Some(v) = self.core.sweep(id) else { return };
-        if v.spec.kind != SweepKind::Landscape {
+        let Some(points) = v.spec.landscape.as_ref().map(|l| l.points()) else {
             return;
-        }
+        };
         let dir = sweep_dir(&self.data_dir, id);
-        let started = std::time::Instant::now();
         let run = self.run_summary(&v);
         let done = match self.store.completed_trials(id) {
             Ok(d) => d,
             Err(e) => return error!(sweep = %id, "cannot assemble the surface: {e}"),
         };
-        match landscape::assemble(&dir, id.as_str(), &v.spec, run, &done, |t| {
-            trial_dir(&self.data_dir, id, t)
-        }) {
-            Ok(()) => {
-                info!(sweep = %id, dir = %dir.display(), seconds = started.elapsed().as_secs_f64(), "surface assembled")
+        let data_dir = self.data_dir.clone();
+        let id = id.clone();
+        let work = move || {
+            let started = std::time::Instant::now();
+            match landscape::assemble(&dir, id.as_str(), &v.spec, run, &done, |t| {
+                trial_dir(&data_dir, &id, t)
+            }) {
+                Ok(()) => {
+                    info!(sweep = %id, dir = %dir.display(), seconds = started.elapsed().as_secs_f64(), "surface assembled")
+                }
+                Err(e) => error!(sweep = %id, "cannot assemble the surface: {e}"),
             }
-            Err(e) => error!(sweep = %id, "cannot assemble the surface: {e}"),
+        };
+        if points <= SYNC_ASSEMBLY_POINTS {
+            work();
+        } else if let Err(e) = std::thread::Builder::new()
+            .name("ridgeline-assemble".into())
+            .spawn(work)
+        {
+            error!("cannot start assembling a surface: {e}");
         }
     }
 }
+
+/// Scans up to this many grid points are assembled on the event loop (well under a
+/// second); larger ones on a thread of their own.
+const SYNC_ASSEMBLY_POINTS: usize = 1 << 20;
