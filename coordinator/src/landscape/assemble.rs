@@ -104,9 +104,9 @@ fn write_csv(path: &Path, rows: impl Iterator<Item = [f64; 4]>) -> std::io::Resu
     w.flush()
 }
 
-/// Grids up to this many points get dense `surface.npy`/`accuracy.npy` (NaN where no
-/// tile was computed): 128 MiB per array. Larger grids, which are only ever partly
-/// computed in practice, get just the computed points.
+/// Complete grids up to this many points get dense `surface.npy`/`accuracy.npy`:
+/// 128 MiB per array. Larger ones, and partial grids over [`PLOT_POINTS`], get just the
+/// computed points.
 pub const DENSE_POINTS: usize = 1 << 24;
 
 /// Grids up to this many points are drawn.
@@ -114,8 +114,9 @@ const PLOT_POINTS: usize = 1 << 20;
 
 /// Assembles the computed tiles `done` of a scan under `sweep_dir`:
 ///
-/// - `surface.npy` (loss, `[ny, nx]`, row `i` is `y_i`) and `accuracy.npy`, with NaN
-///   where no tile was computed, for grids of at most [`DENSE_POINTS`];
+/// - `surface.npy` (loss, `[ny, nx]`, row `i` is `y_i`) and `accuracy.npy`, for
+///   complete grids of at most [`DENSE_POINTS`], and partial ones of at most
+///   [`PLOT_POINTS`] (NaN where no tile was computed);
 /// - `points.npy` (`[n, 4]`: x, y, loss, accuracy of the computed points only) when
 ///   tiles are missing (a cancelled or failed scan), so that an untouched grid is
 ///   never written out as NaN;
@@ -165,7 +166,14 @@ pub fn assemble(
     } else {
         vec![nx]
     };
-    let dense = (points <= DENSE_POINTS).then(|| {
+    // A complete grid is written densely up to DENSE_POINTS; a partial one only while
+    // its NaN holes stay small (PLOT_POINTS): beyond that, points.npy alone.
+    let dense_limit = if missing == 0 {
+        DENSE_POINTS
+    } else {
+        PLOT_POINTS
+    };
+    let dense = (points <= dense_limit).then(|| {
         let mut loss = vec![f64::NAN; points];
         let mut acc = vec![f64::NAN; points];
         for &(k, a, b) in &computed {
