@@ -247,7 +247,11 @@ pub(super) fn finish_unit(
         if let Some((_, v)) = metrics.iter().find(|(n, _)| n == metric) {
             if v.is_finite() {
                 s.searcher.observe(trial, *v);
-                if s.best.as_ref().is_none_or(|b| mode.better(*v, b.value)) {
+                // Ties go to the lower trial number (as Optuna's best_trial), so the best
+                // does not depend on the order in which results arrive.
+                let better =
+                    |b: &Best| mode.better(*v, b.value) || (*v == b.value && trial < b.trial);
+                if s.best.as_ref().is_none_or(better) {
                     s.best = Some(Best {
                         trial,
                         value: *v,

@@ -514,3 +514,18 @@ fn a_worker_that_reconnects_keeps_its_id_and_its_units() {
     let other = on_worker_registered(&mut core, &mut out, info, Some("w99-x".into()), 7);
     assert_ne!(other.as_str(), "w99-x");
 }
+
+#[test]
+fn ties_go_to_the_lower_trial_whatever_the_order_of_results() {
+    let mut core = Core::new(cfg(), 1, 1);
+    let mut out = Vec::new();
+    let sid = SweepId::from("s");
+    on_sweep_submitted(&mut core, &mut out, sid.clone(), spec(3, 0), 0).unwrap();
+    let w = worker(&mut core, &mut out, 3, 0);
+    let l = on_lease_requested(&mut core, &mut out, &w, 3, 0).unwrap();
+    // Trials 2, then 1, then 0 finish, all with the same accuracy.
+    for l in l.iter().rev() {
+        on_unit_finished(&mut core, &mut out, &w, done(l.unit, 0.9), 1).unwrap();
+    }
+    assert_eq!(core.sweep(&sid).unwrap().best.map(|b| b.trial), Some(0));
+}
