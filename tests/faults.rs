@@ -90,7 +90,10 @@ fn an_unwritable_data_dir_loses_nothing() {
     std::thread::sleep(Duration::from_secs(4));
     // A status asked while commits fail may itself be refused (it would otherwise show
     // what the database does not hold): that is an answer, not a hang.
-    let during = run(&["status", &id, "--coordinator", &url], Duration::from_secs(30));
+    let during = run(
+        &["status", &id, "--coordinator", &url],
+        Duration::from_secs(30),
+    );
     chmod_recursive(&data, true);
     if !during.status.success() {
         let err = String::from_utf8_lossy(&during.stderr);

@@ -42,6 +42,16 @@ fn worker(core: &mut Core, out: &mut Vec<Action>, slots: u32, now: Millis) -> Wo
     )
 }
 
+/// A core with one running sweep `s` and one worker with `slots` slots.
+fn started(spec: SweepSpec, slots: u32) -> (Core, Vec<Action>, SweepId, WorkerId) {
+    let mut core = Core::new(cfg(), 1, 1);
+    let mut out = Vec::new();
+    let sid = SweepId::from("s");
+    on_sweep_submitted(&mut core, &mut out, sid.clone(), spec, 0).unwrap();
+    let w = worker(&mut core, &mut out, slots, 0);
+    (core, out, sid, w)
+}
+
 fn done(unit: UnitId, acc: f64) -> Outcome {
     Outcome {
         unit,
@@ -97,10 +107,7 @@ fn leases_respect_slots_and_generate_lazily() {
 
 #[test]
 fn max_concurrent_caps_a_sweep() {
-    let mut core = Core::new(cfg(), 1, 1);
-    let mut out = Vec::new();
-    on_sweep_submitted(&mut core, &mut out, "s".into(), spec(10, 2), 0).unwrap();
-    let w = worker(&mut core, &mut out, 8, 0);
+    let (mut core, mut out, _, w) = started(spec(10, 2), 8);
     assert_eq!(
         on_lease_requested(&mut core, &mut out, &w, 8, 0)
             .unwrap()
@@ -111,11 +118,7 @@ fn max_concurrent_caps_a_sweep() {
 
 #[test]
 fn completion_picks_best_and_finishes_sweep() {
-    let mut core = Core::new(cfg(), 1, 1);
-    let mut out = Vec::new();
-    let sid = SweepId::from("s");
-    on_sweep_submitted(&mut core, &mut out, sid.clone(), spec(3, 0), 0).unwrap();
-    let w = worker(&mut core, &mut out, 4, 0);
+    let (mut core, mut out, sid, w) = started(spec(3, 0), 4);
     let leases = on_lease_requested(&mut core, &mut out, &w, 4, 0).unwrap();
     assert_eq!(leases.len(), 3);
     for (l, acc) in leases.iter().zip([0.5, 0.9, 0.7]) {
@@ -232,10 +235,7 @@ fn vanished_worker_units_run_again_then_fail_after_max_attempts() {
 
 #[test]
 fn failed_attempts_are_retried_then_failed() {
-    let mut core = Core::new(cfg(), 1, 1);
-    let mut out = Vec::new();
-    on_sweep_submitted(&mut core, &mut out, "s".into(), spec(1, 0), 0).unwrap();
-    let w = worker(&mut core, &mut out, 1, 0);
+    let (mut core, mut out, _, w) = started(spec(1, 0), 1);
     let fail = |unit| Outcome {
         unit,
         state: UnitState::Failed,
@@ -262,11 +262,7 @@ fn failed_attempts_are_retried_then_failed() {
 
 #[test]
 fn diverged_is_final_and_the_search_goes_on() {
-    let mut core = Core::new(cfg(), 1, 1);
-    let mut out = Vec::new();
-    let sid = SweepId::from("s");
-    on_sweep_submitted(&mut core, &mut out, sid.clone(), spec(2, 0), 0).unwrap();
-    let w = worker(&mut core, &mut out, 2, 0);
+    let (mut core, mut out, sid, w) = started(spec(2, 0), 2);
     let l = on_lease_requested(&mut core, &mut out, &w, 2, 0).unwrap();
     let mut nan = done(l[0].unit, f64::NAN);
     nan.state = UnitState::Diverged;
@@ -285,11 +281,7 @@ fn diverged_is_final_and_the_search_goes_on() {
 
 #[test]
 fn cancellation_stops_running_units_and_leases_nothing_more() {
-    let mut core = Core::new(cfg(), 1, 1);
-    let mut out = Vec::new();
-    let sid = SweepId::from("s");
-    on_sweep_submitted(&mut core, &mut out, sid.clone(), spec(10, 0), 0).unwrap();
-    let w = worker(&mut core, &mut out, 2, 0);
+    let (mut core, mut out, sid, w) = started(spec(10, 0), 2);
     let l = on_lease_requested(&mut core, &mut out, &w, 2, 0).unwrap();
     assert_eq!(
         on_cancel(&mut core, &mut out, &sid, 5),
@@ -322,10 +314,7 @@ fn cancellation_stops_running_units_and_leases_nothing_more() {
 
 #[test]
 fn clean_deregistration_does_not_count_an_attempt() {
-    let mut core = Core::new(cfg(), 1, 1);
-    let mut out = Vec::new();
-    on_sweep_submitted(&mut core, &mut out, "s".into(), spec(1, 0), 0).unwrap();
-    let w = worker(&mut core, &mut out, 1, 0);
+    let (mut core, mut out, _, w) = started(spec(1, 0), 1);
     let unit = on_lease_requested(&mut core, &mut out, &w, 1, 0).unwrap()[0].unit;
     on_worker_deregistered(&mut core, &mut out, &w, 1);
     let w2 = worker(&mut core, &mut out, 1, 2);
@@ -347,11 +336,7 @@ fn older_sweeps_are_served_first() {
 
 #[test]
 fn a_worker_readopts_its_running_units_after_a_restart() {
-    let mut core = Core::new(cfg(), 1, 1);
-    let mut out = Vec::new();
-    let sid = SweepId::from("s");
-    on_sweep_submitted(&mut core, &mut out, sid.clone(), spec(3, 0), 0).unwrap();
-    let w = worker(&mut core, &mut out, 2, 0);
+    let (mut core, mut out, sid, w) = started(spec(3, 0), 2);
     let l = on_lease_requested(&mut core, &mut out, &w, 2, 0).unwrap();
     let (a, b) = (l[0].unit, l[1].unit);
     // The coordinator restarts: rebuild from what a store would hold.
@@ -424,11 +409,7 @@ fn a_worker_readopts_its_running_units_after_a_restart() {
 #[test]
 fn memory_follows_the_work_in_flight_not_the_work_done() {
     // 5,000 units run and finish; the core keeps none of them, only counts and the best.
-    let mut core = Core::new(cfg(), 1, 1);
-    let mut out = Vec::new();
-    let sid = SweepId::from("s");
-    on_sweep_submitted(&mut core, &mut out, sid.clone(), spec(5_000, 0), 0).unwrap();
-    let w = worker(&mut core, &mut out, 8, 0);
+    let (mut core, mut out, sid, w) = started(spec(5_000, 0), 8);
     let mut now = 1;
     loop {
         let l = on_lease_requested(&mut core, &mut out, &w, 8, now).unwrap();
@@ -456,10 +437,7 @@ fn memory_follows_the_work_in_flight_not_the_work_done() {
 
 #[test]
 fn a_permanent_failure_is_not_retried_and_finals_are_judged() {
-    let mut core = Core::new(cfg(), 1, 1);
-    let mut out = Vec::new();
-    on_sweep_submitted(&mut core, &mut out, "s".into(), spec(3, 0), 0).unwrap();
-    let w = worker(&mut core, &mut out, 3, 0);
+    let (mut core, mut out, _, w) = started(spec(3, 0), 3);
     let l = on_lease_requested(&mut core, &mut out, &w, 3, 0).unwrap();
     let oom = Outcome {
         state: UnitState::Failed,
@@ -487,10 +465,7 @@ fn a_permanent_failure_is_not_retried_and_finals_are_judged() {
 
 #[test]
 fn a_worker_that_reconnects_keeps_its_id_and_its_units() {
-    let mut core = Core::new(cfg(), 1, 1);
-    let mut out = Vec::new();
-    on_sweep_submitted(&mut core, &mut out, "s".into(), spec(2, 0), 0).unwrap();
-    let w = worker(&mut core, &mut out, 1, 0);
+    let (mut core, mut out, _, w) = started(spec(2, 0), 1);
     let unit = on_lease_requested(&mut core, &mut out, &w, 1, 0).unwrap()[0].unit;
     // Its connection broke and it registers again before the coordinator noticed.
     let info = WorkerInfo {
@@ -517,11 +492,7 @@ fn a_worker_that_reconnects_keeps_its_id_and_its_units() {
 
 #[test]
 fn ties_go_to_the_lower_trial_whatever_the_order_of_results() {
-    let mut core = Core::new(cfg(), 1, 1);
-    let mut out = Vec::new();
-    let sid = SweepId::from("s");
-    on_sweep_submitted(&mut core, &mut out, sid.clone(), spec(3, 0), 0).unwrap();
-    let w = worker(&mut core, &mut out, 3, 0);
+    let (mut core, mut out, sid, w) = started(spec(3, 0), 3);
     let l = on_lease_requested(&mut core, &mut out, &w, 3, 0).unwrap();
     // Trials 2, then 1, then 0 finish, all with the same accuracy.
     for l in l.iter().rev() {
