@@ -419,12 +419,24 @@ struct Sweep {
     /// Generated units waiting for a worker (retries, and units restored after a
     /// restart); fresh trials are generated when a worker asks.
     pending: VecDeque<UnitId>,
+    /// Units that were leased when the coordinator restarted, held back until the given
+    /// time so that the worker still running each can take it back (re-adopt it)
+    /// before it is leased to someone else and computed twice.
+    parked: Vec<(UnitId, Millis)>,
     /// Generated units that are not final: what cancellation has to visit.
     live: BTreeSet<UnitId>,
     counts: Counts,
     best: Option<Best>,
     created: Millis,
     finished: Option<Millis>,
+}
+
+impl Sweep {
+    /// Takes a unit out of the queue (or out of the units held back after a restart).
+    fn unqueue(&mut self, uid: UnitId) {
+        self.pending.retain(|p| *p != uid);
+        self.parked.retain(|(p, _)| *p != uid);
+    }
 }
 
 /// A read-only view of a sweep.

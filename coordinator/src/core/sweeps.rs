@@ -56,6 +56,7 @@ pub fn on_sweep_restored(core: &mut Core, out: &mut impl Outbox, stored: StoredS
         state,
         next_trial: generated,
         pending: VecDeque::new(),
+        parked: Vec::new(),
         live: BTreeSet::new(),
         counts: Counts {
             total,
@@ -87,8 +88,10 @@ pub fn on_sweep_restored(core: &mut Core, out: &mut impl Outbox, stored: StoredS
                 attempts: u.attempts,
                 reason: "coordinator restarted".into(),
             });
+            sweep.parked.push((u.unit, now + core.cfg.lease_ttl_ms));
+        } else {
+            sweep.pending.push_back(u.unit);
         }
-        sweep.pending.push_back(u.unit);
         sweep.live.insert(u.unit);
         core.units.insert(
             u.unit,
@@ -184,6 +187,7 @@ pub fn on_sweep_submitted(
         state: SweepState::Running,
         next_trial: 0,
         pending: VecDeque::new(),
+        parked: Vec::new(),
         live: BTreeSet::new(),
         counts: Counts {
             total,
@@ -315,6 +319,7 @@ pub fn on_cancel(
     s.counts.cancelled += never;
     s.counts.pending -= never;
     s.pending.clear();
+    s.parked.clear();
     let live = std::mem::take(&mut s.live);
     core.order.retain(|x| x != sid);
     for uid in live {

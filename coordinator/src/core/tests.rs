@@ -500,3 +500,44 @@ fn ties_go_to_the_lower_trial_whatever_the_order_of_results() {
     }
     assert_eq!(core.sweep(&sid).unwrap().best.map(|b| b.trial), Some(0));
 }
+
+#[test]
+fn after_a_restart_leased_units_wait_a_lease_for_their_worker() {
+    let (mut core, mut out, sid, w) = started(spec(3, 0), 1);
+    let l = on_lease_requested(&mut core, &mut out, &w, 1, 0).unwrap();
+    let stored = StoredUnit {
+        unit: l[0].unit,
+        trial: 0,
+        params: l[0].params.clone(),
+        state: UnitState::Running,
+        attempts: 1,
+        worker: Some(w.clone()),
+    };
+    let mut core = Core::new(cfg(), 1, 10);
+    let restored = StoredSweep {
+        id: sid.clone(),
+        spec: spec(3, 0),
+        state: SweepState::Running,
+        created: 0,
+        finished: None,
+        best: None,
+        generated: 1,
+        finals: Counts::default(),
+        live: vec![stored],
+        released: None,
+    };
+    on_sweep_restored(&mut core, &mut out, restored, 100);
+    // Another worker comes back first: it gets fresh trials, not the held unit.
+    let other = worker(&mut core, &mut out, 3, 100);
+    let got: Vec<u32> = on_lease_requested(&mut core, &mut out, &other, 3, 101)
+        .unwrap()
+        .iter()
+        .map(|l| l.trial)
+        .collect();
+    assert_eq!(got, vec![1, 2]);
+    // Nobody took it back within a lease: it is queued for anyone.
+    on_heartbeat(&mut core, &other, 1_000).unwrap();
+    on_tick(&mut core, &mut out, 1_101);
+    let got = on_lease_requested(&mut core, &mut out, &other, 3, 1_102).unwrap();
+    assert_eq!((got.len(), got[0].trial, got[0].attempt), (1, 0, 2));
+}

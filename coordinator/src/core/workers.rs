@@ -252,8 +252,7 @@ pub fn on_units_reported_running(
             core.sweeps
                 .get_mut(&sweep)
                 .expect("unit's sweep exists")
-                .pending
-                .retain(|p| *p != uid);
+                .unqueue(uid);
             out.send(Action::UnitAdopted {
                 unit: uid,
                 worker: worker.clone(),
@@ -387,7 +386,7 @@ pub fn on_unit_finished(
     };
     release(core, uid);
     let s = core.sweeps.get_mut(&sid).expect("checked above");
-    s.pending.retain(|p| *p != uid);
+    s.unqueue(uid);
     s.counts.pending -= 1;
     finish_unit(
         core,
@@ -419,8 +418,19 @@ fn release(core: &mut Core, uid: UnitId) {
 }
 
 /// Time passed: leases past their deadline go back to the queue (or fail after
-/// `max_attempts`), and workers silent for longer than a lease are dropped.
+/// `max_attempts`), workers silent for longer than a lease are dropped, and units held
+/// back after a restart that nobody re-adopted are queued.
 pub fn on_tick(core: &mut Core, out: &mut impl Outbox, now: Millis) {
+    for s in core.sweeps.values_mut() {
+        if s.parked.iter().any(|(_, until)| *until <= now) {
+            let (due, wait): (Vec<_>, Vec<_>) = s.parked.iter().partition(|(_, t)| *t <= now);
+            s.parked = wait;
+            // They are the oldest work of the sweep: first in the queue.
+            for (uid, _) in due.into_iter().rev() {
+                s.pending.push_front(uid);
+            }
+        }
+    }
     let lost: Vec<WorkerId> = core
         .workers
         .iter()
