@@ -70,7 +70,8 @@ fn sigterm_on_a_worker_hands_its_unit_back() {
     let mut w = worker(dir.path(), &url, "leaver", &[]);
     let spec = slow_spec(dir.path(), "handback", 1);
     let id = submit(&spec, &url);
-    wait_status(&url, &id, "1 running");
+    // With the comma: a sweep id ending in "1" is followed by " running:" too.
+    wait_status(&url, &id, ", 1 running");
     sigterm(&w);
     let st = wait_exit(&mut w, Duration::from_secs(10));
     assert!(st.success(), "worker exited with {st}");
@@ -198,7 +199,8 @@ fn a_running_trial_survives_a_coordinator_crash() {
     )
     .unwrap();
     let id = submit(&spec, &url);
-    wait_status(&url, &id, "1 running");
+    // With the comma: a sweep id ending in "1" is followed by " running:" too.
+    wait_status(&url, &id, ", 1 running");
     std::thread::sleep(Duration::from_millis(500));
     coord.child.kill().unwrap();
     coord.child.wait().unwrap();

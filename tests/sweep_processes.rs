@@ -193,7 +193,8 @@ fn a_killed_workers_unit_runs_again_elsewhere() {
             &["status", &sweep, "--coordinator", &url],
             Duration::from_secs(30),
         );
-        if s.contains("2 running") {
+        // With the comma: a sweep id ending in "2" is followed by " running:" too.
+        if s.contains(", 2 running") {
             break;
         }
         assert!(
