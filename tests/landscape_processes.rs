@@ -363,7 +363,34 @@ fn a_restarted_scan_only_computes_what_is_missing() {
             f.display()
         );
     }
-    let (shape, loss) = read_npy(&dir.path().join("sweeps").join(&id).join("surface.npy"));
+    let sweep_dir = dir.path().join("sweeps").join(&id);
+    let (shape, loss) = read_npy(&sweep_dir.join("surface.npy"));
     assert_eq!(shape, vec![100, 150]);
     assert!(loss.iter().all(|v| v.is_finite()), "the surface has holes");
+
+    // The surface files are lost (say the disk was full when the scan ended): the next
+    // coordinator start writes them again from the stored tiles.
+    drop(_coord2);
+    for f in ["surface.npy", "meta.json"] {
+        std::fs::remove_file(sweep_dir.join(f)).unwrap();
+    }
+    let _coord3 = spawn(
+        "coordinator3",
+        &["coordinator", "--listen", &addr, "--data-dir", dd],
+        dir.path(),
+    );
+    wait_for_file_to_exist(&sweep_dir.join("meta.json"), Duration::from_secs(60));
+    assert_eq!(read_npy(&sweep_dir.join("surface.npy")).1, loss);
+}
+
+fn wait_for_file_to_exist(path: &Path, timeout: Duration) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never appeared",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -164,6 +164,20 @@ impl EventLoop {
             stale: false,
         };
         el.refresh_watchers(now);
+        // A scan that ended while its surface could not be written (a full disk, say)
+        // gets it now: its tiles are all stored.
+        for id in el.core.sweep_ids() {
+            let Some(v) = el.core.sweep(&id) else {
+                continue;
+            };
+            let unassembled = v.spec.landscape.is_some()
+                && v.state != core::SweepState::Running
+                && !sweep_dir(&el.data_dir, &id).join("meta.json").exists();
+            if unassembled {
+                info!(sweep = %id, "assembling a finished scan's surface that was never written");
+                el.assemble(&id);
+            }
+        }
         Ok(el)
     }
 
