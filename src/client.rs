@@ -83,6 +83,28 @@ pub async fn connect(url: &str, sec: &Security, timeout: Duration) -> Result<Cli
     }
 }
 
+/// A sweep's status and all its trials, fetched page by page.
+pub async fn results(client: &mut Client, sweep_id: &str) -> Result<proto::GetResultsResponse> {
+    let mut all = proto::GetResultsResponse::default();
+    loop {
+        let r = client
+            .get_results(proto::GetResultsRequest {
+                sweep_id: sweep_id.to_owned(),
+                page_size: 0,
+                page_token: std::mem::take(&mut all.next_page_token),
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        all.status = r.status;
+        all.trials.extend(r.trials);
+        if r.next_page_token.is_empty() {
+            return Ok(all);
+        }
+        all.next_page_token = r.next_page_token;
+    }
+}
+
 /// Every sweep the coordinator has, page by page.
 pub async fn list_all(client: &mut Client, with_spec: bool) -> Result<Vec<proto::SweepStatus>> {
     let mut all = Vec::new();

@@ -387,11 +387,7 @@ fn run() -> Result<()> {
                 output,
             } => {
                 let mut client = connect(&s, c).await?;
-                let r = client
-                    .get_results(proto::GetResultsRequest { sweep_id: sweep })
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{}", e.message()))?
-                    .into_inner();
+                let r = client::results(&mut client, &sweep).await?;
                 let text = match format {
                     Format::Csv => client::results_csv(&r)?,
                     Format::Json => client::results_json(&r)?,
@@ -629,13 +625,7 @@ async fn finish_search(
     st: &proto::SweepStatus,
     out: &Path,
 ) -> Result<()> {
-    let r = client
-        .get_results(proto::GetResultsRequest {
-            sweep_id: id.to_owned(),
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("{}", e.message()))?
-        .into_inner();
+    let r = client::results(client, id).await?;
     let sweep_dir = out.join("sweeps").join(id);
     std::fs::create_dir_all(&sweep_dir)?;
     let csv_path = sweep_dir.join("results.csv");

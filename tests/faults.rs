@@ -126,6 +126,38 @@ fn an_unwritable_data_dir_loses_nothing() {
         let ckpt = Path::new(t["checkpoint_dir"].as_str().unwrap());
         assert!(ckpt.join("model.safetensors").is_file(), "{t}");
     }
+    // Results come in pages: pages of 7 put together are exactly what the CLI printed.
+    let paged = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use ridgeline_common::proto;
+        let mut c = proto::sweep_service_client::SweepServiceClient::connect(url.clone())
+            .await
+            .unwrap();
+        let (mut all, mut token, mut pages) = (Vec::new(), String::new(), 0);
+        loop {
+            let r = c
+                .get_results(proto::GetResultsRequest {
+                    sweep_id: id.clone(),
+                    page_size: 7,
+                    page_token: token,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(r.trials.len() <= 7);
+            pages += 1;
+            all.extend(r.trials);
+            if r.next_page_token.is_empty() {
+                return (all, pages);
+            }
+            token = r.next_page_token;
+        }
+    });
+    assert_eq!(paged.1, TRIALS.div_ceil(7));
+    let indices: Vec<u64> = paged.0.iter().map(|t| u64::from(t.trial_index)).collect();
+    assert_eq!(indices, (0..TRIALS).collect::<Vec<_>>());
+    for (p, t) in paged.0.iter().zip(trials) {
+        assert_eq!(p.history.len() as u64, EPOCHS, "{t}");
+    }
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {

@@ -380,12 +380,24 @@ impl Store {
 
     /// Every unit of a sweep with its metric history, by trial index.
     pub fn trials(&self, id: &SweepId) -> Result<Vec<TrialRow>, StoreError> {
+        self.trials_page(id, None, u32::MAX)
+    }
+
+    /// Up to `limit` units of a sweep after trial `after`, with their metric histories,
+    /// by trial index.
+    pub fn trials_page(
+        &self,
+        id: &SweepId,
+        after: Option<u32>,
+        limit: u32,
+    ) -> Result<Vec<TrialRow>, StoreError> {
+        let first = after.map_or(0, |a| i64::from(a) + 1);
         let mut st = self.conn.prepare(
             "SELECT id, trial, params_json, state, attempts, worker, duration_s, final_json, error
-             FROM units WHERE sweep_id = ?1 ORDER BY trial",
+             FROM units WHERE sweep_id = ?1 AND trial >= ?2 ORDER BY trial LIMIT ?3",
         )?;
         let mut out = Vec::new();
-        let mut rows = st.query([id.as_str()])?;
+        let mut rows = st.query(params![id.as_str(), first, i64::from(limit)])?;
         while let Some(r) = rows.next()? {
             let params_json: String = r.get(2)?;
             let state: String = r.get(3)?;
@@ -412,14 +424,18 @@ impl Store {
                 history: vec![],
             });
         }
+        let Some(last) = out.last().map(|t| t.trial) else {
+            return Ok(out);
+        };
         let mut st = self.conn.prepare(
             "SELECT m.unit_id, m.step, m.name, m.value FROM metrics m
-             JOIN units u ON u.id = m.unit_id WHERE u.sweep_id = ?1
+             JOIN units u ON u.id = m.unit_id
+             WHERE u.sweep_id = ?1 AND u.trial >= ?2 AND u.trial <= ?3
              ORDER BY m.unit_id, m.step, m.name",
         )?;
         let index: std::collections::HashMap<u64, usize> =
             out.iter().enumerate().map(|(i, t)| (t.unit.0, i)).collect();
-        let mut rows = st.query([id.as_str()])?;
+        let mut rows = st.query(params![id.as_str(), first, last])?;
         while let Some(r) = rows.next()? {
             let unit = r.get::<_, i64>(0)? as u64;
             let step: u32 = r.get(1)?;

@@ -149,7 +149,10 @@ lr = { type = "uniform", low = 0.1, high = 0.2 }
     );
     assert_eq!(st.best.map(|b| b.value), Some(0.75));
     let r = sweeps
-        .get_results(proto::GetResultsRequest { sweep_id: id })
+        .get_results(proto::GetResultsRequest {
+            sweep_id: id,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();

@@ -291,47 +291,76 @@ impl sweep_service_server::SweepService for SweepApi {
         &self,
         req: Request<proto::GetResultsRequest>,
     ) -> Result<Response<proto::GetResultsResponse>, Status> {
-        let id = sweep_id(&req.into_inner().sweep_id)?;
+        let r = req.into_inner();
+        let id = sweep_id(&r.sweep_id)?;
+        let after: Option<u32> = if r.page_token.is_empty() {
+            None
+        } else {
+            Some(r.page_token.parse().map_err(|_| {
+                Status::invalid_argument("page_token: not a token this coordinator gave")
+            })?)
+        };
+        let limit = match r.page_size {
+            0 => 500,
+            n => n.min(5000),
+        };
         let status = Some(self.h.call(|tx| Event::Status(id.clone(), tx)).await?);
         let data_dir = self.data_dir.clone();
         // Reads go through their own read-only connection: WAL lets them run beside the
-        // writer without blocking the event loop.
-        let trials = tokio::task::spawn_blocking(move || -> Result<_, String> {
-            let store = Store::open_read_only(&db_path(&data_dir)).map_err(|e| e.to_string())?;
-            let rows = store.trials(&id).map_err(|e| e.to_string())?;
-            Ok(rows
-                .into_iter()
-                .map(|t| {
-                    let dir = trial_dir(&data_dir, &id, t.trial);
-                    proto::TrialResult {
-                        trial_index: t.trial,
-                        state: unit_state_to_proto(t.state) as i32,
-                        params: params_to_proto(&t.params),
-                        final_metrics: metrics_to_proto(&t.final_metrics),
-                        duration_s: t.duration_s.unwrap_or(0.0),
-                        worker: t.worker.unwrap_or_default(),
-                        error: t.error.unwrap_or_default(),
-                        attempts: t.attempts,
-                        history: t
-                            .history
-                            .iter()
-                            .map(|(step, m)| proto::EpochMetrics {
-                                step: *step,
-                                metrics: metrics_to_proto(m),
-                            })
-                            .collect(),
-                        checkpoint_dir: if dir.exists() {
-                            dir.display().to_string()
-                        } else {
-                            String::new()
-                        },
-                    }
-                })
-                .collect())
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(Status::internal)?;
-        Ok(Response::new(proto::GetResultsResponse { status, trials }))
+        // writer without blocking the event loop. A page at a time keeps both the
+        // coordinator's memory and the message bounded, whatever the sweep's size.
+        let trials =
+            tokio::task::spawn_blocking(move || -> Result<Vec<proto::TrialResult>, String> {
+                let store =
+                    Store::open_read_only(&db_path(&data_dir)).map_err(|e| e.to_string())?;
+                let rows = store
+                    .trials_page(&id, after, limit)
+                    .map_err(|e| e.to_string())?;
+                Ok(rows
+                    .into_iter()
+                    .map(|t| {
+                        let dir = trial_dir(&data_dir, &id, t.trial);
+                        proto::TrialResult {
+                            trial_index: t.trial,
+                            state: unit_state_to_proto(t.state) as i32,
+                            params: params_to_proto(&t.params),
+                            final_metrics: metrics_to_proto(&t.final_metrics),
+                            duration_s: t.duration_s.unwrap_or(0.0),
+                            worker: t.worker.unwrap_or_default(),
+                            error: t.error.unwrap_or_default(),
+                            attempts: t.attempts,
+                            history: t
+                                .history
+                                .iter()
+                                .map(|(step, m)| proto::EpochMetrics {
+                                    step: *step,
+                                    metrics: metrics_to_proto(m),
+                                })
+                                .collect(),
+                            checkpoint_dir: if dir.exists() {
+                                dir.display().to_string()
+                            } else {
+                                String::new()
+                            },
+                        }
+                    })
+                    .collect())
+            })
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(Status::internal)?;
+        let next_page_token = if trials.len() as u32 == limit {
+            trials
+                .last()
+                .map(|t: &proto::TrialResult| t.trial_index.to_string())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(proto::GetResultsResponse {
+            status,
+            trials,
+            next_page_token,
+        }))
     }
 }
