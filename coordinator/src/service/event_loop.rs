@@ -49,7 +49,7 @@ pub(super) enum Event {
         Reply<(SweepId, u32)>,
     ),
     Cancel(SweepId, Reply<core::SweepState>),
-    Delete(SweepId, Reply<u64>),
+    Delete(SweepId, Reply<()>),
     Status(SweepId, Reply<proto::SweepStatus>),
     List(ListQuery, Reply<(Vec<proto::SweepStatus>, Option<String>)>),
     Watch(SweepId, Reply<watch::Receiver<proto::SweepStatus>>),
@@ -113,20 +113,6 @@ pub(super) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
         })
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .filter_map(Result::ok)
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
-            _ => 0,
-        })
-        .sum()
-}
-
 impl EventLoop {
     pub(super) fn open(cfg: &CoordinatorConfig) -> Result<Self, ServeError> {
         std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ServeError::Io {
@@ -164,6 +150,21 @@ impl EventLoop {
             stale: false,
         };
         el.refresh_watchers(now);
+        // Folders of deleted sweeps whose removal a crash interrupted.
+        if let Ok(entries) = std::fs::read_dir(cfg.data_dir.join("sweeps")) {
+            let trash: Vec<PathBuf> = entries
+                .filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with(".deleted-"))
+                .map(|e| e.path())
+                .collect();
+            if !trash.is_empty() {
+                std::thread::spawn(move || {
+                    for t in trash {
+                        let _ = std::fs::remove_dir_all(t);
+                    }
+                });
+            }
+        }
         // A scan that ended while its surface could not be written (a full disk, say)
         // gets it now: its tiles are all stored.
         for id in el.core.sweep_ids() {
@@ -370,9 +371,7 @@ impl EventLoop {
                     defer(&mut replies, tx, r);
                 }
                 Event::Delete(id, tx) => {
-                    let r = core::on_sweep_deleted(c, &mut out, &id, now)
-                        .map(|()| dir_bytes(&sweep_dir(&self.data_dir, &id)))
-                        .map_err(core_status);
+                    let r = core::on_sweep_deleted(c, &mut out, &id, now).map_err(core_status);
                     defer(&mut replies, tx, r);
                 }
                 Event::Tick => core::on_tick(c, &mut out, now),
@@ -459,21 +458,36 @@ impl EventLoop {
         for a in out {
             match a {
                 Action::SweepFinished { sweep, .. } => self.assemble(sweep),
-                Action::SweepDeleted { sweep } => {
-                    let dir = sweep_dir(&self.data_dir, sweep);
-                    match std::fs::remove_dir_all(&dir) {
-                        Ok(()) => info!(sweep = %sweep, "sweep deleted with its files"),
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => {
-                            error!(sweep = %sweep, "deleted, but its files stay: {}: {e}", dir.display())
-                        }
-                    }
-                }
+                Action::SweepDeleted { sweep } => self.remove_files(sweep),
                 Action::WorkerGone { worker, reason } if reason != "deregistered" => {
                     warn!(worker = %worker, "worker lost ({reason}); its units go back to the queue");
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// A deleted sweep's folder is renamed aside at once (so a new sweep can never see
+    /// it) and removed on a thread of its own: a scan can have a million tile folders,
+    /// and the event loop must not wait for them.
+    fn remove_files(&self, sweep: &SweepId) {
+        let dir = sweep_dir(&self.data_dir, sweep);
+        let trash = dir.with_file_name(format!(".deleted-{sweep}-{}", now_ms()));
+        if let Err(e) = std::fs::rename(&dir, &trash) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                error!(sweep = %sweep, "deleted, but its files stay: {}: {e}", dir.display());
+            }
+            return;
+        }
+        let sweep = sweep.clone();
+        let removed = std::thread::Builder::new()
+            .name("ridgeline-delete".into())
+            .spawn(move || match std::fs::remove_dir_all(&trash) {
+                Ok(()) => info!(sweep = %sweep, "sweep deleted with its files"),
+                Err(e) => error!(sweep = %sweep, "cannot remove {}: {e}", trash.display()),
+            });
+        if let Err(e) = removed {
+            error!("cannot start removing a sweep's files: {e}");
         }
     }
 

@@ -282,7 +282,12 @@ impl sweep_service_server::SweepService for SweepApi {
         req: Request<proto::DeleteSweepRequest>,
     ) -> Result<Response<proto::DeleteSweepResponse>, Status> {
         let id = sweep_id(&req.into_inner().sweep_id)?;
-        let bytes_freed = self.h.call(|tx| Event::Delete(id.clone(), tx)).await?;
+        // Counted on the blocking pool before the deletion, never on the event loop.
+        let dir = sweep_dir(&self.data_dir, &id);
+        let bytes_freed = tokio::task::spawn_blocking(move || dir_bytes(&dir))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        self.h.call(|tx| Event::Delete(id.clone(), tx)).await?;
         info!(sweep = %id, bytes_freed, "sweep deleted");
         Ok(Response::new(proto::DeleteSweepResponse { bytes_freed }))
     }
@@ -363,4 +368,19 @@ impl sweep_service_server::SweepService for SweepApi {
             next_page_token,
         }))
     }
+}
+
+/// Bytes of the regular files under `dir`.
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
 }
