@@ -421,7 +421,11 @@ fn release(core: &mut Core, uid: UnitId) {
 /// `max_attempts`), workers silent for longer than a lease are dropped, and units held
 /// back after a restart that nobody re-adopted are queued.
 pub fn on_tick(core: &mut Core, out: &mut impl Outbox, now: Millis) {
-    for s in core.sweeps.values_mut() {
+    // Only running sweeps hold units back.
+    for sid in &core.order {
+        let Some(s) = core.sweeps.get_mut(sid) else {
+            continue;
+        };
         if s.parked.iter().any(|(_, until)| *until <= now) {
             let (due, wait): (Vec<_>, Vec<_>) = s.parked.iter().partition(|(_, t)| *t <= now);
             s.parked = wait;
