@@ -276,6 +276,31 @@ fn absurd_grids_are_refused_and_cancel_costs_nothing() {
         "{err}"
     );
 
+    // A sweep reference is never a path: `sweep:../..` is refused as malformed.
+    let sneaky = dir.path().join("sneaky.toml");
+    std::fs::write(
+        &sneaky,
+        std::fs::read_to_string(&scan)
+            .unwrap()
+            .replace("points = 100000", "points = 5")
+            .replace(
+                "checkpoint = \"linear\"",
+                "checkpoint = \"sweep:../../linear/trial/0\"",
+            ),
+    )
+    .unwrap();
+    let out = run(
+        &["submit", sneaky.to_str().unwrap(), "--coordinator", &url],
+        Duration::from_secs(60),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("landscape.checkpoint")
+            && err.contains("was not attached"),
+        "{err}"
+    );
+
     let big = tempfile::tempdir().unwrap();
     let (_coord2, url2) = coordinator(big.path(), &["--max-points-per-sweep", "10000000000"]);
     let id = submit(&scan, &url2);

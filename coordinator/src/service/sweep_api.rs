@@ -55,7 +55,8 @@ impl SweepApi {
         };
         let rest = reference.strip_prefix("sweep:").ok_or_else(bad)?;
         let (src, which) = rest.split_once('/').ok_or_else(bad)?;
-        let id = SweepId(src.to_owned());
+        // The id becomes part of a path: only what sweep ids are made of.
+        let id = sweep_id(src).map_err(|_| bad())?;
         if let Some(n) = which.strip_prefix("trial/") {
             let n: u32 = n.parse().map_err(|_| bad())?;
             let dir = trial_dir(&self.data_dir, &id, n);
