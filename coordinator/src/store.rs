@@ -378,11 +378,6 @@ impl Store {
         row.transpose()
     }
 
-    /// Every unit of a sweep with its metric history, by trial index.
-    pub fn trials(&self, id: &SweepId) -> Result<Vec<TrialRow>, StoreError> {
-        self.trials_page(id, None, u32::MAX)
-    }
-
     /// Up to `limit` units of a sweep after trial `after`, with their metric histories,
     /// by trial index.
     pub fn trials_page(

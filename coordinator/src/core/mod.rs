@@ -526,11 +526,6 @@ impl Core {
         self.workers.len()
     }
 
-    /// Whether a worker is registered.
-    pub fn has_worker(&self, id: &WorkerId) -> bool {
-        self.workers.contains_key(id)
-    }
-
     /// The sweep and trial of a live unit.
     pub fn unit_trial(&self, id: UnitId) -> Option<(SweepId, u32)> {
         self.units.get(&id).map(|u| (u.sweep.clone(), u.trial))
