@@ -3,6 +3,7 @@
 //! the other verbs talk to a coordinator.
 
 mod client;
+mod observe;
 mod settings;
 
 use std::path::{Path, PathBuf};
@@ -48,6 +49,25 @@ struct CoordinatorFlag {
     coordinator: Option<String>,
 }
 
+#[derive(Args)]
+struct MetricsFlags {
+    /// Metrics port (/metrics, /healthz, /readyz), or `off` [env: RIDGELINE_METRICS_LISTEN]
+    /// [default: coordinator: its listening host, port 9871; run: off].
+    #[arg(long)]
+    metrics_listen: Option<String>,
+    /// Seconds a finished sweep's series stay in the metrics
+    /// [env: RIDGELINE_METRICS_RETENTION_S] [default: 3600].
+    #[arg(long)]
+    metrics_retention_s: Option<u64>,
+}
+
+impl MetricsFlags {
+    fn apply(self, s: &mut Settings) {
+        s.metrics_listen = self.metrics_listen.or(s.metrics_listen.take());
+        s.metrics_retention_s = self.metrics_retention_s.unwrap_or(s.metrics_retention_s);
+    }
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Csv,
@@ -69,6 +89,8 @@ enum Cmd {
         /// Device for the workers: cpu or cuda:N.
         #[arg(long)]
         device: Option<String>,
+        #[command(flatten)]
+        m: MetricsFlags,
     },
     /// Run the coordinator.
     Coordinator {
@@ -93,6 +115,8 @@ enum Cmd {
         /// Most grid points or trials in one sweep [env: RIDGELINE_MAX_POINTS_PER_SWEEP] [default: 100000000].
         #[arg(long)]
         max_points_per_sweep: Option<u64>,
+        #[command(flatten)]
+        m: MetricsFlags,
     },
     /// Run a worker that takes units from a coordinator.
     Worker {
@@ -111,6 +135,10 @@ enum Cmd {
         /// [env: RIDGELINE_MEMORY_BYTES] [default: half the available memory / slots].
         #[arg(long)]
         memory_bytes: Option<u64>,
+        /// Metrics port (/metrics, /healthz, /readyz), or `off`
+        /// [env: RIDGELINE_METRICS_LISTEN] [default: 0.0.0.0:9872].
+        #[arg(long)]
+        metrics_listen: Option<String>,
     },
     /// Submit a sweep to a coordinator and print its id.
     Submit {
@@ -247,10 +275,12 @@ fn run() -> Result<()> {
                 workers,
                 out,
                 device,
+                m,
             } => {
                 if let Some(d) = device {
                     s.device = d;
                 }
+                m.apply(&mut s);
                 let n = workers.unwrap_or_else(|| {
                     std::thread::available_parallelism()
                         .map_or(2, |n| n.get() as u32)
@@ -266,7 +296,9 @@ fn run() -> Result<()> {
                 max_attempts,
                 max_spec_bytes,
                 max_points_per_sweep,
+                m,
             } => {
+                m.apply(&mut s);
                 s.listen = listen.unwrap_or(s.listen);
                 s.data_dir = data_dir.unwrap_or(s.data_dir);
                 s.lease_ttl_ms = lease_ttl_ms.unwrap_or(s.lease_ttl_ms);
@@ -277,11 +309,22 @@ fn run() -> Result<()> {
                 let listener = TcpListener::bind(&s.listen)
                     .await
                     .with_context(|| format!("listen on {}", s.listen))?;
+                let metrics = observe::start(
+                    s.metrics_listen.as_deref(),
+                    Some(observe::coordinator_default(&s.listen)),
+                    observe::Roles { coordinator: true },
+                )
+                .await?;
+                if let Some((_, addr)) = &metrics {
+                    observe::write_addr(&s.data_dir, *addr)?;
+                }
                 let cfg = CoordinatorConfig {
                     data_dir: s.data_dir.clone(),
                     core: core_config(&s),
                     security: s.security()?,
                     limits: limits(&s),
+                    metrics_retention_ms: s.metrics_retention_s.saturating_mul(1000),
+                    ready: metrics.map(|(r, _)| r.part("coordinator")),
                 };
                 serve(listener, cfg, terminated()).await?;
                 Ok(())
@@ -292,10 +335,20 @@ fn run() -> Result<()> {
                 device,
                 name,
                 memory_bytes,
+                metrics_listen,
             } => {
+                s.metrics_listen = metrics_listen.or(s.metrics_listen.take());
+                let metrics = observe::start(
+                    s.metrics_listen.as_deref(),
+                    Some(format!("0.0.0.0:{}", observe::WORKER_PORT)),
+                    observe::Roles { coordinator: false },
+                )
+                .await?;
+                let name = name.unwrap_or_else(runner::default_name);
                 let cfg = WorkerConfig {
                     coordinator: c.coordinator.unwrap_or(s.coordinator.clone()),
-                    name: name.unwrap_or_else(runner::default_name),
+                    ready: metrics.map(|(r, _)| r.part(&format!("worker {name}"))),
+                    name,
                     slots: slots.unwrap_or(s.slots).max(1),
                     device: device.unwrap_or(s.device.clone()),
                     poll_interval: Duration::from_millis(250),
@@ -426,11 +479,26 @@ async fn cmd_run(s: &Settings, spec: &Path, workers: u32, out: &Path) -> Result<
         token: s.security()?.token,
         ..Security::default()
     };
+    // One port for the coordinator and every local worker (each worker's series carry
+    // its name).
+    let metrics = observe::start(
+        s.metrics_listen.as_deref(),
+        None,
+        observe::Roles { coordinator: true },
+    )
+    .await?;
+    if let Some((_, addr)) = &metrics {
+        observe::write_addr(out, *addr)?;
+        eprintln!("metrics on http://{addr}/metrics");
+    }
+    let ready = metrics.map(|(r, _)| r);
     let cfg = CoordinatorConfig {
         data_dir: out.to_owned(),
         core: core_config(s),
         security: security.clone(),
         limits: limits(s),
+        metrics_retention_ms: s.metrics_retention_s.saturating_mul(1000),
+        ready: ready.as_ref().map(|r| r.part("coordinator")),
     };
     let coordinator = tokio::spawn(serve(listener, cfg, until_stopped(coordinator_stopped)));
     let mut pool = Vec::new();
@@ -438,6 +506,7 @@ async fn cmd_run(s: &Settings, spec: &Path, workers: u32, out: &Path) -> Result<
         let cfg = WorkerConfig {
             coordinator: url.clone(),
             name: format!("local{i}"),
+            ready: ready.as_ref().map(|r| r.part(&format!("worker local{i}"))),
             slots: 1,
             device: s.device.clone(),
             poll_interval: Duration::from_millis(100),

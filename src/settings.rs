@@ -50,6 +50,11 @@ pub struct Settings {
     pub memory_bytes: Option<u64>,
     /// Clients: seconds to wait for a coordinator to answer.
     pub timeout_s: u64,
+    /// Address of the metrics port (`/metrics`, `/healthz`, `/readyz`), or `off`.
+    /// Default: the coordinator's host, port 9871; workers 0.0.0.0:9872; off for `run`.
+    pub metrics_listen: Option<String>,
+    /// Coordinator: seconds a finished sweep's series stay in the metrics.
+    pub metrics_retention_s: u64,
 }
 
 /// The settings' names, as environment variables take them (`RIDGELINE_` + upper case).
@@ -73,6 +78,8 @@ const KEYS: &[&str] = &[
     "max_points_per_sweep",
     "memory_bytes",
     "timeout_s",
+    "metrics_listen",
+    "metrics_retention_s",
 ];
 
 /// The `RIDGELINE_*` variables that name a setting. Others (`RIDGELINE_BIN` in the Slurm
@@ -108,6 +115,8 @@ impl Default for Settings {
             max_points_per_sweep: 100_000_000,
             memory_bytes: None,
             timeout_s: 10,
+            metrics_listen: None,
+            metrics_retention_s: ridgeline_coordinator::DEFAULT_METRICS_RETENTION_MS / 1000,
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod net;
 pub mod params;
 pub mod rng;
 pub mod spec;
+pub mod telemetry;
 
 /// Code generated from `proto/ridgeline/v1/*.proto`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -9,5 +9,6 @@ mod plot;
 pub mod search;
 pub mod service;
 pub mod store;
+pub mod telemetry;
 
-pub use service::{CoordinatorConfig, Limits, ServeError, serve};
+pub use service::{CoordinatorConfig, DEFAULT_METRICS_RETENTION_MS, Limits, ServeError, serve};

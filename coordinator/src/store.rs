@@ -552,6 +552,7 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<(), StoreErro
             unit,
             attempts,
             reason,
+            ..
         } => {
             tx.execute(
                 "UPDATE units SET state = 'pending', attempts = ?3, error = ?2 WHERE id = ?1",
@@ -653,6 +654,8 @@ fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<(), StoreErro
                 params![worker.as_str(), reason],
             )?;
         }
+        // Only counted (a metric); the requeue or failure that follows is stored.
+        Action::LeaseExpired { .. } => {}
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ pub mod landscape;
 pub mod memory;
 pub mod model;
 pub mod runner;
+pub mod telemetry;
 pub mod train;
 
 pub use memory::UnitError;

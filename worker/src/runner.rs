@@ -20,7 +20,10 @@ use ridgeline_common::spec::SweepSpec;
 use ridgeline_common::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 
 use crate::data::{self, Dataset};
+use crate::telemetry::{RunningUnit, WorkerMetrics};
 use crate::train::{self, TrialEnd};
+use ridgeline_common::landscape::ScanUnit;
+use ridgeline_common::telemetry::ReadyFlag;
 
 type Client = WorkerServiceClient<AuthChannel>;
 
@@ -42,6 +45,8 @@ pub struct WorkerConfig {
     /// Bytes one unit may use for its working memory (scan tiles are evaluated in chunks
     /// that fit); `None`: a share of the memory available when the worker starts.
     pub memory_bytes: Option<u64>,
+    /// Set while the worker is registered with its coordinator (`/readyz`).
+    pub ready: Option<ReadyFlag>,
 }
 
 /// Errors that stop a worker.
@@ -122,6 +127,7 @@ struct BlobFetcher {
     runtime: tokio::runtime::Handle,
     worker_id: String,
     sweep_id: String,
+    metrics: WorkerMetrics,
 }
 
 impl BlobFetcher {
@@ -145,6 +151,7 @@ impl BlobFetcher {
             .map_err(|s| format!("fetching {name}: {}", s.message()))?
             .into_inner()
             .data;
+        self.metrics.fetched(data.len() as u64);
         let data = Arc::new(data);
         let mut c = cache.lock().expect("cache lock");
         c.retain(|(s, _), _| *s == self.sweep_id);
@@ -176,17 +183,32 @@ fn execute(
     cancel: &AtomicBool,
     tx: &mpsc::UnboundedSender<TrialEvent>,
     fetch: crate::landscape::exec::Fetch<'_>,
+    wm: &WorkerMetrics,
 ) -> Option<proto::Outcome> {
     let start = Instant::now();
     let unit_id = unit.unit_id;
     // Every progress report, kept to travel with the outcome: the attempt whose result
     // wins has its whole history stored, whatever reached the coordinator on the way.
     let mut history: Vec<proto::Progress> = Vec::new();
+    // Set once the unit's kind is known (its spec is fetched first).
+    let mut running: Option<RunningUnit> = None;
+    let mut points = 0u64;
     let result = (|| -> Result<train::TrialOutput, crate::UnitError> {
         let spec = sweep_spec(&unit.sweep_id, fetch)?;
         let t = match &unit.work {
-            Some(proto::unit::Work::Train(t)) => t,
+            Some(proto::unit::Work::Train(t)) => {
+                running = Some(wm.unit_started("train"));
+                t
+            }
             Some(proto::unit::Work::Tile(t)) => {
+                let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
+                running = Some(match l.unit(t.tile_index as usize) {
+                    ScanUnit::Tile(i) => {
+                        points = l.tile_range(i).len() as u64;
+                        wm.unit_started("tile")
+                    }
+                    ScanUnit::Hvp { .. } => wm.unit_started("hvp"),
+                });
                 return crate::landscape::exec::run_unit(
                     &unit.sweep_id,
                     &spec,
@@ -207,6 +229,7 @@ fn execute(
                 metrics: metrics(&m),
             };
             history.push(p.clone());
+            wm.epochs(1);
             let _ = tx.send(TrialEvent::Progress(p));
         };
         train::run_trial(&spec, &params, &data, device, cancel, &mut progress)
@@ -219,8 +242,17 @@ fn execute(
             let state = match out.end {
                 TrialEnd::Completed => proto::UnitState::Completed,
                 TrialEnd::Diverged => proto::UnitState::Diverged,
-                TrialEnd::Cancelled => return None,
+                TrialEnd::Cancelled => {
+                    if let Some(r) = running {
+                        r.finish("cancelled");
+                    }
+                    return None;
+                }
             };
+            wm.points(points);
+            if let Some((_, n)) = out.final_metrics.iter().find(|(k, _)| k == "hvps") {
+                wm.hvps(*n as u64);
+            }
             let arts = out
                 .artifacts
                 .into_iter()
@@ -238,6 +270,13 @@ fn execute(
             (proto::UnitState::Failed, vec![], e.message, vec![])
         }
     };
+    if let Some(r) = running {
+        r.finish(match state {
+            proto::UnitState::Completed => "completed",
+            proto::UnitState::Diverged => "diverged",
+            _ => "failed",
+        });
+    }
     Some(proto::Outcome {
         unit_id,
         state: state as i32,
@@ -255,6 +294,7 @@ struct Worker {
     device: Device,
     /// Working memory one unit may use.
     memory_bytes: u64,
+    metrics: WorkerMetrics,
     /// The id of the last registration, asked for again after a reconnect.
     last_id: Option<String>,
     device_desc: proto::Device,
@@ -295,14 +335,22 @@ impl Worker {
             runtime: tokio::runtime::Handle::current(),
             worker_id: worker_id.to_owned(),
             sweep_id: unit.sweep_id.clone(),
+            metrics: self.metrics.clone(),
         };
+        let wm = self.metrics.clone();
         let name = format!("unit-{}", unit.unit_id);
         let spawned = std::thread::Builder::new().name(name).spawn(move || {
             let id = unit.unit_id;
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                execute(&unit, &device, memory, &cancel, &tx, &|name: &str| {
-                    fetcher.fetch(name)
-                })
+                execute(
+                    &unit,
+                    &device,
+                    memory,
+                    &cancel,
+                    &tx,
+                    &|name: &str| fetcher.fetch(name),
+                    &wm,
+                )
             }))
             .unwrap_or_else(|p| {
                 let msg = p
@@ -372,6 +420,7 @@ impl Worker {
         };
         let id = reg.worker_id;
         info!(worker = %id, slots = self.cfg.slots, "registered with the coordinator");
+        self.set_registered(true);
         self.last_id = Some(id.clone());
         let mut heartbeat =
             tokio::time::interval(Duration::from_millis(reg.heartbeat_interval_ms.max(50)));
@@ -477,6 +526,13 @@ impl Worker {
         }
     }
 
+    fn set_registered(&self, registered: bool) {
+        self.metrics.set_registered(registered);
+        if let Some(r) = &self.cfg.ready {
+            r.set(registered);
+        }
+    }
+
     fn stop_all(&mut self) {
         for flag in self.running.values() {
             flag.store(true, Ordering::Relaxed);
@@ -514,8 +570,33 @@ pub async fn run(
     let memory_bytes = cfg
         .memory_bytes
         .unwrap_or_else(|| crate::memory::default_unit_budget(cfg.slots));
+    let metrics = WorkerMetrics::new(&cfg.name);
+    let sampler = {
+        let (m, device, slots, label) = (
+            metrics.clone(),
+            device.clone(),
+            cfg.slots,
+            cfg.device.clone(),
+        );
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(ridgeline_common::telemetry::SAMPLE_EVERY);
+            loop {
+                every.tick().await;
+                m.sample(slots, &device, &label);
+            }
+        })
+    };
+    // The sampler stops with the worker, however `run` returns.
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _sampler = AbortOnDrop(sampler);
     let mut w = Worker {
         memory_bytes,
+        metrics,
         last_id: None,
         device_desc: proto::Device {
             kind,
@@ -536,7 +617,9 @@ pub async fn run(
         let end = match w.connect().await {
             Ok(mut client) => {
                 backoff = Duration::from_millis(100);
-                w.session(&mut client, &mut rx, &mut shutdown).await?
+                let end = w.session(&mut client, &mut rx, &mut shutdown).await;
+                w.set_registered(false);
+                end?
             }
             Err(e) => SessionEnd::Reconnect(e),
         };

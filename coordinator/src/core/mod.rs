@@ -12,9 +12,11 @@ use ridgeline_common::spec::SweepSpec;
 
 use crate::search::Searcher;
 
+mod gauges;
 mod sweeps;
 mod workers;
 
+pub use gauges::*;
 pub use sweeps::*;
 pub use workers::*;
 
@@ -129,6 +131,48 @@ impl SweepState {
     }
 }
 
+/// Why a unit went back to the queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RequeueCause {
+    /// Its attempt failed and it has attempts left.
+    AttemptFailed,
+    /// Its lease lapsed while the worker still talked.
+    LeaseExpired,
+    /// Its worker missed heartbeats for a lease lifetime.
+    WorkerLost,
+    /// Its worker left cleanly (SIGTERM) and handed it back; no attempt spent.
+    WorkerLeft,
+    /// The coordinator restarted while it was leased.
+    CoordinatorRestarted,
+}
+
+impl RequeueCause {
+    /// Every cause, for registering metric series up front.
+    pub const ALL: [RequeueCause; 5] = [
+        RequeueCause::AttemptFailed,
+        RequeueCause::LeaseExpired,
+        RequeueCause::WorkerLost,
+        RequeueCause::WorkerLeft,
+        RequeueCause::CoordinatorRestarted,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequeueCause::AttemptFailed => "attempt_failed",
+            RequeueCause::LeaseExpired => "lease_expired",
+            RequeueCause::WorkerLost => "worker_lost",
+            RequeueCause::WorkerLeft => "worker_left",
+            RequeueCause::CoordinatorRestarted => "coordinator_restarted",
+        }
+    }
+
+    /// Whether the lost lease counts against `max_attempts`.
+    fn spends_attempt(self) -> bool {
+        self != RequeueCause::WorkerLeft
+    }
+}
+
 /// Side effects the core asks for, in order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
@@ -181,8 +225,16 @@ pub enum Action {
         unit: UnitId,
         /// Leases that count against `max_attempts` so far.
         attempts: u32,
-        /// Why.
+        /// Why, in words.
         reason: String,
+        /// Why, as a category (a metric label).
+        cause: RequeueCause,
+    },
+    /// A lease lapsed: its worker stopped heartbeating, or forgot the unit. (Followed by
+    /// the unit's requeue, or its failure after `max_attempts`.)
+    LeaseExpired {
+        /// The unit.
+        unit: UnitId,
     },
     /// A running unit reported intermediate metrics.
     Progress {
@@ -429,6 +481,8 @@ struct Sweep {
     best: Option<Best>,
     created: Millis,
     finished: Option<Millis>,
+    /// Recent finishes, for throughput and ETA.
+    rate: gauges::Rate,
 }
 
 impl Sweep {

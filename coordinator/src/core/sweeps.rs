@@ -67,6 +67,8 @@ pub fn on_sweep_restored(core: &mut Core, out: &mut impl Outbox, stored: StoredS
         best,
         created,
         finished,
+        // Finishes before the restart are not known one by one: the rate starts over.
+        rate: Rate::new(now),
     };
     for u in live {
         core.next_unit = core.next_unit.max(u.unit.0 + 1);
@@ -87,6 +89,7 @@ pub fn on_sweep_restored(core: &mut Core, out: &mut impl Outbox, stored: StoredS
                 unit: u.unit,
                 attempts: u.attempts,
                 reason: "coordinator restarted".into(),
+                cause: RequeueCause::CoordinatorRestarted,
             });
             sweep.parked.push((u.unit, now + core.cfg.lease_ttl_ms));
         } else {
@@ -197,6 +200,7 @@ pub fn on_sweep_submitted(
         best: None,
         created: now,
         finished: None,
+        rate: Rate::new(now),
     };
     core.sweeps.insert(id.clone(), sweep);
     core.order.push(id.clone());
@@ -227,6 +231,9 @@ pub(super) fn finish_unit(
     let (sid, trial) = (u.sweep, u.trial);
     let s = core.sweeps.get_mut(&sid).expect("unit's sweep exists");
     s.live.remove(&uid);
+    if state != UnitState::Cancelled {
+        s.rate.record(now, items_of(&s.spec, trial));
+    }
     match state {
         UnitState::Completed => s.counts.completed += 1,
         UnitState::Diverged => s.counts.diverged += 1,

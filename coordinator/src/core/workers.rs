@@ -376,6 +376,7 @@ pub fn on_unit_finished(
             unit: uid,
             attempts,
             reason,
+            cause: RequeueCause::AttemptFailed,
         });
         return Ok(Verdict::Accepted);
     }
@@ -442,7 +443,7 @@ pub fn on_tick(core: &mut Core, out: &mut impl Outbox, now: Millis) {
         .map(|(id, _)| id.clone())
         .collect();
     for id in lost {
-        drop_worker(core, out, &id, "missed heartbeats", true, now);
+        drop_worker(core, out, &id, RequeueCause::WorkerLost, now);
     }
     // Leases can also lapse while their worker still talks (a unit the worker forgot).
     // Only leased units can lapse: scan the workers' units, not every unit ever made.
@@ -454,7 +455,7 @@ pub fn on_tick(core: &mut Core, out: &mut impl Outbox, now: Millis) {
         .copied()
         .collect();
     for uid in expired {
-        requeue(core, out, uid, "lease expired", true, now);
+        requeue(core, out, uid, "lease expired", RequeueCause::LeaseExpired, now);
     }
 }
 
@@ -466,19 +467,23 @@ pub fn on_worker_deregistered(
     worker: &WorkerId,
     now: Millis,
 ) {
-    drop_worker(core, out, worker, "deregistered", false, now);
+    drop_worker(core, out, worker, RequeueCause::WorkerLeft, now);
 }
 
 fn drop_worker(
     core: &mut Core,
     out: &mut impl Outbox,
     id: &WorkerId,
-    reason: &str,
-    count_attempt: bool,
+    cause: RequeueCause,
     now: Millis,
 ) {
     let Some(w) = core.workers.get(id) else {
         return;
+    };
+    let reason = if cause == RequeueCause::WorkerLeft {
+        "deregistered"
+    } else {
+        "missed heartbeats"
     };
     for uid in w.units.clone() {
         requeue(
@@ -486,7 +491,7 @@ fn drop_worker(
             out,
             uid,
             &format!("worker {id} {reason}"),
-            count_attempt,
+            cause,
             now,
         );
     }
@@ -503,7 +508,7 @@ fn requeue(
     out: &mut impl Outbox,
     uid: UnitId,
     reason: &str,
-    count_attempt: bool,
+    cause: RequeueCause,
     now: Millis,
 ) {
     let max_attempts = core.cfg.max_attempts;
@@ -516,8 +521,11 @@ fn requeue(
     if let Some(w) = u.worker.as_ref().and_then(|w| core.workers.get_mut(w)) {
         w.to_cancel.push(uid);
     }
-    if !count_attempt {
+    if !cause.spends_attempt() {
         u.attempts -= 1;
+    }
+    if matches!(cause, RequeueCause::LeaseExpired | RequeueCause::WorkerLost) {
+        out.send(Action::LeaseExpired { unit: uid });
     }
     let attempts = u.attempts;
     let sid = u.sweep.clone();
@@ -552,5 +560,6 @@ fn requeue(
         unit: uid,
         attempts,
         reason: reason.to_owned(),
+        cause,
     });
 }

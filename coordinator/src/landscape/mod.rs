@@ -376,7 +376,9 @@ pub const HVP_FILE: &str = "hvp.f64";
 
 fn write_vectors(path: &Path, v: &[Vec<f64>]) -> Result<(), String> {
     let bytes: Vec<u8> = v.iter().flatten().flat_map(|x| x.to_le_bytes()).collect();
-    std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+    std::fs::write(path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    metrics::counter!(crate::telemetry::ARTIFACT_BYTES).increment(bytes.len() as u64);
+    Ok(())
 }
 
 fn read_vectors(path: &Path, n: usize) -> Result<Vec<Vec<f64>>, String> {
@@ -479,8 +481,9 @@ pub fn hessian_step(
         "parameters": n,
     });
     let p = sweep_dir.join("hessian.json");
-    std::fs::write(&p, serde_json::to_vec_pretty(&json).expect("json"))
-        .map_err(|e| format!("{}: {e}", p.display()))?;
+    let bytes = serde_json::to_vec_pretty(&json).expect("json");
+    std::fs::write(&p, &bytes).map_err(|e| format!("{}: {e}", p.display()))?;
+    metrics::counter!(crate::telemetry::ARTIFACT_BYTES).increment(bytes.len() as u64);
     Ok(None)
 }
 

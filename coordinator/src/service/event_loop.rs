@@ -10,6 +10,7 @@
 
 use super::*;
 use crate::core::Millis;
+use crate::telemetry;
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, Status>>;
 
@@ -75,6 +76,8 @@ pub(super) struct EventLoop {
     /// The core is ahead of the database (a commit failed and so did the rebuild):
     /// nothing is served until a rebuild succeeds.
     stale: bool,
+    /// How long a finished sweep stays in the gauges.
+    metrics_retention_ms: u64,
 }
 
 /// A core rebuilt from the database, and the actions that rebuilding took (leased units
@@ -107,6 +110,7 @@ pub(super) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
     let tmp = path.with_file_name(format!(".{name}.tmp"));
     std::fs::write(&tmp, data)
         .and_then(|()| std::fs::rename(&tmp, path))
+        .inspect(|()| metrics::counter!(telemetry::ARTIFACT_BYTES).increment(data.len() as u64))
         .map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             format!("{}: {e}", path.display())
@@ -148,7 +152,10 @@ impl EventLoop {
             watchers: HashMap::new(),
             rng: ridgeline_common::rng::Rng::new(seed),
             stale: false,
+            metrics_retention_ms: cfg.metrics_retention_ms,
         };
+        telemetry::record(&out, &el.core);
+        telemetry::publish(&el.core.gauges(now, el.metrics_retention_ms));
         el.refresh_watchers(now);
         // Folders of deleted sweeps whose removal a crash interrupted.
         if let Ok(entries) = std::fs::read_dir(cfg.data_dir.join("sweeps")) {
@@ -188,6 +195,7 @@ impl EventLoop {
         self.store.apply(&out)?;
         self.core = core;
         self.stale = false;
+        telemetry::record(&out, &self.core);
         self.refresh_watchers(now);
         warn!(
             live_units = self.core.live_units(),
@@ -262,6 +270,8 @@ impl EventLoop {
                     Err(_) => break,
                 }
             }
+            metrics::gauge!(telemetry::QUEUE_DEPTH).set(rx.len() as f64);
+            metrics::histogram!(telemetry::BATCH_EVENTS).record(batch.len() as f64);
             self.process(std::mem::take(&mut batch));
         }
         info!("event loop stopped");
@@ -274,6 +284,7 @@ impl EventLoop {
         let mut replies: Vec<Deferred> = Vec::new();
         let mut artifacts: HashMap<UnitId, Vec<proto::Artifact>> = HashMap::new();
         let mut sweep_files: SweepFiles = Vec::new();
+        let mut ticked = false;
         fn defer<T: 'static>(replies: &mut Vec<Deferred>, tx: Reply<T>, r: Result<T, Status>) {
             replies.push(Box::new(move |failed| {
                 let _ = tx.send(match failed {
@@ -374,7 +385,10 @@ impl EventLoop {
                     let r = core::on_sweep_deleted(c, &mut out, &id, now).map_err(core_status);
                     defer(&mut replies, tx, r);
                 }
-                Event::Tick => core::on_tick(c, &mut out, now),
+                Event::Tick => {
+                    core::on_tick(c, &mut out, now);
+                    ticked = true;
+                }
                 Event::Status(id, tx) => {
                     let r = self
                         .status(&id, true, now)
@@ -395,8 +409,16 @@ impl EventLoop {
                 }
             }
         }
-        match self.persist(&mut out, &mut artifacts, sweep_files, now) {
+        let started = std::time::Instant::now();
+        let persisted = self.persist(&mut out, &mut artifacts, sweep_files, now);
+        metrics::histogram!(telemetry::COMMIT_DURATION).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(telemetry::COMMIT_ACTIONS).record(out.len() as f64);
+        match persisted {
             Ok(()) => {
+                telemetry::record(&out, &self.core);
+                if ticked {
+                    telemetry::publish(&self.core.gauges(now, self.metrics_retention_ms));
+                }
                 self.after_commit(&out);
                 self.notify(&out, now);
                 for r in replies {
@@ -405,6 +427,7 @@ impl EventLoop {
             }
             Err(e) => {
                 error!("could not persist a batch, nothing of it is acknowledged: {e}");
+                metrics::counter!(telemetry::COMMIT_FAILURES).increment(1);
                 let failed = Status::unavailable(format!("coordinator store: {e}"));
                 for r in replies {
                     r(Some(&failed));
@@ -507,6 +530,7 @@ impl EventLoop {
                 }
                 Action::UnitLeased { unit, .. }
                 | Action::UnitRequeued { unit, .. }
+                | Action::LeaseExpired { unit }
                 | Action::UnitAdopted { unit, .. } => self.core.unit_trial(*unit).map(|(s, _)| s),
                 Action::Progress { .. }
                 | Action::WorkerRegistered { .. }

@@ -30,6 +30,7 @@ use crate::landscape;
 use crate::store::{Store, StoreError};
 use ridgeline_common::landscape::{DirectionKind, ScanUnit};
 use ridgeline_common::net::{NetError, RequireToken, Security, server_tls};
+use ridgeline_common::telemetry::ReadyFlag;
 use tonic::service::interceptor::InterceptedService;
 
 /// How the coordinator runs.
@@ -43,7 +44,15 @@ pub struct CoordinatorConfig {
     pub security: Security,
     /// What a submission may ask for.
     pub limits: Limits,
+    /// How long a finished sweep's series stay in the metrics, in ms.
+    pub metrics_retention_ms: u64,
+    /// Set while the database is open and the coordinator serves (`/readyz`).
+    pub ready: Option<ReadyFlag>,
 }
+
+/// How long a finished sweep's series stay in the metrics by default: long enough for
+/// a dashboard to show how it ended.
+pub const DEFAULT_METRICS_RETENTION_MS: u64 = 3_600_000;
 
 /// Limits on what one submission may ask for, so that no request can sink the
 /// coordinator.
@@ -243,11 +252,18 @@ pub async fn serve(
     }
     // Every RPC of both services needs the token, when one is set.
     let check = RequireToken::new(cfg.security.token.as_deref());
+    if let Some(r) = &cfg.ready {
+        r.set(true);
+    }
     let result = builder
+        .layer(crate::telemetry::RpcMetricsLayer)
         .add_service(InterceptedService::new(workers, check.clone()))
         .add_service(InterceptedService::new(sweeps, check))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
+    if let Some(r) = &cfg.ready {
+        r.set(false);
+    }
     ticker.abort();
     let _ = ticker.await;
     // The services (and their senders) are dropped with the server: the loop drains

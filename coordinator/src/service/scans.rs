@@ -112,10 +112,13 @@ impl EventLoop {
         let id = id.clone();
         let work = move || {
             let started = std::time::Instant::now();
+            let t0 = std::time::SystemTime::now();
             match landscape::assemble(&dir, id.as_str(), &v.spec, run, &done, |t| {
                 trial_dir(&data_dir, &id, t)
             }) {
                 Ok(()) => {
+                    metrics::counter!(crate::telemetry::ARTIFACT_BYTES)
+                        .increment(bytes_written_since(&dir, t0));
                     info!(sweep = %id, dir = %dir.display(), seconds = started.elapsed().as_secs_f64(), "surface assembled")
                 }
                 Err(e) => error!(sweep = %id, "cannot assemble the surface: {e}"),
@@ -130,6 +133,20 @@ impl EventLoop {
             error!("cannot start assembling a surface: {e}");
         }
     }
+}
+
+/// Bytes of the files directly in `dir` written at or after `t0` (what an assembly
+/// produced: the surface, its CSV and plots, meta.json).
+fn bytes_written_since(dir: &Path, t0: std::time::SystemTime) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file() && m.modified().is_ok_and(|t| t >= t0))
+        .map(|m| m.len())
+        .sum()
 }
 
 /// Scans up to this many grid points are assembled on the event loop (well under a
