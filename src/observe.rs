@@ -103,7 +103,10 @@ mod tests {
     fn off_defaults_and_explicit_addresses() {
         assert_eq!(resolve(Some("off"), Some("x:1".into())), None);
         assert_eq!(resolve(None, None), None);
-        assert_eq!(resolve(None, Some("x:1".into())), Some(("x:1".into(), true)));
+        assert_eq!(
+            resolve(None, Some("x:1".into())),
+            Some(("x:1".into(), true))
+        );
         assert_eq!(
             resolve(Some("127.0.0.1:0"), None),
             Some(("127.0.0.1:0".into(), false))

@@ -22,9 +22,10 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 /// Gauges not set again for this long disappear from the exposition. Every gauge of a
-/// live thing is refreshed every few seconds; what stops being refreshed (a sweep past
-/// its retention, a worker that left) is dropped, so a long-lived process does not grow.
-pub const GAUGE_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// live thing is refreshed at least every [`SAMPLE_EVERY`]; what stops being refreshed
+/// (a sweep past its retention, a worker that left) is dropped, so a long-lived process
+/// does not grow.
+pub const GAUGE_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How often the process-level gauges (resident memory) are sampled and histograms
 /// drained into their buckets.
@@ -140,7 +141,13 @@ impl Readiness {
 impl ReadyFlag {
     /// Marks the part ready or not.
     pub fn set(&self, ready: bool) {
-        if let Some(r) = self.parts.0.lock().expect("readiness lock").get_mut(&self.name) {
+        if let Some(r) = self
+            .parts
+            .0
+            .lock()
+            .expect("readiness lock")
+            .get_mut(&self.name)
+        {
             *r = ready;
         }
     }

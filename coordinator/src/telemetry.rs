@@ -67,7 +67,9 @@ pub const BATCH_EVENTS: &str = "ridgeline_event_loop_batch_events";
 const LATENCY: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
-const SIZES: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+const SIZES: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
 
 /// Bucket boundaries of the coordinator's histograms.
 pub const HISTOGRAMS: &[Buckets] = &[
@@ -154,7 +156,10 @@ pub fn describe() {
     );
     describe_histogram!(COMMIT_ACTIONS, "Actions written by one SQLite transaction.");
     describe_gauge!(QUEUE_DEPTH, "Events waiting for the event loop.");
-    describe_histogram!(BATCH_EVENTS, "Events handled by the event loop in one batch.");
+    describe_histogram!(
+        BATCH_EVENTS,
+        "Events handled by the event loop in one batch."
+    );
     for kind in KINDS {
         for o in OUTCOMES {
             counter!(UNITS_FINISHED, "kind" => kind, "outcome" => o.as_str()).absolute(0);
@@ -207,8 +212,7 @@ pub fn record(actions: &[Action], core: &Core) {
             } => {
                 // A sweep deleted in the same batch is gone from the core already.
                 let kind = core.sweep(sweep).map_or("unknown", |v| kind_label(&v.spec));
-                counter!(UNITS_FINISHED, "kind" => kind, "outcome" => state.as_str())
-                    .increment(1);
+                counter!(UNITS_FINISHED, "kind" => kind, "outcome" => state.as_str()).increment(1);
                 if *state == UnitState::Failed && worker.is_some() {
                     counter!(ATTEMPTS_FAILED).increment(1);
                 }

@@ -62,6 +62,8 @@ async fn a_failed_commit_acknowledges_nothing_and_loses_nothing() {
         core: Default::default(),
         security: Default::default(),
         limits: Default::default(),
+        metrics_retention_ms: ridgeline_coordinator::DEFAULT_METRICS_RETENTION_MS,
+        ready: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(serve(listener, cfg, async {

@@ -15,8 +15,11 @@ use ridgeline_coordinator::core::{
 use ridgeline_coordinator::store::Store;
 use ridgeline_coordinator::telemetry::{self as t, publish, record};
 
-/// `(name, sorted labels)` → value.
-type Readings = BTreeMap<(String, Vec<(String, String)>), f64>;
+/// A series: its name and its sorted labels.
+type Series = (String, Vec<(String, String)>);
+
+/// Series → value.
+type Readings = BTreeMap<Series, f64>;
 
 /// A recording sink. Its snapshots hand out counter increments since the previous
 /// snapshot (and reset gauges), so readings accumulate counters and keep the last gauge
@@ -43,7 +46,8 @@ impl Sink {
     }
 }
 
-fn take(snap: &Snapshotter) -> Vec<((String, Vec<(String, String)>), (bool, f64))> {
+/// `(series, (is a counter, value))` recorded since the last snapshot.
+fn take(snap: &Snapshotter) -> Vec<(Series, (bool, f64))> {
     snap.snapshot()
         .into_vec()
         .into_iter()
@@ -213,7 +217,11 @@ fn every_family_after_a_scripted_run_and_a_restart() {
         // a takes the retried trial and b's, both second attempts, then a third trial.
         let retried = world.lease(&a, 2, 1_300);
         assert_eq!(retried.len(), 2);
-        world.finish(&a, outcome(retried[0], UnitState::Diverged, f64::NAN), 1_400);
+        world.finish(
+            &a,
+            outcome(retried[0], UnitState::Diverged, f64::NAN),
+            1_400,
+        );
         let fresh = world.lease(&a, 1, 1_500);
         assert_eq!(fresh.len(), 1);
         world.finish(&a, outcome(fresh[0], UnitState::Completed, 0.9), 2_000);
@@ -221,11 +229,7 @@ fn every_family_after_a_scripted_run_and_a_restart() {
         publish(&world.core.gauges(2_000, 60_000));
         let r = first.read();
         let finished = |r: &Readings, o: &str| {
-            get(
-                r,
-                t::UNITS_FINISHED,
-                &[("kind", "search"), ("outcome", o)],
-            )
+            get(r, t::UNITS_FINISHED, &[("kind", "search"), ("outcome", o)])
         };
         assert_eq!(finished(&r, "completed"), 2.0);
         assert_eq!(finished(&r, "diverged"), 1.0);
@@ -242,7 +246,11 @@ fn every_family_after_a_scripted_run_and_a_restart() {
             ("worker_left", 0.0),
             ("coordinator_restarted", 0.0),
         ] {
-            assert_eq!(get(&r, t::UNITS_REQUEUED, &[("reason", reason)]), n, "{reason}");
+            assert_eq!(
+                get(&r, t::UNITS_REQUEUED, &[("reason", reason)]),
+                n,
+                "{reason}"
+            );
         }
         assert_eq!(get(&r, t::WORKERS, &[("state", "busy")]), 1.0);
         assert_eq!(get(&r, t::SLOTS, &[]), 2.0, "b's slot is gone with b");
@@ -298,7 +306,11 @@ fn every_family_after_a_scripted_run_and_a_restart() {
             0.0
         );
         assert_eq!(
-            get(&r, t::UNITS_REQUEUED, &[("reason", "coordinator_restarted")]),
+            get(
+                &r,
+                t::UNITS_REQUEUED,
+                &[("reason", "coordinator_restarted")]
+            ),
             1.0,
             "the unit a held when the coordinator died"
         );
@@ -333,7 +345,15 @@ fn every_family_after_a_scripted_run_and_a_restart() {
 
         // The rest of the sweep runs on a new worker, and it ends.
         let mut w = None;
-        world.apply(|c, out| w = Some(core::on_worker_registered(c, out, info("c", 4), None, 5_000)));
+        world.apply(|c, out| {
+            w = Some(core::on_worker_registered(
+                c,
+                out,
+                info("c", 4),
+                None,
+                5_000,
+            ))
+        });
         let w = w.unwrap();
         // Held back for a lease lifetime for its old worker to re-adopt, then free.
         world.apply(|c, out| {

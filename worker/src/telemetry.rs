@@ -102,6 +102,19 @@ impl WorkerMetrics {
         for c in [EPOCHS, POINTS, HVPS, FETCHED] {
             counter!(c, "worker" => name.to_owned()).absolute(0);
         }
+        // Histograms are created empty too: Prometheus cannot see the increase of a
+        // series in its first sample, so a series born with its first unit would hide
+        // that unit from rate().
+        for kind in KINDS {
+            for outcome in ["completed", "failed"] {
+                let _registered = metrics::histogram!(
+                    UNIT_DURATION,
+                    "worker" => name.to_owned(),
+                    "kind" => kind,
+                    "outcome" => outcome
+                );
+            }
+        }
         WorkerMetrics {
             name: name.to_owned(),
             running: Arc::new(Default::default()),

@@ -56,7 +56,9 @@ impl Rate {
             .buckets
             .iter()
             .filter(|(s, ..)| (s + 1) * 1000 > from)
-            .fold((0u64, 0u64), |(u, i), (_, du, di)| (u + u64::from(*du), i + di));
+            .fold((0u64, 0u64), |(u, i), (_, du, di)| {
+                (u + u64::from(*du), i + di)
+            });
         // At least a second, so that the first finish does not read as a huge rate.
         let span = now.saturating_sub(self.since).clamp(1000, RATE_WINDOW_MS) as f64 / 1000.0;
         (units as f64 / span, items as f64 / span)
@@ -143,7 +145,9 @@ impl Core {
             if let Some(e) = g.sweeps_by_state.iter_mut().find(|(st, _)| *st == s.state) {
                 e.1 += 1;
             }
-            if s.finished.is_some_and(|f| now.saturating_sub(f) > retention_ms) {
+            if s.finished
+                .is_some_and(|f| now.saturating_sub(f) > retention_ms)
+            {
                 continue;
             }
             let c = s.counts;

@@ -455,7 +455,14 @@ pub fn on_tick(core: &mut Core, out: &mut impl Outbox, now: Millis) {
         .copied()
         .collect();
     for uid in expired {
-        requeue(core, out, uid, "lease expired", RequeueCause::LeaseExpired, now);
+        requeue(
+            core,
+            out,
+            uid,
+            "lease expired",
+            RequeueCause::LeaseExpired,
+            now,
+        );
     }
 }
 
@@ -486,14 +493,7 @@ fn drop_worker(
         "missed heartbeats"
     };
     for uid in w.units.clone() {
-        requeue(
-            core,
-            out,
-            uid,
-            &format!("worker {id} {reason}"),
-            cause,
-            now,
-        );
+        requeue(core, out, uid, &format!("worker {id} {reason}"), cause, now);
     }
     core.workers.remove(id);
     out.send(Action::WorkerGone {

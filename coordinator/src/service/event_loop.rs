@@ -78,6 +78,8 @@ pub(super) struct EventLoop {
     stale: bool,
     /// How long a finished sweep stays in the gauges.
     metrics_retention_ms: u64,
+    /// `/readyz`: down while the database is unusable.
+    ready: Option<ReadyFlag>,
 }
 
 /// A core rebuilt from the database, and the actions that rebuilding took (leased units
@@ -153,6 +155,7 @@ impl EventLoop {
             rng: ridgeline_common::rng::Rng::new(seed),
             stale: false,
             metrics_retention_ms: cfg.metrics_retention_ms,
+            ready: cfg.ready.clone(),
         };
         telemetry::record(&out, &el.core);
         telemetry::publish(&el.core.gauges(now, el.metrics_retention_ms));
@@ -189,12 +192,19 @@ impl EventLoop {
         Ok(el)
     }
 
+    fn set_ready(&self, ready: bool) {
+        if let Some(r) = &self.ready {
+            r.set(ready);
+        }
+    }
+
     /// Throws the in-memory state away and loads it from the database again.
     fn rebuild(&mut self, now: Millis) -> Result<(), StoreError> {
         let (core, out) = load_core(&self.store, &self.core_cfg, &self.data_dir, now)?;
         self.store.apply(&out)?;
         self.core = core;
         self.stale = false;
+        self.set_ready(true);
         telemetry::record(&out, &self.core);
         self.refresh_watchers(now);
         warn!(
@@ -428,6 +438,7 @@ impl EventLoop {
             Err(e) => {
                 error!("could not persist a batch, nothing of it is acknowledged: {e}");
                 metrics::counter!(telemetry::COMMIT_FAILURES).increment(1);
+                self.set_ready(false);
                 let failed = Status::unavailable(format!("coordinator store: {e}"));
                 for r in replies {
                     r(Some(&failed));

@@ -199,7 +199,8 @@ pub async fn serve(
         .spawn(move || el.run(rx))
         .expect("spawning the core thread");
     let h = Handle { tx };
-    let tick_every = Duration::from_millis((cfg.core.heartbeat_interval_ms / 2).max(50));
+    // At least every second: ticks also refresh the gauges, which vanish when stale.
+    let tick_every = Duration::from_millis((cfg.core.heartbeat_interval_ms / 2).clamp(50, 1000));
     let ticker = {
         let h = h.clone();
         tokio::spawn(async move {
