@@ -10,6 +10,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use ridgeline_common::spec::SweepSpec;
 use ridgeline_coordinator::core::{self, Action, Core, CoreConfig, Outcome, UnitState, WorkerInfo};
 use ridgeline_coordinator::store::Store;
+use ridgeline_coordinator::telemetry;
 
 const UNITS: u32 = 10_000;
 
@@ -22,6 +23,11 @@ fn spec(n: u32) -> SweepSpec {
 
 /// Runs a whole sweep of no-op units through the core; returns the actions produced.
 fn drain(n: u32, slots: u32) -> Vec<Action> {
+    drain_core(n, slots).1
+}
+
+/// [`drain`], also returning the core at the end.
+fn drain_core(n: u32, slots: u32) -> (Core, Vec<Action>) {
     let mut core = Core::new(CoreConfig::default(), 1, 1);
     let mut out = Vec::new();
     core::on_sweep_submitted(&mut core, &mut out, "b".into(), spec(n), 0).unwrap();
@@ -52,7 +58,7 @@ fn drain(n: u32, slots: u32) -> Vec<Action> {
             core::on_unit_finished(&mut core, &mut out, &w, o, now).unwrap();
         }
     }
-    out
+    (core, out)
 }
 
 fn bench_core(c: &mut Criterion) {
@@ -60,6 +66,31 @@ fn bench_core(c: &mut Criterion) {
     g.throughput(Throughput::Elements(u64::from(UNITS)));
     g.bench_function("lease_and_complete_10k_units_64_slots", |b| {
         b.iter(|| black_box(drain(UNITS, 64)))
+    });
+    g.finish();
+}
+
+/// What metrics add to the event loop, with the real Prometheus recorder: counting a
+/// 10,000-unit sweep's actions (compare with `core/lease_and_complete_10k_units_64_slots`,
+/// the core's own work for the same units), and one tick's gauges plus a scrape.
+fn bench_telemetry(c: &mut Criterion) {
+    let (core, actions) = drain_core(UNITS, 64);
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, telemetry::describe);
+    let mut g = c.benchmark_group("telemetry");
+    g.throughput(Throughput::Elements(u64::from(UNITS)));
+    g.bench_function("record_10k_units_actions", |b| {
+        b.iter(|| metrics::with_local_recorder(&recorder, || telemetry::record(&actions, &core)))
+    });
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("publish_gauges_and_render", |b| {
+        b.iter(|| {
+            metrics::with_local_recorder(&recorder, || {
+                telemetry::publish(&core.gauges(1_000_000, 3_600_000))
+            });
+            black_box(handle.render())
+        })
     });
     g.finish();
 }
@@ -112,5 +143,5 @@ fn bench_store(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_core, bench_store);
+criterion_group!(benches, bench_core, bench_store, bench_telemetry);
 criterion_main!(benches);
