@@ -324,8 +324,23 @@ fn a_restarted_scan_only_computes_what_is_missing() {
         done_before.len() < 1500,
         "the scan finished before the crash; make it bigger"
     );
+    // Tiles are written before the transaction that records them: a tile whose commit
+    // the kill interrupted is not done (its worker resends it). Done is what the
+    // database holds.
+    let committed: std::collections::HashSet<String> = {
+        let db = rusqlite::Connection::open(dir.path().join("ridgeline.db")).unwrap();
+        let mut st = db
+            .prepare("SELECT trial FROM units WHERE sweep_id = ?1 AND state = 'completed'")
+            .unwrap();
+        st.query_map([&id], |r| r.get::<_, i64>(0))
+            .unwrap()
+            .map(|t| format!("{:05}", t.unwrap()))
+            .collect()
+    };
+    assert!(committed.len() >= 50, "{} tiles committed", committed.len());
     let stamps: Vec<(std::path::PathBuf, std::time::SystemTime)> = done_before
         .iter()
+        .filter(|d| committed.contains(&*d.file_name().unwrap().to_string_lossy()))
         .filter_map(|d| {
             let f = d.join("tile.f64");
             std::fs::metadata(&f)
