@@ -226,6 +226,11 @@ pub fn record(actions: &[Action], core: &Core) {
     }
 }
 
+/// The coordinator wrote `bytes` bytes of files.
+pub fn wrote(bytes: u64) {
+    counter!(ARTIFACT_BYTES).increment(bytes);
+}
+
 /// Sets every gauge from the core's state.
 pub fn publish(g: &Gauges) {
     for (state, n) in &g.sweeps_by_state {

@@ -78,6 +78,23 @@ fn get(r: &Readings, name: &str, labels: &[(&str, &str)]) -> f64 {
         .unwrap_or_else(|| panic!("no series {name}{labels:?} in {r:#?}"))
 }
 
+/// The labels of the sweep's own series.
+const SWEEP: [(&str, &str); 2] = [("sweep", "m-1"), ("kind", "search")];
+const BEST: [(&str, &str); 3] = [
+    ("sweep", "m-1"),
+    ("kind", "search"),
+    ("metric", "val_accuracy"),
+];
+
+/// The sweep's units in `state`.
+fn units(r: &Readings, state: &str) -> f64 {
+    get(
+        r,
+        t::SWEEP_UNITS,
+        &[("sweep", "m-1"), ("kind", "search"), ("state", state)],
+    )
+}
+
 fn cfg() -> CoreConfig {
     CoreConfig {
         lease_ttl_ms: 1_000,
@@ -194,13 +211,6 @@ fn every_family_after_a_scripted_run_and_a_restart() {
         assert_eq!(get(&r, t::SLOTS_BUSY, &[]), 3.0);
         assert_eq!(get(&r, t::WORKERS, &[("state", "busy")]), 2.0);
         assert_eq!(get(&r, t::WORKERS, &[("state", "idle")]), 0.0);
-        let units = |r: &Readings, state: &str| {
-            get(
-                r,
-                t::SWEEP_UNITS,
-                &[("sweep", "m-1"), ("kind", "search"), ("state", state)],
-            )
-        };
         assert_eq!(units(&r, "running"), 3.0);
         assert_eq!(units(&r, "pending"), 3.0);
         assert_eq!(get(&r, t::SWEEPS_SUBMITTED, &[("kind", "search")]), 1.0);
@@ -259,18 +269,12 @@ fn every_family_after_a_scripted_run_and_a_restart() {
         assert_eq!(units(&r, "diverged"), 1.0);
         assert_eq!(units(&r, "running"), 1.0);
         assert_eq!(units(&r, "pending"), 2.0);
-        let sweep = [("sweep", "m-1"), ("kind", "search")];
-        assert_eq!(get(&r, t::SWEEP_PROGRESS, &sweep), 0.5);
-        let best = [
-            ("sweep", "m-1"),
-            ("kind", "search"),
-            ("metric", "val_accuracy"),
-        ];
-        assert_eq!(get(&r, t::SWEEP_BEST, &best), 0.9);
+        assert_eq!(get(&r, t::SWEEP_PROGRESS, &SWEEP), 0.5);
+        assert_eq!(get(&r, t::SWEEP_BEST, &BEST), 0.9);
         // Three finishes in the 2 s since the sweep was created.
-        assert_eq!(get(&r, t::SWEEP_THROUGHPUT, &sweep), 1.5);
+        assert_eq!(get(&r, t::SWEEP_THROUGHPUT, &SWEEP), 1.5);
         // Three units left at 1.5 per second.
-        assert_eq!(get(&r, t::SWEEP_ETA, &sweep), 2.0);
+        assert_eq!(get(&r, t::SWEEP_ETA, &SWEEP), 2.0);
         assert_eq!(get(&r, t::SWEEPS, &[("state", "running")]), 1.0);
     });
 
@@ -314,26 +318,13 @@ fn every_family_after_a_scripted_run_and_a_restart() {
             1.0,
             "the unit a held when the coordinator died"
         );
-        let units = |state: &str| {
-            get(
-                &r,
-                t::SWEEP_UNITS,
-                &[("sweep", "m-1"), ("kind", "search"), ("state", state)],
-            )
-        };
-        assert_eq!(units("completed"), 2.0);
-        assert_eq!(units("diverged"), 1.0);
-        assert_eq!(units("running"), 0.0);
-        assert_eq!(units("pending"), 3.0);
-        let sweep = [("sweep", "m-1"), ("kind", "search")];
-        assert_eq!(get(&r, t::SWEEP_PROGRESS, &sweep), 0.5);
-        let best = [
-            ("sweep", "m-1"),
-            ("kind", "search"),
-            ("metric", "val_accuracy"),
-        ];
-        assert_eq!(get(&r, t::SWEEP_BEST, &best), 0.9);
-        assert_eq!(get(&r, t::SWEEP_THROUGHPUT, &sweep), 0.0);
+        assert_eq!(units(&r, "completed"), 2.0);
+        assert_eq!(units(&r, "diverged"), 1.0);
+        assert_eq!(units(&r, "running"), 0.0);
+        assert_eq!(units(&r, "pending"), 3.0);
+        assert_eq!(get(&r, t::SWEEP_PROGRESS, &SWEEP), 0.5);
+        assert_eq!(get(&r, t::SWEEP_BEST, &BEST), 0.9);
+        assert_eq!(get(&r, t::SWEEP_THROUGHPUT, &SWEEP), 0.0);
         assert!(
             !r.keys().any(|(name, _)| name == t::SWEEP_ETA),
             "no ETA without a recent rate"
@@ -369,8 +360,8 @@ fn every_family_after_a_scripted_run_and_a_restart() {
         assert_eq!(g.sweeps[0].state, SweepState::Completed);
         publish(&g);
         let r = second.read();
-        assert_eq!(get(&r, t::SWEEP_ETA, &sweep), 0.0);
-        assert_eq!(get(&r, t::SWEEP_PROGRESS, &sweep), 1.0);
+        assert_eq!(get(&r, t::SWEEP_ETA, &SWEEP), 0.0);
+        assert_eq!(get(&r, t::SWEEP_PROGRESS, &SWEEP), 1.0);
         assert_eq!(get(&r, t::SWEEPS, &[("state", "completed")]), 1.0);
         assert_eq!(get(&r, t::SWEEPS, &[("state", "running")]), 0.0);
         // Past the retention, the finished sweep leaves the gauges.

@@ -337,7 +337,6 @@ impl Worker {
             sweep_id: unit.sweep_id.clone(),
             metrics: self.metrics.clone(),
         };
-        let wm = self.metrics.clone();
         let name = format!("unit-{}", unit.unit_id);
         let spawned = std::thread::Builder::new().name(name).spawn(move || {
             let id = unit.unit_id;
@@ -349,7 +348,7 @@ impl Worker {
                     &cancel,
                     &tx,
                     &|name: &str| fetcher.fetch(name),
-                    &wm,
+                    &fetcher.metrics,
                 )
             }))
             .unwrap_or_else(|p| {

@@ -377,7 +377,7 @@ pub const HVP_FILE: &str = "hvp.f64";
 fn write_vectors(path: &Path, v: &[Vec<f64>]) -> Result<(), String> {
     let bytes: Vec<u8> = v.iter().flatten().flat_map(|x| x.to_le_bytes()).collect();
     std::fs::write(path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
-    metrics::counter!(crate::telemetry::ARTIFACT_BYTES).increment(bytes.len() as u64);
+    crate::telemetry::wrote(bytes.len() as u64);
     Ok(())
 }
 
@@ -483,7 +483,7 @@ pub fn hessian_step(
     let p = sweep_dir.join("hessian.json");
     let bytes = serde_json::to_vec_pretty(&json).expect("json");
     std::fs::write(&p, &bytes).map_err(|e| format!("{}: {e}", p.display()))?;
-    metrics::counter!(crate::telemetry::ARTIFACT_BYTES).increment(bytes.len() as u64);
+    crate::telemetry::wrote(bytes.len() as u64);
     Ok(None)
 }
 

@@ -112,7 +112,7 @@ pub(super) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
     let tmp = path.with_file_name(format!(".{name}.tmp"));
     std::fs::write(&tmp, data)
         .and_then(|()| std::fs::rename(&tmp, path))
-        .inspect(|()| metrics::counter!(telemetry::ARTIFACT_BYTES).increment(data.len() as u64))
+        .inspect(|()| crate::telemetry::wrote(data.len() as u64))
         .map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
             format!("{}: {e}", path.display())

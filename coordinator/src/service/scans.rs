@@ -117,8 +117,7 @@ impl EventLoop {
                 trial_dir(&data_dir, &id, t)
             }) {
                 Ok(()) => {
-                    metrics::counter!(crate::telemetry::ARTIFACT_BYTES)
-                        .increment(bytes_written_since(&dir, t0));
+                    crate::telemetry::wrote(bytes_written_since(&dir, t0));
                     info!(sweep = %id, dir = %dir.display(), seconds = started.elapsed().as_secs_f64(), "surface assembled")
                 }
                 Err(e) => error!(sweep = %id, "cannot assemble the surface: {e}"),
