@@ -5,10 +5,15 @@
 //! coordinator restarts. Adaptive algorithms (TPE, ASHA) will add state fed by
 //! [`Searcher::observe`].
 
-use ridgeline_common::grid::Grid;
 use ridgeline_common::params::{ParamValue, Params};
 use ridgeline_common::rng::Rng;
 use ridgeline_common::spec::{Algorithm, ParamSpec, SweepKind, SweepSpec};
+
+mod grid;
+mod random;
+
+use grid::GridSearch;
+use random::RandomSearch;
 
 /// Proposes trial parameters.
 pub trait Searcher: Send {
@@ -33,45 +38,6 @@ pub fn searcher_for(spec: &SweepSpec) -> Box<dyn Searcher> {
             space: spec.search.space.clone(),
             seed: spec.search.seed,
         }),
-    }
-}
-
-/// Grid axes enumerated in order (repeated `num_samples` times); other dimensions drawn.
-struct GridSearch {
-    grid: Grid,
-    space: std::collections::BTreeMap<String, ParamSpec>,
-    seed: u64,
-}
-
-impl Searcher for GridSearch {
-    fn suggest(&mut self, i: u32) -> Params {
-        let mut p = self
-            .grid
-            .point(u64::from(i) % self.grid.len())
-            .expect("index reduced modulo len");
-        let mut rng = Rng::stream(self.seed, u64::from(i));
-        for (name, spec) in &self.space {
-            if !matches!(spec, ParamSpec::Grid { .. }) {
-                p.insert(name.clone(), sample(spec, &mut rng));
-            }
-        }
-        p
-    }
-}
-
-/// Independent draws; `grid` dimensions are drawn like choices.
-struct RandomSearch {
-    space: std::collections::BTreeMap<String, ParamSpec>,
-    seed: u64,
-}
-
-impl Searcher for RandomSearch {
-    fn suggest(&mut self, i: u32) -> Params {
-        let mut rng = Rng::stream(self.seed, u64::from(i));
-        self.space
-            .iter()
-            .map(|(name, spec)| (name.clone(), sample(spec, &mut rng)))
-            .collect()
     }
 }
 

@@ -1,0 +1,38 @@
+//! Default values of spec fields (serde needs functions).
+
+pub fn target_columns() -> usize {
+    1
+}
+pub fn label_column() -> i64 {
+    -1
+}
+pub fn val_fraction() -> f64 {
+    0.2
+}
+pub fn depth() -> usize {
+    1
+}
+pub fn width() -> usize {
+    64
+}
+pub fn epochs() -> usize {
+    10
+}
+pub fn batch_size() -> usize {
+    64
+}
+pub fn lr() -> f64 {
+    1e-3
+}
+pub fn momentum() -> f64 {
+    0.9
+}
+pub fn metric() -> String {
+    "val_accuracy".into()
+}
+pub fn num_samples() -> u32 {
+    1
+}
+pub fn max_concurrent() -> u32 {
+    0
+}

@@ -1,0 +1,432 @@
+//! The built-in trainer's part of a spec: data, model, training settings, and the
+//! hyperparameters a search space may set for it.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ParamSpec, SpecError, SweepSpec, defaults};
+use crate::params::{ParamValue, Params};
+
+/// File formats of data sets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DataFormat {
+    /// Comma-separated numbers, one sample per row, optionally gzip'd.
+    Csv,
+    /// MNIST's IDX format (images in `path`, labels in `labels`), optionally gzip'd.
+    Idx,
+}
+
+/// How input features are scaled before training.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Normalize {
+    /// Zero mean, unit variance per feature, with statistics from the training split.
+    #[default]
+    Standard,
+    /// Divide by the largest absolute value of the training split.
+    Max,
+    /// Leave features as they are.
+    None,
+}
+
+/// What the data's targets are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// One integer class label per sample.
+    #[default]
+    Classification,
+    /// Real-valued targets: the last `target_columns` CSV columns.
+    Regression,
+}
+
+/// Where the data comes from and how it is split.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    /// Samples: a CSV file, or IDX images. Relative paths are relative to the spec file.
+    pub path: PathBuf,
+    /// Format; inferred from the file name when absent.
+    #[serde(default)]
+    pub format: Option<DataFormat>,
+    /// IDX labels file (required for `idx`).
+    #[serde(default)]
+    pub labels: Option<PathBuf>,
+    /// CSV: index of the label column; negative counts from the end (-1: last).
+    #[serde(default = "defaults::label_column")]
+    pub label_column: i64,
+    /// Classification (a label column) or regression (real targets).
+    #[serde(default)]
+    pub task: Task,
+    /// Regression: how many trailing CSV columns are targets.
+    #[serde(default = "defaults::target_columns")]
+    pub target_columns: usize,
+    /// CSV: whether the first row is a header.
+    #[serde(default)]
+    pub header: bool,
+    /// Feature scaling.
+    #[serde(default)]
+    pub normalize: Normalize,
+    /// Fraction of samples held out for validation.
+    #[serde(default = "defaults::val_fraction")]
+    pub val_fraction: f64,
+    /// Use at most this many samples (after shuffling).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Seed of the shuffle that makes the train/validation split.
+    #[serde(default)]
+    pub split_seed: u64,
+}
+
+/// Activation functions of the built-in MLP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// max(0, x)
+    #[default]
+    Relu,
+    /// tanh(x)
+    Tanh,
+    /// Gaussian error linear unit (tanh approximation).
+    Gelu,
+    /// x * sigmoid(x)
+    Silu,
+}
+
+impl Activation {
+    /// All names, for error messages.
+    pub const NAMES: &'static [&'static str] = &["relu", "tanh", "gelu", "silu"];
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "relu" => Activation::Relu,
+            "tanh" => Activation::Tanh,
+            "gelu" => Activation::Gelu,
+            "silu" => Activation::Silu,
+            _ => return None,
+        })
+    }
+}
+
+/// Built-in model architectures.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// A multi-layer perceptron.
+    #[default]
+    Mlp,
+}
+
+/// The model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// Architecture.
+    #[serde(default)]
+    pub arch: Arch,
+    /// Number of hidden layers (0 is multinomial logistic regression).
+    #[serde(default = "defaults::depth")]
+    pub depth: usize,
+    /// Units per hidden layer.
+    #[serde(default = "defaults::width")]
+    pub width: usize,
+    /// Activation after each hidden layer.
+    #[serde(default)]
+    pub activation: Activation,
+    /// Dropout probability after each hidden activation, during training.
+    #[serde(default)]
+    pub dropout: f64,
+}
+
+impl Default for ModelSpec {
+    fn default() -> Self {
+        ModelSpec {
+            arch: Arch::Mlp,
+            depth: defaults::depth(),
+            width: defaults::width(),
+            activation: Activation::Relu,
+            dropout: 0.0,
+        }
+    }
+}
+
+/// Optimizers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Optimizer {
+    /// Decoupled weight decay Adam (Loshchilov & Hutter).
+    #[default]
+    Adamw,
+    /// Stochastic gradient descent with (heavy-ball) momentum and L2 weight decay.
+    Sgd,
+}
+
+impl Optimizer {
+    /// All names, for error messages.
+    pub const NAMES: &'static [&'static str] = &["adamw", "sgd"];
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "adamw" => Some(Optimizer::Adamw),
+            "sgd" => Some(Optimizer::Sgd),
+            _ => None,
+        }
+    }
+}
+
+/// Training settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainSpec {
+    /// Passes over the training split.
+    #[serde(default = "defaults::epochs")]
+    pub epochs: usize,
+    /// Samples per mini-batch.
+    #[serde(default = "defaults::batch_size")]
+    pub batch_size: usize,
+    /// Optimizer.
+    #[serde(default)]
+    pub optimizer: Optimizer,
+    /// Learning rate.
+    #[serde(default = "defaults::lr")]
+    pub lr: f64,
+    /// SGD momentum (ignored by AdamW).
+    #[serde(default = "defaults::momentum")]
+    pub momentum: f64,
+    /// Weight decay: decoupled for AdamW, L2 for SGD.
+    #[serde(default)]
+    pub weight_decay: f64,
+    /// Seed of weight initialisation, dropout and batch order.
+    #[serde(default)]
+    pub seed: u64,
+    /// Keep every epoch's weights (`model_epoch_NNN.safetensors`), e.g. for PCA
+    /// directions of a landscape scan.
+    #[serde(default)]
+    pub keep_checkpoints: bool,
+}
+
+impl Default for TrainSpec {
+    fn default() -> Self {
+        TrainSpec {
+            epochs: defaults::epochs(),
+            batch_size: defaults::batch_size(),
+            optimizer: Optimizer::Adamw,
+            lr: defaults::lr(),
+            momentum: defaults::momentum(),
+            weight_decay: 0.0,
+            seed: 0,
+            keep_checkpoints: false,
+        }
+    }
+}
+
+/// The metrics a built-in trial reports each epoch.
+pub const TRAIN_METRICS: &[&str] = &["train_loss", "val_loss", "val_accuracy"];
+
+/// The hyperparameters a search space may set, with their expected kind.
+const HYPERPARAMETERS: &[(&str, Kind)] = &[
+    ("lr", Kind::PositiveFloat),
+    ("momentum", Kind::UnitFloat),
+    ("weight_decay", Kind::NonNegFloat),
+    ("dropout", Kind::UnitFloat),
+    ("batch_size", Kind::PositiveInt),
+    ("epochs", Kind::PositiveInt),
+    ("depth", Kind::NonNegInt),
+    ("width", Kind::PositiveInt),
+    ("seed", Kind::NonNegInt),
+    ("activation", Kind::Name(Activation::NAMES)),
+    ("optimizer", Kind::Name(Optimizer::NAMES)),
+];
+
+#[derive(Clone, Copy)]
+enum Kind {
+    PositiveFloat,
+    NonNegFloat,
+    UnitFloat,
+    PositiveInt,
+    NonNegInt,
+    Name(&'static [&'static str]),
+}
+
+impl Kind {
+    fn describe(self) -> String {
+        match self {
+            Kind::PositiveFloat => "a number > 0".into(),
+            Kind::NonNegFloat => "a number >= 0".into(),
+            Kind::UnitFloat => "a number in [0, 1)".into(),
+            Kind::PositiveInt => "an integer >= 1".into(),
+            Kind::NonNegInt => "an integer >= 0".into(),
+            Kind::Name(names) => format!("one of {}", names.join(", ")),
+        }
+    }
+
+    fn accepts(self, v: &ParamValue) -> bool {
+        match self {
+            Kind::PositiveFloat => v.as_f64().is_some_and(|x| x > 0.0 && x.is_finite()),
+            Kind::NonNegFloat => v.as_f64().is_some_and(|x| x >= 0.0 && x.is_finite()),
+            Kind::UnitFloat => v.as_f64().is_some_and(|x| (0.0..1.0).contains(&x)),
+            Kind::PositiveInt => matches!(v, ParamValue::Int(i) if *i >= 1),
+            Kind::NonNegInt => matches!(v, ParamValue::Int(i) if *i >= 0),
+            Kind::Name(names) => v.as_str().is_some_and(|s| names.contains(&s)),
+        }
+    }
+}
+
+/// The settings of one trial: the spec's model and training defaults with the trial's
+/// parameters applied.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrialConfig {
+    /// Model.
+    pub model: ModelSpec,
+    /// Training.
+    pub train: TrainSpec,
+}
+
+impl SweepSpec {
+    /// The model and training settings of a trial with these parameters.
+    pub fn trial_config(&self, params: &Params) -> Result<TrialConfig, SpecError> {
+        let mut c = TrialConfig {
+            model: self.model.clone(),
+            train: self.train.clone(),
+        };
+        for (name, v) in params {
+            let field = format!("search.space.{name}");
+            let kind = lookup(name).map_err(|r| SpecError::new(&field, r))?;
+            if !kind.accepts(v) {
+                return Err(SpecError::new(
+                    field,
+                    format!("expected {}, got {v}", kind.describe()),
+                ));
+            }
+            let f = || v.as_f64().expect("checked by accepts");
+            let u = || v.as_i64().expect("checked by accepts") as usize;
+            match name.as_str() {
+                "lr" => c.train.lr = f(),
+                "momentum" => c.train.momentum = f(),
+                "weight_decay" => c.train.weight_decay = f(),
+                "dropout" => c.model.dropout = f(),
+                "batch_size" => c.train.batch_size = u(),
+                "epochs" => c.train.epochs = u(),
+                "depth" => c.model.depth = u(),
+                "width" => c.model.width = u(),
+                "seed" => c.train.seed = u() as u64,
+                "activation" => {
+                    c.model.activation = Activation::parse(v.as_str().unwrap()).unwrap()
+                }
+                "optimizer" => c.train.optimizer = Optimizer::parse(v.as_str().unwrap()).unwrap(),
+                _ => unreachable!("lookup knows every name"),
+            }
+        }
+        let t = &c.train;
+        let checks: [(&str, bool, String); 6] = [
+            (
+                "train.lr",
+                t.lr > 0.0 && t.lr.is_finite(),
+                format!("expected a number > 0, got {}", t.lr),
+            ),
+            (
+                "train.momentum",
+                (0.0..1.0).contains(&t.momentum),
+                format!("expected a number in [0, 1), got {}", t.momentum),
+            ),
+            (
+                "train.weight_decay",
+                t.weight_decay >= 0.0 && t.weight_decay.is_finite(),
+                format!("expected a number >= 0, got {}", t.weight_decay),
+            ),
+            ("train.epochs", t.epochs >= 1, "expected at least 1".into()),
+            (
+                "train.batch_size",
+                t.batch_size >= 1,
+                "expected at least 1".into(),
+            ),
+            (
+                "model.dropout",
+                (0.0..1.0).contains(&c.model.dropout),
+                format!("expected a number in [0, 1), got {}", c.model.dropout),
+            ),
+        ];
+        for (field, ok, reason) in checks {
+            if !ok {
+                return Err(SpecError::new(field, reason));
+            }
+        }
+        if c.model.width == 0 {
+            return Err(SpecError::new("model.width", "expected at least 1"));
+        }
+        Ok(c)
+    }
+}
+
+fn lookup(name: &str) -> Result<Kind, String> {
+    HYPERPARAMETERS
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, k)| *k)
+        .ok_or_else(|| {
+            let names: Vec<&str> = HYPERPARAMETERS.iter().map(|(n, _)| *n).collect();
+            format!(
+                "unknown hyperparameter; expected one of {}",
+                names.join(", ")
+            )
+        })
+}
+
+pub(super) fn validate_param(name: &str, p: &ParamSpec) -> Result<(), SpecError> {
+    let field = format!("search.space.{name}");
+    let kind = lookup(name).map_err(|r| SpecError::new(&field, r))?;
+    let numeric = !matches!(kind, Kind::Name(_));
+    let fail = |r: String| Err(SpecError::new(&field, r));
+    match p {
+        ParamSpec::Uniform { low, high } | ParamSpec::Loguniform { low, high } => {
+            let log = matches!(p, ParamSpec::Loguniform { .. });
+            if !numeric || matches!(kind, Kind::PositiveInt | Kind::NonNegInt) {
+                return fail(format!(
+                    "a real-valued distribution cannot set it; expected {}",
+                    kind.describe()
+                ));
+            }
+            if !(low.is_finite() && high.is_finite() && low < high) {
+                return fail(format!("expected low < high, got low={low}, high={high}"));
+            }
+            if log && *low <= 0.0 {
+                return fail(format!("loguniform needs low > 0, got {low}"));
+            }
+            for v in [*low, *high] {
+                // The upper bound is excluded, so it may sit on an open end (dropout < 1).
+                if v != *high && !kind.accepts(&ParamValue::Float(v)) {
+                    return fail(format!("expected {}, got bound {v}", kind.describe()));
+                }
+            }
+        }
+        ParamSpec::Int { low, high } => {
+            if !matches!(kind, Kind::PositiveInt | Kind::NonNegInt) {
+                return fail(format!(
+                    "an integer distribution cannot set it; expected {}",
+                    kind.describe()
+                ));
+            }
+            if low > high {
+                return fail(format!("expected low <= high, got low={low}, high={high}"));
+            }
+            for v in [*low, *high] {
+                if !kind.accepts(&ParamValue::Int(v)) {
+                    return fail(format!("expected {}, got bound {v}", kind.describe()));
+                }
+            }
+        }
+        ParamSpec::Choice { values } | ParamSpec::Grid { values } => {
+            if values.is_empty() {
+                return fail("expected at least one value".into());
+            }
+            for v in values {
+                if !kind.accepts(v) {
+                    return fail(format!("expected {}, got {v}", kind.describe()));
+                }
+            }
+        }
+    }
+    Ok(())
+}
