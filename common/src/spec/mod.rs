@@ -365,6 +365,7 @@ fn one_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::params::ParamValue;
 
     const BASE: &str = r#"
 name = "t"
