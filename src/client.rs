@@ -250,6 +250,7 @@ fn unit_state_name(s: i32) -> &'static str {
         Ok(proto::UnitState::Failed) => "failed",
         Ok(proto::UnitState::Diverged) => "diverged",
         Ok(proto::UnitState::Cancelled) => "cancelled",
+        Ok(proto::UnitState::Pruned) => "pruned",
         _ => "unknown",
     }
 }
@@ -268,6 +269,9 @@ pub fn summary(s: &proto::SweepStatus) -> String {
         s.failed,
         s.diverged
     );
+    if s.pruned > 0 {
+        line += &format!(", {} pruned", s.pruned);
+    }
     if s.cancelled > 0 {
         line += &format!(", {} cancelled", s.cancelled);
     }
@@ -354,7 +358,7 @@ pub async fn watch(client: &mut Client, sweep_id: &str) -> Result<proto::SweepSt
                 );
                 bar.enable_steady_tick(Duration::from_millis(200));
             }
-            let done = st.completed + st.failed + st.diverged + st.cancelled;
+            let done = st.completed + st.failed + st.diverged + st.cancelled + st.pruned;
             bar.set_length(u64::from(st.total));
             bar.set_position(u64::from(done));
             let best = st

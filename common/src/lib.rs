@@ -21,7 +21,8 @@ pub mod proto {
 /// registration with a message that names both.
 /// 2: specs are fetched once per sweep (blob `spec.json`), outcomes carry their history,
 /// workers may ask for their old id back.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: command trials (log chunks in reports), the `pruned` unit state.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The largest gRPC message either side accepts or sends (checkpoints travel in reports).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;

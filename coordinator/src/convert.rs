@@ -17,6 +17,7 @@ pub(crate) fn unit_state_to_proto(s: UnitState) -> proto::UnitState {
         UnitState::Failed => proto::UnitState::Failed,
         UnitState::Diverged => proto::UnitState::Diverged,
         UnitState::Cancelled => proto::UnitState::Cancelled,
+        UnitState::Pruned => proto::UnitState::Pruned,
     }
 }
 
@@ -125,6 +126,7 @@ pub(crate) fn status_to_proto(
         failed,
         diverged,
         cancelled,
+        pruned,
     } = v.counts;
     let end = v.finished.unwrap_or(now_ms);
     proto::SweepStatus {
@@ -138,6 +140,7 @@ pub(crate) fn status_to_proto(
         failed,
         diverged,
         cancelled,
+        pruned,
         metric: v.spec.metric().to_owned(),
         mode: v.spec.mode().as_str().into(),
         best: v.best.as_ref().map(|b| proto::BestTrial {

@@ -6,6 +6,7 @@ pub mod core;
 pub mod hessian;
 pub mod landscape;
 mod plot;
+pub mod schedulers;
 pub mod search;
 pub mod service;
 pub mod store;

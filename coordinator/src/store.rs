@@ -10,7 +10,9 @@ use ridgeline_common::ids::{SweepId, UnitId};
 use ridgeline_common::params::Params;
 use ridgeline_common::spec::SweepSpec;
 
-use crate::core::{Action, Best, Counts, Millis, StoredSweep, StoredUnit, SweepState, UnitState};
+use crate::core::{
+    Action, Best, Counts, Millis, StoredSweep, StoredTrial, StoredUnit, SweepState, UnitState,
+};
 use ridgeline_common::ids::WorkerId;
 
 /// Store errors.
@@ -225,6 +227,82 @@ impl Store {
         Ok(s.and_then(|s| UnitState::parse(&s)))
     }
 
+    /// A trial's state and the number of its attempts, if it was generated.
+    pub fn trial_attempts(
+        &self,
+        sweep: &SweepId,
+        trial: u32,
+    ) -> Result<Option<(UnitState, u32)>, StoreError> {
+        let row: Option<(String, u32)> = self
+            .conn
+            .query_row(
+                "SELECT state, attempts FROM units WHERE sweep_id = ?1 AND trial = ?2",
+                params![sweep.as_str(), trial],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row.and_then(|(s, a)| UnitState::parse(&s).map(|s| (s, a))))
+    }
+
+    /// A unit's sweep, trial and the worker of its last attempt.
+    pub fn unit_owner(
+        &self,
+        unit: UnitId,
+    ) -> Result<Option<(SweepId, u32, Option<String>)>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT sweep_id, trial, worker FROM units WHERE id = ?1",
+                [unit.0 as i64],
+                |r| Ok((SweepId(r.get(0)?), r.get(1)?, r.get(2)?)),
+            )
+            .optional()?)
+    }
+
+    /// What an adaptive searcher or a scheduler learned from: the sweep's completed,
+    /// pruned and live trials, with their parameters, final value of `metric` and its
+    /// history (one query each for units and metrics).
+    fn learned(&self, id: &SweepId, metric: &str) -> Result<Vec<StoredTrial>, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT id, trial, params_json, state, final_json FROM units WHERE sweep_id = ?1
+             AND state IN ('completed', 'pruned', 'pending', 'running') ORDER BY trial",
+        )?;
+        let mut rows = st.query([id.as_str()])?;
+        let mut out = Vec::new();
+        let mut index = std::collections::HashMap::new();
+        while let Some(r) = rows.next()? {
+            let state: String = r.get(3)?;
+            let final_json: Option<String> = r.get(4)?;
+            let value = match final_json {
+                Some(j) => parse_json::<Vec<(String, Option<f64>)>>("final metrics", &j)?
+                    .into_iter()
+                    .find(|(n, _)| n == metric)
+                    .and_then(|(_, v)| v),
+                None => None,
+            };
+            index.insert(r.get::<_, i64>(0)?, out.len());
+            out.push(StoredTrial {
+                trial: r.get(1)?,
+                params: parse_json("parameters", &r.get::<_, String>(2)?)?,
+                state: UnitState::parse(&state).unwrap_or(UnitState::Pending),
+                value,
+                history: vec![],
+            });
+        }
+        let mut st = self.conn.prepare_cached(
+            "SELECT m.unit_id, m.step, m.value FROM metrics m JOIN units u ON u.id = m.unit_id
+             WHERE u.sweep_id = ?1 AND m.name = ?2 ORDER BY m.unit_id, m.step",
+        )?;
+        let mut rows = st.query(params![id.as_str(), metric])?;
+        while let Some(r) = rows.next()? {
+            if let Some(&i) = index.get(&r.get::<_, i64>(0)?) {
+                let v: Option<f64> = r.get(2)?;
+                out[i].history.push((r.get(1)?, v.unwrap_or(f64::NAN)));
+            }
+        }
+        Ok(out)
+    }
+
     /// Totals of a scan's units (units `0..tiles` are tiles, the rest Hessian shards),
     /// computed by SQLite rather than by loading every row.
     pub fn scan_summary(&self, id: &SweepId, tiles: u32) -> Result<ScanSummary, StoreError> {
@@ -297,6 +375,7 @@ impl Store {
                     Some(UnitState::Failed) => finals.failed += n,
                     Some(UnitState::Diverged) => finals.diverged += n,
                     Some(UnitState::Cancelled) => finals.cancelled += n,
+                    Some(UnitState::Pruned) => finals.pruned += n,
                     _ => {}
                 }
             }
@@ -338,7 +417,16 @@ impl Store {
                 }
                 None => None,
             };
+            let s = &row.spec.search;
+            let trials = if row.state == SweepState::Running
+                && (s.algorithm.is_adaptive() || s.scheduler.is_some())
+            {
+                self.learned(&id, row.spec.metric())?
+            } else {
+                vec![]
+            };
             out.push(StoredSweep {
+                trials,
                 id,
                 spec: row.spec,
                 state: row.state,

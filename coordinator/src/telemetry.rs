@@ -80,11 +80,12 @@ pub const HISTOGRAMS: &[Buckets] = &[
 ];
 
 /// The final states a unit can reach, as `outcome` labels.
-const OUTCOMES: [UnitState; 4] = [
+const OUTCOMES: [UnitState; 5] = [
     UnitState::Completed,
     UnitState::Failed,
     UnitState::Diverged,
     UnitState::Cancelled,
+    UnitState::Pruned,
 ];
 
 const KINDS: [&str; 2] = ["search", "landscape"];
@@ -246,6 +247,7 @@ pub fn publish(g: &Gauges) {
             ("failed", c.failed),
             ("diverged", c.diverged),
             ("cancelled", c.cancelled),
+            ("pruned", c.pruned),
         ] {
             gauge!(SWEEP_UNITS, "sweep" => id.clone(), "kind" => kind, "state" => state)
                 .set(f64::from(n));

@@ -36,3 +36,30 @@ pub fn num_samples() -> u32 {
 pub fn max_concurrent() -> u32 {
     0
 }
+pub fn yes() -> bool {
+    true
+}
+pub fn one() -> f64 {
+    1.0
+}
+pub fn one_u32() -> u32 {
+    1
+}
+pub fn tpe_startup() -> u32 {
+    10
+}
+pub fn tpe_candidates() -> u32 {
+    24
+}
+pub fn asha_rf() -> f64 {
+    4.0
+}
+pub fn asha_max_t() -> u32 {
+    100
+}
+pub fn hyperband_rf() -> u32 {
+    3
+}
+pub fn median_startup() -> u32 {
+    5
+}

@@ -13,9 +13,11 @@ use crate::params::Params;
 mod defaults;
 mod model;
 mod search;
+pub mod trial;
 
 pub use model::*;
 pub use search::*;
+pub use trial::TrialSpec;
 
 /// A user's mistake in a spec: where it is and what was expected.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -53,8 +55,10 @@ pub struct SweepSpec {
     /// What kind of sweep this is.
     #[serde(default)]
     pub kind: SweepKind,
-    /// The data set every trial trains on.
-    pub data: DataSpec,
+    /// The data set every built-in trial trains on, or the scan evaluates (command
+    /// trials bring their own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataSpec>,
     /// The model architecture (defaults, overridable per trial from `search.space`).
     #[serde(default)]
     pub model: ModelSpec,
@@ -67,6 +71,9 @@ pub struct SweepSpec {
     /// The scan (landscape sweeps).
     #[serde(default)]
     pub landscape: Option<LandscapeSpec>,
+    /// The user's own program as the trial, instead of the built-in trainer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial: Option<TrialSpec>,
 }
 
 /// The kinds of sweep Ridgeline runs.
@@ -99,9 +106,19 @@ impl SweepSpec {
         .map_err(|e| e.in_file(path))?;
         let base = path.parent().unwrap_or(Path::new("."));
         let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_owned());
-        spec.data.path = base.join(&spec.data.path);
-        if let Some(l) = &spec.data.labels {
-            spec.data.labels = Some(base.join(l));
+        if let Some(d) = &mut spec.data {
+            d.path = base.join(&d.path);
+            if let Some(l) = &d.labels {
+                d.labels = Some(base.join(l));
+            }
+        }
+        if let Some(t) = &mut spec.trial {
+            // Remote workers run the command where the spec was: its folder must be on
+            // storage they share (or exist there at the same path).
+            t.workdir = Some(match &t.workdir {
+                Some(w) => base.join(w),
+                None => base.clone(),
+            });
         }
         if let Some(l) = &mut spec.landscape {
             if let Some(c) = &l.checkpoint {
@@ -196,8 +213,9 @@ impl SweepSpec {
 
     /// The format of the data, explicit or inferred from the file name.
     pub fn data_format(&self) -> DataFormat {
-        self.data.format.unwrap_or_else(|| {
-            let name = self.data.path.to_string_lossy();
+        let d = self.data();
+        d.format.unwrap_or_else(|| {
+            let name = d.path.to_string_lossy();
             if name.contains("idx") || name.contains("ubyte") {
                 DataFormat::Idx
             } else {
@@ -224,7 +242,9 @@ impl SweepSpec {
     pub fn total_trials(&self) -> u64 {
         match self.search.algorithm {
             Algorithm::Grid => self.grid().len() * u64::from(self.search.num_samples),
-            Algorithm::Random => u64::from(self.search.num_samples),
+            Algorithm::Random | Algorithm::Sobol | Algorithm::Tpe => {
+                u64::from(self.search.num_samples)
+            }
         }
     }
 
@@ -242,7 +262,82 @@ impl SweepSpec {
                 format!("expected letters, digits, '-' or '_', got {:?}", self.name),
             );
         }
-        let d = &self.data;
+        if self.trial.is_some() {
+            self.validate_command_trial()?;
+        } else {
+            self.validate_builtin()?;
+            if self.kind == SweepKind::Landscape {
+                return Ok(());
+            }
+        }
+        let s = &self.search;
+        if s.num_samples == 0 {
+            return err("search.num_samples", "expected at least 1".into());
+        }
+        if s.algorithm == Algorithm::Sobol {
+            if s.num_samples > SOBOL_MAX_POINTS {
+                return err(
+                    "search.num_samples",
+                    format!("sobol draws at most {SOBOL_MAX_POINTS} points"),
+                );
+            }
+            if s.space.len() > SOBOL_MAX_DIMENSIONS {
+                return err(
+                    "search.space",
+                    format!("sobol handles at most {SOBOL_MAX_DIMENSIONS} dimensions"),
+                );
+            }
+        }
+        let t = &s.tpe;
+        if t.n_ei_candidates == 0 {
+            return err("search.tpe.n_ei_candidates", "expected at least 1".into());
+        }
+        if !(t.prior_weight.is_finite() && t.prior_weight > 0.0) {
+            return err(
+                "search.tpe.prior_weight",
+                format!("expected a number > 0, got {}", t.prior_weight),
+            );
+        }
+        if let Some(sch) = &s.scheduler {
+            sch.validate().map_err(|(f, r)| SpecError::new(f, r))?;
+        }
+        if let Err(e) = Grid::new(
+            s.space
+                .iter()
+                .filter_map(|(n, p)| match p {
+                    ParamSpec::Grid { values } => Some((n.clone(), values.clone())),
+                    _ => None,
+                })
+                .collect(),
+        ) {
+            return err("search.space", e.to_string());
+        }
+        if self.total_trials() > u64::from(u32::MAX) {
+            return err(
+                "search",
+                format!("{} trials is more than 2^32", self.total_trials()),
+            );
+        }
+        Ok(())
+    }
+
+    /// The data set; present in every validated spec that has no `[trial]` command.
+    pub fn data(&self) -> &DataSpec {
+        self.data
+            .as_ref()
+            .expect("validated: built-in trials and scans have a [data] section")
+    }
+
+    /// Built-in trials and scans: the data, the model and the training settings.
+    fn validate_builtin(&self) -> Result<(), SpecError> {
+        let err = |f: &str, r: String| Err(SpecError::new(f, r));
+        let Some(d) = &self.data else {
+            return err(
+                "data",
+                "missing: built-in trials and landscape scans need a [data] section (or give a [trial] command)"
+                    .into(),
+            );
+        };
         if !(d.val_fraction > 0.0 && d.val_fraction < 1.0) {
             return err(
                 "data.val_fraction",
@@ -300,38 +395,60 @@ impl SweepSpec {
             return err(
                 "search.metric",
                 format!(
-                    "unknown metric {:?}; expected one of {}",
+                    "unknown metric {:?}; expected one of {} (a [trial] command may report any)",
                     s.metric,
                     TRAIN_METRICS.join(", ")
                 ),
             );
         }
-        if s.num_samples == 0 {
-            return err("search.num_samples", "expected at least 1".into());
-        }
         for (name, p) in &s.space {
             validate_param(name, p)?;
         }
-        if let Err(e) = Grid::new(
-            s.space
-                .iter()
-                .filter_map(|(n, p)| match p {
-                    ParamSpec::Grid { values } => Some((n.clone(), values.clone())),
-                    _ => None,
-                })
-                .collect(),
-        ) {
-            return err("search.space", e.to_string());
-        }
-        if self.total_trials() > u64::from(u32::MAX) {
-            return err(
-                "search",
-                format!("{} trials is more than 2^32", self.total_trials()),
-            );
-        }
         Ok(())
     }
+
+    /// Command trials: the command, free parameter names, any metric name.
+    fn validate_command_trial(&self) -> Result<(), SpecError> {
+        let err = |f: &str, r: &str| Err(SpecError::new(f, r));
+        let t = self.trial.as_ref().expect("caller checked");
+        if self.kind == SweepKind::Landscape {
+            return err("trial", "a landscape scan evaluates a model; it runs no command");
+        }
+        if self.data.is_some() {
+            return err(
+                "data",
+                "a [trial] command brings its own data; give it as a parameter or in the command",
+            );
+        }
+        if self.model != ModelSpec::default() || self.train != TrainSpec::default() {
+            return err(
+                "trial",
+                "a [trial] command takes no [model] or [train] section: its settings belong in search.space or the command",
+            );
+        }
+        let s = &self.search;
+        if s.metric.trim().is_empty() {
+            return err("search.metric", "expected the name of a reported metric");
+        }
+        if s.metric == "step" {
+            return err("search.metric", "`step` is the time attribute, not a metric");
+        }
+        for (name, p) in &s.space {
+            let field = format!("search.space.{name}");
+            if name.is_empty() || name.contains(['{', '}', '=', '\0']) {
+                return err(&field, "expected a name without braces, '=' or NUL");
+            }
+            p.check().map_err(|r| SpecError::new(&field, r))?;
+        }
+        t.validate(s.space.keys())
+            .map_err(|(f, r)| SpecError::new(f, r))
+    }
 }
+
+/// The most points `sobol` draws (the sequence's length).
+pub const SOBOL_MAX_POINTS: u32 = 1 << 16;
+/// The most dimensions `sobol` handles.
+pub const SOBOL_MAX_DIMENSIONS: usize = 256;
 
 fn path_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> SpecError {
     let path = e.path().to_string();

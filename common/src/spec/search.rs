@@ -17,6 +17,20 @@ pub enum Algorithm {
     Grid,
     /// `num_samples` independent draws from the space (`grid` axes act as choices).
     Random,
+    /// Scrambled Sobol points: `num_samples` quasi-random draws that cover the space
+    /// more evenly than independent ones.
+    Sobol,
+    /// Tree-structured Parzen Estimator (Optuna's TPESampler): random startup trials,
+    /// then draws that favour regions where good trials were found.
+    Tpe,
+}
+
+impl Algorithm {
+    /// Whether suggestions depend on results (they must then be made when a trial
+    /// starts, and rebuilt from stored results after a restart).
+    pub fn is_adaptive(self) -> bool {
+        self == Algorithm::Tpe
+    }
 }
 
 /// Whether the metric is to be minimised or maximised.
@@ -84,6 +98,34 @@ pub enum ParamSpec {
     },
 }
 
+impl ParamSpec {
+    /// Checks the dimension on its own (bounds in order, values present), whatever
+    /// parameter it sets.
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            ParamSpec::Uniform { low, high } | ParamSpec::Loguniform { low, high } => {
+                if !(low.is_finite() && high.is_finite() && low < high) {
+                    return Err(format!("expected low < high, got low={low}, high={high}"));
+                }
+                if matches!(self, ParamSpec::Loguniform { .. }) && *low <= 0.0 {
+                    return Err(format!("loguniform needs low > 0, got {low}"));
+                }
+            }
+            ParamSpec::Int { low, high } => {
+                if low > high {
+                    return Err(format!("expected low <= high, got low={low}, high={high}"));
+                }
+            }
+            ParamSpec::Choice { values } | ParamSpec::Grid { values } => {
+                if values.is_empty() {
+                    return Err("expected at least one value".into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The search.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -109,6 +151,153 @@ pub struct SearchSpec {
     /// Parameters searched over, by name.
     #[serde(default)]
     pub space: BTreeMap<String, ParamSpec>,
+    /// Settings of the `tpe` algorithm.
+    #[serde(default)]
+    pub tpe: TpeSpec,
+    /// Early stopping of trials from their intermediate reports.
+    #[serde(default)]
+    pub scheduler: Option<SchedulerSpec>,
+}
+
+/// Settings of the TPE sampler; the defaults are Optuna's, except `constant_liar`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TpeSpec {
+    /// Trials drawn at random before the model is used (finished trials, as Optuna
+    /// counts them).
+    #[serde(default = "defaults::tpe_startup")]
+    pub n_startup_trials: u32,
+    /// Candidates drawn from the good-trial density; the best ratio wins.
+    #[serde(default = "defaults::tpe_candidates")]
+    pub n_ei_candidates: u32,
+    /// Model the joint density of all parameters (Optuna's `multivariate=True`) instead
+    /// of one density per parameter.
+    #[serde(default)]
+    pub multivariate: bool,
+    /// Treat running trials as bad results, so that parallel workers do not receive
+    /// the same suggestion (Optuna's `constant_liar`).
+    #[serde(default = "defaults::yes")]
+    pub constant_liar: bool,
+    /// Weight of the prior (a wide kernel at the centre of the range).
+    #[serde(default = "defaults::one")]
+    pub prior_weight: f64,
+    /// Widen the kernels at the ends of a range (Optuna's `consider_endpoints`).
+    #[serde(default)]
+    pub consider_endpoints: bool,
+}
+
+impl Default for TpeSpec {
+    fn default() -> Self {
+        TpeSpec {
+            n_startup_trials: defaults::tpe_startup(),
+            n_ei_candidates: defaults::tpe_candidates(),
+            multivariate: false,
+            constant_liar: true,
+            prior_weight: 1.0,
+            consider_endpoints: false,
+        }
+    }
+}
+
+/// Early-stopping rules. The time attribute is the reported `step` (the epoch of
+/// built-in trials).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SchedulerSpec {
+    /// Asynchronous successive halving (Ray Tune's ASHAScheduler): at each rung, a trial
+    /// below the (1 − 1/reduction_factor) quantile of the values recorded there stops.
+    Asha {
+        /// Steps before the first rung.
+        #[serde(default = "defaults::one_u32")]
+        grace_period: u32,
+        /// Rungs are `grace_period * reduction_factor^k`.
+        #[serde(default = "defaults::asha_rf")]
+        reduction_factor: f64,
+        /// Trials stop (completed) when they report this step.
+        #[serde(default = "defaults::asha_max_t")]
+        max_t: u32,
+        /// Brackets (1: plain ASHA; more: asynchronous Hyperband).
+        #[serde(default = "defaults::one_u32")]
+        brackets: u32,
+    },
+    /// Optuna's HyperbandPruner: brackets of successive halving, trials spread over
+    /// them by a hash of their number.
+    Hyperband {
+        /// Steps before a bracket-0 trial's first rung.
+        #[serde(default = "defaults::one_u32")]
+        min_resource: u32,
+        /// Steps of a full trial.
+        max_resource: u32,
+        /// Rungs grow by this factor.
+        #[serde(default = "defaults::hyperband_rf")]
+        reduction_factor: u32,
+    },
+    /// Optuna's MedianPruner: stop a trial whose best value so far is worse than the
+    /// median of completed trials' values at the same step.
+    Median {
+        /// Completed trials needed before anything is stopped.
+        #[serde(default = "defaults::median_startup")]
+        n_startup_trials: u32,
+        /// Steps of every trial that are never judged.
+        #[serde(default)]
+        n_warmup_steps: u32,
+        /// Judge every this many steps after the warm-up.
+        #[serde(default = "defaults::one_u32")]
+        interval_steps: u32,
+        /// Completed trials with a value at the step needed to judge it.
+        #[serde(default = "defaults::one_u32")]
+        n_min_trials: u32,
+    },
+}
+
+impl SchedulerSpec {
+    /// Checks ranges; errors are `(field, reason)`.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let f = |k: &str| format!("search.scheduler.{k}");
+        let bad = |k: &str, r: &str| Err((f(k), r.to_owned()));
+        match self {
+            SchedulerSpec::Asha {
+                grace_period,
+                reduction_factor,
+                max_t,
+                brackets,
+            } => {
+                if *grace_period == 0 {
+                    return bad("grace_period", "expected at least 1");
+                }
+                if !(reduction_factor.is_finite() && *reduction_factor > 1.0) {
+                    return bad("reduction_factor", "expected a number > 1");
+                }
+                if max_t < grace_period {
+                    return bad("max_t", "expected at least grace_period");
+                }
+                if *brackets == 0 {
+                    return bad("brackets", "expected at least 1");
+                }
+            }
+            SchedulerSpec::Hyperband {
+                min_resource,
+                max_resource,
+                reduction_factor,
+            } => {
+                if *min_resource == 0 {
+                    return bad("min_resource", "expected at least 1");
+                }
+                if max_resource < min_resource {
+                    return bad("max_resource", "expected at least min_resource");
+                }
+                if *reduction_factor < 2 {
+                    return bad("reduction_factor", "expected an integer >= 2");
+                }
+            }
+            SchedulerSpec::Median { interval_steps, .. } => {
+                if *interval_steps == 0 {
+                    return bad("interval_steps", "expected at least 1");
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for SearchSpec {
@@ -121,6 +310,8 @@ impl Default for SearchSpec {
             max_concurrent: defaults::max_concurrent(),
             seed: 0,
             space: BTreeMap::new(),
+            tpe: TpeSpec::default(),
+            scheduler: None,
         }
     }
 }

@@ -151,7 +151,7 @@ impl Core {
                 continue;
             }
             let c = s.counts;
-            let done = c.completed + c.failed + c.diverged + c.cancelled;
+            let done = c.completed + c.failed + c.diverged + c.cancelled + c.pruned;
             let (units_per_s, items_per_s) = s.rate.per_second(now);
             let eta_s = if s.state != SweepState::Running {
                 Some(0.0)

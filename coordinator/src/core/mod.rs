@@ -10,6 +10,7 @@ use ridgeline_common::ids::{SweepId, UnitId, WorkerId};
 use ridgeline_common::params::Params;
 use ridgeline_common::spec::SweepSpec;
 
+use crate::schedulers::Scheduler;
 use crate::search::Searcher;
 
 mod gauges;
@@ -59,6 +60,8 @@ pub enum UnitState {
     Diverged,
     /// Its sweep was cancelled before it finished.
     Cancelled,
+    /// Stopped early by the sweep's scheduler (ASHA, Hyperband, median).
+    Pruned,
 }
 
 impl UnitState {
@@ -76,6 +79,7 @@ impl UnitState {
             UnitState::Failed => "failed",
             UnitState::Diverged => "diverged",
             UnitState::Cancelled => "cancelled",
+            UnitState::Pruned => "pruned",
         }
     }
 
@@ -88,6 +92,7 @@ impl UnitState {
             UnitState::Failed,
             UnitState::Diverged,
             UnitState::Cancelled,
+            UnitState::Pruned,
         ]
         .into_iter()
         .find(|u| u.as_str() == s)
@@ -420,6 +425,8 @@ struct Unit {
     /// is accepted while the unit is open; anyone else's is refused.
     holders: Vec<WorkerId>,
     deadline: Millis,
+    /// When the current attempt was leased (a pruned trial's duration).
+    started: Millis,
 }
 
 struct Worker {
@@ -447,6 +454,8 @@ pub struct Counts {
     pub diverged: u32,
     /// Cancelled.
     pub cancelled: u32,
+    /// Stopped early by the scheduler.
+    pub pruned: u32,
 }
 
 /// The best completed trial of a sweep.
@@ -464,6 +473,8 @@ struct Sweep {
     spec: Arc<SweepSpec>,
     state: SweepState,
     searcher: Box<dyn Searcher>,
+    /// The early-stopping rule, if the spec names one.
+    scheduler: Option<Box<dyn Scheduler>>,
     next_trial: u32,
     /// Units `0..gate` may be generated; later ones wait for results of earlier ones
     /// (a scan's Hessian round needs the previous round's products).
@@ -628,6 +639,24 @@ pub struct StoredSweep {
     /// How many units had been released (see [`on_units_released`]); `None` for the
     /// sweep's initial release.
     pub released: Option<u32>,
+    /// What adaptive searchers and schedulers learned from, for sweeps that have one:
+    /// every completed, pruned or live trial with its parameters and metric history.
+    pub trials: Vec<StoredTrial>,
+}
+
+/// A trial as an adaptive searcher or a scheduler saw it, for rebuilding them.
+#[derive(Clone, Debug)]
+pub struct StoredTrial {
+    /// Its trial index.
+    pub trial: u32,
+    /// Its parameters.
+    pub params: Params,
+    /// Completed, Pruned, or Pending/Running.
+    pub state: UnitState,
+    /// Its final value of the sweep's metric (completed trials).
+    pub value: Option<f64>,
+    /// The sweep's metric by step, as reported (the current attempt's).
+    pub history: Vec<(u32, f64)>,
 }
 
 #[cfg(test)]

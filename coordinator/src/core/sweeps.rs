@@ -8,7 +8,8 @@ use ridgeline_common::ids::{SweepId, UnitId, WorkerId};
 use ridgeline_common::spec::SweepSpec;
 
 use super::*;
-use crate::search::searcher_for;
+use crate::schedulers::scheduler_for;
+use crate::search::{Ended, searcher_for};
 
 /// A unit that will never run, for the store.
 fn cancelled(unit: UnitId, sweep: &SweepId, trial: u32, why: String, at: Millis) -> Action {
@@ -46,11 +47,13 @@ pub fn on_sweep_restored(core: &mut Core, out: &mut impl Outbox, stored: StoredS
         finals,
         live,
         released,
+        trials,
     } = stored;
     let total = total_of(&spec);
     let spec = Arc::new(spec);
     let mut sweep = Sweep {
         searcher: searcher_for(&spec),
+        scheduler: scheduler_for(&spec),
         gate: released.unwrap_or_else(|| initial_gate(&spec)),
         spec,
         state,
@@ -70,6 +73,7 @@ pub fn on_sweep_restored(core: &mut Core, out: &mut impl Outbox, stored: StoredS
         // Finishes before the restart are not known one by one: the rate starts over.
         rate: Rate::new(now),
     };
+    replay(&mut sweep, trials);
     for u in live {
         core.next_unit = core.next_unit.max(u.unit.0 + 1);
         if state != SweepState::Running {
@@ -107,6 +111,7 @@ pub fn on_sweep_restored(core: &mut Core, out: &mut impl Outbox, stored: StoredS
                 worker: None,
                 holders: u.worker.into_iter().collect(),
                 deadline: 0,
+                started: now,
             },
         );
     }
@@ -116,7 +121,7 @@ pub fn on_sweep_restored(core: &mut Core, out: &mut impl Outbox, stored: StoredS
         // abandoned) were cancelled without ever being stored.
         c.cancelled += c.total - generated.min(c.total);
     }
-    c.pending = c.total - c.completed - c.diverged - c.cancelled - c.failed;
+    c.pending = c.total - c.completed - c.diverged - c.cancelled - c.failed - c.pruned;
     if state == SweepState::Running {
         core.order.push(id.clone());
         core.order
@@ -125,6 +130,47 @@ pub fn on_sweep_restored(core: &mut Core, out: &mut impl Outbox, stored: StoredS
     core.sweeps.insert(id.clone(), sweep);
     if state == SweepState::Running {
         maybe_finish(core, out, &id, now);
+    }
+}
+
+/// Feeds the stored trials to a rebuilt sweep's searcher and scheduler, in trial order:
+/// both then hold what they held before the restart (their state is the set of trials
+/// and reports, not the order these came in).
+fn replay(sweep: &mut Sweep, mut trials: Vec<StoredTrial>) {
+    trials.sort_by_key(|t| t.trial);
+    let mode = sweep.spec.mode();
+    for t in trials {
+        sweep.searcher.started(t.trial, &t.params);
+        if let Some(sch) = &mut sweep.scheduler {
+            for (step, v) in t.history.iter().filter(|(_, v)| v.is_finite()) {
+                sch.on_report(t.trial, *step, score(mode, *v));
+            }
+        }
+        let last = t.history.last().copied();
+        match (t.state, t.value, last) {
+            (UnitState::Completed, Some(v), _) => {
+                sweep.searcher.observe(t.trial, Ended::Completed(v));
+                if let Some(sch) = &mut sweep.scheduler {
+                    sch.on_completed(t.trial);
+                }
+            }
+            (UnitState::Pruned, _, Some((step, value))) => {
+                sweep.searcher.observe(t.trial, Ended::Pruned { step, value });
+                if let Some(sch) = &mut sweep.scheduler {
+                    sch.on_ended(t.trial);
+                }
+            }
+            (UnitState::Pending | UnitState::Running, _, _) => {}
+            _ => sweep.searcher.observe(t.trial, Ended::Failed),
+        }
+    }
+}
+
+/// A metric value as schedulers see it: larger is better.
+pub(super) fn score(mode: ridgeline_common::spec::Mode, v: f64) -> f64 {
+    match mode {
+        ridgeline_common::spec::Mode::Min => -v,
+        ridgeline_common::spec::Mode::Max => v,
     }
 }
 
@@ -185,6 +231,7 @@ pub fn on_sweep_submitted(
     });
     let sweep = Sweep {
         searcher: searcher_for(&spec),
+        scheduler: scheduler_for(&spec),
         gate: initial_gate(&spec),
         spec,
         state: SweepState::Running,
@@ -209,21 +256,54 @@ pub fn on_sweep_submitted(
     Ok(total)
 }
 
-/// A unit reached a final state: it leaves the core (the store keeps it), the counts and
-/// the best trial follow, and the sweep may finish.
-#[allow(clippy::too_many_arguments)]
+/// How a unit ends, for [`finish_unit`].
+pub(super) struct Ending {
+    pub state: UnitState,
+    /// Final metrics (empty unless completed, diverged or pruned).
+    pub metrics: Vec<(String, f64)>,
+    pub error: String,
+    pub duration_s: f64,
+    /// The worker that produced the final state, if any.
+    pub worker: Option<WorkerId>,
+    /// The winning attempt's complete history, replacing the stored progress.
+    pub history: Option<History>,
+    /// The step at which a pruned trial was stopped.
+    pub pruned_at: Option<u32>,
+}
+
+impl Ending {
+    /// An ending with no metrics, worker or history.
+    pub fn bare(state: UnitState, error: String) -> Self {
+        Ending {
+            state,
+            metrics: vec![],
+            error,
+            duration_s: 0.0,
+            worker: None,
+            history: None,
+            pruned_at: None,
+        }
+    }
+}
+
+/// A unit reached a final state: it leaves the core (the store keeps it), the counts,
+/// the searcher, the scheduler and the best trial follow, and the sweep may finish.
 pub(super) fn finish_unit(
     core: &mut Core,
     out: &mut impl Outbox,
     uid: UnitId,
-    state: UnitState,
-    metrics: Vec<(String, f64)>,
-    error: String,
-    duration_s: f64,
-    worker: Option<WorkerId>,
-    history: Option<History>,
+    end: Ending,
     now: Millis,
 ) {
+    let Ending {
+        state,
+        metrics,
+        error,
+        duration_s,
+        worker,
+        history,
+        pruned_at,
+    } = end;
     let u = core.units.remove(&uid).expect("caller checked");
     if let Some(w) = u.worker.as_ref().and_then(|w| core.workers.get_mut(w)) {
         w.units.remove(&uid);
@@ -238,14 +318,37 @@ pub(super) fn finish_unit(
         UnitState::Completed => s.counts.completed += 1,
         UnitState::Diverged => s.counts.diverged += 1,
         UnitState::Cancelled => s.counts.cancelled += 1,
+        UnitState::Pruned => s.counts.pruned += 1,
         _ => s.counts.failed += 1,
+    }
+    let metric = s.spec.metric();
+    let value = metrics
+        .iter()
+        .find(|(n, _)| n == metric)
+        .map(|(_, v)| *v)
+        .filter(|v| v.is_finite());
+    let ended = match (state, value) {
+        (UnitState::Completed, Some(v)) => Ended::Completed(v),
+        (UnitState::Pruned, Some(v)) => Ended::Pruned {
+            step: pruned_at.unwrap_or(0),
+            value: v,
+        },
+        _ => Ended::Failed,
+    };
+    s.searcher.observe(trial, ended);
+    if let Some(sch) = &mut s.scheduler {
+        if matches!(ended, Ended::Completed(_)) {
+            sch.on_completed(trial);
+        } else {
+            sch.on_ended(trial);
+        }
     }
     out.send(Action::UnitFinished {
         unit: uid,
         sweep: sid.clone(),
         trial,
         state,
-        metrics: metrics.clone(),
+        metrics,
         error,
         duration_s,
         worker,
@@ -253,27 +356,22 @@ pub(super) fn finish_unit(
         at: now,
     });
     if state == UnitState::Completed {
-        let metric = s.spec.metric();
         let mode = s.spec.mode();
-        if let Some((_, v)) = metrics.iter().find(|(n, _)| n == metric) {
-            if v.is_finite() {
-                s.searcher.observe(trial, *v);
-                // Ties go to the lower trial number (as Optuna's best_trial), so the best
-                // does not depend on the order in which results arrive.
-                let better =
-                    |b: &Best| mode.better(*v, b.value) || (*v == b.value && trial < b.trial);
-                if s.best.as_ref().is_none_or(better) {
-                    s.best = Some(Best {
-                        trial,
-                        value: *v,
-                        params: u.params,
-                    });
-                    out.send(Action::SweepBest {
-                        sweep: sid.clone(),
-                        trial,
-                        value: *v,
-                    });
-                }
+        if let Some(v) = value {
+            // Ties go to the lower trial number (as Optuna's best_trial), so the best
+            // does not depend on the order in which results arrive.
+            let better = |b: &Best| mode.better(v, b.value) || (v == b.value && trial < b.trial);
+            if s.best.as_ref().is_none_or(better) {
+                s.best = Some(Best {
+                    trial,
+                    value: v,
+                    params: u.params,
+                });
+                out.send(Action::SweepBest {
+                    sweep: sid.clone(),
+                    trial,
+                    value: v,
+                });
             }
         }
     }
@@ -289,6 +387,8 @@ pub(super) fn maybe_finish(core: &mut Core, out: &mut impl Outbox, sid: &SweepId
     if c.pending > 0 || c.running > 0 {
         return;
     }
+    // Pruned trials are results too, but a sweep whose every trial was stopped early
+    // found nothing it can call best.
     s.state = if c.completed > 0 || c.total == 0 {
         SweepState::Completed
     } else {

@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 
 use ridgeline_common::ids::{SweepId, UnitId, WorkerId};
 
+use super::sweeps::{Ending, score};
 use super::*;
+use crate::schedulers::Decision;
 
 /// The number in a worker id `w{n}-{name}`.
 fn worker_number(id: &WorkerId) -> Option<u64> {
@@ -127,6 +129,7 @@ fn next_unit_of(
     let trial = s.next_trial;
     s.next_trial += 1;
     let params = s.searcher.suggest(trial);
+    s.searcher.started(trial, &params);
     let uid = UnitId(core.next_unit);
     core.next_unit += 1;
     s.live.insert(uid);
@@ -148,6 +151,7 @@ fn next_unit_of(
             worker: None,
             holders: Vec::new(),
             deadline: 0,
+            started: now,
         },
     );
     Some(uid)
@@ -167,6 +171,7 @@ fn hold<'a>(core: &'a mut Core, uid: UnitId, worker: &WorkerId, now: Millis) -> 
         u.holders.push(worker.clone());
     }
     u.deadline = now + core.cfg.lease_ttl_ms;
+    u.started = now;
     core.workers
         .get_mut(worker)
         .expect("caller checked the worker")
@@ -267,6 +272,14 @@ pub fn on_units_reported_running(
     }
 }
 
+/// The sweep and trial of a live unit, if `worker` holds or held a lease on it.
+pub fn unit_held_by(core: &Core, unit: UnitId, worker: &WorkerId) -> Option<(SweepId, u32)> {
+    core.units
+        .get(&unit)
+        .filter(|u| u.holders.contains(worker))
+        .map(|u| (u.sweep.clone(), u.trial))
+}
+
 /// Units a worker must stop, without renewing anything (for report replies).
 pub fn take_cancellations(core: &mut Core, worker: &WorkerId) -> Vec<UnitId> {
     core.workers
@@ -284,17 +297,72 @@ pub fn on_progress(
     unit: UnitId,
     step: u32,
     metrics: Vec<(String, f64)>,
+    now: Millis,
 ) {
     let Some(u) = core.units.get(&unit) else {
         return;
     };
-    if u.state == UnitState::Running && u.worker.as_ref() == Some(worker) {
-        out.send(Action::Progress {
-            unit,
-            step,
-            metrics,
-        });
+    if u.state != UnitState::Running || u.worker.as_ref() != Some(worker) {
+        return;
     }
+    let (sid, trial, started) = (u.sweep.clone(), u.trial, u.started);
+    out.send(Action::Progress {
+        unit,
+        step,
+        metrics: metrics.clone(),
+    });
+    let s = core.sweeps.get_mut(&sid).expect("unit's sweep exists");
+    let (metric, mode) = (s.spec.metric(), s.spec.mode());
+    // A non-finite value is the worker's to judge (the trial diverges).
+    let Some(v) = metrics
+        .iter()
+        .find(|(n, _)| n == metric)
+        .map(|(_, v)| *v)
+        .filter(|v| v.is_finite())
+    else {
+        return;
+    };
+    let Some(sch) = &mut s.scheduler else {
+        return;
+    };
+    if let Decision::Prune(why) = sch.on_report(trial, step, score(mode, v)) {
+        prune(core, out, unit, why, metrics, step, started, now);
+    }
+}
+
+/// The scheduler stopped a running unit: it ends `pruned` with the metrics of its last
+/// report (its history is the progress stored so far), its worker is told to stop it,
+/// and its slot is free for the next unit at once.
+#[allow(clippy::too_many_arguments)]
+fn prune(
+    core: &mut Core,
+    out: &mut impl Outbox,
+    uid: UnitId,
+    why: String,
+    metrics: Vec<(String, f64)>,
+    step: u32,
+    started: Millis,
+    now: Millis,
+) {
+    let worker = core.units[&uid].worker.clone();
+    if let Some(w) = worker.as_ref().and_then(|w| core.workers.get_mut(w)) {
+        w.to_cancel.push(uid);
+    }
+    release(core, uid);
+    let sid = core.units[&uid].sweep.clone();
+    let s = core.sweeps.get_mut(&sid).expect("unit's sweep exists");
+    s.unqueue(uid);
+    s.counts.pending -= 1;
+    let end = Ending {
+        state: UnitState::Pruned,
+        metrics,
+        error: why,
+        duration_s: now.saturating_sub(started) as f64 / 1000.0,
+        worker,
+        history: None,
+        pruned_at: Some(step),
+    };
+    finish_unit(core, out, uid, end, now);
 }
 
 /// What a worker's final metrics say, whatever state it claimed: a non-finite value
@@ -389,18 +457,16 @@ pub fn on_unit_finished(
     let s = core.sweeps.get_mut(&sid).expect("checked above");
     s.unqueue(uid);
     s.counts.pending -= 1;
-    finish_unit(
-        core,
-        out,
-        uid,
+    let end = Ending {
         state,
-        outcome.metrics,
-        outcome.error,
-        outcome.duration_s,
-        Some(worker.clone()),
-        outcome.history,
-        now,
-    );
+        metrics: outcome.metrics,
+        error: outcome.error,
+        duration_s: outcome.duration_s,
+        worker: Some(worker.clone()),
+        history: outcome.history,
+        pruned_at: None,
+    };
+    finish_unit(core, out, uid, end, now);
     Ok(Verdict::Accepted)
 }
 
@@ -537,18 +603,7 @@ fn requeue(
             .expect("unit's sweep exists")
             .counts
             .pending -= 1;
-        finish_unit(
-            core,
-            out,
-            uid,
-            UnitState::Failed,
-            vec![],
-            msg,
-            0.0,
-            None,
-            None,
-            now,
-        );
+        finish_unit(core, out, uid, Ending::bare(UnitState::Failed, msg), now);
         return;
     }
     core.sweeps

@@ -1,9 +1,10 @@
 //! Search algorithms: what parameters trial `i` gets.
 //!
-//! Both algorithms here are stateless functions of `(spec, i)`: trial `i` always gets the
-//! same parameters, whichever order trials are generated in and however often the
-//! coordinator restarts. Adaptive algorithms (TPE, ASHA) will add state fed by
-//! [`Searcher::observe`].
+//! Grid, random and Sobol search are stateless functions of `(spec, i)`: trial `i`
+//! always gets the same parameters, whichever order trials are generated in and however
+//! often the coordinator restarts. TPE learns from results ([`Searcher::observe`]); its
+//! state is rebuilt from the stored trials after a restart, and it is deterministic for
+//! a seed given the order in which results arrived.
 
 use ridgeline_common::params::{ParamValue, Params};
 use ridgeline_common::rng::Rng;
@@ -11,16 +12,39 @@ use ridgeline_common::spec::{Algorithm, ParamSpec, SweepKind, SweepSpec};
 
 mod grid;
 mod random;
+mod sobol;
+pub mod tpe;
 
 use grid::GridSearch;
 use random::RandomSearch;
+use sobol::SobolSearch;
+use tpe::Tpe;
 
-/// Proposes trial parameters.
+/// How a trial ended, as a searcher learns it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Ended {
+    /// Completed with this value of the sweep's metric.
+    Completed(f64),
+    /// Stopped early by the scheduler, last reporting `value` at `step`.
+    Pruned {
+        /// Its last reported step.
+        step: u32,
+        /// The metric's value there.
+        value: f64,
+    },
+    /// Failed, diverged or cancelled: it says nothing about the objective.
+    Failed,
+}
+
+/// Proposes trial parameters. Lives in the pure core: no I/O, no clock.
 pub trait Searcher: Send {
-    /// Parameters of trial `i` (`i` below the sweep's total).
+    /// Parameters of trial `i` (`i` below the sweep's total), given what was observed.
     fn suggest(&mut self, i: u32) -> Params;
-    /// A finished trial's metric value; stateless searchers ignore it.
-    fn observe(&mut self, _i: u32, _value: f64) {}
+    /// Trial `i` runs with these parameters: called after `suggest`'s result was taken,
+    /// and for every stored trial when the core is rebuilt after a restart.
+    fn started(&mut self, _i: u32, _params: &Params) {}
+    /// Trial `i` ended; adaptive searchers learn from it.
+    fn observe(&mut self, _i: u32, _ended: Ended) {}
 }
 
 /// The searcher a spec asks for.
@@ -28,16 +52,24 @@ pub fn searcher_for(spec: &SweepSpec) -> Box<dyn Searcher> {
     if spec.kind == SweepKind::Landscape {
         return Box::new(Tiles);
     }
-    match spec.search.algorithm {
+    let s = &spec.search;
+    match s.algorithm {
         Algorithm::Grid => Box::new(GridSearch {
             grid: spec.grid(),
-            space: spec.search.space.clone(),
-            seed: spec.search.seed,
+            space: s.space.clone(),
+            seed: s.seed,
         }),
         Algorithm::Random => Box::new(RandomSearch {
-            space: spec.search.space.clone(),
-            seed: spec.search.seed,
+            space: s.space.clone(),
+            seed: s.seed,
         }),
+        Algorithm::Sobol => Box::new(SobolSearch::new(s.space.clone(), s.seed)),
+        Algorithm::Tpe => Box::new(Tpe::new(
+            s.space.clone(),
+            s.seed,
+            spec.mode(),
+            s.tpe.clone(),
+        )),
     }
 }
 
@@ -50,6 +82,26 @@ pub const TILE_PARAM: &str = "tile";
 impl Searcher for Tiles {
     fn suggest(&mut self, i: u32) -> Params {
         Params::from([(TILE_PARAM.to_owned(), ParamValue::Int(i64::from(i)))])
+    }
+}
+
+/// The value at position `u` in [0, 1) of a dimension: the inverse of its uniform
+/// (or log-uniform) distribution, for quasi-random points.
+pub fn from_unit(spec: &ParamSpec, u: f64) -> ParamValue {
+    let u = u.clamp(0.0, 1.0 - f64::EPSILON);
+    match spec {
+        ParamSpec::Uniform { low, high } => ParamValue::Float(low + (high - low) * u),
+        ParamSpec::Loguniform { low, high } => {
+            let (a, b) = (low.ln(), high.ln());
+            ParamValue::Float((a + (b - a) * u).exp().min(*high).max(*low))
+        }
+        ParamSpec::Int { low, high } => {
+            let span = (high - low) as f64 + 1.0;
+            ParamValue::Int((low + (u * span) as i64).min(*high))
+        }
+        ParamSpec::Choice { values } | ParamSpec::Grid { values } => {
+            values[((u * values.len() as f64) as usize).min(values.len() - 1)].clone()
+        }
     }
 }
 

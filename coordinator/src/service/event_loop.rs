@@ -38,6 +38,7 @@ pub(super) enum Event {
         worker: WorkerId,
         progress: Vec<ProgressItem>,
         outcomes: Vec<(Outcome, Vec<proto::Artifact>)>,
+        logs: Vec<proto::LogChunk>,
         reply: Reply<Vec<UnitId>>,
     },
     /// A heartbeat with the units the worker is running.
@@ -329,6 +330,7 @@ impl EventLoop {
                     worker,
                     progress,
                     outcomes,
+                    logs,
                     reply,
                 } => {
                     // A report proves the worker alive, like a heartbeat. A worker the
@@ -346,8 +348,10 @@ impl EventLoop {
                     reported.dedup();
                     core::on_units_reported_running(c, &mut out, &worker, &reported, now);
                     for (unit, step, metrics) in progress {
-                        core::on_progress(c, &mut out, &worker, unit, step, metrics);
+                        core::on_progress(c, &mut out, &worker, unit, step, metrics, now);
                     }
+                    self.write_logs(&worker, logs);
+                    let c = &mut self.core;
                     for (o, arts) in outcomes {
                         let unit = o.unit;
                         match core::on_unit_finished(c, &mut out, &worker, o, now) {
@@ -484,6 +488,30 @@ impl EventLoop {
         }
         self.hessian_rounds(out, now);
         self.store.apply(out).map_err(|e| e.to_string())
+    }
+
+    /// Stores log chunks of units this worker holds or held last. Logs are best effort:
+    /// a chunk that cannot be written is reported, never fails the batch.
+    fn write_logs(&self, worker: &WorkerId, logs: Vec<proto::LogChunk>) {
+        for chunk in logs {
+            let unit = UnitId(chunk.unit_id);
+            let target = match core::unit_held_by(&self.core, unit, worker) {
+                Some(t) => Some(t),
+                // A stopped trial's last lines arrive after it ended.
+                None => match self.store.unit_owner(unit) {
+                    Ok(Some((sid, trial, Some(w)))) if w == worker.as_str() => Some((sid, trial)),
+                    _ => None,
+                },
+            };
+            let Some((sid, trial)) = target else {
+                warn!(worker = %worker, unit = %unit, "log chunk for a unit this worker does not hold; dropped");
+                continue;
+            };
+            let path = logs::log_path(&self.data_dir, &sid, trial, chunk.attempt);
+            if let Err(e) = logs::write_chunk(&path, chunk.attempt, chunk.offset, &chunk.data) {
+                warn!(sweep = %sid, trial, "trial log: {e}");
+            }
+        }
     }
 
     /// What happens once a batch is durable: scans that ended are assembled, deleted

@@ -132,6 +132,7 @@ fn now_ms() -> u64 {
 }
 
 mod event_loop;
+mod logs;
 mod scans;
 mod sweep_api;
 mod worker_api;

@@ -1,6 +1,7 @@
 //! The client-facing gRPC service: submit, status, watch, cancel, list, results.
 
 use super::*;
+use super::logs;
 
 pub(super) struct SweepApi {
     pub(super) h: Handle,
@@ -291,6 +292,53 @@ impl sweep_service_server::SweepService for SweepApi {
         self.h.call(|tx| Event::Delete(id.clone(), tx)).await?;
         info!(sweep = %id, bytes_freed, "sweep deleted");
         Ok(Response::new(proto::DeleteSweepResponse { bytes_freed }))
+    }
+
+    async fn get_trial_log(
+        &self,
+        req: Request<proto::GetTrialLogRequest>,
+    ) -> Result<Response<proto::GetTrialLogResponse>, Status> {
+        let r = req.into_inner();
+        let id = sweep_id(&r.sweep_id)?;
+        // Unknown sweeps are NOT_FOUND, whether or not their trial exists.
+        self.h.call(|tx| Event::Status(id.clone(), tx)).await?;
+        let max = match r.max_bytes {
+            0 => 1 << 20,
+            n => n.min(8 << 20) as usize,
+        };
+        let data_dir = self.data_dir.clone();
+        let resp = tokio::task::spawn_blocking(move || -> Result<_, Status> {
+            let store = Store::open_read_only(&db_path(&data_dir))
+                .map_err(|e| Status::internal(e.to_string()))?;
+            let (state, attempts) = store
+                .trial_attempts(&id, r.trial)
+                .map_err(|e| Status::internal(e.to_string()))?
+                .ok_or_else(|| {
+                    Status::not_found(format!("sweep {id} has no trial {} (yet)", r.trial))
+                })?;
+            let attempt = match r.attempt {
+                0 => attempts.max(1),
+                a if a <= attempts => a,
+                a => {
+                    return Err(Status::out_of_range(format!(
+                        "attempt: trial {} has had {attempts} attempt(s), not {a}",
+                        r.trial
+                    )));
+                }
+            };
+            let path = logs::log_path(&data_dir, &id, r.trial, attempt);
+            let data = logs::read(&path, r.offset, max).map_err(Status::internal)?;
+            Ok(proto::GetTrialLogResponse {
+                next_offset: r.offset + data.len() as u64,
+                data,
+                attempt,
+                attempts,
+                state: unit_state_to_proto(state) as i32,
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(resp))
     }
 
     async fn get_results(

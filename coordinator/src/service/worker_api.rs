@@ -90,6 +90,7 @@ impl worker_service_server::WorkerService for WorkerApi {
                 worker,
                 progress,
                 outcomes,
+                logs: r.logs,
                 reply,
             })
             .await?;
