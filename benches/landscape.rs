@@ -24,7 +24,7 @@ fn mnist() -> (Tensor, Tensor) {
         "name = \"b\"\n[data]\npath = \"{root}/examples/data/mnist10k-images-idx3-ubyte.gz\"\nlabels = \"{root}/examples/data/mnist10k-labels-idx1-ubyte.gz\"\nnormalize = \"max\"\nval_fraction = 0.0001\n[search]\n"
     ))
     .unwrap();
-    let ds = data::load(&spec.data, DataFormat::Idx).unwrap();
+    let ds = data::load(spec.data(), DataFormat::Idx).unwrap();
     let s = &ds.train;
     (
         Tensor::from_slice(&s.x, (s.len(), s.dim), &Device::Cpu).unwrap(),

@@ -158,10 +158,19 @@ pub async fn submit_spec(
     spec_path: &std::path::Path,
     spec: &SweepSpec,
 ) -> Result<proto::SubmitSweepResponse> {
-    let fields = [
-        ("data.path", Some(&spec.data.path)),
-        ("data.labels", spec.data.labels.as_ref()),
-    ];
+    let fields = match &spec.data {
+        Some(d) => vec![("data.path", Some(&d.path)), ("data.labels", d.labels.as_ref())],
+        None => vec![],
+    };
+    if let Some(w) = spec.trial.as_ref().and_then(|t| t.workdir.as_ref()) {
+        // Workers on this machine run the command there; elsewhere it must exist too.
+        anyhow::ensure!(
+            w.is_dir(),
+            "{}: trial.workdir: not a folder: {}",
+            spec_path.display(),
+            w.display()
+        );
+    }
     for (field, p) in fields {
         if let Some(p) = p {
             anyhow::ensure!(
@@ -287,6 +296,62 @@ pub fn summary(s: &proto::SweepStatus) -> String {
         );
     }
     line
+}
+
+/// Prints a trial's log to stdout; with `follow`, keeps polling until the trial is
+/// final and its log fully read.
+pub async fn logs(
+    client: &mut Client,
+    sweep: &str,
+    trial: u32,
+    attempt: u32,
+    follow: bool,
+) -> Result<()> {
+    use std::io::Write;
+    let mut offset = 0;
+    let mut attempt = attempt;
+    loop {
+        let r = client
+            .get_trial_log(proto::GetTrialLogRequest {
+                sweep_id: sweep.to_owned(),
+                trial,
+                attempt,
+                offset,
+                max_bytes: 0,
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        if attempt == 0 {
+            // Follow the attempt that was latest when we started.
+            attempt = r.attempt;
+        }
+        let got = !r.data.is_empty();
+        std::io::stdout().write_all(&r.data)?;
+        std::io::stdout().flush()?;
+        offset = r.next_offset;
+        let running = matches!(
+            proto::UnitState::try_from(r.state),
+            Ok(proto::UnitState::Pending | proto::UnitState::Running)
+        );
+        if got {
+            continue;
+        }
+        if !follow {
+            return Ok(());
+        }
+        if r.attempts > attempt {
+            // The attempt ended and the trial runs again: follow the new one.
+            attempt = r.attempts;
+            offset = 0;
+            eprintln!("--- attempt {attempt} ---");
+            continue;
+        }
+        if !running {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Whether a failed call may succeed later (the coordinator restarting, a network

@@ -139,6 +139,10 @@ enum Cmd {
         /// [env: RIDGELINE_METRICS_LISTEN] [default: 0.0.0.0:9872].
         #[arg(long)]
         metrics_listen: Option<String>,
+        /// Where command trials keep their files; shared storage lets a trial re-run on
+        /// another node resume [env: RIDGELINE_TRIAL_ROOT] [default: ridgeline-trials].
+        #[arg(long)]
+        trial_root: Option<PathBuf>,
     },
     /// Submit a sweep to a coordinator and print its id.
     Submit {
@@ -190,6 +194,21 @@ enum Cmd {
         /// Write to this file instead of standard output.
         #[arg(long, short)]
         output: Option<PathBuf>,
+    },
+    /// Print a command trial's log (its stdout and stderr, report lines left out).
+    Logs {
+        /// Sweep id.
+        sweep: String,
+        /// Trial number.
+        trial: u32,
+        #[command(flatten)]
+        c: CoordinatorFlag,
+        /// Keep printing new output until the trial ends.
+        #[arg(long, short)]
+        follow: bool,
+        /// Which attempt [default: the latest].
+        #[arg(long)]
+        attempt: Option<u32>,
     },
 }
 
@@ -336,6 +355,7 @@ fn run() -> Result<()> {
                 name,
                 memory_bytes,
                 metrics_listen,
+                trial_root,
             } => {
                 s.metrics_listen = metrics_listen.or(s.metrics_listen.take());
                 let metrics = observe::start(
@@ -354,6 +374,9 @@ fn run() -> Result<()> {
                     poll_interval: Duration::from_millis(250),
                     security: s.security()?,
                     memory_bytes: memory_bytes.or(s.memory_bytes),
+                    trial_root: trial_root
+                        .or(s.trial_root.clone())
+                        .unwrap_or_else(|| "ridgeline-trials".into()),
                 };
                 runner::run(cfg, terminated()).await?;
                 Ok(())
@@ -452,6 +475,16 @@ fn run() -> Result<()> {
                 }
                 Ok(())
             }
+            Cmd::Logs {
+                sweep,
+                trial,
+                c,
+                follow,
+                attempt,
+            } => {
+                let mut client = connect(&s, c).await?;
+                client::logs(&mut client, &sweep, trial, attempt.unwrap_or(0), follow).await
+            }
         }
     })
 }
@@ -512,6 +545,10 @@ async fn cmd_run(s: &Settings, spec: &Path, workers: u32, out: &Path) -> Result<
             poll_interval: Duration::from_millis(100),
             security: security.clone(),
             memory_bytes: s.memory_bytes,
+            trial_root: s
+                .trial_root
+                .clone()
+                .unwrap_or_else(|| out.join("trial-dirs")),
         };
         pool.push(tokio::spawn(runner::run(
             cfg,

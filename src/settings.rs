@@ -55,6 +55,11 @@ pub struct Settings {
     pub metrics_listen: Option<String>,
     /// Coordinator: seconds a finished sweep's series stay in the metrics.
     pub metrics_retention_s: u64,
+    /// Worker: where command trials keep their files (`RIDGELINE_TRIAL_DIR` is a folder
+    /// under it). Put it on storage all workers share, and a trial re-run on another
+    /// node finds what its earlier attempt saved. Default: `ridgeline-trials` (for
+    /// `run`: `trial-dirs` in the data folder).
+    pub trial_root: Option<PathBuf>,
 }
 
 /// The settings' names, as environment variables take them (`RIDGELINE_` + upper case).
@@ -80,6 +85,7 @@ const KEYS: &[&str] = &[
     "timeout_s",
     "metrics_listen",
     "metrics_retention_s",
+    "trial_root",
 ];
 
 /// The `RIDGELINE_*` variables that name a setting. Others (`RIDGELINE_BIN` in the Slurm
@@ -117,6 +123,7 @@ impl Default for Settings {
             timeout_s: 10,
             metrics_listen: None,
             metrics_retention_s: ridgeline_coordinator::DEFAULT_METRICS_RETENTION_MS / 1000,
+            trial_root: None,
         }
     }
 }

@@ -186,7 +186,7 @@ fn data_errors() {
     ];
     for (path, extra, want) in cases {
         let spec = spec_for(&path, extra);
-        let e = data::load(&spec.data, spec.data_format())
+        let e = data::load(spec.data(), spec.data_format())
             .expect_err(&want)
             .to_string();
         let want = format!("{}: {want}", path.display());
@@ -197,7 +197,7 @@ fn data_errors() {
     let img = write("i.idx", &[0, 0, 8, 1, 0, 0, 0, 1, 5]);
     let lab = write("l.idx", &[0, 0, 8, 1, 0, 0, 0, 1, 5]);
     let spec = spec_for(&img, &format!("labels = {:?}\n", lab.to_str().unwrap()));
-    let e = data::load(&spec.data, DataFormat::Idx)
+    let e = data::load(spec.data(), DataFormat::Idx)
         .unwrap_err()
         .to_string();
     assert!(

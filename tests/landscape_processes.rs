@@ -103,7 +103,7 @@ fn distributed_scan_matches_closed_form_and_is_bit_identical_to_one_worker() {
     // Closed form in f64: r(α, β) = e0 + α e1 + β e2 over the training split, where
     // e0 = X wᵀ + b - t and e_i = X d_iᵀ + db_i; L = mean(r²).
     let spec = SweepSpec::from_file(&spec_path).unwrap();
-    let ds = ridgeline_worker::data::load(&spec.data, spec.data_format()).unwrap();
+    let ds = ridgeline_worker::data::load(spec.data(), spec.data_format()).unwrap();
     let tr = &ds.train;
     let st =
         candle_core::safetensors::load(dir.path().join("linear/model.safetensors"), &Device::Cpu)
@@ -213,7 +213,7 @@ fn distributed_hessian_of_a_linear_regression() {
 
     // The exact Hessian from the training split the workers used.
     let spec = SweepSpec::from_file(&spec_path).unwrap();
-    let ds = ridgeline_worker::data::load(&spec.data, spec.data_format()).unwrap();
+    let ds = ridgeline_worker::data::load(spec.data(), spec.data_format()).unwrap();
     let tr = &ds.train;
     let (n, d) = (tr.len(), tr.dim);
     let mut hm = vec![vec![0.0; d + 1]; d + 1];

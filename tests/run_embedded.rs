@@ -62,7 +62,7 @@ fn run_writes_results_and_a_best_checkpoint_that_reproduces_its_score() {
         candle_core::safetensors::load(best.join("model.safetensors"), &Device::Cpu).unwrap();
     let model = Mlp::from_tensors(config, &tensors).unwrap();
     let spec = SweepSpec::from_file(&spec_path).unwrap();
-    let ds = data::load(&spec.data, spec.data_format()).unwrap();
+    let ds = data::load(spec.data(), spec.data_format()).unwrap();
     // The normalisation stored with the weights is the one the split produces.
     let mean = tensors["input.mean"].to_vec1::<f32>().unwrap();
     assert_eq!(mean, ds.mean);

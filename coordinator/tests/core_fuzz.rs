@@ -181,7 +181,7 @@ impl World {
             }
             Op::Progress { worker, unit } => {
                 let (w, u) = (wid(worker), uid(unit));
-                core::on_progress(c, &mut out, &w, u, 1, vec![("val_loss".into(), 0.3)]);
+                core::on_progress(c, &mut out, &w, u, 1, vec![("val_loss".into(), 0.3)], now);
             }
             Op::Report {
                 worker,

@@ -413,7 +413,8 @@ mod tests {
             path.display().to_string()
         ))
         .unwrap()
-        .data
+        .data()
+        .clone()
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The Ridgeline worker: leases units from the coordinator and runs them with candle.
 
 pub mod data;
+pub mod executors;
 pub mod landscape;
 pub mod memory;
 pub mod model;

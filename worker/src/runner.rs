@@ -14,15 +14,14 @@ use tokio::sync::mpsc;
 use tonic::{Code, Status};
 use tracing::{debug, info, warn};
 
-use ridgeline_common::params::params_from_proto;
 use ridgeline_common::proto::{self, worker_service_client::WorkerServiceClient};
 use ridgeline_common::spec::SweepSpec;
 use ridgeline_common::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 
 use crate::data::{self, Dataset};
 use crate::telemetry::{RunningUnit, WorkerMetrics};
-use crate::train::{self, TrialEnd};
-use ridgeline_common::landscape::ScanUnit;
+use crate::executors;
+use crate::train::TrialEnd;
 use ridgeline_common::telemetry::ReadyFlag;
 
 type Client = WorkerServiceClient<AuthChannel>;
@@ -47,6 +46,10 @@ pub struct WorkerConfig {
     pub memory_bytes: Option<u64>,
     /// Set while the worker is registered with its coordinator (`/readyz`).
     pub ready: Option<ReadyFlag>,
+    /// Where command trials keep their files (`RIDGELINE_TRIAL_DIR` is a folder under
+    /// it). On storage that all workers share, a trial re-run elsewhere finds what its
+    /// earlier attempt saved.
+    pub trial_root: std::path::PathBuf,
 }
 
 /// Errors that stop a worker.
@@ -93,7 +96,7 @@ pub(crate) fn dataset(spec: &SweepSpec) -> Result<Arc<Dataset>, String> {
     if let Some(d) = cache.lock().expect("cache lock").get(&key) {
         return Ok(d.clone());
     }
-    let d = Arc::new(data::load(&spec.data, spec.data_format()).map_err(|e| e.to_string())?);
+    let d = Arc::new(data::load(spec.data(), spec.data_format()).map_err(|e| e.to_string())?);
     cache.lock().expect("cache lock").insert(key, d.clone());
     Ok(d)
 }
@@ -162,6 +165,8 @@ impl BlobFetcher {
 
 enum TrialEvent {
     Progress(proto::Progress),
+    /// Bytes of a unit's log: unit, attempt, data.
+    Log(u64, u32, Vec<u8>),
     /// `None` when the unit was cancelled: nothing to report.
     Done(u64, Option<proto::Outcome>),
 }
@@ -176,9 +181,11 @@ fn metrics(m: &[(String, f64)]) -> Vec<proto::Metric> {
 }
 
 /// Runs a unit to its end on the calling thread.
+#[allow(clippy::too_many_arguments)]
 fn execute(
     unit: &proto::Unit,
     device: &Device,
+    cfg: &WorkerConfig,
     memory_bytes: u64,
     cancel: &AtomicBool,
     tx: &mpsc::UnboundedSender<TrialEvent>,
@@ -193,35 +200,12 @@ fn execute(
     // Set once the unit's kind is known (its spec is fetched first).
     let mut running: Option<RunningUnit> = None;
     let mut points = 0u64;
-    let result = (|| -> Result<train::TrialOutput, crate::UnitError> {
+    let result = (|| -> Result<crate::train::TrialOutput, crate::UnitError> {
         let spec = sweep_spec(&unit.sweep_id, fetch)?;
-        let t = match &unit.work {
-            Some(proto::unit::Work::Train(t)) => {
-                running = Some(wm.unit_started("train"));
-                t
-            }
-            Some(proto::unit::Work::Tile(t)) => {
-                let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
-                running = Some(match l.unit(t.tile_index as usize) {
-                    ScanUnit::Tile(i) => {
-                        points = l.tile_range(i).len() as u64;
-                        wm.unit_started("tile")
-                    }
-                    ScanUnit::Hvp { .. } => wm.unit_started("hvp"),
-                });
-                return crate::landscape::exec::run_unit(
-                    &unit.sweep_id,
-                    &spec,
-                    t.tile_index,
-                    fetch,
-                    device,
-                    memory_bytes,
-                );
-            }
-            None => return Err("unit carries no work this worker understands".into()),
-        };
-        let params = params_from_proto(&t.params)?;
-        let data = dataset(&spec)?;
+        let exec = executors::for_unit(unit, &spec)?;
+        let kind = exec.kind(unit, &spec);
+        running = Some(wm.unit_started(kind));
+        points = executors::points_of(unit, &spec);
         let mut progress = |step: u32, m: Vec<(String, f64)>| {
             let p = proto::Progress {
                 unit_id,
@@ -229,11 +213,26 @@ fn execute(
                 metrics: metrics(&m),
             };
             history.push(p.clone());
-            wm.epochs(1);
+            if kind != "command" || !m.is_empty() {
+                wm.epochs(1);
+            }
             let _ = tx.send(TrialEvent::Progress(p));
         };
-        train::run_trial(&spec, &params, &data, device, cancel, &mut progress)
-            .map_err(|e| e.to_string().into())
+        let mut log = |bytes: &[u8]| {
+            let _ = tx.send(TrialEvent::Log(unit_id, unit.attempt, bytes.to_vec()));
+        };
+        exec.run(&mut executors::UnitCtx {
+            unit,
+            spec: &spec,
+            device,
+            device_name: &cfg.device,
+            memory_bytes,
+            cancel,
+            fetch,
+            trial_root: &cfg.trial_root,
+            progress: &mut progress,
+            log: &mut log,
+        })
     })();
     let duration_s = start.elapsed().as_secs_f64();
     let mut permanent = false;
@@ -301,6 +300,10 @@ struct Worker {
     running: HashMap<u64, Arc<AtomicBool>>,
     progress: Vec<proto::Progress>,
     outcomes: VecDeque<proto::Outcome>,
+    /// Log bytes not yet acknowledged, one chunk per unit and attempt.
+    logs: Vec<proto::LogChunk>,
+    /// Bytes of each running unit's log so far (the next chunk's offset).
+    log_offsets: HashMap<(u64, u32), u64>,
     tx: mpsc::UnboundedSender<TrialEvent>,
 }
 
@@ -330,6 +333,7 @@ impl Worker {
         let tx = self.tx.clone();
         let device = self.device.clone();
         let memory = self.memory_bytes;
+        let cfg = self.cfg.clone();
         let fetcher = BlobFetcher {
             client: client.clone(),
             runtime: tokio::runtime::Handle::current(),
@@ -344,6 +348,7 @@ impl Worker {
                 execute(
                     &unit,
                     &device,
+                    &cfg,
                     memory,
                     &cancel,
                     &tx,
@@ -472,8 +477,10 @@ impl Worker {
                 ev = rx.recv() => {
                     match ev.expect("the worker holds a sender") {
                         TrialEvent::Progress(p) => self.progress.push(p),
+                        TrialEvent::Log(unit, attempt, data) => self.log(unit, attempt, data),
                         TrialEvent::Done(unit, outcome) => {
                             self.running.remove(&unit);
+                            self.log_offsets.retain(|(u, _), _| *u != unit);
                             next_lease = tokio::time::Instant::now();
                             if let Some(o) = outcome {
                                 self.outcomes.push_back(o);
@@ -495,24 +502,54 @@ impl Worker {
 
     /// Sends buffered progress and outcomes; they are dropped only once acknowledged.
     async fn report(&mut self, client: &mut Client, id: &str) -> Result<(), Status> {
-        if self.progress.is_empty() && self.outcomes.is_empty() {
+        if self.progress.is_empty() && self.outcomes.is_empty() && self.logs.is_empty() {
             return Ok(());
         }
         let req = proto::ReportRequest {
             worker_id: id.to_owned(),
             progress: self.progress.clone(),
             outcomes: self.outcomes.iter().cloned().collect(),
+            logs: self.logs.clone(),
         };
         match client.report(req).await {
             Ok(r) => {
                 self.progress.clear();
                 self.outcomes.clear();
+                self.logs.clear();
                 self.cancel(&r.into_inner().cancel_units);
                 Ok(())
             }
             // Nothing of an unacknowledged report was taken (the coordinator restarted,
             // or could not store it): register again (same id) and send it all again.
             Err(s) => Err(s),
+        }
+    }
+
+    /// Buffers log bytes for the next report, merged with the unit's pending chunk.
+    /// Past the coordinator's cap, bytes are dropped here rather than sent for nothing.
+    fn log(&mut self, unit: u64, attempt: u32, data: Vec<u8>) {
+        const MAX_LOG_BYTES: u64 = 64 << 20;
+        let offset = self.log_offsets.entry((unit, attempt)).or_insert(0);
+        if *offset >= MAX_LOG_BYTES {
+            return;
+        }
+        let at = *offset;
+        *offset += data.len() as u64;
+        match self.logs.last_mut() {
+            Some(c)
+                if c.unit_id == unit
+                    && c.attempt == attempt
+                    && c.offset + c.data.len() as u64 == at
+                    && c.data.len() < 1 << 20 =>
+            {
+                c.data.extend_from_slice(&data)
+            }
+            _ => self.logs.push(proto::LogChunk {
+                unit_id: unit,
+                attempt,
+                offset: at,
+                data,
+            }),
         }
     }
 
@@ -608,6 +645,8 @@ pub async fn run(
         running: HashMap::new(),
         progress: Vec::new(),
         outcomes: VecDeque::new(),
+        logs: Vec::new(),
+        log_offsets: HashMap::new(),
         tx,
     };
     let mut shutdown = std::pin::pin!(shutdown);

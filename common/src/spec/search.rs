@@ -159,7 +159,8 @@ pub struct SearchSpec {
     pub scheduler: Option<SchedulerSpec>,
 }
 
-/// Settings of the TPE sampler; the defaults are Optuna's, except `constant_liar`.
+/// Settings of the TPE sampler; the defaults are Optuna 5's (multivariate, constant
+/// liar).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TpeSpec {
@@ -170,9 +171,9 @@ pub struct TpeSpec {
     /// Candidates drawn from the good-trial density; the best ratio wins.
     #[serde(default = "defaults::tpe_candidates")]
     pub n_ei_candidates: u32,
-    /// Model the joint density of all parameters (Optuna's `multivariate=True`) instead
-    /// of one density per parameter.
-    #[serde(default)]
+    /// Model the joint density of all parameters (Optuna's `multivariate=True`, its
+    /// default since 5.0); `false` draws each parameter from its own density.
+    #[serde(default = "defaults::yes")]
     pub multivariate: bool,
     /// Treat running trials as bad results, so that parallel workers do not receive
     /// the same suggestion (Optuna's `constant_liar`).
@@ -191,7 +192,7 @@ impl Default for TpeSpec {
         TpeSpec {
             n_startup_trials: defaults::tpe_startup(),
             n_ei_candidates: defaults::tpe_candidates(),
-            multivariate: false,
+            multivariate: true,
             constant_liar: true,
             prior_weight: 1.0,
             consider_endpoints: false,

@@ -365,6 +365,7 @@ fn a_worker_readopts_its_running_units_after_a_restart() {
             finals: Counts::default(),
             live: vec![stored(a, 0), stored(b, 1)],
             released: None,
+            trials: vec![],
         },
         10,
     );
@@ -525,6 +526,7 @@ fn after_a_restart_leased_units_wait_a_lease_for_their_worker() {
         finals: Counts::default(),
         live: vec![stored],
         released: None,
+        trials: vec![],
     };
     on_sweep_restored(&mut core, &mut out, restored, 100);
     // Another worker comes back first: it gets fresh trials, not the held unit.

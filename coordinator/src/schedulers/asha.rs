@@ -55,7 +55,7 @@ impl Asha {
     }
 
     /// Ray draws a trial's bracket with probability ∝ e^(rungs in it).
-    fn bracket_of(&mut self, trial: u32) -> usize {
+    pub(super) fn bracket_of(&mut self, trial: u32) -> usize {
         if let Some(&b) = self.of.get(&trial) {
             return b;
         }

@@ -1,4 +1,4 @@
-//! Tree-structured Parzen Estimator, as Optuna's `TPESampler` does it (Optuna 3/4,
+//! Tree-structured Parzen Estimator, as Optuna's `TPESampler` does it (Optuna 5.0,
 //! `optuna/samplers/_tpe`): the same startup phase, gamma split, weights, bandwidth rule
 //! (with its "magic clip"), prior kernel, truncated-normal and categorical kernels,
 //! `n_ei_candidates` draws from the good density and the best ratio l(x)/g(x), in the
@@ -346,7 +346,7 @@ impl Parzen {
                     Dim::Cat(values) => Self::categorical(&col, values.len(), cfg),
                     Dim::Num {
                         low, high, step, ..
-                    } => Self::numerical(&col, *low, *high, *step, dims.len(), cfg),
+                    } => Self::numerical(&col, *low, *high, *step, cfg),
                 }
             })
             .collect();
@@ -372,56 +372,40 @@ impl Parzen {
         Kernels::Cat(w)
     }
 
-    fn numerical(
-        mus: &[f64],
-        low: f64,
-        high: f64,
-        step: Option<f64>,
-        n_dims: usize,
-        cfg: &TpeSpec,
-    ) -> Kernels {
+    /// Optuna 5's bandwidth rule: each kernel as wide as the larger gap to its
+    /// neighbours among the observations and the range's ends (the same for the
+    /// univariate and the multivariate estimator), clipped to [range / min(100,
+    /// kernels + 1), range]; the prior is centred with the range's width.
+    fn numerical(mus: &[f64], low: f64, high: f64, step: Option<f64>, cfg: &TpeSpec) -> Kernels {
         let s0 = step.unwrap_or(0.0);
-        let width = high - low + s0;
-        let prior_mu = 0.5 * (low + high);
+        let (lo, hi) = (low - s0 / 2.0, high + s0 / 2.0);
+        let width = hi - lo;
         let n = mus.len();
-        let mut sigmas: Vec<f64> = if cfg.multivariate {
-            let sigma = 0.2 * (n.max(1) as f64).powf(-1.0 / (n_dims as f64 + 4.0)) * width;
-            vec![sigma; n]
-        } else {
-            // Each kernel is as wide as the larger gap to its neighbours, the prior's
-            // centre and the range's ends included.
-            let mut with_prior: Vec<f64> = mus.to_vec();
-            with_prior.push(prior_mu);
-            let mut order: Vec<usize> = (0..with_prior.len()).collect();
-            order.sort_by(|&a, &b| with_prior[a].total_cmp(&with_prior[b]));
-            let mut ends = Vec::with_capacity(with_prior.len() + 2);
-            ends.push(low - s0 / 2.0);
-            ends.extend(order.iter().map(|&i| with_prior[i]));
-            ends.push(high + s0 / 2.0);
-            let m = ends.len();
-            let mut sorted: Vec<f64> = (1..m - 1)
-                .map(|i| (ends[i] - ends[i - 1]).max(ends[i + 1] - ends[i]))
-                .collect();
-            if !cfg.consider_endpoints && m >= 4 {
-                sorted[0] = ends[2] - ends[1];
-                let k = sorted.len() - 1;
-                sorted[k] = ends[m - 2] - ends[m - 3];
-            }
-            let mut out = vec![0.0; with_prior.len()];
-            for (rank, &i) in order.iter().enumerate() {
-                out[i] = sorted[rank];
-            }
-            out.truncate(n);
-            out
-        };
+        let mut order: Vec<usize> = (0..n).collect();
+        order.sort_by(|&a, &b| mus[a].total_cmp(&mus[b]));
+        let mut ends = Vec::with_capacity(n + 2);
+        ends.push(lo);
+        ends.extend(order.iter().map(|&i| mus[i]));
+        ends.push(hi);
+        let m = ends.len();
+        let mut sorted: Vec<f64> = (1..m - 1)
+            .map(|i| (ends[i] - ends[i - 1]).max(ends[i + 1] - ends[i]))
+            .collect();
+        if !cfg.consider_endpoints && m >= 4 {
+            sorted[0] = ends[2] - ends[1];
+            sorted[n - 1] = ends[m - 2] - ends[m - 3];
+        }
+        let mut sigmas = vec![0.0; n];
+        for (rank, &i) in order.iter().enumerate() {
+            sigmas[i] = sorted[rank];
+        }
         // Optuna's "magic clip": no kernel narrower than the range over (kernels + 1).
-        let max_sigma = width;
         let min_sigma = width / 100f64.min(1.0 + (n + 1) as f64);
         sigmas
             .iter_mut()
-            .for_each(|s| *s = s.clamp(min_sigma, max_sigma));
+            .for_each(|s| *s = s.clamp(min_sigma, width));
         let mut mus = mus.to_vec();
-        mus.push(prior_mu);
+        mus.push(0.5 * (lo + hi));
         sigmas.push(width);
         Kernels::Num {
             mus,

@@ -1,0 +1,326 @@
+//! Command trials: the user's program as a trial.
+//!
+//! Parameters reach the program as `{name}` substitutions in its command line, as
+//! `RIDGELINE_PARAMS` (one JSON object) and as `RIDGELINE_PARAM_<NAME>`; it also gets
+//! `RIDGELINE_SWEEP_ID`, `RIDGELINE_TRIAL_ID`, `RIDGELINE_ATTEMPT`, `RIDGELINE_TRIAL_DIR`
+//! (the same folder on every attempt, for its checkpoints), `RIDGELINE_REPORT_FILE` and,
+//! on a GPU worker, `CUDA_VISIBLE_DEVICES`. Report lines become progress; every other
+//! line of stdout and stderr goes to the trial's log. Exit 0 with the sweep's metric
+//! reported: completed; a NaN or infinite metric: diverged (stopped at once); a
+//! non-zero exit: failed with the tail of stderr; past `timeout`: failed.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ridgeline_common::params::{Params, params_from_proto};
+use ridgeline_common::proto;
+use ridgeline_common::spec::trial::{
+    self as t, Command as CommandLine, param_env_name, param_text, params_json, shell_quote,
+};
+use ridgeline_common::spec::{SweepSpec, TrialSpec};
+
+use super::{Executor, UnitCtx};
+use crate::UnitError;
+use crate::train::{TrialEnd, TrialOutput};
+
+mod process;
+pub mod report;
+
+use process::Event;
+use report::{parse_report, report_payload};
+
+pub(super) struct Command;
+
+/// Lines of stderr kept for a failed trial's error message.
+const STDERR_TAIL: usize = 20;
+
+/// The folder a trial's program may keep its files in, the same for every attempt.
+pub fn trial_dir(root: &Path, sweep: &str, trial: u32) -> PathBuf {
+    root.join(sweep).join(format!("trial-{trial:05}"))
+}
+
+/// The command line, with placeholders filled.
+fn argv(t: &TrialSpec, value: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
+    match &t.command {
+        CommandLine::Argv(v) => v.iter().map(|a| t::substitute(a, value)).collect(),
+        CommandLine::Shell(s) => {
+            let quoted = |n: &str| value(n).map(|v| shell_quote(&v));
+            vec!["sh".into(), "-c".into(), t::substitute(s, &quoted)]
+        }
+    }
+}
+
+/// The trial's environment (added to the worker's own).
+fn environment(
+    ctx: &UnitCtx<'_>,
+    t: &TrialSpec,
+    params: &Params,
+    trial: u32,
+    dir: &Path,
+    report_file: &Path,
+) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = vec![
+        // Python buffers stdout when it is a pipe: reports would arrive at exit.
+        ("PYTHONUNBUFFERED".into(), "1".into()),
+        ("RIDGELINE_PARAMS".into(), params_json(params)),
+        ("RIDGELINE_SWEEP_ID".into(), ctx.unit.sweep_id.clone()),
+        ("RIDGELINE_TRIAL_ID".into(), trial.to_string()),
+        ("RIDGELINE_ATTEMPT".into(), ctx.unit.attempt.to_string()),
+        ("RIDGELINE_TRIAL_DIR".into(), dir.display().to_string()),
+        (
+            "RIDGELINE_REPORT_FILE".into(),
+            report_file.display().to_string(),
+        ),
+    ];
+    for (name, v) in params {
+        env.push((param_env_name(name), param_text(v)));
+    }
+    if let Some(n) = ctx.device_name.strip_prefix("cuda:") {
+        env.push(("CUDA_VISIBLE_DEVICES".into(), n.to_owned()));
+    }
+    // The spec's own variables win.
+    env.extend(t.env.iter().map(|(k, v)| (k.clone(), v.clone())));
+    env
+}
+
+/// What the trial's reports add up to.
+#[derive(Default)]
+struct Reports {
+    count: u32,
+    last_step: u32,
+    /// The latest value of every metric reported.
+    latest: BTreeMap<String, f64>,
+    /// A report that said the metric is not finite.
+    diverged: Option<String>,
+    /// A malformed report line: the trial fails, as it would anywhere.
+    malformed: Option<String>,
+}
+
+impl Reports {
+    fn take(
+        &mut self,
+        payload: &str,
+        source: &str,
+        metric: &str,
+        progress: &mut dyn FnMut(u32, Vec<(String, f64)>),
+    ) {
+        if self.malformed.is_some() {
+            return;
+        }
+        let r = match parse_report(payload) {
+            Ok(r) => r,
+            Err(e) => {
+                self.malformed = Some(format!("bad report line on {source}: {e}"));
+                return;
+            }
+        };
+        self.count += 1;
+        let step = r.step.unwrap_or(self.count);
+        self.last_step = step;
+        for (k, v) in &r.metrics {
+            self.latest.insert(k.clone(), *v);
+            if k == metric && !v.is_finite() && self.diverged.is_none() {
+                self.diverged = Some(format!("metric {k} is {v} at step {step}"));
+            }
+        }
+        progress(step, r.metrics);
+    }
+}
+
+/// A line of the program's output: a report, or a line of its log.
+fn on_line(
+    ev: Event,
+    reports: &mut Reports,
+    stderr_tail: &mut VecDeque<String>,
+    metric: &str,
+    ctx: &mut UnitCtx<'_>,
+) {
+    let line = match ev {
+        Event::Stdout(line) => {
+            if let Some(p) = report_payload(&String::from_utf8_lossy(&line)) {
+                reports.take(p, "stdout", metric, ctx.progress);
+                return;
+            }
+            line
+        }
+        Event::Stderr(line) => {
+            if stderr_tail.len() == STDERR_TAIL {
+                stderr_tail.pop_front();
+            }
+            stderr_tail.push_back(String::from_utf8_lossy(&line).chars().take(500).collect());
+            line
+        }
+    };
+    (ctx.log)(&line);
+    (ctx.log)(b"\n");
+}
+
+/// New complete lines of the report file since `offset`.
+fn read_report_file(path: &Path, offset: &mut u64) -> Vec<String> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return vec![];
+    };
+    let start = (*offset as usize).min(bytes.len());
+    let Some(end) = bytes[start..].iter().rposition(|b| *b == b'\n') else {
+        return vec![];
+    };
+    *offset = (start + end + 1) as u64;
+    String::from_utf8_lossy(&bytes[start..start + end])
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| report_payload(l).unwrap_or(l).to_owned())
+        .collect()
+}
+
+impl Executor for Command {
+    fn kind(&self, _: &proto::Unit, _: &SweepSpec) -> &'static str {
+        "command"
+    }
+
+    fn run(&self, ctx: &mut UnitCtx<'_>) -> Result<TrialOutput, UnitError> {
+        let Some(proto::unit::Work::Train(unit)) = &ctx.unit.work else {
+            return Err("not a trial".into());
+        };
+        let spec = ctx.spec;
+        let t = spec.trial.as_ref().ok_or("not a command trial")?;
+        let trial = unit.trial_index;
+        let params = params_from_proto(&unit.params)?;
+        let dir = trial_dir(ctx.trial_root, &ctx.unit.sweep_id, trial);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| UnitError::from(format!("{}: {e}", dir.display())))?;
+        // A fresh report file per attempt: an earlier attempt's reports are not this one's.
+        let report_file = dir.join(format!(".ridgeline-report-{}.jsonl", ctx.unit.attempt));
+        let _ = std::fs::remove_file(&report_file);
+        let builtin = |name: &str| -> Option<String> {
+            match name {
+                "trial_id" => Some(trial.to_string()),
+                "attempt" => Some(ctx.unit.attempt.to_string()),
+                "trial_dir" => Some(dir.display().to_string()),
+                "sweep_id" => Some(ctx.unit.sweep_id.clone()),
+                _ => params.get(name).map(param_text),
+            }
+        };
+        let argv = argv(t, &builtin);
+        let env = environment(ctx, t, &params, trial, &dir, &report_file);
+        let grace = Duration::from_secs_f64(t.kill_grace.0);
+        let (tx, rx) = mpsc::channel();
+        let mut group = process::spawn(&argv, t.workdir.as_deref(), &env, grace, tx).map_err(
+            |e| UnitError {
+                message: format!("cannot start {:?}: {e}", argv[0]),
+                // A missing program or working folder is missing on every worker alike.
+                permanent: e.kind() == std::io::ErrorKind::NotFound,
+            },
+        )?;
+        let started = Instant::now();
+        let deadline = t.timeout.map(|s| started + Duration::from_secs_f64(s.0));
+        let metric = spec.metric();
+        let mut reports = Reports::default();
+        let mut stderr_tail: VecDeque<String> = VecDeque::new();
+        let mut file_offset = 0u64;
+        let mut stop: Option<&'static str> = None;
+        let mut streams_open = true;
+        let exit = loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(ev) => on_line(ev, &mut reports, &mut stderr_tail, metric, ctx),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => streams_open = false,
+            }
+            for line in read_report_file(&report_file, &mut file_offset) {
+                reports.take(&line, "RIDGELINE_REPORT_FILE", metric, ctx.progress);
+            }
+            if stop.is_none() {
+                stop = if ctx.cancel.load(Ordering::Relaxed) {
+                    Some("cancelled")
+                } else if reports.diverged.is_some() {
+                    Some("diverged")
+                } else if reports.malformed.is_some() {
+                    Some("malformed")
+                } else if deadline.is_some_and(|d| Instant::now() >= d) {
+                    Some("timeout")
+                } else {
+                    None
+                };
+                if stop.is_some() {
+                    group.terminate();
+                }
+            }
+            // Read the streams to their end before judging: the last report may be in
+            // the pipe still when the program exits.
+            if let Some(exit) = group.poll() {
+                while let Ok(ev) = rx.recv_timeout(if streams_open {
+                    Duration::from_millis(500)
+                } else {
+                    Duration::ZERO
+                }) {
+                    on_line(ev, &mut reports, &mut stderr_tail, metric, ctx);
+                }
+                for line in read_report_file(&report_file, &mut file_offset) {
+                    reports.take(&line, "RIDGELINE_REPORT_FILE", metric, ctx.progress);
+                }
+                break exit;
+            }
+        };
+        let _ = std::fs::remove_file(&report_file);
+        let final_metrics: Vec<(String, f64)> = reports.latest.clone().into_iter().collect();
+        let out = |end| TrialOutput {
+            end,
+            final_metrics: final_metrics.clone(),
+            artifacts: vec![],
+        };
+        match stop {
+            Some("cancelled") => return Ok(out(TrialEnd::Cancelled)),
+            Some("diverged") => return Ok(out(TrialEnd::Diverged)),
+            Some("malformed") => {
+                return Err(UnitError {
+                    message: reports.malformed.unwrap_or_default(),
+                    permanent: true,
+                });
+            }
+            Some(_) => {
+                return Err(UnitError {
+                    message: format!(
+                        "timed out after {:.0} s (trial.timeout); stopped",
+                        started.elapsed().as_secs_f64()
+                    ),
+                    permanent: false,
+                });
+            }
+            None => {}
+        }
+        if reports.diverged.is_some() {
+            return Ok(out(TrialEnd::Diverged));
+        }
+        let tail = || {
+            if stderr_tail.is_empty() {
+                "(no stderr)".to_owned()
+            } else {
+                stderr_tail.iter().cloned().collect::<Vec<_>>().join("\n")
+            }
+        };
+        match (exit.code, exit.signal) {
+            (Some(0), _) if reports.latest.contains_key(metric) => Ok(out(TrialEnd::Completed)),
+            (Some(0), _) => Err(UnitError {
+                message: format!(
+                    "exited 0 without reporting {metric} ({} report line(s)); print a line `ridgeline: {{\"{metric}\": ...}}`",
+                    reports.count
+                ),
+                permanent: true,
+            }),
+            (Some(code), _) => Err(UnitError {
+                message: format!("exit status {code}; stderr ends with:\n{}", tail()),
+                permanent: false,
+            }),
+            (None, sig) => Err(UnitError {
+                message: format!(
+                    "killed by signal {}; stderr ends with:\n{}",
+                    sig.unwrap_or(0),
+                    tail()
+                ),
+                permanent: false,
+            }),
+        }
+    }
+}
