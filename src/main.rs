@@ -760,7 +760,9 @@ async fn finish_search(
             b.value,
             describe_params(&params)
         );
-        println!("best checkpoint: {}", best_dir.display());
+        if best_dir.exists() {
+            println!("best checkpoint: {}", best_dir.display());
+        }
     }
     Ok(())
 }

@@ -122,7 +122,7 @@ fn pieces(s: &str) -> Vec<Piece<'_>> {
             rest = &tail[2..];
             continue;
         }
-        if let Some(end) = tail.find('}') {
+        if let Some(end) = tail.find('}').filter(|_| tail.starts_with('{')) {
             let name = &tail[1..end];
             if is_identifier(name) {
                 out.push(Piece::Name(name));
@@ -284,6 +284,13 @@ mod tests {
             _ => None,
         });
         assert_eq!(s, r#"--lr=0.01 --cfg={"a": 1} {lr} /t/3/ckpt"#);
+        // awk programs keep their braces; a lone closing brace is text.
+        let awk = "awk -v x={x} 'BEGIN { print x }' }{";
+        assert_eq!(placeholders(awk), vec!["x"]);
+        assert_eq!(
+            substitute(awk, |_| Some("2".into())),
+            "awk -v x=2 'BEGIN { print x }' }{"
+        );
     }
 
     #[test]

@@ -325,7 +325,16 @@ pub fn on_progress(
     let Some(sch) = &mut s.scheduler else {
         return;
     };
-    if let Decision::Prune(why) = sch.on_report(trial, step, score(mode, v)) {
+    if let Decision::Prune(p) = sch.on_report(trial, step, score(mode, v)) {
+        // Scores are "larger is better"; the text speaks in the metric's own values.
+        let why = format!(
+            "{}: {metric} = {v} at step {step} is worse than {} = {} at step {} ({} trial(s))",
+            p.rule,
+            p.what,
+            score(mode, p.threshold),
+            p.at,
+            p.of
+        );
         prune(core, out, unit, why, metrics, step, started, now);
     }
 }

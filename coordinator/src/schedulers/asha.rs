@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use ridgeline_common::rng::Rng;
 
-use super::{Decision, Scheduler, percentile};
+use super::{Decision, Pruning, Scheduler, percentile};
 
 struct Bracket {
     /// Milestones, highest first, with the score each trial recorded there.
@@ -23,6 +23,7 @@ pub struct Asha {
     /// Bracket of each trial that reported.
     of: HashMap<u32, usize>,
     seed: u64,
+    max_t: u32,
 }
 
 impl Asha {
@@ -51,6 +52,7 @@ impl Asha {
             brackets,
             of: HashMap::new(),
             seed,
+            max_t,
         }
     }
 
@@ -79,6 +81,10 @@ impl Asha {
 
 impl Scheduler for Asha {
     fn on_report(&mut self, trial: u32, step: u32, score: f64) -> Decision {
+        // Ray stops trials at max_t rather than judging them there: their work is done.
+        if step >= self.max_t {
+            return Decision::Continue;
+        }
         let b = self.bracket_of(trial);
         let rf = self.rf;
         for (milestone, recorded) in &mut self.brackets[b].rungs {
@@ -89,10 +95,13 @@ impl Scheduler for Asha {
             let cutoff = percentile(&values, (1.0 - 1.0 / rf) * 100.0);
             recorded.insert(trial, score);
             if let Some(c) = cutoff.filter(|c| score < *c) {
-                return Decision::Prune(format!(
-                    "asha: at rung {milestone}, score {score} below the cutoff {c} of {} trials",
-                    values.len()
-                ));
+                return Decision::Prune(Pruning {
+                    rule: "asha",
+                    at: *milestone,
+                    threshold: c,
+                    of: values.len(),
+                    what: "the (1 - 1/reduction_factor) quantile",
+                });
             }
             break;
         }

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use super::{Decision, Scheduler};
+use super::{Decision, Pruning, Scheduler};
 
 /// The Hyperband pruner.
 pub struct Hyperband {
@@ -79,11 +79,17 @@ impl Scheduler for Hyperband {
             let mut sorted = competing.clone();
             sorted.sort_by(|a, b| b.total_cmp(a));
             if score < sorted[k - 1] {
-                return Decision::Prune(format!(
-                    "hyperband: bracket {bracket}, rung {} (step {promotion}): not among the best {k} of {}",
-                    *rung,
-                    competing.len()
-                ));
+                return Decision::Prune(Pruning {
+                    rule: "hyperband",
+                    at: promotion.ceil() as u32,
+                    threshold: sorted[k - 1],
+                    of: competing.len(),
+                    what: if k == 1 {
+                        "the best value"
+                    } else {
+                        "the best 1/reduction_factor"
+                    },
+                });
             }
             *rung += 1;
         }

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::{Decision, Scheduler, percentile};
+use super::{Decision, Pruning, Scheduler, percentile};
 
 /// The median pruner.
 pub struct Median {
@@ -55,10 +55,13 @@ impl Scheduler for Median {
         };
         let median = percentile(at, 50.0).expect("non-empty");
         if best < median {
-            Decision::Prune(format!(
-                "median: best score {best} by step {step} is below the median {median} of {} completed trials",
-                at.len()
-            ))
+            Decision::Prune(Pruning {
+                rule: "median",
+                at: step,
+                threshold: median,
+                of: at.len(),
+                what: "the median of completed trials (best value so far judged)",
+            })
         } else {
             Decision::Continue
         }

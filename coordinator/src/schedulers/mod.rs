@@ -20,8 +20,23 @@ pub use median::Median;
 pub enum Decision {
     /// Go on.
     Continue,
-    /// Stop it: it ends `pruned`, for the given reason.
-    Prune(String),
+    /// Stop it: it ends `pruned`.
+    Prune(Pruning),
+}
+
+/// Why a trial was stopped, for its error text.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pruning {
+    /// The rule, e.g. "asha".
+    pub rule: &'static str,
+    /// The step (rung) where it was judged.
+    pub at: u32,
+    /// The score it had to reach (same scale as the reported score).
+    pub threshold: f64,
+    /// How many trials' scores made the threshold.
+    pub of: usize,
+    /// What the threshold is, in words.
+    pub what: &'static str,
 }
 
 /// An early-stopping rule.

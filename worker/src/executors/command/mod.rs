@@ -191,6 +191,9 @@ impl Executor for Command {
         let dir = trial_dir(ctx.trial_root, &ctx.unit.sweep_id, trial);
         std::fs::create_dir_all(&dir)
             .map_err(|e| UnitError::from(format!("{}: {e}", dir.display())))?;
+        // The program runs in its own working folder: give it a path that works there.
+        let dir = std::path::absolute(&dir)
+            .map_err(|e| UnitError::from(format!("{}: {e}", dir.display())))?;
         // A fresh report file per attempt: an earlier attempt's reports are not this one's.
         let report_file = dir.join(format!(".ridgeline-report-{}.jsonl", ctx.unit.attempt));
         let _ = std::fs::remove_file(&report_file);
