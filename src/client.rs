@@ -159,7 +159,10 @@ pub async fn submit_spec(
     spec: &SweepSpec,
 ) -> Result<proto::SubmitSweepResponse> {
     let fields = match &spec.data {
-        Some(d) => vec![("data.path", Some(&d.path)), ("data.labels", d.labels.as_ref())],
+        Some(d) => vec![
+            ("data.path", Some(&d.path)),
+            ("data.labels", d.labels.as_ref()),
+        ],
         None => vec![],
     };
     if let Some(w) = spec.trial.as_ref().and_then(|t| t.workdir.as_ref()) {

@@ -19,8 +19,8 @@ use ridgeline_common::spec::SweepSpec;
 use ridgeline_common::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 
 use crate::data::{self, Dataset};
-use crate::telemetry::{RunningUnit, WorkerMetrics};
 use crate::executors;
+use crate::telemetry::{RunningUnit, WorkerMetrics};
 use crate::train::TrialEnd;
 use ridgeline_common::telemetry::ReadyFlag;
 

@@ -412,7 +412,10 @@ impl SweepSpec {
         let err = |f: &str, r: &str| Err(SpecError::new(f, r));
         let t = self.trial.as_ref().expect("caller checked");
         if self.kind == SweepKind::Landscape {
-            return err("trial", "a landscape scan evaluates a model; it runs no command");
+            return err(
+                "trial",
+                "a landscape scan evaluates a model; it runs no command",
+            );
         }
         if self.data.is_some() {
             return err(
@@ -431,7 +434,10 @@ impl SweepSpec {
             return err("search.metric", "expected the name of a reported metric");
         }
         if s.metric == "step" {
-            return err("search.metric", "`step` is the time attribute, not a metric");
+            return err(
+                "search.metric",
+                "`step` is the time attribute, not a metric",
+            );
         }
         for (name, p) in &s.space {
             let field = format!("search.space.{name}");

@@ -81,9 +81,7 @@ impl<'de> Deserialize<'de> for Seconds {
 
 fn parse_duration(t: &str) -> Result<f64, String> {
     let t = t.trim();
-    let split = t
-        .find(|c: char| c.is_ascii_alphabetic())
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num
         .trim()
@@ -304,6 +302,9 @@ mod tests {
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(param_text(&ParamValue::Float(0.1)), "0.1");
         assert_eq!(param_text(&ParamValue::Float(1.0)), "1.0");
-        assert_eq!(param_env_name("hidden-units"), "RIDGELINE_PARAM_HIDDEN_UNITS");
+        assert_eq!(
+            param_env_name("hidden-units"),
+            "RIDGELINE_PARAM_HIDDEN_UNITS"
+        );
     }
 }

@@ -661,3 +661,5 @@ pub struct StoredTrial {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_adaptive;

@@ -155,7 +155,9 @@ fn replay(sweep: &mut Sweep, mut trials: Vec<StoredTrial>) {
                 }
             }
             (UnitState::Pruned, _, Some((step, value))) => {
-                sweep.searcher.observe(t.trial, Ended::Pruned { step, value });
+                sweep
+                    .searcher
+                    .observe(t.trial, Ended::Pruned { step, value });
                 if let Some(sch) = &mut sweep.scheduler {
                     sch.on_ended(t.trial);
                 }

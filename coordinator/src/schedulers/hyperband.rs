@@ -47,7 +47,8 @@ impl Hyperband {
     /// The bracket of trial `trial` (Optuna's `_get_bracket_id`).
     pub fn bracket_of(&self, trial: u32) -> usize {
         let total: u32 = self.budgets.iter().sum();
-        let mut n = i64::from(crc32fast::hash(format!("{}_{trial}", self.study).as_bytes()) % total);
+        let mut n =
+            i64::from(crc32fast::hash(format!("{}_{trial}", self.study).as_bytes()) % total);
         for (b, budget) in self.budgets.iter().enumerate() {
             n -= i64::from(*budget);
             if n < 0 {

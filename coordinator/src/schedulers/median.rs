@@ -39,7 +39,8 @@ impl Scheduler for Median {
     fn on_report(&mut self, trial: u32, step: u32, score: f64) -> Decision {
         let h = self.running.entry(trial).or_default();
         // Optuna's `_is_first_in_interval_step`, judged before this step is recorded.
-        let nearest = (step.saturating_sub(self.warmup)) / self.interval * self.interval + self.warmup;
+        let nearest =
+            (step.saturating_sub(self.warmup)) / self.interval * self.interval + self.warmup;
         let second_last = h.keys().rev().find(|s| **s != step).map(|s| i64::from(*s));
         h.insert(step, score);
         if self.n_completed == 0 || self.n_completed < self.n_startup || step < self.warmup {
@@ -49,7 +50,10 @@ impl Scheduler for Median {
             return Decision::Continue;
         }
         let best = h.values().copied().fold(f64::NEG_INFINITY, f64::max);
-        let Some(at) = self.completed.get(&step).filter(|v| v.len() >= self.n_min as usize)
+        let Some(at) = self
+            .completed
+            .get(&step)
+            .filter(|v| v.len() >= self.n_min as usize)
         else {
             return Decision::Continue;
         };

@@ -23,14 +23,23 @@ fn asha_first_at_a_rung_continues_and_the_bottom_stops() {
     let mut a = Asha::new(1, 2.0, 8, 1, 0);
     assert!(!pruned(a.on_report(0, 1, 0.5)), "first at rung 1 continues");
     assert!(pruned(a.on_report(1, 1, 0.3)), "0.3 < median[0.5]");
-    assert!(!pruned(a.on_report(2, 1, 0.7)), "0.7 >= median[0.5, 0.3] = 0.4");
-    assert!(pruned(a.on_report(3, 1, 0.45)), "0.45 < median[0.5, 0.3, 0.7] = 0.5");
+    assert!(
+        !pruned(a.on_report(2, 1, 0.7)),
+        "0.7 >= median[0.5, 0.3] = 0.4"
+    );
+    assert!(
+        pruned(a.on_report(3, 1, 0.45)),
+        "0.45 < median[0.5, 0.3, 0.7] = 0.5"
+    );
     // A trial decides once per rung: its second report at step 1 changes nothing.
     assert!(!pruned(a.on_report(0, 1, -100.0)));
     assert!(!pruned(a.on_report(0, 2, 0.6)), "first at rung 2");
     // A trial that jumps to step 3 records at the highest rung it reached (2) only.
     assert!(pruned(a.on_report(5, 3, 0.1)), "0.1 < median[0.6]");
-    assert!(!pruned(a.on_report(2, 3, 0.65)), "0.65 >= median[0.6, 0.1] = 0.35");
+    assert!(
+        !pruned(a.on_report(2, 3, 0.65)),
+        "0.65 >= median[0.6, 0.1] = 0.35"
+    );
     // rf = 4 cuts at the 75th percentile.
     let mut b = Asha::new(1, 4.0, 16, 1, 0);
     for (t, v) in [(0, 1.0), (1, 2.0), (2, 3.0), (3, 4.0)] {
@@ -54,7 +63,10 @@ fn asha_brackets_follow_ray_weights_and_shift_rungs() {
     let t2 = (0..n).filter(|t| a.bracket_of(*t) == 1).nth(1).unwrap();
     // In bracket 1 nothing is judged at step 1; the first rung is step 2.
     assert!(!pruned(a.on_report(t1, 1, 5.0)));
-    assert!(!pruned(a.on_report(t2, 1, 1.0)), "no rung at step 1 in bracket 1");
+    assert!(
+        !pruned(a.on_report(t2, 1, 1.0)),
+        "no rung at step 1 in bracket 1"
+    );
     assert!(!pruned(a.on_report(t1, 2, 5.0)));
     assert!(pruned(a.on_report(t2, 2, 1.0)));
 }
@@ -74,8 +86,14 @@ fn hyperband_buckets_by_crc32_like_optuna() {
 fn hyperband_promotes_the_best_third() {
     let mut h = Hyperband::new(1, 9, 3, "s");
     // Trials 0, 2, 3, 4, 5, 6, 10 are in bracket 0: rungs at steps 1, 3, 9.
-    assert!(!pruned(h.on_report(0, 1, 0.5)), "alone at its rung: the best");
-    assert!(pruned(h.on_report(2, 1, 0.4)), "best 1 of [0.5, 0.4] is 0.5");
+    assert!(
+        !pruned(h.on_report(0, 1, 0.5)),
+        "alone at its rung: the best"
+    );
+    assert!(
+        pruned(h.on_report(2, 1, 0.4)),
+        "best 1 of [0.5, 0.4] is 0.5"
+    );
     assert!(!pruned(h.on_report(3, 1, 0.6)), "the best of three");
     assert!(pruned(h.on_report(4, 1, 0.55)), "best 1 of 4 is 0.6");
     assert!(pruned(h.on_report(5, 1, 0.52)), "best 1 of 5 is 0.6");
@@ -84,7 +102,10 @@ fn hyperband_promotes_the_best_third() {
     // Rung 1 (step 3) of bracket 0 starts empty.
     assert!(!pruned(h.on_report(3, 3, 0.1)));
     // A trial that jumps from step 1 to step 9 is judged at rungs 1 and 2 in turn.
-    assert!(!pruned(h.on_report(6, 9, 0.7)), "best at rung 1 and alone at rung 2");
+    assert!(
+        !pruned(h.on_report(6, 9, 0.7)),
+        "best at rung 1 and alone at rung 2"
+    );
     // Bracket 1 (trial 1) starts judging at step 3.
     assert!(!pruned(h.on_report(1, 1, -9.0)));
     assert!(!pruned(h.on_report(1, 3, -9.0)), "alone at its first rung");
@@ -96,7 +117,10 @@ fn median_prunes_below_the_median_of_completed_trials() {
     let mut m = Median::new(2, 1, 1, 1);
     for (t, scores) in [(0, [0.1, 0.2, 0.3]), (1, [0.3, 0.4, 0.5])] {
         for (i, s) in scores.into_iter().enumerate() {
-            assert!(!pruned(m.on_report(t, i as u32 + 1, s)), "before 2 completed");
+            assert!(
+                !pruned(m.on_report(t, i as u32 + 1, s)),
+                "before 2 completed"
+            );
         }
         if t == 0 {
             m.on_completed(0);
@@ -125,7 +149,10 @@ fn median_judges_once_per_interval() {
     }
     m.on_completed(0);
     // Interval 2: steps 0-1, 2-3, 4-5, judged at the first report in each.
-    assert!(pruned(m.on_report(1, 3, 0.5)), "first report of its interval: judged");
+    assert!(
+        pruned(m.on_report(1, 3, 0.5)),
+        "first report of its interval: judged"
+    );
     // The best score so far is what is judged, so a trial that was once good is never
     // stopped later: 2.0 at step 2, then 0.0.
     assert!(!pruned(m.on_report(2, 2, 2.0)));

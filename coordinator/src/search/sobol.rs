@@ -47,8 +47,20 @@ mod tests {
     #[test]
     fn points_stratify_every_dimension() {
         let space = BTreeMap::from([
-            ("a".to_owned(), ParamSpec::Uniform { low: 0.0, high: 1.0 }),
-            ("b".to_owned(), ParamSpec::Uniform { low: 0.0, high: 1.0 }),
+            (
+                "a".to_owned(),
+                ParamSpec::Uniform {
+                    low: 0.0,
+                    high: 1.0,
+                },
+            ),
+            (
+                "b".to_owned(),
+                ParamSpec::Uniform {
+                    low: 0.0,
+                    high: 1.0,
+                },
+            ),
         ]);
         let mut s = SobolSearch::new(space, 7);
         // 64 points of a 2-D Sobol net: every 1/8 x 1/8 cell holds exactly one point

@@ -1,7 +1,7 @@
 //! The client-facing gRPC service: submit, status, watch, cancel, list, results.
 
-use super::*;
 use super::logs;
+use super::*;
 
 pub(super) struct SweepApi {
     pub(super) h: Handle,

@@ -8,9 +8,33 @@ use crate::search::Searcher;
 include!("reference.rs");
 
 const REF_LOG_PDF: [(usize, [f64; 4]); 3] = [
-    (0, [-12.493858891609321, -12.211115179216538, -12.257139780506677, -12.54612653879889]),
-    (3, [-13.879788950399497, -13.244728781885351, -12.485748300525874, -13.420713833440178]),
-    (30, [-15.846682688987261, -12.982137857847949, -15.104558842835972, -15.898950071970777]),
+    (
+        0,
+        [
+            -12.493858891609321,
+            -12.211115179216538,
+            -12.257139780506677,
+            -12.54612653879889,
+        ],
+    ),
+    (
+        3,
+        [
+            -13.879788950399497,
+            -13.244728781885351,
+            -12.485748300525874,
+            -13.420713833440178,
+        ],
+    ),
+    (
+        30,
+        [
+            -15.846682688987261,
+            -12.982137857847949,
+            -15.104558842835972,
+            -15.898950071970777,
+        ],
+    ),
 ];
 
 #[test]
@@ -26,7 +50,11 @@ fn parzen_estimator_matches_optuna() {
         }),
         Dim::of(&ParamSpec::Int { low: 1, high: 1000 }),
         Dim::of(&ParamSpec::Choice {
-            values: vec![ParamValue::Str("x".into()), ParamValue::Str("y".into()), ParamValue::Str("z".into())],
+            values: vec![
+                ParamValue::Str("x".into()),
+                ParamValue::Str("y".into()),
+                ParamValue::Str("z".into()),
+            ],
         }),
     ];
     let dims: Vec<&Dim> = dims.iter().collect();
@@ -78,7 +106,11 @@ fn truncated_normal_draws_stay_inside_with_the_right_mean() {
         assert!((-0.5..=2.0).contains(&z));
         sum += z;
     }
-    assert!((sum / f64::from(n) - want).abs() < 0.005, "{}", sum / f64::from(n));
+    assert!(
+        (sum / f64::from(n) - want).abs() < 0.005,
+        "{}",
+        sum / f64::from(n)
+    );
 }
 
 fn space(entries: &[(&str, ParamSpec)]) -> BTreeMap<String, ParamSpec> {
@@ -108,14 +140,29 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[test]
 fn later_suggestions_concentrate_near_the_optimum_1d() {
-    let s = space(&[("x", ParamSpec::Uniform { low: -10.0, high: 10.0 })]);
+    let s = space(&[(
+        "x",
+        ParamSpec::Uniform {
+            low: -10.0,
+            high: 10.0,
+        },
+    )]);
     let mut tpe = Tpe::new(s, 1, Mode::Min, TpeSpec::default());
     let trials = run(&mut tpe, 60, |p| (p["x"].as_f64().unwrap() - 3.0).powi(2));
-    let dist = |r: &[(Params, f64)]| median(r.iter().map(|(p, _)| (p["x"].as_f64().unwrap() - 3.0).abs()).collect());
+    let dist = |r: &[(Params, f64)]| {
+        median(
+            r.iter()
+                .map(|(p, _)| (p["x"].as_f64().unwrap() - 3.0).abs())
+                .collect(),
+        )
+    };
     // Uniform draws on [-10, 10] sit a median 5.5 away from 3. Optuna 5.0's TPESampler
     // on this problem, seeds 0-9: 1.1 to 1.5 for trials 40-59.
     let (startup, late) = (dist(&trials[..10]), dist(&trials[40..]));
-    assert!(late < 2.5, "median distance of the last 20: {late} (startup: {startup})");
+    assert!(
+        late < 2.5,
+        "median distance of the last 20: {late} (startup: {startup})"
+    );
     assert!(late < startup / 3.0);
 }
 
@@ -123,8 +170,20 @@ fn later_suggestions_concentrate_near_the_optimum_1d() {
 fn later_suggestions_concentrate_near_the_optimum_2d_both_modes() {
     for multivariate in [true, false] {
         let s = space(&[
-            ("x", ParamSpec::Uniform { low: -5.0, high: 5.0 }),
-            ("y", ParamSpec::Uniform { low: -5.0, high: 5.0 }),
+            (
+                "x",
+                ParamSpec::Uniform {
+                    low: -5.0,
+                    high: 5.0,
+                },
+            ),
+            (
+                "y",
+                ParamSpec::Uniform {
+                    low: -5.0,
+                    high: 5.0,
+                },
+            ),
         ]);
         let cfg = TpeSpec {
             multivariate,
@@ -150,12 +209,20 @@ fn later_suggestions_concentrate_near_the_optimum_2d_both_modes() {
 #[test]
 fn int_log_and_choice_dimensions() {
     let s = space(&[
-        ("lr", ParamSpec::Loguniform { low: 1e-5, high: 1.0 }),
+        (
+            "lr",
+            ParamSpec::Loguniform {
+                low: 1e-5,
+                high: 1.0,
+            },
+        ),
         ("layers", ParamSpec::Int { low: 1, high: 8 }),
         (
             "act",
             ParamSpec::Choice {
-                values: ["relu", "tanh", "gelu"].map(|s| ParamValue::Str(s.into())).to_vec(),
+                values: ["relu", "tanh", "gelu"]
+                    .map(|s| ParamValue::Str(s.into()))
+                    .to_vec(),
             },
         ),
     ]);
@@ -165,7 +232,11 @@ fn int_log_and_choice_dimensions() {
         let layers = p["layers"].as_i64().unwrap();
         (lr.log10() + 2.0).powi(2)
             + 0.3 * (layers - 5).pow(2) as f64
-            + if p["act"].as_str() == Some("tanh") { 0.0 } else { 2.0 }
+            + if p["act"].as_str() == Some("tanh") {
+                0.0
+            } else {
+                2.0
+            }
     };
     let trials = run(&mut tpe, 100, f);
     for (p, _) in &trials {
@@ -174,7 +245,10 @@ fn int_log_and_choice_dimensions() {
         assert!((1..=8).contains(&p["layers"].as_i64().unwrap()));
     }
     let late = &trials[70..];
-    let tanh = late.iter().filter(|(p, _)| p["act"].as_str() == Some("tanh")).count();
+    let tanh = late
+        .iter()
+        .filter(|(p, _)| p["act"].as_str() == Some("tanh"))
+        .count();
     let near = late
         .iter()
         .filter(|(p, _)| (4..=6).contains(&p["layers"].as_i64().unwrap()))
@@ -185,14 +259,29 @@ fn int_log_and_choice_dimensions() {
         .count();
     // Random search gives about 10, 11 and 10 of 30; Optuna 5.0, seeds 0-7: 17-23,
     // 26-28 and 28-30.
-    assert!(tanh >= 16 && near >= 22 && lr_near >= 22, "{tanh} {near} {lr_near}");
+    assert!(
+        tanh >= 16 && near >= 22 && lr_near >= 22,
+        "{tanh} {near} {lr_near}"
+    );
 }
 
 #[test]
 fn eight_concurrent_slots_never_get_the_same_point() {
     let s = space(&[
-        ("x", ParamSpec::Uniform { low: -5.0, high: 5.0 }),
-        ("y", ParamSpec::Uniform { low: -5.0, high: 5.0 }),
+        (
+            "x",
+            ParamSpec::Uniform {
+                low: -5.0,
+                high: 5.0,
+            },
+        ),
+        (
+            "y",
+            ParamSpec::Uniform {
+                low: -5.0,
+                high: 5.0,
+            },
+        ),
     ]);
     let mut tpe = Tpe::new(s, 4, Mode::Min, TpeSpec::default());
     let f = |p: &Params| p["x"].as_f64().unwrap().powi(2) + p["y"].as_f64().unwrap().powi(2);
@@ -222,7 +311,13 @@ fn eight_concurrent_slots_never_get_the_same_point() {
 #[test]
 fn state_is_the_set_of_trials_not_their_order() {
     let s = space(&[
-        ("x", ParamSpec::Uniform { low: 0.0, high: 1.0 }),
+        (
+            "x",
+            ParamSpec::Uniform {
+                low: 0.0,
+                high: 1.0,
+            },
+        ),
         ("k", ParamSpec::Int { low: 0, high: 4 }),
     ]);
     let mut a = Tpe::new(s.clone(), 9, Mode::Min, TpeSpec::default());
@@ -242,9 +337,21 @@ fn state_is_the_set_of_trials_not_their_order() {
     b.observe(30, Ended::Failed);
     assert_eq!(a.suggest(31), b.suggest(31));
     a.started(31, &trials[1].1);
-    a.observe(31, Ended::Pruned { step: 2, value: 9.0 });
+    a.observe(
+        31,
+        Ended::Pruned {
+            step: 2,
+            value: 9.0,
+        },
+    );
     b.started(31, &trials[1].1);
-    b.observe(31, Ended::Pruned { step: 2, value: 9.0 });
+    b.observe(
+        31,
+        Ended::Pruned {
+            step: 2,
+            value: 9.0,
+        },
+    );
     assert_eq!(a.suggest(32), b.suggest(32));
     // A running trial changes the suggestion (it joins the bad group).
     let before = a.suggest(33);
@@ -262,7 +369,13 @@ fn gamma_and_weights_are_optunas() {
     // numpy.linspace(1/30, 1, 5) then 25 ones.
     let w = default_weights(30);
     assert_eq!(w.len(), 30);
-    let want = [1.0 / 30.0, 0.275, 0.516_666_666_666_666_6, 0.758_333_333_333_333_3, 1.0];
+    let want = [
+        1.0 / 30.0,
+        0.275,
+        0.516_666_666_666_666_6,
+        0.758_333_333_333_333_3,
+        1.0,
+    ];
     for (g, e) in w.iter().zip(want) {
         assert!((g - e).abs() < 1e-12, "{w:?}");
     }

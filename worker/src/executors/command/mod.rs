@@ -210,13 +210,14 @@ impl Executor for Command {
         let env = environment(ctx, t, &params, trial, &dir, &report_file);
         let grace = Duration::from_secs_f64(t.kill_grace.0);
         let (tx, rx) = mpsc::channel();
-        let mut group = process::spawn(&argv, t.workdir.as_deref(), &env, grace, tx).map_err(
-            |e| UnitError {
-                message: format!("cannot start {:?}: {e}", argv[0]),
-                // A missing program or working folder is missing on every worker alike.
-                permanent: e.kind() == std::io::ErrorKind::NotFound,
-            },
-        )?;
+        let mut group =
+            process::spawn(&argv, t.workdir.as_deref(), &env, grace, tx).map_err(|e| {
+                UnitError {
+                    message: format!("cannot start {:?}: {e}", argv[0]),
+                    // A missing program or working folder is missing on every worker alike.
+                    permanent: e.kind() == std::io::ErrorKind::NotFound,
+                }
+            })?;
         let started = Instant::now();
         let deadline = t.timeout.map(|s| started + Duration::from_secs_f64(s.0));
         let metric = spec.metric();

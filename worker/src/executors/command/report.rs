@@ -26,9 +26,8 @@ pub fn report_payload(line: &str) -> Option<&str> {
 /// Parses a report's JSON object.
 pub fn parse_report(payload: &str) -> Result<Report, String> {
     let text = payload.trim();
-    let value: serde_json::Value = serde_json::from_str(&python_floats(text)).map_err(|e| {
-        format!("not a JSON object ({e}): {}", shorten(text))
-    })?;
+    let value: serde_json::Value = serde_json::from_str(&python_floats(text))
+        .map_err(|e| format!("not a JSON object ({e}): {}", shorten(text)))?;
     let serde_json::Value::Object(map) = value else {
         return Err(format!("not a JSON object: {}", shorten(text)));
     };
@@ -116,15 +115,14 @@ mod tests {
 
     #[test]
     fn reads_numbers_steps_and_python_specials() {
-        let r = parse_report(r#" {"step": 3, "val_loss": 0.21, "acc": 1, "phase": "val"}"#)
-            .unwrap();
+        let r =
+            parse_report(r#" {"step": 3, "val_loss": 0.21, "acc": 1, "phase": "val"}"#).unwrap();
         assert_eq!(r.step, Some(3));
         assert_eq!(
             r.metrics,
             vec![("acc".into(), 1.0), ("val_loss".into(), 0.21)]
         );
-        let r = parse_report(r#"{"loss": NaN, "g": -Infinity, "note": "NaN stays text"}"#)
-            .unwrap();
+        let r = parse_report(r#"{"loss": NaN, "g": -Infinity, "note": "NaN stays text"}"#).unwrap();
         assert!(r.metrics[1].1.is_nan(), "{r:?}");
         assert_eq!(r.metrics[0], ("g".into(), f64::NEG_INFINITY));
         assert_eq!(r.metrics.len(), 2);
@@ -134,9 +132,25 @@ mod tests {
 
     #[test]
     fn malformed_reports_say_why() {
-        assert!(parse_report("{\"loss\": }").unwrap_err().contains("not a JSON object"));
-        assert!(parse_report("[1, 2]").unwrap_err().contains("not a JSON object"));
-        assert!(parse_report("{\"step\": -1}").unwrap_err().contains("step must be"));
-        assert!(parse_report("{\"step\": 1.5}").unwrap_err().contains("step must be"));
+        assert!(
+            parse_report("{\"loss\": }")
+                .unwrap_err()
+                .contains("not a JSON object")
+        );
+        assert!(
+            parse_report("[1, 2]")
+                .unwrap_err()
+                .contains("not a JSON object")
+        );
+        assert!(
+            parse_report("{\"step\": -1}")
+                .unwrap_err()
+                .contains("step must be")
+        );
+        assert!(
+            parse_report("{\"step\": 1.5}")
+                .unwrap_err()
+                .contains("step must be")
+        );
     }
 }

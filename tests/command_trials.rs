@@ -1,0 +1,406 @@
+//! Command trials over real processes: the shipped Python example under TPE and ASHA on
+//! two worker processes, crashing and misbehaving commands, a worker killed with
+//! SIGKILL in the middle of a trial, and a coordinator killed in the middle of a sweep.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// The example's spec with its script made slower (so that pruning meets running
+/// processes) and its budget set.
+fn python_spec(
+    dir: &Path,
+    name: &str,
+    trials: u32,
+    epoch_s: f64,
+    epochs: u32,
+) -> std::path::PathBuf {
+    let example = root().join("examples/command");
+    let text = std::fs::read_to_string(example.join("digits-tpe-asha.toml"))
+        .unwrap()
+        .replace("name = \"digits-tpe-asha\"", &format!("name = \"{name}\""))
+        .replace(
+            "\"--epochs\", \"9\"]",
+            &format!("\"--epochs\", \"{epochs}\", \"--epoch-seconds\", \"{epoch_s}\"]"),
+        )
+        .replace("max_t = 9", &format!("max_t = {epochs}"))
+        .replace("num_samples = 24", &format!("num_samples = {trials}"))
+        .replace(
+            "workdir = \".\"          # relative to this file (the default)",
+            &format!("workdir = {:?}", example.display().to_string()),
+        );
+    assert!(
+        text.contains("--epoch-seconds"),
+        "the example changed: {text}"
+    );
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Processes (other than zombies) whose environment names this sweep: a trial's
+/// program or anything it started.
+fn processes_of(sweep: &str) -> Vec<u32> {
+    let needle = format!("RIDGELINE_SWEEP_ID={sweep}");
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| {
+                s.rsplit(')')
+                    .next()
+                    .unwrap_or("")
+                    .trim_start()
+                    .starts_with('Z')
+            })
+            .unwrap_or(true);
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if !zombie && env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn results(sweep: &str, url: &str) -> serde_json::Value {
+    let out = run_ok(
+        &["results", sweep, "--coordinator", url, "--format", "json"],
+        Duration::from_secs(30),
+    );
+    serde_json::from_str(&out).unwrap()
+}
+
+fn trials(r: &serde_json::Value) -> &Vec<serde_json::Value> {
+    r["trials"].as_array().unwrap()
+}
+
+fn log_of(sweep: &str, trial: u64, url: &str) -> String {
+    run_ok(
+        &["logs", sweep, &trial.to_string(), "--coordinator", url],
+        Duration::from_secs(30),
+    )
+}
+
+#[test]
+fn python_example_with_tpe_and_asha_on_two_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = python_spec(dir.path(), "py-asha", 16, 0.15, 9);
+    let (_coord, url) = coordinator(dir.path(), &[]);
+    let root = dir.path().join("trials");
+    let tr = root.to_str().unwrap();
+    let _w1 = worker(
+        dir.path(),
+        &url,
+        "w1",
+        &["--slots", "2", "--trial-root", tr],
+    );
+    let _w2 = worker(
+        dir.path(),
+        &url,
+        "w2",
+        &["--slots", "2", "--trial-root", tr],
+    );
+    let out = run_ok(
+        &[
+            "submit",
+            spec.to_str().unwrap(),
+            "--coordinator",
+            &url,
+            "--wait",
+        ],
+        Duration::from_secs(600),
+    );
+    let sweep = out.lines().next().unwrap().trim().to_owned();
+    let r = results(&sweep, &url);
+    let all = trials(&r);
+    assert_eq!(all.len(), 16);
+    let state = |t: &serde_json::Value| t["state"].as_str().unwrap().to_owned();
+    let pruned: Vec<&serde_json::Value> = all.iter().filter(|t| state(t) == "pruned").collect();
+    let completed: Vec<&serde_json::Value> =
+        all.iter().filter(|t| state(t) == "completed").collect();
+    assert!(!pruned.is_empty(), "nothing was pruned: {r}");
+    assert!(!completed.is_empty(), "nothing completed: {r}");
+    assert_eq!(pruned.len() + completed.len(), 16, "{r}");
+    for t in &completed {
+        assert_eq!(t["history"].as_array().unwrap().len(), 9, "{t}");
+    }
+    for t in &pruned {
+        let steps = t["history"].as_array().unwrap().len();
+        assert!(steps < 9, "a pruned trial ran to its end: {t}");
+        assert!(
+            t["error"].as_str().unwrap().starts_with("asha: val_loss"),
+            "{t}"
+        );
+        // Its program was stopped where it was pruned: its log ends within an epoch or
+        // two of its last report (the report travels while the next epoch runs).
+        let log = log_of(&sweep, t["trial"].as_u64().unwrap(), &url);
+        let last = log
+            .lines()
+            .filter_map(|l| {
+                l.strip_prefix("epoch ")?
+                    .split(':')
+                    .next()?
+                    .parse::<usize>()
+                    .ok()
+            })
+            .max()
+            .unwrap_or(0);
+        assert!(
+            last >= 1 && last <= steps + 2 && last < 9,
+            "log of {t}: {log}"
+        );
+        assert!(
+            !log.contains("ridgeline:"),
+            "report lines stay out of the log"
+        );
+    }
+    // Logs of completed trials have every epoch.
+    let t0 = completed[0]["trial"].as_u64().unwrap();
+    let log = log_of(&sweep, t0, &url);
+    assert!(log.contains("epoch 9: train loss"), "{log}");
+    wait_until(
+        "every trial process to exit",
+        Duration::from_secs(30),
+        || processes_of(&sweep).is_empty(),
+    );
+    // The best is a completed trial, and the best value is theirs.
+    let best = r["best_trial"].as_u64().unwrap();
+    assert!(completed.iter().any(|t| t["trial"].as_u64() == Some(best)));
+}
+
+#[test]
+fn misbehaving_commands_fail_diverge_or_time_out_with_reasons() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("bad.toml");
+    std::fs::write(
+        &spec,
+        r#"
+name = "bad"
+[trial]
+command = """
+case {mode} in
+  crash) echo "about to fail" >&2; echo "boom {mode}" >&2; exit 3 ;;
+  silent) echo "no report" ;;
+  nan) echo 'ridgeline: {"step": 1, "loss": NaN}'; sleep 30 ;;
+  slow) sleep 30 ;;
+  garbled) echo 'ridgeline: {"loss": 0.5'; sleep 30 ;;
+  file) echo '{"step": 1, "loss": 0.25}' >> "$RIDGELINE_REPORT_FILE"; echo "$RIDGELINE_PARAM_MODE:$RIDGELINE_PARAMS" ;;
+esac
+"""
+timeout = 3
+kill_grace = 1
+[search]
+algorithm = "grid"
+metric = "loss"
+[search.space]
+mode = { type = "grid", values = ["crash", "silent", "nan", "slow", "garbled", "file"] }
+"#,
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let started = Instant::now();
+    let r = run_embedded(&spec, 3, &out, Duration::from_secs(120));
+    // Nothing waited for its 30 s sleep: NaN, garbled reports and the timeout stop it.
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let by_mode = |m: &str| {
+        trials(&r)
+            .iter()
+            .find(|t| t["params"]["mode"] == m)
+            .unwrap_or_else(|| panic!("no trial {m}: {r}"))
+            .clone()
+    };
+    let crash = by_mode("crash");
+    assert_eq!(crash["state"], "failed");
+    assert_eq!(crash["attempts"], 3, "a crash is retried: {crash}");
+    let e = crash["error"].as_str().unwrap();
+    assert!(
+        e.contains("exit status 3") && e.contains("boom crash") && e.contains("about to fail"),
+        "{e}"
+    );
+    let silent = by_mode("silent");
+    assert_eq!(silent["state"], "failed");
+    assert_eq!(
+        silent["attempts"], 1,
+        "exiting 0 without a metric is not retried"
+    );
+    assert!(
+        silent["error"]
+            .as_str()
+            .unwrap()
+            .contains("without reporting loss"),
+        "{silent}"
+    );
+    let nan = by_mode("nan");
+    assert_eq!(nan["state"], "diverged", "{nan}");
+    let slow = by_mode("slow");
+    assert_eq!(slow["state"], "failed");
+    assert!(
+        slow["error"].as_str().unwrap().contains("timed out"),
+        "{slow}"
+    );
+    let garbled = by_mode("garbled");
+    assert_eq!(garbled["state"], "failed");
+    assert!(
+        garbled["error"]
+            .as_str()
+            .unwrap()
+            .contains("bad report line"),
+        "{garbled}"
+    );
+    let file = by_mode("file");
+    assert_eq!(file["state"], "completed", "{file}");
+    assert_eq!(file["metrics"]["loss"], 0.25, "{file}");
+    // The parameters reached the program as variables; its output is its log.
+    let sweep_dir = std::fs::read_dir(out.join("sweeps"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let trial = file["trial"].as_u64().unwrap();
+    let log = std::fs::read_to_string(sweep_dir.join(format!("trials/{trial:05}/attempt-1.log")))
+        .unwrap();
+    assert_eq!(log.trim(), r#"file:{"mode":"file"}"#);
+}
+
+#[test]
+fn a_trial_survives_kill_9_of_its_worker_and_resumes_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = python_spec(dir.path(), "resume", 1, 0.4, 8);
+    // No scheduler: one trial, run to its end.
+    let text = std::fs::read_to_string(&spec).unwrap();
+    let text = text[..text.find("[search.scheduler]").unwrap()].to_owned();
+    std::fs::write(&spec, text).unwrap();
+    let (_coord, url) = coordinator(
+        dir.path(),
+        &["--lease-ttl-ms", "1500", "--heartbeat-interval-ms", "200"],
+    );
+    let shared = dir.path().join("shared");
+    let tr = shared.to_str().unwrap();
+    let mut a = worker(dir.path(), &url, "a", &["--trial-root", tr]);
+    let sweep = submit(&spec, &url);
+    let ckpt = shared.join(&sweep).join("trial-00000/checkpoint.json");
+    wait_until("two epochs of checkpoints", Duration::from_secs(60), || {
+        std::fs::read_to_string(&ckpt)
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .is_some_and(|v| v["epoch"].as_u64().unwrap_or(0) >= 2)
+    });
+    assert!(!processes_of(&sweep).is_empty(), "the trial runs");
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    // The kernel tells the trial's supervisor, which takes the whole group down.
+    wait_until(
+        "the orphaned trial to stop",
+        Duration::from_secs(15),
+        || processes_of(&sweep).is_empty(),
+    );
+    let _b = worker(dir.path(), &url, "b", &["--trial-root", tr]);
+    wait_until(
+        "the trial to finish elsewhere",
+        Duration::from_secs(120),
+        || trials(&results(&sweep, &url))[0]["state"] == "completed",
+    );
+    let t = trials(&results(&sweep, &url))[0].clone();
+    assert_eq!(t["attempts"], 2, "{t}");
+    assert!(t["worker"].as_str().unwrap().ends_with("-b"), "{t}");
+    let second = run_ok(
+        &["logs", &sweep, "0", "--attempt", "2", "--coordinator", &url],
+        Duration::from_secs(30),
+    );
+    assert!(second.contains("resuming from epoch"), "{second}");
+    // The resumed attempt trained only the epochs that were missing.
+    let epochs: BTreeSet<u32> = second
+        .lines()
+        .filter_map(|l| l.strip_prefix("epoch ")?.split(':').next()?.parse().ok())
+        .collect();
+    assert!(!epochs.contains(&1) && epochs.contains(&8), "{second}");
+}
+
+#[test]
+fn coordinator_kill_9_in_a_tpe_asha_sweep_duplicates_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = python_spec(dir.path(), "restart", 20, 0.1, 9);
+    let timing = ["--lease-ttl-ms", "3000", "--heartbeat-interval-ms", "200"];
+    let (mut coord, url) = coordinator(dir.path(), &timing);
+    let addr = url.trim_start_matches("http://").to_owned();
+    let tr = dir.path().join("trials");
+    let tr = tr.to_str().unwrap();
+    let _w1 = worker(
+        dir.path(),
+        &url,
+        "w1",
+        &["--slots", "2", "--trial-root", tr],
+    );
+    let _w2 = worker(
+        dir.path(),
+        &url,
+        "w2",
+        &["--slots", "2", "--trial-root", tr],
+    );
+    let sweep = submit(&spec, &url);
+    // Kill the coordinator once TPE is past its random start and trials are running.
+    wait_until("a dozen trials to end", Duration::from_secs(300), || {
+        let r = results(&sweep, &url);
+        trials(&r)
+            .iter()
+            .filter(|t| t["state"] == "completed" || t["state"] == "pruned")
+            .count()
+            >= 12
+    });
+    let before = results(&sweep, &url);
+    coord.child.kill().unwrap();
+    coord.child.wait().unwrap();
+    let dd = dir.path().to_str().unwrap();
+    let mut args = vec!["coordinator", "--listen", addr.as_str(), "--data-dir", dd];
+    args.extend_from_slice(&timing);
+    let _coord = spawn("coordinator-restarted", &args, dir.path());
+    wait_until("the sweep to finish", Duration::from_secs(300), || {
+        let st = run(
+            &["status", &sweep, "--coordinator", &url],
+            Duration::from_secs(30),
+        );
+        String::from_utf8_lossy(&st.stdout).contains(" completed: ")
+    });
+    let after = results(&sweep, &url);
+    let all = trials(&after);
+    // Every trial once, each in one final state.
+    let ids: Vec<u64> = all.iter().map(|t| t["trial"].as_u64().unwrap()).collect();
+    assert_eq!(ids, (0..20).collect::<Vec<_>>(), "{after}");
+    for t in all {
+        let s = t["state"].as_str().unwrap();
+        assert!(s == "completed" || s == "pruned", "{t}");
+    }
+    // What was decided before the kill stands: finished trials keep their state, their
+    // parameters and (pruned ones) their reason.
+    for b in trials(&before) {
+        if b["state"] == "completed" || b["state"] == "pruned" {
+            let a = &all[b["trial"].as_u64().unwrap() as usize];
+            for key in ["state", "params", "error", "metrics"] {
+                assert_eq!(a[key], b[key], "trial {} changed its {key}", b["trial"]);
+            }
+        }
+    }
+    // Parameters never repeat (TPE's state came back, and suggestions went on from it).
+    let points: BTreeSet<String> = all.iter().map(|t| t["params"].to_string()).collect();
+    assert_eq!(points.len(), 20);
+    wait_until(
+        "every trial process to exit",
+        Duration::from_secs(30),
+        || processes_of(&sweep).is_empty(),
+    );
+}
