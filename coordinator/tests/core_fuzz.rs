@@ -3,7 +3,8 @@
 //! worker ids and units among them, applied to the core with every action written to a
 //! real SQLite store. After every step:
 //!
-//! - no unit is finished twice, and only a worker that held a lease on it finishes it;
+//! - no unit is finished twice, and only a worker that held a lease on it finishes it
+//!   (one sweep uses TPE and ASHA, so reports prune units on the way);
 //! - every sweep's counts add up to its total;
 //! - the core agrees with the store (final counts, state, best), which is what a
 //!   restart would rebuild from.
@@ -32,6 +33,8 @@ enum Op {
     Progress {
         worker: usize,
         unit: usize,
+        step: u32,
+        value: f64,
     },
     Report {
         worker: usize,
@@ -51,35 +54,48 @@ enum Op {
     Restart,
 }
 
-fn op() -> impl Strategy<Value = Op> {
+/// Operations; `max_tick` bounds how much time passes in one step (short steps keep
+/// workers alive long enough for reports to reach the scheduler).
+fn op(max_tick: u64) -> impl Strategy<Value = Op> {
     // Indices past the known workers/units stand for forged ones.
     prop_oneof![
         2 => proptest::option::of(0usize..6).prop_map(|resume| Op::Register { resume }),
         4 => (0usize..6, 1u32..4).prop_map(|(worker, max)| Op::Lease { worker, max }),
         2 => (0usize..6, proptest::collection::vec(0usize..40, 0..4))
             .prop_map(|(worker, units)| Op::Heartbeat { worker, units }),
-        1 => (0usize..6, 0usize..40).prop_map(|(worker, unit)| Op::Progress { worker, unit }),
+        3 => (0usize..6, 0usize..40, 0u32..6, prop_oneof![Just(0.2), Just(0.5), Just(0.8), Just(f64::NAN)])
+            .prop_map(|(worker, unit, step, value)| Op::Progress { worker, unit, step, value }),
         6 => (0usize..6, 0usize..40, 0u8..6, prop_oneof![Just(0.5), Just(f64::NAN), Just(1e308), Just(0.9), Just(-1.0)])
             .prop_map(|(worker, unit, outcome, value)| Op::Report { worker, unit, outcome, value }),
         1 => (0usize..6).prop_map(|worker| Op::Deregister { worker }),
-        2 => (0u64..1500).prop_map(|ms| Op::Tick { ms }),
+        2 => (0u64..max_tick).prop_map(|ms| Op::Tick { ms }),
         1 => (0usize..2).prop_map(|sweep| Op::Cancel { sweep }),
         1 => Just(Op::Restart),
     ]
 }
 
-fn spec(name: &str, trials: u32, max_concurrent: u32) -> SweepSpec {
+/// A random search, or (`adaptive`) TPE with ASHA stopping trials from their reports.
+fn spec(name: &str, trials: u32, max_concurrent: u32, adaptive: bool) -> SweepSpec {
+    let (algorithm, scheduler) = if adaptive {
+        (
+            "tpe",
+            "[search.tpe]\nn_startup_trials = 2\n[search.scheduler]\ntype = \"asha\"\nreduction_factor = 2\nmax_t = 8",
+        )
+    } else {
+        ("random", "")
+    };
     SweepSpec::from_toml(&format!(
         r#"
 name = "{name}"
 data = {{ path = "x.csv" }}
 [search]
-algorithm = "random"
+algorithm = "{algorithm}"
 metric = "val_accuracy"
 num_samples = {trials}
 max_concurrent = {max_concurrent}
 [search.space]
 lr = {{ type = "uniform", low = 0.1, high = 0.2 }}
+{scheduler}
 "#
     ))
     .unwrap()
@@ -116,6 +132,9 @@ struct World {
     finished: HashSet<UnitId>,
     /// Workers that held a lease on each unit.
     holders: HashMap<UnitId, HashSet<WorkerId>>,
+    /// The worker of each unit's latest lease: most progress comes from it, so that
+    /// reports reach the scheduler rather than being dropped as forged.
+    latest: HashMap<UnitId, WorkerId>,
 }
 
 impl World {
@@ -124,10 +143,22 @@ impl World {
         let mut core = Core::new(cfg(), 1, 1);
         let mut out = Vec::new();
         let sweeps: Vec<SweepId> = vec!["a".into(), "b".into()];
-        core::on_sweep_submitted(&mut core, &mut out, sweeps[0].clone(), spec("a", 12, 0), 0)
-            .unwrap();
-        core::on_sweep_submitted(&mut core, &mut out, sweeps[1].clone(), spec("b", 8, 2), 1)
-            .unwrap();
+        core::on_sweep_submitted(
+            &mut core,
+            &mut out,
+            sweeps[0].clone(),
+            spec("a", 12, 0, true),
+            0,
+        )
+        .unwrap();
+        core::on_sweep_submitted(
+            &mut core,
+            &mut out,
+            sweeps[1].clone(),
+            spec("b", 8, 2, false),
+            1,
+        )
+        .unwrap();
         store.apply(&out).unwrap();
         let mut w = World {
             core,
@@ -138,6 +169,7 @@ impl World {
             units: vec![],
             finished: HashSet::new(),
             holders: HashMap::new(),
+            latest: HashMap::new(),
         };
         w.check(&out);
         w
@@ -154,7 +186,12 @@ impl World {
                 .cloned()
                 .unwrap_or_else(|| WorkerId(format!("w{}-forged", 100 + i)))
         };
-        let uid = |i: usize| us.get(i).copied().unwrap_or(UnitId(1_000_000 + i as u64));
+        // Mostly recent units: old ones are final, and reports for them change nothing.
+        let uid = |i: usize| {
+            let recent = us.len().saturating_sub(8) + i % 8;
+            let i = if i < 32 { recent } else { i };
+            us.get(i).copied().unwrap_or(UnitId(1_000_000 + i as u64))
+        };
         let c = &mut self.core;
         match op {
             Op::Register { resume } => {
@@ -179,9 +216,28 @@ impl World {
                 core::on_units_reported_running(c, &mut out, &w, &units, now);
                 let _ = core::on_heartbeat(c, &w, now);
             }
-            Op::Progress { worker, unit } => {
-                let (w, u) = (wid(worker), uid(unit));
-                core::on_progress(c, &mut out, &w, u, 1, vec![("val_loss".into(), 0.3)], now);
+            Op::Progress {
+                worker,
+                unit,
+                step,
+                value,
+            } => {
+                // Mostly units that run now: those are the reports a scheduler judges.
+                let running: Vec<UnitId> = us
+                    .iter()
+                    .copied()
+                    .filter(|u| c.unit_state(*u) == Some(UnitState::Running))
+                    .collect();
+                let u = match running.len() {
+                    n if n > 0 && unit < 32 => running[unit % n],
+                    _ => uid(unit),
+                };
+                let w = match self.latest.get(&u) {
+                    Some(w) if worker < 4 => w.clone(),
+                    _ => wid(worker),
+                };
+                let m = vec![("val_accuracy".into(), value)];
+                core::on_progress(c, &mut out, &w, u, step, m, now);
             }
             Op::Report {
                 worker,
@@ -204,7 +260,11 @@ impl World {
                     history: Some(vec![(1, vec![("val_loss".into(), 0.2)])]),
                     permanent: outcome == 4 && value > 0.8,
                 };
-                let _ = core::on_unit_finished(c, &mut out, &wid(worker), o, now);
+                let w = match self.latest.get(&uid(unit)) {
+                    Some(w) if worker < 3 => w.clone(),
+                    _ => wid(worker),
+                };
+                let _ = core::on_unit_finished(c, &mut out, &w, o, now);
             }
             Op::Deregister { worker } => {
                 core::on_worker_deregistered(c, &mut out, &wid(worker), now);
@@ -229,6 +289,7 @@ impl World {
             match a {
                 Action::UnitCreated { unit, .. } => self.units.push(*unit),
                 Action::UnitLeased { unit, worker, .. } | Action::UnitAdopted { unit, worker } => {
+                    self.latest.insert(*unit, worker.clone());
                     self.holders
                         .entry(*unit)
                         .or_default()
@@ -271,7 +332,13 @@ impl World {
             let v = self.core.sweep(id).expect("sweeps are never deleted here");
             let c = v.counts;
             assert_eq!(
-                c.pending + c.running + c.completed + c.failed + c.diverged + c.cancelled,
+                c.pending
+                    + c.running
+                    + c.completed
+                    + c.failed
+                    + c.diverged
+                    + c.cancelled
+                    + c.pruned,
                 c.total,
                 "{id}: {c:?}"
             );
@@ -283,6 +350,7 @@ impl World {
                     rc.failed,
                     rc.diverged,
                     rc.cancelled,
+                    rc.pruned,
                     rc.pending + rc.running
                 ),
                 (
@@ -290,6 +358,7 @@ impl World {
                     c.failed,
                     c.diverged,
                     c.cancelled,
+                    c.pruned,
                     c.pending + c.running
                 ),
                 "{id}: the core and the store disagree"
@@ -310,7 +379,16 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
 
     #[test]
-    fn worker_messages_keep_the_core_and_store_consistent(ops in proptest::collection::vec(op(), 1..120)) {
+    fn worker_messages_keep_the_core_and_store_consistent(ops in proptest::collection::vec(op(1500), 1..120)) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = World::new(dir.path());
+        for op in ops {
+            w.step(op);
+        }
+    }
+
+    #[test]
+    fn reports_that_prune_keep_the_core_and_store_consistent(ops in proptest::collection::vec(op(200), 20..150)) {
         let dir = tempfile::tempdir().unwrap();
         let mut w = World::new(dir.path());
         for op in ops {

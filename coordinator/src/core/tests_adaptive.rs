@@ -47,7 +47,10 @@ fn a_pruned_unit_ends_frees_its_slot_and_is_stopped_on_its_worker() {
     let mut out = Vec::new();
     let sid = SweepId::from("s");
     on_sweep_submitted(&mut core, &mut out, sid.clone(), asha_spec(), 0).unwrap();
-    let (a, b) = (register(&mut core, &mut out, "a", 1), register(&mut core, &mut out, "b", 1));
+    let (a, b) = (
+        register(&mut core, &mut out, "a", 1),
+        register(&mut core, &mut out, "b", 1),
+    );
     let la = on_lease_requested(&mut core, &mut out, &a, 1, 10).unwrap();
     let lb = on_lease_requested(&mut core, &mut out, &b, 1, 10).unwrap();
     let (ua, ub) = (la[0].unit, lb[0].unit);
@@ -74,7 +77,10 @@ fn a_pruned_unit_ends_frees_its_slot_and_is_stopped_on_its_worker() {
     assert_eq!((*unit, *state), (ub, UnitState::Pruned));
     assert_eq!(metrics, &loss(0.9), "the last report's metrics");
     assert!(error.starts_with("asha: loss = 0.9 at step 1"), "{error}");
-    assert!((duration - 1.51).abs() < 1e-9, "leased at 10, pruned at 1520: {duration}");
+    assert!(
+        (duration - 1.51).abs() < 1e-9,
+        "leased at 10, pruned at 1520: {duration}"
+    );
     let c = core.sweep(&sid).unwrap().counts;
     assert_eq!((c.pruned, c.running, c.pending), (1, 1, 4));
     // Its worker is told to stop it, and its slot takes the next trial at once.

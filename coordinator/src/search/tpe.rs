@@ -77,10 +77,21 @@ impl Dim {
             | (Dim::Num { log, .. }, ParamSpec::Loguniform { low, high }) => {
                 let v = if *log { x.exp() } else { x };
                 // The space's upper bound is excluded.
-                ParamValue::Float(v.clamp(*low, high.next_down()))
+                ParamValue::Float(v.clamp(*low, next_down(*high)))
             }
             _ => unreachable!("dimensions are made from their specs"),
         }
+    }
+}
+
+/// The largest float below `x` (`f64::next_down`, newer than this crate's MSRV).
+fn next_down(x: f64) -> f64 {
+    if x > 0.0 {
+        f64::from_bits(x.to_bits() - 1)
+    } else if x == 0.0 {
+        -f64::from_bits(1)
+    } else {
+        f64::from_bits(x.to_bits() + 1)
     }
 }
 

@@ -48,7 +48,7 @@ fn argv(t: &TrialSpec, value: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
         CommandLine::Argv(v) => v.iter().map(|a| t::substitute(a, value)).collect(),
         CommandLine::Shell(s) => {
             let quoted = |n: &str| value(n).map(|v| shell_quote(&v));
-            vec!["sh".into(), "-c".into(), t::substitute(s, &quoted)]
+            vec!["sh".into(), "-c".into(), t::substitute(s, quoted)]
         }
     }
 }
