@@ -143,5 +143,59 @@ fn bench_store(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_core, bench_store, bench_telemetry);
+/// What a TPE suggestion costs once 1,000 trials have results (the event loop makes it
+/// when a worker asks for a trial), next to the core's own cost of a unit and a store
+/// commit in the same run.
+fn bench_search(c: &mut Criterion) {
+    use ridgeline_coordinator::search::{Ended, searcher_for};
+    let mut g = c.benchmark_group("search");
+    for multivariate in [true, false] {
+        let spec = SweepSpec::from_toml(&format!(
+            r#"
+name = "b"
+[trial]
+command = ["true"]
+[search]
+algorithm = "tpe"
+metric = "loss"
+num_samples = 2000
+[search.tpe]
+multivariate = {multivariate}
+[search.space]
+lr = {{ type = "loguniform", low = 1e-5, high = 1.0 }}
+dropout = {{ type = "uniform", low = 0.0, high = 0.5 }}
+layers = {{ type = "int", low = 1, high = 8 }}
+act = {{ type = "choice", values = ["relu", "tanh", "gelu"] }}
+"#
+        ))
+        .unwrap();
+        let mut s = searcher_for(&spec);
+        for i in 0..1000 {
+            let p = s.suggest(i);
+            s.started(i, &p);
+            let lr = p["lr"].as_f64().unwrap();
+            s.observe(i, Ended::Completed((lr.log10() + 3.0).powi(2)));
+        }
+        // Eight trials running, as with eight busy slots (the constant liar's part).
+        for i in 1000..1008 {
+            let p = s.suggest(i);
+            s.started(i, &p);
+        }
+        let name = if multivariate {
+            "tpe_suggest_after_1000_trials_multivariate"
+        } else {
+            "tpe_suggest_after_1000_trials_univariate"
+        };
+        g.bench_function(name, |b| b.iter(|| black_box(s.suggest(1008))));
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_core,
+    bench_store,
+    bench_telemetry,
+    bench_search
+);
 criterion_main!(benches);
