@@ -114,6 +114,10 @@ def best_so_far(values):
 
 
 def efficiency(quick):
+    return synthetic(quick) + digits(quick)
+
+
+def synthetic(quick):
     budget, seeds = (60, 4) if quick else (200, 20)
     runs = []
     lines = subprocess.run([EXAMPLE, str(budget), str(seeds)], check=True, capture_output=True, text=True).stdout
@@ -126,6 +130,11 @@ def efficiency(quick):
                 runs.append({"sampler": label, "function": name, "seed": seed, "values": v,
                              "seconds": time.time() - t0})
         print(f"  {name} done", file=sys.stderr)
+    return runs
+
+
+def digits(quick):
+    runs = []
     dbudget, dseeds = (12, 2) if quick else (50, 5)
     tmp = tempfile.mkdtemp()
     for algorithm, label in (("tpe", "ridgeline-tpe"), ("random", "ridgeline-random")):
@@ -293,13 +302,15 @@ def plot(runs, path):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="tiny budgets, to check the script")
-    ap.add_argument("--only", choices=["efficiency", "asha", "overhead"])
+    ap.add_argument("--only", choices=["efficiency", "digits", "asha", "overhead"])
     a = ap.parse_args()
     os.makedirs(OUT, exist_ok=True)
     path = os.path.join(OUT, "results.json")
     res = json.load(open(path)) if os.path.exists(path) and a.only else {}
     if a.only in (None, "efficiency"):
         res["efficiency"] = efficiency(a.quick)
+    if a.only == "digits":
+        res["efficiency"] = [r for r in res["efficiency"] if r["function"] != "digits-command"] + digits(a.quick)
     if a.only in (None, "asha"):
         res["asha"] = asha(a.quick)
         print(json.dumps(res["asha"]), file=sys.stderr)

@@ -23,6 +23,7 @@ p.add_argument("--l2", type=float, default=1e-4)
 p.add_argument("--batch", type=int, default=32)
 p.add_argument("--epochs", type=int, default=10)
 p.add_argument("--limit", type=int, default=600, help="training samples used")
+p.add_argument("--seed", type=int, default=0, help="batch order")
 p.add_argument("--epoch-seconds", type=float, default=0.0, help="sleep per epoch (demos)")
 p.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "data", "digits.csv.gz"))
 a = p.parse_args()
@@ -61,7 +62,7 @@ def evaluate(xs, ys):
     return loss / len(xs), right / len(xs)
 
 
-rng = random.Random(int(os.environ.get("RIDGELINE_TRIAL_ID", "0")))
+rng = random.Random(a.seed)
 for epoch in range(start, a.epochs + 1):
     order = list(range(len(xt)))
     rng.shuffle(order)
