@@ -127,3 +127,47 @@ fn a_bad_spec_is_refused_with_the_field_named() {
         "{err}"
     );
 }
+
+#[test]
+fn built_in_trials_are_pruned_by_the_median_rule_and_keep_their_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = digits_spec(dir.path(), "median", 12, 6);
+    // lr from 1e-5 (hopeless in 6 epochs) to 1e-1, and the median rule after 3
+    // completed trials.
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("low = 1e-3, high = 1e-2", "low = 1e-5, high = 1e-1")
+        + "[search.scheduler]\ntype = \"median\"\nn_startup_trials = 3\n";
+    std::fs::write(&spec, text).unwrap();
+    let r = run_embedded(&spec, 2, &dir.path().join("out"), Duration::from_secs(300));
+    let trials = r["trials"].as_array().unwrap();
+    let pruned: Vec<_> = trials.iter().filter(|t| t["state"] == "pruned").collect();
+    let completed: Vec<_> = trials
+        .iter()
+        .filter(|t| t["state"] == "completed")
+        .collect();
+    assert!(!pruned.is_empty() && completed.len() >= 3, "{r}");
+    assert_eq!(pruned.len() + completed.len(), 12, "{r}");
+    for t in &pruned {
+        let h = t["history"].as_array().unwrap();
+        assert!(!h.is_empty() && h.len() < 6, "{t}");
+        // Its final metrics are its last report's.
+        assert_eq!(
+            t["metrics"]["val_accuracy"],
+            h.last().unwrap()["val_accuracy"],
+            "{t}"
+        );
+        assert!(
+            t["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("median: val_accuracy"),
+            "{t}"
+        );
+        // No checkpoint: a pruned trial did not finish.
+        assert!(t["checkpoint_dir"].is_null(), "{t}");
+    }
+    for t in &completed {
+        assert_eq!(t["history"].as_array().unwrap().len(), 6, "{t}");
+    }
+}
