@@ -322,9 +322,19 @@ pub async fn logs(
                 offset,
                 max_bytes: 0,
             })
-            .await
-            .map_err(status_error)?
-            .into_inner();
+            .await;
+        let r = match r {
+            // Following a trial that has not started yet: wait for it.
+            Err(s)
+                if follow
+                    && s.code() == tonic::Code::NotFound
+                    && s.message().contains("no trial") =>
+            {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            r => r.map_err(status_error)?.into_inner(),
+        };
         if attempt == 0 {
             // Follow the attempt that was latest when we started.
             attempt = r.attempt;

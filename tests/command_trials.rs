@@ -434,3 +434,92 @@ fn shell_one_liner_objective_is_minimised() {
         .fold(f64::INFINITY, f64::min);
     assert!(best < 0.25, "best loss {best}");
 }
+
+#[test]
+fn logs_follow_a_running_trial_and_cancel_stops_its_whole_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("ticks.toml");
+    std::fs::write(
+        &spec,
+        r#"
+name = "ticks"
+[trial]
+# A grandchild that would outlive a careless kill, then a slow count.
+command = "sleep 1000 & for i in $(seq 1 300); do echo tick $i; sleep 0.1; done; echo 'ridgeline: {\"loss\": 1}'"
+kill_grace = 2
+[search]
+algorithm = "random"
+metric = "loss"
+[search.space]
+x = { type = "uniform", low = 0.0, high = 1.0 }
+"#,
+    )
+    .unwrap();
+    let (_coord, url) = coordinator(dir.path(), &[]);
+    let tr = dir.path().join("trials");
+    let _w = worker(
+        dir.path(),
+        &url,
+        "w",
+        &["--trial-root", tr.to_str().unwrap()],
+    );
+    let sweep = submit(&spec, &url);
+    // Started before the trial exists: it waits for it.
+    let out = dir.path().join("follow.out");
+    let mut follow = std::process::Command::new(bin())
+        .args(["logs", &sweep, "0", "--follow", "--coordinator", &url])
+        .stdout(std::fs::File::create(&out).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until(
+        "ten ticks through `logs --follow`",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_to_string(&out)
+                .unwrap_or_default()
+                .contains("tick 10\n")
+        },
+    );
+    assert_eq!(
+        processes_of(&sweep).len() >= 2,
+        true,
+        "the command and its sleep run"
+    );
+    run_ok(
+        &["cancel", &sweep, "--coordinator", &url],
+        Duration::from_secs(30),
+    );
+    wait_until(
+        "the trial's processes, grandchild included, to stop",
+        Duration::from_secs(15),
+        || processes_of(&sweep).is_empty(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while follow.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "`logs --follow` did not end with its trial"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Every line once, in order, and the count stopped early. (The shell may add a line
+    // of its own on stderr when its `sleep` is terminated.)
+    let text = std::fs::read_to_string(&out).unwrap();
+    let ticks: Vec<u32> = text
+        .lines()
+        .filter(|l| *l != "Terminated")
+        .map(|l| {
+            l.strip_prefix("tick ")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("line {l:?} in {text}"))
+        })
+        .collect();
+    assert_eq!(ticks, (1..=ticks.len() as u32).collect::<Vec<_>>());
+    assert!(
+        ticks.len() >= 10 && ticks.len() < 300,
+        "{} ticks",
+        ticks.len()
+    );
+    let r = results(&sweep, &url);
+    assert_eq!(trials(&r)[0]["state"], "cancelled");
+}
