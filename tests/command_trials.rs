@@ -68,6 +68,18 @@ fn processes_of(sweep: &str) -> Vec<u32> {
     found
 }
 
+/// Two workers of two slots each, sharing one trial root.
+fn two_workers(dir: &Path, url: &str, trial_root: &str) -> [Proc; 2] {
+    ["w1", "w2"].map(|name| {
+        worker(
+            dir,
+            url,
+            name,
+            &["--slots", "2", "--trial-root", trial_root],
+        )
+    })
+}
+
 fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !ok() {
@@ -102,29 +114,8 @@ fn python_example_with_tpe_and_asha_on_two_workers() {
     let (_coord, url) = coordinator(dir.path(), &[]);
     let root = dir.path().join("trials");
     let tr = root.to_str().unwrap();
-    let _w1 = worker(
-        dir.path(),
-        &url,
-        "w1",
-        &["--slots", "2", "--trial-root", tr],
-    );
-    let _w2 = worker(
-        dir.path(),
-        &url,
-        "w2",
-        &["--slots", "2", "--trial-root", tr],
-    );
-    let out = run_ok(
-        &[
-            "submit",
-            spec.to_str().unwrap(),
-            "--coordinator",
-            &url,
-            "--wait",
-        ],
-        Duration::from_secs(600),
-    );
-    let sweep = out.lines().next().unwrap().trim().to_owned();
+    let _workers = two_workers(dir.path(), &url, tr);
+    let sweep = submit_wait(&spec, &url, Duration::from_secs(600));
     let r = results(&sweep, &url);
     let all = trials(&r);
     assert_eq!(all.len(), 16);
@@ -340,18 +331,7 @@ fn coordinator_kill_9_in_a_tpe_asha_sweep_duplicates_nothing() {
     let addr = url.trim_start_matches("http://").to_owned();
     let tr = dir.path().join("trials");
     let tr = tr.to_str().unwrap();
-    let _w1 = worker(
-        dir.path(),
-        &url,
-        "w1",
-        &["--slots", "2", "--trial-root", tr],
-    );
-    let _w2 = worker(
-        dir.path(),
-        &url,
-        "w2",
-        &["--slots", "2", "--trial-root", tr],
-    );
+    let _workers = two_workers(dir.path(), &url, tr);
     let sweep = submit(&spec, &url);
     // Kill the coordinator once TPE is past its random start and trials are running.
     wait_until("a dozen trials to end", Duration::from_secs(300), || {

@@ -24,22 +24,7 @@ fn grid_sweep_across_two_worker_processes() {
     );
 
     let spec = root().join("examples/digits-grid.toml");
-    let out = run_ok(
-        &[
-            "submit",
-            spec.to_str().unwrap(),
-            "--coordinator",
-            &url,
-            "--wait",
-        ],
-        Duration::from_secs(600),
-    );
-    let sweep = out
-        .lines()
-        .next()
-        .expect("submit prints the sweep id")
-        .trim()
-        .to_owned();
+    let sweep = submit_wait(&spec, &url, Duration::from_secs(600));
     assert!(sweep.starts_with("digits-grid-"), "{sweep}");
 
     let status = run_ok(

@@ -159,6 +159,25 @@ pub fn submit(spec: &Path, url: &str) -> String {
     .to_owned()
 }
 
+/// `ridgeline submit SPEC --wait`: returns the sweep id once the sweep has ended.
+pub fn submit_wait(spec: &Path, url: &str, timeout: Duration) -> String {
+    let out = run_ok(
+        &[
+            "submit",
+            spec.to_str().unwrap(),
+            "--coordinator",
+            url,
+            "--wait",
+        ],
+        timeout,
+    );
+    out.lines()
+        .next()
+        .expect("submit prints the sweep id")
+        .trim()
+        .to_owned()
+}
+
 /// Starts `ridgeline worker` named `name` (logging to `dir/name.log`), with extra flags.
 pub fn worker(dir: &Path, url: &str, name: &str, extra: &[&str]) -> Proc {
     let mut args = vec!["worker", "--coordinator", url, "--name", name];

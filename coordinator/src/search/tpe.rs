@@ -172,15 +172,12 @@ impl Tpe {
         pruned.sort_by(|a, b| a.0.0.cmp(&b.0.0).then(a.0.1.total_cmp(&b.0.1)));
         let mut below = Vec::new();
         let mut above = Vec::new();
-        for (_, n) in complete {
-            if n_below > 0 {
-                below.push(n);
-                n_below -= 1;
-            } else {
-                above.push(n);
-            }
-        }
-        for (_, n) in pruned {
+        // Completed trials fill the good group first, then pruned ones.
+        let ranked = complete
+            .into_iter()
+            .map(|c| c.1)
+            .chain(pruned.into_iter().map(|p| p.1));
+        for n in ranked {
             if n_below > 0 {
                 below.push(n);
                 n_below -= 1;

@@ -120,6 +120,15 @@ fn space(entries: &[(&str, ParamSpec)]) -> BTreeMap<String, ParamSpec> {
         .collect()
 }
 
+/// x and y uniform on [-5, 5].
+fn square() -> BTreeMap<String, ParamSpec> {
+    let side = ParamSpec::Uniform {
+        low: -5.0,
+        high: 5.0,
+    };
+    space(&[("x", side.clone()), ("y", side)])
+}
+
 /// Runs `n` trials one after another; returns each trial's parameters and value.
 fn run(tpe: &mut Tpe, n: u32, f: impl Fn(&Params) -> f64) -> Vec<(Params, f64)> {
     (0..n)
@@ -169,22 +178,7 @@ fn later_suggestions_concentrate_near_the_optimum_1d() {
 #[test]
 fn later_suggestions_concentrate_near_the_optimum_2d_both_modes() {
     for multivariate in [true, false] {
-        let s = space(&[
-            (
-                "x",
-                ParamSpec::Uniform {
-                    low: -5.0,
-                    high: 5.0,
-                },
-            ),
-            (
-                "y",
-                ParamSpec::Uniform {
-                    low: -5.0,
-                    high: 5.0,
-                },
-            ),
-        ]);
+        let s = square();
         let cfg = TpeSpec {
             multivariate,
             ..TpeSpec::default()
@@ -267,22 +261,7 @@ fn int_log_and_choice_dimensions() {
 
 #[test]
 fn eight_concurrent_slots_never_get_the_same_point() {
-    let s = space(&[
-        (
-            "x",
-            ParamSpec::Uniform {
-                low: -5.0,
-                high: 5.0,
-            },
-        ),
-        (
-            "y",
-            ParamSpec::Uniform {
-                low: -5.0,
-                high: 5.0,
-            },
-        ),
-    ]);
+    let s = square();
     let mut tpe = Tpe::new(s, 4, Mode::Min, TpeSpec::default());
     let f = |p: &Params| p["x"].as_f64().unwrap().powi(2) + p["y"].as_f64().unwrap().powi(2);
     let mut running: std::collections::VecDeque<(u32, Params)> = Default::default();
