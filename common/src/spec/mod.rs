@@ -585,6 +585,118 @@ activation = { type = "grid", values = ["relu", "tanh"] }
         }
     }
 
+    const COMMAND: &str = r#"
+name = "c"
+[trial]
+command = ["python3", "train.py", "--lr", "{lr}", "--dir", "{trial_dir}"]
+timeout = "10m"
+[search]
+algorithm = "tpe"
+metric = "score"
+[search.space]
+lr = { type = "loguniform", low = 1e-4, high = 1e-1 }
+"hidden units" = { type = "int", low = 1, high = 4 }
+[search.scheduler]
+type = "hyperband"
+max_resource = 27
+"#;
+
+    #[test]
+    fn command_trials_take_free_names_and_any_metric() {
+        let s = SweepSpec::from_toml(COMMAND).unwrap();
+        let t = s.trial.as_ref().unwrap();
+        assert_eq!(t.timeout, Some(trial::Seconds(600.0)));
+        assert_eq!(t.kill_grace, trial::Seconds(10.0));
+        assert_eq!(s.metric(), "score");
+        assert_eq!(s.mode(), Mode::Max);
+        assert_eq!(s.total_trials(), 1);
+        assert!(s.search.tpe.multivariate && s.search.tpe.constant_liar);
+        assert_eq!(SweepSpec::from_json(&s.to_json()).unwrap(), s);
+        let y = "name: y\ntrial: {command: \"echo {x}\"}\nsearch:\n  metric: loss\n  space:\n    x: {type: uniform, low: 0, high: 1}\n";
+        assert!(matches!(
+            SweepSpec::from_yaml(y).unwrap().trial.unwrap().command,
+            trial::Command::Shell(_)
+        ));
+    }
+
+    #[test]
+    fn command_trial_mistakes_name_the_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "\"{lr}\", \"--dir\"",
+                "\"{lrr}\", \"--dir\"",
+                "trial.command: {lrr} names no parameter; expected one of hidden units, lr, trial_id",
+            ),
+            (
+                "timeout = \"10m\"",
+                "timeout = \"ten minutes\"",
+                "trial.timeout: expected a duration",
+            ),
+            (
+                "timeout = \"10m\"",
+                "timeout = -1",
+                "trial.timeout: expected a duration > 0",
+            ),
+            (
+                "[trial]",
+                "[data]\npath = \"x.csv\"\n[trial]",
+                "data: a [trial] command brings its own data",
+            ),
+            (
+                "[trial]",
+                "[train]\nepochs = 3\n[trial]",
+                "trial: a [trial] command takes no [model] or [train] section",
+            ),
+            (
+                "command = [\"python3\"",
+                "command = [\"\"",
+                "trial.command: expected a program",
+            ),
+            (
+                "max_resource = 27",
+                "min_resource = 2",
+                "search.scheduler: missing field `max_resource`",
+            ),
+            (
+                "type = \"hyperband\"\nmax_resource = 27",
+                "type = \"asha\"\nreduction_factor = 1",
+                "search.scheduler.reduction_factor: expected a number > 1",
+            ),
+            (
+                "type = \"hyperband\"",
+                "type = \"successive\"",
+                "search.scheduler.type: unknown variant `successive`",
+            ),
+            (
+                "[search.space]",
+                "[search.tpe]\nn_ei_candidates = 0\n[search.space]",
+                "search.tpe.n_ei_candidates: expected at least 1",
+            ),
+            (
+                "metric = \"score\"",
+                "metric = \"step\"",
+                "search.metric: `step` is the time attribute",
+            ),
+        ];
+        for (from, to, want) in cases {
+            assert!(COMMAND.contains(from), "case text {from:?} not in COMMAND");
+            let e = err_of(&COMMAND.replacen(from, to, 1));
+            let msg = e.to_string();
+            assert!(msg.starts_with(want), "got {msg:?}, want prefix {want:?}");
+        }
+        // Built-in trials still check their names and metrics.
+        let e = err_of(&BASE.replace(
+            "algorithm = \"grid\"",
+            "algorithm = \"grid\"\nmetric = \"score\"",
+        ));
+        assert!(
+            e.to_string().contains("a [trial] command may report any"),
+            "{e}"
+        );
+        let e = err_of("name = \"n\"\n[search]\nalgorithm = \"random\"");
+        assert!(e.to_string().starts_with("data: missing"), "{e}");
+    }
+
     #[test]
     fn trial_config_applies_overrides() {
         let s = SweepSpec::from_toml(BASE).unwrap();
