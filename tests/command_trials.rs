@@ -190,6 +190,7 @@ case {mode} in
   slow) sleep 30 ;;
   garbled) echo 'ridgeline: {"loss": 0.5'; sleep 30 ;;
   file) echo '{"step": 1, "loss": 0.25}' >> "$RIDGELINE_REPORT_FILE"; echo "$RIDGELINE_PARAM_MODE:$RIDGELINE_PARAMS" ;;
+  missing) no-such-program-xyz --train ;;
 esac
 """
 timeout = 3
@@ -198,7 +199,7 @@ kill_grace = 1
 algorithm = "grid"
 metric = "loss"
 [search.space]
-mode = { type = "grid", values = ["crash", "silent", "nan", "slow", "garbled", "file"] }
+mode = { type = "grid", values = ["crash", "silent", "nan", "slow", "garbled", "file", "missing"] }
 "#,
     )
     .unwrap();
@@ -251,6 +252,17 @@ mode = { type = "grid", values = ["crash", "silent", "nan", "slow", "garbled", "
             .unwrap()
             .contains("bad report line"),
         "{garbled}"
+    );
+    let missing = by_mode("missing");
+    assert_eq!(missing["state"], "failed");
+    assert_eq!(
+        missing["attempts"], 1,
+        "a missing program is missing everywhere"
+    );
+    let e = missing["error"].as_str().unwrap();
+    assert!(
+        e.contains("command not found") && e.contains("no-such-program-xyz"),
+        "{e}"
     );
     let file = by_mode("file");
     assert_eq!(file["state"], "completed", "{file}");

@@ -210,14 +210,19 @@ impl Executor for Command {
         let env = environment(ctx, t, &params, trial, &dir, &report_file);
         let grace = Duration::from_secs_f64(t.kill_grace.0);
         let (tx, rx) = mpsc::channel();
-        let mut group =
-            process::spawn(&argv, t.workdir.as_deref(), &env, grace, tx).map_err(|e| {
-                UnitError {
-                    message: format!("cannot start {:?}: {e}", argv[0]),
-                    // A missing program or working folder is missing on every worker alike.
-                    permanent: e.kind() == std::io::ErrorKind::NotFound,
-                }
-            })?;
+        if let Some(w) = t.workdir.as_deref().filter(|w| !w.is_dir()) {
+            // Shared storage missing on this node: another worker may have it.
+            return Err(UnitError {
+                message: format!(
+                    "trial.workdir {} is not a folder on worker host {}",
+                    w.display(),
+                    crate::runner::default_name()
+                ),
+                permanent: false,
+            });
+        }
+        let mut group = process::spawn(&argv, t.workdir.as_deref(), &env, grace, tx)
+            .map_err(|e| UnitError::from(format!("cannot start the trial's supervisor: {e}")))?;
         let started = Instant::now();
         let deadline = t.timeout.map(|s| started + Duration::from_secs_f64(s.0));
         let metric = spec.metric();
@@ -310,6 +315,18 @@ impl Executor for Command {
                 message: format!(
                     "exited 0 without reporting {metric} ({} report line(s)); print a line `ridgeline: {{\"{metric}\": ...}}`",
                     reports.count
+                ),
+                permanent: true,
+            }),
+            // The shell's "command not found": a typo fails the same way everywhere.
+            (Some(127), _) => Err(UnitError {
+                message: format!(
+                    "exit status 127 (command not found: {}); stderr ends with:\n{}",
+                    match &t.command {
+                        CommandLine::Argv(_) => format!("{:?}", argv[0]),
+                        CommandLine::Shell(_) => "a program in trial.command".into(),
+                    },
+                    tail()
                 ),
                 permanent: true,
             }),
