@@ -13,6 +13,7 @@ use super::{Decision, Pruning, Scheduler};
 /// The Hyperband pruner.
 pub struct Hyperband {
     min_resource: u32,
+    max_resource: u32,
     rf: u32,
     /// Per bracket: the trial-allocation budget and, per rung, every recorded score.
     budgets: Vec<u32>,
@@ -36,6 +37,7 @@ impl Hyperband {
             .collect();
         Hyperband {
             min_resource,
+            max_resource,
             rf,
             budgets,
             rungs: vec![Vec::new(); n],
@@ -61,6 +63,12 @@ impl Hyperband {
 
 impl Scheduler for Hyperband {
     fn on_report(&mut self, trial: u32, step: u32, score: f64) -> Decision {
+        // A trial at max_resource has done its work. (Optuna's trials report steps
+        // 0..max_resource-1 and never get there; the built-in trainer counts epochs
+        // from 1.)
+        if step >= self.max_resource {
+            return Decision::Continue;
+        }
         let bracket = self.bracket_of(trial);
         let rung = &mut self.trials.entry(trial).or_insert((bracket, 0)).1;
         loop {
