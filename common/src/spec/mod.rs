@@ -262,6 +262,9 @@ impl SweepSpec {
                 format!("expected letters, digits, '-' or '_', got {:?}", self.name),
             );
         }
+        self.search
+            .validate_conditions()
+            .map_err(|(f, r)| SpecError::new(f, r))?;
         if self.trial.is_some() {
             self.validate_command_trial()?;
         } else {
@@ -301,6 +304,7 @@ impl SweepSpec {
         if let Some(sch) = &s.scheduler {
             sch.validate().map_err(|(f, r)| SpecError::new(f, r))?;
         }
+
         if let Err(e) = Grid::new(
             s.space
                 .iter()
@@ -446,7 +450,7 @@ impl SweepSpec {
             }
             p.check().map_err(|r| SpecError::new(&field, r))?;
         }
-        t.validate(s.space.keys())
+        t.validate(s.space.keys(), |n| s.conditions.contains_key(n))
             .map_err(|(f, r)| SpecError::new(f, r))
     }
 }
@@ -695,6 +699,69 @@ max_resource = 27
         );
         let e = err_of("name = \"n\"\n[search]\nalgorithm = \"random\"");
         assert!(e.to_string().starts_with("data: missing"), "{e}");
+    }
+
+    #[test]
+    fn conditions_name_choices_and_their_values() {
+        let base = r#"
+name = "c"
+[trial]
+command = "train --opt {opt}"
+[search]
+algorithm = "random"
+metric = "loss"
+[search.space]
+opt = { type = "choice", values = ["sgd", "adam"] }
+momentum = { type = "uniform", low = 0.0, high = 0.9 }
+beta = { type = "uniform", low = 0.8, high = 0.99 }
+[search.conditions]
+momentum = { opt = "sgd" }
+"#;
+        let s = SweepSpec::from_toml(base).unwrap();
+        let mut p = Params::from([("opt".to_owned(), ParamValue::Str("adam".into()))]);
+        assert!(!s.search.active("momentum", &p) && s.search.active("beta", &p));
+        p.insert("opt".into(), ParamValue::Str("sgd".into()));
+        assert!(s.search.active("momentum", &p));
+        let cases: &[(&str, &str)] = &[
+            (
+                "momentum = { opt = \"sgd\" }",
+                "search.conditions.momentum.opt: nesterov is not one of its values",
+            ),
+            (
+                "lr = { opt = \"sgd\" }",
+                "search.conditions.lr: names no parameter of search.space",
+            ),
+            (
+                "momentum = { beta = 0.9 }",
+                "search.conditions.momentum.beta: conditions name choice or grid parameters",
+            ),
+            (
+                "momentum = {}",
+                "search.conditions.momentum: expected at least one",
+            ),
+            (
+                "momentum = { opt = \"sgd\" }\nopt = { opt = \"sgd\" }",
+                "search.conditions.momentum.opt: a condition may only name unconditional parameters",
+            ),
+        ];
+        for (i, (line, want)) in cases.iter().enumerate() {
+            let text = if i == 0 {
+                base.replace(
+                    "momentum = { opt = \"sgd\" }",
+                    "momentum = { opt = \"nesterov\" }",
+                )
+            } else {
+                base.replace("momentum = { opt = \"sgd\" }", line)
+            };
+            let msg = err_of(&text).to_string();
+            assert!(msg.starts_with(want), "got {msg:?}, want {want:?}");
+        }
+        // A conditional parameter cannot be a placeholder: it may be absent.
+        let msg = err_of(&base.replace("--opt {opt}", "--m {momentum}")).to_string();
+        assert!(
+            msg.starts_with("trial.command: {momentum} is conditional"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -157,6 +157,88 @@ pub struct SearchSpec {
     /// Early stopping of trials from their intermediate reports.
     #[serde(default)]
     pub scheduler: Option<SchedulerSpec>,
+    /// Conditional parameters: a parameter named here exists in a trial only when every
+    /// choice it names took one of the given values (`momentum = { optimizer = "sgd" }`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub conditions: BTreeMap<String, BTreeMap<String, OneOrMany>>,
+}
+
+/// One value or a list of them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    /// A single value.
+    One(ParamValue),
+    /// Any of these values.
+    Many(Vec<ParamValue>),
+}
+
+impl OneOrMany {
+    /// The values.
+    pub fn values(&self) -> &[ParamValue] {
+        match self {
+            OneOrMany::One(v) => std::slice::from_ref(v),
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+impl SearchSpec {
+    /// Whether parameter `name` exists in a trial whose other parameters are `params`.
+    pub fn active(&self, name: &str, params: &crate::params::Params) -> bool {
+        self.conditions.get(name).is_none_or(|c| {
+            c.iter()
+                .all(|(on, vals)| params.get(on).is_some_and(|v| vals.values().contains(v)))
+        })
+    }
+
+    /// Drops the parameters whose condition does not hold.
+    pub fn drop_inactive(&self, params: &mut crate::params::Params) {
+        let inactive: Vec<String> = self
+            .conditions
+            .keys()
+            .filter(|n| !self.active(n, params))
+            .cloned()
+            .collect();
+        for n in inactive {
+            params.remove(&n);
+        }
+    }
+
+    /// Checks the conditions against the space; errors are `(field, reason)`.
+    pub fn validate_conditions(&self) -> Result<(), (String, String)> {
+        for (name, cond) in &self.conditions {
+            let field = format!("search.conditions.{name}");
+            match self.space.get(name) {
+                None => return Err((field, "names no parameter of search.space".into())),
+                Some(ParamSpec::Grid { .. }) => {
+                    return Err((field, "a grid axis cannot be conditional".into()));
+                }
+                Some(_) => {}
+            }
+            if cond.is_empty() {
+                return Err((field, "expected at least one `parameter = value`".into()));
+            }
+            for (on, vals) in cond {
+                let f = format!("{field}.{on}");
+                let values = match self.space.get(on) {
+                    _ if self.conditions.contains_key(on) => {
+                        return Err((
+                            f,
+                            "a condition may only name unconditional parameters".into(),
+                        ));
+                    }
+                    Some(ParamSpec::Choice { values } | ParamSpec::Grid { values }) => values,
+                    Some(_) => return Err((f, "conditions name choice or grid parameters".into())),
+                    None => return Err((f, "names no parameter of search.space".into())),
+                };
+                if let Some(v) = vals.values().iter().find(|v| !values.contains(v)) {
+                    return Err((f, format!("{v} is not one of its values")));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Settings of the TPE sampler; the defaults are Optuna 5's (multivariate, constant
@@ -313,6 +395,7 @@ impl Default for SearchSpec {
             space: BTreeMap::new(),
             tpe: TpeSpec::default(),
             scheduler: None,
+            conditions: BTreeMap::new(),
         }
     }
 }

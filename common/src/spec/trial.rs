@@ -224,6 +224,7 @@ impl TrialSpec {
     pub fn validate<'a>(
         &self,
         params: impl Iterator<Item = &'a String> + Clone,
+        conditional: impl Fn(&str) -> bool,
     ) -> Result<(), (String, String)> {
         let templates: Vec<&String> = match &self.command {
             Command::Argv(v) if v.is_empty() || v[0].trim().is_empty() => {
@@ -240,6 +241,14 @@ impl TrialSpec {
         };
         for t in templates {
             for name in placeholders(t) {
+                if conditional(name) {
+                    return Err((
+                        "trial.command".into(),
+                        format!(
+                            "{{{name}}} is conditional (search.conditions) and may be absent; read it from RIDGELINE_PARAMS instead"
+                        ),
+                    ));
+                }
                 if !BUILTIN_PLACEHOLDERS.contains(&name) && !params.clone().any(|p| p == name) {
                     let known: Vec<&str> = params
                         .clone()

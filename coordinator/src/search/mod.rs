@@ -53,7 +53,7 @@ pub fn searcher_for(spec: &SweepSpec) -> Box<dyn Searcher> {
         return Box::new(Tiles);
     }
     let s = &spec.search;
-    match s.algorithm {
+    let inner: Box<dyn Searcher> = match s.algorithm {
         Algorithm::Grid => Box::new(GridSearch {
             grid: spec.grid(),
             space: s.space.clone(),
@@ -64,12 +64,41 @@ pub fn searcher_for(spec: &SweepSpec) -> Box<dyn Searcher> {
             seed: s.seed,
         }),
         Algorithm::Sobol => Box::new(SobolSearch::new(s.space.clone(), s.seed)),
-        Algorithm::Tpe => Box::new(Tpe::new(
-            s.space.clone(),
-            s.seed,
-            spec.mode(),
-            s.tpe.clone(),
-        )),
+        Algorithm::Tpe => Box::new(
+            Tpe::new(s.space.clone(), s.seed, spec.mode(), s.tpe.clone())
+                .with_conditions(s.clone()),
+        ),
+    };
+    if s.conditions.is_empty() {
+        inner
+    } else {
+        Box::new(Conditional {
+            inner,
+            search: s.clone(),
+        })
+    }
+}
+
+/// A searcher over a space with conditional parameters: what the inner searcher draws
+/// for a parameter whose condition does not hold is dropped.
+struct Conditional {
+    inner: Box<dyn Searcher>,
+    search: ridgeline_common::spec::SearchSpec,
+}
+
+impl Searcher for Conditional {
+    fn suggest(&mut self, i: u32) -> Params {
+        let mut p = self.inner.suggest(i);
+        self.search.drop_inactive(&mut p);
+        p
+    }
+
+    fn started(&mut self, i: u32, params: &Params) {
+        self.inner.started(i, params);
+    }
+
+    fn observe(&mut self, i: u32, ended: Ended) {
+        self.inner.observe(i, ended);
     }
 }
 
@@ -179,5 +208,76 @@ width = {{ type = "grid", values = [8, 16, 32] }}
         assert!(depths[1..].iter().all(|&c| c > 120), "{depths:?}");
         // Order independence: trial 7 is the same when asked first.
         assert_eq!(searcher_for(&s).suggest(7), a.suggest(7));
+    }
+
+    fn conditional(algo: &str) -> SweepSpec {
+        SweepSpec::from_toml(&format!(
+            r#"
+name = "c"
+[trial]
+command = ["true"]
+[search]
+algorithm = "{algo}"
+metric = "loss"
+num_samples = 120
+[search.space]
+optimizer = {{ type = "choice", values = ["sgd", "adamw", "rmsprop"] }}
+momentum = {{ type = "uniform", low = 0.0, high = 0.99 }}
+lr = {{ type = "loguniform", low = 1e-4, high = 1.0 }}
+[search.conditions]
+momentum = {{ optimizer = ["sgd", "rmsprop"] }}
+"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn conditional_parameters_exist_only_when_their_condition_holds() {
+        for algo in ["random", "sobol", "grid", "tpe"] {
+            let spec = conditional(algo);
+            let mut s = searcher_for(&spec);
+            let mut with = 0;
+            for i in 0..120 {
+                let p = s.suggest(i);
+                s.started(i, &p);
+                let opt = p["optimizer"].as_str().unwrap().to_owned();
+                assert_eq!(p.contains_key("momentum"), opt != "adamw", "{algo} {p:?}");
+                with += usize::from(p.contains_key("momentum"));
+                // The objective: adamw is best, and sgd is good only with momentum 0.9.
+                let v = match (opt.as_str(), p.get("momentum")) {
+                    ("adamw", _) => 1.0,
+                    (_, Some(m)) => 1.0 + (m.as_f64().unwrap() - 0.9).abs() * 5.0,
+                    _ => unreachable!(),
+                } + (p["lr"].as_f64().unwrap().log10() + 2.0).abs();
+                s.observe(i, Ended::Completed(v));
+            }
+            assert!(with > 0, "{algo}: momentum never drawn");
+        }
+    }
+
+    #[test]
+    fn tpe_learns_a_conditional_parameter_from_the_trials_that_had_it() {
+        let spec = conditional("tpe");
+        let mut s = searcher_for(&spec);
+        let mut late = Vec::new();
+        for i in 0..150 {
+            let p = s.suggest(i);
+            s.started(i, &p);
+            // Only sgd and rmsprop count here, and momentum 0.9 is best.
+            let v = match p.get("momentum") {
+                Some(m) => (m.as_f64().unwrap() - 0.9).abs(),
+                None => 1.0,
+            };
+            if i >= 100 {
+                if let Some(m) = p.get("momentum") {
+                    late.push(m.as_f64().unwrap());
+                }
+            }
+            s.observe(i, Ended::Completed(v));
+        }
+        late.sort_by(f64::total_cmp);
+        let median = late[late.len() / 2];
+        // Uniform momentum on [0, 0.99] would sit a median 0.35 from 0.9.
+        assert!(late.len() >= 25 && (median - 0.9).abs() < 0.15, "{late:?}");
     }
 }

@@ -118,6 +118,8 @@ pub struct Tpe {
     mode: Mode,
     cfg: TpeSpec,
     trials: BTreeMap<u32, Trial>,
+    /// The search, when some parameters are conditional.
+    conditions: Option<ridgeline_common::spec::SearchSpec>,
 }
 
 impl Tpe {
@@ -132,7 +134,24 @@ impl Tpe {
             mode,
             cfg,
             trials: BTreeMap::new(),
+            conditions: None,
         }
+    }
+
+    /// Makes the parameters named in `search.conditions` conditional: they are drawn
+    /// (each from its own density, over the trials that had it) after the others, and
+    /// only when their condition holds; Optuna samples such parameters independently too.
+    pub fn with_conditions(mut self, search: ridgeline_common::spec::SearchSpec) -> Self {
+        if !search.conditions.is_empty() {
+            self.conditions = Some(search);
+        }
+        self
+    }
+
+    fn conditional(&self, d: usize) -> bool {
+        self.conditions
+            .as_ref()
+            .is_some_and(|s| s.conditions.contains_key(&self.names[d]))
     }
 
     /// Optuna's `default_gamma`: the best 10 %, at most 25 trials.
@@ -226,8 +245,8 @@ impl Tpe {
     }
 }
 
-impl Searcher for Tpe {
-    fn suggest(&mut self, i: u32) -> Params {
+impl Tpe {
+    fn suggest_params(&mut self, i: u32) -> Params {
         let finished = self
             .trials
             .values()
@@ -245,22 +264,50 @@ impl Searcher for Tpe {
         }
         let mut rng = Rng::stream(self.seed ^ 0x7470_655f_7470_655f, u64::from(i));
         let (below, above) = self.split();
-        let mut x = vec![0.0; self.dims.len()];
-        if self.cfg.multivariate {
-            let all: Vec<usize> = (0..self.dims.len()).collect();
-            x = self.propose(&mut rng, &below, &above, &all);
+        let (fixed, conditional): (Vec<usize>, Vec<usize>) =
+            (0..self.dims.len()).partition(|d| !self.conditional(*d));
+        let mut x: Vec<Option<f64>> = vec![None; self.dims.len()];
+        if self.cfg.multivariate && !fixed.is_empty() {
+            let joint = self.propose(&mut rng, &below, &above, &fixed);
+            for (d, v) in fixed.iter().zip(joint) {
+                x[*d] = Some(v);
+            }
         } else {
-            for (d, slot) in x.iter_mut().enumerate() {
-                *slot = self.propose(&mut rng, &below, &above, &[d])[0];
+            for &d in &fixed {
+                x[d] = Some(self.propose(&mut rng, &below, &above, &[d])[0]);
             }
         }
+        let mut params = self.decode(&x);
+        for d in conditional {
+            let active = self
+                .conditions
+                .as_ref()
+                .is_some_and(|s| s.active(&self.names[d], &params));
+            if active {
+                let v = self.propose(&mut rng, &below, &above, &[d])[0];
+                params.insert(
+                    self.names[d].clone(),
+                    self.dims[d].decode(v, &self.specs[d]),
+                );
+            }
+        }
+        params
+    }
+
+    fn decode(&self, x: &[Option<f64>]) -> Params {
         self.names
             .iter()
             .zip(&self.dims)
             .zip(&self.specs)
             .zip(x)
-            .map(|(((n, d), s), v)| (n.clone(), d.decode(v, s)))
+            .filter_map(|(((n, d), s), v)| v.map(|v| (n.clone(), d.decode(v, s))))
             .collect()
+    }
+}
+
+impl Searcher for Tpe {
+    fn suggest(&mut self, i: u32) -> Params {
+        self.suggest_params(i)
     }
 
     fn started(&mut self, i: u32, params: &Params) {
