@@ -760,8 +760,11 @@ async fn finish_search(
             b.value,
             describe_params(&params)
         );
-        if best_dir.exists() {
+        if best_dir.join("model.safetensors").exists() {
             println!("best checkpoint: {}", best_dir.display());
+        } else if best_dir.exists() {
+            // A command trial's folder: its parameters and its logs.
+            println!("best trial's files: {}", best_dir.display());
         }
     }
     Ok(())
