@@ -104,8 +104,7 @@ impl SweepSpec {
             Self::from_toml(&text)
         }
         .map_err(|e| e.in_file(path))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        let base = std::fs::canonicalize(base).unwrap_or_else(|_| base.to_owned());
+        let base = spec_folder(path);
         if let Some(d) = &mut spec.data {
             d.path = base.join(&d.path);
             if let Some(l) = &d.labels {
@@ -460,6 +459,16 @@ pub const SOBOL_MAX_POINTS: u32 = 1 << 16;
 /// The most dimensions `sobol` handles.
 pub const SOBOL_MAX_DIMENSIONS: usize = 256;
 
+/// The absolute folder of a spec file, against which its relative paths resolve.
+fn spec_folder(path: &Path) -> PathBuf {
+    // "spec.toml" has the parent "", which canonicalize refuses: it means ".".
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::canonicalize(base).unwrap_or_else(|_| base.to_owned())
+}
+
 fn path_error<E: std::fmt::Display>(e: serde_path_to_error::Error<E>) -> SpecError {
     let path = e.path().to_string();
     let field = if path == "." || path.is_empty() {
@@ -604,6 +613,17 @@ lr = { type = "loguniform", low = 1e-4, high = 1e-1 }
 type = "hyperband"
 max_resource = 27
 "#;
+
+    #[test]
+    fn a_spec_named_without_a_folder_resolves_against_the_working_folder() {
+        let here = std::env::current_dir().unwrap().canonicalize().unwrap();
+        assert_eq!(spec_folder(Path::new("s.toml")), here);
+        assert_eq!(spec_folder(Path::new("./s.toml")), here);
+        assert_eq!(
+            spec_folder(Path::new("/tmp/s.toml")),
+            Path::new("/tmp").canonicalize().unwrap()
+        );
+    }
 
     #[test]
     fn command_trials_take_free_names_and_any_metric() {
