@@ -424,16 +424,25 @@ impl Parzen {
         if col.is_empty() {
             return Self::cat(vec![vec![1.0 / choices as f64; choices]]);
         }
-        let k = col.len() + 1;
-        let mut w = vec![vec![cfg.prior_weight / k as f64; choices]; k];
-        for (row, &c) in w.iter_mut().zip(col) {
-            row[c as usize] += 1.0;
+        // Each observation's kernel: the prior's share on every choice plus one on the
+        // observed one, normalised; the prior's own kernel is uniform. Only three
+        // numbers occur, so their logarithms are taken once.
+        let base = cfg.prior_weight / (col.len() + 1) as f64;
+        let sum = base * choices as f64 + 1.0;
+        let (hit, miss) = ((base + 1.0) / sum, base / sum);
+        let (ln_hit, ln_miss) = (hit.ln(), miss.ln());
+        let mut p = Vec::with_capacity(col.len() + 1);
+        let mut ln = Vec::with_capacity(col.len() + 1);
+        for &c in col {
+            let (mut row, mut ln_row) = (vec![miss; choices], vec![ln_miss; choices]);
+            row[c as usize] = hit;
+            ln_row[c as usize] = ln_hit;
+            p.push(row);
+            ln.push(ln_row);
         }
-        for row in &mut w {
-            let s: f64 = row.iter().sum();
-            row.iter_mut().for_each(|p| *p /= s);
-        }
-        Self::cat(w)
+        p.push(vec![1.0 / choices as f64; choices]);
+        ln.push(vec![-(choices as f64).ln(); choices]);
+        Kernels::Cat(p, ln)
     }
 
     fn cat(p: Vec<Vec<f64>>) -> Kernels {
@@ -479,16 +488,19 @@ impl Parzen {
         let mut mus = mus.to_vec();
         mus.push(0.5 * (lo + hi));
         sigmas.push(width);
+        // Integer kernels repeat (many observations share a value and a width):
+        // their constants are computed once per distinct kernel.
+        let mut seen = Memo::default();
         let log_norm = mus
             .iter()
             .zip(&sigmas)
-            .map(|(mu, s)| match step {
+            .map(|(&mu, &s)| match step {
                 None => {
                     -0.5 * (2.0 * std::f64::consts::PI).ln()
                         - s.ln()
                         - log_gauss_mass((low - mu) / s, (high - mu) / s)
                 }
-                Some(_) => -log_gauss_mass((lo - mu) / s, (hi - mu) / s),
+                Some(_) => seen.get(mu, s, || -log_gauss_mass((lo - mu) / s, (hi - mu) / s)),
             })
             .collect();
         Kernels::Num {
@@ -566,10 +578,12 @@ impl Parzen {
                     log_norm,
                     ..
                 } => {
+                    let inv: Vec<f64> = sigmas.iter().map(|s| 1.0 / s).collect();
                     for (x, t) in xs.iter().zip(&mut terms) {
-                        for (k, tk) in t.iter_mut().enumerate() {
-                            let z = (x[d] - mus[k]) / sigmas[k];
-                            *tk += -0.5 * z * z + log_norm[k];
+                        let xd = x[d];
+                        for (((tk, mu), is), n) in t.iter_mut().zip(mus).zip(&inv).zip(log_norm) {
+                            let z = (xd - mu) * is;
+                            *tk += n - 0.5 * z * z;
                         }
                     }
                 }
@@ -590,12 +604,15 @@ impl Parzen {
                                 // The mass of the step's cell around x.
                                 let xl = (xd - st / 2.0).max(low - st / 2.0);
                                 let xu = (xd + st / 2.0).min(high + st / 2.0);
+                                let mut seen = Memo::default();
                                 let m = mus
                                     .iter()
                                     .zip(sigmas)
                                     .zip(log_norm)
-                                    .map(|((mu, s), n)| {
-                                        cell_log_mass((xl - mu) / s, (xu - mu) / s) + n
+                                    .map(|((&mu, &s), n)| {
+                                        seen.get(mu, s, || {
+                                            cell_log_mass((xl - mu) / s, (xu - mu) / s)
+                                        }) + n
                                     })
                                     .collect();
                                 cache.push((xd, m));
@@ -609,14 +626,49 @@ impl Parzen {
                 }
                 Kernels::Cat(_, ln) => {
                     for (x, t) in xs.iter().zip(&mut terms) {
-                        for (k, tk) in t.iter_mut().enumerate() {
-                            *tk += ln[k][x[d] as usize];
+                        let c = x[d] as usize;
+                        for (tk, row) in t.iter_mut().zip(ln) {
+                            *tk += row[c];
                         }
                     }
                 }
             }
         }
         terms.iter().map(|t| log_sum_exp(t)).collect()
+    }
+}
+
+/// Values computed once per distinct (mu, sigma) kernel.
+#[derive(Default)]
+struct Memo(std::collections::HashMap<(u64, u64), f64, std::hash::BuildHasherDefault<BitsHasher>>);
+
+impl Memo {
+    fn get(&mut self, mu: f64, sigma: f64, f: impl FnOnce() -> f64) -> f64 {
+        *self
+            .0
+            .entry((mu.to_bits(), sigma.to_bits()))
+            .or_insert_with(f)
+    }
+}
+
+/// A multiply-rotate hash for pairs of float bit patterns (the memo's keys are not
+/// attacker-chosen, and SipHash cost more than the values it saved).
+#[derive(Default)]
+struct BitsHasher(u64);
+
+impl std::hash::Hasher for BitsHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+
+    fn write_u64(&mut self, x: u64) {
+        self.0 = (self.0.rotate_left(5) ^ x).wrapping_mul(0x517c_c1b7_2722_0a95);
     }
 }
 
