@@ -701,6 +701,16 @@ max_resource = 27
                 "metric = \"step\"",
                 "search.metric: `step` is the time attribute",
             ),
+            (
+                "timeout = \"10m\"",
+                "timeout = \"10m\"\nenv = { A = \"x\\u0000y\" }",
+                "trial.env.A: contains a NUL byte",
+            ),
+            (
+                "\"--dir\"",
+                "\"--d\\u0000ir\"",
+                "trial.command: contains a NUL byte",
+            ),
         ];
         for (from, to, want) in cases {
             assert!(COMMAND.contains(from), "case text {from:?} not in COMMAND");

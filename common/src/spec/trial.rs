@@ -239,7 +239,7 @@ impl TrialSpec {
             }
             Command::Shell(s) => vec![s],
         };
-        for t in templates {
+        for t in &templates {
             for name in placeholders(t) {
                 if conditional(name) {
                     return Err((
@@ -265,11 +265,23 @@ impl TrialSpec {
                 }
             }
         }
-        for k in self.env.keys() {
+        if templates.iter().any(|t| t.contains('\0')) {
+            return Err((
+                "trial.command".into(),
+                "contains a NUL byte, which no program argument can hold".into(),
+            ));
+        }
+        for (k, v) in &self.env {
             if k.is_empty() || k.contains('=') || k.contains('\0') {
                 return Err((
                     format!("trial.env.{k}"),
                     "not a valid environment variable name".into(),
+                ));
+            }
+            if v.contains('\0') {
+                return Err((
+                    format!("trial.env.{k}"),
+                    "contains a NUL byte, which no environment variable can hold".into(),
                 ));
             }
         }
