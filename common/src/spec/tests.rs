@@ -1,0 +1,307 @@
+//! Parsing and validation of specs, errors included.
+use super::*;
+use crate::params::ParamValue;
+
+const BASE: &str = r#"
+name = "t"
+[data]
+path = "d.csv"
+[train]
+epochs = 3
+[search]
+algorithm = "grid"
+[search.space]
+lr = { type = "loguniform", low = 1e-4, high = 1e-1 }
+width = { type = "grid", values = [16, 32] }
+activation = { type = "grid", values = ["relu", "tanh"] }
+"#;
+
+fn err_of(text: &str) -> SpecError {
+    SweepSpec::from_toml(text).expect_err("spec should be refused")
+}
+
+#[test]
+fn parses_defaults_and_space() {
+    let s = SweepSpec::from_toml(BASE).unwrap();
+    assert_eq!(s.train.epochs, 3);
+    assert_eq!(s.train.batch_size, 64);
+    assert_eq!(s.mode(), Mode::Max);
+    assert_eq!(s.total_trials(), 4);
+    assert_eq!(s.grid().axes()[0].0, "activation");
+    let round = SweepSpec::from_json(&s.to_json()).unwrap();
+    assert_eq!(round, s);
+}
+
+#[test]
+fn yaml_is_accepted_too() {
+    let y = "name: y\ndata: {path: d.csv}\nsearch:\n  algorithm: random\n  num_samples: 7\n  space:\n    dropout: {type: uniform, low: 0.0, high: 0.5}\n";
+    let s = SweepSpec::from_yaml(y).unwrap();
+    assert_eq!(s.total_trials(), 7);
+}
+
+#[test]
+fn errors_name_the_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "[train]\nepochs = 3",
+            "[train]\nepochz = 3",
+            "train.epochz: unknown field `epochz`, expected one of `epochs`",
+        ),
+        (
+            "[train]\nepochs = 3",
+            "[train]\nepochs = \"three\"",
+            "train.epochs: invalid type: string \"three\"",
+        ),
+        (
+            "lr = { type = \"loguniform\", low = 1e-4, high = 1e-1 }",
+            "lr = { type = \"loguniform\", low = 0.0, high = 1e-1 }",
+            "search.space.lr: loguniform needs low > 0",
+        ),
+        (
+            "lr = { type = \"loguniform\", low = 1e-4, high = 1e-1 }",
+            "learning_rate = { type = \"uniform\", low = 0.1, high = 0.2 }",
+            "search.space.learning_rate: unknown hyperparameter",
+        ),
+        (
+            "width = { type = \"grid\", values = [16, 32] }",
+            "width = { type = \"grid\", values = [16, 0.5] }",
+            "search.space.width: expected an integer >= 1, got 0.5",
+        ),
+        (
+            "width = { type = \"grid\", values = [16, 32] }",
+            "width = { type = \"grid\", values = [] }",
+            "search.space.width: expected at least one value",
+        ),
+        (
+            "width = { type = \"grid\", values = [16, 32] }",
+            "width = { type = \"gird\", values = [16] }",
+            "search.space.width.type: unknown variant `gird`, expected one of `uniform`",
+        ),
+        (
+            "algorithm = \"grid\"",
+            "algorithm = \"bayes\"",
+            "search.algorithm: unknown variant `bayes`",
+        ),
+        (
+            "algorithm = \"grid\"",
+            "algorithm = \"grid\"\nmetric = \"acc\"",
+            "search.metric: unknown metric \"acc\"",
+        ),
+    ];
+    for (from, to, want) in cases {
+        assert!(BASE.contains(from), "case text {from:?} not in BASE");
+        let e = err_of(&BASE.replacen(from, to, 1));
+        let msg = e.to_string();
+        assert!(msg.starts_with(want), "got {msg:?}, want prefix {want:?}");
+        assert!(!msg.contains('\n'), "multi-line error {msg:?}");
+    }
+}
+
+const COMMAND: &str = r#"
+name = "c"
+[trial]
+command = ["python3", "train.py", "--lr", "{lr}", "--dir", "{trial_dir}"]
+timeout = "10m"
+[search]
+algorithm = "tpe"
+metric = "score"
+[search.space]
+lr = { type = "loguniform", low = 1e-4, high = 1e-1 }
+"hidden units" = { type = "int", low = 1, high = 4 }
+[search.scheduler]
+type = "hyperband"
+max_resource = 27
+"#;
+
+#[test]
+fn a_spec_named_without_a_folder_resolves_against_the_working_folder() {
+    let here = std::env::current_dir().unwrap().canonicalize().unwrap();
+    assert_eq!(spec_folder(Path::new("s.toml")), here);
+    assert_eq!(spec_folder(Path::new("./s.toml")), here);
+    assert_eq!(
+        spec_folder(Path::new("/tmp/s.toml")),
+        Path::new("/tmp").canonicalize().unwrap()
+    );
+}
+
+#[test]
+fn command_trials_take_free_names_and_any_metric() {
+    let s = SweepSpec::from_toml(COMMAND).unwrap();
+    let t = s.trial.as_ref().unwrap();
+    assert_eq!(t.timeout, Some(trial::Seconds(600.0)));
+    assert_eq!(t.kill_grace, trial::Seconds(10.0));
+    assert_eq!(s.metric(), "score");
+    assert_eq!(s.mode(), Mode::Max);
+    assert_eq!(s.total_trials(), 1);
+    assert!(s.search.tpe.multivariate && s.search.tpe.constant_liar);
+    assert_eq!(SweepSpec::from_json(&s.to_json()).unwrap(), s);
+    let y = "name: y\ntrial: {command: \"echo {x}\"}\nsearch:\n  metric: loss\n  space:\n    x: {type: uniform, low: 0, high: 1}\n";
+    assert!(matches!(
+        SweepSpec::from_yaml(y).unwrap().trial.unwrap().command,
+        trial::Command::Shell(_)
+    ));
+}
+
+#[test]
+fn command_trial_mistakes_name_the_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "\"{lr}\", \"--dir\"",
+            "\"{lrr}\", \"--dir\"",
+            "trial.command: {lrr} names no parameter; expected one of hidden units, lr, trial_id",
+        ),
+        (
+            "timeout = \"10m\"",
+            "timeout = \"ten minutes\"",
+            "trial.timeout: expected a duration",
+        ),
+        (
+            "timeout = \"10m\"",
+            "timeout = -1",
+            "trial.timeout: expected a duration > 0",
+        ),
+        (
+            "[trial]",
+            "[data]\npath = \"x.csv\"\n[trial]",
+            "data: a [trial] command brings its own data",
+        ),
+        (
+            "[trial]",
+            "[train]\nepochs = 3\n[trial]",
+            "trial: a [trial] command takes no [model] or [train] section",
+        ),
+        (
+            "command = [\"python3\"",
+            "command = [\"\"",
+            "trial.command: expected a program",
+        ),
+        (
+            "max_resource = 27",
+            "min_resource = 2",
+            "search.scheduler: missing field `max_resource`",
+        ),
+        (
+            "type = \"hyperband\"\nmax_resource = 27",
+            "type = \"asha\"\nreduction_factor = 1",
+            "search.scheduler.reduction_factor: expected a number > 1",
+        ),
+        (
+            "type = \"hyperband\"",
+            "type = \"successive\"",
+            "search.scheduler.type: unknown variant `successive`",
+        ),
+        (
+            "[search.space]",
+            "[search.tpe]\nn_ei_candidates = 0\n[search.space]",
+            "search.tpe.n_ei_candidates: expected at least 1",
+        ),
+        (
+            "metric = \"score\"",
+            "metric = \"step\"",
+            "search.metric: `step` is the time attribute",
+        ),
+        (
+            "timeout = \"10m\"",
+            "timeout = \"10m\"\nenv = { A = \"x\\u0000y\" }",
+            "trial.env.A: contains a NUL byte",
+        ),
+        (
+            "\"--dir\"",
+            "\"--d\\u0000ir\"",
+            "trial.command: contains a NUL byte",
+        ),
+    ];
+    for (from, to, want) in cases {
+        assert!(COMMAND.contains(from), "case text {from:?} not in COMMAND");
+        let e = err_of(&COMMAND.replacen(from, to, 1));
+        let msg = e.to_string();
+        assert!(msg.starts_with(want), "got {msg:?}, want prefix {want:?}");
+    }
+    // Built-in trials still check their names and metrics.
+    let e = err_of(&BASE.replace(
+        "algorithm = \"grid\"",
+        "algorithm = \"grid\"\nmetric = \"score\"",
+    ));
+    assert!(
+        e.to_string().contains("a [trial] command may report any"),
+        "{e}"
+    );
+    let e = err_of("name = \"n\"\n[search]\nalgorithm = \"random\"");
+    assert!(e.to_string().starts_with("data: missing"), "{e}");
+}
+
+#[test]
+fn conditions_name_choices_and_their_values() {
+    let base = r#"
+name = "c"
+[trial]
+command = "train --opt {opt}"
+[search]
+algorithm = "random"
+metric = "loss"
+[search.space]
+opt = { type = "choice", values = ["sgd", "adam"] }
+momentum = { type = "uniform", low = 0.0, high = 0.9 }
+beta = { type = "uniform", low = 0.8, high = 0.99 }
+[search.conditions]
+momentum = { opt = "sgd" }
+"#;
+    let s = SweepSpec::from_toml(base).unwrap();
+    let mut p = Params::from([("opt".to_owned(), ParamValue::Str("adam".into()))]);
+    assert!(!s.search.active("momentum", &p) && s.search.active("beta", &p));
+    p.insert("opt".into(), ParamValue::Str("sgd".into()));
+    assert!(s.search.active("momentum", &p));
+    let cases: &[(&str, &str)] = &[
+        (
+            "momentum = { opt = \"sgd\" }",
+            "search.conditions.momentum.opt: nesterov is not one of its values",
+        ),
+        (
+            "lr = { opt = \"sgd\" }",
+            "search.conditions.lr: names no parameter of search.space",
+        ),
+        (
+            "momentum = { beta = 0.9 }",
+            "search.conditions.momentum.beta: conditions name choice or grid parameters",
+        ),
+        (
+            "momentum = {}",
+            "search.conditions.momentum: expected at least one",
+        ),
+        (
+            "momentum = { opt = \"sgd\" }\nopt = { opt = \"sgd\" }",
+            "search.conditions.momentum.opt: a condition may only name unconditional parameters",
+        ),
+    ];
+    for (i, (line, want)) in cases.iter().enumerate() {
+        let text = if i == 0 {
+            base.replace(
+                "momentum = { opt = \"sgd\" }",
+                "momentum = { opt = \"nesterov\" }",
+            )
+        } else {
+            base.replace("momentum = { opt = \"sgd\" }", line)
+        };
+        let msg = err_of(&text).to_string();
+        assert!(msg.starts_with(want), "got {msg:?}, want {want:?}");
+    }
+    // A conditional parameter cannot be a placeholder: it may be absent.
+    let msg = err_of(&base.replace("--opt {opt}", "--m {momentum}")).to_string();
+    assert!(
+        msg.starts_with("trial.command: {momentum} is conditional"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn trial_config_applies_overrides() {
+    let s = SweepSpec::from_toml(BASE).unwrap();
+    let mut p = Params::new();
+    p.insert("width".into(), ParamValue::Int(32));
+    p.insert("activation".into(), ParamValue::Str("tanh".into()));
+    p.insert("lr".into(), ParamValue::Float(0.01));
+    let c = s.trial_config(&p).unwrap();
+    assert_eq!(c.model.width, 32);
+    assert_eq!(c.model.activation, Activation::Tanh);
+    assert_eq!(c.train.lr, 0.01);
+}
