@@ -543,3 +543,26 @@ fn after_a_restart_leased_units_wait_a_lease_for_their_worker() {
     let got = on_lease_requested(&mut core, &mut out, &other, 3, 1_102).unwrap();
     assert_eq!((got.len(), got[0].trial, got[0].attempt), (1, 0, 2));
 }
+
+#[test]
+fn a_unit_adopted_after_its_worker_left_can_be_handed_back_again() {
+    // Found by the core fuzz: leave (attempt refunded), come back and re-adopt the unit
+    // from a heartbeat, leave again: the refund must not go below zero.
+    let (mut core, mut out, sid, w) = started(spec(1, 0), 1);
+    let l = on_lease_requested(&mut core, &mut out, &w, 1, 1).unwrap();
+    let unit = l[0].unit;
+    on_worker_deregistered(&mut core, &mut out, &w, 2);
+    let info = WorkerInfo {
+        name: "node".into(),
+        hostname: "node".into(),
+        slots: 1,
+        devices: vec![],
+    };
+    let back = on_worker_registered(&mut core, &mut out, info, Some(w.clone()), 3);
+    assert_eq!(back, w);
+    on_units_reported_running(&mut core, &mut out, &w, &[unit], 4);
+    assert_eq!(core.unit_state(unit), Some(UnitState::Running));
+    on_worker_deregistered(&mut core, &mut out, &w, 5);
+    assert_eq!(core.unit_state(unit), Some(UnitState::Pending));
+    assert_eq!(core.sweep(&sid).unwrap().counts.pending, 1);
+}

@@ -597,7 +597,9 @@ fn requeue(
         w.to_cancel.push(uid);
     }
     if !cause.spends_attempt() {
-        u.attempts -= 1;
+        // A unit re-adopted after its worker left was refunded that attempt already:
+        // adoption continues an attempt rather than starting one.
+        u.attempts = u.attempts.saturating_sub(1);
     }
     if matches!(cause, RequeueCause::LeaseExpired | RequeueCause::WorkerLost) {
         out.send(Action::LeaseExpired { unit: uid });
