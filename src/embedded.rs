@@ -1,0 +1,301 @@
+//! `ridgeline run`: a coordinator and local workers in one process, on loopback; the
+//! training sweep a scan needs first; and the summary printed at the end.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use ridgeline_common::net::Security;
+use ridgeline_common::params::params_from_proto;
+use ridgeline_common::proto;
+use ridgeline_common::spec::{SweepKind, SweepSpec};
+use ridgeline_coordinator::service::describe_params;
+use ridgeline_coordinator::{CoordinatorConfig, serve};
+use ridgeline_worker::runner::{self, WorkerConfig};
+
+use crate::settings::Settings;
+use crate::{client, client_timeout, core_config, limits, observe, terminated};
+
+/// `ridgeline run`: everything in one process, on loopback.
+pub async fn cmd_run(s: &Settings, spec: &Path, workers: u32, out: &Path) -> Result<()> {
+    // A wrong spec is reported before anything starts (no half-started processes, no
+    // reconnect noise around the error).
+    let parsed = SweepSpec::from_file(spec)?;
+    if let Some(t) = parsed.landscape.as_ref().and_then(|l| l.train.as_ref()) {
+        SweepSpec::from_file(t)?;
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("create {}", out.display()))?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    // Workers stop first, then the coordinator: a worker never sees its coordinator
+    // vanish (and warn about it) during a normal end.
+    let (stop_workers, workers_stopped) = watch::channel(false);
+    let (stop_coordinator, coordinator_stopped) = watch::channel(false);
+    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    // Everything stays on loopback: no TLS, and the token only if one is configured.
+    let security = Security {
+        token: s.security()?.token,
+        ..Security::default()
+    };
+    // One port for the coordinator and every local worker (each worker's series carry
+    // its name).
+    let metrics = observe::start(
+        s.metrics_listen.as_deref(),
+        None,
+        observe::Roles { coordinator: true },
+    )
+    .await?;
+    if let Some((_, addr)) = &metrics {
+        observe::write_addr(out, *addr)?;
+        eprintln!("metrics on http://{addr}/metrics");
+    }
+    let ready = metrics.map(|(r, _)| r);
+    let cfg = CoordinatorConfig {
+        data_dir: out.to_owned(),
+        core: core_config(s),
+        security: security.clone(),
+        limits: limits(s),
+        metrics_retention_ms: s.metrics_retention_s.saturating_mul(1000),
+        ready: ready.as_ref().map(|r| r.part("coordinator")),
+    };
+    let coordinator = tokio::spawn(serve(listener, cfg, until_stopped(coordinator_stopped)));
+    let mut pool = Vec::new();
+    for i in 0..workers {
+        let cfg = WorkerConfig {
+            coordinator: url.clone(),
+            name: format!("local{i}"),
+            ready: ready.as_ref().map(|r| r.part(&format!("worker local{i}"))),
+            slots: 1,
+            device: s.device.clone(),
+            poll_interval: Duration::from_millis(100),
+            security: security.clone(),
+            memory_bytes: s.memory_bytes,
+            trial_root: s
+                .trial_root
+                .clone()
+                .unwrap_or_else(|| out.join("trial-dirs")),
+        };
+        pool.push(tokio::spawn(runner::run(
+            cfg,
+            until_stopped(workers_stopped.clone()),
+        )));
+    }
+    let result = drive(&url, &security, client_timeout(s), spec, workers, out).await;
+    let _ = stop_workers.send(true);
+    for w in pool {
+        w.await?.context("local worker")?;
+    }
+    let _ = stop_coordinator.send(true);
+    coordinator.await?.context("embedded coordinator")?;
+    result
+}
+
+/// Submits a spec to the embedded coordinator and follows it; Ctrl-C cancels it.
+async fn run_one(
+    client: &mut client::Client,
+    spec_path: &Path,
+    spec: &SweepSpec,
+    workers: u32,
+) -> Result<(String, proto::SweepStatus)> {
+    let sub = client::submit_spec(client, spec_path, spec).await?;
+    let id = sub.sweep_id;
+    let what = if spec.kind == SweepKind::Landscape {
+        "units (tiles, Hessian rounds)"
+    } else {
+        "trials"
+    };
+    eprintln!(
+        "sweep {id}: {} {what} on {workers} local workers",
+        sub.total_units
+    );
+    let st = tokio::select! {
+        st = client::watch(client, &id) => st?,
+        _ = terminated() => {
+            eprintln!("interrupted: cancelling {id}");
+            client.cancel_sweep(proto::CancelSweepRequest { sweep_id: id.clone() }).await?;
+            client::watch(client, &id).await?
+        }
+    };
+    Ok((id, st))
+}
+
+/// A completed search sweep in this coordinator with exactly this spec, if any.
+async fn reusable(client: &mut client::Client, spec: &SweepSpec) -> Result<Option<String>> {
+    let list = client::list_all(client, true).await?;
+    let json = spec.to_json();
+    Ok(list
+        .into_iter()
+        .rev()
+        .find(|s| {
+            s.spec_json == json
+                && s.state == proto::SweepState::Completed as i32
+                && s.best.is_some()
+        })
+        .map(|s| s.sweep_id))
+}
+
+async fn drive(
+    url: &str,
+    security: &Security,
+    timeout: Duration,
+    spec_path: &Path,
+    workers: u32,
+    out: &Path,
+) -> Result<()> {
+    let started = std::time::Instant::now();
+    let mut client = client::connect(url, security, timeout).await?;
+    let mut spec = SweepSpec::from_file(spec_path)?;
+    // A scan of "the best model of this search": run the search first, or reuse it.
+    let train = spec
+        .landscape
+        .as_ref()
+        .and_then(|l| l.checkpoint.is_none().then(|| l.train.clone()).flatten());
+    if let Some(train_path) = train {
+        let tspec = SweepSpec::from_file(&train_path)?;
+        let id = match reusable(&mut client, &tspec).await? {
+            Some(id) => {
+                eprintln!("reusing the trained sweep {id} in {}", out.display());
+                id
+            }
+            None => {
+                let (id, st) = run_one(&mut client, &train_path, &tspec, workers).await?;
+                anyhow::ensure!(
+                    st.best.is_some(),
+                    "{}: the training sweep {id} produced no model",
+                    train_path.display()
+                );
+                finish_search(&mut client, &id, &st, out).await?;
+                id
+            }
+        };
+        let l = spec.landscape.as_mut().expect("checked above");
+        l.checkpoint = Some(format!("sweep:{id}/best"));
+        // `trial:N` / `trial:best` name trials of the training sweep (an interpolation
+        // target, a PCA trajectory).
+        let d = &mut l.directions;
+        for r in [&mut d.to, &mut d.y_to, &mut d.trajectory]
+            .into_iter()
+            .flatten()
+        {
+            match r.strip_prefix("trial:") {
+                Some("best") => *r = format!("sweep:{id}/best"),
+                Some(n) => *r = format!("sweep:{id}/trial/{n}"),
+                None => {}
+            }
+        }
+        // Scan the data the model was trained on, split and normalised the same way.
+        spec.data = tspec.data.clone();
+    }
+    let (id, st) = run_one(&mut client, spec_path, &spec, workers).await?;
+    match spec.kind {
+        SweepKind::Search => finish_search(&mut client, &id, &st, out).await?,
+        SweepKind::Landscape => finish_landscape(&id, &spec, &st, out).await?,
+    }
+    println!("finished in {:.1}s", started.elapsed().as_secs_f64());
+    println!("database: {}", out.join("ridgeline.db").display());
+    Ok(())
+}
+
+async fn finish_landscape(
+    id: &str,
+    spec: &SweepSpec,
+    st: &proto::SweepStatus,
+    out: &Path,
+) -> Result<()> {
+    println!("{}", client::summary(st));
+    let dir = out.join("sweeps").join(id);
+    // Scans over 2^20 points are assembled on their own thread after the sweep ends;
+    // meta.json is written once the arrays are in place.
+    let big = spec
+        .landscape
+        .as_ref()
+        .is_some_and(|l| l.points() > 1 << 20);
+    let waited = std::time::Instant::now();
+    while big && !dir.join("meta.json").exists() && waited.elapsed() < Duration::from_secs(600) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let main = ["surface.npy", "points.npy"]
+        .into_iter()
+        .find(|f| dir.join(f).exists())
+        .with_context(|| {
+            format!(
+                "the scan {id} ended without a surface ({})",
+                client::state_name(st.state)
+            )
+        })?;
+    if main == "surface.npy" {
+        println!(
+            "surface: {}  (np.load; shape [ny, nx], row i is y[i])",
+            dir.join(main).display()
+        );
+    }
+    for f in [
+        "points.npy",
+        "accuracy.npy",
+        "x.npy",
+        "y.npy",
+        "surface.csv",
+        "meta.json",
+        "contour.png",
+        "heatmap.png",
+        "curve.png",
+        "lmc.json",
+        "hessian.json",
+        "trajectory.json",
+    ] {
+        if dir.join(f).exists() {
+            println!("        {}", dir.join(f).display());
+        }
+    }
+    Ok(())
+}
+
+async fn finish_search(
+    client: &mut client::Client,
+    id: &str,
+    st: &proto::SweepStatus,
+    out: &Path,
+) -> Result<()> {
+    let r = client::results(client, id).await?;
+    let sweep_dir = out.join("sweeps").join(id);
+    std::fs::create_dir_all(&sweep_dir)?;
+    let csv_path = sweep_dir.join("results.csv");
+    std::fs::write(&csv_path, client::results_csv(&r)?)?;
+    std::fs::write(sweep_dir.join("results.json"), client::results_json(&r)?)?;
+    println!("{}", client::summary(st));
+    println!("results: {}", csv_path.display());
+    if let Some(b) = &st.best {
+        let best_dir = sweep_dir.join("best");
+        let params = params_from_proto(&b.params).map_err(anyhow::Error::msg)?;
+        if !b.checkpoint_dir.is_empty() {
+            std::fs::create_dir_all(&best_dir)?;
+            for f in std::fs::read_dir(&b.checkpoint_dir)? {
+                let f = f?;
+                std::fs::copy(f.path(), best_dir.join(f.file_name()))?;
+            }
+            std::fs::write(
+                best_dir.join("params.json"),
+                serde_json::to_string_pretty(&params)?,
+            )?;
+        }
+        println!(
+            "best trial {}: {}={:.4}  {}",
+            b.trial_index,
+            st.metric,
+            b.value,
+            describe_params(&params)
+        );
+        if best_dir.join("model.safetensors").exists() {
+            println!("best checkpoint: {}", best_dir.display());
+        } else if best_dir.exists() {
+            // A command trial's folder: its parameters and its logs.
+            println!("best trial's files: {}", best_dir.display());
+        }
+    }
+    Ok(())
+}
