@@ -1,0 +1,204 @@
+//! How each core action is written: one statement or two per action, inside the
+//! batch's transaction.
+
+use rusqlite::params;
+
+use ridgeline_common::ids::UnitId;
+
+use super::StoreError;
+use crate::core::Action;
+
+fn metrics_json(m: &[(String, f64)]) -> String {
+    // JSON has no NaN: non-finite values are written as null and read back as NaN.
+    let v: Vec<(&str, Option<f64>)> = m
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.is_finite().then_some(*v)))
+        .collect();
+    serde_json::to_string(&v).expect("metrics serialise")
+}
+
+pub(super) fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<(), StoreError> {
+    match a {
+        Action::SweepCreated {
+            sweep,
+            spec,
+            total,
+            at,
+        } => {
+            tx.execute(
+                "INSERT INTO sweeps (id, name, spec_json, state, total, created_ms)
+                 VALUES (?1, ?2, ?3, 'running', ?4, ?5)",
+                params![sweep.as_str(), spec.name, spec.to_json(), total, *at as i64],
+            )?;
+        }
+        Action::UnitCreated {
+            unit,
+            sweep,
+            trial,
+            params: p,
+            at,
+        } => {
+            tx.execute(
+                "INSERT INTO units (id, sweep_id, trial, params_json, state, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
+                params![
+                    unit.0 as i64,
+                    sweep.as_str(),
+                    trial,
+                    serde_json::to_string(p).expect("params serialise"),
+                    *at as i64
+                ],
+            )?;
+        }
+        Action::UnitLeased {
+            unit,
+            worker,
+            attempt,
+            at,
+        } => {
+            tx.execute(
+                "UPDATE units SET state = 'running', attempts = ?2, worker = ?3, started_ms = ?4
+                 WHERE id = ?1",
+                params![unit.0 as i64, attempt, worker.as_str(), *at as i64],
+            )?;
+            // A new attempt starts its history afresh.
+            tx.execute("DELETE FROM metrics WHERE unit_id = ?1", [unit.0 as i64])?;
+        }
+        Action::UnitAdopted { unit, worker } => {
+            tx.execute(
+                "UPDATE units SET state = 'running', worker = ?2 WHERE id = ?1",
+                params![unit.0 as i64, worker.as_str()],
+            )?;
+        }
+        Action::UnitRequeued {
+            unit,
+            attempts,
+            reason,
+            ..
+        } => {
+            tx.execute(
+                "UPDATE units SET state = 'pending', attempts = ?3, error = ?2 WHERE id = ?1",
+                params![unit.0 as i64, reason, attempts],
+            )?;
+        }
+        Action::Progress {
+            unit,
+            step,
+            metrics,
+        } => {
+            insert_metrics(tx, *unit, [(*step, metrics.as_slice())])?;
+        }
+        Action::SweepBest {
+            sweep,
+            trial,
+            value,
+        } => {
+            tx.execute(
+                "UPDATE sweeps SET best_trial = ?2, best_value = ?3 WHERE id = ?1",
+                params![sweep.as_str(), trial, value],
+            )?;
+        }
+        Action::SweepDeleted { sweep } => {
+            tx.execute(
+                "DELETE FROM metrics WHERE unit_id IN (SELECT id FROM units WHERE sweep_id = ?1)",
+                [sweep.as_str()],
+            )?;
+            tx.execute("DELETE FROM units WHERE sweep_id = ?1", [sweep.as_str()])?;
+            tx.execute("DELETE FROM sweeps WHERE id = ?1", [sweep.as_str()])?;
+        }
+        Action::UnitFinished {
+            unit,
+            state,
+            metrics,
+            error,
+            duration_s,
+            worker,
+            history,
+            at,
+            ..
+        } => {
+            // The winning attempt's own history replaces whatever progress was stored
+            // (other attempts', or holes left by a restart).
+            if let Some(h) = history {
+                tx.execute("DELETE FROM metrics WHERE unit_id = ?1", [unit.0 as i64])?;
+                insert_metrics(tx, *unit, h.iter().map(|(s, m)| (*s, m.as_slice())))?;
+            }
+            tx.execute(
+                "UPDATE units SET state = ?2, final_json = ?3, error = ?4, duration_s = ?5,
+                     worker = COALESCE(?6, worker), finished_ms = ?7
+                 WHERE id = ?1",
+                params![
+                    unit.0 as i64,
+                    state.as_str(),
+                    metrics_json(metrics),
+                    (!error.is_empty()).then_some(error.as_str()),
+                    duration_s,
+                    worker.as_ref().map(|w| w.as_str()),
+                    *at as i64
+                ],
+            )?;
+        }
+        Action::SweepFinished {
+            sweep,
+            state,
+            best,
+            at,
+        } => {
+            tx.execute(
+                "UPDATE sweeps SET state = ?2, finished_ms = ?3, best_trial = ?4, best_value = ?5
+                 WHERE id = ?1",
+                params![
+                    sweep.as_str(),
+                    state.as_str(),
+                    *at as i64,
+                    best.map(|b| b.0),
+                    best.map(|b| b.1)
+                ],
+            )?;
+        }
+        Action::WorkerRegistered { worker, info, at } => {
+            tx.execute(
+                "INSERT OR REPLACE INTO workers (id, name, hostname, slots, devices, registered_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    worker.as_str(),
+                    info.name,
+                    info.hostname,
+                    info.slots,
+                    info.devices.join("; "),
+                    *at as i64
+                ],
+            )?;
+        }
+        Action::WorkerGone { worker, reason } => {
+            tx.execute(
+                "UPDATE workers SET gone_reason = ?2 WHERE id = ?1",
+                params![worker.as_str(), reason],
+            )?;
+        }
+        // Only counted (a metric); the requeue or failure that follows is stored.
+        Action::LeaseExpired { .. } => {}
+    }
+    Ok(())
+}
+
+fn insert_metrics<'a>(
+    tx: &rusqlite::Transaction<'_>,
+    unit: UnitId,
+    steps: impl IntoIterator<Item = (u32, &'a [(String, f64)])>,
+) -> Result<(), StoreError> {
+    let mut st = tx.prepare_cached(
+        "INSERT OR REPLACE INTO metrics (unit_id, step, name, value) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (step, metrics) in steps {
+        for (name, value) in metrics {
+            st.execute(params![
+                unit.0 as i64,
+                step,
+                name,
+                value.is_finite().then_some(*value)
+            ])?;
+        }
+    }
+    Ok(())
+}
