@@ -27,7 +27,7 @@ fn chmod_recursive(dir: &Path, writable: bool) {
 fn an_unwritable_data_dir_loses_nothing() {
     const TRIALS: u64 = 48;
     const EPOCHS: u64 = 30;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = KeptOnFailure::new();
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let root_user = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";

@@ -21,6 +21,30 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A temporary folder removed when dropped, unless the test is failing: then it stays
+/// (with every process's log in it) and its path is printed.
+pub struct KeptOnFailure(Option<tempfile::TempDir>);
+
+impl KeptOnFailure {
+    pub fn new() -> Self {
+        KeptOnFailure(Some(tempfile::tempdir().unwrap()))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.as_ref().expect("present until dropped").path()
+    }
+}
+
+impl Drop for KeptOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(d) = self.0.take() {
+                eprintln!("test failed: its folder is kept at {}", d.keep().display());
+            }
+        }
+    }
+}
+
 /// A child process killed when dropped, so a failing test leaves nothing behind.
 pub struct Proc {
     pub child: Child,
