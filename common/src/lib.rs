@@ -24,5 +24,9 @@ pub mod proto {
 /// 3: command trials (log chunks in reports), the `pruned` unit state.
 pub const PROTOCOL_VERSION: u32 = 3;
 
+/// The most log one attempt of a command trial keeps: the coordinator cuts there, and
+/// workers stop sending past it.
+pub const MAX_LOG_BYTES: u64 = 64 << 20;
+
 /// The largest gRPC message either side accepts or sends (checkpoints travel in reports).
 pub const MAX_MESSAGE_BYTES: usize = 256 * 1024 * 1024;

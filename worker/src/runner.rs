@@ -528,7 +528,7 @@ impl Worker {
     /// Buffers log bytes for the next report, merged with the unit's pending chunk.
     /// Past the coordinator's cap, bytes are dropped here rather than sent for nothing.
     fn log(&mut self, unit: u64, attempt: u32, data: Vec<u8>) {
-        const MAX_LOG_BYTES: u64 = 64 << 20;
+        use ridgeline_common::MAX_LOG_BYTES;
         let offset = self.log_offsets.entry((unit, attempt)).or_insert(0);
         if *offset >= MAX_LOG_BYTES {
             return;

@@ -20,7 +20,7 @@ pub const SLOTS: &str = "ridgeline_worker_slots";
 pub const REGISTERED: &str = "ridgeline_worker_registered";
 /// Wall time of a unit, by kind and outcome.
 pub const UNIT_DURATION: &str = "ridgeline_worker_unit_duration_seconds";
-/// Training epochs finished.
+/// Training epochs (built-in trials) and report lines (command trials) finished.
 pub const EPOCHS: &str = "ridgeline_worker_training_epochs_total";
 /// Landscape grid points evaluated.
 pub const POINTS: &str = "ridgeline_worker_landscape_points_total";
@@ -56,9 +56,12 @@ pub fn describe() {
     describe_histogram!(
         UNIT_DURATION,
         Unit::Seconds,
-        "Wall time of a unit on the worker, by kind (train, tile, hvp) and outcome."
+        "Wall time of a unit on the worker, by kind (train, command, tile, hvp) and outcome."
     );
-    describe_counter!(EPOCHS, "Training epochs finished.");
+    describe_counter!(
+        EPOCHS,
+        "Training epochs (built-in trials) and report lines (command trials) finished."
+    );
     describe_counter!(POINTS, "Loss-landscape grid points evaluated.");
     describe_counter!(
         HVPS,

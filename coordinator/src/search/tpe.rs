@@ -252,7 +252,7 @@ impl Tpe {
 }
 
 impl Tpe {
-    fn suggest_params(&mut self, i: u32) -> Params {
+    fn suggest_params(&self, i: u32) -> Params {
         let finished = self
             .trials
             .values()

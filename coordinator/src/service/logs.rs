@@ -7,13 +7,10 @@ use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use ridgeline_common::MAX_LOG_BYTES;
 use ridgeline_common::ids::SweepId;
 
 use super::trial_dir;
-
-/// The most log one attempt keeps; later output is dropped (the trial's own files can
-/// hold more).
-pub const MAX_LOG_BYTES: u64 = 64 << 20;
 
 /// The most attempts a log file is made for: a guard against a worker naming any.
 const MAX_ATTEMPT: u32 = 1000;
