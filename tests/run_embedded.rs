@@ -9,7 +9,7 @@ use candle_core::{D, DType, Device, Tensor};
 use common::*;
 use ridgeline_common::spec::SweepSpec;
 use ridgeline_worker::data;
-use ridgeline_worker::model::{Mlp, MlpConfig};
+use ridgeline_worker::models::{Model, ModelConfig};
 
 #[test]
 fn run_writes_results_and_a_best_checkpoint_that_reproduces_its_score() {
@@ -56,11 +56,11 @@ fn run_writes_results_and_a_best_checkpoint_that_reproduces_its_score() {
 
     // Rebuild the best model from its checkpoint and score it on the validation split.
     let best = sweep_dir.join("best");
-    let config: MlpConfig =
+    let config: ModelConfig =
         serde_json::from_slice(&std::fs::read(best.join("model.json")).unwrap()).unwrap();
     let tensors =
         candle_core::safetensors::load(best.join("model.safetensors"), &Device::Cpu).unwrap();
-    let model = Mlp::from_tensors(config, &tensors).unwrap();
+    let model = config.load(&tensors, DType::F32, &Device::Cpu).unwrap();
     let spec = SweepSpec::from_file(&spec_path).unwrap();
     let ds = data::load(spec.data(), spec.data_format()).unwrap();
     // The normalisation stored with the weights is the one the split produces.

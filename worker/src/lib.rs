@@ -4,7 +4,7 @@ pub mod data;
 pub mod executors;
 pub mod landscape;
 pub mod memory;
-pub mod model;
+pub mod models;
 pub mod runner;
 pub mod telemetry;
 pub mod train;

@@ -11,7 +11,7 @@ use ridgeline_common::rng::Rng;
 use ridgeline_common::spec::{Optimizer, SweepSpec, TrialConfig};
 
 use crate::data::{Dataset, Samples};
-use crate::model::{Mlp, MlpConfig};
+use crate::models::{Mlp, MlpConfig, Model};
 
 /// How a trial ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -17,6 +17,7 @@ pub struct HostTensor {
 
 const EPS: f64 = 1e-10;
 
+#[cfg(test)]
 fn norm2(v: &[f32]) -> f64 {
     v.iter()
         .map(|&x| f64::from(x) * f64::from(x))
@@ -24,50 +25,159 @@ fn norm2(v: &[f32]) -> f64 {
         .sqrt()
 }
 
-/// A Gaussian random direction shaped like `weights`, normalised as asked (Li et al.
-/// 2018): with `Filter`, each slice along dim 0 of a tensor with more than one dimension
-/// is rescaled to the Frobenius norm of the same slice of the weights (epsilon 1e-10).
-/// `stream` tells apart the directions of one sweep (0 for x, 1 for y).
+/// What a parameter tensor is, for filter normalisation (Li et al. 2018, per layer
+/// type). Inferred from the tensor's name and shape by [`param_kind`], the same way on
+/// the coordinator and on every worker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamKind {
+    /// A tensor whose filters are its slices along dim 0: a conv kernel
+    /// `[out, in, kh, kw]` (one output filter), a linear weight `[out, in]` (one output
+    /// row), an embedding `[vocab, d]` (one token's row).
+    Rows,
+    /// A linear weight stored `[in, out]` (GPT-2's `Conv1D`): a filter is a column.
+    Columns,
+    /// A 1-D tensor: bias, LayerNorm/RMSNorm/batch-norm scale. Ignored by default.
+    Vector,
+    /// Not a parameter: batch-norm running statistics. Perturbed only with
+    /// `dir_type = "states"`, and then treated as a 1-D tensor.
+    State,
+}
+
+/// Names of GPT-2's `Conv1D` weights (`[in, out]`) in the Hugging Face layout.
+const GPT2_CONV1D: &[&str] = &[
+    ".attn.c_attn.weight",
+    ".attn.c_proj.weight",
+    ".mlp.c_fc.weight",
+    ".mlp.c_proj.weight",
+];
+
+/// The kind of tensor `name` with `shape`.
+pub fn param_kind(name: &str, shape: &[usize]) -> ParamKind {
+    if name.ends_with(".running_mean")
+        || name.ends_with(".running_var")
+        || name.ends_with(".num_batches_tracked")
+    {
+        ParamKind::State
+    } else if shape.len() <= 1 {
+        ParamKind::Vector
+    } else if shape.len() == 2 && GPT2_CONV1D.iter().any(|s| name.ends_with(s)) {
+        ParamKind::Columns
+    } else {
+        ParamKind::Rows
+    }
+}
+
+/// FNV-1a of a tensor's name: the documented key of its random stream.
+pub fn name_key(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// A standard normal draw by Box-Muller with `libm`'s `log` and `cos`, so that every
+/// machine computes the same bits (the platform's libm may differ in the last place).
+fn normal(rng: &mut Rng) -> f64 {
+    let u1 = 1.0 - rng.next_f64();
+    let u2 = rng.next_f64();
+    libm::sqrt(-2.0 * libm::log(u1)) * libm::cos(std::f64::consts::TAU * u2)
+}
+
+/// The random direction of one tensor, normalised as asked (Li et al. 2018).
+///
+/// The stream is fixed and documented so that a worker can generate a large model's
+/// directions itself, bit-identical to any other worker and to the coordinator:
+/// `Rng::stream(seed, name_key(name) ^ (axis << 56))` (SplitMix64), one Box-Muller
+/// normal per element in row-major order, in f64; then, by [`param_kind`]:
+/// - `Rows`/`Columns` with `Filter`: each filter (slice along dim 0, or column) is
+///   rescaled to the Frobenius norm of the same filter of the weights, `‖w‖/(‖d‖+1e-10)`;
+///   with `Layer`, the whole tensor to the weights' norm; `None`: as drawn;
+/// - `Vector` (and `State` under `dir_type = "states"`): zero with `ignore = "biasbn"`,
+///   a copy of the weights with `ignore = "none"`;
+///
+/// and finally rounded to f32. `axis` is 0 for x and 1 for y.
+pub fn tensor_direction(
+    name: &str,
+    shape: &[usize],
+    weights: &[f32],
+    seed: u64,
+    axis: u64,
+    norm: Normalization,
+    ignore: Ignore,
+) -> Vec<f32> {
+    let kind = param_kind(name, shape);
+    if matches!(kind, ParamKind::Vector | ParamKind::State) {
+        return match ignore {
+            Ignore::Biasbn => vec![0.0; weights.len()],
+            Ignore::None => weights.to_vec(),
+        };
+    }
+    let mut rng = Rng::stream(seed, name_key(name) ^ (axis << 56));
+    let mut d: Vec<f64> = (0..weights.len()).map(|_| normal(&mut rng)).collect();
+    let n = weights.len();
+    // Filters as lists of element indices: contiguous rows, or strided columns.
+    let (filters, len, stride, step) = match (norm, kind) {
+        (Normalization::Filter, ParamKind::Rows) => {
+            let per = n / shape[0].max(1);
+            (shape[0], per, per, 1)
+        }
+        (Normalization::Filter, ParamKind::Columns) => (shape[1], shape[0], 1, shape[1]),
+        (Normalization::Layer, _) => (1, n, n, 1),
+        _ => (0, 0, 0, 0),
+    };
+    for f in 0..filters {
+        let idx = (0..len).map(|i| f * stride + i * step);
+        let nw = idx
+            .clone()
+            .map(|i| f64::from(weights[i]).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let nd = idx.clone().map(|i| d[i] * d[i]).sum::<f64>().sqrt();
+        let k = nw / (nd + EPS);
+        idx.for_each(|i| d[i] *= k);
+    }
+    d.iter().map(|&v| v as f32).collect()
+}
+
+/// Random directions for every tensor of `weights` ([`tensor_direction`]), generated on
+/// up to `threads` threads (tensors are independent streams, so the result does not
+/// depend on the thread count).
 pub fn random_direction(
     weights: &[HostTensor],
     seed: u64,
-    stream: u64,
+    axis: u64,
     norm: Normalization,
     ignore: Ignore,
 ) -> Vec<HostTensor> {
-    let mut rng = Rng::stream(seed, 0x0064_6972 ^ (stream << 32));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, Vec<f32>)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads.min(weights.len()))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(w) = weights.get(i) else { break mine };
+                        let d =
+                            tensor_direction(&w.name, &w.shape, &w.data, seed, axis, norm, ignore);
+                        mine.push((i, d));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|h| h.join().expect("direction thread"))
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
     weights
         .iter()
-        .map(|w| {
-            // Every tensor consumes its draws, so a tensor's direction does not depend on
-            // how the tensors before it are treated.
-            let mut d: Vec<f64> = (0..w.data.len()).map(|_| rng.normal()).collect();
-            if w.shape.len() <= 1 {
-                match ignore {
-                    Ignore::Biasbn => d.iter_mut().for_each(|v| *v = 0.0),
-                    Ignore::None => d
-                        .iter_mut()
-                        .zip(&w.data)
-                        .for_each(|(v, x)| *v = f64::from(*x)),
-                }
-            } else {
-                let per = match norm {
-                    Normalization::Filter => w.data.len() / w.shape[0].max(1),
-                    _ => w.data.len(),
-                };
-                if norm != Normalization::None && per > 0 {
-                    for (dc, wc) in d.chunks_mut(per).zip(w.data.chunks(per)) {
-                        let nd = dc.iter().map(|x| x * x).sum::<f64>().sqrt();
-                        let k = norm2(wc) / (nd + EPS);
-                        dc.iter_mut().for_each(|v| *v *= k);
-                    }
-                }
-            }
-            HostTensor {
-                name: w.name.clone(),
-                shape: w.shape.clone(),
-                data: d.iter().map(|&v| v as f32).collect(),
-            }
+        .zip(done)
+        .map(|(w, (_, data))| HostTensor {
+            name: w.name.clone(),
+            shape: w.shape.clone(),
+            data,
         })
         .collect()
 }
@@ -144,6 +254,64 @@ mod tests {
             d,
             random_direction(&w, 9, 1, Normalization::Filter, Ignore::Biasbn)
         );
+    }
+
+    /// GPT-2's `Conv1D` weights are `[in, out]`: their filters are columns. Batch-norm
+    /// statistics and 1-D tensors are zero under `biasbn`. Checked in f64.
+    #[test]
+    fn filter_normalisation_per_layer_type() {
+        let mut r = Rng::new(11);
+        let mut t = |name: &str, shape: &[usize]| {
+            let n: usize = shape.iter().product();
+            HostTensor {
+                name: name.into(),
+                shape: shape.to_vec(),
+                data: (0..n).map(|_| (r.normal() * 0.3) as f32).collect(),
+            }
+        };
+        let w = vec![
+            t("transformer.h.0.attn.c_attn.weight", &[6, 9]),
+            t("transformer.wte.weight", &[11, 6]),
+            t("blocks.0.bn.running_mean", &[4]),
+            t("model.norm.weight", &[6]),
+        ];
+        let kinds: Vec<ParamKind> = w.iter().map(|x| param_kind(&x.name, &x.shape)).collect();
+        assert_eq!(
+            kinds,
+            [
+                ParamKind::Columns,
+                ParamKind::Rows,
+                ParamKind::State,
+                ParamKind::Vector
+            ]
+        );
+        let d = random_direction(&w, 3, 1, Normalization::Filter, Ignore::Biasbn);
+        let col = |v: &[f32], c: usize| -> f64 {
+            (0..6)
+                .map(|i| f64::from(v[i * 9 + c]).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        };
+        for c in 0..9 {
+            let (nw, nd) = (col(&w[0].data, c), col(&d[0].data, c));
+            assert!((nw - nd).abs() <= 1e-6 * nw, "column {c}: {nw} vs {nd}");
+        }
+        for (row_w, row_d) in w[1].data.chunks(6).zip(d[1].data.chunks(6)) {
+            let (nw, nd) = (norm2(row_w), norm2(row_d));
+            assert!((nw - nd).abs() <= 1e-6 * nw);
+        }
+        assert!(d[2].data.iter().chain(&d[3].data).all(|v| *v == 0.0));
+        // A tensor's direction depends only on its name, shape, weights, seed and axis.
+        let alone = tensor_direction(
+            &w[1].name,
+            &w[1].shape,
+            &w[1].data,
+            3,
+            1,
+            Normalization::Filter,
+            Ignore::Biasbn,
+        );
+        assert_eq!(alone, d[1].data);
     }
 
     #[test]

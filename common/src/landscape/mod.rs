@@ -10,7 +10,10 @@ use serde::{Deserialize, Serialize};
 
 mod directions;
 
-pub use directions::{HostTensor, norms_and_cosine, random_direction};
+pub use directions::{
+    HostTensor, ParamKind, name_key, norms_and_cosine, param_kind, random_direction,
+    tensor_direction,
+};
 
 /// One axis of a scan: `points` values evenly spaced from `min` to `max`, both included.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

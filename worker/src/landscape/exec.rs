@@ -11,7 +11,7 @@ use ridgeline_common::spec::SweepSpec;
 
 use super::eval::{Layers, Loss, Plane};
 use crate::UnitError;
-use crate::model::MlpConfig;
+use crate::models::MlpConfig;
 use crate::train::{TrialEnd, TrialOutput};
 
 /// Fetches one of the sweep's files from the coordinator.

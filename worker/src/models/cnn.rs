@@ -1,0 +1,294 @@
+//! Convolutional networks on NCHW images: a plain CNN (conv → batch norm → ReLU →
+//! max-pool blocks, then a linear head) and a small ResNet (a stem, stages of basic
+//! blocks with identity or 1×1 projection shortcuts, global average pooling, a linear
+//! head). Names follow PyTorch's module paths.
+
+use candle_core::{D, DType, Device, Result, Tensor};
+use ridgeline_common::rng::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::{Init, Model, ModelConfig, Param, Source, linear};
+
+/// The shape of a CNN or ResNet (`model.json`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CnnConfig {
+    /// Image channels.
+    pub in_channels: usize,
+    /// Image height.
+    pub height: usize,
+    /// Image width.
+    pub width: usize,
+    /// Output classes.
+    pub classes: usize,
+    /// Output channels of each conv block (CNN) or stage (ResNet; stages after the
+    /// first halve the resolution).
+    pub channels: Vec<usize>,
+    /// ResNet: basic blocks per stage.
+    #[serde(default = "one")]
+    pub blocks: usize,
+    /// Batch norm after each convolution (the ResNet always has it).
+    #[serde(default = "yes")]
+    pub batch_norm: bool,
+}
+
+fn one() -> usize {
+    1
+}
+fn yes() -> bool {
+    true
+}
+
+const BN_EPS: f64 = 1e-5;
+const BN_MOMENTUM: f64 = 0.1;
+
+/// A convolution, with a bias when not followed by batch norm, and its batch norm.
+struct Conv {
+    weight: Tensor,
+    bias: Option<Tensor>,
+    stride: usize,
+    padding: usize,
+    bn: Option<BatchNorm>,
+}
+
+struct BatchNorm {
+    weight: Tensor,
+    bias: Tensor,
+    mean: Param,
+    var: Param,
+}
+
+impl BatchNorm {
+    /// Training: batch statistics over (N, H, W), and the running statistics updated as
+    /// PyTorch does (unbiased variance, momentum 0.1). Evaluation: running statistics.
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let c = x.dim(1)?;
+        let shape = (1, c, 1, 1);
+        let (mean, var) = if train {
+            let mean = x.mean_keepdim(3)?.mean_keepdim(2)?.mean_keepdim(0)?;
+            let centred = x.broadcast_sub(&mean)?;
+            let var = centred
+                .sqr()?
+                .mean_keepdim(3)?
+                .mean_keepdim(2)?
+                .mean_keepdim(0)?;
+            let n = (x.elem_count() / c) as f64;
+            let unbiased = (var.detach() * (n / (n - 1.0).max(1.0)))?.reshape(c)?;
+            let m = BN_MOMENTUM;
+            let rm = ((self.mean.var.as_tensor() * (1.0 - m))? + (mean.detach().reshape(c)? * m)?)?;
+            let rv = ((self.var.var.as_tensor() * (1.0 - m))? + (unbiased * m)?)?;
+            self.mean.var.set(&rm)?;
+            self.var.var.set(&rv)?;
+            (mean, var)
+        } else {
+            (
+                self.mean.var.as_tensor().reshape(shape)?,
+                self.var.var.as_tensor().reshape(shape)?,
+            )
+        };
+        let inv = (var + BN_EPS)?.sqrt()?.recip()?;
+        x.broadcast_sub(&mean)?
+            .broadcast_mul(&inv)?
+            .broadcast_mul(&self.weight.reshape(shape)?)?
+            .broadcast_add(&self.bias.reshape(shape)?)
+    }
+}
+
+impl Conv {
+    fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
+        let mut y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        if let Some(b) = &self.bias {
+            y = y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?;
+        }
+        match &self.bn {
+            Some(bn) => bn.forward(&y, train),
+            None => Ok(y),
+        }
+    }
+}
+
+enum Body {
+    /// Plain CNN: conv blocks, each followed by ReLU and a 2×2 max-pool.
+    Plain(Vec<Conv>),
+    /// ResNet: a stem, then basic blocks `(conv1, conv2, projection shortcut)`.
+    Residual(Conv, Vec<(Conv, Conv, Option<Conv>)>),
+}
+
+/// A CNN or ResNet classifier.
+pub struct Cnn {
+    config: CnnConfig,
+    residual: bool,
+    params: Vec<Param>,
+    body: Body,
+    head: (Tensor, Tensor),
+}
+
+impl Cnn {
+    /// Builds the network from `src`. Fresh convolutions are He-normal (fan-in), batch
+    /// norms start at identity with zero mean / unit variance statistics.
+    pub fn build(config: CnnConfig, residual: bool, src: &mut Source<'_>) -> Result<Self> {
+        if config.channels.is_empty() {
+            candle_core::bail!("channels: expected at least one block");
+        }
+        let bn = residual || config.batch_norm;
+        let mut params = Vec::new();
+        let mut conv =
+            |name: &str, cin: usize, cout: usize, k: usize, stride: usize| -> Result<Conv> {
+                let mut take = |n: String, shape: &[usize], init: Init| -> Result<Param> {
+                    let p = Param::new(n.clone(), &src(&n, shape, init)?)?;
+                    params.push(p.clone());
+                    Ok(p)
+                };
+                let std = (2.0 / (cin * k * k) as f64).sqrt();
+                let weight = take(
+                    format!("{name}.weight"),
+                    &[cout, cin, k, k],
+                    Init::Normal(std),
+                )?;
+                let bias = if bn {
+                    None
+                } else {
+                    Some(
+                        take(format!("{name}.bias"), &[cout], Init::Zeros)?
+                            .var
+                            .as_tensor()
+                            .clone(),
+                    )
+                };
+                let norm = if bn {
+                    let b = name.replace("conv", "bn");
+                    Some(BatchNorm {
+                        weight: take(format!("{b}.weight"), &[cout], Init::Ones)?
+                            .var
+                            .as_tensor()
+                            .clone(),
+                        bias: take(format!("{b}.bias"), &[cout], Init::Zeros)?
+                            .var
+                            .as_tensor()
+                            .clone(),
+                        mean: take(format!("{b}.running_mean"), &[cout], Init::Zeros)?,
+                        var: take(format!("{b}.running_var"), &[cout], Init::Ones)?,
+                    })
+                } else {
+                    None
+                };
+                Ok(Conv {
+                    weight: weight.var.as_tensor().clone(),
+                    bias,
+                    stride,
+                    padding: k / 2,
+                    bn: norm,
+                })
+            };
+        let c = &config;
+        let (body, features) = if residual {
+            let stem = conv("stem.conv", c.in_channels, c.channels[0], 3, 1)?;
+            let mut blocks = Vec::new();
+            let mut cin = c.channels[0];
+            for (s, &cout) in c.channels.iter().enumerate() {
+                for b in 0..c.blocks {
+                    let stride = if s > 0 && b == 0 { 2 } else { 1 };
+                    let p = format!("stages.{s}.{b}");
+                    let c1 = conv(&format!("{p}.conv1"), cin, cout, 3, stride)?;
+                    let c2 = conv(&format!("{p}.conv2"), cout, cout, 3, 1)?;
+                    let short = if stride != 1 || cin != cout {
+                        Some(conv(&format!("{p}.down.conv"), cin, cout, 1, stride)?)
+                    } else {
+                        None
+                    };
+                    blocks.push((c1, c2, short));
+                    cin = cout;
+                }
+            }
+            (Body::Residual(stem, blocks), cin)
+        } else {
+            let mut convs = Vec::new();
+            let (mut cin, mut h, mut w) = (c.in_channels, c.height, c.width);
+            for (i, &cout) in c.channels.iter().enumerate() {
+                convs.push(conv(&format!("blocks.{i}.conv"), cin, cout, 3, 1)?);
+                cin = cout;
+                (h, w) = (h / 2, w / 2);
+            }
+            if h == 0 || w == 0 {
+                candle_core::bail!(
+                    "channels: {} pooling blocks shrink a {}x{} image to nothing",
+                    c.channels.len(),
+                    c.height,
+                    c.width
+                );
+            }
+            (Body::Plain(convs), cin * h * w)
+        };
+        let bound = (6.0 / (features + c.classes) as f64).sqrt();
+        let hw = src("head.weight", &[c.classes, features], Init::Uniform(bound))?;
+        let hb = src("head.bias", &[c.classes], Init::Zeros)?;
+        params.push(Param::new("head.weight", &hw)?);
+        params.push(Param::new("head.bias", &hb)?);
+        let n = params.len();
+        let head = (
+            params[n - 2].var.as_tensor().clone(),
+            params[n - 1].var.as_tensor().clone(),
+        );
+        Ok(Cnn {
+            config,
+            residual,
+            params,
+            body,
+            head,
+        })
+    }
+
+    /// A freshly initialised network.
+    pub fn new(
+        config: CnnConfig,
+        residual: bool,
+        seed: u64,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        Self::build(config, residual, &mut super::fresh(seed, dtype, device))
+    }
+}
+
+impl Model for Cnn {
+    fn config(&self) -> ModelConfig {
+        if self.residual {
+            ModelConfig::Resnet(self.config.clone())
+        } else {
+            ModelConfig::Cnn(self.config.clone())
+        }
+    }
+
+    fn params(&self) -> &[Param] {
+        &self.params
+    }
+
+    /// Logits `[n, classes]` for images `[n, c·h·w]` (or already `[n, c, h, w]`).
+    fn forward(&self, x: &Tensor, train: Option<&mut Rng>) -> Result<Tensor> {
+        let train = train.is_some();
+        let c = &self.config;
+        let n = x.dim(0)?;
+        let mut h = x.reshape((n, c.in_channels, c.height, c.width))?;
+        let features = match &self.body {
+            Body::Plain(convs) => {
+                for conv in convs {
+                    h = conv.forward(&h, train)?.relu()?.max_pool2d(2)?;
+                }
+                h.flatten_from(1)?
+            }
+            Body::Residual(stem, blocks) => {
+                h = stem.forward(&h, train)?.relu()?;
+                for (c1, c2, short) in blocks {
+                    let y = c2.forward(&c1.forward(&h, train)?.relu()?, train)?;
+                    let s = match short {
+                        Some(p) => p.forward(&h, train)?,
+                        None => h.clone(),
+                    };
+                    h = (y + s)?.relu()?;
+                }
+                h.mean(D::Minus1)?.mean(D::Minus1)?
+            }
+        };
+        linear(&features, &self.head.0, Some(&self.head.1))
+    }
+}

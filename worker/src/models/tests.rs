@@ -1,0 +1,317 @@
+//! Every model's forward pass against an independent f64 computation
+//! (`reference.rs`), and checkpoints in the Hugging Face and GGUF layouts loading by
+//! name to the same model.
+
+use std::collections::HashMap;
+
+use candle_core::quantized::GgmlDType;
+use candle_core::{DType, Device, Tensor};
+use ridgeline_common::rng::Rng;
+
+use super::reference::{self, Weights};
+use super::*;
+
+/// A source of random values for every tensor (biases and norm scales included, so
+/// that each is exercised), positive for variances.
+fn random(seed: u64, dtype: DType) -> impl FnMut(&str, &[usize], Init) -> Result<Tensor> {
+    move |name, shape, init| {
+        let mut r = Rng::stream(seed, ridgeline_common::landscape::name_key(name));
+        let n: usize = shape.iter().product();
+        let scale = match init {
+            Init::Ones => 0.2,
+            Init::Normal(s) => (s * 10.0).min(0.3),
+            _ => 0.3,
+        };
+        let v: Vec<f64> = (0..n)
+            .map(|_| {
+                let x = r.normal() * scale;
+                match init {
+                    Init::Ones if name.ends_with("running_var") => 0.5 + x.abs(),
+                    Init::Ones => 1.0 + x,
+                    _ => x,
+                }
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(dtype)
+    }
+}
+
+fn weights(m: &dyn Model) -> Weights {
+    m.named_tensors()
+        .into_iter()
+        .map(|(k, t)| {
+            let v = t
+                .to_dtype(DType::F64)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            (k, (t.dims().to_vec(), v))
+        })
+        .collect()
+}
+
+fn tiny(kv_heads: usize, tie: bool) -> TransformerConfig {
+    TransformerConfig {
+        vocab: 23,
+        context: 16,
+        d_model: 16,
+        layers: 2,
+        heads: 4,
+        kv_heads,
+        d_ff: 24,
+        norm_eps: 1e-5,
+        rope_theta: 10_000.0,
+        tie_embeddings: tie,
+    }
+}
+
+fn tokens(b: usize, t: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    let mut r = Rng::new(seed);
+    (0..b * t).map(|_| r.below(vocab as u64) as u32).collect()
+}
+
+/// Largest |a − b| / max(|b|, 1e-3) over all logits.
+fn worst(a: &Tensor, b: &[Vec<Vec<f64>>]) -> f64 {
+    let a = a.to_dtype(DType::F64).unwrap().to_vec3::<f64>().unwrap();
+    let mut w: f64 = 0.0;
+    for (x, y) in a
+        .iter()
+        .flatten()
+        .flatten()
+        .zip(b.iter().flatten().flatten())
+    {
+        w = w.max((x - y).abs() / y.abs().max(1e-3));
+    }
+    w
+}
+
+#[test]
+fn gpt2_and_llama_blocks_match_the_f64_reference() {
+    for (layout, kv, tie) in [
+        (Layout::Gpt2, 4, true),
+        (Layout::Llama, 2, true),
+        (Layout::Llama, 4, false),
+    ] {
+        let c = tiny(kv, tie);
+        let (b, t) = (2, 11);
+        let ids = tokens(b, t, c.vocab, 7);
+        for dtype in [DType::F64, DType::F32] {
+            let m = Transformer::build(c.clone(), layout, &mut random(3, dtype)).unwrap();
+            let w = weights(&m);
+            let want: Vec<Vec<Vec<f64>>> = ids
+                .chunks(t)
+                .map(|s| reference::transformer(&w, &c, layout == Layout::Gpt2, s))
+                .collect();
+            let x = Tensor::from_vec(ids.clone(), (b, t), &Device::Cpu).unwrap();
+            let mut rng = Rng::new(0);
+            for train in [false, true] {
+                let out = m.forward(&x, train.then_some(&mut rng)).unwrap();
+                let err = worst(&out, &want);
+                // In f64 the model agrees with the reference to ~1e-9 of the logits' scale
+                // (the bar is 1e-5); in f32, rounding through two random blocks leaves
+                // ~3e-4.
+                let tol = if dtype == DType::F64 { 1e-8 } else { 1e-3 };
+                assert!(
+                    err < tol,
+                    "{layout:?} kv={kv} {dtype:?} train={train}: {err}"
+                );
+            }
+        }
+    }
+}
+
+fn cnn_config(channels: Vec<usize>, bn: bool) -> CnnConfig {
+    CnnConfig {
+        in_channels: 2,
+        height: 8,
+        width: 6,
+        classes: 5,
+        channels,
+        blocks: 2,
+        batch_norm: bn,
+    }
+}
+
+#[test]
+fn cnn_and_resnet_match_a_direct_convolution() {
+    for (residual, bn, channels) in [
+        (false, true, vec![3, 4]),
+        (false, false, vec![4]),
+        (true, true, vec![3, 5]),
+    ] {
+        let c = cnn_config(channels, bn);
+        let m = Cnn::build(c.clone(), residual, &mut random(5, DType::F64)).unwrap();
+        let w = weights(&m);
+        let n = 3;
+        let d = c.in_channels * c.height * c.width;
+        let mut r = Rng::new(9);
+        let x: Vec<f64> = (0..n * d).map(|_| r.normal()).collect();
+        let out = m
+            .forward(
+                &Tensor::from_vec(x.clone(), (n, d), &Device::Cpu).unwrap(),
+                None,
+            )
+            .unwrap()
+            .to_vec2::<f64>()
+            .unwrap();
+        for (i, row) in out.iter().enumerate() {
+            let want = reference::cnn(&w, &c, residual, &x[i * d..(i + 1) * d]);
+            for (a, b) in row.iter().zip(&want) {
+                assert!(
+                    (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+                    "residual={residual} bn={bn}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
+
+/// Batch norm in training mode normalises with the batch's statistics and moves the
+/// running ones by momentum 0.1, with the unbiased variance (PyTorch's convention).
+#[test]
+fn batch_norm_updates_running_statistics() {
+    let c = cnn_config(vec![2], true);
+    let m = Cnn::build(c.clone(), false, &mut fresh(1, DType::F64, &Device::Cpu)).unwrap();
+    let n = 4;
+    let d = c.in_channels * c.height * c.width;
+    let mut r = Rng::new(2);
+    let x: Vec<f64> = (0..n * d).map(|_| 2.0 + r.normal()).collect();
+    let xt = Tensor::from_vec(x, (n, d), &Device::Cpu).unwrap();
+    let pre = m
+        .params()
+        .iter()
+        .find(|p| p.name == "blocks.0.conv.weight")
+        .unwrap()
+        .var
+        .as_tensor()
+        .clone();
+    let y = xt
+        .reshape((n, 2, 8, 6))
+        .unwrap()
+        .conv2d(&pre, 1, 1, 1, 1)
+        .unwrap()
+        .transpose(0, 1)
+        .unwrap()
+        .flatten_from(1)
+        .unwrap()
+        .to_vec2::<f64>()
+        .unwrap();
+    m.forward(&xt, Some(&mut Rng::new(0))).unwrap();
+    let get = |name: &str| {
+        m.params()
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap()
+            .var
+            .as_tensor()
+            .to_vec1::<f64>()
+            .unwrap()
+    };
+    let (mean, var) = (
+        get("blocks.0.bn.running_mean"),
+        get("blocks.0.bn.running_var"),
+    );
+    for (ch, v) in y.iter().enumerate() {
+        let k = v.len() as f64;
+        let mu = v.iter().sum::<f64>() / k;
+        let s2 = v.iter().map(|x| (x - mu).powi(2)).sum::<f64>() / (k - 1.0);
+        assert!(
+            (mean[ch] - 0.1 * mu).abs() < 1e-12,
+            "{} vs {}",
+            mean[ch],
+            0.1 * mu
+        );
+        assert!((var[ch] - (0.9 + 0.1 * s2)).abs() < 1e-12);
+    }
+}
+
+fn loss_of(m: &dyn Model, ids: &[u32], b: usize) -> f64 {
+    let t = ids.len() / b - 1;
+    let rows: Vec<&[u32]> = ids.chunks(t + 1).collect();
+    let x: Vec<u32> = rows.iter().flat_map(|r| r[..t].to_vec()).collect();
+    let y: Vec<u32> = rows.iter().flat_map(|r| r[1..].to_vec()).collect();
+    let x = Tensor::from_vec(x, (b, t), &Device::Cpu).unwrap();
+    let y = Tensor::from_vec(y, (b, t), &Device::Cpu).unwrap();
+    let (nll, _, n) = nll_and_hits(&m.forward(&x, None).unwrap(), &y).unwrap();
+    nll / n as f64
+}
+
+/// A tiny GPT-2 and a tiny Llama written as Hugging Face checkpoints (single file and
+/// sharded with an index) and as GGUF (f32, and Q8_0 within its quantisation error)
+/// load by name to the same model.
+#[test]
+fn hf_and_gguf_checkpoints_load_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    for (layout, kv, tie) in [(Layout::Gpt2, 4, true), (Layout::Llama, 2, false)] {
+        let c = tiny(kv, tie);
+        let m = Transformer::build(c.clone(), layout, &mut random(4, DType::F32)).unwrap();
+        let ids = tokens(3, 12, c.vocab, 1);
+        let want = loss_of(&m, &ids, 3);
+        // Hugging Face config.json in the family's own keys.
+        let hf_config = match layout {
+            Layout::Gpt2 => serde_json::json!({"model_type": "gpt2", "vocab_size": c.vocab,
+                "n_positions": c.context, "n_embd": c.d_model, "n_layer": c.layers,
+                "n_head": c.heads, "n_inner": c.d_ff, "layer_norm_epsilon": c.norm_eps}),
+            Layout::Llama => serde_json::json!({"model_type": "llama", "vocab_size": c.vocab,
+                "max_position_embeddings": c.context, "hidden_size": c.d_model,
+                "num_hidden_layers": c.layers, "num_attention_heads": c.heads,
+                "num_key_value_heads": c.kv_heads, "intermediate_size": c.d_ff,
+                "rms_norm_eps": c.norm_eps, "rope_theta": c.rope_theta,
+                "tie_word_embeddings": c.tie_embeddings}),
+        };
+        let config = hf::config_from_hf(hf_config.to_string().as_bytes()).unwrap();
+        assert_eq!(config, m.config());
+        let mut named = m.named_tensors();
+        if layout == Layout::Gpt2 {
+            // GPT2Model's bare names, as the `gpt2` repository stores them.
+            for (k, _) in named.iter_mut() {
+                *k = k.trim_start_matches("transformer.").to_owned();
+            }
+        }
+        let (a, b) = named.split_at(named.len() / 2);
+        let file = |part: &[(String, Tensor)], name: &str| {
+            let p = dir.path().join(name);
+            safetensors::serialize_to_file(part.iter().map(|(k, t)| (k.as_str(), t)), None, &p)
+                .unwrap();
+            std::fs::read(p).unwrap()
+        };
+        let single = file(&named, "model.safetensors");
+        let shards = [
+            file(a, "model-00001-of-00002.safetensors"),
+            file(b, "model-00002-of-00002.safetensors"),
+        ];
+        let index = serde_json::json!({"weight_map": named.iter().enumerate().map(|(i, (k, _))| {
+            (k.clone(), if i < a.len() { "model-00001-of-00002.safetensors" } else { "model-00002-of-00002.safetensors" })
+        }).collect::<HashMap<_, _>>()});
+        let names = hf::shard_names(index.to_string().as_bytes()).unwrap();
+        assert_eq!(names.len(), 2);
+        for buffers in [vec![&single[..]], vec![&shards[0][..], &shards[1][..]]] {
+            let t = hf::load_tensors(&buffers, &config, &Device::Cpu).unwrap();
+            let loaded = config.load(&t, DType::F32, &Device::Cpu).unwrap();
+            assert_eq!(loss_of(loaded.as_ref(), &ids, 3), want, "{layout:?}");
+        }
+        for (ty, tol) in [(GgmlDType::F32, 0.0), (GgmlDType::Q8_0, 2e-2)] {
+            let bytes = gguf::write(&m, ty).unwrap();
+            let (gc, t) = gguf::load(&bytes, DType::F32, &Device::Cpu).unwrap();
+            assert_eq!(gc, config);
+            let loaded = gc.load(&t, DType::F32, &Device::Cpu).unwrap();
+            let got = loss_of(loaded.as_ref(), &ids, 3);
+            assert!(
+                (got - want).abs() <= tol * want,
+                "{layout:?} {ty:?}: {got} vs {want}"
+            );
+        }
+    }
+    // A missing tensor is named.
+    let c = tiny(4, true);
+    let m = Transformer::build(c.clone(), Layout::Llama, &mut random(4, DType::F32)).unwrap();
+    let mut t: HashMap<String, Tensor> = m.named_tensors().into_iter().collect();
+    t.remove("model.layers.1.mlp.up_proj.weight");
+    let e = ModelConfig::Llama(c)
+        .load(&t, DType::F32, &Device::Cpu)
+        .err()
+        .unwrap();
+    assert!(e.contains("model.layers.1.mlp.up_proj.weight"), "{e}");
+}
