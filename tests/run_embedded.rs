@@ -9,7 +9,7 @@ use candle_core::{D, DType, Device, Tensor};
 use common::*;
 use ridgeline_common::spec::SweepSpec;
 use ridgeline_worker::data;
-use ridgeline_worker::models::{Model, ModelConfig};
+use ridgeline_worker::models::ModelConfig;
 
 #[test]
 fn run_writes_results_and_a_best_checkpoint_that_reproduces_its_score() {

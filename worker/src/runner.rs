@@ -18,7 +18,7 @@ use ridgeline_common::proto::{self, worker_service_client::WorkerServiceClient};
 use ridgeline_common::spec::SweepSpec;
 use ridgeline_common::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 
-use crate::data::{self, Dataset};
+use crate::data::{self, Data};
 use crate::executors;
 use crate::telemetry::{RunningUnit, WorkerMetrics};
 use crate::train::TrialEnd;
@@ -89,14 +89,15 @@ pub fn open_device(name: &str) -> Result<Device, WorkerError> {
 
 /// Data sets already loaded in this process, by their spec: trials of a sweep that land
 /// on the same worker parse and normalise the data once.
-pub(crate) fn dataset(spec: &SweepSpec) -> Result<Arc<Dataset>, String> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Dataset>>>> = OnceLock::new();
+pub(crate) fn dataset(spec: &SweepSpec) -> Result<Arc<Data>, String> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Data>>>> = OnceLock::new();
     let key = serde_json::to_string(&spec.data).expect("data spec serialises");
     let cache = CACHE.get_or_init(Default::default);
     if let Some(d) = cache.lock().expect("cache lock").get(&key) {
         return Ok(d.clone());
     }
-    let d = Arc::new(data::load(spec.data(), spec.data_format()).map_err(|e| e.to_string())?);
+    let d =
+        Arc::new(data::load_any(spec.data(), spec.data_format(), None).map_err(|e| e.to_string())?);
     cache.lock().expect("cache lock").insert(key, d.clone());
     Ok(d)
 }

@@ -1,17 +1,21 @@
-//! The built-in training executor: trains an MLP on a data set with AdamW or SGD,
-//! reporting `train_loss`, `val_loss` and `val_accuracy` after every epoch.
+//! The built-in training executor: trains any built-in model (MLP, CNN, ResNet, GPT-2,
+//! Llama) with AdamW or SGD, warmup and a cosine schedule, gradient clipping, reporting
+//! `train_loss`, `val_loss`, `val_accuracy` (and `val_perplexity` for LMs) after every
+//! epoch.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::backprop::GradStore;
-use candle_core::{D, DType, Device, Tensor, Var};
+use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::optim::{AdamW, Optimizer as _, ParamsAdamW};
 use ridgeline_common::params::Params;
 use ridgeline_common::rng::Rng;
-use ridgeline_common::spec::{Optimizer, SweepSpec, TrialConfig};
+use ridgeline_common::spec::{Arch, Optimizer, Schedule, SweepSpec, TrainSpec, TrialConfig};
 
-use crate::data::{Dataset, Samples};
-use crate::models::{Mlp, MlpConfig, Model};
+use crate::data::{Data, Samples, TextData};
+use crate::models::{
+    CnnConfig, MlpConfig, Model, ModelConfig, Task, TransformerConfig, cross_entropy, nll_and_hits,
+};
 
 /// How a trial ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,74 +82,219 @@ impl Sgd {
     }
 }
 
-enum Optim {
+enum Rule {
     Adamw(AdamW),
     Sgd(Sgd),
+}
+
+struct Optim {
+    rule: Rule,
+    vars: Vec<Var>,
 }
 
 impl Optim {
     fn new(vars: Vec<Var>, c: &TrialConfig) -> candle_core::Result<Self> {
         let t = &c.train;
-        Ok(match t.optimizer {
-            Optimizer::Adamw => Optim::Adamw(AdamW::new(
-                vars,
+        let rule = match t.optimizer {
+            Optimizer::Adamw => Rule::Adamw(AdamW::new(
+                vars.clone(),
                 ParamsAdamW {
                     lr: t.lr,
                     weight_decay: t.weight_decay,
                     ..ParamsAdamW::default()
                 },
             )?),
-            Optimizer::Sgd => Optim::Sgd(Sgd::new(vars, t.lr, t.momentum, t.weight_decay)),
-        })
+            Optimizer::Sgd => Rule::Sgd(Sgd::new(vars.clone(), t.lr, t.momentum, t.weight_decay)),
+        };
+        Ok(Optim { rule, vars })
     }
 
-    fn backward_step(&mut self, loss: &Tensor) -> candle_core::Result<()> {
-        let grads = loss.backward()?;
-        match self {
-            Optim::Adamw(o) => o.step(&grads),
-            Optim::Sgd(o) => o.step(&grads),
+    fn set_lr(&mut self, lr: f64) {
+        match &mut self.rule {
+            Rule::Adamw(o) => o.set_learning_rate(lr),
+            Rule::Sgd(o) => o.lr = lr,
+        }
+    }
+
+    /// Backward, clipping of the gradients' global norm to `clip` (when > 0), update.
+    fn backward_step(&mut self, loss: &Tensor, clip: f64) -> candle_core::Result<()> {
+        let mut grads = loss.backward()?;
+        let vars = &self.vars;
+        if clip > 0.0 {
+            let mut sq = 0f64;
+            for v in vars {
+                if let Some(g) = grads.get(v) {
+                    sq += g
+                        .to_dtype(DType::F64)?
+                        .sqr()?
+                        .sum_all()?
+                        .to_scalar::<f64>()?;
+                }
+            }
+            let norm = sq.sqrt();
+            if norm > clip {
+                for v in vars {
+                    if let Some(g) = grads.remove(v) {
+                        grads.insert(v, (g * (clip / norm))?);
+                    }
+                }
+            }
+        }
+        match &mut self.rule {
+            Rule::Adamw(o) => o.step(&grads),
+            Rule::Sgd(o) => o.step(&grads),
         }
     }
 }
 
-/// A split resident on the device.
-struct DeviceSplit {
-    x: Tensor,
-    y: Tensor,
+/// Learning rate at optimizer step `step` of `total`: linear warmup over `warmup` steps,
+/// then constant or cosine decay to `lr / 10`.
+pub fn lr_at(t: &TrainSpec, step: usize, total: usize) -> f64 {
+    if step < t.warmup {
+        return t.lr * (step + 1) as f64 / t.warmup as f64;
+    }
+    match t.schedule {
+        Schedule::Constant => t.lr,
+        Schedule::Cosine => {
+            let span = total.saturating_sub(t.warmup).max(1) as f64;
+            let progress = ((step - t.warmup) as f64 / span).min(1.0);
+            let min = t.lr / 10.0;
+            min + 0.5 * (t.lr - min) * (1.0 + (std::f64::consts::PI * progress).cos())
+        }
+    }
 }
 
-impl DeviceSplit {
-    fn new(s: &Samples, device: &Device) -> candle_core::Result<Self> {
-        Ok(DeviceSplit {
+/// One part of the data, ready to be cut into batches.
+enum Split<'a> {
+    /// Samples resident on the device.
+    Table { x: Tensor, y: Tensor },
+    /// Windows of a corpus, assembled per batch.
+    Text {
+        data: &'a TextData,
+        starts: Vec<usize>,
+        context: usize,
+    },
+}
+
+impl<'a> Split<'a> {
+    fn table(s: &Samples, device: &Device) -> candle_core::Result<Self> {
+        Ok(Split::Table {
             x: Tensor::from_slice(&s.x, (s.len(), s.dim), device)?,
             y: Tensor::from_slice(&s.y, s.len(), device)?,
         })
     }
+
+    fn text(data: &'a TextData, val: bool, context: usize) -> Self {
+        Split::Text {
+            data,
+            starts: data.windows(val, context),
+            context,
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Split::Table { y, .. } => y.dim(0).unwrap_or(0),
+            Split::Text { starts, .. } => starts.len(),
+        }
+    }
+
+    /// Inputs and targets of the items `idx`.
+    fn batch(&self, idx: &[u32], device: &Device) -> candle_core::Result<(Tensor, Tensor)> {
+        match self {
+            Split::Table { x, y } => {
+                let i = Tensor::from_slice(idx, idx.len(), device)?;
+                Ok((x.index_select(&i, 0)?, y.index_select(&i, 0)?))
+            }
+            Split::Text {
+                data,
+                starts,
+                context,
+            } => {
+                let s: Vec<usize> = idx.iter().map(|&i| starts[i as usize]).collect();
+                data.batch(&s, *context, device)
+            }
+        }
+    }
+
+    /// Items per evaluation chunk: ~2k samples, or ~4k tokens.
+    fn chunk(&self) -> usize {
+        match self {
+            Split::Table { .. } => 2048,
+            Split::Text { context, .. } => (4096 / context).max(1),
+        }
+    }
 }
 
-/// Mean cross-entropy and accuracy of `model` on a split, in chunks.
-fn evaluate(model: &Mlp, split: &DeviceSplit) -> candle_core::Result<(f64, f64)> {
-    let n = split.y.dim(0)?;
-    let (mut loss_sum, mut correct) = (0f64, 0f64);
-    let chunk = 2048;
-    let mut start = 0;
-    while start < n {
-        let len = chunk.min(n - start);
-        let x = split.x.narrow(0, start, len)?;
-        let y = split.y.narrow(0, start, len)?;
-        let logits = model.forward(&x, None)?;
-        let loss = candle_nn::loss::cross_entropy(&logits, &y)?;
-        loss_sum += f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?) * len as f64;
-        let pred = logits.argmax(D::Minus1)?;
-        correct += f64::from(
-            pred.eq(&y)?
-                .to_dtype(DType::F32)?
-                .sum_all()?
-                .to_scalar::<f32>()?,
-        );
-        start += len;
+/// Mean cross-entropy and accuracy (token accuracy for LMs) of `model` on a split.
+fn evaluate(
+    model: &dyn Model,
+    split: &Split<'_>,
+    device: &Device,
+) -> candle_core::Result<(f64, f64)> {
+    let n = split.len() as u32;
+    let (mut nll, mut hits, mut count) = (0f64, 0f64, 0usize);
+    let all: Vec<u32> = (0..n).collect();
+    for idx in all.chunks(split.chunk()) {
+        let (x, y) = split.batch(idx, device)?;
+        let (l, h, c) = nll_and_hits(&model.forward(&x, None)?, &y)?;
+        nll += l;
+        hits += h;
+        count += c;
     }
-    Ok((loss_sum / n as f64, correct / n as f64))
+    Ok((nll / count.max(1) as f64, hits / count.max(1) as f64))
+}
+
+/// The model a trial trains, from its config and the data's shape.
+pub fn model_config(cfg: &TrialConfig, data: &Data) -> Result<ModelConfig, TrainError> {
+    let m = &cfg.model;
+    let bad = |r: String| TrainError::Spec(ridgeline_common::spec::SpecError::new("model.arch", r));
+    Ok(match (m.arch, data) {
+        (Arch::Mlp, Data::Table(d)) => ModelConfig::Mlp(MlpConfig::new(d.train.dim, d.classes, m)),
+        (Arch::Cnn | Arch::Resnet, Data::Table(d)) => {
+            let [c, h, w] = d.train.image.ok_or_else(|| {
+                bad(
+                    "a convolutional model needs images (IDX files, or data.image_shape for CSV)"
+                        .into(),
+                )
+            })?;
+            let c = CnnConfig {
+                in_channels: c,
+                height: h,
+                width: w,
+                classes: d.classes,
+                channels: m.channels.clone(),
+                blocks: m.blocks,
+                batch_norm: m.batch_norm,
+            };
+            if m.arch == Arch::Cnn {
+                ModelConfig::Cnn(c)
+            } else {
+                ModelConfig::Resnet(c)
+            }
+        }
+        (Arch::Gpt2 | Arch::Llama, Data::Text(t)) => {
+            let c = TransformerConfig {
+                vocab: t.vocab,
+                context: cfg.context,
+                d_model: m.d_model,
+                layers: m.layers,
+                heads: m.heads,
+                kv_heads: m.kv_heads.unwrap_or(m.heads),
+                d_ff: m.ff_width(),
+                norm_eps: 1e-5,
+                rope_theta: 10_000.0,
+                tie_embeddings: true,
+            };
+            c.validate().map_err(bad)?;
+            if m.arch == Arch::Gpt2 {
+                ModelConfig::Gpt2(c)
+            } else {
+                ModelConfig::Llama(c)
+            }
+        }
+        (a, _) => return Err(bad(format!("{a:?} does not fit this kind of data"))),
+    })
 }
 
 /// Errors that fail a trial.
@@ -164,20 +313,30 @@ pub enum TrainError {
 pub fn run_trial(
     spec: &SweepSpec,
     params: &Params,
-    data: &Dataset,
+    data: &Data,
     device: &Device,
     cancel: &AtomicBool,
     progress: &mut dyn FnMut(u32, Vec<(String, f64)>),
 ) -> Result<TrialOutput, TrainError> {
     let cfg = spec.trial_config(params)?;
     let t = &cfg.train;
-    let mconf = MlpConfig::new(data.train.dim, data.classes, &cfg.model);
-    let model = Mlp::new(mconf.clone(), t.seed, DType::F32, device)?;
-    let mut opt = Optim::new(model.vars(), &cfg)?;
-    let train = DeviceSplit::new(&data.train, device)?;
-    let val = DeviceSplit::new(&data.val, device)?;
-    let n = data.train.len();
+    let mconf = model_config(&cfg, data)?;
+    let model = mconf.init(t.seed, DType::F32, device)?;
+    let mut opt = Optim::new(model.trainable(), &cfg)?;
+    let (train, val) = match data {
+        Data::Table(d) => (
+            Split::table(&d.train, device)?,
+            Split::table(&d.val, device)?,
+        ),
+        Data::Text(d) => (
+            Split::text(d, false, cfg.context),
+            Split::text(d, true, cfg.context),
+        ),
+    };
+    let n = train.len();
     let batch = t.batch_size.min(n);
+    let total_steps = n.div_ceil(batch) * t.epochs;
+    let mut step = 0;
     let mut rng = Rng::stream(t.seed, 0x0074_7261_696e);
     let mut order: Vec<u32> = (0..n as u32).collect();
     let mut last = Vec::new();
@@ -199,12 +358,9 @@ pub fn run_trial(
                     artifacts: vec![],
                 });
             }
-            let idx_t = Tensor::from_slice(idx, idx.len(), device)?;
-            let xb = train.x.index_select(&idx_t, 0)?;
-            let yb = train.y.index_select(&idx_t, 0)?;
-            let logits = model.forward(&xb, Some(&mut rng))?;
-            let loss = candle_nn::loss::cross_entropy(&logits, &yb)?;
-            let l = f64::from(loss.to_scalar::<f32>()?);
+            let (xb, yb) = train.batch(idx, device)?;
+            let loss = cross_entropy(&model.forward(&xb, Some(&mut rng))?, &yb)?;
+            let l = f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
             if !l.is_finite() {
                 let mut m = last.clone();
                 m.retain(|(k, _): &(String, f64)| k != "train_loss");
@@ -217,14 +373,19 @@ pub fn run_trial(
                 });
             }
             loss_sum += l * idx.len() as f64;
-            opt.backward_step(&loss)?;
+            opt.set_lr(lr_at(t, step, total_steps));
+            opt.backward_step(&loss, t.grad_clip)?;
+            step += 1;
         }
-        let (val_loss, val_acc) = evaluate(&model, &val)?;
+        let (val_loss, val_acc) = evaluate(model.as_ref(), &val, device)?;
         last = vec![
             ("train_loss".into(), loss_sum / n as f64),
             ("val_loss".into(), val_loss),
             ("val_accuracy".into(), val_acc),
         ];
+        if model.task() == Task::LanguageModel {
+            last.push(("val_perplexity".into(), val_loss.exp()));
+        }
         progress(epoch as u32, last.clone());
         if t.keep_checkpoints {
             epochs.push((
@@ -240,7 +401,7 @@ pub fn run_trial(
             });
         }
     }
-    let mut artifacts = checkpoint(&model, data, device)?;
+    let mut artifacts = checkpoint(model.as_ref(), data, device)?;
     artifacts.extend(epochs);
     Ok(TrialOutput {
         end: TrialEnd::Completed,
@@ -261,23 +422,26 @@ fn safetensors_bytes(tensors: Vec<(String, Tensor)>) -> Result<Vec<u8>, TrainErr
     )
 }
 
-/// `model.safetensors` (weights, plus the input normalisation as `input.mean` and
-/// `input.scale`) and `model.json` (what is needed to rebuild the model).
+/// `model.safetensors` (weights, plus for samples the input normalisation as
+/// `input.mean` and `input.scale`) and `model.json` (what is needed to rebuild the
+/// model).
 fn checkpoint(
-    model: &Mlp,
-    data: &Dataset,
+    model: &dyn Model,
+    data: &Data,
     device: &Device,
 ) -> Result<Vec<(String, Vec<u8>)>, TrainError> {
     let mut tensors = model.named_tensors();
-    tensors.push((
-        "input.mean".into(),
-        Tensor::from_slice(&data.mean, data.mean.len(), device)?,
-    ));
-    tensors.push((
-        "input.scale".into(),
-        Tensor::from_slice(&data.scale, data.scale.len(), device)?,
-    ));
-    let json = serde_json::to_vec_pretty(&model.config).expect("config serialises");
+    if let Data::Table(data) = data {
+        tensors.push((
+            "input.mean".into(),
+            Tensor::from_slice(&data.mean, data.mean.len(), device)?,
+        ));
+        tensors.push((
+            "input.scale".into(),
+            Tensor::from_slice(&data.scale, data.scale.len(), device)?,
+        ));
+    }
+    let json = serde_json::to_vec_pretty(&model.config()).expect("config serialises");
     Ok(vec![
         ("model.safetensors".into(), safetensors_bytes(tensors)?),
         ("model.json".into(), json),
@@ -287,6 +451,7 @@ fn checkpoint(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::Mlp;
     use ridgeline_common::spec::{Activation, ModelSpec};
 
     fn batch(n: usize, dim: usize, classes: u32, seed: u64) -> (Vec<f64>, Vec<u32>) {
@@ -400,6 +565,7 @@ mod tests {
             let mut cfg = TrialConfig {
                 model: ModelSpec::default(),
                 train: Default::default(),
+                context: 1,
             };
             cfg.train.optimizer = opt;
             cfg.train.lr = if opt == Optimizer::Sgd { 0.1 } else { 0.01 };
@@ -412,7 +578,7 @@ mod tests {
             let (first, _) = loss_of();
             for _ in 0..200 {
                 let (_, l) = loss_of();
-                o.backward_step(&l).unwrap();
+                o.backward_step(&l, 0.0).unwrap();
             }
             let (end, _) = loss_of();
             // Random labels on 32 points: a 5-6-6-3 net can memorise most of them.

@@ -63,3 +63,21 @@ pub fn hyperband_rf() -> u32 {
 pub fn median_startup() -> u32 {
     5
 }
+pub fn channels() -> Vec<usize> {
+    vec![16, 32]
+}
+pub fn blocks() -> usize {
+    1
+}
+pub fn layers() -> usize {
+    2
+}
+pub fn d_model() -> usize {
+    128
+}
+pub fn heads() -> usize {
+    4
+}
+pub fn context() -> usize {
+    128
+}

@@ -32,7 +32,8 @@ pub struct SpecError {
 }
 
 impl SpecError {
-    fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// An error about `field`.
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         SpecError {
             file: None,
             field: field.into(),
@@ -217,6 +218,10 @@ impl SweepSpec {
             let name = d.path.to_string_lossy();
             if name.contains("idx") || name.contains("ubyte") {
                 DataFormat::Idx
+            } else if name.ends_with(".txt") || name.ends_with(".txt.gz") {
+                DataFormat::Text
+            } else if name.ends_with(".bin") {
+                DataFormat::Tokens
             } else {
                 DataFormat::Csv
             }
@@ -356,6 +361,22 @@ impl SweepSpec {
         if d.task == Task::Regression && d.target_columns == 0 {
             return err("data.target_columns", "expected at least 1".into());
         }
+        let format = self.data_format();
+        if d.context == 0 {
+            return err("data.context", "expected at least 1 token".into());
+        }
+        if d.image_shape.is_some_and(|s| s.contains(&0)) {
+            return err(
+                "data.image_shape",
+                "expected [channels, height, width], each >= 1".into(),
+            );
+        }
+        if d.tokenizer.is_some() && format != DataFormat::Text {
+            return err(
+                "data.tokenizer",
+                "only text data is tokenised (token files already are)".into(),
+            );
+        }
         match (self.kind, &self.landscape) {
             (SweepKind::Landscape, None) => {
                 return err(
@@ -389,6 +410,30 @@ impl SweepSpec {
             return err(
                 "data.task",
                 "the built-in trainer classifies; regression data is for landscape scans".into(),
+            );
+        }
+        let arch = self.model.arch;
+        if arch.is_lm() != d.is_text(format) {
+            return err(
+                "model.arch",
+                if arch.is_lm() {
+                    format!(
+                        "{arch:?} is a language model: it needs text or token data (data.format = \"text\" or \"tokens\")"
+                    )
+                } else {
+                    format!(
+                        "{arch:?} does not read text; use arch = \"gpt2\" or \"llama\" for text data"
+                    )
+                },
+            );
+        }
+        if d.tokenizer.as_deref() == Some("model") {
+            return err("data.tokenizer", "\"model\" takes the vocabulary of a scanned GGUF; a search trains from scratch (use \"bytes\" or a tokenizer.json)".into());
+        }
+        if arch.is_conv() && format == DataFormat::Csv && d.image_shape.is_none() {
+            return err(
+                "data.image_shape",
+                "a convolutional model on CSV rows needs [channels, height, width]".into(),
             );
         }
         // The defaults must be valid on their own: a trial with no overrides uses them.

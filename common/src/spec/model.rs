@@ -16,6 +16,21 @@ pub enum DataFormat {
     Csv,
     /// MNIST's IDX format (images in `path`, labels in `labels`), optionally gzip'd.
     Idx,
+    /// Text (UTF-8, optionally gzip'd) for language models, cut into token windows.
+    Text,
+    /// Pre-tokenised ids (nanoGPT's `.bin`): little-endian `token_dtype` integers.
+    Tokens,
+}
+
+/// Integer width of a token file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenDtype {
+    /// 2 bytes per token (nanoGPT's default; vocabularies up to 65,536).
+    #[default]
+    U16,
+    /// 4 bytes per token.
+    U32,
 }
 
 /// How input features are scaled before training.
@@ -78,6 +93,31 @@ pub struct DataSpec {
     /// Seed of the shuffle that makes the train/validation split.
     #[serde(default)]
     pub split_seed: u64,
+    /// CSV images for convolutional models: `[channels, height, width]` of each row's
+    /// features (IDX files carry their own).
+    #[serde(default)]
+    pub image_shape: Option<[usize; 3]>,
+    /// Text: `"bytes"` (one token per byte, vocabulary 256), a Hugging Face
+    /// `tokenizer.json` path, or `"model"` (the vocabulary stored in the scanned GGUF).
+    #[serde(default)]
+    pub tokenizer: Option<String>,
+    /// Tokens per window of a language model's data (windows do not overlap; the
+    /// validation windows are the last `val_fraction` of the text).
+    #[serde(default = "defaults::context")]
+    pub context: usize,
+    /// Token files: integer width.
+    #[serde(default)]
+    pub token_dtype: TokenDtype,
+    /// Token files: vocabulary size (default: the largest id + 1).
+    #[serde(default)]
+    pub vocab: Option<usize>,
+}
+
+impl DataSpec {
+    /// Whether this is language-model data (text or token ids).
+    pub fn is_text(&self, format: DataFormat) -> bool {
+        matches!(format, DataFormat::Text | DataFormat::Tokens)
+    }
 }
 
 /// Activation functions of the built-in MLP.
@@ -117,6 +157,40 @@ pub enum Arch {
     /// A multi-layer perceptron.
     #[default]
     Mlp,
+    /// Conv → batch norm → ReLU → max-pool blocks and a linear head (images).
+    Cnn,
+    /// A small ResNet of basic blocks (images).
+    Resnet,
+    /// A decoder-only transformer LM in GPT-2's layout (text).
+    Gpt2,
+    /// A decoder-only transformer LM in Llama's layout (text).
+    Llama,
+}
+
+impl Arch {
+    /// All names, for error messages.
+    pub const NAMES: &'static [&'static str] = &["mlp", "cnn", "resnet", "gpt2", "llama"];
+
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "mlp" => Arch::Mlp,
+            "cnn" => Arch::Cnn,
+            "resnet" => Arch::Resnet,
+            "gpt2" => Arch::Gpt2,
+            "llama" => Arch::Llama,
+            _ => return None,
+        })
+    }
+
+    /// Whether it is a language model (needs text data).
+    pub fn is_lm(self) -> bool {
+        matches!(self, Arch::Gpt2 | Arch::Llama)
+    }
+
+    /// Whether it is convolutional (needs images).
+    pub fn is_conv(self) -> bool {
+        matches!(self, Arch::Cnn | Arch::Resnet)
+    }
 }
 
 /// The model.
@@ -138,6 +212,31 @@ pub struct ModelSpec {
     /// Dropout probability after each hidden activation, during training.
     #[serde(default)]
     pub dropout: f64,
+    /// CNN: output channels of each conv block; ResNet: of each stage.
+    #[serde(default = "defaults::channels")]
+    pub channels: Vec<usize>,
+    /// ResNet: basic blocks per stage.
+    #[serde(default = "defaults::blocks")]
+    pub blocks: usize,
+    /// CNN: batch norm after each convolution.
+    #[serde(default = "defaults::yes")]
+    pub batch_norm: bool,
+    /// Transformer: blocks.
+    #[serde(default = "defaults::layers")]
+    pub layers: usize,
+    /// Transformer: residual width.
+    #[serde(default = "defaults::d_model")]
+    pub d_model: usize,
+    /// Transformer: attention heads.
+    #[serde(default = "defaults::heads")]
+    pub heads: usize,
+    /// Llama: key/value heads (grouped-query attention; default = heads).
+    #[serde(default)]
+    pub kv_heads: Option<usize>,
+    /// Transformer: MLP width (default 4·d_model for GPT-2, 8/3·d_model rounded up to
+    /// a multiple of 8 for Llama's SwiGLU).
+    #[serde(default)]
+    pub d_ff: Option<usize>,
 }
 
 impl Default for ModelSpec {
@@ -148,8 +247,37 @@ impl Default for ModelSpec {
             width: defaults::width(),
             activation: Activation::Relu,
             dropout: 0.0,
+            channels: defaults::channels(),
+            blocks: defaults::blocks(),
+            batch_norm: true,
+            layers: defaults::layers(),
+            d_model: defaults::d_model(),
+            heads: defaults::heads(),
+            kv_heads: None,
+            d_ff: None,
         }
     }
+}
+
+impl ModelSpec {
+    /// The transformer's MLP width.
+    pub fn ff_width(&self) -> usize {
+        self.d_ff.unwrap_or(match self.arch {
+            Arch::Llama => (8 * self.d_model / 3).div_ceil(8) * 8,
+            _ => 4 * self.d_model,
+        })
+    }
+}
+
+/// Learning-rate schedules.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// `lr` throughout (after the warmup).
+    #[default]
+    Constant,
+    /// Cosine decay from `lr` to `lr / 10` over the run, after the warmup.
+    Cosine,
 }
 
 /// Optimizers.
@@ -205,6 +333,15 @@ pub struct TrainSpec {
     /// directions of a landscape scan.
     #[serde(default)]
     pub keep_checkpoints: bool,
+    /// Learning-rate schedule.
+    #[serde(default)]
+    pub schedule: Schedule,
+    /// Optimizer steps of linear warmup from 0 to `lr`.
+    #[serde(default)]
+    pub warmup: usize,
+    /// Clip the gradients' global norm to this (0: no clipping).
+    #[serde(default)]
+    pub grad_clip: f64,
 }
 
 impl Default for TrainSpec {
@@ -218,12 +355,17 @@ impl Default for TrainSpec {
             weight_decay: 0.0,
             seed: 0,
             keep_checkpoints: false,
+            schedule: Schedule::Constant,
+            warmup: 0,
+            grad_clip: 0.0,
         }
     }
 }
 
 /// The metrics a built-in trial reports each epoch.
-pub const TRAIN_METRICS: &[&str] = &["train_loss", "val_loss", "val_accuracy"];
+/// (`val_accuracy` is token accuracy for language models, which also report
+/// `val_perplexity`.)
+pub const TRAIN_METRICS: &[&str] = &["train_loss", "val_loss", "val_accuracy", "val_perplexity"];
 
 /// The hyperparameters a search space may set, with their expected kind.
 const HYPERPARAMETERS: &[(&str, Kind)] = &[
@@ -238,6 +380,17 @@ const HYPERPARAMETERS: &[(&str, Kind)] = &[
     ("seed", Kind::NonNegInt),
     ("activation", Kind::Name(Activation::NAMES)),
     ("optimizer", Kind::Name(Optimizer::NAMES)),
+    ("arch", Kind::Name(Arch::NAMES)),
+    ("channels", Kind::PositiveInt),
+    ("blocks", Kind::PositiveInt),
+    ("layers", Kind::PositiveInt),
+    ("d_model", Kind::PositiveInt),
+    ("heads", Kind::PositiveInt),
+    ("kv_heads", Kind::PositiveInt),
+    ("d_ff", Kind::PositiveInt),
+    ("context", Kind::PositiveInt),
+    ("warmup", Kind::NonNegInt),
+    ("grad_clip", Kind::NonNegFloat),
 ];
 
 #[derive(Clone, Copy)]
@@ -282,6 +435,8 @@ pub struct TrialConfig {
     pub model: ModelSpec,
     /// Training.
     pub train: TrainSpec,
+    /// Tokens per window (language models).
+    pub context: usize,
 }
 
 impl SweepSpec {
@@ -290,6 +445,10 @@ impl SweepSpec {
         let mut c = TrialConfig {
             model: self.model.clone(),
             train: self.train.clone(),
+            context: self
+                .data
+                .as_ref()
+                .map_or(defaults::context(), |d| d.context),
         };
         for (name, v) in params {
             let field = format!("search.space.{name}");
@@ -316,6 +475,27 @@ impl SweepSpec {
                     c.model.activation = Activation::parse(v.as_str().unwrap()).unwrap()
                 }
                 "optimizer" => c.train.optimizer = Optimizer::parse(v.as_str().unwrap()).unwrap(),
+                "arch" => c.model.arch = Arch::parse(v.as_str().unwrap()).unwrap(),
+                // One number for the first block; later blocks keep their ratios to it
+                // (e.g. [16, 32] with channels = 8 becomes [8, 16]).
+                "channels" => {
+                    let first = c.model.channels.first().copied().unwrap_or(1).max(1);
+                    c.model.channels = c
+                        .model
+                        .channels
+                        .iter()
+                        .map(|ch| (ch * u()).div_ceil(first))
+                        .collect();
+                }
+                "blocks" => c.model.blocks = u(),
+                "layers" => c.model.layers = u(),
+                "d_model" => c.model.d_model = u(),
+                "heads" => c.model.heads = u(),
+                "kv_heads" => c.model.kv_heads = Some(u()),
+                "d_ff" => c.model.d_ff = Some(u()),
+                "context" => c.context = u(),
+                "warmup" => c.train.warmup = u(),
+                "grad_clip" => c.train.grad_clip = f(),
                 _ => unreachable!("lookup knows every name"),
             }
         }
@@ -355,6 +535,43 @@ impl SweepSpec {
         }
         if c.model.width == 0 {
             return Err(SpecError::new("model.width", "expected at least 1"));
+        }
+        let m = &c.model;
+        if m.arch.is_conv() && (m.channels.is_empty() || m.channels.contains(&0)) {
+            return Err(SpecError::new(
+                "model.channels",
+                format!(
+                    "expected one or more channel counts >= 1, got {:?}",
+                    m.channels
+                ),
+            ));
+        }
+        if m.arch.is_lm() {
+            let kv = m.kv_heads.unwrap_or(m.heads);
+            if m.heads == 0 || m.d_model % m.heads != 0 || (m.d_model / m.heads) % 2 != 0 {
+                return Err(SpecError::new(
+                    "model.heads",
+                    format!(
+                        "d_model ({}) must split into heads ({}) of an even size",
+                        m.d_model, m.heads
+                    ),
+                ));
+            }
+            if kv == 0 || m.heads % kv != 0 || (m.arch == Arch::Gpt2 && kv != m.heads) {
+                return Err(SpecError::new(
+                    "model.kv_heads",
+                    format!(
+                        "expected a divisor of heads ({}) (GPT-2: equal to it), got {kv}",
+                        m.heads
+                    ),
+                ));
+            }
+            if m.layers == 0 || c.context == 0 {
+                return Err(SpecError::new(
+                    "model.layers",
+                    "expected at least 1 layer and 1 token of context",
+                ));
+            }
         }
         Ok(c)
     }

@@ -71,7 +71,10 @@ fn load_scan(spec: &SweepSpec, fetch: Fetch<'_>, device: &Device) -> Result<Scan
         Some(_) => Some(layers(&config, &dirs, "y.", "directions.safetensors")?),
         None => None,
     };
-    let ds = crate::runner::dataset(spec)?;
+    let data = crate::runner::dataset(spec)?;
+    let crate::data::Data::Table(ds) = data.as_ref() else {
+        return Err("an MLP scan needs samples, not text".into());
+    };
     let split = match l.split {
         Split::Train => &ds.train,
         Split::Val => &ds.val,

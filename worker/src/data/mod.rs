@@ -8,6 +8,19 @@ use std::path::Path;
 use ridgeline_common::rng::Rng;
 use ridgeline_common::spec::{DataFormat, DataSpec, Normalize, Task};
 
+pub mod text;
+
+pub use text::{TextData, Tokenizer};
+
+/// A data set of either kind.
+#[derive(Clone, Debug)]
+pub enum Data {
+    /// Samples with labels (MLP and convolutional models).
+    Table(Dataset),
+    /// A tokenised corpus (language models).
+    Text(TextData),
+}
+
 /// A data set or parsing error, naming the file and what was expected.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {reason}")]
@@ -18,7 +31,7 @@ pub struct DataError {
     pub reason: String,
 }
 
-fn derr(file: &Path, reason: impl Into<String>) -> DataError {
+pub(crate) fn derr(file: &Path, reason: impl Into<String>) -> DataError {
     DataError {
         file: file.display().to_string(),
         reason: reason.into(),
@@ -39,6 +52,8 @@ pub struct Samples {
     pub outputs: usize,
     /// Features per sample.
     pub dim: usize,
+    /// `[channels, height, width]` when the features are an image.
+    pub image: Option<[usize; 3]>,
 }
 
 impl Samples {
@@ -69,6 +84,7 @@ impl Samples {
             t,
             outputs: self.outputs,
             dim: self.dim,
+            image: self.image,
         }
     }
 
@@ -94,7 +110,7 @@ pub struct Dataset {
     pub scale: Vec<f32>,
 }
 
-fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
+pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
     let raw = std::fs::read(path).map_err(|e| derr(path, format!("cannot read: {e}")))?;
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
@@ -245,6 +261,7 @@ pub fn parse_csv_as(
         t,
         outputs,
         dim,
+        image: None,
     })
 }
 
@@ -273,7 +290,8 @@ pub fn parse_idx(
         ));
     }
     let n = be_u32(images, 4) as usize;
-    let dim = be_u32(images, 8) as usize * be_u32(images, 12) as usize;
+    let (rows, cols) = (be_u32(images, 8) as usize, be_u32(images, 12) as usize);
+    let dim = rows * cols;
     let nl = be_u32(labels, 4) as usize;
     if nl != n {
         return Err(derr(labels_path, format!("{nl} labels for {n} images")));
@@ -298,6 +316,7 @@ pub fn parse_idx(
         x: images[16..].iter().map(|&b| f32::from(b)).collect(),
         y: labels[8..].iter().map(|&b| u32::from(b)).collect(),
         dim,
+        image: Some([1, rows, cols]),
         ..Samples::default()
     })
 }
@@ -310,8 +329,26 @@ pub fn read_samples(spec: &DataSpec, format: DataFormat) -> Result<Samples, Data
             let text =
                 std::str::from_utf8(&bytes).map_err(|_| derr(&spec.path, "expected UTF-8 text"))?;
             let targets = (spec.task == Task::Regression).then_some(spec.target_columns);
-            parse_csv_as(&spec.path, text, spec.label_column, spec.header, targets)
+            let mut s = parse_csv_as(&spec.path, text, spec.label_column, spec.header, targets)?;
+            if let Some([c, h, w]) = spec.image_shape {
+                if c * h * w != s.dim {
+                    return Err(derr(
+                        &spec.path,
+                        format!(
+                            "data.image_shape [{c}, {h}, {w}] is {} values, the rows have {} features",
+                            c * h * w,
+                            s.dim
+                        ),
+                    ));
+                }
+                s.image = Some([c, h, w]);
+            }
+            Ok(s)
         }
+        DataFormat::Text | DataFormat::Tokens => Err(derr(
+            &spec.path,
+            "text and token files are language-model data, not samples",
+        )),
         DataFormat::Idx => {
             let labels_path = spec.labels.as_deref().ok_or_else(|| {
                 derr(
@@ -400,6 +437,20 @@ pub fn prepare(spec: &DataSpec, samples: Samples) -> Result<Dataset, DataError> 
 /// Loads, splits and normalises the data a spec names.
 pub fn load(spec: &DataSpec, format: DataFormat) -> Result<Dataset, DataError> {
     prepare(spec, read_samples(spec, format)?)
+}
+
+/// Loads data of either kind; `model_vocab` serves `data.tokenizer = "model"`.
+pub fn load_any(
+    spec: &DataSpec,
+    format: DataFormat,
+    model_vocab: Option<tokenizers::Tokenizer>,
+) -> Result<Data, DataError> {
+    if spec.is_text(format) {
+        let tok = Tokenizer::from_spec(spec, model_vocab)?;
+        Ok(Data::Text(text::load(spec, format, &tok)?))
+    } else {
+        Ok(Data::Table(load(spec, format)?))
+    }
 }
 
 #[cfg(test)]
