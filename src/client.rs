@@ -207,13 +207,11 @@ pub async fn submit_spec(
                 .filter(|c| !c.starts_with("sweep:") && !c.starts_with("trial:"))
         };
         if let Some(c) = local(&l.checkpoint) {
-            let dir = std::path::Path::new(&c);
-            attach("landscape.checkpoint", dir.join("model.json"), "model.json")?;
-            attach(
-                "landscape.checkpoint",
-                dir.join("model.safetensors"),
-                "model.safetensors",
-            )?;
+            for (path, name) in checkpoint_files(std::path::Path::new(&c))
+                .with_context(|| format!("{}: landscape.checkpoint", spec_path.display()))?
+            {
+                attach("landscape.checkpoint", path, &name)?;
+            }
         }
         if let Some(c) = local(&l.directions.to) {
             attach(
@@ -241,6 +239,36 @@ pub async fn submit_spec(
         .await
         .map_err(status_error)?
         .into_inner())
+}
+
+/// The files of a checkpoint to scan, with their names in the sweep: a `.gguf` file, a
+/// Hugging Face folder (`config.json` and `model.safetensors`, or the shards that
+/// `model.safetensors.index.json` lists), or a Ridgeline folder (`model.json` and
+/// `model.safetensors`).
+pub fn checkpoint_files(path: &std::path::Path) -> Result<Vec<(std::path::PathBuf, String)>> {
+    if path.extension().is_some_and(|e| e == "gguf") {
+        return Ok(vec![(path.to_owned(), "model.gguf".into())]);
+    }
+    let at = |n: &str| (path.join(n), n.to_owned());
+    if path.join("model.json").exists() {
+        return Ok(vec![at("model.json"), at("model.safetensors")]);
+    }
+    if path.join("config.json").exists() {
+        let index = path.join("model.safetensors.index.json");
+        if index.exists() {
+            let bytes = std::fs::read(&index).with_context(|| index.display().to_string())?;
+            let shards =
+                ridgeline_worker::models::hf::shard_names(&bytes).map_err(anyhow::Error::msg)?;
+            let mut files = vec![at("config.json"), at("model.safetensors.index.json")];
+            files.extend(shards.iter().map(|s| at(s)));
+            return Ok(files);
+        }
+        return Ok(vec![at("config.json"), at("model.safetensors")]);
+    }
+    anyhow::bail!(
+        "{}: expected a .gguf file, or a folder with model.json (Ridgeline) or config.json (Hugging Face)",
+        path.display()
+    )
 }
 
 /// The state's name for people.

@@ -252,8 +252,8 @@ fn checkpoint_and_directions_errors() {
         ),
         (
             spec("{ seed = 1 }"),
-            files(&[("model.safetensors", &st(&[("encoder.weight", &[2, 2])]))]),
-            "landscape.checkpoint: model.safetensors: no tensors named layers.0.weight",
+            files(&[("model.safetensors", &st(&[("input.mean", &[2])]))]),
+            "landscape.checkpoint: model.safetensors: no parameter tensors",
         ),
         (
             spec("{ type = \"target\", to = \"t\" }"),

@@ -123,7 +123,8 @@ fn a_bad_spec_is_refused_with_the_field_named() {
         "name = \"bad\"\nkind = \"landscape\"\n[data]\npath = \"bad.toml\"\n[landscape]\ncheckpoint = \"no-such-model\"\n",
     );
     assert!(
-        err.contains("landscape.checkpoint: cannot read") && err.contains("no-such-model"),
+        err.contains("landscape.checkpoint: ")
+            && err.contains("no-such-model: expected a .gguf file, or a folder with model.json"),
         "{err}"
     );
 }

@@ -1,7 +1,7 @@
 //! Random directions (Li et al. 2018) and their norms, in plain Rust on f32 data with
 //! f64 arithmetic.
 
-use super::{Ignore, Normalization};
+use super::{DirType, DirectionsSpec, Ignore, Normalization};
 use crate::rng::Rng;
 
 /// A named f32 tensor in host memory.
@@ -93,18 +93,21 @@ fn normal(rng: &mut Rng) -> f64 {
 ///   with `Layer`, the whole tensor to the weights' norm; `None`: as drawn;
 /// - `Vector` (and `State` under `dir_type = "states"`): zero with `ignore = "biasbn"`,
 ///   a copy of the weights with `ignore = "none"`;
+/// - `State` under `dir_type = "weights"`: zero;
 ///
 /// and finally rounded to f32. `axis` is 0 for x and 1 for y.
 pub fn tensor_direction(
+    spec: &DirectionsSpec,
     name: &str,
     shape: &[usize],
     weights: &[f32],
-    seed: u64,
     axis: u64,
-    norm: Normalization,
-    ignore: Ignore,
 ) -> Vec<f32> {
+    let (seed, norm, ignore) = (spec.seed, spec.normalization, spec.ignore);
     let kind = param_kind(name, shape);
+    if kind == ParamKind::State && spec.dir_type == DirType::Weights {
+        return vec![0.0; weights.len()];
+    }
     if matches!(kind, ParamKind::Vector | ParamKind::State) {
         return match ignore {
             Ignore::Biasbn => vec![0.0; weights.len()],
@@ -139,14 +142,12 @@ pub fn tensor_direction(
 }
 
 /// Random directions for every tensor of `weights` ([`tensor_direction`]), generated on
-/// up to `threads` threads (tensors are independent streams, so the result does not
-/// depend on the thread count).
+/// all cores (tensors are independent streams, so the result does not depend on the
+/// thread count).
 pub fn random_direction(
+    spec: &DirectionsSpec,
     weights: &[HostTensor],
-    seed: u64,
     axis: u64,
-    norm: Normalization,
-    ignore: Ignore,
 ) -> Vec<HostTensor> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let next = std::sync::atomic::AtomicUsize::new(0);
@@ -158,8 +159,7 @@ pub fn random_direction(
                     loop {
                         let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         let Some(w) = weights.get(i) else { break mine };
-                        let d =
-                            tensor_direction(&w.name, &w.shape, &w.data, seed, axis, norm, ignore);
+                        let d = tensor_direction(spec, &w.name, &w.shape, &w.data, axis);
                         mine.push((i, d));
                     }
                 })
@@ -201,6 +201,15 @@ pub fn norms_and_cosine(a: &[HostTensor], b: &[HostTensor]) -> (f64, f64, f64) {
 mod tests {
     use super::*;
 
+    fn ds(seed: u64, normalization: Normalization, ignore: Ignore) -> DirectionsSpec {
+        DirectionsSpec {
+            seed,
+            normalization,
+            ignore,
+            ..DirectionsSpec::default()
+        }
+    }
+
     fn weights() -> Vec<HostTensor> {
         let mut r = Rng::new(5);
         let mut t = |name: &str, shape: &[usize]| {
@@ -224,7 +233,7 @@ mod tests {
     #[test]
     fn filter_normalisation_matches_each_slice_norm() {
         let w = weights();
-        let d = random_direction(&w, 9, 0, Normalization::Filter, Ignore::Biasbn);
+        let d = random_direction(&ds(9, Normalization::Filter, Ignore::Biasbn), &w, 0);
         for (wt, dt) in w.iter().zip(&d) {
             assert_eq!(wt.shape, dt.shape);
             if wt.shape.len() == 1 {
@@ -248,11 +257,11 @@ mod tests {
         }
         assert_eq!(
             d,
-            random_direction(&w, 9, 0, Normalization::Filter, Ignore::Biasbn)
+            random_direction(&ds(9, Normalization::Filter, Ignore::Biasbn), &w, 0)
         );
         assert_ne!(
             d,
-            random_direction(&w, 9, 1, Normalization::Filter, Ignore::Biasbn)
+            random_direction(&ds(9, Normalization::Filter, Ignore::Biasbn), &w, 1)
         );
     }
 
@@ -285,7 +294,7 @@ mod tests {
                 ParamKind::Vector
             ]
         );
-        let d = random_direction(&w, 3, 1, Normalization::Filter, Ignore::Biasbn);
+        let d = random_direction(&ds(3, Normalization::Filter, Ignore::Biasbn), &w, 1);
         let col = |v: &[f32], c: usize| -> f64 {
             (0..6)
                 .map(|i| f64::from(v[i * 9 + c]).powi(2))
@@ -301,15 +310,19 @@ mod tests {
             assert!((nw - nd).abs() <= 1e-6 * nw);
         }
         assert!(d[2].data.iter().chain(&d[3].data).all(|v| *v == 0.0));
+        // dir_type = "states" with ignore = "none" moves the statistics with the weights;
+        // "weights" never moves them.
+        let mut s = ds(3, Normalization::Filter, Ignore::None);
+        assert_eq!(random_direction(&s, &w, 1)[2].data, vec![0.0; 4]);
+        s.dir_type = DirType::States;
+        assert_eq!(random_direction(&s, &w, 1)[2].data, w[2].data);
         // A tensor's direction depends only on its name, shape, weights, seed and axis.
         let alone = tensor_direction(
+            &ds(3, Normalization::Filter, Ignore::Biasbn),
             &w[1].name,
             &w[1].shape,
             &w[1].data,
-            3,
             1,
-            Normalization::Filter,
-            Ignore::Biasbn,
         );
         assert_eq!(alone, d[1].data);
     }
@@ -317,7 +330,7 @@ mod tests {
     #[test]
     fn layer_normalisation_and_copied_biases() {
         let w = weights();
-        let d = random_direction(&w, 1, 0, Normalization::Layer, Ignore::None);
+        let d = random_direction(&ds(1, Normalization::Layer, Ignore::None), &w, 0);
         for (wt, dt) in w.iter().zip(&d) {
             if wt.shape.len() == 1 {
                 assert_eq!(wt.data, dt.data);

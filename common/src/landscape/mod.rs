@@ -107,6 +107,18 @@ pub enum DirectionKind {
     Pca,
 }
 
+/// Which tensors the directions cover (the reference's `dir_type`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DirType {
+    /// Parameters only: batch-norm running statistics stay as they are.
+    #[default]
+    Weights,
+    /// Parameters and batch-norm running statistics (treated as 1-D tensors, so they
+    /// move only with `ignore = "none"`).
+    States,
+}
+
 /// Directions of the scan.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -136,6 +148,9 @@ pub struct DirectionsSpec {
     /// 1-D tensors.
     #[serde(default)]
     pub ignore: Ignore,
+    /// Whether batch-norm statistics are part of the directions.
+    #[serde(default)]
+    pub dir_type: DirType,
 }
 
 impl Default for DirectionsSpec {
@@ -149,6 +164,7 @@ impl Default for DirectionsSpec {
             seed: 0,
             normalization: Normalization::Filter,
             ignore: Ignore::Biasbn,
+            dir_type: DirType::Weights,
         }
     }
 }
@@ -232,9 +248,13 @@ pub struct LandscapeSpec {
     /// Split the loss is evaluated on.
     #[serde(default)]
     pub split: Split,
-    /// Evaluate on at most this many samples of the split.
+    /// Evaluate on at most this many samples of the split (language models: windows).
     #[serde(default)]
     pub samples: Option<usize>,
+    /// Language models: evaluate on at most this many tokens (whole windows of
+    /// `data.context`), the same tokens at every point.
+    #[serde(default)]
+    pub tokens: Option<usize>,
     /// Loss.
     #[serde(default)]
     pub loss: LossKind,
@@ -400,6 +420,9 @@ impl LandscapeSpec {
         }
         if self.samples == Some(0) {
             return Err(("landscape.samples".into(), "expected at least 1".into()));
+        }
+        if self.tokens == Some(0) {
+            return Err(("landscape.tokens".into(), "expected at least 1".into()));
         }
         if let Some(h) = &self.hessian {
             let bad = |f: &str, r: String| Err((format!("landscape.hessian.{f}"), r));

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use ridgeline_common::landscape::{
-    Axis, DirectionKind, HostTensor, LandscapeSpec, norms_and_cosine, random_direction,
+    Axis, DirType, DirectionKind, HostTensor, LandscapeSpec, ParamKind, norms_and_cosine,
+    param_kind, random_direction,
 };
 use ridgeline_common::spec::SweepSpec;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
@@ -23,44 +24,59 @@ pub const DIRECTIONS: &str = "directions.safetensors";
 /// Name of a scan tile's values inside its unit folder.
 pub const TILE_FILE: &str = "tile.f64";
 
-/// The parameter tensors of an MLP checkpoint, in layer order (`layers.{i}.weight`,
-/// `layers.{i}.bias`); other tensors (input normalisation) are not parameters.
+/// The tensors of a Ridgeline checkpoint that directions cover, in file order: every
+/// f32 tensor but the input normalisation (`input.*`) stored with MLPs.
 pub fn parameters(weights: &[u8]) -> Result<Vec<HostTensor>, String> {
     let st = SafeTensors::deserialize(weights).map_err(|e| format!("{MODEL_WEIGHTS}: {e}"))?;
+    let mut views: Vec<(String, TensorView<'_>)> = st
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| !n.starts_with("input."))
+        .collect();
+    views.sort_by(|a, b| module_order(&a.0).cmp(&module_order(&b.0)));
     let mut out = Vec::new();
-    for i in 0.. {
-        let mut found = false;
-        for part in ["weight", "bias"] {
-            let name = format!("layers.{i}.{part}");
-            let Ok(view) = st.tensor(&name) else { continue };
-            found = true;
-            if view.dtype() != Dtype::F32 {
-                return Err(format!(
-                    "{MODEL_WEIGHTS}: {name}: expected f32, found {:?}",
-                    view.dtype()
-                ));
-            }
-            let data = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            out.push(HostTensor {
-                name,
-                shape: view.shape().to_vec(),
-                data,
-            });
+    for (name, view) in views {
+        if view.dtype() != Dtype::F32 {
+            return Err(format!(
+                "{MODEL_WEIGHTS}: {name}: expected f32, found {:?}",
+                view.dtype()
+            ));
         }
-        if !found {
-            break;
-        }
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        out.push(HostTensor {
+            name,
+            shape: view.shape().to_vec(),
+            data,
+        });
     }
     if out.is_empty() {
-        return Err(format!(
-            "{MODEL_WEIGHTS}: no tensors named layers.0.weight, layers.0.bias, ..."
-        ));
+        return Err(format!("{MODEL_WEIGHTS}: no parameter tensors"));
     }
     Ok(out)
+}
+
+/// The order of tensors in flat vectors (Hessian, PCA): module paths in natural order
+/// (`layers.2` before `layers.10`), then weight, bias, others, so that an MLP's
+/// tensors come layer by layer, weight then bias, as the worker flattens them.
+fn module_order(name: &str) -> (Vec<(String, u64)>, u8, String) {
+    let (module, leaf) = name.rsplit_once('.').unwrap_or(("", name));
+    let parts = module
+        .split('.')
+        .map(|p| match p.parse::<u64>() {
+            Ok(n) => (String::new(), n),
+            Err(_) => (p.to_owned(), 0),
+        })
+        .collect();
+    let rank = match leaf {
+        "weight" => 0,
+        "bias" => 1,
+        _ => 2,
+    };
+    (parts, rank, leaf.to_owned())
 }
 
 /// One f32 tensor of a safetensors file.
@@ -87,6 +103,44 @@ fn le_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
+/// Which files of a sweep hold the scanned checkpoint and in what layout, for the
+/// workers: `{"format": "ridgeline" | "hf" | "gguf", "files": [...]}`.
+pub const MANIFEST: &str = "checkpoint.json";
+/// A GGUF checkpoint's name in the sweep folder.
+pub const GGUF: &str = "model.gguf";
+/// A Hugging Face checkpoint's config.
+pub const HF_CONFIG: &str = "config.json";
+/// A sharded Hugging Face checkpoint's index.
+pub const HF_INDEX: &str = "model.safetensors.index.json";
+
+/// Whether a submitted file is part of the scanned checkpoint (kept for the workers).
+pub fn is_checkpoint_file(name: &str) -> bool {
+    name == MODEL_JSON
+        || name == MODEL_WEIGHTS
+        || name == GGUF
+        || name == HF_CONFIG
+        || name == HF_INDEX
+        || (name.starts_with("model-") && name.ends_with(".safetensors"))
+}
+
+/// The checkpoint's layout and files, from what was submitted.
+fn manifest(files: &HashMap<String, Vec<u8>>) -> (&'static str, Vec<String>) {
+    let mut names: Vec<String> = files
+        .keys()
+        .filter(|n| is_checkpoint_file(n))
+        .cloned()
+        .collect();
+    names.sort();
+    let format = if files.contains_key(GGUF) {
+        "gguf"
+    } else if files.contains_key(HF_CONFIG) {
+        "hf"
+    } else {
+        "ridgeline"
+    };
+    (format, names)
+}
+
 /// Makes the scan's directions: `directions.safetensors` (tensors `x.<name>` and
 /// `y.<name>`) and `directions.json` (their norms and cosine). `files` holds the
 /// checkpoint (`model.safetensors`) and, by kind, `to.safetensors` / `y_to.safetensors`
@@ -101,15 +155,59 @@ pub fn prepare(
             .get(name)
             .ok_or_else(|| format!("{field}: {name} was not provided"))
     };
+    let d = &l.directions;
+    let (format, names) = manifest(files);
+    let manifest_file = (
+        MANIFEST.to_owned(),
+        serde_json::to_vec_pretty(&serde_json::json!({"format": format, "files": names}))
+            .expect("json"),
+    );
+    if format != "ridgeline" {
+        // The coordinator does not load Hugging Face or GGUF models: every worker makes
+        // the random directions itself from the seed.
+        if d.kind != DirectionKind::Random {
+            return Err(format!(
+                "landscape.directions.type: a {format} checkpoint is scanned along random directions (made on the workers); {:?} needs a Ridgeline checkpoint",
+                d.kind
+            ));
+        }
+        if l.hessian.is_some() {
+            return Err(
+                "landscape.hessian: the Hessian is computed for MLP checkpoints only".into(),
+            );
+        }
+        let info = serde_json::json!({
+            "type": d.kind, "seed": d.seed, "normalization": d.normalization,
+            "ignore": d.ignore, "dir_type": d.dir_type, "generated_on": "workers",
+        });
+        return Ok(vec![
+            manifest_file,
+            (
+                "directions.json".into(),
+                serde_json::to_vec_pretty(&info).expect("json"),
+            ),
+        ]);
+    }
     let params = parameters(get("landscape.checkpoint", MODEL_WEIGHTS)?)
         .map_err(|e| format!("landscape.checkpoint: {e}"))?;
-    let d = &l.directions;
+    if l.hessian.is_some() {
+        let arch = files
+            .get(MODEL_JSON)
+            .and_then(|j| serde_json::from_slice::<serde_json::Value>(j).ok())
+            .and_then(|v| v.get("arch").and_then(|a| a.as_str()).map(str::to_owned));
+        if arch.as_deref() != Some("mlp") {
+            return Err(format!(
+                "landscape.hessian: the Hessian is computed for MLP checkpoints only, this one is {}",
+                arch.as_deref().unwrap_or("unknown")
+            ));
+        }
+    }
     let two_d = l.y.is_some();
     let mut pca_info: Option<serde_json::Value> = None;
     let (x, y) = match d.kind {
         DirectionKind::Random => (
-            random_direction(&params, d.seed, 0, d.normalization, d.ignore),
-            two_d.then(|| random_direction(&params, d.seed, 1, d.normalization, d.ignore)),
+            random_direction(d, &params, 0),
+            two_d.then(|| random_direction(d, &params, 1)),
         ),
         DirectionKind::Target => {
             let towards = |field: &str, name: &str| -> Result<Vec<HostTensor>, String> {
@@ -170,6 +268,15 @@ pub fn prepare(
             (x, it.next())
         }
     };
+    // Batch-norm statistics move only with dir_type = "states", whatever the kind.
+    let (mut x, mut y) = (x, y);
+    if d.dir_type == DirType::Weights {
+        for t in x.iter_mut().chain(y.iter_mut().flatten()) {
+            if param_kind(&t.name, &t.shape) == ParamKind::State {
+                t.data.iter_mut().for_each(|v| *v = 0.0);
+            }
+        }
+    }
     let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (prefix, dir) in std::iter::once(("x", &x)).chain(y.as_ref().map(|y| ("y", y))) {
         for t in dir {
@@ -203,6 +310,7 @@ pub fn prepare(
         "ignore": d.ignore,
     });
     let mut out = vec![
+        manifest_file,
         (DIRECTIONS.into(), bytes),
         (
             "directions.json".into(),

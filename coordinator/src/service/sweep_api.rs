@@ -99,7 +99,10 @@ impl SweepApi {
         let read = |path: PathBuf| {
             std::fs::read(&path).map_err(|e| Status::internal(format!("{}: {e}", path.display())))
         };
-        if !files.contains_key(landscape::MODEL_WEIGHTS) {
+        if !files.contains_key(landscape::MODEL_WEIGHTS)
+            && !files.contains_key(landscape::GGUF)
+            && !files.contains_key(landscape::HF_CONFIG)
+        {
             let dir = self
                 .best_checkpoint(
                     "landscape.checkpoint",
@@ -166,7 +169,7 @@ impl SweepApi {
             .map_err(Status::invalid_argument)?;
         let mut out: Vec<(String, Vec<u8>)> = files
             .into_iter()
-            .filter(|(n, _)| n == landscape::MODEL_JSON || n == landscape::MODEL_WEIGHTS)
+            .filter(|(n, _)| landscape::is_checkpoint_file(n))
             .collect();
         if let Some((_, t)) = dirs.iter().find(|(n, _)| n == "trajectory.json") {
             let t: serde_json::Value =

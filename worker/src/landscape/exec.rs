@@ -5,121 +5,17 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use candle_core::{DType, Device, Tensor};
-use ridgeline_common::landscape::{LossKind, ScanUnit, Split};
+use candle_core::Device;
+use ridgeline_common::landscape::{LossKind, ScanUnit};
 use ridgeline_common::spec::SweepSpec;
 
-use super::eval::{Layers, Loss, Plane};
+use super::eval::{Loss, Plane};
+pub use super::load::Fetch;
+use super::load::{self, Loaded, layers};
+use super::perturb;
 use crate::UnitError;
-use crate::models::MlpConfig;
+use crate::models::ModelConfig;
 use crate::train::{TrialEnd, TrialOutput};
-
-/// Fetches one of the sweep's files from the coordinator.
-pub type Fetch<'a> = &'a dyn Fn(&str) -> Result<Arc<Vec<u8>>, String>;
-
-/// Everything a sweep's tiles share, resident on the device.
-struct Scan {
-    config: MlpConfig,
-    base: Layers,
-    d1: Layers,
-    d2: Option<Layers>,
-    x: Tensor,
-    y: Tensor,
-}
-
-fn layers(
-    config: &MlpConfig,
-    t: &HashMap<String, Tensor>,
-    prefix: &str,
-    what: &str,
-) -> Result<Layers, String> {
-    let dims = config.dims();
-    (0..dims.len() - 1)
-        .map(|i| {
-            let get = |part: &str, shape: &[usize]| -> Result<Tensor, String> {
-                let name = format!("{prefix}layers.{i}.{part}");
-                let v = t
-                    .get(&name)
-                    .ok_or_else(|| format!("{what}: missing tensor {name}"))?;
-                if v.dims() != shape {
-                    return Err(format!(
-                        "{what}: {name}: expected shape {shape:?}, found {:?}",
-                        v.dims()
-                    ));
-                }
-                v.to_dtype(DType::F32).map_err(|e| e.to_string())
-            };
-            Ok((
-                get("weight", &[dims[i + 1], dims[i]])?,
-                get("bias", &[dims[i + 1]])?,
-            ))
-        })
-        .collect()
-}
-
-fn load_scan(spec: &SweepSpec, fetch: Fetch<'_>, device: &Device) -> Result<Scan, String> {
-    let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
-    let config: MlpConfig =
-        serde_json::from_slice(&fetch("model.json")?).map_err(|e| format!("model.json: {e}"))?;
-    let weights = candle_core::safetensors::load_buffer(&fetch("model.safetensors")?, device)
-        .map_err(|e| format!("model.safetensors: {e}"))?;
-    let dirs = candle_core::safetensors::load_buffer(&fetch("directions.safetensors")?, device)
-        .map_err(|e| format!("directions.safetensors: {e}"))?;
-    let base = layers(&config, &weights, "", "model.safetensors")?;
-    let d1 = layers(&config, &dirs, "x.", "directions.safetensors")?;
-    let d2 = match l.y {
-        Some(_) => Some(layers(&config, &dirs, "y.", "directions.safetensors")?),
-        None => None,
-    };
-    let data = crate::runner::dataset(spec)?;
-    let crate::data::Data::Table(ds) = data.as_ref() else {
-        return Err("an MLP scan needs samples, not text".into());
-    };
-    let split = match l.split {
-        Split::Train => &ds.train,
-        Split::Val => &ds.val,
-    };
-    let s = match l.samples {
-        Some(n) => split.head(n),
-        None => split.clone(),
-    };
-    if s.dim != config.input_dim {
-        return Err(format!(
-            "data has {} features per sample, the model expects {}",
-            s.dim, config.input_dim
-        ));
-    }
-    let e = |e: candle_core::Error| e.to_string();
-    let x = Tensor::from_slice(&s.x, (s.len(), s.dim), device).map_err(e)?;
-    let y = match l.loss {
-        LossKind::CrossEntropy => {
-            if s.y.is_empty() {
-                return Err(
-                    "loss = \"cross_entropy\" needs class labels (data.task = \"classification\")"
-                        .into(),
-                );
-            }
-            Tensor::from_slice(&s.y, s.len(), device).map_err(e)?
-        }
-        LossKind::Mse => {
-            if s.outputs != config.classes {
-                return Err(format!(
-                    "loss = \"mse\" needs {} target columns, the data has {}",
-                    config.classes, s.outputs
-                ));
-            }
-            Tensor::from_slice(&s.t, (s.len(), s.outputs), device).map_err(e)?
-        }
-    };
-    Ok(Scan {
-        config,
-        base,
-        d1,
-        d2,
-        x,
-        y,
-    })
-}
 
 /// Scans already loaded in this process, by sweep id.
 fn scan(
@@ -127,17 +23,20 @@ fn scan(
     spec: &SweepSpec,
     fetch: Fetch<'_>,
     device: &Device,
-) -> Result<Arc<Scan>, String> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Scan>>>> = OnceLock::new();
+    memory_bytes: u64,
+) -> Result<Arc<Loaded>, UnitError> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Loaded>>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some(s) = cache.lock().expect("cache lock").get(sweep) {
         return Ok(s.clone());
     }
-    let s = Arc::new(load_scan(spec, fetch, device)?);
-    let mut c = cache.lock().expect("cache lock");
-    // One scan at a time is the common case; do not let old sweeps pile up in memory.
-    c.retain(|k, _| k == sweep);
-    c.insert(sweep.to_owned(), s.clone());
+    // One scan at a time is the common case; drop old sweeps before loading a new model.
+    cache.lock().expect("cache lock").retain(|k, _| k == sweep);
+    let s = Arc::new(load::load(spec, fetch, device, memory_bytes)?);
+    cache
+        .lock()
+        .expect("cache lock")
+        .insert(sweep.to_owned(), s.clone());
     Ok(s)
 }
 
@@ -154,7 +53,9 @@ pub fn run_unit(
     let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
     match l.unit(unit as usize) {
         ScanUnit::Tile(t) => run_tile(sweep, spec, t as u32, fetch, device, memory_bytes),
-        ScanUnit::Hvp { round, shard } => Ok(run_hvp(sweep, spec, round, shard, fetch, device)?),
+        ScanUnit::Hvp { round, shard } => {
+            run_hvp(sweep, spec, round, shard, fetch, device, memory_bytes)
+        }
     }
 }
 
@@ -191,45 +92,42 @@ fn run_hvp(
     shard: usize,
     fetch: Fetch<'_>,
     device: &Device,
-) -> Result<TrialOutput, String> {
+    memory_bytes: u64,
+) -> Result<TrialOutput, UnitError> {
     let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
     let h = l.hessian.as_ref().ok_or("no [landscape.hessian]")?;
-    let s = scan(sweep, spec, fetch, device)?;
-    let n_params: usize = s
-        .base
-        .iter()
-        .map(|(w, b)| w.elem_count() + b.elem_count())
-        .sum();
+    let s = scan(sweep, spec, fetch, device, memory_bytes)?;
+    let ModelConfig::Mlp(config) = s.model.config() else {
+        return Err("the Hessian is computed for MLP checkpoints only".into());
+    };
+    let base = layers(&s.base);
+    let n_params: usize = s.base.iter().map(|t| t.elem_count()).sum();
     let block = fetch(&format!("hessian_block_{round}.f64"))?;
     if block.len() % (8 * n_params) != 0 {
-        return Err(format!(
-            "hessian_block_{round}.f64 does not hold {n_params}-vectors"
-        ));
+        return Err(format!("hessian_block_{round}.f64 does not hold {n_params}-vectors").into());
     }
     let flat: Vec<f64> = block
         .chunks_exact(8)
         .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
         .collect();
     let vectors: Vec<Vec<f64>> = flat.chunks(n_params).map(<[f64]>::to_vec).collect();
-    let rows = s.x.dim(0).map_err(|e| e.to_string())?;
+    let (sx, sy) = s.data.xy();
+    let rows = s.data.len();
     let (start, end) = (shard * rows / h.shards, (shard + 1) * rows / h.shards);
     if start == end {
-        return Err(format!(
-            "shard {shard} of {} is empty: {rows} samples",
-            h.shards
-        ));
+        return Err(format!("shard {shard} of {} is empty: {rows} samples", h.shards).into());
     }
     let e = |e: candle_core::Error| e.to_string();
-    let x = s.x.narrow(0, start, end - start).map_err(e)?;
-    let y = s.y.narrow(0, start, end - start).map_err(e)?;
+    let x = sx.narrow(0, start, end - start).map_err(e)?;
+    let y = sy.narrow(0, start, end - start).map_err(e)?;
     let loss = match l.loss {
         LossKind::CrossEntropy => Loss::CrossEntropy,
         LossKind::Mse => Loss::Mse,
     };
     let weight = (end - start) as f64 / rows as f64;
     let hv = super::hessian::shard_hvps(
-        &s.base,
-        s.config.activation,
+        &base,
+        config.activation,
         &x,
         &y,
         loss,
@@ -257,33 +155,27 @@ pub fn run_tile(
     memory_bytes: u64,
 ) -> Result<TrialOutput, UnitError> {
     let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
-    let s = scan(sweep, spec, fetch, device)?;
+    let s = scan(sweep, spec, fetch, device, memory_bytes)?;
     let points: Vec<(f64, f64)> = l.tile_range(tile as usize).map(|k| l.point(k)).collect();
     if points.is_empty() {
         return Err(format!("tile {tile} is past the end of the grid").into());
     }
-    let plane = Plane {
-        base: &s.base,
-        d1: &s.d1,
-        d2: s.d2.as_ref(),
-        activation: s.config.activation,
+    let values = match s.model.config() {
+        ModelConfig::Mlp(c) => {
+            mlp_tile(&s, &c.dims(), l.loss, l.batch_size, &points, memory_bytes)?
+        }
+        _ if l.loss == LossKind::Mse => {
+            return Err(UnitError {
+                message: "landscape.loss = \"mse\" is for MLP regression checkpoints".into(),
+                permanent: true,
+            });
+        }
+        _ => {
+            let chunk = chunk_items(&s, l.batch_size, memory_bytes)?;
+            perturb::evaluate_points(&s, &points, chunk)
+                .map_err(|e| UnitError::from(e.to_string()))?
+        }
     };
-    let loss = match l.loss {
-        LossKind::CrossEntropy => Loss::CrossEntropy,
-        LossKind::Mse => Loss::Mse,
-    };
-    let e = |e: candle_core::Error| UnitError::from(e.to_string());
-    // A tile of any size runs in chunks of points that fit the unit's memory.
-    let (chunk, rows) = tile_plan(
-        &s.config.dims(),
-        s.x.dim(0).map_err(e)?,
-        l.batch_size,
-        memory_bytes,
-    )?;
-    let mut values = Vec::with_capacity(points.len());
-    for part in points.chunks(chunk) {
-        values.extend(plane.evaluate(part, &s.x, &s.y, loss, rows).map_err(e)?);
-    }
     let mut bytes = Vec::with_capacity(points.len() * 16);
     for v in &values {
         bytes.extend_from_slice(&v.loss.to_le_bytes());
@@ -297,7 +189,10 @@ pub fn run_tile(
         .map(|v| v.loss)
         .filter(|v| v.is_finite())
         .fold(f64::NAN, f64::min);
-    let mut final_metrics = vec![("samples".into(), s.x.dim(0).map_err(e)? as f64)];
+    let mut final_metrics = vec![
+        ("samples".into(), s.data.len() as f64),
+        ("directions_fnv48".into(), s.digest as f64),
+    ];
     // A tile whose points all diverged has no best loss; its NaNs are in tile.f64.
     if min.is_finite() {
         final_metrics.insert(0, ("loss".into(), min));
@@ -307,6 +202,64 @@ pub fn run_tile(
         final_metrics,
         artifacts: vec![("tile.f64".into(), bytes)],
     })
+}
+
+/// The MLP's fast path: a tile's points in one batched pass (`eval.rs`), in chunks of
+/// points that fit the unit's memory.
+fn mlp_tile(
+    s: &Loaded,
+    dims: &[usize],
+    loss: LossKind,
+    batch: usize,
+    points: &[(f64, f64)],
+    memory_bytes: u64,
+) -> Result<Vec<super::eval::PointValue>, UnitError> {
+    let ModelConfig::Mlp(c) = s.model.config() else {
+        unreachable!("caller matched an MLP")
+    };
+    let (base, d1) = (layers(&s.base), layers(&s.d1));
+    let d2 = s.d2.as_deref().map(layers);
+    let plane = Plane {
+        base: &base,
+        d1: &d1,
+        d2: d2.as_ref(),
+        activation: c.activation,
+    };
+    let loss = match loss {
+        LossKind::CrossEntropy => Loss::CrossEntropy,
+        LossKind::Mse => Loss::Mse,
+    };
+    let e = |e: candle_core::Error| UnitError::from(e.to_string());
+    let (x, y) = s.data.xy();
+    let (chunk, rows) = tile_plan(dims, s.data.len(), batch, memory_bytes)?;
+    let mut values = Vec::with_capacity(points.len());
+    for part in points.chunks(chunk) {
+        values.extend(plane.evaluate(part, x, y, loss, rows).map_err(e)?);
+    }
+    Ok(values)
+}
+
+/// Items (samples or windows) per evaluation chunk of a model that is not an MLP: as
+/// many as fit next to the four copies of the parameters, at most `batch` samples or
+/// 8,192 tokens.
+fn chunk_items(s: &Loaded, batch: usize, memory_bytes: u64) -> Result<usize, UnitError> {
+    let resident = 4 * 4 * s.model.parameter_count() as u64;
+    let free = memory_bytes.saturating_sub(resident);
+    let cap = match &s.data {
+        load::EvalData::Text { x, .. } => (8192 / x.dim(1).unwrap_or(1)).max(1),
+        load::EvalData::Table { .. } => batch.max(1),
+    };
+    let mut items = cap.min(s.data.len()).max(1);
+    while items > 1 && perturb::activation_bytes(s, items) > free {
+        items = items.div_ceil(2);
+    }
+    if perturb::activation_bytes(s, items) > free {
+        return Err(UnitError::out_of_memory(format!(
+            "one item of evaluation needs {} bytes beside the parameters' {resident}, the unit may use {memory_bytes} (worker --memory-bytes)",
+            perturb::activation_bytes(s, 1)
+        )));
+    }
+    Ok(items)
 }
 
 #[cfg(test)]

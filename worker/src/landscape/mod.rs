@@ -3,3 +3,5 @@
 pub mod eval;
 pub mod exec;
 pub mod hessian;
+pub mod load;
+pub mod perturb;

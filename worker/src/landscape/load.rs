@@ -1,0 +1,338 @@
+//! Loading what a scan's tiles share: the checkpoint (Ridgeline, Hugging Face or GGUF,
+//! as the coordinator's `checkpoint.json` says), its directions (made here from the
+//! seed for random directions, fetched otherwise) and the evaluation data, once per
+//! sweep and process.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use ridgeline_common::landscape::{DirectionKind, HostTensor, LossKind, Split, random_direction};
+use ridgeline_common::spec::SweepSpec;
+
+use super::eval::Layers;
+use crate::UnitError;
+use crate::data::{self, Data};
+use crate::models::{Model, ModelConfig, gguf, hf};
+
+/// Fetches one of the sweep's files from the coordinator.
+pub type Fetch<'a> = &'a dyn Fn(&str) -> Result<Arc<Vec<u8>>, String>;
+
+/// The evaluation data of a scan, resident on the device.
+pub enum EvalData {
+    /// Samples `[n, features]` and labels `[n]` (or MSE targets `[n, outputs]`).
+    Table { x: Tensor, y: Tensor },
+    /// Windows of tokens `[windows, context]` and their next tokens.
+    Text { x: Tensor, y: Tensor },
+}
+
+impl EvalData {
+    /// Inputs and targets.
+    pub fn xy(&self) -> (&Tensor, &Tensor) {
+        match self {
+            EvalData::Table { x, y } | EvalData::Text { x, y } => (x, y),
+        }
+    }
+
+    /// Number of items (samples or windows).
+    pub fn len(&self) -> usize {
+        self.xy().0.dim(0).unwrap_or(0)
+    }
+
+    /// Whether there are no items.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A loaded checkpoint, its directions and the data.
+pub struct Loaded {
+    /// The model, its tensors at θ*.
+    pub model: Box<dyn Model>,
+    /// θ*, one tensor per model tensor (its own storage: the model's are overwritten).
+    pub base: Vec<Tensor>,
+    /// x direction, per model tensor.
+    pub d1: Vec<Tensor>,
+    /// y direction (2-D scans).
+    pub d2: Option<Vec<Tensor>>,
+    /// The data.
+    pub data: EvalData,
+    /// FNV-1a of the directions' f32 bytes (48 bits), reported with every tile so that
+    /// runs can check that every worker scanned along the same directions.
+    pub digest: u64,
+}
+
+fn e(e: candle_core::Error) -> String {
+    e.to_string()
+}
+
+/// The checkpoint's model config and tensors.
+fn checkpoint(
+    fetch: Fetch<'_>,
+    device: &Device,
+) -> Result<(ModelConfig, HashMap<String, Tensor>, Option<Arc<Vec<u8>>>), String> {
+    // Sweeps submitted before the manifest existed are Ridgeline checkpoints.
+    let manifest: serde_json::Value = match fetch("checkpoint.json") {
+        Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("checkpoint.json: {e}"))?,
+        Err(_) => serde_json::json!({"format": "ridgeline"}),
+    };
+    let files: Vec<String> = serde_json::from_value(manifest["files"].clone()).unwrap_or_default();
+    match manifest["format"].as_str() {
+        Some("gguf") => {
+            let bytes = fetch("model.gguf")?;
+            let (config, tensors) = gguf::load(&bytes, DType::F32, device)?;
+            Ok((config, tensors, Some(bytes)))
+        }
+        Some("hf") => {
+            let config = hf::config_from_hf(&fetch("config.json")?)?;
+            let names: Vec<&String> = if files.iter().any(|f| f == "model.safetensors.index.json") {
+                files.iter().filter(|f| f.starts_with("model-")).collect()
+            } else {
+                files.iter().filter(|f| *f == "model.safetensors").collect()
+            };
+            let blobs: Vec<Arc<Vec<u8>>> =
+                names.iter().map(|n| fetch(n)).collect::<Result<_, _>>()?;
+            let refs: Vec<&[u8]> = blobs.iter().map(|b| b.as_slice()).collect();
+            Ok((
+                config.clone(),
+                hf::load_tensors(&refs, &config, device)?,
+                None,
+            ))
+        }
+        _ => {
+            let config: ModelConfig = serde_json::from_slice(&fetch("model.json")?)
+                .map_err(|e| format!("model.json: {e}"))?;
+            let tensors =
+                candle_core::safetensors::load_buffer(&fetch("model.safetensors")?, device)
+                    .map_err(|e| format!("model.safetensors: {e}"))?;
+            Ok((config, tensors, None))
+        }
+    }
+}
+
+fn host(name: &str, t: &Tensor) -> Result<HostTensor, String> {
+    Ok(HostTensor {
+        name: name.to_owned(),
+        shape: t.dims().to_vec(),
+        data: t
+            .to_dtype(DType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(e)?,
+    })
+}
+
+/// FNV-1a over the directions' bytes, cut to 48 bits (exact in an f64 metric).
+fn digest(dirs: &[&[Tensor]]) -> Result<u64, String> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for d in dirs {
+        for t in *d {
+            for v in t
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<f32>())
+                .map_err(e)?
+            {
+                for b in v.to_le_bytes() {
+                    h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+                }
+            }
+        }
+    }
+    Ok(h & ((1 << 48) - 1))
+}
+
+/// The directions, one tensor per model tensor: made here from the seed (random), or
+/// read from the coordinator's `directions.safetensors` (`x.<name>`, `y.<name>`; a
+/// tensor it lacks, such as a batch-norm statistic, does not move).
+fn directions(
+    spec: &SweepSpec,
+    model: &dyn Model,
+    fetch: Fetch<'_>,
+    device: &Device,
+) -> Result<(Vec<Tensor>, Option<Vec<Tensor>>), String> {
+    let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
+    let axes = if l.y.is_some() { 2 } else { 1 };
+    let params = model.params();
+    let mut out = Vec::new();
+    if l.directions.kind == DirectionKind::Random {
+        let weights: Vec<HostTensor> = params
+            .iter()
+            .map(|p| host(&p.name, p.var.as_tensor()))
+            .collect::<Result<_, _>>()?;
+        for axis in 0..axes {
+            let d = random_direction(&l.directions, &weights, axis as u64);
+            out.push(
+                d.iter()
+                    .map(|t| Tensor::from_slice(&t.data, t.shape.as_slice(), device))
+                    .collect::<candle_core::Result<Vec<_>>>()
+                    .map_err(e)?,
+            );
+        }
+    } else {
+        let dirs = candle_core::safetensors::load_buffer(&fetch("directions.safetensors")?, device)
+            .map_err(|e| format!("directions.safetensors: {e}"))?;
+        for prefix in ["x", "y"].iter().take(axes) {
+            out.push(
+                params
+                    .iter()
+                    .map(|p| match dirs.get(&format!("{prefix}.{}", p.name)) {
+                        Some(t) if t.dims() == p.var.dims() => t.to_dtype(DType::F32).map_err(e),
+                        Some(t) => Err(format!(
+                            "directions.safetensors: {prefix}.{}: expected shape {:?}, found {:?}",
+                            p.name,
+                            p.var.dims(),
+                            t.dims()
+                        )),
+                        None => p.var.zeros_like().map_err(e),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
+        }
+    }
+    let mut it = out.into_iter();
+    let d1 = it.next().expect("one axis at least");
+    Ok((d1, it.next()))
+}
+
+/// The scan's evaluation data for `model`.
+fn eval_data(
+    spec: &SweepSpec,
+    model: &dyn Model,
+    config: &ModelConfig,
+    gguf_bytes: Option<&[u8]>,
+    device: &Device,
+) -> Result<EvalData, String> {
+    let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
+    let d = spec.data();
+    let vocab = match (gguf_bytes, d.tokenizer.as_deref()) {
+        (Some(b), Some("model")) => Some(gguf::tokenizer(&gguf::content(b)?)?),
+        _ => None,
+    };
+    let data = if vocab.is_some() {
+        Arc::new(data::load_any(d, spec.data_format(), vocab).map_err(|e| e.to_string())?)
+    } else {
+        crate::runner::dataset(spec)?
+    };
+    match (data.as_ref(), config) {
+        (Data::Text(t), ModelConfig::Gpt2(c) | ModelConfig::Llama(c)) => {
+            if t.vocab > c.vocab {
+                return Err(format!(
+                    "the data's tokenizer ({}) has {} ids, the model's vocabulary {}",
+                    t.tokenizer, t.vocab, c.vocab
+                ));
+            }
+            if matches!(config, ModelConfig::Gpt2(_)) && d.context > c.context {
+                return Err(format!(
+                    "data.context = {} is longer than the model's {} positions",
+                    d.context, c.context
+                ));
+            }
+            let mut starts = t.windows(l.split == Split::Val, d.context);
+            let mut keep = starts.len();
+            if let Some(n) = l.samples {
+                keep = keep.min(n);
+            }
+            if let Some(n) = l.tokens {
+                keep = keep.min(n.div_ceil(d.context));
+            }
+            starts.truncate(keep);
+            let (x, y) = t.batch(&starts, d.context, device).map_err(e)?;
+            Ok(EvalData::Text { x, y })
+        }
+        (Data::Table(ds), _) if model.task() == crate::models::Task::Classification => {
+            let split = match l.split {
+                Split::Train => &ds.train,
+                Split::Val => &ds.val,
+            };
+            let s = match l.samples {
+                Some(n) => split.head(n),
+                None => split.clone(),
+            };
+            let x = Tensor::from_slice(&s.x, (s.len(), s.dim), device).map_err(e)?;
+            let y = match l.loss {
+                LossKind::CrossEntropy => {
+                    if s.y.is_empty() {
+                        return Err("loss = \"cross_entropy\" needs class labels (data.task = \"classification\")".into());
+                    }
+                    Tensor::from_slice(&s.y, s.len(), device).map_err(e)?
+                }
+                LossKind::Mse => {
+                    Tensor::from_slice(&s.t, (s.len(), s.outputs), device).map_err(e)?
+                }
+            };
+            // Shapes are checked by one forward pass on a single sample.
+            model
+                .forward(&x.narrow(0, 0, 1).map_err(e)?, None)
+                .map_err(|err| format!("the data does not fit the model: {err}"))?;
+            Ok(EvalData::Table { x, y })
+        }
+        _ => Err(format!(
+            "the data ({}) does not fit a {} model",
+            if matches!(data.as_ref(), Data::Text(_)) {
+                "text"
+            } else {
+                "samples"
+            },
+            match config {
+                ModelConfig::Gpt2(_) | ModelConfig::Llama(_) => "language",
+                _ => "sample",
+            }
+        )),
+    }
+}
+
+/// Loads everything a scan's tiles share. The parameters are counted before their
+/// copies and directions are made: a model whose four f32 copies do not fit in
+/// `memory_bytes` fails here, once and for good, saying so.
+pub fn load(
+    spec: &SweepSpec,
+    fetch: Fetch<'_>,
+    device: &Device,
+    memory_bytes: u64,
+) -> Result<Loaded, UnitError> {
+    let (config, tensors, gguf_bytes) = checkpoint(fetch, device)?;
+    let model = config.load(&tensors, DType::F32, device)?;
+    drop(tensors);
+    let need = 16 * model.parameter_count() as u64;
+    if need > memory_bytes {
+        return Err(UnitError::out_of_memory(format!(
+            "a scan of this model ({} parameters) keeps θ*, two directions and the working copy, {need} bytes in f32; the unit may use {memory_bytes} (worker --memory-bytes)",
+            model.parameter_count()
+        )));
+    }
+    let base = model
+        .params()
+        .iter()
+        .map(|p| p.var.as_tensor().copy())
+        .collect::<candle_core::Result<Vec<_>>>()
+        .map_err(e)?;
+    let (d1, d2) = directions(spec, model.as_ref(), fetch, device)?;
+    let mut dirs: Vec<&[Tensor]> = vec![&d1];
+    if let Some(d2) = &d2 {
+        dirs.push(d2);
+    }
+    let digest = digest(&dirs)?;
+    let data = eval_data(
+        spec,
+        model.as_ref(),
+        &config,
+        gguf_bytes.as_deref().map(|b| b.as_slice()),
+        device,
+    )?;
+    Ok(Loaded {
+        model,
+        base,
+        d1,
+        d2,
+        data,
+        digest,
+    })
+}
+
+/// An MLP's tensors as `(weight, bias)` layers, for the batched fast path.
+pub fn layers(tensors: &[Tensor]) -> Layers {
+    tensors
+        .chunks(2)
+        .map(|p| (p[0].clone(), p[1].clone()))
+        .collect()
+}
