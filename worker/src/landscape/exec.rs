@@ -17,26 +17,38 @@ use crate::UnitError;
 use crate::models::ModelConfig;
 use crate::train::{TrialEnd, TrialOutput};
 
-/// Scans already loaded in this process, by sweep id.
+/// Scans loaded in this process, by sweep id: one copy per unit running at once,
+/// since a tile overwrites its copy's tensors while it evaluates.
+type Pool = Vec<Arc<Mutex<Loaded>>>;
+
+/// A loaded scan for this unit alone: a free copy from the pool, or a new one.
 fn scan(
     sweep: &str,
     spec: &SweepSpec,
     fetch: Fetch<'_>,
     device: &Device,
     memory_bytes: u64,
-) -> Result<Arc<Loaded>, UnitError> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Loaded>>>> = OnceLock::new();
+) -> Result<Arc<Mutex<Loaded>>, UnitError> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Pool>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
-    if let Some(s) = cache.lock().expect("cache lock").get(sweep) {
-        return Ok(s.clone());
+    {
+        let mut c = cache.lock().expect("cache lock");
+        // One scan at a time is the common case; drop old sweeps before loading more.
+        c.retain(|k, _| k == sweep);
+        if let Some(free) = c
+            .get(sweep)
+            .and_then(|pool| pool.iter().find(|s| s.try_lock().is_ok()))
+        {
+            return Ok(free.clone());
+        }
     }
-    // One scan at a time is the common case; drop old sweeps before loading a new model.
-    cache.lock().expect("cache lock").retain(|k, _| k == sweep);
-    let s = Arc::new(load::load(spec, fetch, device, memory_bytes)?);
+    let s = Arc::new(Mutex::new(load::load(spec, fetch, device, memory_bytes)?));
     cache
         .lock()
         .expect("cache lock")
-        .insert(sweep.to_owned(), s.clone());
+        .entry(sweep.to_owned())
+        .or_default()
+        .push(s.clone());
     Ok(s)
 }
 
@@ -97,6 +109,7 @@ fn run_hvp(
     let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
     let h = l.hessian.as_ref().ok_or("no [landscape.hessian]")?;
     let s = scan(sweep, spec, fetch, device, memory_bytes)?;
+    let s = s.lock().expect("scan lock");
     let ModelConfig::Mlp(config) = s.model.config() else {
         return Err("the Hessian is computed for MLP checkpoints only".into());
     };
@@ -156,6 +169,7 @@ pub fn run_tile(
 ) -> Result<TrialOutput, UnitError> {
     let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
     let s = scan(sweep, spec, fetch, device, memory_bytes)?;
+    let s = s.lock().expect("scan lock");
     let points: Vec<(f64, f64)> = l.tile_range(tile as usize).map(|k| l.point(k)).collect();
     if points.is_empty() {
         return Err(format!("tile {tile} is past the end of the grid").into());
