@@ -4,6 +4,11 @@
 //! the same run so the ratios are meaningful.
 //!
 //!     cargo bench --bench landscape
+//!
+//! The same run then times the usual per-point loop written in numpy
+//! (`benches/landscape/numpy_baseline.py`, with `python3` from `RIDGELINE_PYTHON` or the
+//! PATH) and numpy's GEMM of the first layer's shape, for the ratios in
+//! docs/performance.md.
 
 use std::hint::black_box;
 
@@ -96,6 +101,33 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(x.matmul(&w0t).unwrap()))
     });
     g.finish();
+    numpy_baseline();
+}
+
+/// Runs the numpy loop in the same process tree, right after the Rust benchmarks.
+fn numpy_baseline() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let python = std::env::var("RIDGELINE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let out = std::process::Command::new(&python)
+        .arg(format!("{root}/benches/landscape/numpy_baseline.py"))
+        .arg(format!(
+            "{root}/examples/data/mnist10k-images-idx3-ubyte.gz"
+        ))
+        .arg("8")
+        .output();
+    match out {
+        Ok(o) if o.status.success() => {
+            eprintln!(
+                "numpy baseline: {}",
+                String::from_utf8_lossy(&o.stdout).trim()
+            )
+        }
+        Ok(o) => eprintln!(
+            "numpy baseline failed (is numpy installed for {python}?): {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        ),
+        Err(e) => eprintln!("numpy baseline not run: {python}: {e}"),
+    }
 }
 
 criterion_group!(benches, bench);

@@ -68,7 +68,11 @@ fn a_transformer_scan_is_the_same_on_two_workers_as_on_one() {
         tie_embeddings: false,
     });
     let model = config.init(5, DType::F32, &Device::Cpu).unwrap();
-    std::fs::write(ckpt.join("model.json"), serde_json::to_vec(&config).unwrap()).unwrap();
+    std::fs::write(
+        ckpt.join("model.json"),
+        serde_json::to_vec(&config).unwrap(),
+    )
+    .unwrap();
     let named = model.named_tensors();
     safetensors::serialize_to_file(
         named.iter().map(|(k, t)| (k.as_str(), t)),
@@ -111,9 +115,8 @@ directions = {{ seed = 3 }}
 
     // Every tile reports the digest of the directions its worker made; all equal the
     // coordinator's directions.safetensors, tensor by tensor in the model's order.
-    let dirs =
-        candle_core::safetensors::load(two_dir.join("directions.safetensors"), &Device::Cpu)
-            .unwrap();
+    let dirs = candle_core::safetensors::load(two_dir.join("directions.safetensors"), &Device::Cpu)
+        .unwrap();
     let mut ordered: Vec<&Tensor> = Vec::new();
     for axis in ["x", "y"] {
         for (name, _) in &named {
@@ -220,7 +223,12 @@ lr = {{ type = "loguniform", low = 2e-3, high = 4e-3 }}
         ),
     )
     .unwrap();
-    let r = run_embedded(&cnn, 2, &dir.path().join("out-cnn"), Duration::from_secs(600));
+    let r = run_embedded(
+        &cnn,
+        2,
+        &dir.path().join("out-cnn"),
+        Duration::from_secs(600),
+    );
     let mut acc = Vec::new();
     numbers(&r["trials"], "val_accuracy", &mut acc);
     assert!(acc.iter().any(|a| *a > 0.95), "CNN accuracies {acc:?}");

@@ -173,6 +173,11 @@ fn permute(t: &Tensor, heads: usize, inverse: bool) -> candle_core::Result<Tenso
     }
 }
 
+#[cfg(test)]
+pub(crate) fn permute_for_test(t: &Tensor, heads: usize) -> Tensor {
+    permute(t, heads, false).expect("permute")
+}
+
 /// The model config and every tensor of a GGUF buffer, dequantised to `dtype` and named
 /// as in Hugging Face's layout.
 pub fn load(

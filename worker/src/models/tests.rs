@@ -315,3 +315,64 @@ fn hf_and_gguf_checkpoints_load_by_name() {
         .unwrap();
     assert!(e.contains("model.layers.1.mlp.up_proj.weight"), "{e}");
 }
+
+/// llama.cpp's GGUF keeps q and k rows permuted for its interleaved RoPE. Undoing the
+/// permutation and rotating halves (Hugging Face) must give the same attention inputs as
+/// rotating interleaved pairs (candle's `rope_i`, llama.cpp's convention) on the
+/// permuted rows: checked on random projections, head by head.
+#[test]
+fn gguf_permutation_matches_interleaved_rope() {
+    let (heads, hd, d, t) = (3, 8, 10, 5);
+    let mut r = Rng::new(21);
+    let v: Vec<f32> = (0..heads * hd * d).map(|_| r.normal() as f32).collect();
+    let w_hf = Tensor::from_vec(v, (heads * hd, d), &Device::Cpu).unwrap();
+    let x: Vec<f32> = (0..t * d).map(|_| r.normal() as f32).collect();
+    let x = Tensor::from_vec(x, (t, d), &Device::Cpu).unwrap();
+    let w_gguf = gguf::permute_for_test(&w_hf, heads);
+    let (cos, sin) = {
+        let mut c = Vec::new();
+        let mut s = Vec::new();
+        for p in 0..t {
+            for i in 0..hd / 2 {
+                let a = p as f64 * 10_000f64.powf(-((2 * i) as f64) / hd as f64);
+                c.push(a.cos() as f32);
+                s.push(a.sin() as f32);
+            }
+        }
+        (
+            Tensor::from_vec(c, (t, hd / 2), &Device::Cpu).unwrap(),
+            Tensor::from_vec(s, (t, hd / 2), &Device::Cpu).unwrap(),
+        )
+    };
+    let heads_of = |w: &Tensor| {
+        x.matmul(&w.t().unwrap())
+            .unwrap()
+            .reshape((1, t, heads, hd))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+    };
+    let ours = transformer::Transformer::rope_for_test(&heads_of(&w_hf), &cos, &sin);
+    let theirs = candle_nn::rotary_emb::rope_i(&heads_of(&w_gguf), &cos, &sin).unwrap();
+    // llama.cpp's rows within a head are (i, half) pairs: bring them back to halves.
+    let theirs = theirs
+        .reshape((1, heads, t, hd / 2, 2))
+        .unwrap()
+        .transpose(3, 4)
+        .unwrap()
+        .contiguous()
+        .unwrap()
+        .reshape((1, heads, t, hd))
+        .unwrap();
+    let diff = (ours - theirs)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff < 1e-5, "{diff}");
+}

@@ -297,6 +297,11 @@ impl Transformer {
         Ok((c, s))
     }
 
+    #[cfg(test)]
+    pub(crate) fn rope_for_test(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Tensor {
+        Self::rope(x, cos, sin).expect("rope")
+    }
+
     /// Rotate-half RoPE on `[b, heads, t, hd]`: `(x1, x2) → (x1 c − x2 s, x2 c + x1 s)`.
     fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
         let half = x.dim(D::Minus1)? / 2;
