@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use candle_core::{DType, Device, Tensor};
 use common::*;
-use ridgeline_worker::models::{Model, ModelConfig, TransformerConfig, nll_and_hits};
+use ridgeline_worker::models::{ModelConfig, TransformerConfig, nll_and_hits};
 
 fn moby() -> String {
     root()

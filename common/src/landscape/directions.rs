@@ -67,6 +67,27 @@ pub fn param_kind(name: &str, shape: &[usize]) -> ParamKind {
     }
 }
 
+/// The order of tensors in flat vectors (Hessian blocks, PCA): module paths in natural
+/// order (`layers.2` before `layers.10`), then weight, bias, others within a module, so
+/// that an MLP's tensors come layer by layer, weight then bias. The coordinator and the
+/// workers flatten by this one rule.
+pub fn flat_order(name: &str) -> (Vec<(String, u64)>, u8, String) {
+    let (module, leaf) = name.rsplit_once('.').unwrap_or(("", name));
+    let parts = module
+        .split('.')
+        .map(|p| match p.parse::<u64>() {
+            Ok(n) => (String::new(), n),
+            Err(_) => (p.to_owned(), 0),
+        })
+        .collect();
+    let rank = match leaf {
+        "weight" => 0,
+        "bias" => 1,
+        _ => 2,
+    };
+    (parts, rank, leaf.to_owned())
+}
+
 /// FNV-1a of a tensor's name: the documented key of its random stream.
 pub fn name_key(name: &str) -> u64 {
     name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {

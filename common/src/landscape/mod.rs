@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 mod directions;
 
 pub use directions::{
-    HostTensor, ParamKind, name_key, norms_and_cosine, param_kind, random_direction,
+    HostTensor, ParamKind, flat_order, name_key, norms_and_cosine, param_kind, random_direction,
     tensor_direction,
 };
 

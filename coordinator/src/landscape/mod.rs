@@ -5,8 +5,8 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use ridgeline_common::landscape::{
-    Axis, DirType, DirectionKind, HostTensor, LandscapeSpec, ParamKind, norms_and_cosine,
-    param_kind, random_direction,
+    Axis, DirType, DirectionKind, HostTensor, LandscapeSpec, ParamKind, flat_order,
+    norms_and_cosine, param_kind, random_direction,
 };
 use ridgeline_common::spec::SweepSpec;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
@@ -33,7 +33,7 @@ pub fn parameters(weights: &[u8]) -> Result<Vec<HostTensor>, String> {
         .into_iter()
         .filter(|(n, _)| !n.starts_with("input."))
         .collect();
-    views.sort_by(|a, b| module_order(&a.0).cmp(&module_order(&b.0)));
+    views.sort_by_key(|v| flat_order(&v.0));
     let mut out = Vec::new();
     for (name, view) in views {
         if view.dtype() != Dtype::F32 {
@@ -57,26 +57,6 @@ pub fn parameters(weights: &[u8]) -> Result<Vec<HostTensor>, String> {
         return Err(format!("{MODEL_WEIGHTS}: no parameter tensors"));
     }
     Ok(out)
-}
-
-/// The order of tensors in flat vectors (Hessian, PCA): module paths in natural order
-/// (`layers.2` before `layers.10`), then weight, bias, others, so that an MLP's
-/// tensors come layer by layer, weight then bias, as the worker flattens them.
-fn module_order(name: &str) -> (Vec<(String, u64)>, u8, String) {
-    let (module, leaf) = name.rsplit_once('.').unwrap_or(("", name));
-    let parts = module
-        .split('.')
-        .map(|p| match p.parse::<u64>() {
-            Ok(n) => (String::new(), n),
-            Err(_) => (p.to_owned(), 0),
-        })
-        .collect();
-    let rank = match leaf {
-        "weight" => 0,
-        "bias" => 1,
-        _ => 2,
-    };
-    (parts, rank, leaf.to_owned())
 }
 
 /// One f32 tensor of a safetensors file.
@@ -190,18 +170,6 @@ pub fn prepare(
     }
     let params = parameters(get("landscape.checkpoint", MODEL_WEIGHTS)?)
         .map_err(|e| format!("landscape.checkpoint: {e}"))?;
-    if l.hessian.is_some() {
-        let arch = files
-            .get(MODEL_JSON)
-            .and_then(|j| serde_json::from_slice::<serde_json::Value>(j).ok())
-            .and_then(|v| v.get("arch").and_then(|a| a.as_str()).map(str::to_owned));
-        if arch.as_deref() != Some("mlp") {
-            return Err(format!(
-                "landscape.hessian: the Hessian is computed for MLP checkpoints only, this one is {}",
-                arch.as_deref().unwrap_or("unknown")
-            ));
-        }
-    }
     let two_d = l.y.is_some();
     let mut pca_info: Option<serde_json::Value> = None;
     let (x, y) = match d.kind {
@@ -323,8 +291,7 @@ pub fn prepare(
             serde_json::to_vec_pretty(&t).expect("json"),
         ));
     }
-    let n: usize = params.iter().map(|t| t.data.len()).sum();
-    if let Some(v) = first_block(spec, n) {
+    if let Some(v) = first_block(spec, hessian_size(&params)) {
         out.push((
             block_file(0),
             v.iter().flatten().flat_map(|x| x.to_le_bytes()).collect(),
@@ -473,6 +440,15 @@ fn difference(from: &[HostTensor], to: &[HostTensor]) -> Result<Vec<HostTensor>,
         .collect()
 }
 
+/// Entries of the Hessian's vectors: every parameter but batch-norm statistics.
+fn hessian_size(params: &[HostTensor]) -> usize {
+    params
+        .iter()
+        .filter(|t| param_kind(&t.name, &t.shape) != ParamKind::State)
+        .map(|t| t.data.len())
+        .sum()
+}
+
 /// The vectors of Hessian round `r`: `hessian_block_{r}.f64`, f64 little-endian,
 /// one vector of `n` parameters after another.
 pub fn block_file(r: usize) -> String {
@@ -536,10 +512,9 @@ pub fn hessian_step(
 ) -> Result<Option<u32>, String> {
     let l = spec.landscape.as_ref().ok_or("not a landscape spec")?;
     let h = l.hessian.as_ref().ok_or("no [landscape.hessian]")?;
-    let n = parameters(&std::fs::read(sweep_dir.join(MODEL_WEIGHTS)).map_err(|e| e.to_string())?)?
-        .iter()
-        .map(|t| t.data.len())
-        .sum::<usize>();
+    let n = hessian_size(&parameters(
+        &std::fs::read(sweep_dir.join(MODEL_WEIGHTS)).map_err(|e| e.to_string())?,
+    )?);
     let mut k = crate::hessian::Krylov::default();
     let mut next = Vec::new();
     let mut probes = (Vec::new(), Vec::new());

@@ -13,6 +13,8 @@ pub mod text;
 pub use text::{TextData, Tokenizer};
 
 /// A data set of either kind.
+// One per sweep behind an Arc: the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Data {
     /// Samples with labels (MLP and convolutional models).

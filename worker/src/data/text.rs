@@ -293,4 +293,52 @@ mod tests {
             "{e}"
         );
     }
+
+    /// A Hugging Face `tokenizer.json` named by `data.tokenizer` tokenises the text with
+    /// the `tokenizers` crate: a byte-level BPE with two merges, written to a file here.
+    #[test]
+    fn a_tokenizer_json_file_tokenises_the_text() {
+        use tokenizers::models::bpe::BPE;
+        use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+        let dir = tempfile::tempdir().unwrap();
+        let alphabet = ByteLevel::alphabet();
+        let mut vocab: tokenizers::models::bpe::Vocab = alphabet
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.to_string(), i as u32))
+            .collect();
+        let n = vocab.len() as u32;
+        vocab.insert("th".into(), n);
+        vocab.insert("the".into(), n + 1);
+        let merges = vec![
+            ("t".to_owned(), "h".to_owned()),
+            ("th".to_owned(), "e".to_owned()),
+        ];
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .unwrap();
+        let mut t = tokenizers::Tokenizer::new(bpe);
+        t.with_pre_tokenizer(Some(ByteLevel::new(false, true, true)));
+        let path = dir.path().join("tokenizer.json");
+        t.save(&path, false).unwrap();
+        let text = dir.path().join("t.txt");
+        std::fs::write(&text, "the theme the\n\nthen other the end of the tale").unwrap();
+        let mut s = spec(&text, 2);
+        s.tokenizer = Some(path.display().to_string());
+        let tok = Tokenizer::from_spec(&s, None).unwrap();
+        let d = load(&s, DataFormat::Text, &tok).unwrap();
+        assert_eq!(d.vocab, n as usize + 2);
+        // "the" is one token wherever it starts a word; the ids are the file's.
+        let the = d.ids.iter().filter(|&&i| i == n + 1).count();
+        assert_eq!(the, 7, "{:?}", d.ids); // the, theme, the, then, other, the, the
+        let direct = t
+            .encode("the theme the\n\nthen other the end of the tale", false)
+            .unwrap();
+        assert_eq!(d.ids, direct.get_ids());
+        // A missing file is named.
+        s.tokenizer = Some("/no/such/tokenizer.json".into());
+        let e = Tokenizer::from_spec(&s, None).err().unwrap();
+        assert!(e.to_string().contains("/no/such/tokenizer.json"), "{e}");
+    }
 }

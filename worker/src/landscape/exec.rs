@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::Device;
-use ridgeline_common::landscape::{LossKind, ScanUnit};
+use ridgeline_common::landscape::{LossKind, ScanUnit, flat_order};
 use ridgeline_common::spec::SweepSpec;
 
 use super::eval::{Loss, Plane};
@@ -110,11 +110,13 @@ fn run_hvp(
     let h = l.hessian.as_ref().ok_or("no [landscape.hessian]")?;
     let s = scan(sweep, spec, fetch, device, memory_bytes)?;
     let s = s.lock().expect("scan lock");
-    let ModelConfig::Mlp(config) = s.model.config() else {
-        return Err("the Hessian is computed for MLP checkpoints only".into());
-    };
-    let base = layers(&s.base);
-    let n_params: usize = s.base.iter().map(|t| t.elem_count()).sum();
+    // The parameters in the coordinator's flat order, batch-norm statistics left out.
+    let params = s.model.params();
+    let mut order: Vec<usize> = (0..params.len())
+        .filter(|&i| params[i].trainable())
+        .collect();
+    order.sort_by_key(|&i| flat_order(&params[i].name));
+    let n_params: usize = order.iter().map(|&i| params[i].var.elem_count()).sum();
     let block = fetch(&format!("hessian_block_{round}.f64"))?;
     if block.len() % (8 * n_params) != 0 {
         return Err(format!("hessian_block_{round}.f64 does not hold {n_params}-vectors").into());
@@ -138,17 +140,33 @@ fn run_hvp(
         LossKind::Mse => Loss::Mse,
     };
     let weight = (end - start) as f64 / rows as f64;
-    let hv = super::hessian::shard_hvps(
-        &base,
-        config.activation,
-        &x,
-        &y,
-        loss,
-        &vectors,
-        h.epsilon,
-        weight,
-    )
-    .map_err(e)?;
+    let hv = match s.model.config() {
+        ModelConfig::Mlp(config) => super::hessian::shard_hvps(
+            &layers(&s.base),
+            config.activation,
+            &x,
+            &y,
+            loss,
+            &vectors,
+            h.epsilon,
+            weight,
+        )
+        .map_err(e)?,
+        _ if l.loss == LossKind::Mse => {
+            return Err("landscape.loss = \"mse\" is for MLP regression checkpoints".into());
+        }
+        config => {
+            // An f64 copy of the model, so that the central differences resolve.
+            let tensors: HashMap<String, candle_core::Tensor> = params
+                .iter()
+                .zip(&s.base)
+                .map(|(p, t)| (p.name.clone(), t.clone()))
+                .collect();
+            let m64 = config.load(&tensors, candle_core::DType::F64, device)?;
+            super::hessian::model_hvps(m64.as_ref(), &order, &x, &y, &vectors, h.epsilon, weight)
+                .map_err(e)?
+        }
+    };
     let bytes: Vec<u8> = hv.iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
     Ok(TrialOutput {
         end: TrialEnd::Completed,

@@ -66,11 +66,12 @@ fn e(e: candle_core::Error) -> String {
     e.to_string()
 }
 
+/// A checkpoint's config, its tensors by name, and the GGUF file when it is one (its
+/// vocabulary may tokenise the data).
+type Checkpoint = (ModelConfig, HashMap<String, Tensor>, Option<Arc<Vec<u8>>>);
+
 /// The checkpoint's model config and tensors.
-fn checkpoint(
-    fetch: Fetch<'_>,
-    device: &Device,
-) -> Result<(ModelConfig, HashMap<String, Tensor>, Option<Arc<Vec<u8>>>), String> {
+fn checkpoint(fetch: Fetch<'_>, device: &Device) -> Result<Checkpoint, String> {
     // Sweeps submitted before the manifest existed are Ridgeline checkpoints.
     let manifest: serde_json::Value = match fetch("checkpoint.json") {
         Ok(b) => serde_json::from_slice(&b).map_err(|e| format!("checkpoint.json: {e}"))?,

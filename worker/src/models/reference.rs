@@ -1,5 +1,7 @@
 //! Independent f64 implementations of the models' forward passes, in plain loops over
 //! `Vec<f64>`, written from the papers / Hugging Face's modelling code, for the tests.
+//! Index loops are kept as the formulas write them.
+#![allow(clippy::needless_range_loop)]
 
 use std::collections::HashMap;
 
