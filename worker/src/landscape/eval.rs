@@ -15,6 +15,9 @@
 use candle_core::{D, DType, Device, Result, Tensor, Var};
 use ridgeline_common::spec::Activation;
 
+use super::fused;
+use crate::models::mlp::activate;
+
 /// Per-layer `(weight [out, in], bias [out])`.
 pub type Layers = Vec<(Tensor, Tensor)>;
 
@@ -46,15 +49,6 @@ pub struct PointValue {
     pub loss: f64,
     /// Fraction of correct argmax predictions (classification only).
     pub accuracy: f64,
-}
-
-fn activate(h: Tensor, a: Activation) -> Result<Tensor> {
-    match a {
-        Activation::Relu => h.relu(),
-        Activation::Tanh => h.tanh(),
-        Activation::Gelu => h.gelu(),
-        Activation::Silu => h.silu(),
-    }
 }
 
 impl Plane<'_> {
@@ -99,9 +93,11 @@ impl Plane<'_> {
             .transpose(0, 1)?
             .contiguous()?
             .reshape((k, n * out))?;
-        let mut h = coef.matmul(&z)?.reshape((p, n, out))?;
+        // The activation follows every layer but the last, fused into the pass that
+        // mixes (layer 0) or adds the biases (later layers).
+        let act = |i: usize| (i + 1 < layers).then_some(self.activation);
+        let mut h = fused::mix_activate(coef, &z, act(0))?.reshape((p, n, out))?;
         for i in 1..layers {
-            h = activate(h, self.activation)?;
             let t = self.terms(i);
             let (o, inn) = t[0].0.dims2()?;
             let ws = Tensor::stack(&t.iter().map(|(w, _)| *w).collect::<Vec<_>>(), 0)?
@@ -109,7 +105,7 @@ impl Plane<'_> {
             let bs = Tensor::stack(&t.iter().map(|(_, b)| *b).collect::<Vec<_>>(), 0)?;
             let wp = coef.matmul(&ws)?.reshape((p, o, inn))?;
             let bp = coef.matmul(&bs)?.reshape((p, 1, o))?;
-            h = h.matmul(&wp.transpose(1, 2)?)?.broadcast_add(&bp)?;
+            h = fused::bias_activate(h.matmul(&wp.transpose(1, 2)?)?, &bp, act(i))?;
         }
         Ok(h)
     }

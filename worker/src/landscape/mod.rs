@@ -2,6 +2,7 @@
 
 pub mod eval;
 pub mod exec;
+pub mod fused;
 pub mod hessian;
 pub mod load;
 pub mod perturb;
