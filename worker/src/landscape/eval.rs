@@ -42,6 +42,13 @@ pub struct Plane<'a> {
     pub activation: Activation,
 }
 
+/// A plane's sample-independent tensors for one set of points.
+struct Prepared {
+    w0: Tensor,
+    b0: Tensor,
+    later: Vec<(Tensor, Tensor)>,
+}
+
 /// Loss and accuracy (NaN for regression) at one point.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct PointValue {
@@ -77,17 +84,42 @@ impl Plane<'_> {
         Tensor::from_vec(c, (points.len(), k), device)?.to_dtype(dtype)
     }
 
+    /// What does not depend on the samples, computed once per call of `evaluate`:
+    /// layer 0's stacked `[W; D1; D2]ᵀ` and biases, and every later layer's per-point
+    /// weights `Wpᵀ` `[P, in, out]` (contiguous) and biases `[P, 1, out]`.
+    fn prepare(&self, coef: &Tensor) -> Result<Prepared> {
+        let (p, k) = coef.dims2()?;
+        let t = self.terms(0);
+        let w0 = Tensor::cat(&t.iter().map(|(w, _)| *w).collect::<Vec<_>>(), 0)?
+            .t()?
+            .contiguous()?; // [in, K*out]
+        let b0 = Tensor::cat(&t.iter().map(|(_, b)| *b).collect::<Vec<_>>(), 0)?; // [K*out]
+        let mut later = Vec::new();
+        for i in 1..self.base.len() {
+            let t = self.terms(i);
+            let (o, inn) = t[0].0.dims2()?;
+            let ws = Tensor::stack(&t.iter().map(|(w, _)| *w).collect::<Vec<_>>(), 0)?
+                .reshape((k, o * inn))?;
+            let bs = Tensor::stack(&t.iter().map(|(_, b)| *b).collect::<Vec<_>>(), 0)?;
+            let wp = coef
+                .matmul(&ws)?
+                .reshape((p, o, inn))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let bp = coef.matmul(&bs)?.reshape((p, 1, o))?;
+            later.push((wp, bp));
+        }
+        Ok(Prepared { w0, b0, later })
+    }
+
     /// Outputs of the model at every point for one chunk of rows: `[P, n, outputs]`.
-    fn forward(&self, x: &Tensor, coef: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, coef: &Tensor, prep: &Prepared) -> Result<Tensor> {
         let (p, k) = coef.dims2()?;
         let n = x.dim(0)?;
         let layers = self.base.len();
         // Layer 0: one GEMM against [W; D1; D2], then mix per point.
-        let t = self.terms(0);
-        let out = t[0].0.dim(0)?;
-        let w = Tensor::cat(&t.iter().map(|(w, _)| *w).collect::<Vec<_>>(), 0)?; // [K*out, in]
-        let b = Tensor::cat(&t.iter().map(|(_, b)| *b).collect::<Vec<_>>(), 0)?; // [K*out]
-        let z = x.matmul(&w.t()?)?.broadcast_add(&b)?; // [n, K*out]
+        let out = self.base[0].0.dim(0)?;
+        let z = x.matmul(&prep.w0)?.broadcast_add(&prep.b0)?; // [n, K*out]
         let z = z
             .reshape((n, k, out))?
             .transpose(0, 1)?
@@ -97,15 +129,8 @@ impl Plane<'_> {
         // mixes (layer 0) or adds the biases (later layers).
         let act = |i: usize| (i + 1 < layers).then_some(self.activation);
         let mut h = fused::mix_activate(coef, &z, act(0))?.reshape((p, n, out))?;
-        for i in 1..layers {
-            let t = self.terms(i);
-            let (o, inn) = t[0].0.dims2()?;
-            let ws = Tensor::stack(&t.iter().map(|(w, _)| *w).collect::<Vec<_>>(), 0)?
-                .reshape((k, o * inn))?;
-            let bs = Tensor::stack(&t.iter().map(|(_, b)| *b).collect::<Vec<_>>(), 0)?;
-            let wp = coef.matmul(&ws)?.reshape((p, o, inn))?;
-            let bp = coef.matmul(&bs)?.reshape((p, 1, o))?;
-            h = fused::bias_activate(h.matmul(&wp.transpose(1, 2)?)?, &bp, act(i))?;
+        for (i, (wp, bp)) in prep.later.iter().enumerate() {
+            h = fused::bias_activate(h.matmul(wp)?, bp, act(i + 1))?;
         }
         Ok(h)
     }
@@ -121,6 +146,7 @@ impl Plane<'_> {
     ) -> Result<Vec<PointValue>> {
         let n = x.dim(0)?;
         let coef = self.coefficients(points, x.dtype(), x.device())?;
+        let prep = self.prepare(&coef)?;
         let p = points.len();
         let mut loss_sum = vec![0f64; p];
         let mut correct = vec![0f64; p];
@@ -130,7 +156,7 @@ impl Plane<'_> {
             let len = rows.min(n - start);
             let xc = x.narrow(0, start, len)?;
             let yc = y.narrow(0, start, len)?;
-            let out = self.forward(&xc, &coef)?; // [P, len, C]
+            let out = self.forward(&xc, &coef, &prep)?; // [P, len, C]
             outputs = out.dim(2)?;
             let (l, c) = match loss {
                 Loss::CrossEntropy => {
