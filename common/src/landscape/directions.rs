@@ -231,16 +231,19 @@ mod tests {
         }
     }
 
+    /// A random tensor named `name`.
+    fn random(r: &mut Rng, name: &str, shape: &[usize]) -> HostTensor {
+        let n: usize = shape.iter().product();
+        HostTensor {
+            name: name.into(),
+            shape: shape.to_vec(),
+            data: (0..n).map(|_| (r.normal() * 0.3) as f32).collect(),
+        }
+    }
+
     fn weights() -> Vec<HostTensor> {
         let mut r = Rng::new(5);
-        let mut t = |name: &str, shape: &[usize]| {
-            let n: usize = shape.iter().product();
-            HostTensor {
-                name: name.into(),
-                shape: shape.to_vec(),
-                data: (0..n).map(|_| (r.normal() * 0.3) as f32).collect(),
-            }
-        };
+        let mut t = |name: &str, shape: &[usize]| random(&mut r, name, shape);
         vec![
             t("conv.weight", &[4, 3, 2, 2]),
             t("conv.bias", &[4]),
@@ -291,14 +294,7 @@ mod tests {
     #[test]
     fn filter_normalisation_per_layer_type() {
         let mut r = Rng::new(11);
-        let mut t = |name: &str, shape: &[usize]| {
-            let n: usize = shape.iter().product();
-            HostTensor {
-                name: name.into(),
-                shape: shape.to_vec(),
-                data: (0..n).map(|_| (r.normal() * 0.3) as f32).collect(),
-            }
-        };
+        let mut t = |name: &str, shape: &[usize]| random(&mut r, name, shape);
         let w = vec![
             t("transformer.h.0.attn.c_attn.weight", &[6, 9]),
             t("transformer.wte.weight", &[11, 6]),

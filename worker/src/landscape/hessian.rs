@@ -159,18 +159,19 @@ pub fn model_hvps(
     } else {
         x.clone()
     };
-    let grad = |t: &[f64]| -> Result<Vec<f64>> {
+    // Writes a flat vector into the parameters, in `order`.
+    let set = |t: &[f64]| -> Result<()> {
         let mut at = 0;
         for &i in order {
-            let p = &params[i];
-            let n = p.var.elem_count();
-            p.var.set(&Tensor::from_slice(
-                &t[at..at + n],
-                p.var.dims(),
-                x.device(),
-            )?)?;
+            let v = &params[i].var;
+            let n = v.elem_count();
+            v.set(&Tensor::from_slice(&t[at..at + n], v.dims(), x.device())?)?;
             at += n;
         }
+        Ok(())
+    };
+    let grad = |t: &[f64]| -> Result<Vec<f64>> {
+        set(t)?;
         let loss = crate::models::cross_entropy(&model.forward(&x, None)?, y)?;
         let grads = loss.backward()?;
         let mut g = Vec::with_capacity(t.len());
@@ -185,17 +186,7 @@ pub fn model_hvps(
     };
     let out = central_hvps(&theta, vectors, epsilon, weight, grad);
     // Leave the copy at θ for the next unit.
-    let mut at = 0;
-    for &i in order {
-        let p = &params[i];
-        let n = p.var.elem_count();
-        p.var.set(&Tensor::from_slice(
-            &theta[at..at + n],
-            p.var.dims(),
-            x.device(),
-        )?)?;
-        at += n;
-    }
+    set(&theta)?;
     out
 }
 

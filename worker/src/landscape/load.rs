@@ -337,3 +337,54 @@ pub fn layers(tensors: &[Tensor]) -> Layers {
         .map(|p| (p[0].clone(), p[1].clone()))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::TransformerConfig;
+
+    /// A model whose four copies do not fit the unit's memory fails before they are
+    /// made, once and for good, with both numbers in the message.
+    #[test]
+    fn a_model_that_does_not_fit_is_refused_before_loading() {
+        let config = ModelConfig::Gpt2(TransformerConfig {
+            vocab: 256,
+            context: 16,
+            d_model: 16,
+            layers: 1,
+            heads: 2,
+            kv_heads: 2,
+            d_ff: 32,
+            norm_eps: 1e-5,
+            rope_theta: 10_000.0,
+            tie_embeddings: true,
+        });
+        let model = config.init(0, DType::F32, &Device::Cpu).unwrap();
+        let named = model.named_tensors();
+        let weights =
+            safetensors::serialize(named.iter().map(|(k, t)| (k.as_str(), t)), None).unwrap();
+        let json = serde_json::to_vec(&config).unwrap();
+        let fetch = |n: &str| -> Result<Arc<Vec<u8>>, String> {
+            match n {
+                "model.json" => Ok(Arc::new(json.clone())),
+                "model.safetensors" => Ok(Arc::new(weights.clone())),
+                _ => Err(format!("no {n}")),
+            }
+        };
+        let spec = SweepSpec::from_toml(
+            "name = \"t\"\nkind = \"landscape\"\n[data]\npath = \"unused.txt\"\n[landscape]\ncheckpoint = \"c\"\n",
+        )
+        .unwrap();
+        let params = model.parameter_count() as u64;
+        let e = load(&spec, &fetch, &Device::Cpu, 16 * params - 1)
+            .err()
+            .unwrap();
+        assert!(e.permanent, "{e}");
+        assert!(
+            e.message.starts_with("out of memory: ")
+                && e.message.contains(&format!("({params} parameters)"))
+                && e.message.contains(&format!("{} bytes", 16 * params)),
+            "{e}"
+        );
+    }
+}

@@ -103,26 +103,6 @@ impl Mlp {
         Self::build(config, &mut super::fresh(seed, dtype, device))
     }
 
-    /// Rebuilds an MLP from named tensors (`layers.{i}.weight`, `layers.{i}.bias`).
-    pub fn from_tensors(
-        config: MlpConfig,
-        tensors: &std::collections::HashMap<String, Tensor>,
-    ) -> std::result::Result<Self, String> {
-        Self::build(config, &mut |name, shape, _| {
-            let t = tensors
-                .get(name)
-                .ok_or_else(|| candle_core::Error::Msg(format!("missing tensor {name}")))?;
-            if t.dims() != shape {
-                return Err(candle_core::Error::Msg(format!(
-                    "{name}: expected shape {shape:?}, found {:?}",
-                    t.dims()
-                )));
-            }
-            Ok(t.clone())
-        })
-        .map_err(|e| e.to_string())
-    }
-
     /// The trainable variables, weights and biases interleaved.
     pub fn vars(&self) -> Vec<Var> {
         self.params.iter().map(|p| p.var.clone()).collect()
