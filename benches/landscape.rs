@@ -53,6 +53,8 @@ fn layers(r: &mut Rng) -> Layers {
 }
 
 fn bench(c: &mut Criterion) {
+    // As every worker does at start.
+    ridgeline_worker::memory::keep_freed_buffers();
     let (x, y) = mnist();
     let n = x.dim(0).unwrap();
     let mut r = Rng::new(1);

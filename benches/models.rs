@@ -40,6 +40,8 @@ fn files(f: HashMap<String, Vec<u8>>) -> impl Fn(&str) -> Result<Arc<Vec<u8>>, S
 }
 
 fn gpt2(c: &mut Criterion) {
+    // As every worker does at start.
+    ridgeline_worker::memory::keep_freed_buffers();
     let config = ModelConfig::Gpt2(TransformerConfig {
         vocab: 256,
         context: 256,

@@ -2,6 +2,7 @@
 
 pub mod data;
 pub mod executors;
+pub mod fused;
 pub mod landscape;
 pub mod memory;
 pub mod models;

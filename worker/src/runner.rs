@@ -595,6 +595,7 @@ pub async fn run(
     cfg: WorkerConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), WorkerError> {
+    crate::memory::keep_freed_buffers();
     let device = open_device(&cfg.device)?;
     let (kind, ordinal) = match cfg.device.split_once(':') {
         Some((k, n)) => (k.to_owned(), n.parse().unwrap_or(0)),

@@ -15,7 +15,7 @@
 use candle_core::{D, DType, Device, Result, Tensor, Var};
 use ridgeline_common::spec::Activation;
 
-use super::fused;
+use crate::fused;
 use crate::models::mlp::activate;
 
 /// Per-layer `(weight [out, in], bias [out])`.

@@ -2,7 +2,6 @@
 
 pub mod eval;
 pub mod exec;
-pub mod fused;
 pub mod hessian;
 pub mod load;
 pub mod perturb;

@@ -358,11 +358,18 @@ impl Transformer {
         let (k, v) = (expand(k)?, expand(v)?);
         // Scaling q costs a pass over [t, hd] instead of one over [t, t].
         let q = (q * (1.0 / (hd as f64).sqrt()))?;
-        let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
-        let p = if train || scores.dtype() == DType::F64 {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
+        let scores = q.matmul(&k.t()?)?;
+        let fused = if train {
+            None
         } else {
-            candle_nn::ops::softmax_last_dim(&scores)?
+            crate::fused::causal_softmax(&scores)?
+        };
+        let p = match fused {
+            Some(p) => p,
+            None if train || scores.dtype() == DType::F64 => {
+                candle_nn::ops::softmax(&scores.broadcast_add(mask)?, D::Minus1)?
+            }
+            None => candle_nn::ops::softmax_last_dim(&scores.broadcast_add(mask)?)?,
         };
         let a = p
             .matmul(&v.contiguous()?)?
@@ -374,13 +381,27 @@ impl Transformer {
         }
     }
 
-    fn mlp(&self, h: &Tensor, blk: &Block) -> Result<Tensor> {
+    fn mlp(&self, h: &Tensor, blk: &Block, train: bool) -> Result<Tensor> {
         match self.layout {
-            Layout::Gpt2 => Self::conv1d(&Self::conv1d(h, &blk.mlp[0])?.gelu()?, &blk.mlp[1]),
+            Layout::Gpt2 => {
+                let f = Self::conv1d(h, &blk.mlp[0])?;
+                // The fused GELU has no backward pass.
+                let f = if train {
+                    f.gelu()?
+                } else {
+                    crate::fused::gelu(&f)?
+                };
+                Self::conv1d(&f, &blk.mlp[1])
+            }
             Layout::Llama => {
-                let g = Self::lin(h, &blk.mlp[0])?.silu()?;
+                let g = Self::lin(h, &blk.mlp[0])?;
                 let u = Self::lin(h, &blk.mlp[1])?;
-                Self::lin(&(g * u)?, &blk.mlp[2])
+                let f = if train {
+                    (g.silu()? * u)?
+                } else {
+                    crate::fused::silu_mul(&g, &u)?
+                };
+                Self::lin(&f, &blk.mlp[2])
             }
         }
     }
@@ -444,7 +465,7 @@ impl Model for Transformer {
                 train,
             )?;
             h = (h + a)?;
-            let m = self.mlp(&self.norm(&h, &blk.norm2, train)?, blk)?;
+            let m = self.mlp(&self.norm(&h, &blk.norm2, train)?, blk, train)?;
             h = (h + m)?;
         }
         let h = self.norm(&h, &self.final_norm, train)?;

@@ -1,0 +1,331 @@
+//! Fused, multi-threaded CPU kernels for the hot elementwise passes that candle runs on
+//! one thread with an allocation each (measured in `benches/landscape.rs` and
+//! `benches/models.rs` to cost as much as the GEMMs around them):
+//!
+//! - the MLP evaluator's mixing, biases and activation on `[points, samples, width]`;
+//! - a transformer's GELU, and its causal softmax (mask and softmax in one pass).
+//!
+//! Other devices and dtypes, and training (which needs candle's backward), take the
+//! plain candle ops.
+
+use candle_core::{
+    CpuStorage, CustomOp2, DType, Device, InplaceOp2, Layout, Result, Shape, Tensor,
+};
+use rayon::prelude::*;
+use ridgeline_common::spec::Activation;
+
+/// tanh by one `exp`: libm's `tanhf` took a fifth of a GPT-2 scan's time in GELU
+/// (perf); this is within 2 ulp-ish of it (1e-7 absolute), enough for f32 activations.
+fn tanh(y: f32) -> f32 {
+    let e = (2.0 * y.abs()).exp();
+    let t = 1.0 - 2.0 / (e + 1.0);
+    t.copysign(y)
+}
+
+/// The activation on one f32, as candle computes it (GELU's tanh by [`tanh`]).
+fn act(a: Option<Activation>, v: f32) -> f32 {
+    match a {
+        None => v,
+        Some(Activation::Relu) => v.max(0.0),
+        Some(Activation::Tanh) => v.tanh(),
+        Some(Activation::Gelu) => {
+            const S: f32 = 0.797_884_6;
+            0.5 * v * (1.0 + tanh(S * v * (1.0 + 0.044715 * v * v)))
+        }
+        Some(Activation::Silu) => v / (1.0 + (-v).exp()),
+    }
+}
+
+fn plain(h: Tensor, a: Option<Activation>) -> Result<Tensor> {
+    match a {
+        None => Ok(h),
+        Some(a) => crate::models::mlp::activate(h, a),
+    }
+}
+
+fn fast(t: &Tensor) -> bool {
+    t.dtype() == DType::F32 && matches!(t.device(), Device::Cpu) && t.is_contiguous()
+}
+
+/// Rows per parallel task: large enough to amortise scheduling.
+const GRAIN: usize = 16 * 1024;
+
+struct Mix(Option<Activation>);
+
+impl CustomOp2 for Mix {
+    fn name(&self) -> &'static str {
+        "ridgeline-mix-activate"
+    }
+
+    /// `out[p, m] = act(Σ_k coef[p, k] · z[k, m])`.
+    fn cpu_fwd(
+        &self,
+        c: &CpuStorage,
+        cl: &Layout,
+        z: &CpuStorage,
+        zl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(c), CpuStorage::F32(z)) = (c, z) else {
+            candle_core::bail!("mix: f32 only")
+        };
+        let (p, k) = cl.shape().dims2()?;
+        let (_, m) = zl.shape().dims2()?;
+        let c = &c[cl.start_offset()..cl.start_offset() + p * k];
+        let z = &z[zl.start_offset()..zl.start_offset() + k * m];
+        let mut out = vec![0f32; p * m];
+        // Rows of points, cut into column blocks: each block is K vectorised axpys.
+        out.par_chunks_mut(m).enumerate().for_each(|(row, o)| {
+            let cr = &c[row * k..(row + 1) * k];
+            o.par_chunks_mut(GRAIN).enumerate().for_each(|(blk, ob)| {
+                let start = blk * GRAIN;
+                let len = ob.len();
+                ob.copy_from_slice(&z[start..start + len]);
+                ob.iter_mut().for_each(|v| *v *= cr[0]);
+                for kk in 1..k {
+                    let zk = &z[kk * m + start..kk * m + start + len];
+                    ob.iter_mut().zip(zk).for_each(|(v, x)| *v += cr[kk] * x);
+                }
+                if self.0.is_some() {
+                    ob.iter_mut().for_each(|v| *v = act(self.0, *v));
+                }
+            });
+        });
+        Ok((CpuStorage::F32(out), Shape::from((p, m))))
+    }
+}
+
+/// `act(coef · z)` for `coef [P, K]`, `z [K, M]`.
+pub fn mix_activate(coef: &Tensor, z: &Tensor, a: Option<Activation>) -> Result<Tensor> {
+    if fast(coef) && fast(z) {
+        coef.apply_op2_no_bwd(z, &Mix(a))
+    } else {
+        plain(coef.matmul(z)?, a)
+    }
+}
+
+struct BiasAct(Option<Activation>);
+
+impl InplaceOp2 for BiasAct {
+    fn name(&self) -> &'static str {
+        "ridgeline-bias-activate"
+    }
+
+    /// `h[p, i, o] = act(h[p, i, o] + b[p, o])`, in place.
+    fn cpu_fwd(&self, h: &mut CpuStorage, hl: &Layout, b: &CpuStorage, bl: &Layout) -> Result<()> {
+        let (CpuStorage::F32(h), CpuStorage::F32(b)) = (h, b) else {
+            candle_core::bail!("bias: f32 only")
+        };
+        let (p, n, o) = hl.shape().dims3()?;
+        let h = &mut h[hl.start_offset()..hl.start_offset() + p * n * o];
+        let b = &b[bl.start_offset()..bl.start_offset() + p * o];
+        h.par_chunks_mut(o).enumerate().for_each(|(row, r)| {
+            let bias = &b[(row / n) * o..(row / n + 1) * o];
+            for (v, bb) in r.iter_mut().zip(bias) {
+                *v = act(self.0, *v + bb);
+            }
+        });
+        Ok(())
+    }
+}
+
+/// `act(h + b)` for `h [P, n, o]` and per-point biases `b [P, 1, o]`, reusing `h`.
+pub fn bias_activate(h: Tensor, b: &Tensor, a: Option<Activation>) -> Result<Tensor> {
+    if fast(&h) && fast(b) {
+        h.inplace_op2(b, &BiasAct(a))?;
+        Ok(h)
+    } else {
+        plain(h.broadcast_add(b)?, a)
+    }
+}
+
+struct Gelu;
+
+impl candle_core::CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "ridgeline-gelu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(v) = s else {
+            candle_core::bail!("gelu: f32 only")
+        };
+        let n = l.shape().elem_count();
+        let v = &v[l.start_offset()..l.start_offset() + n];
+        let mut out = vec![0f32; n];
+        out.par_chunks_mut(GRAIN)
+            .zip(v.par_chunks(GRAIN))
+            .for_each(|(o, x)| {
+                o.iter_mut()
+                    .zip(x)
+                    .for_each(|(o, x)| *o = act(Some(Activation::Gelu), *x))
+            });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+}
+
+/// GELU (tanh form), as candle's `gelu`, on all cores.
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    if fast(x) {
+        x.apply_op1_no_bwd(&Gelu)
+    } else {
+        x.gelu()
+    }
+}
+
+struct SiluMul;
+
+impl CustomOp2 for SiluMul {
+    fn name(&self) -> &'static str {
+        "ridgeline-silu-mul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        g: &CpuStorage,
+        gl: &Layout,
+        u: &CpuStorage,
+        ul: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(g), CpuStorage::F32(u)) = (g, u) else {
+            candle_core::bail!("silu_mul: f32 only")
+        };
+        let n = gl.shape().elem_count();
+        let g = &g[gl.start_offset()..gl.start_offset() + n];
+        let u = &u[ul.start_offset()..ul.start_offset() + n];
+        let mut out = vec![0f32; n];
+        out.par_chunks_mut(GRAIN)
+            .zip(g.par_chunks(GRAIN).zip(u.par_chunks(GRAIN)))
+            .for_each(|(o, (g, u))| {
+                for ((o, g), u) in o.iter_mut().zip(g).zip(u) {
+                    *o = act(Some(Activation::Silu), *g) * u;
+                }
+            });
+        Ok((CpuStorage::F32(out), gl.shape().clone()))
+    }
+}
+
+/// `silu(g) · u` (Llama's SwiGLU) in one pass on all cores.
+pub fn silu_mul(g: &Tensor, u: &Tensor) -> Result<Tensor> {
+    if fast(g) && fast(u) && g.shape() == u.shape() {
+        g.apply_op2_no_bwd(u, &SiluMul)
+    } else {
+        g.silu()? * u
+    }
+}
+
+struct CausalSoftmax;
+
+impl candle_core::CustomOp1 for CausalSoftmax {
+    fn name(&self) -> &'static str {
+        "ridgeline-causal-softmax"
+    }
+
+    /// Rows of `[.., t, t]` scores: row `i` is a softmax over columns `0..=i`, zero after.
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(v) = s else {
+            candle_core::bail!("causal softmax: f32 only")
+        };
+        let t = *l.shape().dims().last().unwrap_or(&1);
+        let n = l.shape().elem_count();
+        let v = &v[l.start_offset()..l.start_offset() + n];
+        let mut out = vec![0f32; n];
+        out.par_chunks_mut(t)
+            .zip(v.par_chunks(t))
+            .enumerate()
+            .for_each(|(r, (o, x))| {
+                let keep = r % t + 1;
+                let max = x[..keep].iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
+                let mut sum = 0f32;
+                for (o, x) in o[..keep].iter_mut().zip(&x[..keep]) {
+                    *o = (x - max).exp();
+                    sum += *o;
+                }
+                o[..keep].iter_mut().for_each(|o| *o /= sum);
+            });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+}
+
+/// Softmax over the last dimension of `[.., t, t]` scores with the causal mask (query
+/// `i` sees keys `0..=i`) in one pass, or `None` where the fused kernel does not apply.
+pub fn causal_softmax(scores: &Tensor) -> Result<Option<Tensor>> {
+    if fast(scores) {
+        Ok(Some(scores.apply_op1_no_bwd(&CausalSoftmax)?))
+    } else {
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ridgeline_common::rng::Rng;
+
+    fn randn(r: &mut Rng, dims: &[usize]) -> Tensor {
+        let n: usize = dims.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| r.normal() as f32).collect();
+        Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
+    }
+
+    /// The fused kernels equal the candle ops they replace, for every activation.
+    #[test]
+    fn fused_kernels_match_candle_ops() {
+        let mut r = Rng::new(2);
+        let (coef, z) = (randn(&mut r, &[5, 3]), randn(&mut r, &[3, 40_000]));
+        let (h, b) = (randn(&mut r, &[5, 300, 70]), randn(&mut r, &[5, 1, 70]));
+        for a in [
+            None,
+            Some(Activation::Relu),
+            Some(Activation::Tanh),
+            Some(Activation::Gelu),
+            Some(Activation::Silu),
+        ] {
+            let want = plain(coef.matmul(&z).unwrap(), a).unwrap();
+            let got = mix_activate(&coef, &z, a).unwrap();
+            let d = (want - got).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(d.to_scalar::<f32>().unwrap() < 1e-5, "mix {a:?}");
+            let want = plain(h.broadcast_add(&b).unwrap(), a).unwrap();
+            let got = bias_activate(h.copy().unwrap(), &b, a).unwrap();
+            let d = (want - got).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(d.to_scalar::<f32>().unwrap() < 1e-5, "bias {a:?}");
+        }
+        let x = (randn(&mut r, &[3, 50_000]) * 4.0).unwrap();
+        let d = (gelu(&x).unwrap() - x.gelu().unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-6, "gelu");
+        let u = randn(&mut r, &[3, 50_000]);
+        let d = (silu_mul(&x, &u).unwrap() - (x.silu().unwrap() * &u).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-5, "silu_mul");
+    }
+
+    /// The causal softmax equals candle's masked softmax.
+    #[test]
+    fn causal_softmax_matches_mask_then_softmax() {
+        let mut r = Rng::new(3);
+        let t = 7;
+        let s = randn(&mut r, &[2, 3, t, t]);
+        let mask: Vec<f32> = (0..t * t)
+            .map(|k| {
+                if k % t > k / t {
+                    f32::NEG_INFINITY
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, (t, t), &Device::Cpu).unwrap();
+        let want = candle_nn::ops::softmax_last_dim(&s.broadcast_add(&mask).unwrap()).unwrap();
+        let got = causal_softmax(&s).unwrap().unwrap();
+        let d = (want - got).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-6);
+    }
+}
