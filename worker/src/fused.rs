@@ -313,16 +313,7 @@ mod tests {
         let mut r = Rng::new(3);
         let t = 7;
         let s = randn(&mut r, &[2, 3, t, t]);
-        let mask: Vec<f32> = (0..t * t)
-            .map(|k| {
-                if k % t > k / t {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let mask = Tensor::from_vec(mask, (t, t), &Device::Cpu).unwrap();
+        let mask = crate::models::transformer::causal_mask(t, DType::F32, &Device::Cpu).unwrap();
         let want = candle_nn::ops::softmax_last_dim(&s.broadcast_add(&mask).unwrap()).unwrap();
         let got = causal_softmax(&s).unwrap().unwrap();
         let d = (want - got).unwrap().abs().unwrap().max_all().unwrap();

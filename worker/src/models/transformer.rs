@@ -15,6 +15,20 @@ use serde::{Deserialize, Serialize};
 
 use super::{Init, Model, ModelConfig, Param, Source, Task, linear};
 
+/// The additive causal mask `[t, t]`: 0 where query `i` may see key `j <= i`, -inf after.
+pub fn causal_mask(t: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    let mask: Vec<f32> = (0..t * t)
+        .map(|k| {
+            if k % t > k / t {
+                f32::NEG_INFINITY
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    Tensor::from_vec(mask, (t, t), device)?.to_dtype(dtype)
+}
+
 /// Which block layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
@@ -442,16 +456,7 @@ impl Model for Transformer {
         if let Some(pos) = &self.positions {
             h = h.broadcast_add(&pos.narrow(0, 0, t)?)?;
         }
-        let mask: Vec<f32> = (0..t * t)
-            .map(|k| {
-                if k % t > k / t {
-                    f32::NEG_INFINITY
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        let mask = Tensor::from_vec(mask, (t, t), dev)?.to_dtype(dtype)?;
+        let mask = causal_mask(t, dtype, dev)?;
         let rope = match self.layout {
             Layout::Llama => Some(self.rope_tables(t, dtype, dev)?),
             Layout::Gpt2 => None,
