@@ -185,6 +185,7 @@ pub async fn submit_spec(
         }
     }
     let mut attachments = Vec::new();
+    let mut shared = None;
     let mut attach = |field: &str, path: std::path::PathBuf, name: &str| -> Result<()> {
         let data = std::fs::read(&path).with_context(|| {
             format!(
@@ -207,10 +208,15 @@ pub async fn submit_spec(
                 .filter(|c| !c.starts_with("sweep:") && !c.starts_with("trial:"))
         };
         if let Some(c) = local(&l.checkpoint) {
-            for (path, name) in checkpoint_files(std::path::Path::new(&c))
-                .with_context(|| format!("{}: landscape.checkpoint", spec_path.display()))?
-            {
-                attach("landscape.checkpoint", path, &name)?;
+            let files = checkpoint_files(std::path::Path::new(&c))
+                .with_context(|| format!("{}: landscape.checkpoint", spec_path.display()))?;
+            if l.shared_checkpoint {
+                // Only the manifest travels; every worker reads the files at their path.
+                shared = Some(serde_json::to_vec_pretty(&shared_manifest(&files))?);
+            } else {
+                for (path, name) in files {
+                    attach("landscape.checkpoint", path, &name)?;
+                }
             }
         }
         if let Some(c) = local(&l.directions.to) {
@@ -230,6 +236,12 @@ pub async fn submit_spec(
         if let Some(f) = &l.directions.file {
             attach("landscape.directions.file", f.clone(), "file.safetensors")?;
         }
+    }
+    if let Some(data) = shared {
+        attachments.push(proto::Artifact {
+            name: "checkpoint.json".into(),
+            data,
+        });
     }
     Ok(client
         .submit_sweep(proto::SubmitSweepRequest {
@@ -269,6 +281,29 @@ pub fn checkpoint_files(path: &std::path::Path) -> Result<Vec<(std::path::PathBu
         "{}: expected a .gguf file, or a folder with model.json (Ridgeline) or config.json (Hugging Face)",
         path.display()
     )
+}
+
+/// The manifest of a checkpoint the workers read from a shared file system:
+/// `{"format", "files": [names], "paths": {name: absolute path}}`.
+fn shared_manifest(files: &[(std::path::PathBuf, String)]) -> serde_json::Value {
+    let names: Vec<&str> = files.iter().map(|(_, n)| n.as_str()).collect();
+    let format = if names.contains(&"model.gguf") {
+        "gguf"
+    } else if names.contains(&"config.json") {
+        "hf"
+    } else {
+        "ridgeline"
+    };
+    let paths: serde_json::Map<String, serde_json::Value> = files
+        .iter()
+        .map(|(p, n)| {
+            (
+                n.clone(),
+                serde_json::Value::String(p.display().to_string()),
+            )
+        })
+        .collect();
+    serde_json::json!({"format": format, "files": names, "paths": paths, "shared": true})
 }
 
 /// The state's name for people.

@@ -165,6 +165,23 @@ directions = {{ seed = 3 }}
         std::fs::read(one_dir.join("surface.npy")).unwrap(),
         "the two-worker surface differs from the one-worker one"
     );
+
+    // The same checkpoint read by the worker from its path (a shared file system)
+    // instead of uploaded: nothing of it reaches the coordinator, the same bits come out.
+    let shared = dir.path().join("shared.toml");
+    let text = std::fs::read_to_string(&spec).unwrap().replace(
+        "split = \"val\"",
+        "split = \"val\"\nshared_checkpoint = true",
+    );
+    std::fs::write(&shared, text).unwrap();
+    let id = submit_wait(&shared, &url, Duration::from_secs(300));
+    let shared_dir = dir.path().join("sweeps").join(&id);
+    assert!(!shared_dir.join("model.safetensors").exists());
+    assert_eq!(
+        surface,
+        std::fs::read(shared_dir.join("surface.npy")).unwrap(),
+        "the shared-checkpoint surface differs"
+    );
 }
 
 /// A float64 `.npy` file: shape and values.

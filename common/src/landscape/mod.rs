@@ -241,6 +241,11 @@ pub struct LandscapeSpec {
     /// trial of a search sweep on the same coordinator.
     #[serde(default)]
     pub checkpoint: Option<String>,
+    /// The checkpoint path is readable by every worker (a shared file system): the
+    /// workers read it there instead of receiving it through the coordinator, for
+    /// checkpoints too large to upload.
+    #[serde(default)]
+    pub shared_checkpoint: bool,
     /// With `ridgeline run`: a search spec to run first (or reuse) whose best trial is
     /// scanned.
     #[serde(default)]

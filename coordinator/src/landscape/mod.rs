@@ -136,13 +136,32 @@ pub fn prepare(
             .ok_or_else(|| format!("{field}: {name} was not provided"))
     };
     let d = &l.directions;
+    // A shared checkpoint comes as the client's manifest alone: the workers read the
+    // files where they are, and the coordinator never sees them.
+    let shared: Option<serde_json::Value> = if l.shared_checkpoint {
+        let m = files.get(MANIFEST).ok_or(
+            "landscape.shared_checkpoint: needs a local checkpoint path (not sweep:ID/...)",
+        )?;
+        Some(serde_json::from_slice(m).map_err(|e| format!("{MANIFEST}: {e}"))?)
+    } else {
+        None
+    };
     let (format, names) = manifest(files);
     let manifest_file = (
         MANIFEST.to_owned(),
-        serde_json::to_vec_pretty(&serde_json::json!({"format": format, "files": names}))
-            .expect("json"),
+        match &shared {
+            Some(m) => serde_json::to_vec_pretty(m).expect("json"),
+            None => {
+                serde_json::to_vec_pretty(&serde_json::json!({"format": format, "files": names}))
+                    .expect("json")
+            }
+        },
     );
-    if format != "ridgeline" {
+    if format != "ridgeline" || shared.is_some() {
+        let format = shared
+            .as_ref()
+            .and_then(|m| m["format"].as_str())
+            .unwrap_or(format);
         // The coordinator does not load Hugging Face or GGUF models: every worker makes
         // the random directions itself from the seed.
         if d.kind != DirectionKind::Random {

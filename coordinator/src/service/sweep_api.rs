@@ -102,6 +102,7 @@ impl SweepApi {
         if !files.contains_key(landscape::MODEL_WEIGHTS)
             && !files.contains_key(landscape::GGUF)
             && !files.contains_key(landscape::HF_CONFIG)
+            && !files.contains_key(landscape::MANIFEST)
         {
             let dir = self
                 .best_checkpoint(
@@ -169,7 +170,7 @@ impl SweepApi {
             .map_err(Status::invalid_argument)?;
         let mut out: Vec<(String, Vec<u8>)> = files
             .into_iter()
-            .filter(|(n, _)| landscape::is_checkpoint_file(n))
+            .filter(|(n, _)| landscape::is_checkpoint_file(n) && n != landscape::MANIFEST)
             .collect();
         if let Some((_, t)) = dirs.iter().find(|(n, _)| n == "trajectory.json") {
             let t: serde_json::Value =

@@ -78,6 +78,18 @@ fn checkpoint(fetch: Fetch<'_>, device: &Device) -> Result<Checkpoint, String> {
         Err(_) => serde_json::json!({"format": "ridgeline"}),
     };
     let files: Vec<String> = serde_json::from_value(manifest["files"].clone()).unwrap_or_default();
+    // A shared checkpoint is read from its path on this machine, not fetched.
+    let paths: HashMap<String, String> =
+        serde_json::from_value(manifest["paths"].clone()).unwrap_or_default();
+    let local = |name: &str| -> Result<Arc<Vec<u8>>, String> {
+        let p = paths
+            .get(name)
+            .ok_or_else(|| format!("checkpoint.json lists no path for {name}"))?;
+        std::fs::read(p)
+            .map(Arc::new)
+            .map_err(|e| format!("shared checkpoint: {p}: {e} (landscape.shared_checkpoint needs the path on every worker)"))
+    };
+    let fetch: Fetch<'_> = if paths.is_empty() { fetch } else { &local };
     match manifest["format"].as_str() {
         Some("gguf") => {
             let bytes = fetch("model.gguf")?;
