@@ -151,10 +151,13 @@ async fn drive(
     let mut client = client::connect(url, security, timeout).await?;
     let mut spec = SweepSpec::from_file(spec_path)?;
     // A scan of "the best model of this search": run the search first, or reuse it.
-    let train = spec
-        .landscape
-        .as_ref()
-        .and_then(|l| l.checkpoint.is_none().then(|| l.train.clone()).flatten());
+    let train = spec.landscape.as_ref().and_then(|l| {
+        let trial = l
+            .checkpoint
+            .as_deref()
+            .is_none_or(|c| c.starts_with("trial:"));
+        trial.then(|| l.train.clone()).flatten()
+    });
     if let Some(train_path) = train {
         let tspec = SweepSpec::from_file(&train_path)?;
         let id = match reusable(&mut client, &tspec).await? {
@@ -174,11 +177,18 @@ async fn drive(
             }
         };
         let l = spec.landscape.as_mut().expect("checked above");
-        l.checkpoint = Some(format!("sweep:{id}/best"));
-        // `trial:N` / `trial:best` name trials of the training sweep (an interpolation
-        // target, a PCA trajectory).
+        // The scanned model is the best trial unless `checkpoint = "trial:N"` names one.
+        if !l
+            .checkpoint
+            .as_deref()
+            .is_some_and(|c| c.starts_with("trial:"))
+        {
+            l.checkpoint = Some("trial:best".into());
+        }
+        // `trial:N` / `trial:best` name trials of the training sweep (the scanned model,
+        // an interpolation target, a PCA trajectory).
         let d = &mut l.directions;
-        for r in [&mut d.to, &mut d.y_to, &mut d.trajectory]
+        for r in [&mut l.checkpoint, &mut d.to, &mut d.y_to, &mut d.trajectory]
             .into_iter()
             .flatten()
         {

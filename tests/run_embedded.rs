@@ -172,3 +172,59 @@ fn built_in_trials_are_pruned_by_the_median_rule_and_keep_their_history() {
         assert_eq!(t["history"].as_array().unwrap().len(), 6, "{t}");
     }
 }
+
+/// The interpolation example: `run` trains the digits grid, scans trial 7 towards trial
+/// 4 (`checkpoint = "trial:7"`), and lmc.json holds the standard barrier, 0 where the
+/// curve stays under its chord and never above the old "max minus endpoints' mean".
+#[test]
+fn the_interpolation_example_scans_the_trial_it_names_and_reports_the_standard_barrier() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    run_ok(
+        &[
+            "run",
+            root()
+                .join("examples/digits-interpolation.toml")
+                .to_str()
+                .unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        Duration::from_secs(600),
+    );
+    let scan = std::fs::read_dir(out.join("sweeps"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join("lmc.json").exists())
+        .expect("an interpolation sweep");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(scan.join("meta.json")).unwrap()).unwrap();
+    let ckpt = meta["spec"]["landscape"]["checkpoint"].as_str().unwrap();
+    assert!(ckpt.ends_with("/trial/7"), "{ckpt}");
+    let lmc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(scan.join("lmc.json")).unwrap()).unwrap();
+    let curve = lmc["curve"].as_array().unwrap();
+    // The barrier recomputed here from the curve: the largest rise above the chord.
+    let f = |k: &str| -> Vec<(f64, f64)> {
+        curve
+            .iter()
+            .map(|p| (p["alpha"].as_f64().unwrap(), p[k].as_f64().unwrap()))
+            .collect()
+    };
+    for key in ["loss", "error"] {
+        let c = f(key);
+        let (f0, f1) = (c[0].1, c[c.len() - 1].1);
+        let want = c
+            .iter()
+            .map(|(a, v)| v - ((1.0 - a) * f0 + a * f1))
+            .fold(0.0, f64::max);
+        let got = lmc[key]["barrier"].as_f64().unwrap();
+        assert!((got - want).abs() < 1e-12, "{key}: {got} vs {want}");
+        assert!(
+            got <= lmc[key]["max_minus_endpoint_mean"].as_f64().unwrap()
+                + (f1 - f0).abs() / 2.0
+                + 1e-12
+        );
+    }
+    assert_eq!(lmc["barrier"], lmc["loss"]["barrier"]);
+}

@@ -122,7 +122,7 @@ impl SweepSpec {
         }
         if let Some(l) = &mut spec.landscape {
             if let Some(c) = &l.checkpoint {
-                if !c.starts_with("sweep:") {
+                if !c.starts_with("sweep:") && !c.starts_with("trial:") {
                     l.checkpoint = Some(base.join(c).display().to_string());
                 }
             }

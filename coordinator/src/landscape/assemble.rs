@@ -38,42 +38,79 @@ pub fn write_npy(path: &Path, shape: &[usize], data: &[f64]) -> std::io::Result<
     w.flush()
 }
 
-/// Linear-mode-connectivity barrier along θ + α (θ₂ − θ): the largest loss on the segment
-/// α ∈ [0, 1] minus the mean of the endpoint losses, with the curve on the segment. Values
-/// at α = 0 and α = 1 are interpolated linearly when they fall between grid points.
-pub fn barrier(alphas: &[f64], loss: &[f64]) -> serde_json::Value {
+/// `f` on the segment α ∈ [0, 1] of a scan along θ + α (θ₂ − θ): the endpoints
+/// (interpolated linearly when they fall between grid points) and the grid points
+/// strictly inside.
+fn segment(alphas: &[f64], f: &[f64]) -> Vec<(f64, f64)> {
     let at = |a: f64| -> f64 {
         match alphas.iter().position(|&x| x >= a) {
-            Some(0) => loss[0],
+            Some(0) => f[0],
             Some(i) => {
                 let t = (a - alphas[i - 1]) / (alphas[i] - alphas[i - 1]);
-                loss[i - 1] + t * (loss[i] - loss[i - 1])
+                f[i - 1] + t * (f[i] - f[i - 1])
             }
             None => f64::NAN,
         }
     };
-    let (l0, l1) = (at(0.0), at(1.0));
-    let mut curve: Vec<(f64, f64)> = vec![(0.0, l0)];
+    let mut curve = vec![(0.0, at(0.0))];
     curve.extend(
         alphas
             .iter()
-            .zip(loss)
+            .zip(f)
             .filter(|(a, _)| **a > 0.0 && **a < 1.0)
-            .map(|(a, l)| (*a, *l)),
+            .map(|(a, v)| (*a, *v)),
     );
-    curve.push((1.0, l1));
-    let (amax, lmax) =
+    curve.push((1.0, at(1.0)));
+    curve
+}
+
+/// The standard barrier of a curve on [0, 1] (Frankle et al. 2020; Entezari et al.
+/// 2022): `max_α f(α) − [(1 − α) f(0) + α f(1)]`, the largest rise above the chord
+/// between the endpoints (0 when the curve never rises above it), with where it is.
+fn chord_barrier(curve: &[(f64, f64)]) -> serde_json::Value {
+    let (f0, f1) = (curve[0].1, curve[curve.len() - 1].1);
+    let (alpha, height) = curve
+        .iter()
+        .map(|&(a, v)| (a, v - ((1.0 - a) * f0 + a * f1)))
+        .fold((0.0, 0.0), |m, p| if p.1 > m.1 { p } else { m });
+    let (amax, vmax) =
         curve.iter().copied().fold(
             (f64::NAN, f64::NEG_INFINITY),
             |m, p| if p.1 > m.1 { p } else { m },
         );
     serde_json::json!({
-        "barrier": lmax - (l0 + l1) / 2.0,
+        "barrier": height,
+        "alpha": alpha,
+        "start": f0,
+        "end": f1,
+        "max": vmax,
         "alpha_at_max": amax,
-        "loss_at_max": lmax,
-        "loss_start": l0,
-        "loss_end": l1,
-        "curve": curve.iter().map(|(a, l)| serde_json::json!({"alpha": a, "loss": l})).collect::<Vec<_>>(),
+        "max_minus_endpoint_mean": vmax - (f0 + f1) / 2.0,
+    })
+}
+
+/// Linear-mode-connectivity barriers along θ + α (θ₂ − θ), for the loss and, when the
+/// scan has accuracies, for the error 1 − accuracy: the standard barrier (the largest
+/// rise above the straight line between the endpoint values) with where it occurs, and
+/// the curve on the segment. `max_minus_endpoint_mean` (the largest value minus the
+/// endpoints' mean, what earlier versions called the barrier) is kept under that name.
+pub fn barrier(alphas: &[f64], loss: &[f64], accuracy: &[f64]) -> serde_json::Value {
+    let lc = segment(alphas, loss);
+    let errors: Vec<f64> = accuracy.iter().map(|a| 1.0 - a).collect();
+    let ec = (!accuracy.is_empty() && accuracy.iter().all(|a| a.is_finite()))
+        .then(|| segment(alphas, &errors));
+    let l = chord_barrier(&lc);
+    serde_json::json!({
+        "barrier": l["barrier"],
+        "alpha": l["alpha"],
+        "definition": "max over alpha in [0, 1] of f(alpha) - ((1 - alpha) f(0) + alpha f(1)) (Frankle et al. 2020; Entezari et al. 2022), f = loss or error = 1 - accuracy",
+        "loss": l,
+        "error": ec.as_deref().map(chord_barrier),
+        "curve": lc.iter().enumerate().map(|(i, (a, v))| serde_json::json!({
+            "alpha": a,
+            "loss": v,
+            "error": ec.as_ref().map(|e| e[i].1),
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -244,10 +281,11 @@ pub fn assemble(
             .map_err(|e| io(&p, e));
     };
     if l.directions.kind == DirectionKind::Target && l.y.is_none() {
-        let b = barrier(&l.x_axis().values(), &loss);
+        let b = barrier(&l.x_axis().values(), &loss, &acc);
         let p = sweep_dir.join("lmc.json");
         std::fs::write(&p, serde_json::to_vec_pretty(&b).expect("json")).map_err(|e| io(&p, e))?;
         meta["lmc_barrier"] = b["barrier"].clone();
+        meta["lmc_error_barrier"] = b["error"]["barrier"].clone();
     }
     let p = sweep_dir.join("meta.json");
     std::fs::write(&p, serde_json::to_vec_pretty(&meta).expect("json")).map_err(|e| io(&p, e))?;
@@ -282,21 +320,40 @@ mod tests {
     #[test]
     fn barrier_of_a_bump_between_two_minima() {
         // L(α) = 1 + 4 α (1 - α) + 0.5 α on a grid that contains 0 and 1: endpoints 1 and
-        // 1.5, maximum at α = 0.5625 (derivative 4 - 8α + 0.5 = 0), L = 2.265625.
+        // 1.5, the chord 1 + 0.5 α, so the rise above it is 4 α (1 - α): barrier 1 at
+        // α = 0.5. The largest value is at α = 0.5625 (L = 2.265625), 1.015625 above the
+        // endpoints' mean.
         let alphas: Vec<f64> = (0..=400).map(|i| -0.5 + 2.0 * i as f64 / 400.0).collect();
         let loss: Vec<f64> = alphas
             .iter()
             .map(|a| 1.0 + 4.0 * a * (1.0 - a) + 0.5 * a)
             .collect();
-        let b = barrier(&alphas, &loss);
-        assert!((b["loss_start"].as_f64().unwrap() - 1.0).abs() < 1e-12);
-        assert!((b["loss_end"].as_f64().unwrap() - 1.5).abs() < 1e-12);
-        assert!((b["alpha_at_max"].as_f64().unwrap() - 0.5625).abs() < 0.0026);
+        // Accuracy 0.9 at the ends, dipping to 0.5 in the middle: error barrier 0.4.
+        let acc: Vec<f64> = alphas.iter().map(|a| 0.9 - 1.6 * a * (1.0 - a)).collect();
+        let b = barrier(&alphas, &loss, &acc);
+        let f = |k: &str, m: &str| b[k][m].as_f64().unwrap();
+        assert!((f("loss", "start") - 1.0).abs() < 1e-12);
+        assert!((f("loss", "end") - 1.5).abs() < 1e-12);
+        assert!((b["barrier"].as_f64().unwrap() - 1.0).abs() < 1e-12, "{b}");
+        assert!((b["alpha"].as_f64().unwrap() - 0.5).abs() < 1e-12);
+        assert!((f("loss", "alpha_at_max") - 0.5625).abs() < 0.0026);
         // The grid's best point is within one step of the true maximum.
-        assert!(
-            (b["barrier"].as_f64().unwrap() - (2.265625 - 1.25)).abs() < 1e-4,
-            "{b}"
-        );
+        assert!((f("loss", "max_minus_endpoint_mean") - 1.015625).abs() < 1e-4);
+        assert!((f("error", "barrier") - 0.4).abs() < 1e-12);
+        assert!((f("error", "alpha") - 0.5).abs() < 1e-12);
+        assert_eq!(b["curve"].as_array().unwrap().len(), 201);
+    }
+
+    /// A curve that rises monotonically and stays under its chord has no barrier,
+    /// whatever its endpoints' difference (the old figure reported half of it).
+    #[test]
+    fn a_monotone_rise_has_no_barrier() {
+        let alphas: Vec<f64> = (0..=20).map(|i| i as f64 / 20.0).collect();
+        let loss: Vec<f64> = alphas.iter().map(|a| 0.3 + a * a).collect();
+        let b = barrier(&alphas, &loss, &[]);
+        assert_eq!(b["barrier"].as_f64().unwrap(), 0.0, "{b}");
+        assert!((b["loss"]["max_minus_endpoint_mean"].as_f64().unwrap() - 0.5).abs() < 1e-12);
+        assert!(b["error"].is_null());
     }
 
     #[test]
