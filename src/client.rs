@@ -287,13 +287,7 @@ pub fn checkpoint_files(path: &std::path::Path) -> Result<Vec<(std::path::PathBu
 /// `{"format", "files": [names], "paths": {name: absolute path}}`.
 fn shared_manifest(files: &[(std::path::PathBuf, String)]) -> serde_json::Value {
     let names: Vec<&str> = files.iter().map(|(_, n)| n.as_str()).collect();
-    let format = if names.contains(&"model.gguf") {
-        "gguf"
-    } else if names.contains(&"config.json") {
-        "hf"
-    } else {
-        "ridgeline"
-    };
+    let format = ridgeline_coordinator::landscape::checkpoint_format(names.iter().copied());
     let paths: serde_json::Map<String, serde_json::Value> = files
         .iter()
         .map(|(p, n)| {

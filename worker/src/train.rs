@@ -569,7 +569,7 @@ mod tests {
             };
             cfg.train.optimizer = opt;
             cfg.train.lr = if opt == Optimizer::Sgd { 0.1 } else { 0.01 };
-            let mut o = Optim::new(model.vars(), &cfg).unwrap();
+            let mut o = Optim::new(model.trainable(), &cfg).unwrap();
             let loss_of = || {
                 let l = candle_nn::loss::cross_entropy(&model.forward(&xt, None).unwrap(), &yt)
                     .unwrap();

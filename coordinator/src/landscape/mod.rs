@@ -103,6 +103,18 @@ pub fn is_checkpoint_file(name: &str) -> bool {
         || (name.starts_with("model-") && name.ends_with(".safetensors"))
 }
 
+/// A checkpoint's layout from its file names: `"gguf"`, `"hf"` or `"ridgeline"`.
+pub fn checkpoint_format<'a>(names: impl IntoIterator<Item = &'a str>) -> &'static str {
+    let names: Vec<&str> = names.into_iter().collect();
+    if names.contains(&GGUF) {
+        "gguf"
+    } else if names.contains(&HF_CONFIG) {
+        "hf"
+    } else {
+        "ridgeline"
+    }
+}
+
 /// The checkpoint's layout and files, from what was submitted.
 fn manifest(files: &HashMap<String, Vec<u8>>) -> (&'static str, Vec<String>) {
     let mut names: Vec<String> = files
@@ -111,14 +123,7 @@ fn manifest(files: &HashMap<String, Vec<u8>>) -> (&'static str, Vec<String>) {
         .cloned()
         .collect();
     names.sort();
-    let format = if files.contains_key(GGUF) {
-        "gguf"
-    } else if files.contains_key(HF_CONFIG) {
-        "hf"
-    } else {
-        "ridgeline"
-    };
-    (format, names)
+    (checkpoint_format(names.iter().map(String::as_str)), names)
 }
 
 /// Makes the scan's directions: `directions.safetensors` (tensors `x.<name>` and

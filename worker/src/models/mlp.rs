@@ -102,11 +102,6 @@ impl Mlp {
     pub fn new(config: MlpConfig, seed: u64, dtype: DType, device: &Device) -> Result<Self> {
         Self::build(config, &mut super::fresh(seed, dtype, device))
     }
-
-    /// The trainable variables, weights and biases interleaved.
-    pub fn vars(&self) -> Vec<Var> {
-        self.params.iter().map(|p| p.var.clone()).collect()
-    }
 }
 
 impl Model for Mlp {
