@@ -247,6 +247,11 @@ async fn connect(s: &Settings, c: CoordinatorFlag) -> Result<client::Client> {
 /// Errors a person caused (a wrong flag, a bad spec, an unreachable address) print as
 /// one line; `--verbose` adds the chain and the backtrace. Panics keep Rust's report.
 fn main() -> std::process::ExitCode {
+    // Before any thread exists, so setting the environment is sound: candle reads this
+    // once per thread, and exact Hessian-vector products need their gradients' graphs
+    // (worker/src/landscape/hessian.rs). Training only pays for a few more graph nodes.
+    // SAFETY: no other thread runs yet.
+    unsafe { std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1") };
     let verbose = std::env::args().any(|a| a == "-v" || a == "--verbose");
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,

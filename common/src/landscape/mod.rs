@@ -169,8 +169,9 @@ impl Default for DirectionsSpec {
     }
 }
 
-/// The Hessian at the centre: block Lanczos from Hessian-vector products over data
-/// shards, and Hutchinson's trace.
+/// The Hessian at the centre, from Hessian-vector products over data shards: block
+/// Lanczos for both ends of the spectrum, Hutchinson's trace, and optionally the
+/// spectral density by stochastic Lanczos quadrature.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HessianSpec {
@@ -180,7 +181,8 @@ pub struct HessianSpec {
     /// Vectors per Lanczos block (at least `top_k`; more converges faster).
     #[serde(default = "hess::block")]
     pub block: usize,
-    /// Lanczos rounds (each: one Hessian-vector product per block vector and shard).
+    /// Most Lanczos rounds (each: one Hessian-vector product per block vector and
+    /// shard); the run stops earlier once the reported eigenvalues converge.
     #[serde(default = "hess::rounds")]
     pub rounds: usize,
     /// Rademacher probes for the trace (sent with the first round).
@@ -192,10 +194,60 @@ pub struct HessianSpec {
     /// Seed of the start block and the probes.
     #[serde(default)]
     pub seed: u64,
-    /// Finite-difference step of the Hessian-vector product, relative to ‖θ‖:
-    /// `Hv ≈ (∇L(θ + h v) − ∇L(θ − h v)) / 2h`, exact for quadratic losses.
+    /// How workers compute Hessian-vector products.
+    #[serde(default)]
+    pub method: HvpMethod,
+    /// `finite_difference` only: the largest step tried, relative to ‖θ‖ (smaller ones
+    /// follow, and each product keeps the step with the smallest estimated error).
     #[serde(default = "hess::epsilon")]
     pub epsilon: f64,
+    /// An eigenvalue has converged when its residual ‖Hy − θy‖ is at most `tolerance`
+    /// times the largest eigenvalue's magnitude.
+    #[serde(default = "hess::tolerance")]
+    pub tolerance: f64,
+    /// Whether the bottom of the spectrum (λmin) must converge too before the run stops.
+    #[serde(default = "hess::yes")]
+    pub bottom: bool,
+    /// The eigenvalue density by stochastic Lanczos quadrature (PyHessian's ESD).
+    #[serde(default)]
+    pub density: Option<DensitySpec>,
+}
+
+impl HessianSpec {
+    /// Rounds the Hessian may take at most: block Lanczos's, or the density's steps.
+    pub fn max_rounds(&self) -> usize {
+        self.rounds
+            .max(self.density.as_ref().map_or(0, |d| d.steps))
+    }
+}
+
+/// How a Hessian-vector product is computed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HvpMethod {
+    /// Double backward through the model: exact up to rounding.
+    #[default]
+    Exact,
+    /// Central differences of gradients, with the step chosen per vector from an
+    /// error estimate (reported in hessian.json).
+    FiniteDifference,
+}
+
+/// Stochastic Lanczos quadrature: `probes` independent Lanczos runs of `steps` steps
+/// from Rademacher vectors; each gives a Gauss quadrature of the spectral measure.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DensitySpec {
+    /// Independent Lanczos runs.
+    #[serde(default = "hess::density_probes")]
+    pub probes: usize,
+    /// Lanczos steps (quadrature nodes) per run; one round each.
+    #[serde(default = "hess::density_steps")]
+    pub steps: usize,
+    /// Width of the Gaussian that smooths the nodes into a density, relative to the
+    /// spectrum's range.
+    #[serde(default = "hess::density_sigma")]
+    pub sigma: f64,
 }
 
 mod hess {
@@ -206,16 +258,31 @@ mod hess {
         4
     }
     pub fn rounds() -> usize {
-        6
+        40
     }
     pub fn probes() -> usize {
-        16
+        32
     }
     pub fn shards() -> usize {
         2
     }
     pub fn epsilon() -> f64 {
+        1e-3
+    }
+    pub fn tolerance() -> f64 {
         1e-4
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn density_probes() -> usize {
+        4
+    }
+    pub fn density_steps() -> usize {
+        64
+    }
+    pub fn density_sigma() -> f64 {
+        0.01
     }
 }
 
@@ -331,7 +398,11 @@ impl LandscapeSpec {
 
     /// Number of work units: the tiles, then `rounds x shards` Hessian units.
     pub fn units(&self) -> usize {
-        self.tiles() + self.hessian.as_ref().map_or(0, |h| h.rounds * h.shards)
+        self.tiles()
+            + self
+                .hessian
+                .as_ref()
+                .map_or(0, |h| h.max_rounds() * h.shards)
     }
 
     /// What unit `i` computes.
@@ -448,6 +519,29 @@ impl LandscapeSpec {
                     "epsilon",
                     format!("expected a number in (0, 1), got {}", h.epsilon),
                 );
+            }
+            if !(h.tolerance > 0.0 && h.tolerance < 1.0) {
+                return bad(
+                    "tolerance",
+                    format!("expected a number in (0, 1), got {}", h.tolerance),
+                );
+            }
+            if let Some(d) = &h.density {
+                if d.probes == 0 || d.steps < 2 {
+                    return bad(
+                        "density",
+                        format!(
+                            "expected probes >= 1 and steps >= 2, got probes={}, steps={}",
+                            d.probes, d.steps
+                        ),
+                    );
+                }
+                if !(d.sigma > 0.0 && d.sigma < 1.0) {
+                    return bad(
+                        "density.sigma",
+                        format!("expected a number in (0, 1), got {}", d.sigma),
+                    );
+                }
             }
         }
         if self.checkpoint.is_none() && self.train.is_none() {

@@ -6,10 +6,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::Device;
-use ridgeline_common::landscape::{LossKind, ScanUnit, flat_order};
+use ridgeline_common::landscape::{HvpMethod, LossKind, ScanUnit, flat_order};
 use ridgeline_common::spec::SweepSpec;
 
 use super::eval::{Loss, Plane};
+use super::hessian::{Method, model_hvps};
 pub use super::load::Fetch;
 use super::load::{self, Loaded, layers};
 use super::perturb;
@@ -140,38 +141,34 @@ fn run_hvp(
         LossKind::Mse => Loss::Mse,
     };
     let weight = (end - start) as f64 / rows as f64;
-    let hv = match s.model.config() {
-        ModelConfig::Mlp(config) => super::hessian::shard_hvps(
-            &layers(&s.base),
-            config.activation,
-            &x,
-            &y,
-            loss,
-            &vectors,
-            h.epsilon,
-            weight,
-        )
-        .map_err(e)?,
-        _ if l.loss == LossKind::Mse => {
-            return Err("landscape.loss = \"mse\" is for MLP regression checkpoints".into());
-        }
-        config => {
-            // An f64 copy of the model, so that the central differences resolve.
-            let tensors: HashMap<String, candle_core::Tensor> = params
-                .iter()
-                .zip(&s.base)
-                .map(|(p, t)| (p.name.clone(), t.clone()))
-                .collect();
-            let m64 = config.load(&tensors, candle_core::DType::F64, device)?;
-            super::hessian::model_hvps(m64.as_ref(), &order, &x, &y, &vectors, h.epsilon, weight)
-                .map_err(e)?
-        }
+    if l.loss == LossKind::Mse && !matches!(s.model.config(), ModelConfig::Mlp(_)) {
+        return Err("landscape.loss = \"mse\" is for MLP regression checkpoints".into());
+    }
+    // An f64 copy of the model: the products are summed over shards and fed to Lanczos,
+    // whose reorthogonalisation needs more than f32's seven digits.
+    let tensors: HashMap<String, candle_core::Tensor> = params
+        .iter()
+        .zip(&s.base)
+        .map(|(p, t)| (p.name.clone(), t.clone()))
+        .collect();
+    let m64 = s
+        .model
+        .config()
+        .load(&tensors, candle_core::DType::F64, device)?;
+    let method = match h.method {
+        HvpMethod::Exact => Method::Exact,
+        HvpMethod::FiniteDifference => Method::FiniteDifference { epsilon: h.epsilon },
     };
+    let (hv, info) =
+        model_hvps(m64.as_ref(), &order, &x, &y, loss, &vectors, weight, method).map_err(e)?;
     let bytes: Vec<u8> = hv.iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
     Ok(TrialOutput {
         end: TrialEnd::Completed,
         final_metrics: vec![("hvps".into(), vectors.len() as f64)],
-        artifacts: vec![("hvp.f64".into(), bytes)],
+        artifacts: vec![
+            ("hvp.f64".into(), bytes),
+            ("hvp.json".into(), serde_json::to_vec(&info).expect("json")),
+        ],
     })
 }
 

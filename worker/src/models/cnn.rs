@@ -250,6 +250,25 @@ impl Cnn {
     }
 }
 
+/// 2×2 max pooling, stride 2 (odd edges dropped). Gradients need it written as a
+/// reshape and two maxima: candle 0.11's `max_pool2d` backward multiplies by the
+/// window's mean of the argmax mask where it should divide by the number of maxima, so
+/// every gradient below a pool came out k² = 4 times too small (and its second
+/// derivative wrong). Evaluation keeps the faster kernel, whose forward pass is right.
+pub(crate) fn max_pool2(x: &Tensor, train: bool) -> Result<Tensor> {
+    if !train && x.dtype() != DType::F64 {
+        return x.max_pool2d(2);
+    }
+    let (n, c, h, w) = x.dims4()?;
+    let (h2, w2) = (h / 2, w / 2);
+    let x = if h % 2 == 1 || w % 2 == 1 {
+        x.narrow(2, 0, 2 * h2)?.narrow(3, 0, 2 * w2)?.contiguous()?
+    } else {
+        x.clone()
+    };
+    x.reshape((n, c, h2, 2, w2, 2))?.max(5)?.max(3)
+}
+
 impl Model for Cnn {
     fn config(&self) -> ModelConfig {
         if self.residual {
@@ -272,7 +291,7 @@ impl Model for Cnn {
         let features = match &self.body {
             Body::Plain(convs) => {
                 for conv in convs {
-                    h = conv.forward(&h, train)?.relu()?.max_pool2d(2)?;
+                    h = max_pool2(&conv.forward(&h, train)?.relu()?, train)?;
                 }
                 h.flatten_from(1)?
             }

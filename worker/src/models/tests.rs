@@ -376,3 +376,79 @@ fn gguf_permutation_matches_interleaved_rope() {
         .unwrap();
     assert!(diff < 1e-5, "{diff}");
 }
+
+/// The CNN's gradient (max pooling included) against central differences of its loss
+/// in f64, and its pooling against candle's kernel. Found by the Hessian tests: candle
+/// 0.11's `max_pool2d` backward scales gradients by 1/4.
+#[test]
+fn cnn_gradients_match_differences_of_the_loss() {
+    let c = cnn_config(vec![3, 2], false);
+    let m = Cnn::build(c.clone(), false, &mut random(3, DType::F64)).unwrap();
+    let n = 3;
+    let d = c.in_channels * c.height * c.width;
+    let mut r = Rng::new(4);
+    let x = Tensor::from_vec(
+        (0..n * d).map(|_| r.normal()).collect::<Vec<f64>>(),
+        (n, d),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let y = Tensor::from_vec(
+        (0..n).map(|_| r.below(5) as u32).collect::<Vec<_>>(),
+        n,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let loss = || {
+        cross_entropy(&m.forward(&x, None).unwrap(), &y)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
+    };
+    let grads = cross_entropy(&m.forward(&x, None).unwrap(), &y)
+        .unwrap()
+        .backward()
+        .unwrap();
+    let w = &m.params()[0];
+    assert_eq!(w.name, "blocks.0.conv.weight");
+    let g = grads
+        .get(&w.var)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    let theta = w.var.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    for i in (0..theta.len()).step_by(5) {
+        let h = 1e-6;
+        let at = |s: f64| {
+            let mut t = theta.clone();
+            t[i] += s * h;
+            w.var
+                .set(&Tensor::from_vec(t, w.var.dims(), &Device::Cpu).unwrap())
+                .unwrap();
+            loss()
+        };
+        let fd = (at(1.0) - at(-1.0)) / (2.0 * h);
+        assert!(
+            (g[i] - fd).abs() <= 1e-6 * fd.abs().max(1e-3),
+            "weight {i}: gradient {} vs {fd}",
+            g[i]
+        );
+    }
+    let h = x.reshape((n, 2, 8, 6)).unwrap();
+    let ours = cnn::max_pool2(&h, true)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    let theirs = h
+        .max_pool2d(2)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    assert_eq!(ours, theirs);
+}
