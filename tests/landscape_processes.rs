@@ -230,7 +230,7 @@ fn distributed_hessian_of_a_linear_regression() {
         }
     }
     let exact_trace: f64 = (0..=d).map(|i| hm[i][i]).sum();
-    let (mut exact, _) = ridgeline_coordinator::hessian::jacobi_eigen(hm);
+    let (mut exact, _) = ridgeline_common::linalg::eigen::jacobi_eigen(hm);
     exact.sort_by(|a, b| b.total_cmp(a));
 
     let top = h["top_eigenvalues"].as_array().unwrap();

@@ -5,6 +5,7 @@
 pub mod grid;
 pub mod ids;
 pub mod landscape;
+pub mod linalg;
 pub mod net;
 pub mod params;
 pub mod rng;

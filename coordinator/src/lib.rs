@@ -3,7 +3,6 @@
 
 mod convert;
 pub mod core;
-pub mod hessian;
 pub mod landscape;
 mod plot;
 pub mod schedulers;

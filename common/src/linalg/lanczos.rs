@@ -1,16 +1,12 @@
-//! The Hessian at the centre of a scan, from Hessian-vector products only.
+//! Block Lanczos with full reorthogonalisation, and Hutchinson's trace, driven by
+//! Hessian-vector products computed elsewhere (the workers, on data shards).
 //!
-//! Workers compute `H_s V` for their shard `s` of the data and a block `V` of vectors;
-//! the coordinator sums the shards (`H = Σ_s H_s`, each shard weighted by its share of
-//! the samples) and runs block Lanczos with full reorthogonalisation: every round adds
-//! the orthonormalised products to a Krylov basis `Q`, and the Ritz values of
-//! `T = Qᵀ H Q` approximate both ends of the spectrum (top-k and λmin) at once. The
-//! trace comes from Hutchinson's estimator with Rademacher probes sent in the first round.
+//! Every round adds the orthonormalised products to a Krylov basis `Q`, and the Ritz
+//! values of `T = Qᵀ H Q` approximate both ends of the spectrum at once.
 
-// Dense linear algebra on small matrices reads most clearly with explicit indices.
-#![allow(clippy::needless_range_loop)]
-
-use ridgeline_common::rng::Rng;
+use super::eigen::jacobi_eigen;
+use super::{axpy, dot, orthonormalise};
+use crate::rng::Rng;
 
 /// The Krylov basis built so far and `H` applied to it.
 #[derive(Clone, Debug, Default)]
@@ -19,35 +15,6 @@ pub struct Krylov {
     pub q: Vec<Vec<f64>>,
     /// `H q_i` for each basis vector.
     pub hq: Vec<Vec<f64>>,
-}
-
-fn dot(a: &[f64], b: &[f64]) -> f64 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
-}
-
-fn axpy(y: &mut [f64], a: f64, x: &[f64]) {
-    y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
-}
-
-/// Orthonormalises `block` against `basis` and itself (two passes of Gram-Schmidt, the
-/// "twice is enough" rule); drops vectors that become negligible.
-pub fn orthonormalise(basis: &[Vec<f64>], block: Vec<Vec<f64>>) -> Vec<Vec<f64>> {
-    let mut out: Vec<Vec<f64>> = Vec::new();
-    for mut v in block {
-        let norm0 = dot(&v, &v).sqrt();
-        for _ in 0..2 {
-            for b in basis.iter().chain(&out) {
-                let c = dot(&v, b);
-                axpy(&mut v, -c, b);
-            }
-        }
-        let n = dot(&v, &v).sqrt();
-        if n > 1e-10 * norm0.max(f64::MIN_POSITIVE) && n > 0.0 {
-            v.iter_mut().for_each(|x| *x /= n);
-            out.push(v);
-        }
-    }
-    out
 }
 
 /// The first block: `m` random orthonormal vectors of length `n`.
@@ -116,56 +83,6 @@ impl Krylov {
     }
 }
 
-/// Eigenvalues and eigenvectors (as columns) of a small symmetric matrix, by cyclic
-/// Jacobi rotations.
-pub fn jacobi_eigen(mut a: Vec<Vec<f64>>) -> (Vec<f64>, Vec<Vec<f64>>) {
-    let n = a.len();
-    let mut v: Vec<Vec<f64>> = (0..n)
-        .map(|i| (0..n).map(|j| f64::from(u8::from(i == j))).collect())
-        .collect();
-    for _sweep in 0..100 {
-        let off: f64 = (0..n)
-            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
-            .map(|(i, j)| a[i][j] * a[i][j])
-            .sum();
-        let scale: f64 = (0..n)
-            .map(|i| a[i][i] * a[i][i])
-            .sum::<f64>()
-            .max(f64::MIN_POSITIVE);
-        if off <= 1e-30 * scale {
-            break;
-        }
-        for p in 0..n {
-            for q in p + 1..n {
-                if a[p][q].abs() < 1e-300 {
-                    continue;
-                }
-                let theta = (a[q][q] - a[p][p]) / (2.0 * a[p][q]);
-                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
-                let t = if theta == 0.0 { 1.0 } else { t };
-                let c = 1.0 / (t * t + 1.0).sqrt();
-                let s = t * c;
-                for k in 0..n {
-                    let (akp, akq) = (a[k][p], a[k][q]);
-                    a[k][p] = c * akp - s * akq;
-                    a[k][q] = s * akp + c * akq;
-                }
-                for k in 0..n {
-                    let (apk, aqk) = (a[p][k], a[q][k]);
-                    a[p][k] = c * apk - s * aqk;
-                    a[q][k] = s * apk + c * aqk;
-                }
-                for row in v.iter_mut() {
-                    let (vkp, vkq) = (row[p], row[q]);
-                    row[p] = c * vkp - s * vkq;
-                    row[q] = s * vkp + c * vkq;
-                }
-            }
-        }
-    }
-    ((0..n).map(|i| a[i][i]).collect(), v)
-}
-
 /// Hutchinson's estimate of the trace from probes `z` and `H z`: the mean of `zᵀ H z`
 /// and its standard error.
 pub fn hutchinson(z: &[Vec<f64>], hz: &[Vec<f64>]) -> (f64, f64) {
@@ -183,6 +100,7 @@ pub fn hutchinson(z: &[Vec<f64>], hz: &[Vec<f64>]) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::linalg::eigen::jacobi_eigen;
 
     /// A symmetric matrix with a known spectrum: Q diag(λ) Qᵀ for a random orthogonal Q.
     fn known(n: usize, lambdas: &[f64]) -> Vec<Vec<f64>> {
