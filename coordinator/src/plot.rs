@@ -363,6 +363,48 @@ pub fn plots(
     }
 }
 
+/// `esd.png`: the Hessian's eigenvalue density on a log axis (PyHessian's picture),
+/// floored at 1e-10 of its peak so that the gaps between outliers stay visible.
+pub fn esd(path: &Path, title: &str, grid: &[f64], density: &[f64]) -> Result<(), String> {
+    register_font();
+    if grid.len() < 2 {
+        return Err("no density to draw".into());
+    }
+    let peak = density
+        .iter()
+        .copied()
+        .fold(0.0, f64::max)
+        .max(f64::MIN_POSITIVE);
+    let floor = peak * 1e-10;
+    let root = BitMapBackend::new(path, (760, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 16))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(
+            grid[0]..grid[grid.len() - 1],
+            (floor..peak * 2.0).log_scale(),
+        )
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("eigenvalue")
+        .y_desc("density (log scale)")
+        .y_label_formatter(&|v| format!("{v:.0e}"))
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(err)?;
+    chart
+        .draw_series(LineSeries::new(
+            grid.iter().zip(density).map(|(x, d)| (*x, d.max(floor))),
+            BLUE.stroke_width(2),
+        ))
+        .map_err(err)?;
+    root.present().map_err(err)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,7 +439,10 @@ mod tests {
         let path = (vec![0.1, 0.3, 0.5], vec![0.9, 0.5, 0.2]);
         plots(dir.path(), "t", &z, &z, &xs, Some(&ys), Some(&path)).unwrap();
         plots(dir.path(), "t", &z[..11], &z[..11], &xs, None, None).unwrap();
-        for f in ["contour.png", "heatmap.png", "curve.png"] {
+        let grid: Vec<f64> = (0..200).map(|i| -1.0 + i as f64 / 50.0).collect();
+        let rho: Vec<f64> = grid.iter().map(|x| (-x * x * 20.0).exp()).collect();
+        esd(&dir.path().join("esd.png"), "t", &grid, &rho).unwrap();
+        for f in ["contour.png", "heatmap.png", "curve.png", "esd.png"] {
             let b = std::fs::read(dir.path().join(f)).unwrap();
             assert_eq!(&b[1..4], b"PNG", "{f}");
             assert!(b.len() > 5_000, "{f} is {} bytes", b.len());

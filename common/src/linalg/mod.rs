@@ -6,6 +6,7 @@
 
 pub mod eigen;
 pub mod lanczos;
+pub mod slq;
 
 /// `a · b`.
 pub fn dot(a: &[f64], b: &[f64]) -> f64 {
@@ -15,6 +16,18 @@ pub fn dot(a: &[f64], b: &[f64]) -> f64 {
 /// `y += a x`.
 pub fn axpy(y: &mut [f64], a: f64, x: &[f64]) {
     y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
+}
+
+/// The mean of `x` and its standard error (NaN for fewer than two values).
+pub fn mean_and_se(x: &[f64]) -> (f64, f64) {
+    let p = x.len() as f64;
+    let mean = x.iter().sum::<f64>() / p;
+    let var = if x.len() > 1 {
+        x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (p - 1.0)
+    } else {
+        f64::NAN
+    };
+    (mean, (var / p).sqrt())
 }
 
 /// Orthonormalises `block` against `basis` and itself (two passes of Gram-Schmidt, the

@@ -6,6 +6,14 @@ use std::path::Path;
 use ridgeline_common::landscape::{HostTensor, ParamKind, param_kind};
 use ridgeline_common::spec::SweepSpec;
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use ridgeline_common::linalg::lanczos::{self, Krylov, Ritz};
+use ridgeline_common::linalg::slq::{Slq, density};
+use ridgeline_common::linalg::{dot, mean_and_se};
+use serde_json::json;
+
 use super::{MODEL_WEIGHTS, parameters};
 
 /// Entries of the Hessian's vectors: every parameter but batch-norm statistics.
@@ -25,6 +33,20 @@ pub fn block_file(r: usize) -> String {
 
 /// Name of a Hessian unit's products inside its unit folder (same layout as a block).
 pub const HVP_FILE: &str = "hvp.f64";
+/// How the unit computed them (method; finite differences: steps and error estimates).
+pub const HVP_INFO: &str = "hvp.json";
+
+/// A unit's `hvp.json`, as the worker writes it.
+mod hvp {
+    #[derive(serde::Deserialize)]
+    pub struct Info {
+        pub method: String,
+        #[serde(default)]
+        pub steps: Vec<f64>,
+        #[serde(default)]
+        pub estimated_relative_errors: Vec<f64>,
+    }
+}
 
 fn write_vectors(path: &Path, v: &[Vec<f64>]) -> Result<(), String> {
     let bytes: Vec<u8> = v.iter().flatten().flat_map(|x| x.to_le_bytes()).collect();
@@ -54,88 +76,308 @@ fn read_vectors(path: &Path, n: usize) -> Result<Vec<Vec<f64>>, String> {
 pub fn released_units(sweep_dir: &Path, spec: &SweepSpec) -> Option<u32> {
     let l = spec.landscape.as_ref()?;
     let h = l.hessian.as_ref()?;
-    let blocks = (0..h.rounds)
+    let blocks = (0..h.max_rounds())
         .take_while(|r| sweep_dir.join(block_file(*r)).exists())
         .count();
     Some((l.tiles() + blocks.max(1) * h.shards) as u32)
 }
 
-/// The first round's vectors: an orthonormal random block and the trace probes.
+/// The first round's vectors: an orthonormal random block for Lanczos, the trace
+/// probes, and the density's start vectors.
 pub(super) fn first_block(spec: &SweepSpec, n: usize) -> Option<Vec<Vec<f64>>> {
     let h = spec.landscape.as_ref()?.hessian.as_ref()?;
-    let mut v = ridgeline_common::linalg::lanczos::start_block(n, h.block, h.seed);
-    v.extend(ridgeline_common::linalg::lanczos::probes(
-        n, h.probes, h.seed,
-    ));
+    let mut v = lanczos::start_block(n, h.block, h.seed);
+    v.extend(lanczos::probes(n, h.probes, h.seed));
+    if let Some(d) = &h.density {
+        v.extend(Slq::start(n, d.probes, d.steps, h.seed).1);
+    }
     Some(v)
 }
 
-/// After Hessian round `round` of a scan: sums the shards' products, extends the Krylov
-/// basis, and writes the next block (returning the units it releases), or, after the
-/// last round or on convergence, `hessian.json` (returning `None`). Everything is read
-/// from disk, so a restarted coordinator continues where it stopped.
+/// Where a scan's Hessian stands after some round. Rebuilt from the block and product
+/// files when missing (a restarted coordinator), so that every round is a function of
+/// the files on disk alone; kept in memory between rounds otherwise.
+struct State {
+    /// The last round fed in.
+    round: usize,
+    krylov: Krylov,
+    /// The next Lanczos block; empty once Lanczos has ended.
+    next: Vec<Vec<f64>>,
+    /// `zᵀ H z` for each trace probe.
+    trace: Vec<f64>,
+    slq: Option<Slq>,
+    slq_next: Vec<Vec<f64>>,
+    /// Finite-difference steps and error estimates reported by the workers.
+    fd: (Vec<f64>, Vec<f64>),
+    method: String,
+    /// Whether the reported eigenvalues met the tolerance.
+    converged: bool,
+    ends: Option<(Vec<Ritz>, Ritz)>,
+}
+
+impl State {
+    fn new(spec: &SweepSpec, n: usize) -> Option<Self> {
+        let h = spec.landscape.as_ref()?.hessian.as_ref()?;
+        let mut v = first_block(spec, n)?;
+        let slq_next = v.split_off(h.block + h.probes);
+        v.truncate(h.block);
+        Some(State {
+            round: usize::MAX,
+            krylov: Krylov::default(),
+            next: v,
+            trace: Vec::new(),
+            slq: h
+                .density
+                .as_ref()
+                .map(|d| Slq::start(n, d.probes, d.steps, h.seed).0),
+            slq_next,
+            fd: (Vec::new(), Vec::new()),
+            method: String::new(),
+            converged: false,
+            ends: None,
+        })
+    }
+
+    /// The vectors of the next round: Lanczos's block, then the density's.
+    fn block(&self) -> Vec<Vec<f64>> {
+        self.next.iter().chain(&self.slq_next).cloned().collect()
+    }
+
+    fn finished(&self) -> bool {
+        self.next.is_empty() && self.slq.as_ref().is_none_or(Slq::finished)
+    }
+}
+
+/// A round's vectors, their products summed over shards, and the shards' reports.
+type Round = (Vec<Vec<f64>>, Vec<Vec<f64>>, Vec<hvp::Info>);
+
+/// Sums round `r`'s products over the shards, with the workers' reports on them.
+fn round_products(
+    sweep_dir: &Path,
+    spec: &SweepSpec,
+    r: usize,
+    n: usize,
+    unit_dir: &impl Fn(u32) -> std::path::PathBuf,
+) -> Result<Round, String> {
+    let l = spec.landscape.as_ref().ok_or("not a landscape spec")?;
+    let h = l.hessian.as_ref().ok_or("no [landscape.hessian]")?;
+    let v = read_vectors(&sweep_dir.join(block_file(r)), n)?;
+    let mut w = vec![vec![0.0; n]; v.len()];
+    let mut infos = Vec::new();
+    for s in 0..h.shards {
+        let dir = unit_dir((l.tiles() + r * h.shards + s) as u32);
+        let part = read_vectors(&dir.join(HVP_FILE), n)?;
+        if part.len() != v.len() {
+            return Err(format!(
+                "shard {s} of round {r} returned {} products for {} vectors",
+                part.len(),
+                v.len()
+            ));
+        }
+        for (acc, p) in w.iter_mut().zip(part) {
+            acc.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+        }
+        if let Ok(b) = std::fs::read(dir.join(HVP_INFO)) {
+            infos.push(serde_json::from_slice(&b).map_err(|e| format!("{HVP_INFO}: {e}"))?);
+        }
+    }
+    Ok((v, w, infos))
+}
+
+/// Feeds round `r` into the state.
+fn feed(
+    st: &mut State,
+    spec: &SweepSpec,
+    r: usize,
+    (mut v, mut w, infos): Round,
+) -> Result<(), String> {
+    let h = spec
+        .landscape
+        .as_ref()
+        .and_then(|l| l.hessian.as_ref())
+        .ok_or("no [landscape.hessian]")?;
+    let m = st.next.len();
+    let p = if r == 0 { h.probes } else { 0 };
+    let s = st.slq_next.len();
+    if v.len() != m + p + s {
+        return Err(format!(
+            "round {r} holds {} vectors, expected {m} + {p} + {s}",
+            v.len()
+        ));
+    }
+    let (slq_w, probe_w) = (w.split_off(m + p), w.split_off(m));
+    let probe_v = v.split_off(m);
+    v.truncate(m);
+    st.trace
+        .extend(probe_v.iter().zip(&probe_w).map(|(z, hz)| dot(z, hz)));
+    for i in infos {
+        st.method = i.method;
+        st.fd.0.extend(i.steps);
+        st.fd.1.extend(i.estimated_relative_errors);
+    }
+    if m > 0 {
+        let next = st.krylov.extend(v, w);
+        st.ends = st.krylov.ends(h.top_k);
+        let (top, bottom) = st.ends.as_ref().expect("a block was added");
+        let tol = h.tolerance * top[0].value.abs().max(bottom.value.abs());
+        st.converged = top.len() == h.top_k.min(st.krylov.q.len())
+            && top.iter().all(|t| t.residual <= tol)
+            && (!h.bottom || bottom.residual <= tol);
+        st.next = if st.converged || r + 1 >= h.rounds {
+            Vec::new()
+        } else {
+            next
+        };
+    }
+    if let Some(slq) = &mut st.slq
+        && s > 0
+    {
+        st.slq_next = slq.extend(slq_w);
+    }
+    st.round = r;
+    Ok(())
+}
+
+/// After Hessian round `round` of a scan: sums the shards' products, advances Lanczos
+/// and the density runs, and writes the next round's vectors (returning the units it
+/// releases), or, once everything has converged or run its course, `hessian.json`
+/// and `esd.png` (returning `None`).
 pub fn hessian_step(
     sweep_dir: &Path,
     spec: &SweepSpec,
     round: usize,
     unit_dir: impl Fn(u32) -> std::path::PathBuf,
 ) -> Result<Option<u32>, String> {
+    static STATES: Mutex<BTreeMap<std::path::PathBuf, State>> = Mutex::new(BTreeMap::new());
     let l = spec.landscape.as_ref().ok_or("not a landscape spec")?;
     let h = l.hessian.as_ref().ok_or("no [landscape.hessian]")?;
     let n = hessian_size(&parameters(
         &std::fs::read(sweep_dir.join(MODEL_WEIGHTS)).map_err(|e| e.to_string())?,
     )?);
-    let mut k = ridgeline_common::linalg::lanczos::Krylov::default();
-    let mut next = Vec::new();
-    let mut probes = (Vec::new(), Vec::new());
-    for r in 0..=round {
-        let mut v = read_vectors(&sweep_dir.join(block_file(r)), n)?;
-        let mut w = vec![vec![0.0; n]; v.len()];
-        for s in 0..h.shards {
-            let unit = (l.tiles() + r * h.shards + s) as u32;
-            let part = read_vectors(&unit_dir(unit).join(HVP_FILE), n)?;
-            if part.len() != v.len() {
-                return Err(format!(
-                    "shard {s} of round {r} returned {} products for {} vectors",
-                    part.len(),
-                    v.len()
-                ));
+    let cached = STATES
+        .lock()
+        .expect("hessian states")
+        .remove(sweep_dir)
+        .filter(|s| round > 0 && s.round == round - 1);
+    let mut st = match cached {
+        Some(s) => s,
+        None => {
+            // Replay the earlier rounds from disk.
+            let mut s = State::new(spec, n).ok_or("no [landscape.hessian]")?;
+            for r in 0..round {
+                feed(
+                    &mut s,
+                    spec,
+                    r,
+                    round_products(sweep_dir, spec, r, n, &unit_dir)?,
+                )?;
             }
-            for (acc, p) in w.iter_mut().zip(part) {
-                acc.iter_mut().zip(p).for_each(|(a, b)| *a += b);
-            }
+            s
         }
-        if r == 0 {
-            let m = v.len() - h.probes;
-            probes = (v.split_off(m), w.split_off(m));
-        }
-        next = k.extend(v, w);
-    }
-    if round + 1 < h.rounds && !next.is_empty() {
-        write_vectors(&sweep_dir.join(block_file(round + 1)), &next)?;
+    };
+    feed(
+        &mut st,
+        spec,
+        round,
+        round_products(sweep_dir, spec, round, n, &unit_dir)?,
+    )?;
+    if !st.finished() {
+        write_vectors(&sweep_dir.join(block_file(round + 1)), &st.block())?;
+        STATES
+            .lock()
+            .expect("hessian states")
+            .insert(sweep_dir.to_owned(), st);
         return Ok(Some((l.tiles() + (round + 2) * h.shards) as u32));
     }
-    let ritz = k.ritz();
-    let (trace, se) = ridgeline_common::linalg::lanczos::hutchinson(&probes.0, &probes.1);
-    let vectors = k.q.len() + h.probes;
-    let json = serde_json::json!({
-        "top_eigenvalues": ritz.iter().take(h.top_k).map(|(v, r)| serde_json::json!({"value": v, "residual": r})).collect::<Vec<_>>(),
-        "lambda_min": ritz.last().map(|(v, r)| serde_json::json!({"value": v, "residual": r})),
-        "trace": {"estimate": trace, "std_error": se, "probes": h.probes},
-        "method": "block Lanczos with full reorthogonalisation over data shards; Hutchinson (Rademacher) trace",
-        "tolerance": "each eigenvalue is within its residual ‖Hy − θy‖ of a true eigenvalue; the trace is within a few std_error",
-        "rounds": round + 1,
-        "krylov_dimension": k.q.len(),
+    write_results(sweep_dir, spec, &st, n)?;
+    Ok(None)
+}
+
+fn write_results(sweep_dir: &Path, spec: &SweepSpec, st: &State, n: usize) -> Result<(), String> {
+    let l = spec.landscape.as_ref().ok_or("not a landscape spec")?;
+    let h = l.hessian.as_ref().ok_or("no [landscape.hessian]")?;
+    let (top, bottom) = st.ends.clone().ok_or("no Lanczos round completed")?;
+    let tol = h.tolerance * top[0].value.abs().max(bottom.value.abs());
+    let ritz = |r: &Ritz| json!({"value": r.value, "residual": r.residual, "converged": r.residual <= tol});
+    let (trace, se) = mean_and_se(&st.trace);
+    let rounds = st.round + 1;
+    let vectors = st.krylov.q.len()
+        + h.probes
+        + h.density.as_ref().map_or(0, |_| {
+            st.slq
+                .as_ref()
+                .map_or(0, |s| s.quadrature().iter().map(|q| q.nodes.len()).sum())
+        });
+    let hvp = if st.method == "finite_difference" {
+        let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+        let min = st.fd.0.iter().copied().fold(f64::INFINITY, f64::min);
+        json!({
+            "method": "finite_difference",
+            "formula": "(∇L(θ + h v) − ∇L(θ − h v)) / 2h, h per vector from a ladder by the smallest estimated error",
+            "step_min": min,
+            "step_max": max(&st.fd.0),
+            "estimated_relative_error_max": max(&st.fd.1),
+        })
+    } else {
+        json!({"method": "exact", "formula": "double backward: ∇(∇L · v)"})
+    };
+    let mut json = json!({
+        "top_eigenvalues": top.iter().map(ritz).collect::<Vec<_>>(),
+        "lambda_min": ritz(&bottom),
+        "lambda_min_note": "the smallest Ritz value: an upper bound on the smallest eigenvalue (interlacing), and within its residual of an eigenvalue; when converged, that eigenvalue is the smallest unless the start block missed its eigenvector",
+        "trace": {"estimate": trace, "std_error": se, "probes": h.probes, "method": "Hutchinson, Rademacher probes"},
+        "converged": st.converged,
+        "tolerance": tol,
+        "tolerance_relative": h.tolerance,
+        "method": "block Lanczos with full reorthogonalisation over data shards, run until the top and bottom Ritz values' residuals are within tolerance",
+        "hvp": hvp,
+        "rounds": rounds,
+        "krylov_dimension": st.krylov.q.len(),
         "hvps": vectors,
-        "hvps_per_shard": vectors,
         "shard_hvps_total": vectors * h.shards,
         "shards": h.shards,
-        "epsilon": h.epsilon,
         "parameters": n,
     });
+    if let (Some(d), Some(slq)) = (&h.density, &st.slq) {
+        let quad = slq.quadrature();
+        let (grid, rho, sigma) = density(&quad, d.sigma, 1000);
+        // Σ τ θ over a run is its q₁ᵀ H q₁; n times its mean is a trace estimate.
+        let per_run: Vec<f64> = quad
+            .iter()
+            .map(|q| {
+                n as f64
+                    * q.nodes
+                        .iter()
+                        .zip(&q.weights)
+                        .map(|(t, w)| t * w)
+                        .sum::<f64>()
+            })
+            .collect();
+        let (tr, tr_se) = mean_and_se(&per_run);
+        json["density"] = json!({
+            "method": "stochastic Lanczos quadrature",
+            "probes": d.probes,
+            "steps": d.steps,
+            "sigma": sigma,
+            "eigenvalue": grid,
+            "density": rho,
+            "note": "density integrates to 1 over eigenvalue; multiply by parameters for counts",
+            "runs": quad,
+            "trace_estimate": {"estimate": tr, "std_error": tr_se},
+        });
+        crate::plot::esd(
+            &sweep_dir.join("esd.png"),
+            &format!(
+                "{}: Hessian eigenvalue density (SLQ, {} runs × {} steps)",
+                spec.name, d.probes, d.steps
+            ),
+            &grid,
+            &rho,
+        )?;
+    }
     let p = sweep_dir.join("hessian.json");
     let bytes = serde_json::to_vec_pretty(&json).expect("json");
     std::fs::write(&p, &bytes).map_err(|e| format!("{}: {e}", p.display()))?;
     crate::telemetry::wrote(bytes.len() as u64);
-    Ok(None)
+    Ok(())
 }
