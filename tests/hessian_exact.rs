@@ -96,7 +96,11 @@ fn the_digits_example_hessian_matches_the_full_hessian() {
     let top: Vec<f64> = eig.iter().rev().take(3).copied().collect();
     eprintln!(
         "exact: trace {trace}, top {top:?}, λmin {lmin}, {negatives} negative of {n}; reported: {}",
-        serde_json::to_string(&h).unwrap().chars().take(600).collect::<String>()
+        serde_json::to_string(&h)
+            .unwrap()
+            .chars()
+            .take(600)
+            .collect::<String>()
     );
 
     // Top-k and λmin: converged, and within their residuals of the true values.
@@ -108,7 +112,10 @@ fn the_digits_example_hessian_matches_the_full_hessian() {
         let (v, res) = (f(&r["value"]), f(&r["residual"]));
         assert!((v - want).abs() <= res + 1e-12, "top {v} ± {res} vs {want}");
     }
-    let (v, res) = (f(&h["lambda_min"]["value"]), f(&h["lambda_min"]["residual"]));
+    let (v, res) = (
+        f(&h["lambda_min"]["value"]),
+        f(&h["lambda_min"]["residual"]),
+    );
     assert_eq!(h["lambda_min"]["converged"], true);
     assert!(
         (v - lmin).abs() <= res + 1e-12,
@@ -119,7 +126,10 @@ fn the_digits_example_hessian_matches_the_full_hessian() {
 
     // Hutchinson's trace and the density's mean, each within 3 standard errors.
     let (est, se) = (f(&h["trace"]["estimate"]), f(&h["trace"]["std_error"]));
-    assert!((est - trace).abs() <= 3.0 * se, "trace {est} ± {se} vs {trace}");
+    assert!(
+        (est - trace).abs() <= 3.0 * se,
+        "trace {est} ± {se} vs {trace}"
+    );
     let d = &h["density"];
     let (est, se) = (
         f(&d["trace_estimate"]["estimate"]),

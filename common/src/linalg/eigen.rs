@@ -65,7 +65,9 @@ pub fn symmetric_eigen(a: Vec<Vec<f64>>) -> (Vec<f64>, Vec<Vec<f64>>) {
     tred2(&mut v, &mut d, &mut e);
     tql2(&mut v, &mut d, &mut e);
     // Rows are eigenvectors; the callers read them as columns.
-    let cols = (0..n).map(|i| v.iter().map(|row| row[i]).collect()).collect();
+    let cols = (0..n)
+        .map(|i| v.iter().map(|row| row[i]).collect())
+        .collect();
     (d, cols)
 }
 

@@ -381,3 +381,156 @@ fn write_results(sweep_dir: &Path, spec: &SweepSpec, st: &State, n: usize) -> Re
     crate::telemetry::wrote(bytes.len() as u64);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ridgeline_common::linalg::{axpy, orthonormalise};
+    use ridgeline_common::rng::Rng;
+
+    /// A scan of `n` parameters whose Hessian rounds are answered in the test by a
+    /// matrix with a known spectrum, split over two shards.
+    fn scan_dir(n: usize) -> (tempfile::TempDir, SweepSpec) {
+        let spec = SweepSpec::from_toml(
+            r#"
+name = "h"
+kind = "landscape"
+data = { path = "x.csv" }
+[landscape]
+checkpoint = "ckpt"
+tile = 4
+x = { min = 0.0, max = 1.0, points = 4 }
+[landscape.hessian]
+top_k = 2
+block = 2
+rounds = 60
+probes = 8
+shards = 2
+tolerance = 1e-8
+density = { probes = 3, steps = 10 }
+"#,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..n).flat_map(|i| (i as f32).to_le_bytes()).collect();
+        let view =
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![n], &data).unwrap();
+        let bytes = safetensors::serialize([("layers.0.weight", view)], None).unwrap();
+        std::fs::write(dir.path().join(MODEL_WEIGHTS), bytes).unwrap();
+        write_vectors(
+            &dir.path().join(block_file(0)),
+            &first_block(&spec, n).unwrap(),
+        )
+        .unwrap();
+        (dir, spec)
+    }
+
+    /// Runs the rounds to the end, answering each from `h`; with `restart`, every round
+    /// runs in a fresh copy of the folder, so the state is rebuilt from disk each time.
+    fn run(
+        dir: &Path,
+        spec: &SweepSpec,
+        h: &impl Fn(&[f64]) -> Vec<f64>,
+        n: usize,
+        restart: bool,
+    ) -> (serde_json::Value, usize) {
+        let mut here = dir.to_owned();
+        let copies = tempfile::tempdir().unwrap();
+        for round in 0.. {
+            let v = read_vectors(&here.join(block_file(round)), n).unwrap();
+            for s in 0..2u32 {
+                let unit = here.join(format!("u{}", 1 + 2 * round as u32 + s));
+                std::fs::create_dir_all(&unit).unwrap();
+                // Shard s holds a share of the data: its products sum to H v.
+                let w = if s == 0 { 0.3 } else { 0.7 };
+                let hv: Vec<Vec<f64>> = v
+                    .iter()
+                    .map(|x| h(x).into_iter().map(|y| w * y).collect())
+                    .collect();
+                write_vectors(&unit.join(HVP_FILE), &hv).unwrap();
+            }
+            if restart {
+                let next = copies.path().join(format!("r{round}"));
+                std::fs::create_dir_all(&next).unwrap();
+                for e in std::fs::read_dir(&here).unwrap() {
+                    let p = e.unwrap().path();
+                    if p.is_dir() {
+                        let d = next.join(p.file_name().unwrap());
+                        std::fs::create_dir_all(&d).unwrap();
+                        for f in std::fs::read_dir(&p).unwrap() {
+                            let f = f.unwrap().path();
+                            std::fs::copy(&f, d.join(f.file_name().unwrap())).unwrap();
+                        }
+                    } else {
+                        std::fs::copy(&p, next.join(p.file_name().unwrap())).unwrap();
+                    }
+                }
+                here = next;
+            }
+            let at = here.clone();
+            if hessian_step(&here, spec, round, |t| at.join(format!("u{t}")))
+                .unwrap()
+                .is_none()
+            {
+                let j = std::fs::read(here.join("hessian.json")).unwrap();
+                assert!(here.join("esd.png").exists());
+                return (serde_json::from_slice(&j).unwrap(), round + 1);
+            }
+        }
+        unreachable!()
+    }
+
+    /// Both ends of a known spectrum converge to the tolerance, Lanczos stops before its
+    /// round limit, the density runs take their 10 steps, and a coordinator that
+    /// rebuilds its state from disk before every round writes the same hessian.json.
+    #[test]
+    fn rounds_converge_and_a_rebuilt_state_gives_the_same_results() {
+        let n = 40;
+        let lambdas: Vec<f64> = (0..n)
+            .map(|i| match i {
+                0 => 9.0,
+                1 => 6.0,
+                2 => -1.5,
+                _ => (i as f64 - 20.0) * 0.05,
+            })
+            .collect();
+        let mut r = Rng::new(3);
+        let q = orthonormalise(
+            &[],
+            (0..n)
+                .map(|_| (0..n).map(|_| r.normal()).collect())
+                .collect(),
+        );
+        let h = |v: &[f64]| {
+            let mut out = vec![0.0; n];
+            for (k, l) in lambdas.iter().enumerate() {
+                axpy(&mut out, l * dot(&q[k], v), &q[k]);
+            }
+            out
+        };
+        let (a, spec) = scan_dir(n);
+        let (ja, rounds) = run(a.path(), &spec, &h, n, false);
+        let (b, _) = scan_dir(n);
+        let (jb, rounds_b) = run(b.path(), &spec, &h, n, true);
+        assert_eq!(ja, jb);
+        assert_eq!(rounds, rounds_b);
+        assert_eq!(ja["converged"], true);
+        // 40 dimensions, two per round: Lanczos cannot need more than 20 rounds, and
+        // the density's ten steps set the number of rounds.
+        assert_eq!(
+            rounds,
+            10.max(ja["krylov_dimension"].as_u64().unwrap() as usize / 2)
+        );
+        for (t, want) in ja["top_eigenvalues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip([9.0, 6.0])
+        {
+            assert!((t["value"].as_f64().unwrap() - want).abs() < 1e-7, "{t}");
+        }
+        assert!((ja["lambda_min"]["value"].as_f64().unwrap() + 1.5).abs() < 1e-7);
+        assert_eq!(ja["density"]["runs"].as_array().unwrap().len(), 3);
+        assert_eq!(ja["hvp"]["method"], "exact");
+    }
+}
