@@ -151,6 +151,14 @@ pub struct DirectionsSpec {
     /// Whether batch-norm statistics are part of the directions.
     #[serde(default)]
     pub dir_type: DirType,
+    /// PCA: mean-centre the trajectory's rows (sklearn's PCA, the reference's recipe);
+    /// `false` takes the SVD of the uncentred rows θ_epoch − θ_final.
+    #[serde(default = "yes")]
+    pub pca_center: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for DirectionsSpec {
@@ -165,6 +173,7 @@ impl Default for DirectionsSpec {
             normalization: Normalization::Filter,
             ignore: Ignore::Biasbn,
             dir_type: DirType::Weights,
+            pca_center: true,
         }
     }
 }

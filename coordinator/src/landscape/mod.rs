@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use ridgeline_common::landscape::{
-    DirType, DirectionKind, HostTensor, LandscapeSpec, ParamKind, flat_order, norms_and_cosine,
-    param_kind, random_direction,
+    DirType, DirectionKind, HostTensor, Ignore, LandscapeSpec, Normalization, ParamKind,
+    flat_order, norms_and_cosine, param_kind, random_direction,
 };
 use ridgeline_common::spec::SweepSpec;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
@@ -257,7 +257,8 @@ pub fn prepare(
                         .map_err(|e| format!("landscape.directions.trajectory: {n}: {e}"))
                 })
                 .collect::<Result<_, _>>()?;
-            let (dirs, extra) = pca(&params, &trajectory, if two_d { 2 } else { 1 })?;
+            let k = if two_d { 2 } else { 1 };
+            let (dirs, extra) = pca(&params, &trajectory, k, d.pca_center, d.ignore)?;
             pca_info = Some(extra);
             let mut it = dirs.into_iter();
             let x = it.next().expect("at least one component");
@@ -294,17 +295,33 @@ pub fn prepare(
         None => (norms_and_cosine(&x, &x).0, 0.0, 0.0),
     };
     let (nw, _, _) = norms_and_cosine(&params, &params);
-    let info = serde_json::json!({
+    // What was done to the directions, kind by kind: only random ones are drawn and
+    // rescaled; targets are plain differences; PCA components are unit vectors.
+    let (normalization, ignore) = match d.kind {
+        DirectionKind::Random => (d.normalization, d.ignore),
+        DirectionKind::Pca => (Normalization::None, d.ignore),
+        DirectionKind::Target | DirectionKind::File => (Normalization::None, Ignore::None),
+    };
+    let mut info = serde_json::json!({
         "type": d.kind,
         "weights_norm": nw,
         "x_norm": nx,
         "y_norm": y.as_ref().map(|_| ny),
         "cosine_xy": y.as_ref().map(|_| cos),
         "parameters": params.iter().map(|t| t.data.len()).sum::<usize>(),
-        "seed": d.seed,
-        "normalization": d.normalization,
-        "ignore": d.ignore,
+        "normalization": normalization,
+        "ignore": ignore,
+        "dir_type": d.dir_type,
     });
+    match (d.kind, &pca_info) {
+        (DirectionKind::Random, _) => info["seed"] = d.seed.into(),
+        (DirectionKind::Pca, Some(t)) => {
+            info["pca_center"] = d.pca_center.into();
+            info["explained_variance_ratio"] = t["explained_variance_ratio"].clone();
+            info["recipe"] = t["recipe"].clone();
+        }
+        _ => {}
+    }
     let mut out = vec![
         manifest_file,
         (DIRECTIONS.into(), bytes),
