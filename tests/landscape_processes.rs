@@ -147,6 +147,58 @@ fn distributed_scan_matches_closed_form_and_is_bit_identical_to_one_worker() {
             );
         }
     }
+    // surface.h5 and surface.vtp, read back by h5py and Python's XML parser.
+    let py = python_with(&["h5py"]);
+    let out = std::process::Command::new(&py)
+        .arg(root().join("tests/read_exports.py"))
+        .arg(&three)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let values = |v: &serde_json::Value| -> Vec<f64> {
+        v["values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap_or(f64::NAN))
+            .collect()
+    };
+    assert_eq!(
+        e["keys"],
+        serde_json::json!(["train_acc", "train_loss", "xcoordinates", "ycoordinates"])
+    );
+    assert_eq!(values(&e["xcoordinates"]), xs);
+    assert_eq!(values(&e["ycoordinates"]), ys);
+    // The reference's layout: shape (len(x), len(y)), values in meshgrid(x, y) order.
+    assert_eq!(e["train_loss"]["shape"], serde_json::json!([7, 4]));
+    assert_eq!(e["train_loss"]["dtype"], "float64");
+    assert_eq!(values(&e["train_loss"]), loss);
+    let v = &e["vtp"];
+    assert_eq!(
+        (v["points"].as_u64(), v["polys"].as_u64()),
+        (Some(28), Some(18))
+    );
+    let f = |k: &str| -> Vec<f64> { serde_json::from_value(v[k].clone()).unwrap() };
+    let (xyz, z) = (f("xyz"), f("zvalue"));
+    assert_eq!(z, loss, "heights are the losses");
+    for k in 0..28 {
+        assert_eq!(
+            (xyz[3 * k], xyz[3 * k + 1], xyz[3 * k + 2]),
+            (xs[k % 7], ys[k / 7], loss[k])
+        );
+    }
+    let conn: Vec<usize> = serde_json::from_value(v["connectivity"].clone()).unwrap();
+    assert_eq!(&conn[..4], &[0, 1, 8, 7], "quads run along x, then y");
+    assert_eq!(conn.len(), 72);
+    assert_eq!(f("offsets").last(), Some(&72.0));
+    let avg = f("averaged");
+    assert!((avg[0] - (loss[0] + loss[1] + loss[8] + loss[7]) / 4.0).abs() < 1e-12);
+
     // The ignore = "none" choice copies the bias into its direction.
     assert_eq!(
         to_f64(&dirs["x.layers.0.bias"]),

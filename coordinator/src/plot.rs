@@ -321,8 +321,81 @@ fn draw_1d(path: &Path, title: &str, loss: &[f64], acc: &[f64], xs: &[f64]) -> R
     root.present().map_err(err)
 }
 
-/// Writes `contour.png` (with the projected training trajectory, for PCA scans) and
-/// `heatmap.png` for 2-D scans, or `curve.png` for 1-D scans, into `dir`.
+/// `surface3d.png`: the loss as a 3-D surface over the plane, coloured by height on the
+/// same scale as the contour plot (logarithmic when the values span over two decades,
+/// and then the height axis is too, as its label says).
+fn draw_3d(path: &Path, title: &str, z: &[f64], xs: &[f64], ys: &[f64]) -> Result<(), String> {
+    register_font();
+    let scale = Scale::new(z);
+    let nx = xs.len();
+    let h = |v: f64| -> f64 {
+        let v = if v.is_finite() { v } else { scale.hi };
+        if scale.log {
+            v.max(scale.lo).log10()
+        } else {
+            v
+        }
+    };
+    let (lo, hi) = if scale.log {
+        (scale.lo.log10(), scale.hi.log10())
+    } else {
+        (scale.lo, scale.hi)
+    };
+    let root = BitMapBackend::new(path, (800, 640)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(16)
+        .build_cartesian_3d(
+            xs[0]..xs[nx - 1],
+            lo..hi + (hi - lo).max(1e-12) * 0.05,
+            ys[0]..ys[ys.len() - 1],
+        )
+        .map_err(err)?;
+    chart.with_projection(|mut p| {
+        p.pitch = 0.45;
+        p.yaw = 0.6;
+        p.scale = 0.85;
+        p.into_matrix()
+    });
+    chart
+        .configure_axes()
+        .label_style(("sans-serif", 12))
+        .max_light_lines(3)
+        .draw()
+        .map_err(err)?;
+    let at = |x: f64, y: f64| -> f64 {
+        let i = xs.iter().position(|v| *v == x).unwrap_or(0);
+        let j = ys.iter().position(|v| *v == y).unwrap_or(0);
+        h(z[j * nx + i])
+    };
+    let colour = |v: &f64| {
+        let t = if hi > lo { (v - lo) / (hi - lo) } else { 0.0 };
+        viridis(t).mix(0.9).filled()
+    };
+    chart
+        .draw_series(
+            SurfaceSeries::xoz(xs.iter().copied(), ys.iter().copied(), at).style_func(&colour),
+        )
+        .map_err(err)?;
+    // Axis names: plotters' 3-D axes carry no labels of their own.
+    let label = if scale.log {
+        "height: log10(loss)"
+    } else {
+        "height: loss"
+    };
+    root.draw(&Text::new(
+        format!("x: first direction, y: second direction, {label}"),
+        (16, 612),
+        ("sans-serif", 13),
+    ))
+    .map_err(err)?;
+    root.present().map_err(err)
+}
+
+/// Writes `contour.png` (with the projected training trajectory, for PCA scans),
+/// `heatmap.png` and `surface3d.png` for 2-D scans, or `curve.png` for 1-D scans, into
+/// `dir`.
 pub fn plots(
     dir: &Path,
     name: &str,
@@ -351,6 +424,13 @@ pub fn plots(
                 ys,
                 0,
                 None,
+            )?;
+            draw_3d(
+                &dir.join("surface3d.png"),
+                &format!("{name}: loss"),
+                loss,
+                xs,
+                ys,
             )
         }
         None => draw_1d(
@@ -442,7 +522,13 @@ mod tests {
         let grid: Vec<f64> = (0..200).map(|i| -1.0 + i as f64 / 50.0).collect();
         let rho: Vec<f64> = grid.iter().map(|x| (-x * x * 20.0).exp()).collect();
         esd(&dir.path().join("esd.png"), "t", &grid, &rho).unwrap();
-        for f in ["contour.png", "heatmap.png", "curve.png", "esd.png"] {
+        for f in [
+            "contour.png",
+            "heatmap.png",
+            "curve.png",
+            "esd.png",
+            "surface3d.png",
+        ] {
             let b = std::fs::read(dir.path().join(f)).unwrap();
             assert_eq!(&b[1..4], b"PNG", "{f}");
             assert!(b.len() > 5_000, "{f} is {} bytes", b.len());

@@ -337,3 +337,26 @@ pub fn assert_whole_histories(results: &serde_json::Value, epochs: u64) {
         );
     }
 }
+
+/// A Python interpreter that can import `modules`: `$RIDGELINE_PYTHON`, `python3`, or
+/// Debian's `/usr/bin/python3` (where `.ci/run` installs `python3-h5py`). Panics, naming
+/// the package to install, when none can: tests that read files with independent
+/// tools fail rather than skip.
+pub fn python_with(modules: &[&str]) -> String {
+    let import = format!("import {}", modules.join(", "));
+    let candidates = std::env::var("RIDGELINE_PYTHON")
+        .into_iter()
+        .chain(["python3".to_string(), "/usr/bin/python3".to_string()]);
+    for py in candidates {
+        let ok = Command::new(&py)
+            .args(["-c", &import])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return py;
+        }
+    }
+    panic!(
+        "no Python can `{import}`: install Debian's python3-h5py (as .ci/run does) or set RIDGELINE_PYTHON"
+    )
+}

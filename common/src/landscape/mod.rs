@@ -329,6 +329,13 @@ pub struct LandscapeSpec {
     /// Split the loss is evaluated on.
     #[serde(default)]
     pub split: Split,
+    /// `surface.vtp` (ParaView): heights `ln(loss + 0.1)` instead of the loss, as the
+    /// reference's `h52vtp.py --log`.
+    #[serde(default)]
+    pub vtp_log: bool,
+    /// `surface.vtp`: losses above this are clipped (h52vtp's `--zmax`).
+    #[serde(default)]
+    pub vtp_zmax: Option<f64>,
     /// Evaluate on at most this many samples of the split (language models: windows).
     #[serde(default)]
     pub samples: Option<usize>,

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use ridgeline_common::landscape::DirectionKind;
+use ridgeline_common::landscape::{DirectionKind, Split};
 use ridgeline_common::spec::SweepSpec;
 
 use super::TILE_FILE;
@@ -289,10 +289,39 @@ pub fn assemble(
     }
     let p = sweep_dir.join("meta.json");
     std::fs::write(&p, serde_json::to_vec_pretty(&meta).expect("json")).map_err(|e| io(&p, e))?;
+    let (xs, ys) = (l.x_axis().values(), l.y.as_ref().map(|y| y.values()));
+    let split = match l.split {
+        Split::Train => "train",
+        Split::Val => "test",
+    };
+    super::export::write_h5(
+        &sweep_dir.join("surface.h5"),
+        &super::export::Surface {
+            xs: &xs,
+            ys: ys.as_deref(),
+            loss: &loss,
+            acc: &acc,
+            split,
+        },
+    )?;
     if points > PLOT_POINTS || computed.is_empty() {
         return Ok(());
     }
-    let ys = l.y.as_ref().map(|y| y.values());
+    if let Some(ys) = &ys {
+        let height = if l.vtp_log {
+            super::export::Height::Log
+        } else {
+            super::export::Height::Linear
+        };
+        super::export::write_vtp(
+            &sweep_dir.join("surface.vtp"),
+            &xs,
+            ys,
+            &loss,
+            height,
+            l.vtp_zmax,
+        )?;
+    }
     let path: Option<(Vec<f64>, Vec<f64>)> = std::fs::read(sweep_dir.join("trajectory.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
