@@ -601,3 +601,25 @@ pub fn results_json(r: &proto::GetResultsResponse) -> Result<String> {
         "trials": trials,
     }))?)
 }
+
+/// `intrinsic.json` for a search over `subspace_dim` (Li et al.'s intrinsic dimension):
+/// each completed trial's validation accuracy against its subspace dimension, and
+/// `d_int90`. `None` when no trial has a `subspace_dim` parameter.
+pub fn intrinsic(r: &proto::GetResultsResponse) -> Option<Result<serde_json::Value, String>> {
+    let mut points = Vec::new();
+    let mut any = false;
+    for t in &r.trials {
+        let p = params_from_proto(&t.params).unwrap_or_default();
+        let Some(d) = p.get("subspace_dim").and_then(|v| v.as_f64()) else {
+            continue;
+        };
+        any = true;
+        if t.state != proto::UnitState::Completed as i32 {
+            continue;
+        }
+        if let Some(m) = t.final_metrics.iter().find(|m| m.name == "val_accuracy") {
+            points.push((d as usize, m.value));
+        }
+    }
+    any.then(|| ridgeline_common::intrinsic::summary(&points, "val_accuracy", 0.9))
+}

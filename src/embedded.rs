@@ -279,6 +279,27 @@ async fn finish_search(
     std::fs::write(sweep_dir.join("results.json"), client::results_json(&r)?)?;
     println!("{}", client::summary(st));
     println!("results: {}", csv_path.display());
+    match client::intrinsic(&r) {
+        Some(Ok(j)) => {
+            let p = sweep_dir.join("intrinsic.json");
+            std::fs::write(&p, serde_json::to_string_pretty(&j)?)?;
+            ridgeline_coordinator::plot::intrinsic(&sweep_dir.join("intrinsic.png"), id, &j)
+                .map_err(anyhow::Error::msg)?;
+            match j["d_int"].as_u64() {
+                Some(d) => println!(
+                    "intrinsic dimension: d_int90 = {d} (90 % of the full model's val_accuracy {:.4}): {}",
+                    j["full_model"].as_f64().unwrap_or(f64::NAN),
+                    p.display()
+                ),
+                None => println!(
+                    "intrinsic dimension: no subspace_dim reached 90 % of the full model's val_accuracy: {}",
+                    p.display()
+                ),
+            }
+        }
+        Some(Err(e)) => println!("intrinsic dimension: not measured: {e}"),
+        None => {}
+    }
     if let Some(b) = &st.best {
         let best_dir = sweep_dir.join("best");
         let params = params_from_proto(&b.params).map_err(anyhow::Error::msg)?;

@@ -228,3 +228,100 @@ fn the_interpolation_example_scans_the_trial_it_names_and_reports_the_standard_b
     }
     assert_eq!(lmc["barrier"], lmc["loss"]["barrier"]);
 }
+
+/// The intrinsic-dimension example: every subspace trial's weights differ from the
+/// shared initialisation θ₀ only inside the span of its projection (regenerated here from
+/// the seed), and intrinsic.json's d_int90 is the smallest d whose accuracy, read from
+/// results.csv, reaches 90 % of the full model's.
+#[test]
+fn subspace_trials_stay_in_their_subspace_and_d_int90_follows_the_results() {
+    use ridgeline_common::linalg::{dot, orthonormalise};
+    use ridgeline_common::spec::Projection;
+    use ridgeline_worker::subspace::Matrix;
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = root().join("examples/digits-intrinsic.toml");
+    let stdout = run_ok(
+        &[
+            "run",
+            spec_path.to_str().unwrap(),
+            "--out",
+            dir.path().to_str().unwrap(),
+        ],
+        Duration::from_secs(900),
+    );
+    let sweep = std::fs::read_dir(dir.path().join("sweeps"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut rows: Vec<(u32, usize, f64)> = Vec::new();
+    for r in csv::Reader::from_path(sweep.join("results.csv"))
+        .unwrap()
+        .deserialize::<std::collections::HashMap<String, String>>()
+    {
+        let r = r.unwrap();
+        assert_eq!(r["state"], "completed");
+        rows.push((
+            r["trial"].parse().unwrap(),
+            r["subspace_dim"].parse().unwrap(),
+            r["val_accuracy"].parse().unwrap(),
+        ));
+    }
+    let full = rows.iter().find(|r| r.1 == 0).unwrap().2;
+    let want = rows
+        .iter()
+        .filter(|r| r.1 > 0 && r.2 >= 0.9 * full)
+        .map(|r| r.1)
+        .min();
+    let j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sweep.join("intrinsic.json")).unwrap()).unwrap();
+    assert_eq!(j["d_int"].as_u64().map(|d| d as usize), want, "{j}");
+    assert!(want.is_some(), "some subspace reaches 90 %: {j}");
+    assert!(stdout.contains("intrinsic dimension: d_int90 ="), "{stdout}");
+    assert!(sweep.join("intrinsic.png").exists());
+
+    // θ − θ₀ of the d = 10 trial lies in the span of P's 10 columns.
+    let spec = SweepSpec::from_file(&spec_path).unwrap();
+    let (trial, d, _) = *rows.iter().find(|r| r.1 == 10).unwrap();
+    let ckpt = sweep.join(format!("trials/{trial:05}"));
+    let config: ModelConfig =
+        serde_json::from_slice(&std::fs::read(ckpt.join("model.json")).unwrap()).unwrap();
+    let trained = config
+        .load(
+            &candle_core::safetensors::load(ckpt.join("model.safetensors"), &Device::Cpu).unwrap(),
+            DType::F64,
+            &Device::Cpu,
+        )
+        .unwrap();
+    let init = config.init(spec.train.seed, DType::F64, &Device::Cpu).unwrap();
+    let flat = |m: &dyn ridgeline_worker::models::Model| -> Vec<f64> {
+        m.trainable()
+            .iter()
+            .flat_map(|v| v.flatten_all().unwrap().to_vec1::<f64>().unwrap())
+            .collect()
+    };
+    let delta: Vec<f64> = flat(trained.as_ref())
+        .iter()
+        .zip(flat(init.as_ref()))
+        .map(|(a, b)| a - b)
+        .collect();
+    let p = Matrix::new(Projection::Dense, delta.len(), d, spec.train.seed).unwrap();
+    let cols: Vec<Vec<f64>> = (0..d)
+        .map(|c| {
+            let mut e = vec![0f32; d];
+            e[c] = 1.0;
+            p.apply(&e).iter().map(|v| f64::from(*v)).collect()
+        })
+        .collect();
+    let basis = orthonormalise(&[], cols);
+    let mut rest = delta.clone();
+    for b in &basis {
+        let c = dot(&rest, b);
+        rest.iter_mut().zip(b).for_each(|(r, b)| *r -= c * b);
+    }
+    let (moved, off) = (dot(&delta, &delta).sqrt(), dot(&rest, &rest).sqrt());
+    assert!(moved > 0.1, "the trial trained: ‖θ − θ₀‖ = {moved}");
+    // f32 weights: the part outside the subspace is rounding.
+    assert!(off < 1e-5 * moved, "‖outside‖ = {off} of ‖θ − θ₀‖ = {moved}");
+}

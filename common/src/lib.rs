@@ -4,6 +4,7 @@
 
 pub mod grid;
 pub mod ids;
+pub mod intrinsic;
 pub mod landscape;
 pub mod linalg;
 pub mod net;

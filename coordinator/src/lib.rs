@@ -4,7 +4,7 @@
 mod convert;
 pub mod core;
 pub mod landscape;
-mod plot;
+pub mod plot;
 pub mod schedulers;
 pub mod search;
 pub mod service;

@@ -7,6 +7,7 @@ pub mod landscape;
 pub mod memory;
 pub mod models;
 pub mod runner;
+pub mod subspace;
 pub mod telemetry;
 pub mod train;
 

@@ -16,6 +16,7 @@ use crate::data::{Data, Samples, TextData};
 use crate::models::{
     CnnConfig, MlpConfig, Model, ModelConfig, Task, TransformerConfig, cross_entropy, nll_and_hits,
 };
+use crate::subspace::Subspace;
 
 /// How a trial ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,8 +118,17 @@ impl Optim {
     }
 
     /// Backward, clipping of the gradients' global norm to `clip` (when > 0), update.
-    fn backward_step(&mut self, loss: &Tensor, clip: f64) -> candle_core::Result<()> {
+    /// In a subspace, the model's gradients are pulled back to ψ first.
+    fn backward_step(
+        &mut self,
+        loss: &Tensor,
+        clip: f64,
+        sub: Option<(&Subspace, &[Var])>,
+    ) -> candle_core::Result<()> {
         let mut grads = loss.backward()?;
+        if let Some((s, vars)) = sub {
+            grads = s.pullback(&grads, vars)?;
+        }
         let vars = &self.vars;
         if clip > 0.0 {
             let mut sq = 0f64;
@@ -322,7 +332,22 @@ pub fn run_trial(
     let t = &cfg.train;
     let mconf = model_config(&cfg, data)?;
     let model = mconf.init(t.seed, DType::F32, device)?;
-    let mut opt = Optim::new(model.trainable(), &cfg)?;
+    let params = model.trainable();
+    // Subspace training: only ψ is optimised; the model's parameters follow θ₀ + P ψ.
+    let sub = match t.subspace_dim {
+        0 => None,
+        d => Some(
+            Subspace::new(&params, d, t.projection, t.seed)
+                .map_err(|e| ridgeline_common::spec::SpecError::new("train.projection", e))?,
+        ),
+    };
+    let mut opt = Optim::new(
+        match &sub {
+            Some(s) => vec![s.psi.clone()],
+            None => params.clone(),
+        },
+        &cfg,
+    )?;
     let (train, val) = match data {
         Data::Table(d) => (
             Split::table(&d.train, device)?,
@@ -359,6 +384,9 @@ pub fn run_trial(
                 });
             }
             let (xb, yb) = train.batch(idx, device)?;
+            if let Some(s) = &sub {
+                s.apply(&params)?;
+            }
             let loss = cross_entropy(&model.forward(&xb, Some(&mut rng))?, &yb)?;
             let l = f64::from(loss.to_dtype(DType::F32)?.to_scalar::<f32>()?);
             if !l.is_finite() {
@@ -374,8 +402,11 @@ pub fn run_trial(
             }
             loss_sum += l * idx.len() as f64;
             opt.set_lr(lr_at(t, step, total_steps));
-            opt.backward_step(&loss, t.grad_clip)?;
+            opt.backward_step(&loss, t.grad_clip, sub.as_ref().map(|s| (s, &params[..])))?;
             step += 1;
+        }
+        if let Some(s) = &sub {
+            s.apply(&params)?;
         }
         let (val_loss, val_acc) = evaluate(model.as_ref(), &val, device)?;
         last = vec![
@@ -578,7 +609,7 @@ mod tests {
             let (first, _) = loss_of();
             for _ in 0..200 {
                 let (_, l) = loss_of();
-                o.backward_step(&l, 0.0).unwrap();
+                o.backward_step(&l, 0.0, None).unwrap();
             }
             let (end, _) = loss_of();
             // Random labels on 32 points: a 5-6-6-3 net can memorise most of them.

@@ -342,6 +342,26 @@ pub struct TrainSpec {
     /// Clip the gradients' global norm to this (0: no clipping).
     #[serde(default)]
     pub grad_clip: f64,
+    /// Train in a random subspace of this dimension, θ = θ₀ + P ψ (Li et al. 2018,
+    /// "Measuring the intrinsic dimension of objective landscapes"); 0 trains every
+    /// parameter. Usually searched over: `search.space.subspace_dim`.
+    #[serde(default)]
+    pub subspace_dim: usize,
+    /// The random projection P of subspace training.
+    #[serde(default)]
+    pub projection: Projection,
+}
+
+/// The random projection of subspace training; its columns have unit length.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Projection {
+    /// Dense Gaussian: `D × d` numbers, for models up to about 10⁵ parameters.
+    #[default]
+    Dense,
+    /// Very sparse (Li, Hastie & Church 2006): each entry ±1 with probability 1/√D,
+    /// so about `d √D` non-zeros, for larger models.
+    Sparse,
 }
 
 impl Default for TrainSpec {
@@ -358,6 +378,8 @@ impl Default for TrainSpec {
             schedule: Schedule::Constant,
             warmup: 0,
             grad_clip: 0.0,
+            subspace_dim: 0,
+            projection: Projection::Dense,
         }
     }
 }
@@ -391,6 +413,7 @@ const HYPERPARAMETERS: &[(&str, Kind)] = &[
     ("context", Kind::PositiveInt),
     ("warmup", Kind::NonNegInt),
     ("grad_clip", Kind::NonNegFloat),
+    ("subspace_dim", Kind::NonNegInt),
 ];
 
 #[derive(Clone, Copy)]
@@ -496,6 +519,7 @@ impl SweepSpec {
                 "context" => c.context = u(),
                 "warmup" => c.train.warmup = u(),
                 "grad_clip" => c.train.grad_clip = f(),
+                "subspace_dim" => c.train.subspace_dim = u(),
                 _ => unreachable!("lookup knows every name"),
             }
         }
