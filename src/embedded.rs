@@ -254,8 +254,14 @@ async fn finish_landscape(
         "contour.png",
         "heatmap.png",
         "curve.png",
+        "surface3d.png",
+        "surface.h5",
+        "surface.vtp",
         "lmc.json",
+        "connectivity.json",
+        "connectivity.png",
         "hessian.json",
+        "esd.png",
         "trajectory.json",
     ] {
         if dir.join(f).exists() {

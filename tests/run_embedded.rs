@@ -278,7 +278,10 @@ fn subspace_trials_stay_in_their_subspace_and_d_int90_follows_the_results() {
         serde_json::from_slice(&std::fs::read(sweep.join("intrinsic.json")).unwrap()).unwrap();
     assert_eq!(j["d_int"].as_u64().map(|d| d as usize), want, "{j}");
     assert!(want.is_some(), "some subspace reaches 90 %: {j}");
-    assert!(stdout.contains("intrinsic dimension: d_int90 ="), "{stdout}");
+    assert!(
+        stdout.contains("intrinsic dimension: d_int90 ="),
+        "{stdout}"
+    );
     assert!(sweep.join("intrinsic.png").exists());
 
     // θ − θ₀ of the d = 10 trial lies in the span of P's 10 columns.
@@ -294,7 +297,9 @@ fn subspace_trials_stay_in_their_subspace_and_d_int90_follows_the_results() {
             &Device::Cpu,
         )
         .unwrap();
-    let init = config.init(spec.train.seed, DType::F64, &Device::Cpu).unwrap();
+    let init = config
+        .init(spec.train.seed, DType::F64, &Device::Cpu)
+        .unwrap();
     let flat = |m: &dyn ridgeline_worker::models::Model| -> Vec<f64> {
         m.trainable()
             .iter()
@@ -323,5 +328,119 @@ fn subspace_trials_stay_in_their_subspace_and_d_int90_follows_the_results() {
     let (moved, off) = (dot(&delta, &delta).sqrt(), dot(&rest, &rest).sqrt());
     assert!(moved > 0.1, "the trial trained: ‖θ − θ₀‖ = {moved}");
     // f32 weights: the part outside the subspace is rounding.
-    assert!(off < 1e-5 * moved, "‖outside‖ = {off} of ‖θ − θ₀‖ = {moved}");
+    assert!(
+        off < 1e-5 * moved,
+        "‖outside‖ = {off} of ‖θ − θ₀‖ = {moved}"
+    );
+}
+
+/// Mode connectivity: the curve example joins two seeds' MLPs. Its endpoints are the
+/// line's bit for bit, the line matches the 1-D scan at the same α, the loss at the
+/// curve's midpoint recomputed here from the three checkpoints (f64) matches, both
+/// barriers follow from the curves, and the trained curve's barrier is far below the
+/// line's.
+#[test]
+fn a_trained_bezier_curve_connects_two_seeds_below_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    run_ok(
+        &[
+            "run",
+            root().join("examples/digits-curve.toml").to_str().unwrap(),
+            "--out",
+            dir.path().to_str().unwrap(),
+        ],
+        Duration::from_secs(900),
+    );
+    let sweeps: Vec<_> = std::fs::read_dir(dir.path().join("sweeps"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let scan = sweeps
+        .iter()
+        .find(|p| p.join("connectivity.json").exists())
+        .expect("a scan with connectivity.json");
+    let train = sweeps
+        .iter()
+        .find(|p| p.join("results.csv").exists())
+        .unwrap();
+    let j: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(scan.join("connectivity.json")).unwrap()).unwrap();
+    let v = |a: &serde_json::Value| -> Vec<f64> { serde_json::from_value(a.clone()).unwrap() };
+    let t = v(&j["t"]);
+    let (cl, ll) = (v(&j["curve"]["loss"]), v(&j["line"]["loss"]));
+    let (ca, la) = (v(&j["curve"]["accuracy"]), v(&j["line"]["accuracy"]));
+    assert_eq!((t.len(), t[0], t[20]), (21, 0.0, 1.0));
+    assert_eq!((cl[0], cl[20], ca[0]), (ll[0], ll[20], la[0]));
+
+    // The line against the tile scan: x runs from -0.25 by 0.05, so t = k/20 is x[k + 5].
+    let (_, surface) = read_npy(&scan.join("surface.npy"));
+    for k in 0..21 {
+        assert!(
+            (surface[k + 5] - ll[k]).abs() <= 1e-5 * ll[k],
+            "t = {}: line {} vs scan {}",
+            t[k],
+            ll[k],
+            surface[k + 5]
+        );
+    }
+    for (name, loss, acc) in [("curve", &cl, &ca), ("line", &ll, &la)] {
+        for (key, f) in [
+            ("loss", loss.clone()),
+            ("error", acc.iter().map(|a| 1.0 - a).collect::<Vec<_>>()),
+        ] {
+            let chord = |k: usize| (1.0 - t[k]) * f[0] + t[k] * f[20];
+            let want = (0..21).map(|k| f[k] - chord(k)).fold(0.0, f64::max);
+            let got = j[name]["barrier"][key]["barrier"].as_f64().unwrap();
+            assert!((got - want).abs() < 1e-12, "{name} {key}: {got} vs {want}");
+        }
+    }
+    let (cb, lb) = (
+        j["curve"]["barrier"]["loss"]["barrier"].as_f64().unwrap(),
+        j["line"]["barrier"]["loss"]["barrier"].as_f64().unwrap(),
+    );
+    assert!(
+        lb > 0.05,
+        "two seeds are separated by a barrier on the line: {lb}"
+    );
+    assert!(
+        cb < 0.25 * lb,
+        "the trained curve goes around it: {cb} vs {lb}"
+    );
+
+    // φ(0.5) = θ₀/4 + θ_c/2 + θ₁/4 evaluated here, on the validation split.
+    let load = |p: std::path::PathBuf| candle_core::safetensors::load(p, &Device::Cpu).unwrap();
+    let (a, b, c) = (
+        load(train.join("trials/00000/model.safetensors")),
+        load(train.join("trials/00001/model.safetensors")),
+        load(scan.join("connectivity_control.safetensors")),
+    );
+    let mid: std::collections::HashMap<String, Tensor> = c
+        .iter()
+        .map(|(k, tc)| {
+            let f = |t: &Tensor| t.to_dtype(DType::F64).unwrap();
+            let m = ((f(&a[k]) * 0.25).unwrap() + (f(tc) * 0.5).unwrap()).unwrap();
+            (k.clone(), (m + (f(&b[k]) * 0.25).unwrap()).unwrap())
+        })
+        .collect();
+    let config: ModelConfig =
+        serde_json::from_slice(&std::fs::read(train.join("trials/00000/model.json")).unwrap())
+            .unwrap();
+    let model = config.load(&mid, DType::F64, &Device::Cpu).unwrap();
+    let spec = SweepSpec::from_file(&root().join("examples/digits-seeds.toml")).unwrap();
+    let ds = data::load(spec.data(), spec.data_format()).unwrap();
+    let x = Tensor::from_slice(&ds.val.x, (ds.val.len(), ds.val.dim), &Device::Cpu)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap();
+    let y = Tensor::from_slice(&ds.val.y, ds.val.len(), &Device::Cpu).unwrap();
+    let logits = model.forward(&x, None).unwrap();
+    let loss = candle_nn::loss::cross_entropy(&logits, &y)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap();
+    assert!(
+        (loss - cl[10]).abs() <= 1e-4 * loss,
+        "midpoint loss {loss} vs connectivity.json {}",
+        cl[10]
+    );
 }

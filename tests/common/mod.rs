@@ -360,3 +360,32 @@ pub fn python_with(modules: &[&str]) -> String {
         "no Python can `{import}`: install Debian's python3-h5py (as .ci/run does) or set RIDGELINE_PYTHON"
     )
 }
+
+/// Reads a float64 `.npy` file written by Ridgeline: shape and values.
+pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f64>) {
+    let b = std::fs::read(path).unwrap();
+    assert_eq!(&b[..6], b"\x93NUMPY");
+    let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
+    let header = std::str::from_utf8(&b[10..10 + hl]).unwrap();
+    assert!(
+        header.contains("'descr': '<f8'") && header.contains("'fortran_order': False"),
+        "{header}"
+    );
+    let shape_txt = header
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    let shape: Vec<usize> = shape_txt
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let data: Vec<f64> = b[10 + hl..]
+        .chunks_exact(8)
+        .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(data.len(), shape.iter().product::<usize>());
+    (shape, data)
+}

@@ -34,7 +34,7 @@ pub const DEVICE_USED: &str = "ridgeline_worker_device_memory_used_bytes";
 pub const DEVICE_CAPACITY: &str = "ridgeline_worker_device_memory_capacity_bytes";
 
 /// Kinds of unit, as labels.
-pub const KINDS: [&str; 4] = ["train", "command", "tile", "hvp"];
+pub const KINDS: [&str; 5] = ["train", "command", "tile", "hvp", "curve"];
 
 /// Bucket boundaries of the worker's histograms: units last from a second to hours.
 pub const HISTOGRAMS: &[Buckets] = &[(
@@ -88,7 +88,7 @@ pub fn describe() {
 #[derive(Clone)]
 pub struct WorkerMetrics {
     name: String,
-    running: Arc<[AtomicU32; 4]>,
+    running: Arc<[AtomicU32; KINDS.len()]>,
     registered: Arc<AtomicBool>,
 }
 

@@ -442,7 +442,7 @@ pub fn run_trial(
 }
 
 /// Named tensors as safetensors bytes (moved to the CPU first).
-fn safetensors_bytes(tensors: Vec<(String, Tensor)>) -> Result<Vec<u8>, TrainError> {
+pub(crate) fn safetensors_bytes(tensors: Vec<(String, Tensor)>) -> Result<Vec<u8>, TrainError> {
     let tensors: Vec<(String, Tensor)> = tensors
         .into_iter()
         .map(|(k, t)| t.to_device(&Device::Cpu).map(|t| (k, t)))

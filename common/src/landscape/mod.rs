@@ -295,11 +295,77 @@ mod hess {
     }
 }
 
+/// Mode connectivity along a curve between the scanned checkpoint and `directions.to`
+/// (Garipov et al. 2018): the curve's control point is trained to minimise the loss
+/// averaged over the curve, then the loss and error along it are compared with the
+/// straight line's.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CurveSpec {
+    /// The curve's shape.
+    #[serde(default, rename = "type")]
+    pub kind: CurveKind,
+    /// Passes over the training split.
+    #[serde(default = "curve::epochs")]
+    pub epochs: usize,
+    /// Adam's learning rate for the control point.
+    #[serde(default = "curve::lr")]
+    pub lr: f64,
+    /// Samples per step (one t ~ U(0, 1) per step).
+    #[serde(default = "curve::batch_size")]
+    pub batch_size: usize,
+    /// Values of t, evenly spaced on [0, 1], where the curve and the line are evaluated.
+    #[serde(default = "curve::points")]
+    pub points: usize,
+    /// Seed of the shuffling and of the t draws.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// The shape of a connecting curve with one control point θ_c.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CurveKind {
+    /// Quadratic Bézier: (1−t)² θ₀ + 2t(1−t) θ_c + t² θ₁.
+    #[default]
+    Bezier,
+    /// Polygonal chain θ₀ → θ_c → θ₁.
+    Polychain,
+}
+
+impl CurveKind {
+    /// The weights of θ₀, θ_c and θ₁ at `t`.
+    pub fn weights(self, t: f64) -> (f64, f64, f64) {
+        match self {
+            CurveKind::Bezier => ((1.0 - t) * (1.0 - t), 2.0 * t * (1.0 - t), t * t),
+            CurveKind::Polychain if t < 0.5 => (1.0 - 2.0 * t, 2.0 * t, 0.0),
+            CurveKind::Polychain => (0.0, 2.0 - 2.0 * t, 2.0 * t - 1.0),
+        }
+    }
+}
+
+mod curve {
+    pub fn epochs() -> usize {
+        20
+    }
+    pub fn lr() -> f64 {
+        0.01
+    }
+    pub fn batch_size() -> usize {
+        128
+    }
+    pub fn points() -> usize {
+        21
+    }
+}
+
 /// What one unit of a scan computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ScanUnit {
     /// A tile of grid points.
     Tile(usize),
+    /// Training and evaluating the connecting curve (`[landscape.curve]`).
+    Curve,
     /// Hessian-vector products of one Lanczos round on one data shard.
     Hvp {
         /// Lanczos round.
@@ -362,6 +428,9 @@ pub struct LandscapeSpec {
     /// The second axis (β); absent for a 1-D scan.
     #[serde(default)]
     pub y: Option<Axis>,
+    /// The connecting curve (optional; interpolation scans).
+    #[serde(default)]
+    pub curve: Option<CurveSpec>,
     /// The Hessian at the centre (optional).
     #[serde(default)]
     pub hessian: Option<HessianSpec>,
@@ -412,24 +481,33 @@ impl LandscapeSpec {
         self.points().div_ceil(self.tile.max(1))
     }
 
-    /// Number of work units: the tiles, then `rounds x shards` Hessian units.
+    /// Number of work units: the tiles, the curve's unit, then `rounds x shards`
+    /// Hessian units.
     pub fn units(&self) -> usize {
-        self.tiles()
+        self.hessian_base()
             + self
                 .hessian
                 .as_ref()
                 .map_or(0, |h| h.max_rounds() * h.shards)
     }
 
+    /// Index of the first Hessian unit: Hessian rounds are released one at a time, so
+    /// they come after every unit that runs at once.
+    pub fn hessian_base(&self) -> usize {
+        self.tiles() + usize::from(self.curve.is_some())
+    }
+
     /// What unit `i` computes.
     pub fn unit(&self, i: usize) -> ScanUnit {
-        let t = self.tiles();
+        let (t, h0) = (self.tiles(), self.hessian_base());
         match &self.hessian {
-            Some(h) if i >= t => ScanUnit::Hvp {
-                round: (i - t) / h.shards,
-                shard: (i - t) % h.shards,
+            _ if i < t => ScanUnit::Tile(i),
+            _ if i < h0 => ScanUnit::Curve,
+            Some(h) => ScanUnit::Hvp {
+                round: (i - h0) / h.shards,
+                shard: (i - h0) % h.shards,
             },
-            _ => ScanUnit::Tile(i),
+            None => ScanUnit::Tile(i),
         }
     }
 
@@ -558,6 +636,24 @@ impl LandscapeSpec {
                         format!("expected a number in (0, 1), got {}", d.sigma),
                     );
                 }
+            }
+        }
+        if let Some(c) = &self.curve {
+            let bad = |f: &str, r: String| Err((format!("landscape.curve.{f}"), r));
+            if self.directions.kind != DirectionKind::Target || self.y.is_some() {
+                return Err((
+                    "landscape.curve".into(),
+                    "a curve connects two checkpoints: it needs a 1-D scan with directions.type = \"target\"".into(),
+                ));
+            }
+            if c.epochs == 0 || c.batch_size == 0 {
+                return bad("epochs", "expected epochs >= 1 and batch_size >= 1".into());
+            }
+            if c.points < 3 {
+                return bad("points", format!("expected at least 3, got {}", c.points));
+            }
+            if !(c.lr > 0.0 && c.lr.is_finite()) {
+                return bad("lr", format!("expected a number > 0, got {}", c.lr));
             }
         }
         if self.checkpoint.is_none() && self.train.is_none() {

@@ -184,7 +184,7 @@ pub fn initial_gate(spec: &SweepSpec) -> u32 {
         .as_ref()
         .and_then(|l| l.hessian.as_ref().map(|h| (l, h)))
     {
-        Some((l, h)) => (l.tiles() + h.shards) as u32,
+        Some((l, h)) => (l.hessian_base() + h.shards) as u32,
         None => total_of(spec),
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use ridgeline_common::landscape::{DirectionKind, Split};
+use ridgeline_common::landscape::{CurveKind, CurveSpec, DirectionKind, Split};
 use ridgeline_common::spec::SweepSpec;
 
 use super::TILE_FILE;
@@ -287,6 +287,12 @@ pub fn assemble(
         meta["lmc_barrier"] = b["barrier"].clone();
         meta["lmc_error_barrier"] = b["error"]["barrier"].clone();
     }
+    if let Some(c) = &l.curve
+        && let Some(j) = connecting_curve(sweep_dir, spec, c, &tile_dir(l.tiles() as u32))?
+    {
+        meta["curve_barrier"] = j["curve"]["barrier"]["barrier"].clone();
+        meta["line_barrier"] = j["line"]["barrier"]["barrier"].clone();
+    }
     let p = sweep_dir.join("meta.json");
     std::fs::write(&p, serde_json::to_vec_pretty(&meta).expect("json")).map_err(|e| io(&p, e))?;
     let (xs, ys) = (l.x_axis().values(), l.y.as_ref().map(|y| y.values()));
@@ -340,6 +346,65 @@ pub fn assemble(
         ys.as_deref(),
         path.as_ref(),
     )
+}
+
+/// `connectivity.json`, `connectivity.png` and `connectivity_control.safetensors` from
+/// the curve unit's
+/// artifacts in `unit_dir`: the loss and error along the trained curve and along the
+/// straight line, each with its standard barrier. `None` when the unit did not complete.
+fn connecting_curve(
+    sweep_dir: &Path,
+    spec: &SweepSpec,
+    c: &CurveSpec,
+    unit_dir: &Path,
+) -> Result<Option<serde_json::Value>, String> {
+    let Ok(bytes) = std::fs::read(unit_dir.join("curve.json")) else {
+        return Ok(None);
+    };
+    let r: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| format!("curve.json: {e}"))?;
+    let v = |k: &str| -> Result<Vec<f64>, String> {
+        serde_json::from_value(r[k].clone()).map_err(|e| format!("curve.json: {k}: {e}"))
+    };
+    let t = v("t")?;
+    let (cl, ca, ll, la) = (
+        v("curve_loss")?,
+        v("curve_accuracy")?,
+        v("line_loss")?,
+        v("line_accuracy")?,
+    );
+    let j = serde_json::json!({
+        "type": c.kind,
+        "definition": "barrier: max over t of f(t) − [(1−t) f(0) + t f(1)] (Frankle et al. 2020), for the loss and the error 1 − accuracy",
+        "training": {"epochs": c.epochs, "lr": c.lr, "batch_size": c.batch_size, "steps": r["steps"], "final_train_loss": r["final_train_loss"]},
+        "t": t,
+        "curve": {"loss": cl, "accuracy": ca, "barrier": barrier(&t, &cl, &ca)},
+        "line": {"loss": ll, "accuracy": la, "barrier": barrier(&t, &ll, &la)},
+    });
+    let p = sweep_dir.join("connectivity.json");
+    std::fs::write(&p, serde_json::to_vec_pretty(&j).expect("json"))
+        .map_err(|e| format!("{}: {e}", p.display()))?;
+    let control = unit_dir.join("curve_control.safetensors");
+    if control.exists() {
+        let p = sweep_dir.join("connectivity_control.safetensors");
+        std::fs::copy(&control, &p).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    let err = |a: &[f64]| a.iter().map(|x| 1.0 - x).collect::<Vec<f64>>();
+    crate::plot::connectivity(
+        &sweep_dir.join("connectivity.png"),
+        &format!(
+            "{}: {} vs straight line",
+            spec.name,
+            match c.kind {
+                CurveKind::Bezier => "trained Bézier curve",
+                CurveKind::Polychain => "trained polygonal chain",
+            }
+        ),
+        &t,
+        [&cl, &ll],
+        [&err(&ca), &err(&la)],
+    )?;
+    Ok(Some(j))
 }
 
 #[cfg(test)]

@@ -79,7 +79,7 @@ pub fn released_units(sweep_dir: &Path, spec: &SweepSpec) -> Option<u32> {
     let blocks = (0..h.max_rounds())
         .take_while(|r| sweep_dir.join(block_file(*r)).exists())
         .count();
-    Some((l.tiles() + blocks.max(1) * h.shards) as u32)
+    Some((l.hessian_base() + blocks.max(1) * h.shards) as u32)
 }
 
 /// The first round's vectors: an orthonormal random block for Lanczos, the trace
@@ -165,7 +165,7 @@ fn round_products(
     let mut w = vec![vec![0.0; n]; v.len()];
     let mut infos = Vec::new();
     for s in 0..h.shards {
-        let dir = unit_dir((l.tiles() + r * h.shards + s) as u32);
+        let dir = unit_dir((l.hessian_base() + r * h.shards + s) as u32);
         let part = read_vectors(&dir.join(HVP_FILE), n)?;
         if part.len() != v.len() {
             return Err(format!(
@@ -287,7 +287,7 @@ pub fn hessian_step(
             .lock()
             .expect("hessian states")
             .insert(sweep_dir.to_owned(), st);
-        return Ok(Some((l.tiles() + (round + 2) * h.shards) as u32));
+        return Ok(Some((l.hessian_base() + (round + 2) * h.shards) as u32));
     }
     write_results(sweep_dir, spec, &st, n)?;
     Ok(None)

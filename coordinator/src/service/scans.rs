@@ -35,7 +35,7 @@ impl EventLoop {
             let ScanUnit::Hvp { round, .. } = l.unit(trial as usize) else {
                 continue;
             };
-            let first = (l.tiles() + round * h.shards) as u32;
+            let first = (l.hessian_base() + round * h.shards) as u32;
             // Finished shards left the core: their states are in this batch, or stored.
             let states: Vec<Option<core::UnitState>> = (first..first + h.shards as u32)
                 .map(|t| {

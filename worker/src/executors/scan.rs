@@ -21,7 +21,7 @@ pub(super) fn points_of(unit: &proto::Unit, spec: &SweepSpec) -> u64 {
     match (tile_of(unit), &spec.landscape) {
         (Some(i), Some(l)) => match l.unit(i as usize) {
             ScanUnit::Tile(t) => l.tile_range(t).len() as u64,
-            ScanUnit::Hvp { .. } => 0,
+            ScanUnit::Hvp { .. } | ScanUnit::Curve => 0,
         },
         _ => 0,
     }
@@ -31,6 +31,7 @@ impl Executor for Scan {
     fn kind(&self, unit: &proto::Unit, spec: &SweepSpec) -> &'static str {
         match (tile_of(unit), &spec.landscape) {
             (Some(i), Some(l)) if matches!(l.unit(i as usize), ScanUnit::Hvp { .. }) => "hvp",
+            (Some(i), Some(l)) if l.unit(i as usize) == ScanUnit::Curve => "curve",
             _ => "tile",
         }
     }

@@ -69,7 +69,56 @@ pub fn run_unit(
         ScanUnit::Hvp { round, shard } => {
             run_hvp(sweep, spec, round, shard, fetch, device, memory_bytes)
         }
+        ScanUnit::Curve => run_curve(sweep, spec, fetch, device, memory_bytes),
     }
+}
+
+/// Trains the connecting curve's control point and evaluates the curve and the line.
+/// Artifacts: `curve.json` ([`super::curve::Curves`]) and `curve_control.safetensors`.
+fn run_curve(
+    sweep: &str,
+    spec: &SweepSpec,
+    fetch: Fetch<'_>,
+    device: &Device,
+    memory_bytes: u64,
+) -> Result<TrialOutput, UnitError> {
+    let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
+    let c = l.curve.as_ref().ok_or("no [landscape.curve]")?;
+    let s = scan(sweep, spec, fetch, device, memory_bytes)?;
+    let s = s.lock().expect("scan lock");
+    let data = crate::runner::dataset(spec)?;
+    let crate::data::Data::Table(ds) = data.as_ref() else {
+        return Err(
+            "landscape.curve: curves are trained on sample data (classification), not text".into(),
+        );
+    };
+    if ds.train.y.is_empty() {
+        return Err(
+            "landscape.curve: the data has no class labels (data.task = \"classification\")".into(),
+        );
+    }
+    let chunk = chunk_items(&s, l.batch_size, memory_bytes)?;
+    let e = |e: candle_core::Error| e.to_string();
+    let (curves, control) = super::curve::run(&s, c, &ds.train, chunk).map_err(e)?;
+    let named: Vec<(String, candle_core::Tensor)> = s
+        .model
+        .params()
+        .iter()
+        .zip(control)
+        .map(|(p, t)| (p.name.clone(), t))
+        .collect();
+    let control = crate::train::safetensors_bytes(named).map_err(|e| e.to_string())?;
+    Ok(TrialOutput {
+        end: TrialEnd::Completed,
+        final_metrics: vec![("train_loss".into(), curves.final_train_loss)],
+        artifacts: vec![
+            (
+                "curve.json".into(),
+                serde_json::to_vec(&curves).expect("json"),
+            ),
+            ("curve_control.safetensors".into(), control),
+        ],
+    })
 }
 
 /// How to evaluate a tile within `budget` bytes: `(points per chunk, samples per
