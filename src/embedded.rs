@@ -262,6 +262,8 @@ async fn finish_landscape(
         "connectivity.png",
         "hessian.json",
         "esd.png",
+        "curvature.json",
+        "curvature_lambda_max.png",
         "trajectory.json",
     ] {
         if dir.join(f).exists() {

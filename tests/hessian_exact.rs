@@ -148,4 +148,29 @@ fn the_digits_example_hessian_matches_the_full_hessian() {
     let mass: f64 = rho.iter().sum::<f64>() * dx;
     assert!((mass - 1.0).abs() < 1e-3, "density mass {mass}");
     assert!(scan.join("esd.png").exists());
+
+    // The curvature map's centre (point 12 of the 5 x 5 sub-grid over [-1, 1]²) is this
+    // same Hessian: its λmax within the residual, its trace within 3 standard errors.
+    let c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(scan.join("curvature.json")).unwrap()).unwrap();
+    assert_eq!((f(&c["x"][2]), f(&c["y"][2])), (0.0, 0.0));
+    let (v, res) = (f(&c["lambda_max"][12]), f(&c["lambda_max_residual"][12]));
+    assert!(
+        (v - top[0]).abs() <= res + 1e-9,
+        "centre λmax {v} ± {res} vs {}",
+        top[0]
+    );
+    let (est, se) = (f(&c["trace"][12]), f(&c["trace_std_error"][12]));
+    assert!(
+        (est - trace).abs() <= 3.0 * se,
+        "centre trace {est} ± {se} vs {trace}"
+    );
+    // A corner of the map was computed too.
+    let corner = f(&c["lambda_max"][0]);
+    assert!(
+        corner.is_finite() && corner > 0.0,
+        "λmax at (-1, -1): {corner}"
+    );
+    assert!(scan.join("curvature_lambda_max.png").exists());
+    assert!(scan.join("curvature_trace.png").exists());
 }

@@ -481,6 +481,11 @@ pub fn intrinsic(path: &Path, name: &str, j: &serde_json::Value) -> Result<(), S
     root.present().map_err(err)
 }
 
+/// A map of any quantity over the plane (filled contours with lines), e.g. curvature.
+pub fn map(path: &Path, title: &str, z: &[f64], xs: &[f64], ys: &[f64]) -> Result<(), String> {
+    draw_2d(path, title, z, xs, ys, 12, None)
+}
+
 /// `connectivity.png`: loss (left axis) and error (right axis) along the trained curve (solid)
 /// and the straight line (dashed) between two checkpoints, t on [0, 1].
 pub fn connectivity(

@@ -359,6 +359,38 @@ mod curve {
     }
 }
 
+/// Curvature over the surface: at every point of a coarse sub-grid spanning the scan's
+/// axes, λmax (and λmin) of the Hessian by Lanczos and its trace by Hutchinson, from
+/// exact Hessian-vector products on the scan's data; one work unit per point.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CurvatureSpec {
+    /// Points per axis of the sub-grid (the scan's range, evenly spaced).
+    #[serde(default = "curvature::points")]
+    pub points: usize,
+    /// Lanczos steps per point.
+    #[serde(default = "curvature::steps")]
+    pub steps: usize,
+    /// Rademacher probes for the trace per point.
+    #[serde(default = "curvature::probes")]
+    pub probes: usize,
+    /// Seed of the start vectors and probes.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+mod curvature {
+    pub fn points() -> usize {
+        5
+    }
+    pub fn steps() -> usize {
+        20
+    }
+    pub fn probes() -> usize {
+        10
+    }
+}
+
 /// What one unit of a scan computes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ScanUnit {
@@ -366,6 +398,8 @@ pub enum ScanUnit {
     Tile(usize),
     /// Training and evaluating the connecting curve (`[landscape.curve]`).
     Curve,
+    /// Curvature at point `k` of the sub-grid (`[landscape.curvature]`), row-major.
+    Curvature(usize),
     /// Hessian-vector products of one Lanczos round on one data shard.
     Hvp {
         /// Lanczos round.
@@ -428,6 +462,9 @@ pub struct LandscapeSpec {
     /// The second axis (β); absent for a 1-D scan.
     #[serde(default)]
     pub y: Option<Axis>,
+    /// Curvature over a sub-grid (optional).
+    #[serde(default)]
+    pub curvature: Option<CurvatureSpec>,
     /// The connecting curve (optional; interpolation scans).
     #[serde(default)]
     pub curve: Option<CurveSpec>,
@@ -494,14 +531,33 @@ impl LandscapeSpec {
     /// Index of the first Hessian unit: Hessian rounds are released one at a time, so
     /// they come after every unit that runs at once.
     pub fn hessian_base(&self) -> usize {
-        self.tiles() + usize::from(self.curve.is_some())
+        self.tiles() + self.curvature_points() + usize::from(self.curve.is_some())
+    }
+
+    /// Points of the curvature sub-grid (0 without `[landscape.curvature]`).
+    pub fn curvature_points(&self) -> usize {
+        self.curvature_axes()
+            .map_or(0, |(x, y)| x.points * y.map_or(1, |y| y.points))
+    }
+
+    /// The curvature sub-grid's axes: the scan's ranges with `points` values each.
+    pub fn curvature_axes(&self) -> Option<(Axis, Option<Axis>)> {
+        let c = self.curvature.as_ref()?;
+        let sub = |a: &Axis| Axis {
+            min: a.min,
+            max: a.max,
+            points: c.points,
+        };
+        Some((sub(&self.x_axis()), self.y.as_ref().map(sub)))
     }
 
     /// What unit `i` computes.
     pub fn unit(&self, i: usize) -> ScanUnit {
         let (t, h0) = (self.tiles(), self.hessian_base());
+        let c = t + self.curvature_points();
         match &self.hessian {
             _ if i < t => ScanUnit::Tile(i),
+            _ if i < c => ScanUnit::Curvature(i - t),
             _ if i < h0 => ScanUnit::Curve,
             Some(h) => ScanUnit::Hvp {
                 round: (i - h0) / h.shards,
@@ -636,6 +692,17 @@ impl LandscapeSpec {
                         format!("expected a number in (0, 1), got {}", d.sigma),
                     );
                 }
+            }
+        }
+        if let Some(c) = &self.curvature {
+            if c.points < 2 || c.steps < 2 || c.probes < 2 {
+                return Err((
+                    "landscape.curvature".into(),
+                    format!(
+                        "expected points, steps and probes >= 2, got points={}, steps={}, probes={}",
+                        c.points, c.steps, c.probes
+                    ),
+                ));
             }
         }
         if let Some(c) = &self.curve {

@@ -71,7 +71,7 @@ pub(super) fn items_of(spec: &SweepSpec, trial: u32) -> u64 {
     match (&spec.kind, &spec.landscape) {
         (SweepKind::Landscape, Some(l)) => match l.unit(trial as usize) {
             ScanUnit::Tile(t) => l.tile_range(t).len() as u64,
-            ScanUnit::Hvp { .. } | ScanUnit::Curve => 0,
+            ScanUnit::Hvp { .. } | ScanUnit::Curve | ScanUnit::Curvature(_) => 0,
         },
         _ => 1,
     }

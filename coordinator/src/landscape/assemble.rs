@@ -287,8 +287,12 @@ pub fn assemble(
         meta["lmc_barrier"] = b["barrier"].clone();
         meta["lmc_error_barrier"] = b["error"]["barrier"].clone();
     }
+    if l.curvature.is_some() {
+        curvature_map(sweep_dir, spec, &tile_dir)?;
+    }
     if let Some(c) = &l.curve
-        && let Some(j) = connecting_curve(sweep_dir, spec, c, &tile_dir(l.tiles() as u32))?
+        && let Some(j) =
+            connecting_curve(sweep_dir, spec, c, &tile_dir(l.hessian_base() as u32 - 1))?
     {
         meta["curve_barrier"] = j["curve"]["barrier"]["barrier"].clone();
         meta["line_barrier"] = j["line"]["barrier"]["barrier"].clone();
@@ -346,6 +350,73 @@ pub fn assemble(
         ys.as_deref(),
         path.as_ref(),
     )
+}
+
+/// `curvature.json` and, for 2-D scans, `curvature_lambda_max.png` and
+/// `curvature_trace.png` from the curvature units' `curvature.json` (NaN where a unit
+/// did not complete): λmax, λmin (with residuals) and the trace (with its standard
+/// error) on the sub-grid.
+fn curvature_map(
+    sweep_dir: &Path,
+    spec: &SweepSpec,
+    unit_dir: &impl Fn(u32) -> std::path::PathBuf,
+) -> Result<(), String> {
+    let l = spec.landscape.as_ref().ok_or("not a landscape spec")?;
+    let (Some(c), Some((xa, ya))) = (&l.curvature, l.curvature_axes()) else {
+        return Ok(());
+    };
+    let n = l.curvature_points();
+    let mut cols: [Vec<f64>; 6] = Default::default();
+    for k in 0..n {
+        let p: Option<serde_json::Value> =
+            std::fs::read(unit_dir((l.tiles() + k) as u32).join("curvature.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+        let get = |key: &str, i: usize| {
+            p.as_ref()
+                .and_then(|p| p[key][i].as_f64())
+                .unwrap_or(f64::NAN)
+        };
+        for (col, v) in cols.iter_mut().zip([
+            get("lambda_max", 0),
+            get("lambda_max", 1),
+            get("lambda_min", 0),
+            get("lambda_min", 1),
+            get("trace", 0),
+            get("trace", 1),
+        ]) {
+            col.push(v);
+        }
+    }
+    let (xs, ys) = (xa.values(), ya.as_ref().map(|y| y.values()));
+    let j = serde_json::json!({
+        "x": xs,
+        "y": ys,
+        "shape": if ys.is_some() { vec![c.points, c.points] } else { vec![c.points] },
+        "layout": "row-major [y, x], as surface.npy",
+        "lambda_max": cols[0], "lambda_max_residual": cols[1],
+        "lambda_min": cols[2], "lambda_min_residual": cols[3],
+        "trace": cols[4], "trace_std_error": cols[5],
+        "method": format!("exact Hessian-vector products on the scan's data; Lanczos with {} steps from one random vector (Ritz values within their residuals of eigenvalues), Hutchinson with {} Rademacher probes", c.steps, c.probes),
+    });
+    let p = sweep_dir.join("curvature.json");
+    std::fs::write(&p, serde_json::to_vec_pretty(&j).expect("json"))
+        .map_err(|e| format!("{}: {e}", p.display()))?;
+    if let Some(ys) = &ys {
+        for (file, title, z) in [
+            ("curvature_lambda_max.png", "λmax of the Hessian", &cols[0]),
+            ("curvature_trace.png", "trace of the Hessian", &cols[4]),
+        ] {
+            crate::plot::map(
+                &sweep_dir.join(file),
+                &format!("{}: {title}", spec.name),
+                z,
+                &xs,
+                ys,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// `connectivity.json`, `connectivity.png` and `connectivity_control.safetensors` from

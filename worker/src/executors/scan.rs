@@ -21,7 +21,7 @@ pub(super) fn points_of(unit: &proto::Unit, spec: &SweepSpec) -> u64 {
     match (tile_of(unit), &spec.landscape) {
         (Some(i), Some(l)) => match l.unit(i as usize) {
             ScanUnit::Tile(t) => l.tile_range(t).len() as u64,
-            ScanUnit::Hvp { .. } | ScanUnit::Curve => 0,
+            ScanUnit::Hvp { .. } | ScanUnit::Curve | ScanUnit::Curvature(_) => 0,
         },
         _ => 0,
     }
@@ -32,6 +32,7 @@ impl Executor for Scan {
         match (tile_of(unit), &spec.landscape) {
             (Some(i), Some(l)) if matches!(l.unit(i as usize), ScanUnit::Hvp { .. }) => "hvp",
             (Some(i), Some(l)) if l.unit(i as usize) == ScanUnit::Curve => "curve",
+            (Some(i), Some(l)) if matches!(l.unit(i as usize), ScanUnit::Curvature(_)) => "hvp",
             _ => "tile",
         }
     }

@@ -70,6 +70,7 @@ pub fn run_unit(
             run_hvp(sweep, spec, round, shard, fetch, device, memory_bytes)
         }
         ScanUnit::Curve => run_curve(sweep, spec, fetch, device, memory_bytes),
+        ScanUnit::Curvature(k) => run_curvature(sweep, spec, k, fetch, device, memory_bytes),
     }
 }
 
@@ -160,13 +161,11 @@ fn run_hvp(
     let h = l.hessian.as_ref().ok_or("no [landscape.hessian]")?;
     let s = scan(sweep, spec, fetch, device, memory_bytes)?;
     let s = s.lock().expect("scan lock");
-    // The parameters in the coordinator's flat order, batch-norm statistics left out.
-    let params = s.model.params();
-    let mut order: Vec<usize> = (0..params.len())
-        .filter(|&i| params[i].trainable())
-        .collect();
-    order.sort_by_key(|&i| flat_order(&params[i].name));
-    let n_params: usize = order.iter().map(|&i| params[i].var.elem_count()).sum();
+    let (m64, order, loss) = f64_copy(&s, l, (0.0, 0.0), device)?;
+    let n_params: usize = order
+        .iter()
+        .map(|&i| m64.params()[i].var.elem_count())
+        .sum();
     let block = fetch(&format!("hessian_block_{round}.f64"))?;
     if block.len() % (8 * n_params) != 0 {
         return Err(format!("hessian_block_{round}.f64 does not hold {n_params}-vectors").into());
@@ -185,25 +184,7 @@ fn run_hvp(
     let e = |e: candle_core::Error| e.to_string();
     let x = sx.narrow(0, start, end - start).map_err(e)?;
     let y = sy.narrow(0, start, end - start).map_err(e)?;
-    let loss = match l.loss {
-        LossKind::CrossEntropy => Loss::CrossEntropy,
-        LossKind::Mse => Loss::Mse,
-    };
     let weight = (end - start) as f64 / rows as f64;
-    if l.loss == LossKind::Mse && !matches!(s.model.config(), ModelConfig::Mlp(_)) {
-        return Err("landscape.loss = \"mse\" is for MLP regression checkpoints".into());
-    }
-    // An f64 copy of the model: the products are summed over shards and fed to Lanczos,
-    // whose reorthogonalisation needs more than f32's seven digits.
-    let tensors: HashMap<String, candle_core::Tensor> = params
-        .iter()
-        .zip(&s.base)
-        .map(|(p, t)| (p.name.clone(), t.clone()))
-        .collect();
-    let m64 = s
-        .model
-        .config()
-        .load(&tensors, candle_core::DType::F64, device)?;
     let method = match h.method {
         HvpMethod::Exact => Method::Exact,
         HvpMethod::FiniteDifference => Method::FiniteDifference { epsilon: h.epsilon },
@@ -218,6 +199,87 @@ fn run_hvp(
             ("hvp.f64".into(), bytes),
             ("hvp.json".into(), serde_json::to_vec(&info).expect("json")),
         ],
+    })
+}
+
+/// An f64 model, its Hessian's parameters (indices, flat order) and the loss.
+type Copy64 = (Box<dyn crate::models::Model>, Vec<usize>, Loss);
+
+/// An f64 copy of the scan's model at θ* + α d₁ + β d₂ (products are summed over shards
+/// and fed to Lanczos, whose reorthogonalisation needs more than f32's seven digits),
+/// the indices of its Hessian's parameters in the coordinator's flat order (batch-norm
+/// statistics left out), and the loss.
+fn f64_copy(
+    s: &Loaded,
+    l: &ridgeline_common::landscape::LandscapeSpec,
+    (a, b): (f64, f64),
+    device: &Device,
+) -> Result<Copy64, UnitError> {
+    if l.loss == LossKind::Mse && !matches!(s.model.config(), ModelConfig::Mlp(_)) {
+        return Err("landscape.loss = \"mse\" is for MLP regression checkpoints".into());
+    }
+    let e = |e: candle_core::Error| e.to_string();
+    let f = |t: &candle_core::Tensor| t.to_dtype(candle_core::DType::F64);
+    let params = s.model.params();
+    let mut tensors: HashMap<String, candle_core::Tensor> = HashMap::new();
+    for (i, p) in params.iter().enumerate() {
+        let mut t = f(&s.base[i]).map_err(e)?;
+        if a != 0.0 {
+            t = (t + (f(&s.d1[i]).map_err(e)? * a).map_err(e)?).map_err(e)?;
+        }
+        if let (Some(d2), true) = (&s.d2, b != 0.0) {
+            t = (t + (f(&d2[i]).map_err(e)? * b).map_err(e)?).map_err(e)?;
+        }
+        tensors.insert(p.name.clone(), t);
+    }
+    let m64 = s
+        .model
+        .config()
+        .load(&tensors, candle_core::DType::F64, device)?;
+    let mut order: Vec<usize> = (0..params.len())
+        .filter(|&i| params[i].trainable())
+        .collect();
+    order.sort_by_key(|&i| flat_order(&params[i].name));
+    let loss = match l.loss {
+        LossKind::CrossEntropy => Loss::CrossEntropy,
+        LossKind::Mse => Loss::Mse,
+    };
+    Ok((m64, order, loss))
+}
+
+/// Curvature at point `k` of the sub-grid: artifact `curvature.json`
+/// ([`super::curvature::Point`]).
+fn run_curvature(
+    sweep: &str,
+    spec: &SweepSpec,
+    k: usize,
+    fetch: Fetch<'_>,
+    device: &Device,
+    memory_bytes: u64,
+) -> Result<TrialOutput, UnitError> {
+    let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
+    let c = l.curvature.as_ref().ok_or("no [landscape.curvature]")?;
+    let (xa, ya) = l.curvature_axes().ok_or("no [landscape.curvature]")?;
+    let (a, b) = (
+        xa.value(k % xa.points),
+        ya.map_or(0.0, |y| y.value(k / xa.points)),
+    );
+    let s = scan(sweep, spec, fetch, device, memory_bytes)?;
+    let s = s.lock().expect("scan lock");
+    let (m64, order, loss) = f64_copy(&s, l, (a, b), device)?;
+    let (x, y) = s.data.xy();
+    let p = super::curvature::at_point(m64.as_ref(), &order, x, y, loss, c, k as u64, (a, b))
+        .map_err(|e| e.to_string())?;
+    Ok(TrialOutput {
+        end: TrialEnd::Completed,
+        final_metrics: vec![
+            ("lambda_max".into(), p.lambda_max.0),
+            ("trace".into(), p.trace.0),
+        ],
+        artifacts: vec![(
+            "curvature.json".into(),
+            serde_json::to_vec(&p).expect("json"),
+        )],
     })
 }
 

@@ -1,5 +1,6 @@
 //! Loss-landscape geometry: directions, batched slice evaluation, Hessian spectra.
 
+pub mod curvature;
 pub mod curve;
 pub mod eval;
 pub mod exec;
