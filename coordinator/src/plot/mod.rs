@@ -1,0 +1,202 @@
+//! Pictures of a scan: a filled contour plot with contour lines and a heatmap for 2-D
+//! scans, a curve for 1-D scans, as PNG. Text uses a font embedded in the binary
+//! (DejaVu Sans Mono, see `assets/DejaVu-LICENSE.txt`), so nothing is needed from the
+//! machine.
+
+use std::path::Path;
+use std::sync::Once;
+
+use plotters::prelude::*;
+
+mod curve;
+mod spectra;
+mod surface;
+
+pub use curve::connectivity;
+use curve::draw_1d;
+pub use spectra::{esd, intrinsic};
+pub use surface::map;
+use surface::{draw_2d, draw_3d};
+
+static FONT: &[u8] = include_bytes!("../../assets/DejaVuSansMono.ttf");
+
+pub(super) fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+/// Viridis, interpolated between nine anchors (matplotlib's values).
+// 0.318 is a colour channel that happens to be close to 1/π.
+#[allow(clippy::approx_constant)]
+pub(super) fn viridis(t: f64) -> RGBColor {
+    const A: [(f64, f64, f64); 9] = [
+        (0.267, 0.005, 0.329),
+        (0.283, 0.141, 0.458),
+        (0.254, 0.265, 0.530),
+        (0.207, 0.372, 0.553),
+        (0.164, 0.471, 0.558),
+        (0.128, 0.567, 0.551),
+        (0.135, 0.659, 0.518),
+        (0.478, 0.821, 0.318),
+        (0.993, 0.906, 0.144),
+    ];
+    let t = if t.is_finite() {
+        t.clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
+    let x = t * (A.len() - 1) as f64;
+    let i = (x.floor() as usize).min(A.len() - 2);
+    let f = x - i as f64;
+    let c = |a: f64, b: f64| ((a + (b - a) * f) * 255.0).round() as u8;
+    RGBColor(
+        c(A[i].0, A[i + 1].0),
+        c(A[i].1, A[i + 1].1),
+        c(A[i].2, A[i + 1].2),
+    )
+}
+
+/// Maps loss values to [0, 1]: logarithmically when they span more than two decades.
+pub(super) struct Scale {
+    pub(super) lo: f64,
+    pub(super) hi: f64,
+    pub(super) log: bool,
+}
+
+impl Scale {
+    pub(super) fn new(v: &[f64]) -> Self {
+        let f: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
+        let lo = f.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = f.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let log = lo > 0.0 && hi / lo > 100.0;
+        Scale { lo, hi, log }
+    }
+
+    pub(super) fn unit(&self, v: f64) -> f64 {
+        let (a, b, x) = if self.log {
+            (self.lo.ln(), self.hi.ln(), v.ln())
+        } else {
+            (self.lo, self.hi, v)
+        };
+        if b > a { (x - a) / (b - a) } else { 0.5 }
+    }
+
+    pub(super) fn level(&self, t: f64) -> f64 {
+        if self.log {
+            (self.lo.ln() + t * (self.hi.ln() - self.lo.ln())).exp()
+        } else {
+            self.lo + t * (self.hi - self.lo)
+        }
+    }
+}
+
+pub(super) fn err<E: std::fmt::Display>(e: E) -> String {
+    e.to_string()
+}
+
+/// A training trajectory projected on the scan's plane, `(x, y)` per checkpoint.
+pub type Trajectory = (Vec<f64>, Vec<f64>);
+
+/// Writes `contour.png` (with the projected training trajectory, for PCA scans),
+/// `heatmap.png` and `surface3d.png` for 2-D scans, or `curve.png` for 1-D scans, into
+/// `dir`.
+pub fn plots(
+    dir: &Path,
+    name: &str,
+    loss: &[f64],
+    acc: &[f64],
+    xs: &[f64],
+    ys: Option<&[f64]>,
+    trajectory: Option<&Trajectory>,
+) -> Result<(), String> {
+    match ys {
+        Some(ys) => {
+            draw_2d(
+                &dir.join("contour.png"),
+                &format!("{name}: loss"),
+                loss,
+                xs,
+                ys,
+                16,
+                trajectory,
+            )?;
+            draw_2d(
+                &dir.join("heatmap.png"),
+                &format!("{name}: loss"),
+                loss,
+                xs,
+                ys,
+                0,
+                None,
+            )?;
+            draw_3d(
+                &dir.join("surface3d.png"),
+                &format!("{name}: loss"),
+                loss,
+                xs,
+                ys,
+            )
+        }
+        None => draw_1d(
+            &dir.join("curve.png"),
+            &format!("{name}: loss along x"),
+            loss,
+            acc,
+            xs,
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::surface::contour_segments;
+    use super::*;
+
+    /// Contours of a cone z = sqrt(x² + y²) at level r lie on the circle of radius r.
+    #[test]
+    fn contour_points_lie_on_the_level_set() {
+        let xs: Vec<f64> = (0..41).map(|i| -1.0 + i as f64 / 20.0).collect();
+        let z: Vec<f64> = xs
+            .iter()
+            .flat_map(|y| xs.iter().map(move |x| (x * x + y * y).sqrt()))
+            .collect();
+        let segs = contour_segments(&z, &xs, &xs, 0.5);
+        assert!(segs.len() > 40, "{} segments", segs.len());
+        for s in &segs {
+            for (x, y) in s {
+                // Linear interpolation of a cone is exact along grid lines to O(h²).
+                assert!(((x * x + y * y).sqrt() - 0.5).abs() < 0.01, "({x}, {y})");
+            }
+        }
+    }
+
+    #[test]
+    fn pictures_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let xs: Vec<f64> = (0..11).map(|i| i as f64 / 10.0).collect();
+        let ys: Vec<f64> = (0..7).map(|i| i as f64 / 6.0).collect();
+        let z: Vec<f64> = ys
+            .iter()
+            .flat_map(|y| xs.iter().map(move |x| 1.0 + x * x + 3.0 * y * y))
+            .collect();
+        let path = (vec![0.1, 0.3, 0.5], vec![0.9, 0.5, 0.2]);
+        plots(dir.path(), "t", &z, &z, &xs, Some(&ys), Some(&path)).unwrap();
+        plots(dir.path(), "t", &z[..11], &z[..11], &xs, None, None).unwrap();
+        let grid: Vec<f64> = (0..200).map(|i| -1.0 + i as f64 / 50.0).collect();
+        let rho: Vec<f64> = grid.iter().map(|x| (-x * x * 20.0).exp()).collect();
+        esd(&dir.path().join("esd.png"), "t", &grid, &rho).unwrap();
+        for f in [
+            "contour.png",
+            "heatmap.png",
+            "curve.png",
+            "esd.png",
+            "surface3d.png",
+        ] {
+            let b = std::fs::read(dir.path().join(f)).unwrap();
+            assert_eq!(&b[1..4], b"PNG", "{f}");
+            assert!(b.len() > 5_000, "{f} is {} bytes", b.len());
+        }
+    }
+}

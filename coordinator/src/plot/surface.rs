@@ -1,0 +1,270 @@
+//! Pictures of a quantity over the plane: filled contours with lines, heatmaps, 3-D surfaces.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+use super::*;
+
+/// Segments where the bilinear surface crosses `level` (marching squares).
+pub(super) fn contour_segments(
+    z: &[f64],
+    xs: &[f64],
+    ys: &[f64],
+    level: f64,
+) -> Vec<[(f64, f64); 2]> {
+    let nx = xs.len();
+    let mut out = Vec::new();
+    for i in 0..ys.len().saturating_sub(1) {
+        for j in 0..nx.saturating_sub(1) {
+            // Corners counter-clockwise from bottom-left.
+            let c = [(j, i), (j + 1, i), (j + 1, i + 1), (j, i + 1)];
+            let v: Vec<f64> = c.iter().map(|&(a, b)| z[b * nx + a]).collect();
+            if v.iter().any(|x| !x.is_finite()) {
+                continue;
+            }
+            let mut pts = Vec::new();
+            for e in 0..4 {
+                let (p, q) = (e, (e + 1) % 4);
+                if (v[p] < level) != (v[q] < level) {
+                    let t = (level - v[p]) / (v[q] - v[p]);
+                    let (xa, ya) = (xs[c[p].0], ys[c[p].1]);
+                    let (xb, yb) = (xs[c[q].0], ys[c[q].1]);
+                    pts.push((xa + t * (xb - xa), ya + t * (yb - ya)));
+                }
+            }
+            // Two crossings: one segment; four (a saddle): pair them by the centre value.
+            match pts.len() {
+                2 => out.push([pts[0], pts[1]]),
+                4 => {
+                    let centre = v.iter().sum::<f64>() / 4.0;
+                    if (centre < level) == (v[0] < level) {
+                        out.push([pts[0], pts[3]]);
+                        out.push([pts[1], pts[2]]);
+                    } else {
+                        out.push([pts[0], pts[1]]);
+                        out.push([pts[2], pts[3]]);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+pub(super) fn cell_edges(v: &[f64]) -> Vec<f64> {
+    // Cells centred on the grid values.
+    let n = v.len();
+    if n == 1 {
+        return vec![v[0] - 0.5, v[0] + 0.5];
+    }
+    let mut e = vec![v[0] - (v[1] - v[0]) / 2.0];
+    e.extend(v.windows(2).map(|w| (w[0] + w[1]) / 2.0));
+    e.push(v[n - 1] + (v[n - 1] - v[n - 2]) / 2.0);
+    e
+}
+
+/// A 2-D picture of `z` (`[ny, nx]`); `levels` > 0 draws banded fills and contour lines.
+pub(super) fn draw_2d(
+    path: &Path,
+    title: &str,
+    z: &[f64],
+    xs: &[f64],
+    ys: &[f64],
+    levels: usize,
+    trajectory: Option<&Trajectory>,
+) -> Result<(), String> {
+    register_font();
+    let root = BitMapBackend::new(path, (760, 640)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let (plot, bar) = root.split_horizontally(660);
+    let (xe, ye) = (cell_edges(xs), cell_edges(ys));
+    let mut chart = ChartBuilder::on(&plot)
+        .caption(title, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(48)
+        .build_cartesian_2d(xe[0]..xe[xe.len() - 1], ye[0]..ye[ye.len() - 1])
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_mesh()
+        .x_desc("α (x direction)")
+        .y_desc("β (y direction)")
+        .label_style(("sans-serif", 13))
+        .x_label_formatter(&|v| format!("{:.2}", v + 0.0))
+        .y_label_formatter(&|v| format!("{:.2}", v + 0.0))
+        .draw()
+        .map_err(err)?;
+    let scale = Scale::new(z);
+    let band = |t: f64| {
+        if levels > 0 {
+            ((t * levels as f64).floor().min(levels as f64 - 1.0) + 0.5) / levels as f64
+        } else {
+            t
+        }
+    };
+    let nx = xs.len();
+    chart
+        .draw_series((0..ys.len()).flat_map(|i| {
+            let (xe, ye, scale) = (&xe, &ye, &scale);
+            (0..nx).map(move |j| {
+                let v = z[i * nx + j];
+                let color = if v.is_finite() {
+                    viridis(band(scale.unit(v)))
+                } else {
+                    RGBColor(200, 200, 200)
+                };
+                Rectangle::new([(xe[j], ye[i]), (xe[j + 1], ye[i + 1])], color.filled())
+            })
+        }))
+        .map_err(err)?;
+    if levels > 0 {
+        for k in 1..levels {
+            let level = scale.level(k as f64 / levels as f64);
+            let segs = contour_segments(z, xs, ys, level);
+            chart
+                .draw_series(
+                    segs.into_iter().map(|s| {
+                        PathElement::new(vec![s[0], s[1]], BLACK.mix(0.6).stroke_width(1))
+                    }),
+                )
+                .map_err(err)?;
+        }
+    }
+    if let Some((tx, ty)) = trajectory {
+        let pts: Vec<(f64, f64)> = tx.iter().copied().zip(ty.iter().copied()).collect();
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                pts.clone(),
+                WHITE.stroke_width(2),
+            )))
+            .map_err(err)?;
+        chart
+            .draw_series(pts.iter().map(|p| Circle::new(*p, 3, WHITE.filled())))
+            .map_err(err)?;
+    }
+    // Mark the minimum.
+    if let Some((k, _)) = z
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.is_finite())
+        .min_by(|a, b| a.1.total_cmp(b.1))
+    {
+        let p = (xs[k % nx], ys[k / nx]);
+        chart
+            .draw_series(std::iter::once(Cross::new(p, 6, RED.stroke_width(2))))
+            .map_err(err)?;
+    }
+    // Colour bar.
+    let mut cb = ChartBuilder::on(&bar)
+        .margin_top(44)
+        .margin_bottom(48)
+        .margin_right(8)
+        .y_label_area_size(0)
+        .right_y_label_area_size(62)
+        .build_cartesian_2d(0.0..1.0, 0.0..1.0)
+        .map_err(err)?;
+    let fmt = |t: &f64| format!("{:.3}", scale.level(*t));
+    cb.configure_mesh()
+        .disable_mesh()
+        .disable_x_axis()
+        .y_labels(6)
+        .y_label_style(("sans-serif", 12))
+        .y_label_formatter(&fmt)
+        .draw()
+        .map_err(err)?;
+    cb.draw_series((0..100).map(|i| {
+        let t = i as f64 / 100.0;
+        Rectangle::new(
+            [(0.0, t), (1.0, t + 0.01)],
+            viridis(band(t + 0.005)).filled(),
+        )
+    }))
+    .map_err(err)?;
+    root.present().map_err(err)
+}
+
+/// `surface3d.png`: the loss as a 3-D surface over the plane, coloured by height on the
+/// same scale as the contour plot (logarithmic when the values span over two decades,
+/// and then the height axis is too, as its label says).
+pub(super) fn draw_3d(
+    path: &Path,
+    title: &str,
+    z: &[f64],
+    xs: &[f64],
+    ys: &[f64],
+) -> Result<(), String> {
+    register_font();
+    let scale = Scale::new(z);
+    let nx = xs.len();
+    let h = |v: f64| -> f64 {
+        let v = if v.is_finite() { v } else { scale.hi };
+        if scale.log {
+            v.max(scale.lo).log10()
+        } else {
+            v
+        }
+    };
+    let (lo, hi) = if scale.log {
+        (scale.lo.log10(), scale.hi.log10())
+    } else {
+        (scale.lo, scale.hi)
+    };
+    let root = BitMapBackend::new(path, (800, 640)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 18))
+        .margin(16)
+        .build_cartesian_3d(
+            xs[0]..xs[nx - 1],
+            lo..hi + (hi - lo).max(1e-12) * 0.05,
+            ys[0]..ys[ys.len() - 1],
+        )
+        .map_err(err)?;
+    chart.with_projection(|mut p| {
+        p.pitch = 0.45;
+        p.yaw = 0.6;
+        p.scale = 0.85;
+        p.into_matrix()
+    });
+    chart
+        .configure_axes()
+        .label_style(("sans-serif", 12))
+        .max_light_lines(3)
+        .draw()
+        .map_err(err)?;
+    let at = |x: f64, y: f64| -> f64 {
+        let i = xs.iter().position(|v| *v == x).unwrap_or(0);
+        let j = ys.iter().position(|v| *v == y).unwrap_or(0);
+        h(z[j * nx + i])
+    };
+    let colour = |v: &f64| {
+        let t = if hi > lo { (v - lo) / (hi - lo) } else { 0.0 };
+        viridis(t).mix(0.9).filled()
+    };
+    chart
+        .draw_series(
+            SurfaceSeries::xoz(xs.iter().copied(), ys.iter().copied(), at).style_func(&colour),
+        )
+        .map_err(err)?;
+    // Axis names: plotters' 3-D axes carry no labels of their own.
+    let label = if scale.log {
+        "height: log10(loss)"
+    } else {
+        "height: loss"
+    };
+    root.draw(&Text::new(
+        format!("x: first direction, y: second direction, {label}"),
+        (16, 612),
+        ("sans-serif", 13),
+    ))
+    .map_err(err)?;
+    root.present().map_err(err)
+}
+
+/// A map of any quantity over the plane (filled contours with lines), e.g. curvature.
+pub fn map(path: &Path, title: &str, z: &[f64], xs: &[f64], ys: &[f64]) -> Result<(), String> {
+    draw_2d(path, title, z, xs, ys, 12, None)
+}
