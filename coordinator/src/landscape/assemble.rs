@@ -341,14 +341,23 @@ pub fn assemble(
                 serde_json::from_value(t["y"].clone()).ok()?,
             ))
         });
+    let lmc = (l.directions.kind == DirectionKind::Target && l.y.is_none())
+        .then(|| barrier(&xs, &loss, &acc))
+        .and_then(|b| {
+            Some(crate::plot::Barrier {
+                alpha: b["loss"]["alpha"].as_f64()?,
+                value: b["loss"]["barrier"].as_f64()?,
+            })
+        });
     crate::plot::plots(
         sweep_dir,
-        &spec.name,
+        &super::describe::labels(sweep_dir, spec, &directions, "loss"),
         &loss,
         &acc,
-        &l.x_axis().values(),
+        &xs,
         ys.as_deref(),
         path.as_ref(),
+        lmc,
     )
 }
 
@@ -403,17 +412,16 @@ fn curvature_map(
     std::fs::write(&p, serde_json::to_vec_pretty(&j).expect("json"))
         .map_err(|e| format!("{}: {e}", p.display()))?;
     if let Some(ys) = &ys {
+        let directions: serde_json::Value = std::fs::read(sweep_dir.join("directions.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
         for (file, title, z) in [
             ("curvature_lambda_max.png", "λmax of the Hessian", &cols[0]),
             ("curvature_trace.png", "trace of the Hessian", &cols[4]),
         ] {
-            crate::plot::map(
-                &sweep_dir.join(file),
-                &format!("{}: {title}", spec.name),
-                z,
-                &xs,
-                ys,
-            )?;
+            let labels = super::describe::labels(sweep_dir, spec, &directions, title);
+            crate::plot::map(&sweep_dir.join(file), &labels, z, &xs, ys)?;
         }
     }
     Ok(())

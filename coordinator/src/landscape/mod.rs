@@ -11,6 +11,7 @@ use ridgeline_common::spec::SweepSpec;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 mod assemble;
+mod describe;
 mod export;
 mod hessian;
 mod pca;

@@ -6,38 +6,46 @@ use plotters::prelude::*;
 
 use super::*;
 
+/// `curve.png`: the loss (left axis) and accuracy (its own right axis) along x; for an
+/// interpolation, both checkpoints (α = 0 and 1), the chord between their losses and
+/// the barrier (the largest rise above it) are marked.
 pub(super) fn draw_1d(
     path: &Path,
-    title: &str,
+    labels: &Labels,
     loss: &[f64],
     acc: &[f64],
     xs: &[f64],
+    barrier: Option<Barrier>,
 ) -> Result<(), String> {
     register_font();
-    let root = BitMapBackend::new(path, (760, 480)).into_drawing_area();
+    let root = BitMapBackend::new(path, (800, 520)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
+    let body = labels.header(&root)?;
     let f: Vec<f64> = loss.iter().copied().filter(|v| v.is_finite()).collect();
     let hi = f.iter().copied().fold(f64::MIN, f64::max);
     let lo = f.iter().copied().fold(f64::MAX, f64::min).min(0.0);
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
+    let (x0, x1) = (xs[0], xs[xs.len() - 1]);
+    let mut chart = ChartBuilder::on(&body)
         .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(56)
-        .right_y_label_area_size(56)
-        .build_cartesian_2d(xs[0]..xs[xs.len() - 1], lo..hi * 1.05)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .right_y_label_area_size(60)
+        .build_cartesian_2d(x0..x1, lo..hi * 1.08)
         .map_err(err)?
-        .set_secondary_coord(xs[0]..xs[xs.len() - 1], 0.0..1.0);
+        .set_secondary_coord(x0..x1, 0.0..1.0);
     chart
         .configure_mesh()
-        .x_desc("α")
-        .y_desc("loss")
+        .x_desc(labels.x.as_str())
+        .y_desc(labels.value.as_str())
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
         .label_style(("sans-serif", 13))
         .draw()
         .map_err(err)?;
     chart
         .configure_secondary_axes()
         .y_desc("accuracy")
+        .y_label_formatter(&|v| tick(*v))
         .label_style(("sans-serif", 13))
         .draw()
         .map_err(err)?;
@@ -51,18 +59,76 @@ pub(super) fn draw_1d(
     chart
         .draw_series(LineSeries::new(pts(loss), BLUE.stroke_width(2)))
         .map_err(err)?
-        .label("loss")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE));
+        .label(labels.value.clone())
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLUE.stroke_width(2)));
     if acc.iter().any(|v| v.is_finite()) {
         chart
             .draw_secondary_series(LineSeries::new(pts(acc), RED.stroke_width(2)))
             .map_err(err)?
-            .label("accuracy")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED));
+            .label("accuracy (right axis)")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED.stroke_width(2)));
+    }
+    if let Some(b) = barrier {
+        // The loss at the two checkpoints, interpolated where they fall between points.
+        let at = |a: f64| -> f64 {
+            let i = xs.partition_point(|x| *x < a).clamp(1, xs.len() - 1);
+            let t = (a - xs[i - 1]) / (xs[i] - xs[i - 1]);
+            loss[i - 1] + t * (loss[i] - loss[i - 1])
+        };
+        let (f0, f1) = (at(0.0), at(1.0));
+        for (a, name) in [(0.0, "checkpoint (α = 0)"), (1.0, "target (α = 1)")] {
+            if (x0..=x1).contains(&a) {
+                chart
+                    .draw_series(DashedLineSeries::new(
+                        vec![(a, lo), (a, hi * 1.08)],
+                        4,
+                        4,
+                        BLACK.mix(0.5).stroke_width(1),
+                    ))
+                    .map_err(err)?;
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        name.to_string(),
+                        (a, lo + 0.03 * (hi - lo)),
+                        ("sans-serif", 12),
+                    )))
+                    .map_err(err)?;
+            }
+        }
+        chart
+            .draw_series(DashedLineSeries::new(
+                vec![(0.0, f0), (1.0, f1)],
+                6,
+                4,
+                BLACK.mix(0.7).stroke_width(1),
+            ))
+            .map_err(err)?
+            .label("chord between the checkpoints")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.mix(0.7)));
+        let chord = (1.0 - b.alpha) * f0 + b.alpha * f1;
+        chart
+            .draw_series(std::iter::once(PathElement::new(
+                vec![(b.alpha, chord), (b.alpha, chord + b.value)],
+                MAGENTA.stroke_width(3),
+            )))
+            .map_err(err)?
+            .label(format!(
+                "barrier {} at α = {}",
+                significant(b.value),
+                tick(b.alpha)
+            ))
+            .legend(|(x, y)| {
+                PathElement::new(
+                    vec![(x + 8, y - 6), (x + 8, y + 6)],
+                    MAGENTA.stroke_width(3),
+                )
+            });
     }
     chart
         .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
+        .position(SeriesLabelPosition::MiddleRight)
+        .label_font(("sans-serif", 12))
+        .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
         .map_err(err)?;

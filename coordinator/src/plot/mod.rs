@@ -99,53 +99,119 @@ pub(super) fn err<E: std::fmt::Display>(e: E) -> String {
 /// A training trajectory projected on the scan's plane, `(x, y)` per checkpoint.
 pub type Trajectory = (Vec<f64>, Vec<f64>);
 
-/// Writes `contour.png` (with the projected training trajectory, for PCA scans),
-/// `heatmap.png` and `surface3d.png` for 2-D scans, or `curve.png` for 1-D scans, into
-/// `dir`.
+/// What a picture says about itself: a title (the scan, then the model, data and
+/// directions), the axes' names and the plotted quantity's.
+#[derive(Clone, Debug)]
+pub struct Labels {
+    /// First line: the scan and the quantity.
+    pub title: String,
+    /// Second line: model, data, directions.
+    pub subtitle: String,
+    /// The x axis, e.g. `PC1 (86.6 %)`.
+    pub x: String,
+    /// The y axis.
+    pub y: String,
+    /// The plotted quantity, e.g. `loss`.
+    pub value: String,
+}
+
+impl Labels {
+    /// Labels for a quick picture: the title alone, generic axes.
+    pub fn simple(title: &str, value: &str) -> Self {
+        Labels {
+            title: title.into(),
+            subtitle: String::new(),
+            x: "α (x direction)".into(),
+            y: "β (y direction)".into(),
+            value: value.into(),
+        }
+    }
+
+    /// Draws the two title lines on top of `area`, returning what is left below them.
+    fn header<'a>(
+        &self,
+        area: &DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>,
+    ) -> Result<DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>, String> {
+        let (w, _) = area.dim_in_pixel();
+        let centre = |y: i32, text: &str, size: u32| {
+            let style = TextStyle::from(("sans-serif", size).into_font()).pos(
+                plotters::style::text_anchor::Pos::new(
+                    plotters::style::text_anchor::HPos::Center,
+                    plotters::style::text_anchor::VPos::Top,
+                ),
+            );
+            area.draw(&Text::new(text.to_string(), (w as i32 / 2, y), style))
+        };
+        centre(6, &self.title, 17).map_err(err)?;
+        let top = if self.subtitle.is_empty() {
+            30
+        } else {
+            centre(28, &self.subtitle, 12).map_err(err)?;
+            46
+        };
+        Ok(area.split_vertically(top).1)
+    }
+}
+
+/// An interpolation's barrier, marked on its 1-D picture.
+#[derive(Clone, Copy, Debug)]
+pub struct Barrier {
+    /// Where the loss rises highest above the chord.
+    pub alpha: f64,
+    /// How far.
+    pub value: f64,
+}
+
+/// A tick label with at most three decimals, trailing zeros dropped, and never `-0`.
+pub(super) fn tick(v: f64) -> String {
+    let r = (v * 1000.0).round() / 1000.0 + 0.0;
+    let s = format!("{r:.3}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s == "-0" { "0".into() } else { s.to_string() }
+}
+
+/// A value with three significant digits (colour bars on a log scale span decades).
+pub(super) fn significant(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let mag = v.abs().log10().floor() as i32;
+    if !(-3..5).contains(&mag) {
+        return format!("{v:.2e}");
+    }
+    format!("{:.*}", (2 - mag).max(0) as usize, v)
+}
+
+/// Writes `contour.png` (filled contours with labelled lines, the minimum, the scanned
+/// checkpoint and, for PCA scans, the projected training trajectory), `heatmap.png` and
+/// `surface3d.png` for 2-D scans, or `curve.png` for 1-D scans (with both checkpoints
+/// and the barrier for interpolations), into `dir`.
+#[allow(clippy::too_many_arguments)]
 pub fn plots(
     dir: &Path,
-    name: &str,
+    labels: &Labels,
     loss: &[f64],
     acc: &[f64],
     xs: &[f64],
     ys: Option<&[f64]>,
     trajectory: Option<&Trajectory>,
+    barrier: Option<Barrier>,
 ) -> Result<(), String> {
     match ys {
         Some(ys) => {
             draw_2d(
                 &dir.join("contour.png"),
-                &format!("{name}: loss"),
+                labels,
                 loss,
                 xs,
                 ys,
                 16,
                 trajectory,
             )?;
-            draw_2d(
-                &dir.join("heatmap.png"),
-                &format!("{name}: loss"),
-                loss,
-                xs,
-                ys,
-                0,
-                None,
-            )?;
-            draw_3d(
-                &dir.join("surface3d.png"),
-                &format!("{name}: loss"),
-                loss,
-                xs,
-                ys,
-            )
+            draw_2d(&dir.join("heatmap.png"), labels, loss, xs, ys, 0, None)?;
+            draw_3d(&dir.join("surface3d.png"), labels, loss, xs, ys)
         }
-        None => draw_1d(
-            &dir.join("curve.png"),
-            &format!("{name}: loss along x"),
-            loss,
-            acc,
-            xs,
-        ),
+        None => draw_1d(&dir.join("curve.png"), labels, loss, acc, xs, barrier),
     }
 }
 
@@ -153,6 +219,18 @@ pub fn plots(
 mod tests {
     use super::surface::contour_segments;
     use super::*;
+
+    #[test]
+    fn ticks_are_clean() {
+        assert_eq!(tick(-0.0001), "0");
+        assert_eq!(tick(-0.0), "0");
+        assert_eq!(tick(0.25), "0.25");
+        assert_eq!(tick(-1.0), "-1");
+        assert_eq!(tick(0.1 + 0.2), "0.3");
+        assert_eq!(significant(0.012345), "0.0123");
+        assert_eq!(significant(123.456), "123");
+        assert_eq!(significant(2.5e-6), "2.50e-6");
+    }
 
     /// Contours of a cone z = sqrt(x² + y²) at level r lie on the circle of radius r.
     #[test]
@@ -182,8 +260,33 @@ mod tests {
             .flat_map(|y| xs.iter().map(move |x| 1.0 + x * x + 3.0 * y * y))
             .collect();
         let path = (vec![0.1, 0.3, 0.5], vec![0.9, 0.5, 0.2]);
-        plots(dir.path(), "t", &z, &z, &xs, Some(&ys), Some(&path)).unwrap();
-        plots(dir.path(), "t", &z[..11], &z[..11], &xs, None, None).unwrap();
+        let labels = Labels::simple("t", "loss");
+        plots(
+            dir.path(),
+            &labels,
+            &z,
+            &z,
+            &xs,
+            Some(&ys),
+            Some(&path),
+            None,
+        )
+        .unwrap();
+        let b = Barrier {
+            alpha: 0.5,
+            value: 0.1,
+        };
+        plots(
+            dir.path(),
+            &labels,
+            &z[..11],
+            &z[..11],
+            &xs,
+            None,
+            None,
+            Some(b),
+        )
+        .unwrap();
         let grid: Vec<f64> = (0..200).map(|i| -1.0 + i as f64 / 50.0).collect();
         let rho: Vec<f64> = grid.iter().map(|x| (-x * x * 20.0).exp()).collect();
         esd(&dir.path().join("esd.png"), "t", &grid, &rho).unwrap();

@@ -65,10 +65,13 @@ pub(super) fn cell_edges(v: &[f64]) -> Vec<f64> {
     e
 }
 
-/// A 2-D picture of `z` (`[ny, nx]`); `levels` > 0 draws banded fills and contour lines.
+/// A 2-D picture of `z` (`[ny, nx]`); `levels` > 0 draws banded fills and contour lines
+/// labelled with their values. The colour bar has the quantity's name as its title and
+/// says when it is logarithmic; the minimum, the scanned checkpoint (0, 0) and the
+/// trajectory are in the legend.
 pub(super) fn draw_2d(
     path: &Path,
-    title: &str,
+    labels: &Labels,
     z: &[f64],
     xs: &[f64],
     ys: &[f64],
@@ -76,25 +79,25 @@ pub(super) fn draw_2d(
     trajectory: Option<&Trajectory>,
 ) -> Result<(), String> {
     register_font();
-    let root = BitMapBackend::new(path, (760, 640)).into_drawing_area();
+    let root = BitMapBackend::new(path, (800, 700)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let (plot, bar) = root.split_horizontally(660);
+    let body = labels.header(&root)?;
+    let (plot, bar) = body.split_horizontally(680);
     let (xe, ye) = (cell_edges(xs), cell_edges(ys));
     let mut chart = ChartBuilder::on(&plot)
-        .caption(title, ("sans-serif", 18))
         .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(48)
+        .x_label_area_size(40)
+        .y_label_area_size(56)
         .build_cartesian_2d(xe[0]..xe[xe.len() - 1], ye[0]..ye[ye.len() - 1])
         .map_err(err)?;
     chart
         .configure_mesh()
         .disable_mesh()
-        .x_desc("α (x direction)")
-        .y_desc("β (y direction)")
+        .x_desc(labels.x.as_str())
+        .y_desc(labels.y.as_str())
         .label_style(("sans-serif", 13))
-        .x_label_formatter(&|v| format!("{:.2}", v + 0.0))
-        .y_label_formatter(&|v| format!("{:.2}", v + 0.0))
+        .x_label_formatter(&|v| tick(*v))
+        .y_label_formatter(&|v| tick(*v))
         .draw()
         .map_err(err)?;
     let scale = Scale::new(z);
@@ -120,16 +123,27 @@ pub(super) fn draw_2d(
             })
         }))
         .map_err(err)?;
-    if levels > 0 {
-        for k in 1..levels {
-            let level = scale.level(k as f64 / levels as f64);
-            let segs = contour_segments(z, xs, ys, level);
+    for k in 1..levels {
+        let level = scale.level(k as f64 / levels as f64);
+        let segs = contour_segments(z, xs, ys, level);
+        // Every other line carries its value, at the middle of its longest segment.
+        let label_at = segs
+            .iter()
+            .max_by(|a, b| seg_len(a).total_cmp(&seg_len(b)))
+            .map(|s| ((s[0].0 + s[1].0) / 2.0, (s[0].1 + s[1].1) / 2.0));
+        chart
+            .draw_series(
+                segs.into_iter()
+                    .map(|s| PathElement::new(vec![s[0], s[1]], BLACK.mix(0.6).stroke_width(1))),
+            )
+            .map_err(err)?;
+        if let (Some(p), true) = (label_at, k % 2 == 0) {
             chart
-                .draw_series(
-                    segs.into_iter().map(|s| {
-                        PathElement::new(vec![s[0], s[1]], BLACK.mix(0.6).stroke_width(1))
-                    }),
-                )
+                .draw_series(std::iter::once(Text::new(
+                    significant(level),
+                    p,
+                    ("sans-serif", 11).into_font().color(&WHITE),
+                )))
                 .map_err(err)?;
         }
     }
@@ -140,13 +154,25 @@ pub(super) fn draw_2d(
                 pts.clone(),
                 WHITE.stroke_width(2),
             )))
-            .map_err(err)?;
+            .map_err(err)?
+            .label("training trajectory (one dot per epoch)")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], WHITE.stroke_width(2)));
         chart
             .draw_series(pts.iter().map(|p| Circle::new(*p, 3, WHITE.filled())))
             .map_err(err)?;
     }
-    // Mark the minimum.
-    if let Some((k, _)) = z
+    if xe[0] <= 0.0 && 0.0 <= xe[xe.len() - 1] && ye[0] <= 0.0 && 0.0 <= ye[ye.len() - 1] {
+        chart
+            .draw_series(std::iter::once(Circle::new(
+                (0.0, 0.0),
+                5,
+                WHITE.stroke_width(2),
+            )))
+            .map_err(err)?
+            .label("scanned checkpoint (0, 0)")
+            .legend(|(x, y)| Circle::new((x + 8, y), 4, WHITE.stroke_width(2)));
+    }
+    if let Some((k, v)) = z
         .iter()
         .enumerate()
         .filter(|(_, v)| v.is_finite())
@@ -155,18 +181,41 @@ pub(super) fn draw_2d(
         let p = (xs[k % nx], ys[k / nx]);
         chart
             .draw_series(std::iter::once(Cross::new(p, 6, RED.stroke_width(2))))
-            .map_err(err)?;
+            .map_err(err)?
+            .label(format!(
+                "lowest {}: {} at ({}, {})",
+                labels.value,
+                significant(*v),
+                tick(p.0),
+                tick(p.1)
+            ))
+            .legend(|(x, y)| Cross::new((x + 8, y), 5, RED.stroke_width(2)));
     }
-    // Colour bar.
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font(("sans-serif", 12))
+        .background_style(BLACK.mix(0.55))
+        .border_style(WHITE)
+        .draw()
+        .map_err(err)?;
+    // Colour bar, titled with the quantity (and its scale).
+    let title = if scale.log {
+        format!("{} (log)", labels.value)
+    } else {
+        labels.value.clone()
+    };
+    bar.draw(&Text::new(title, (4, 2), ("sans-serif", 13).into_font()))
+        .map_err(err)?;
     let mut cb = ChartBuilder::on(&bar)
-        .margin_top(44)
-        .margin_bottom(48)
+        .margin_top(24)
+        .margin_bottom(52)
         .margin_right(8)
         .y_label_area_size(0)
-        .right_y_label_area_size(62)
+        .right_y_label_area_size(64)
         .build_cartesian_2d(0.0..1.0, 0.0..1.0)
         .map_err(err)?;
-    let fmt = |t: &f64| format!("{:.3}", scale.level(*t));
+    let fmt = |t: &f64| significant(scale.level(*t));
     cb.configure_mesh()
         .disable_mesh()
         .disable_x_axis()
@@ -186,12 +235,16 @@ pub(super) fn draw_2d(
     root.present().map_err(err)
 }
 
+fn seg_len(s: &[(f64, f64); 2]) -> f64 {
+    (s[1].0 - s[0].0).hypot(s[1].1 - s[0].1)
+}
+
 /// `surface3d.png`: the loss as a 3-D surface over the plane, coloured by height on the
 /// same scale as the contour plot (logarithmic when the values span over two decades,
 /// and then the height axis is too, as its label says).
 pub(super) fn draw_3d(
     path: &Path,
-    title: &str,
+    labels: &Labels,
     z: &[f64],
     xs: &[f64],
     ys: &[f64],
@@ -212,10 +265,10 @@ pub(super) fn draw_3d(
     } else {
         (scale.lo, scale.hi)
     };
-    let root = BitMapBackend::new(path, (800, 640)).into_drawing_area();
+    let root = BitMapBackend::new(path, (800, 680)).into_drawing_area();
     root.fill(&WHITE).map_err(err)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 18))
+    let body = labels.header(&root)?;
+    let mut chart = ChartBuilder::on(&body)
         .margin(16)
         .build_cartesian_3d(
             xs[0]..xs[nx - 1],
@@ -232,6 +285,9 @@ pub(super) fn draw_3d(
     chart
         .configure_axes()
         .label_style(("sans-serif", 12))
+        .x_formatter(&|v| tick(*v))
+        .z_formatter(&|v| tick(*v))
+        .y_formatter(&|v| tick(*v))
         .max_light_lines(3)
         .draw()
         .map_err(err)?;
@@ -250,21 +306,24 @@ pub(super) fn draw_3d(
         )
         .map_err(err)?;
     // Axis names: plotters' 3-D axes carry no labels of their own.
-    let label = if scale.log {
-        "height: log10(loss)"
+    let height = if scale.log {
+        format!("log10({})", labels.value)
     } else {
-        "height: loss"
+        labels.value.clone()
     };
-    root.draw(&Text::new(
-        format!("x: first direction, y: second direction, {label}"),
-        (16, 612),
-        ("sans-serif", 13),
+    body.draw(&Text::new(
+        format!(
+            "left axis: {}; right axis: {}; height: {height}",
+            labels.x, labels.y
+        ),
+        (16, 14),
+        ("sans-serif", 12),
     ))
     .map_err(err)?;
     root.present().map_err(err)
 }
 
 /// A map of any quantity over the plane (filled contours with lines), e.g. curvature.
-pub fn map(path: &Path, title: &str, z: &[f64], xs: &[f64], ys: &[f64]) -> Result<(), String> {
-    draw_2d(path, title, z, xs, ys, 12, None)
+pub fn map(path: &Path, labels: &Labels, z: &[f64], xs: &[f64], ys: &[f64]) -> Result<(), String> {
+    draw_2d(path, labels, z, xs, ys, 12, None)
 }
