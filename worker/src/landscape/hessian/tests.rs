@@ -182,29 +182,11 @@ fn exact_products_of_an_mlp_match_the_full_hyper_dual_hessian() {
             }
         }
         let vs = vectors(p, 4, 5);
-        let (exact, info) = model_hvps(
-            &m,
-            &order,
-            &x,
-            &y,
-            Loss::CrossEntropy,
-            &vs,
-            0.5,
-            Method::Exact,
-        )
-        .unwrap();
+        let products =
+            |method| model_hvps(&m, &order, &x, &y, Loss::CrossEntropy, &vs, 0.5, method).unwrap();
+        let (exact, info) = products(Method::Exact);
         assert_eq!(info.method, "exact");
-        let (fd, fd_info) = model_hvps(
-            &m,
-            &order,
-            &x,
-            &y,
-            Loss::CrossEntropy,
-            &vs,
-            0.5,
-            Method::FiniteDifference { epsilon: 1e-3 },
-        )
-        .unwrap();
+        let (fd, fd_info) = products(Method::FiniteDifference { epsilon: 1e-3 });
         assert_eq!(fd_info.steps.len(), vs.len());
         for (k, v) in vs.iter().enumerate() {
             let want: Vec<f64> = hm
@@ -316,6 +298,19 @@ fn reference_products(
     out
 }
 
+/// Exact products and the small-step reference for the same vectors.
+fn exact_and_reference(
+    m: &dyn crate::models::Model,
+    order: &[usize],
+    x: &Tensor,
+    y: &Tensor,
+    vs: &[Vec<f64>],
+) -> (Vec<Vec<f64>>, Vec<Vec<f64>>) {
+    let (exact, _) =
+        model_hvps(m, order, x, y, Loss::CrossEntropy, vs, 1.0, Method::Exact).unwrap();
+    (exact, reference_products(m, x, y, vs, 1e-6))
+}
+
 /// A CNN with batch norm (evaluation mode) and a ResNet: exact products against
 /// central differences at a step small enough that no ReLU or max-pool switches.
 #[test]
@@ -356,18 +351,7 @@ fn exact_products_of_cnns_match_small_step_differences() {
             .collect();
         let size: usize = order.iter().map(|&i| m.params()[i].var.elem_count()).sum();
         let vs = vectors(size, 3, 7);
-        let (exact, _) = model_hvps(
-            &m,
-            &order,
-            &x,
-            &y,
-            Loss::CrossEntropy,
-            &vs,
-            1.0,
-            Method::Exact,
-        )
-        .unwrap();
-        let reference = reference_products(&m, &x, &y, &vs, 1e-6);
+        let (exact, reference) = exact_and_reference(&m, &order, &x, &y, &vs);
         for (k, (a, b)) in exact.iter().zip(&reference).enumerate() {
             let e = rel(a, b);
             assert!(e < 1e-6, "residual={residual}, bn={bn}, vector {k}: {e:e}");
@@ -409,18 +393,7 @@ fn exact_products_of_transformers_match_references() {
         let size: usize = params.iter().map(|p| p.var.elem_count()).sum();
         let theta = flatten(&params.iter().map(|p| &p.var).collect::<Vec<_>>()).unwrap();
         let vs = vectors(size, 3, 8);
-        let (exact, _) = model_hvps(
-            &m,
-            &order,
-            &x,
-            &y,
-            Loss::CrossEntropy,
-            &vs,
-            1.0,
-            Method::Exact,
-        )
-        .unwrap();
-        let reference = reference_products(&m, &x, &y, &vs, 1e-6);
+        let (exact, reference) = exact_and_reference(&m, &order, &x, &y, &vs);
         let loss_at = |th: &[f64]| -> f64 {
             let mut w = reference::Weights::new();
             let mut at = 0;
