@@ -69,6 +69,8 @@ impl MetricsFlags {
 enum Format {
     Csv,
     Json,
+    /// A search over `subspace_dim`: intrinsic.json (accuracy per d, d_int90).
+    Intrinsic,
 }
 
 #[derive(Subcommand)]
@@ -469,6 +471,13 @@ fn run() -> Result<()> {
                 let text = match format {
                     Format::Csv => client::results_csv(&r)?,
                     Format::Json => client::results_json(&r)?,
+                    Format::Intrinsic => match client::intrinsic(&r) {
+                        Some(Ok(j)) => serde_json::to_string_pretty(&j)? + "\n",
+                        Some(Err(e)) => anyhow::bail!("sweep {sweep}: {e}"),
+                        None => anyhow::bail!(
+                            "sweep {sweep}: no trial has a subspace_dim parameter (search.space.subspace_dim)"
+                        ),
+                    },
                 };
                 match output {
                     Some(p) => std::fs::write(&p, text)

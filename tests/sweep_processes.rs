@@ -245,3 +245,71 @@ fn diverging_trials_are_marked_and_the_search_goes_on() {
     assert_eq!(t[1]["state"], "completed");
     assert_eq!(v["best_trial"], 1);
 }
+
+/// A search over `subspace_dim` submitted to a coordinator with a worker on another
+/// process: `results --format intrinsic` gives d_int90 from the trials' accuracies, the
+/// same as recomputed here from `results --format json`; a sweep without the parameter
+/// is refused with a message naming it.
+#[test]
+fn results_give_the_intrinsic_dimension_of_a_submitted_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_coord, url) = coordinator(dir.path(), &[]);
+    let _w = spawn("w", &["worker", "--coordinator", &url], dir.path());
+    let spec = dir.path().join("intrinsic.toml");
+    let text = std::fs::read_to_string(root().join("examples/digits-intrinsic.toml"))
+        .unwrap()
+        .replace(
+            "data/digits.csv.gz",
+            root().join("examples/data/digits.csv.gz").to_str().unwrap(),
+        )
+        .replace("epochs = 20", "epochs = 3")
+        .replace("[0, 10, 20, 40, 80, 160, 320, 640]", "[0, 5, 400]");
+    std::fs::write(&spec, text).unwrap();
+    let sweep = submit_wait(&spec, &url, Duration::from_secs(600));
+    let results = |format: &str| {
+        run_ok(
+            &["results", &sweep, "--coordinator", &url, "--format", format],
+            Duration::from_secs(30),
+        )
+    };
+    let j: serde_json::Value = serde_json::from_str(&results("intrinsic")).unwrap();
+    let all: serde_json::Value = serde_json::from_str(&results("json")).unwrap();
+    let acc = |d: i64| -> f64 {
+        all["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["params"]["subspace_dim"] == d)
+            .unwrap()["metrics"]["val_accuracy"]
+            .as_f64()
+            .unwrap()
+    };
+    let full = acc(0);
+    assert_eq!(j["full_model"].as_f64(), Some(full));
+    let want = [5, 400].into_iter().find(|d| acc(*d) >= 0.9 * full);
+    assert_eq!(j["d_int"].as_i64(), want, "{j}");
+    assert_eq!(j["curve"].as_array().unwrap().len(), 2);
+
+    let grid = submit_wait(
+        &root().join("examples/digits-grid.toml"),
+        &url,
+        Duration::from_secs(600),
+    );
+    let out = run(
+        &[
+            "results",
+            &grid,
+            "--coordinator",
+            &url,
+            "--format",
+            "intrinsic",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("subspace_dim"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
