@@ -121,6 +121,54 @@ fn spec_errors() {
             "",
             "landscape.checkpoint: expected a checkpoint folder, `sweep:ID/best`, or `train = \"search spec\"`",
         ),
+        (
+            SCAN,
+            "points = 5 }\n",
+            "points = 5 }\n[landscape.curve]\n",
+            "landscape.curve: a curve connects two checkpoints: it needs a 1-D scan with directions.type = \"target\"",
+        ),
+        (
+            SCAN,
+            "points = 5 }\n",
+            "points = 5 }\ndirections = { type = \"target\", to = \"d\" }\n[landscape.curve]\npoints = 2\n",
+            "landscape.curve.points: expected at least 3, got 2",
+        ),
+        (
+            SCAN,
+            "points = 5 }\n",
+            "points = 5 }\n[landscape.curvature]\npoints = 1\n",
+            "landscape.curvature: expected points, steps and probes >= 2, got points=1, steps=20, probes=10",
+        ),
+        (
+            SCAN,
+            "points = 5 }\n",
+            "points = 5 }\n[landscape.hessian]\ndensity = { probes = 0 }\n",
+            "landscape.hessian.density: expected probes >= 1 and steps >= 2, got probes=0, steps=64",
+        ),
+        (
+            SCAN,
+            "points = 5 }\n",
+            "points = 5 }\n[landscape.hessian]\ntolerance = 0\n",
+            "landscape.hessian.tolerance: expected a number in (0, 1), got 0",
+        ),
+        (
+            SCAN,
+            "points = 5 }\n",
+            "points = 5 }\n[landscape.hessian]\nmethod = \"lanczos\"\n",
+            "landscape.hessian.method: unknown variant `lanczos`, expected `exact` or `finite_difference`",
+        ),
+        (
+            SEARCH,
+            "lr = { type = \"grid\", values = [0.1] }\n",
+            "subspace_dim = { type = \"grid\", values = [0, 2.5] }\n",
+            "search.space.subspace_dim: expected an integer >= 0, got 2.5",
+        ),
+        (
+            SEARCH,
+            "epochs = 3\n",
+            "epochs = 3\nprojection = \"fastfood\"\n",
+            "train.projection: unknown variant `fastfood`, expected `dense` or `sparse`",
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     for (base, from, to, want) in cases {
