@@ -69,7 +69,18 @@ fn case(c: &mut Criterion, name: &str, model: &dyn Model, x: &Tensor, y: &Tensor
         g.bench_function(label, |b| {
             b.iter(|| {
                 black_box(
-                    model_hvps(model, &order, x, y, Loss::CrossEntropy, &vs, 1.0, method).unwrap(),
+                    model_hvps(
+                        model,
+                        &order,
+                        x,
+                        y,
+                        Loss::CrossEntropy,
+                        &vs,
+                        1.0,
+                        method,
+                        usize::MAX,
+                    )
+                    .unwrap(),
                 )
             })
         });

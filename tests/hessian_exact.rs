@@ -81,6 +81,8 @@ fn the_digits_example_hessian_matches_the_full_hessian() {
             &units,
             1.0,
             Method::Exact,
+            // In chunks, as a worker with little memory would: the same Hessian.
+            500,
         )
         .unwrap();
         hm.extend(cols);

@@ -27,14 +27,13 @@ pub struct Point {
     pub steps: usize,
 }
 
-/// Curvature of `model`'s mean loss on `x`, `y` with respect to the parameters
-/// `order`; `stream` seeds this point's start vector and probes.
+/// Curvature of `model`'s mean loss on `x`, `y` (`chunk` samples per pass) with respect
+/// to the parameters `order`; `stream` seeds this point's start vector and probes.
 #[allow(clippy::too_many_arguments)]
 pub fn at_point(
     model: &dyn Model,
     order: &[usize],
-    x: &Tensor,
-    y: &Tensor,
+    (x, y, chunk): (&Tensor, &Tensor, usize),
     loss: Loss,
     c: &CurvatureSpec,
     stream: u64,
@@ -46,7 +45,7 @@ pub fn at_point(
         .sum();
     let seed = c.seed ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let hvps = |v: &[Vec<f64>]| -> Result<Vec<Vec<f64>>> {
-        Ok(model_hvps(model, order, x, y, loss, v, 1.0, Method::Exact)?.0)
+        Ok(model_hvps(model, order, x, y, loss, v, 1.0, Method::Exact, chunk)?.0)
     };
     let mut k = Krylov::default();
     let mut v = start_block(n, 1, seed);

@@ -189,8 +189,18 @@ fn run_hvp(
         HvpMethod::Exact => Method::Exact,
         HvpMethod::FiniteDifference => Method::FiniteDifference { epsilon: h.epsilon },
     };
-    let (hv, info) =
-        model_hvps(m64.as_ref(), &order, &x, &y, loss, &vectors, weight, method).map_err(e)?;
+    let (hv, info) = model_hvps(
+        m64.as_ref(),
+        &order,
+        &x,
+        &y,
+        loss,
+        &vectors,
+        weight,
+        method,
+        hvp_chunk(&s, l, memory_bytes)?,
+    )
+    .map_err(e)?;
     let bytes: Vec<u8> = hv.iter().flatten().flat_map(|v| v.to_le_bytes()).collect();
     Ok(TrialOutput {
         end: TrialEnd::Completed,
@@ -247,6 +257,16 @@ fn f64_copy(
     Ok((m64, order, loss))
 }
 
+/// Samples per pass of a Hessian-vector product: a second-order graph in f64 keeps
+/// several f64 copies of every activation, counted here as 16 times an f32 evaluation's.
+fn hvp_chunk(
+    s: &Loaded,
+    l: &ridgeline_common::landscape::LandscapeSpec,
+    memory_bytes: u64,
+) -> Result<usize, UnitError> {
+    Ok((chunk_items(s, l.batch_size, memory_bytes)? / 16).max(1))
+}
+
 /// Curvature at point `k` of the sub-grid: artifact `curvature.json`
 /// ([`super::curvature::Point`]).
 fn run_curvature(
@@ -268,8 +288,17 @@ fn run_curvature(
     let s = s.lock().expect("scan lock");
     let (m64, order, loss) = f64_copy(&s, l, (a, b), device)?;
     let (x, y) = s.data.xy();
-    let p = super::curvature::at_point(m64.as_ref(), &order, x, y, loss, c, k as u64, (a, b))
-        .map_err(|e| e.to_string())?;
+    let chunk = hvp_chunk(&s, l, memory_bytes)?;
+    let p = super::curvature::at_point(
+        m64.as_ref(),
+        &order,
+        (x, y, chunk),
+        loss,
+        c,
+        k as u64,
+        (a, b),
+    )
+    .map_err(|e| e.to_string())?;
     Ok(TrialOutput {
         end: TrialEnd::Completed,
         final_metrics: vec![

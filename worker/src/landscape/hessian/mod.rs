@@ -73,8 +73,62 @@ fn loss_of(model: &dyn Model, x: &Tensor, y: &Tensor, loss: Loss) -> Result<Tens
 /// parameters `order` (indices into `model.params()`, in the coordinator's flat order:
 /// [`ridgeline_common::landscape::flat_order`]); `weight` is the shard's share of the
 /// samples, so that the coordinator's sum over shards is the whole split's Hessian.
+///
+/// The samples go through in chunks of at most `chunk` (the mean loss's Hessian is the
+/// chunks' Hessians weighted by their share): a second-order graph holds several f64
+/// copies of every activation, and a CNN on 2,000 MNIST images in one pass took 24 GB.
 #[allow(clippy::too_many_arguments)]
 pub fn model_hvps(
+    model: &dyn Model,
+    order: &[usize],
+    x: &Tensor,
+    y: &Tensor,
+    loss: Loss,
+    vectors: &[Vec<f64>],
+    weight: f64,
+    method: Method,
+    chunk: usize,
+) -> Result<(Vec<Vec<f64>>, Info)> {
+    let n = x.dim(0)?;
+    let chunk = chunk.max(1);
+    if n <= chunk {
+        return chunk_hvps(model, order, x, y, loss, vectors, weight, method);
+    }
+    let mut total: Option<(Vec<Vec<f64>>, Info)> = None;
+    let mut start = 0;
+    while start < n {
+        let len = chunk.min(n - start);
+        let share = weight * len as f64 / n as f64;
+        let (hv, info) = chunk_hvps(
+            model,
+            order,
+            &x.narrow(0, start, len)?,
+            &y.narrow(0, start, len)?,
+            loss,
+            vectors,
+            share,
+            method,
+        )?;
+        total = Some(match total {
+            None => (hv, info),
+            Some((mut acc, mut all)) => {
+                for (a, h) in acc.iter_mut().zip(hv) {
+                    a.iter_mut().zip(h).for_each(|(a, h)| *a += h);
+                }
+                all.steps.extend(info.steps);
+                all.estimated_relative_errors
+                    .extend(info.estimated_relative_errors);
+                (acc, all)
+            }
+        });
+        start += len;
+    }
+    Ok(total.expect("at least one chunk"))
+}
+
+/// [`model_hvps`] on one chunk.
+#[allow(clippy::too_many_arguments)]
+fn chunk_hvps(
     model: &dyn Model,
     order: &[usize],
     x: &Tensor,
