@@ -5,8 +5,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use candle_core::{DType, Device, Tensor};
 use common::*;
 use ridgeline_common::landscape::flat_order;
@@ -25,23 +23,8 @@ fn f(v: &serde_json::Value) -> f64 {
 fn the_digits_example_hessian_matches_the_full_hessian() {
     let dir = KeptOnFailure::new();
     let out = dir.path().join("out");
-    run_ok(
-        &[
-            "run",
-            root()
-                .join("examples/digits-landscape.toml")
-                .to_str()
-                .unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        Duration::from_secs(900),
-    );
-    let scan = std::fs::read_dir(out.join("sweeps"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.join("hessian.json").exists())
-        .expect("a scan with a Hessian");
+    run_example("digits-landscape.toml", &out);
+    let scan = sweep_with(&out, "hessian.json");
     let h: serde_json::Value =
         serde_json::from_slice(&std::fs::read(scan.join("hessian.json")).unwrap()).unwrap();
 

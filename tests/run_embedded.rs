@@ -180,23 +180,8 @@ fn built_in_trials_are_pruned_by_the_median_rule_and_keep_their_history() {
 fn the_interpolation_example_scans_the_trial_it_names_and_reports_the_standard_barrier() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    run_ok(
-        &[
-            "run",
-            root()
-                .join("examples/digits-interpolation.toml")
-                .to_str()
-                .unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        Duration::from_secs(600),
-    );
-    let scan = std::fs::read_dir(out.join("sweeps"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.join("lmc.json").exists())
-        .expect("an interpolation sweep");
+    run_example("digits-interpolation.toml", &out);
+    let scan = sweep_with(&out, "lmc.json");
     let meta: serde_json::Value =
         serde_json::from_slice(&std::fs::read(scan.join("meta.json")).unwrap()).unwrap();
     let ckpt = meta["spec"]["landscape"]["checkpoint"].as_str().unwrap();
@@ -342,27 +327,9 @@ fn subspace_trials_stay_in_their_subspace_and_d_int90_follows_the_results() {
 #[test]
 fn a_trained_bezier_curve_connects_two_seeds_below_the_line() {
     let dir = tempfile::tempdir().unwrap();
-    run_ok(
-        &[
-            "run",
-            root().join("examples/digits-curve.toml").to_str().unwrap(),
-            "--out",
-            dir.path().to_str().unwrap(),
-        ],
-        Duration::from_secs(900),
-    );
-    let sweeps: Vec<_> = std::fs::read_dir(dir.path().join("sweeps"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    let scan = sweeps
-        .iter()
-        .find(|p| p.join("connectivity.json").exists())
-        .expect("a scan with connectivity.json");
-    let train = sweeps
-        .iter()
-        .find(|p| p.join("results.csv").exists())
-        .unwrap();
+    run_example("digits-curve.toml", dir.path());
+    let scan = sweep_with(dir.path(), "connectivity.json");
+    let train = sweep_with(dir.path(), "results.csv");
     let j: serde_json::Value =
         serde_json::from_slice(&std::fs::read(scan.join("connectivity.json")).unwrap()).unwrap();
     let v = |a: &serde_json::Value| -> Vec<f64> { serde_json::from_value(a.clone()).unwrap() };

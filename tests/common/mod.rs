@@ -389,3 +389,26 @@ pub fn read_npy(path: &Path) -> (Vec<usize>, Vec<f64>) {
     assert_eq!(data.len(), shape.iter().product::<usize>());
     (shape, data)
 }
+
+/// `ridgeline run examples/NAME --out OUT`, which must succeed; returns its stdout.
+pub fn run_example(name: &str, out: &Path) -> String {
+    let spec = root().join("examples").join(name);
+    run_ok(
+        &[
+            "run",
+            spec.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        Duration::from_secs(900),
+    )
+}
+
+/// The sweep folder under `out/sweeps` that holds `file`.
+pub fn sweep_with(out: &Path, file: &str) -> PathBuf {
+    std::fs::read_dir(out.join("sweeps"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.join(file).exists())
+        .unwrap_or_else(|| panic!("no sweep under {} has {file}", out.display()))
+}

@@ -288,7 +288,7 @@ pub fn assemble(
         meta["lmc_error_barrier"] = b["error"]["barrier"].clone();
     }
     if l.curvature.is_some() {
-        curvature_map(sweep_dir, spec, &tile_dir)?;
+        curvature_map(sweep_dir, spec, &directions, &tile_dir)?;
     }
     if let Some(c) = &l.curve
         && let Some(j) =
@@ -368,6 +368,7 @@ pub fn assemble(
 fn curvature_map(
     sweep_dir: &Path,
     spec: &SweepSpec,
+    directions: &serde_json::Value,
     unit_dir: &impl Fn(u32) -> std::path::PathBuf,
 ) -> Result<(), String> {
     let l = spec.landscape.as_ref().ok_or("not a landscape spec")?;
@@ -412,15 +413,11 @@ fn curvature_map(
     std::fs::write(&p, serde_json::to_vec_pretty(&j).expect("json"))
         .map_err(|e| format!("{}: {e}", p.display()))?;
     if let Some(ys) = &ys {
-        let directions: serde_json::Value = std::fs::read(sweep_dir.join("directions.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
         for (file, title, z) in [
             ("curvature_lambda_max.png", "λmax of the Hessian", &cols[0]),
             ("curvature_trace.png", "trace of the Hessian", &cols[4]),
         ] {
-            let labels = super::describe::labels(sweep_dir, spec, &directions, title);
+            let labels = super::describe::labels(sweep_dir, spec, directions, title);
             crate::plot::map(&sweep_dir.join(file), &labels, z, &xs, ys)?;
         }
     }

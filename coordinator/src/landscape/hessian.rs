@@ -86,18 +86,23 @@ pub fn released_units(sweep_dir: &Path, spec: &SweepSpec) -> Option<u32> {
 /// probes, and the density's start vectors.
 pub(super) fn first_block(spec: &SweepSpec, n: usize) -> Option<Vec<Vec<f64>>> {
     let h = spec.landscape.as_ref()?.hessian.as_ref()?;
-    let mut v = lanczos::start_block(n, h.block, h.seed);
-    v.extend(lanczos::probes(n, h.probes, h.seed));
-    if let Some(d) = &h.density {
-        v.extend(Slq::start(n, d.probes, d.steps, h.seed).1);
-    }
-    Some(v)
+    let st = State::new(spec, n)?;
+    let probes = lanczos::probes(n, h.probes, h.seed);
+    Some(
+        st.next
+            .into_iter()
+            .chain(probes)
+            .chain(st.slq_next)
+            .collect(),
+    )
 }
 
 /// Where a scan's Hessian stands after some round. Rebuilt from the block and product
 /// files when missing (a restarted coordinator), so that every round is a function of
 /// the files on disk alone; kept in memory between rounds otherwise.
 struct State {
+    /// Entries of each vector (the Hessian's parameters).
+    n: usize,
     /// The last round fed in.
     round: usize,
     krylov: Krylov,
@@ -118,18 +123,20 @@ struct State {
 impl State {
     fn new(spec: &SweepSpec, n: usize) -> Option<Self> {
         let h = spec.landscape.as_ref()?.hessian.as_ref()?;
-        let mut v = first_block(spec, n)?;
-        let slq_next = v.split_off(h.block + h.probes);
-        v.truncate(h.block);
+        let (slq, slq_next) = match &h.density {
+            Some(d) => {
+                let (s, v) = Slq::start(n, d.probes, d.steps, h.seed);
+                (Some(s), v)
+            }
+            None => (None, Vec::new()),
+        };
         Some(State {
+            n,
             round: usize::MAX,
             krylov: Krylov::default(),
-            next: v,
+            next: lanczos::start_block(n, h.block, h.seed),
             trace: Vec::new(),
-            slq: h
-                .density
-                .as_ref()
-                .map(|d| Slq::start(n, d.probes, d.steps, h.seed).0),
+            slq,
             slq_next,
             fd: (Vec::new(), Vec::new()),
             method: String::new(),
@@ -251,9 +258,6 @@ pub fn hessian_step(
     static STATES: Mutex<BTreeMap<std::path::PathBuf, State>> = Mutex::new(BTreeMap::new());
     let l = spec.landscape.as_ref().ok_or("not a landscape spec")?;
     let h = l.hessian.as_ref().ok_or("no [landscape.hessian]")?;
-    let n = hessian_size(&parameters(
-        &std::fs::read(sweep_dir.join(MODEL_WEIGHTS)).map_err(|e| e.to_string())?,
-    )?);
     let cached = STATES
         .lock()
         .expect("hessian states")
@@ -263,6 +267,9 @@ pub fn hessian_step(
         Some(s) => s,
         None => {
             // Replay the earlier rounds from disk.
+            let n = hessian_size(&parameters(
+                &std::fs::read(sweep_dir.join(MODEL_WEIGHTS)).map_err(|e| e.to_string())?,
+            )?);
             let mut s = State::new(spec, n).ok_or("no [landscape.hessian]")?;
             for r in 0..round {
                 feed(
@@ -275,6 +282,7 @@ pub fn hessian_step(
             s
         }
     };
+    let n = st.n;
     feed(
         &mut st,
         spec,

@@ -35,11 +35,15 @@ pub struct Curves {
 }
 
 /// Sets the model to `w0 θ₀ + wc θ_c + w1 θ₁` (batch-norm statistics included).
-fn place(l: &Loaded, control: &[Tensor], (w0, wc, w1): (f64, f64, f64)) -> Result<()> {
+fn place(
+    l: &Loaded,
+    control: &[Tensor],
+    theta1: &[Tensor],
+    (w0, wc, w1): (f64, f64, f64),
+) -> Result<()> {
     for (i, p) in l.model.params().iter().enumerate() {
-        let theta1 = (&l.base[i] + &l.d1[i])?;
         let t = ((&l.base[i] * w0)? + (&control[i] * wc)?)?;
-        p.var.set(&(t + (theta1 * w1)?)?)?;
+        p.var.set(&(t + (&theta1[i] * w1)?)?)?;
     }
     Ok(())
 }
@@ -60,6 +64,12 @@ pub fn run(
         .iter()
         .zip(&l.d1)
         .map(|(b, d)| b + (d * 0.5)?)
+        .collect::<Result<_>>()?;
+    let theta1: Vec<Tensor> = l
+        .base
+        .iter()
+        .zip(&l.d1)
+        .map(|(b, d)| b + d)
         .collect::<Result<_>>()?;
     let params = l.model.params();
     let trainable: Vec<bool> = params.iter().map(|p| p.trainable()).collect();
@@ -88,7 +98,7 @@ pub fn run(
             let y = Tensor::from_vec(ys, idx.len(), dev)?;
             let t = rng.next_f64();
             let w = c.kind.weights(t);
-            place(l, &control, w)?;
+            place(l, &control, &theta1, w)?;
             let loss = cross_entropy(&l.model.forward(&x, None)?, &y)?;
             sum += f64::from(loss.to_scalar::<f32>()?) * idx.len() as f64;
             let grads = loss.backward()?;
@@ -120,7 +130,7 @@ pub fn run(
         steps,
     };
     for &t in &ts {
-        place(l, &control, c.kind.weights(t))?;
+        place(l, &control, &theta1, c.kind.weights(t))?;
         let p = evaluate(l, chunk)?;
         out.curve_loss.push(p.loss);
         out.curve_accuracy.push(p.accuracy);
