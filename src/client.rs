@@ -426,7 +426,24 @@ pub async fn logs(
 
 /// Whether a failed call may succeed later (the coordinator restarting, a network
 /// blip), as opposed to an answer that will not change.
-fn transient(s: &tonic::Status) -> bool {
+/// A byte count as people read it: 1.5 MiB.
+pub fn bytes(n: u64) -> String {
+    let mut v = n as f64;
+    for unit in ["B", "KiB", "MiB", "GiB"] {
+        if v < 1024.0 || unit == "GiB" {
+            return if unit == "B" {
+                format!("{n} B")
+            } else {
+                format!("{v:.1} {unit}")
+            };
+        }
+        v /= 1024.0;
+    }
+    unreachable!("the loop returns at GiB")
+}
+
+/// Errors a new connection may cure: the coordinator restarting, a dropped link.
+pub fn transient(s: &tonic::Status) -> bool {
     matches!(
         s.code(),
         tonic::Code::Unavailable

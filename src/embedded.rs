@@ -75,6 +75,7 @@ pub async fn cmd_run(s: &Settings, spec: &Path, workers: u32, out: &Path) -> Res
             poll_interval: Duration::from_millis(100),
             security: security.clone(),
             memory_bytes: s.memory_bytes,
+            idle_timeout: None,
             trial_root: s
                 .trial_root
                 .clone()

@@ -3,6 +3,7 @@
 //! the other verbs talk to a coordinator.
 
 mod client;
+mod download;
 mod embedded;
 mod observe;
 mod settings;
@@ -121,12 +122,17 @@ enum Cmd {
     Worker {
         #[command(flatten)]
         c: CoordinatorFlag,
-        /// Units run at once [env: RIDGELINE_SLOTS] [default: 1].
+        /// Units run at once on each device [env: RIDGELINE_SLOTS] [default: 1].
         #[arg(long)]
         slots: Option<u32>,
-        /// Device: cpu or cuda:N [env: RIDGELINE_DEVICE] [default: cpu].
+        /// Device: cpu, cuda:N, a list (cuda:0,cuda:1), or auto: every GPU this build can
+        /// open, else the CPU [env: RIDGELINE_DEVICE] [default: cpu].
         #[arg(long)]
         device: Option<String>,
+        /// Leave after this long with nothing to run or no coordinator (e.g. 5m):
+        /// elastic workers give their allocation back when the sweep is done.
+        #[arg(long, value_parser = parse_duration)]
+        idle_timeout: Option<Duration>,
         /// Name shown in results [default: host name].
         #[arg(long)]
         name: Option<String>,
@@ -194,6 +200,28 @@ enum Cmd {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Fetch a sweep's files from its coordinator (checkpoints, surface.npy and the
+    /// other arrays, plots, hessian.json, logs; a search's results.csv/json), resuming
+    /// what an earlier run or a dropped connection left unfinished.
+    Download {
+        /// Sweep id.
+        sweep: String,
+        #[command(flatten)]
+        c: CoordinatorFlag,
+        /// Output folder [default: ./SWEEP].
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Only this trial's (scan unit's) folder.
+        #[arg(long, conflicts_with = "best")]
+        trial: Option<u32>,
+        /// Only the best trial's checkpoint and parameters, into OUTPUT/best/.
+        #[arg(long)]
+        best: bool,
+        /// Reconnections in a row without progress before giving up (the partial file is
+        /// kept: running the command again resumes it).
+        #[arg(long, default_value_t = 5)]
+        retries: u32,
+    },
     /// Print a command trial's log (its stdout and stderr, report lines left out).
     Logs {
         /// Sweep id.
@@ -209,6 +237,11 @@ enum Cmd {
         #[arg(long)]
         attempt: Option<u32>,
     },
+}
+
+fn parse_duration(t: &str) -> Result<Duration, String> {
+    let secs = ridgeline_common::spec::trial::parse_duration(t)?;
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{t:?}: {e}"))
 }
 
 fn init_tracing(default: &str) {
@@ -360,6 +393,7 @@ fn run() -> Result<()> {
                 memory_bytes,
                 metrics_listen,
                 trial_root,
+                idle_timeout,
             } => {
                 s.metrics_listen = metrics_listen.or(s.metrics_listen.take());
                 let metrics = observe::start(
@@ -378,6 +412,7 @@ fn run() -> Result<()> {
                     poll_interval: Duration::from_millis(250),
                     security: s.security()?,
                     memory_bytes: memory_bytes.or(s.memory_bytes),
+                    idle_timeout,
                     trial_root: trial_root
                         .or(s.trial_root.clone())
                         .unwrap_or_else(|| "ridgeline-trials".into()),
@@ -484,6 +519,41 @@ fn run() -> Result<()> {
                         .with_context(|| format!("write {}", p.display()))?,
                     None => print!("{text}"),
                 }
+                Ok(())
+            }
+            Cmd::Download {
+                sweep,
+                c,
+                output,
+                trial,
+                best,
+                retries,
+            } => {
+                let url = c.coordinator.unwrap_or(s.coordinator.clone());
+                let security = s.security()?;
+                let src = download::Source {
+                    url: &url,
+                    security: &security,
+                    timeout: client_timeout(&s),
+                    retries,
+                };
+                let which = match (trial, best) {
+                    (Some(n), _) => download::Which::Trial(n),
+                    (None, true) => download::Which::Best,
+                    (None, false) => download::Which::All,
+                };
+                let out = output.unwrap_or_else(|| PathBuf::from(&sweep));
+                let started = std::time::Instant::now();
+                let sum = download::download(&src, &sweep, which, &out).await?;
+                println!(
+                    "{sweep}: {} files in {} ({} fetched in {:.1} s, {} already here, {} resumed)",
+                    sum.files,
+                    out.display(),
+                    client::bytes(sum.fetched_bytes),
+                    started.elapsed().as_secs_f64(),
+                    sum.skipped,
+                    sum.resumed
+                );
                 Ok(())
             }
             Cmd::Logs {

@@ -33,10 +33,15 @@ pub struct WorkerConfig {
     pub coordinator: String,
     /// Name shown in results (defaults to the host name).
     pub name: String,
-    /// Units run at once.
+    /// Units run at once on each device.
     pub slots: u32,
-    /// `cpu` or `cuda:N`.
+    /// `cpu`, `cuda:N`, a comma-separated list (`cuda:0,cuda:1`), or `auto`: every GPU
+    /// this process can open when the build has CUDA, else the CPU (see [`open_devices`]).
     pub device: String,
+    /// Leave (deregister and return) after this long with nothing to run, whether the
+    /// coordinator had no work or could not be reached: elastic workers (a Slurm job
+    /// array) give their allocation back once a sweep is done. `None`: run until stopped.
+    pub idle_timeout: Option<Duration>,
     /// Wait between lease requests when the coordinator had nothing to give.
     pub poll_interval: Duration,
     /// Token and TLS.
@@ -85,6 +90,43 @@ pub fn open_device(name: &str) -> Result<Device, WorkerError> {
         name.into(),
         "expected cpu or cuda:N".into(),
     ))
+}
+
+/// Opens every device a worker's `device` setting names: `cpu`, `cuda:N`, a
+/// comma-separated list, or `auto`. `auto` asks the build rather than the environment
+/// (`CUDA_VISIBLE_DEVICES` says what a scheduler allocated, not whether this binary can
+/// use it): it opens `cuda:0`, `cuda:1`, ... until one fails, and falls back to the CPU
+/// when none opens (a CPU-only build, or no GPU visible).
+pub fn open_devices(spec: &str) -> Result<Vec<(String, Device)>, WorkerError> {
+    if spec.trim() == "auto" {
+        let mut gpus = Vec::new();
+        while let Ok(d) = Device::new_cuda(gpus.len()) {
+            gpus.push((format!("cuda:{}", gpus.len()), d));
+        }
+        if gpus.is_empty() {
+            if std::env::var("CUDA_VISIBLE_DEVICES").is_ok_and(|v| !v.is_empty()) {
+                warn!(
+                    "GPUs are allocated (CUDA_VISIBLE_DEVICES) but none opens in this build \
+                     (built with the cuda feature: {}); running on the CPU",
+                    cfg!(feature = "cuda")
+                );
+            }
+            gpus.push(("cpu".to_owned(), Device::Cpu));
+        }
+        return Ok(gpus);
+    }
+    let names: Vec<&str> = spec.split(',').map(str::trim).collect();
+    let mut out: Vec<(String, Device)> = Vec::with_capacity(names.len());
+    for n in names {
+        if out.iter().any(|(m, _)| m == n) {
+            return Err(WorkerError::Device(
+                spec.into(),
+                format!("{n} is listed twice"),
+            ));
+        }
+        out.push((n.to_owned(), open_device(n)?));
+    }
+    Ok(out)
 }
 
 /// Data sets already loaded in this process, by their spec: trials of a sweep that land
@@ -186,6 +228,7 @@ fn metrics(m: &[(String, f64)]) -> Vec<proto::Metric> {
 fn execute(
     unit: &proto::Unit,
     device: &Device,
+    device_name: &str,
     cfg: &WorkerConfig,
     memory_bytes: u64,
     cancel: &AtomicBool,
@@ -226,7 +269,7 @@ fn execute(
             unit,
             spec: &spec,
             device,
-            device_name: &cfg.device,
+            device_name,
             memory_bytes,
             cancel,
             fetch,
@@ -290,14 +333,19 @@ fn execute(
 }
 
 struct Worker {
+    /// `slots` here is the worker's total: per-device slots times devices.
     cfg: WorkerConfig,
-    device: Device,
+    /// Names (`cuda:1`) and devices; each unit runs on the least busy.
+    devices: Vec<(String, Device)>,
+    /// The device index of each running unit.
+    unit_device: HashMap<u64, usize>,
+    /// When the worker last had nothing running (`idle_timeout` counts from it).
+    idle_since: Option<tokio::time::Instant>,
     /// Working memory one unit may use.
     memory_bytes: u64,
     metrics: WorkerMetrics,
     /// The id of the last registration, asked for again after a reconnect.
     last_id: Option<String>,
-    device_desc: proto::Device,
     running: HashMap<u64, Arc<AtomicBool>>,
     progress: Vec<proto::Progress>,
     outcomes: VecDeque<proto::Outcome>,
@@ -331,8 +379,13 @@ impl Worker {
     fn spawn(&mut self, unit: proto::Unit, client: &Client, worker_id: &str) {
         let cancel = Arc::new(AtomicBool::new(false));
         self.running.insert(unit.unit_id, cancel.clone());
+        self.idle_since = None;
+        let d = (0..self.devices.len())
+            .min_by_key(|i| self.unit_device.values().filter(|j| *j == i).count())
+            .expect("a worker has a device");
+        self.unit_device.insert(unit.unit_id, d);
+        let (device_name, device) = self.devices[d].clone();
         let tx = self.tx.clone();
-        let device = self.device.clone();
         let memory = self.memory_bytes;
         let cfg = self.cfg.clone();
         let fetcher = BlobFetcher {
@@ -349,6 +402,7 @@ impl Worker {
                 execute(
                     &unit,
                     &device,
+                    &device_name,
                     &cfg,
                     memory,
                     &cancel,
@@ -404,7 +458,7 @@ impl Worker {
                 hostname: host,
                 name: self.cfg.name.clone(),
                 slots: self.cfg.slots,
-                devices: vec![self.device_desc.clone()],
+                devices: self.devices.iter().map(|(n, _)| describe(n)).collect(),
                 resume_worker_id: self.last_id.clone().unwrap_or_default(),
             })
             .await;
@@ -434,7 +488,14 @@ impl Worker {
         loop {
             let free = self.cfg.slots as usize - self.running.len().min(self.cfg.slots as usize);
             let lease_due = tokio::time::sleep_until(next_lease);
+            let idle_end = self.idle_deadline();
             tokio::select! {
+                _ = tokio::time::sleep_until(idle_end.unwrap_or_else(far_future)), if idle_end.is_some() => {
+                    info!(worker = %id, "nothing to run for {:?}: leaving", self.cfg.idle_timeout.unwrap_or_default());
+                    let _ = self.report(client, &id).await;
+                    let _ = client.deregister(proto::DeregisterRequest { worker_id: id.clone() }).await;
+                    return Ok(SessionEnd::Shutdown);
+                }
                 _ = &mut *shutdown => {
                     self.stop_all();
                     let _ = self.report(client, &id).await;
@@ -481,6 +542,10 @@ impl Worker {
                         TrialEvent::Log(unit, attempt, data) => self.log(unit, attempt, data),
                         TrialEvent::Done(unit, outcome) => {
                             self.running.remove(&unit);
+                            self.unit_device.remove(&unit);
+                            if self.running.is_empty() {
+                                self.idle_since = Some(tokio::time::Instant::now());
+                            }
                             self.log_offsets.retain(|(u, _), _| *u != unit);
                             next_lease = tokio::time::Instant::now();
                             if let Some(o) = outcome {
@@ -563,6 +628,11 @@ impl Worker {
         }
     }
 
+    /// When an idle worker leaves: `None` while units run or without `idle_timeout`.
+    fn idle_deadline(&self) -> Option<tokio::time::Instant> {
+        Some(self.idle_since? + self.cfg.idle_timeout?)
+    }
+
     fn set_registered(&self, registered: bool) {
         self.metrics.set_registered(registered);
         if let Some(r) = &self.cfg.ready {
@@ -574,6 +644,24 @@ impl Worker {
         for flag in self.running.values() {
             flag.store(true, Ordering::Relaxed);
         }
+    }
+}
+
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
+}
+
+/// A device as registration describes it.
+fn describe(name: &str) -> proto::Device {
+    let (kind, ordinal) = match name.split_once(':') {
+        Some((k, n)) => (k.to_owned(), n.parse().unwrap_or(0)),
+        None => (name.to_owned(), 0),
+    };
+    proto::Device {
+        kind,
+        ordinal,
+        name: name.to_owned(),
+        memory_bytes: 0,
     }
 }
 
@@ -596,11 +684,10 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), WorkerError> {
     crate::memory::keep_freed_buffers();
-    let device = open_device(&cfg.device)?;
-    let (kind, ordinal) = match cfg.device.split_once(':') {
-        Some((k, n)) => (k.to_owned(), n.parse().unwrap_or(0)),
-        None => (cfg.device.clone(), 0),
-    };
+    let mut cfg = cfg;
+    let devices = open_devices(&cfg.device)?;
+    cfg.slots = cfg.slots.max(1) * devices.len() as u32;
+    info!(devices = %devices.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(","), slots = cfg.slots, "worker starting");
     // Malformed URLs and unreadable certificates are mistakes, not outages: fail now.
     net::endpoint(&cfg.coordinator, &cfg.security, None)
         .map_err(|e| WorkerError::Url(cfg.coordinator.clone(), e.to_string()))?;
@@ -610,17 +697,14 @@ pub async fn run(
         .unwrap_or_else(|| crate::memory::default_unit_budget(cfg.slots));
     let metrics = WorkerMetrics::new(&cfg.name);
     let sampler = {
-        let (m, device, slots, label) = (
-            metrics.clone(),
-            device.clone(),
-            cfg.slots,
-            cfg.device.clone(),
-        );
+        let (m, devices, slots) = (metrics.clone(), devices.clone(), cfg.slots);
         tokio::spawn(async move {
             let mut every = tokio::time::interval(ridgeline_common::telemetry::SAMPLE_EVERY);
             loop {
                 every.tick().await;
-                m.sample(slots, &device, &label);
+                for (label, device) in &devices {
+                    m.sample(slots, device, label);
+                }
             }
         })
     };
@@ -636,14 +720,10 @@ pub async fn run(
         memory_bytes,
         metrics,
         last_id: None,
-        device_desc: proto::Device {
-            kind,
-            ordinal,
-            name: cfg.device.clone(),
-            memory_bytes: 0,
-        },
         cfg,
-        device,
+        devices,
+        unit_device: HashMap::new(),
+        idle_since: Some(tokio::time::Instant::now()),
         running: HashMap::new(),
         progress: Vec::new(),
         outcomes: VecDeque::new(),
@@ -667,6 +747,17 @@ pub async fn run(
             SessionEnd::Shutdown => return Ok(()),
             SessionEnd::Reconnect(why) => {
                 warn!(coordinator = %w.cfg.coordinator, "{why}; retrying in {backoff:?}");
+                // An unreachable coordinator counts as idle time: an elastic worker whose
+                // coordinator has finished and gone leaves too.
+                if w.idle_deadline()
+                    .is_some_and(|t| t <= tokio::time::Instant::now())
+                {
+                    info!(
+                        "no coordinator and nothing to run for {:?}: leaving",
+                        w.cfg.idle_timeout.unwrap_or_default()
+                    );
+                    return Ok(());
+                }
                 tokio::select! {
                     _ = &mut shutdown => { w.stop_all(); return Ok(()); }
                     _ = tokio::time::sleep(backoff) => {}

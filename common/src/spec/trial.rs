@@ -79,7 +79,8 @@ impl<'de> Deserialize<'de> for Seconds {
     }
 }
 
-fn parse_duration(t: &str) -> Result<f64, String> {
+/// Seconds in `"90s"`, `"10m"`, `"2h"`, `"250ms"` or a bare number of seconds.
+pub fn parse_duration(t: &str) -> Result<f64, String> {
     let t = t.trim();
     let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);

@@ -131,6 +131,7 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+mod artifacts;
 mod event_loop;
 mod logs;
 mod scans;

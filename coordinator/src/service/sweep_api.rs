@@ -1,5 +1,6 @@
 //! The client-facing gRPC service: submit, status, watch, cancel, list, results.
 
+use super::artifacts;
 use super::logs;
 use super::*;
 
@@ -185,6 +186,7 @@ impl SweepApi {
 }
 
 type StatusStream = Pin<Box<dyn Stream<Item = Result<proto::SweepStatus, Status>> + Send>>;
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<proto::ArtifactChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl sweep_service_server::SweepService for SweepApi {
@@ -343,6 +345,62 @@ impl sweep_service_server::SweepService for SweepApi {
         .await
         .map_err(|e| Status::internal(e.to_string()))??;
         Ok(Response::new(resp))
+    }
+
+    async fn list_artifacts(
+        &self,
+        req: Request<proto::ListArtifactsRequest>,
+    ) -> Result<Response<proto::ListArtifactsResponse>, Status> {
+        let r = req.into_inner();
+        let id = sweep_id(&r.sweep_id)?;
+        // Unknown sweeps are NOT_FOUND rather than an empty list.
+        let st = self.h.call(|tx| Event::Status(id.clone(), tx)).await?;
+        let root = sweep_dir(&self.data_dir, &id);
+        let (under, best_trial) = match (r.trial, r.best) {
+            (Some(_), true) => {
+                return Err(Status::invalid_argument("trial and best: ask for one"));
+            }
+            (Some(n), false) => (format!("trials/{n:05}"), None),
+            (None, true) => {
+                let b = st.best.ok_or_else(|| {
+                    Status::failed_precondition(format!("sweep {id} has no best trial (yet)"))
+                })?;
+                (format!("trials/{:05}", b.trial_index), Some(b.trial_index))
+            }
+            (None, false) => (String::new(), None),
+        };
+        let location = root.display().to_string();
+        let files = tokio::task::spawn_blocking(move || artifacts::list(&root, &under))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        Ok(Response::new(proto::ListArtifactsResponse {
+            files,
+            location,
+            best_trial,
+        }))
+    }
+
+    type ReadArtifactStream = ChunkStream;
+
+    async fn read_artifact(
+        &self,
+        req: Request<proto::ReadArtifactRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let r = req.into_inner();
+        let id = sweep_id(&r.sweep_id)?;
+        self.h.call(|tx| Event::Status(id.clone(), tx)).await?;
+        let (path, meta) = artifacts::resolve(&sweep_dir(&self.data_dir, &id), &r.path)?;
+        // A few chunks in flight: reading stays ahead of the network without holding a
+        // whole checkpoint in memory.
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::task::spawn_blocking(move || {
+            artifacts::stream(&path, &r.path, &meta, r.offset, r.version, |c| {
+                tx.blocking_send(c).is_ok()
+            })
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn get_results(
