@@ -537,23 +537,10 @@ impl Worker {
                     }
                 }
                 ev = rx.recv() => {
-                    match ev.expect("the worker holds a sender") {
-                        TrialEvent::Progress(p) => self.progress.push(p),
-                        TrialEvent::Log(unit, attempt, data) => self.log(unit, attempt, data),
-                        TrialEvent::Done(unit, outcome) => {
-                            self.running.remove(&unit);
-                            self.unit_device.remove(&unit);
-                            if self.running.is_empty() {
-                                self.idle_since = Some(tokio::time::Instant::now());
-                            }
-                            self.log_offsets.retain(|(u, _), _| *u != unit);
-                            next_lease = tokio::time::Instant::now();
-                            if let Some(o) = outcome {
-                                self.outcomes.push_back(o);
-                                if let Err(s) = self.report(client, &id).await {
-                                    return Ok(SessionEnd::Reconnect(s.message().to_owned()));
-                                }
-                            }
+                    if self.take(ev.expect("the worker holds a sender")) {
+                        next_lease = tokio::time::Instant::now();
+                        if let Err(s) = self.report(client, &id).await {
+                            return Ok(SessionEnd::Reconnect(s.message().to_owned()));
                         }
                     }
                 }
@@ -626,6 +613,25 @@ impl Worker {
                 flag.store(true, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Buffers a running unit's event for the next report; true when a unit ended.
+    fn take(&mut self, ev: TrialEvent) -> bool {
+        match ev {
+            TrialEvent::Progress(p) => self.progress.push(p),
+            TrialEvent::Log(unit, attempt, data) => self.log(unit, attempt, data),
+            TrialEvent::Done(unit, outcome) => {
+                self.running.remove(&unit);
+                self.unit_device.remove(&unit);
+                self.log_offsets.retain(|(u, _), _| *u != unit);
+                if self.running.is_empty() {
+                    self.idle_since = Some(tokio::time::Instant::now());
+                }
+                self.outcomes.extend(outcome);
+                return true;
+            }
+        }
+        false
     }
 
     /// When an idle worker leaves: `None` while units run or without `idle_timeout`.
@@ -747,6 +753,10 @@ pub async fn run(
             SessionEnd::Shutdown => return Ok(()),
             SessionEnd::Reconnect(why) => {
                 warn!(coordinator = %w.cfg.coordinator, "{why}; retrying in {backoff:?}");
+                // Units that end meanwhile are kept for the next session's report.
+                while let Ok(ev) = rx.try_recv() {
+                    w.take(ev);
+                }
                 // An unreachable coordinator counts as idle time: an elastic worker whose
                 // coordinator has finished and gone leaves too.
                 if w.idle_deadline()
