@@ -510,7 +510,10 @@ pub async fn watch(client: &mut Client, sweep_id: &str) -> Result<proto::SweepSt
                 );
                 bar.enable_steady_tick(Duration::from_millis(200));
             }
-            let done = st.completed + st.failed + st.diverged + st.cancelled + st.pruned;
+            let done = crate::status::done(&st);
+            let eta = crate::status::eta(&st)
+                .map(|d| format!("  eta {}", crate::status::human(d)))
+                .unwrap_or_default();
             bar.set_length(u64::from(st.total));
             bar.set_position(u64::from(done));
             let best = st
@@ -518,12 +521,12 @@ pub async fn watch(client: &mut Client, sweep_id: &str) -> Result<proto::SweepSt
                 .as_ref()
                 .map(|b| format!("best {} {:.4}", st.metric, b.value))
                 .unwrap_or_default();
-            bar.set_message(format!("{} running  {best}", st.running));
+            bar.set_message(format!("{} running  {best}{eta}", st.running));
             // Without a terminal, a line per finished unit; the final state is the
             // caller's to print.
             let finished = st.state != proto::SweepState::Running as i32;
             if !tty && done != last_done && !finished {
-                eprintln!("{}", summary(&st));
+                eprintln!("{}{}", summary(&st), eta.replace("  eta", ", eta"));
                 last_done = done;
             }
             if finished {

@@ -7,6 +7,7 @@ mod download;
 mod embedded;
 mod observe;
 mod settings;
+mod status;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -447,21 +448,33 @@ fn run() -> Result<()> {
             }
             Cmd::Status { sweep, c } => {
                 let mut client = connect(&s, c).await?;
-                let list = match sweep {
-                    Some(id) => vec![
-                        client
-                            .get_status(proto::GetStatusRequest { sweep_id: id })
+                match sweep {
+                    Some(id) => {
+                        let st = client
+                            .get_status(proto::GetStatusRequest {
+                                sweep_id: id.clone(),
+                            })
                             .await
                             .map_err(|e| anyhow::anyhow!("{}", e.message()))?
-                            .into_inner(),
-                    ],
-                    None => client::list_all(&mut client, false).await?,
-                };
-                if list.is_empty() {
-                    println!("no sweeps");
-                }
-                for st in list {
-                    println!("{}", client::summary(&st));
+                            .into_inner();
+                        let files = client
+                            .list_artifacts(proto::ListArtifactsRequest {
+                                sweep_id: id,
+                                ..Default::default()
+                            })
+                            .await
+                            .ok()
+                            .map(|r| r.into_inner());
+                        print!("{}", status::detail(&st, files.as_ref()));
+                    }
+                    None => {
+                        let list = client::list_all(&mut client, false).await?;
+                        if list.is_empty() {
+                            println!("no sweeps");
+                        } else {
+                            print!("{}", status::table(&list));
+                        }
+                    }
                 }
                 Ok(())
             }
@@ -518,6 +531,21 @@ fn run() -> Result<()> {
                     Some(p) => std::fs::write(&p, text)
                         .with_context(|| format!("write {}", p.display()))?,
                     None => print!("{text}"),
+                }
+                // On stderr: the rows on stdout stay a clean CSV or JSON.
+                if let Ok(f) = client
+                    .list_artifacts(proto::ListArtifactsRequest {
+                        sweep_id: sweep.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                {
+                    let f = f.into_inner();
+                    eprintln!(
+                        "{} files (checkpoints, arrays, plots) in {} on the coordinator's host: ridgeline download {sweep} -o DIR",
+                        f.files.len(),
+                        f.location
+                    );
                 }
                 Ok(())
             }

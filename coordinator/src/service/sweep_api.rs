@@ -369,7 +369,10 @@ impl sweep_service_server::SweepService for SweepApi {
             }
             (None, false) => (String::new(), None),
         };
-        let location = root.display().to_string();
+        let location = std::path::absolute(&root)
+            .unwrap_or(root.clone())
+            .display()
+            .to_string();
         let files = tokio::task::spawn_blocking(move || artifacts::list(&root, &under))
             .await
             .map_err(|e| Status::internal(e.to_string()))??;
