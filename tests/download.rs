@@ -181,7 +181,7 @@ fn downloads_are_byte_identical_and_resume_after_dropped_connections() {
     // A second run finds everything there and fetches nothing.
     let (out, _) = ok(download(&url, &scan, &got, &[]));
     assert!(
-        out.contains(&format!("0 B fetched")) && out.contains(&format!("{n} already here")),
+        out.contains("0 B fetched") && out.contains(&format!("{n} already here")),
         "{out}"
     );
 
