@@ -1,6 +1,7 @@
 //! The Ridgeline worker: leases units from the coordinator and runs them with candle.
 
 pub mod data;
+pub mod devices;
 pub mod executors;
 pub mod fused;
 pub mod landscape;

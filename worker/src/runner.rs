@@ -19,6 +19,7 @@ use ridgeline_common::spec::SweepSpec;
 use ridgeline_common::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 
 use crate::data::{self, Data};
+use crate::devices;
 use crate::executors;
 use crate::telemetry::{RunningUnit, WorkerMetrics};
 use crate::train::TrialEnd;
@@ -36,7 +37,8 @@ pub struct WorkerConfig {
     /// Units run at once on each device.
     pub slots: u32,
     /// `cpu`, `cuda:N`, a comma-separated list (`cuda:0,cuda:1`), or `auto`: every GPU
-    /// this process can open when the build has CUDA, else the CPU (see [`open_devices`]).
+    /// this process can open when the build has CUDA, else the CPU (see
+    /// [`crate::devices::open_devices`]).
     pub device: String,
     /// Leave (deregister and return) after this long with nothing to run, whether the
     /// coordinator had no work or could not be reached: elastic workers (a Slurm job
@@ -69,64 +71,6 @@ pub enum WorkerError {
     /// The coordinator URL is malformed.
     #[error("coordinator URL {0:?}: {1}")]
     Url(String, String),
-}
-
-/// Opens a device by name: `cpu`, or `cuda:N` in builds with the `cuda` feature.
-pub fn open_device(name: &str) -> Result<Device, WorkerError> {
-    if name == "cpu" {
-        return Ok(Device::Cpu);
-    }
-    if let Some(n) = name
-        .strip_prefix("cuda:")
-        .or((name == "cuda").then_some("0"))
-    {
-        let ordinal: usize = n
-            .parse()
-            .map_err(|_| WorkerError::Device(name.into(), "expected cuda:N".into()))?;
-        return Device::new_cuda(ordinal)
-            .map_err(|e| WorkerError::Device(name.into(), e.to_string()));
-    }
-    Err(WorkerError::Device(
-        name.into(),
-        "expected cpu or cuda:N".into(),
-    ))
-}
-
-/// Opens every device a worker's `device` setting names: `cpu`, `cuda:N`, a
-/// comma-separated list, or `auto`. `auto` asks the build rather than the environment
-/// (`CUDA_VISIBLE_DEVICES` says what a scheduler allocated, not whether this binary can
-/// use it): it opens `cuda:0`, `cuda:1`, ... until one fails, and falls back to the CPU
-/// when none opens (a CPU-only build, or no GPU visible).
-pub fn open_devices(spec: &str) -> Result<Vec<(String, Device)>, WorkerError> {
-    if spec.trim() == "auto" {
-        let mut gpus = Vec::new();
-        while let Ok(d) = Device::new_cuda(gpus.len()) {
-            gpus.push((format!("cuda:{}", gpus.len()), d));
-        }
-        if gpus.is_empty() {
-            if std::env::var("CUDA_VISIBLE_DEVICES").is_ok_and(|v| !v.is_empty()) {
-                warn!(
-                    "GPUs are allocated (CUDA_VISIBLE_DEVICES) but none opens in this build \
-                     (built with the cuda feature: {}); running on the CPU",
-                    cfg!(feature = "cuda")
-                );
-            }
-            gpus.push(("cpu".to_owned(), Device::Cpu));
-        }
-        return Ok(gpus);
-    }
-    let names: Vec<&str> = spec.split(',').map(str::trim).collect();
-    let mut out: Vec<(String, Device)> = Vec::with_capacity(names.len());
-    for n in names {
-        if out.iter().any(|(m, _)| m == n) {
-            return Err(WorkerError::Device(
-                spec.into(),
-                format!("{n} is listed twice"),
-            ));
-        }
-        out.push((n.to_owned(), open_device(n)?));
-    }
-    Ok(out)
 }
 
 /// Data sets already loaded in this process, by their spec: trials of a sweep that land
@@ -458,7 +402,11 @@ impl Worker {
                 hostname: host,
                 name: self.cfg.name.clone(),
                 slots: self.cfg.slots,
-                devices: self.devices.iter().map(|(n, _)| describe(n)).collect(),
+                devices: self
+                    .devices
+                    .iter()
+                    .map(|(n, _)| devices::describe(n))
+                    .collect(),
                 resume_worker_id: self.last_id.clone().unwrap_or_default(),
             })
             .await;
@@ -657,20 +605,6 @@ fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
 }
 
-/// A device as registration describes it.
-fn describe(name: &str) -> proto::Device {
-    let (kind, ordinal) = match name.split_once(':') {
-        Some((k, n)) => (k.to_owned(), n.parse().unwrap_or(0)),
-        None => (name.to_owned(), 0),
-    };
-    proto::Device {
-        kind,
-        ordinal,
-        name: name.to_owned(),
-        memory_bytes: 0,
-    }
-}
-
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
@@ -691,7 +625,7 @@ pub async fn run(
 ) -> Result<(), WorkerError> {
     crate::memory::keep_freed_buffers();
     let mut cfg = cfg;
-    let devices = open_devices(&cfg.device)?;
+    let devices = devices::open_devices(&cfg.device)?;
     cfg.slots = cfg.slots.max(1) * devices.len() as u32;
     info!(devices = %devices.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(","), slots = cfg.slots, "worker starting");
     // Malformed URLs and unreadable certificates are mistakes, not outages: fail now.

@@ -1,0 +1,80 @@
+//! The devices a worker runs units on: opened from its `device` setting, described to
+//! the coordinator at registration.
+
+use candle_core::Device;
+use ridgeline_common::proto;
+use tracing::warn;
+
+use crate::runner::WorkerError;
+
+/// Opens a device by name: `cpu`, or `cuda:N` in builds with the `cuda` feature.
+pub fn open_device(name: &str) -> Result<Device, WorkerError> {
+    if name == "cpu" {
+        return Ok(Device::Cpu);
+    }
+    if let Some(n) = name
+        .strip_prefix("cuda:")
+        .or((name == "cuda").then_some("0"))
+    {
+        let ordinal: usize = n
+            .parse()
+            .map_err(|_| WorkerError::Device(name.into(), "expected cuda:N".into()))?;
+        return Device::new_cuda(ordinal)
+            .map_err(|e| WorkerError::Device(name.into(), e.to_string()));
+    }
+    Err(WorkerError::Device(
+        name.into(),
+        "expected cpu or cuda:N".into(),
+    ))
+}
+
+/// Opens every device a worker's `device` setting names: `cpu`, `cuda:N`, a
+/// comma-separated list, or `auto`. `auto` asks the build rather than the environment
+/// (`CUDA_VISIBLE_DEVICES` says what a scheduler allocated, not whether this binary can
+/// use it): it opens `cuda:0`, `cuda:1`, ... until one fails, and falls back to the CPU
+/// when none opens (a CPU-only build, or no GPU visible).
+pub fn open_devices(spec: &str) -> Result<Vec<(String, Device)>, WorkerError> {
+    if spec.trim() == "auto" {
+        let mut gpus = Vec::new();
+        while let Ok(d) = Device::new_cuda(gpus.len()) {
+            gpus.push((format!("cuda:{}", gpus.len()), d));
+        }
+        if gpus.is_empty() {
+            if std::env::var("CUDA_VISIBLE_DEVICES").is_ok_and(|v| !v.is_empty()) {
+                warn!(
+                    "GPUs are allocated (CUDA_VISIBLE_DEVICES) but none opens in this build \
+                     (built with the cuda feature: {}); running on the CPU",
+                    cfg!(feature = "cuda")
+                );
+            }
+            gpus.push(("cpu".to_owned(), Device::Cpu));
+        }
+        return Ok(gpus);
+    }
+    let names: Vec<&str> = spec.split(',').map(str::trim).collect();
+    let mut out: Vec<(String, Device)> = Vec::with_capacity(names.len());
+    for n in names {
+        if out.iter().any(|(m, _)| m == n) {
+            return Err(WorkerError::Device(
+                spec.into(),
+                format!("{n} is listed twice"),
+            ));
+        }
+        out.push((n.to_owned(), open_device(n)?));
+    }
+    Ok(out)
+}
+
+/// A device as registration describes it.
+pub fn describe(name: &str) -> proto::Device {
+    let (kind, ordinal) = match name.split_once(':') {
+        Some((k, n)) => (k.to_owned(), n.parse().unwrap_or(0)),
+        None => (name.to_owned(), 0),
+    };
+    proto::Device {
+        kind,
+        ordinal,
+        name: name.to_owned(),
+        memory_bytes: 0,
+    }
+}
