@@ -78,3 +78,62 @@ pub fn describe(name: &str) -> proto::Device {
         memory_bytes: 0,
     }
 }
+
+/// The device (index) running the fewest of the units `busy` lists by device; the
+/// first of equals, so units fill GPUs in order.
+pub fn least_busy(devices: usize, busy: impl Iterator<Item = usize>) -> usize {
+    let mut load = vec![0usize; devices.max(1)];
+    for d in busy {
+        if let Some(n) = load.get_mut(d) {
+            *n += 1;
+        }
+    }
+    (0..load.len()).min_by_key(|&i| load[i]).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(spec: &str) -> Result<Vec<String>, String> {
+        open_devices(spec)
+            .map(|d| d.into_iter().map(|(n, _)| n).collect())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn settings_name_devices_or_fail_clearly() {
+        assert_eq!(names("cpu").unwrap(), ["cpu"]);
+        let e = names("cpu, cpu").unwrap_err();
+        assert!(e.contains("cpu is listed twice"), "{e}");
+        let e = names("gpu").unwrap_err();
+        assert!(e.contains("expected cpu or cuda:N"), "{e}");
+        let e = names("cuda:x").unwrap_err();
+        assert!(e.contains("expected cuda:N"), "{e}");
+        let d = describe("cuda:3");
+        assert_eq!(
+            (d.kind.as_str(), d.ordinal, d.name.as_str()),
+            ("cuda", 3, "cuda:3")
+        );
+        assert_eq!(describe("cpu").kind, "cpu");
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    #[test]
+    fn auto_falls_back_to_the_cpu_in_a_cpu_build_whatever_the_environment_says() {
+        // A scheduler's CUDA_VISIBLE_DEVICES says GPUs were allocated, not that this
+        // binary can use them: the build decides.
+        assert_eq!(names("auto").unwrap(), ["cpu"]);
+        let e = names("cuda:0").unwrap_err();
+        assert!(e.starts_with("device cuda:0"), "{e}");
+    }
+
+    #[test]
+    fn units_go_to_the_least_busy_device() {
+        assert_eq!(least_busy(1, [].into_iter()), 0);
+        assert_eq!(least_busy(4, [].into_iter()), 0);
+        assert_eq!(least_busy(4, [0, 1].into_iter()), 2);
+        assert_eq!(least_busy(3, [0, 0, 1, 2, 2].into_iter()), 1);
+        assert_eq!(least_busy(2, [0, 1, 1].into_iter()), 0);
+    }
+}

@@ -324,9 +324,7 @@ impl Worker {
         let cancel = Arc::new(AtomicBool::new(false));
         self.running.insert(unit.unit_id, cancel.clone());
         self.idle_since = None;
-        let d = (0..self.devices.len())
-            .min_by_key(|i| self.unit_device.values().filter(|j| *j == i).count())
-            .expect("a worker has a device");
+        let d = devices::least_busy(self.devices.len(), self.unit_device.values().copied());
         self.unit_device.insert(unit.unit_id, d);
         let (device_name, device) = self.devices[d].clone();
         let tx = self.tx.clone();
