@@ -14,23 +14,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p.strip_prefix(dir).unwrap().to_owned());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// Every file under `held` is under `got` with the same bytes; returns how many.
 fn assert_same_files(held: &Path, got: &Path) -> usize {
     let files = files_under(held);

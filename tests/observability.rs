@@ -84,14 +84,6 @@ fn logged_metrics_addr(log: &Path) -> String {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A Prometheus scraping `targets` every second; fails (never skips) when it cannot run.
 fn prometheus(dir: &Path, coordinator: &str, workers: &[String]) -> (Proc, String) {
     let config = dir.join("prometheus.yml");

@@ -12,15 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{KeptOnFailure, bin, root};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{KeptOnFailure, bin, files_under, free_port, root};
 
 /// The private cluster, stopped when dropped.
 struct Cluster {
@@ -148,23 +140,6 @@ fn rows(csv: &Path) -> Vec<BTreeMap<String, String>> {
         .collect()
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap().flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p.strip_prefix(dir).unwrap().to_owned());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 /// The sweep id a job printed.
 fn sweep_of(output: &str) -> String {
     output
@@ -210,24 +185,14 @@ fn sweep_job_with_elastic_workers_and_a_resumed_time_limit_on_a_real_slurm_clust
 
     // 1. A sweep job and two elastic workers (submitted at once: the array waits for
     //    the sweep job's coordinator by itself).
-    let job = cluster
-        .cmd(
-            "sbatch",
-            &["--parsable", sbatch.to_str().unwrap(), "digits-grid.toml"],
-            &submit,
-            &env,
-        )
-        .trim()
-        .to_owned();
-    let array = cluster
-        .cmd(
-            "sbatch",
-            &["--parsable", "--array=0-1", elastic.to_str().unwrap(), &job],
-            &submit,
-            &env,
-        )
-        .trim()
-        .to_owned();
+    let sbatch_job = |args: &[&str]| {
+        let mut all = vec!["--parsable"];
+        all.extend_from_slice(args);
+        cluster.cmd("sbatch", &all, &submit, &env).trim().to_owned()
+    };
+    let script = sbatch.to_str().unwrap();
+    let job = sbatch_job(&[script, "digits-grid.toml"]);
+    let array = sbatch_job(&["--array=0-1", elastic.to_str().unwrap(), &job]);
     cluster.wait_gone(&[&job, &array], &submit, Duration::from_secs(600));
     let logs = cluster.logs(&submit);
     let states = cluster.states(&job, &submit);
@@ -285,15 +250,7 @@ fn sweep_job_with_elastic_workers_and_a_resumed_time_limit_on_a_real_slurm_clust
     // 2. SIGTERM to the batch shell, as `--signal=B:TERM@120` sends it near the time
     //    limit, once a few trials are done: the units go back and the job says how to
     //    go on; a second job with the sweep's id finishes it.
-    let job2 = cluster
-        .cmd(
-            "sbatch",
-            &["--parsable", sbatch.to_str().unwrap(), "digits-grid.toml"],
-            &submit,
-            &env,
-        )
-        .trim()
-        .to_owned();
+    let job2 = sbatch_job(&[script, "digits-grid.toml"]);
     let out2 = submit.join(format!("ridgeline-{job2}.out"));
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
@@ -336,15 +293,7 @@ fn sweep_job_with_elastic_workers_and_a_resumed_time_limit_on_a_real_slurm_clust
         "an unfinished sweep was copied as if finished"
     );
     assert!(!submit.join(".ridgeline").exists(), "{text}");
-    let job3 = cluster
-        .cmd(
-            "sbatch",
-            &["--parsable", sbatch.to_str().unwrap(), &sweep2],
-            &submit,
-            &env,
-        )
-        .trim()
-        .to_owned();
+    let job3 = sbatch_job(&[script, &sweep2]);
     cluster.wait_gone(&[&job3], &submit, Duration::from_secs(600));
     let logs = cluster.logs(&submit);
     assert_eq!(

@@ -120,6 +120,33 @@ pub fn run_ok(args: &[&str], timeout: Duration) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A port free on loopback now (another process may take it before it is used).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Every file under `dir`, as paths relative to it, sorted.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(dir).unwrap().to_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// Waits for a file to appear and returns its trimmed contents.
 pub fn wait_for_file(path: &Path, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;
