@@ -205,7 +205,19 @@ async fn fetch(
     while offset < f.size {
         let before = offset;
         match read_from(c, sweep, f, offset, &mut file, bar).await {
-            Ok(n) => offset += n,
+            Ok(n) => {
+                offset += n;
+                // A stream that ends cleanly short of the listed size is a file that
+                // changed under the coordinator: asking again would not help.
+                if offset < f.size {
+                    file.sync_all()?;
+                    bail!(
+                        "{}: the coordinator sent {offset} of {} bytes; run the same command again",
+                        f.path,
+                        f.size
+                    );
+                }
+            }
             Err(Failure::Fatal(e)) => return Err(e),
             Err(Failure::Dropped(n, why)) => {
                 offset += n;
@@ -234,21 +246,12 @@ async fn fetch(
                 }
             }
         }
-        if offset == before && offset < f.size {
-            // The stream ended early without an error: the file shrank under us.
-            if failures > src.retries {
-                bail!("{}: the coordinator sent fewer bytes than listed", f.path);
-            }
-        }
     }
     file.sync_all()?;
-    drop(file);
-    let t = UNIX_EPOCH + Duration::from_nanos(f.version);
-    std::fs::File::options()
-        .write(true)
-        .open(&part)
-        .and_then(|h| h.set_modified(t))
+    // The coordinator's time: a later run sees the file is current and skips it.
+    file.set_modified(UNIX_EPOCH + Duration::from_nanos(f.version))
         .with_context(|| format!("set the time of {}", part.display()))?;
+    drop(file);
     std::fs::rename(&part, dest).with_context(|| format!("move into {}", dest.display()))?;
     Ok((offset - start, resumed))
 }
