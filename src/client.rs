@@ -549,7 +549,9 @@ pub fn results_csv(r: &proto::GetResultsResponse) -> Result<String> {
     let mut header = vec!["trial".to_owned(), "state".into()];
     header.extend(params.iter().cloned());
     header.extend(metrics.iter().cloned());
-    header.extend(["epochs", "duration_s", "worker", "attempts", "error"].map(String::from));
+    header.extend(
+        ["epochs", "duration_s", "worker", "attempts", "interrupted", "error"].map(String::from),
+    );
     w.write_record(&header)?;
     for t in &r.trials {
         let p = params_from_proto(&t.params).map_err(anyhow::Error::msg)?;
@@ -570,6 +572,7 @@ pub fn results_csv(r: &proto::GetResultsResponse) -> Result<String> {
         row.push(format!("{:.3}", t.duration_s));
         row.push(t.worker.clone());
         row.push(t.attempts.to_string());
+        row.push(t.interrupted.to_string());
         row.push(t.error.clone());
         w.write_record(&row)?;
     }
@@ -606,6 +609,7 @@ pub fn results_json(r: &proto::GetResultsResponse) -> Result<String> {
                 "duration_s": t.duration_s,
                 "worker": t.worker,
                 "attempts": t.attempts,
+                "interrupted": t.interrupted,
                 "error": (!t.error.is_empty()).then_some(&t.error),
                 "checkpoint_dir": (!t.checkpoint_dir.is_empty()).then_some(&t.checkpoint_dir),
             })

@@ -7,9 +7,15 @@
 //!   (one sweep uses TPE and ASHA, so reports prune units on the way);
 //! - every sweep's counts add up to its total;
 //! - the core agrees with the store (final counts, state, best), which is what a
-//!   restart would rebuild from.
+//!   restart would rebuild from;
+//! - at most one attempt of a unit runs at a time: a unit is leased to another worker
+//!   only once its holder's lease has lapsed by the coordinator's clock (a model of
+//!   the lease kept here, across restarts, however quickly they follow one another);
+//! - a command-trial sweep (its attempts resume) keeps the union of every attempt's
+//!   accepted reports, the later report of a step winning; the built-in trainer's
+//!   sweep keeps the last attempt's.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use proptest::prelude::*;
 use ridgeline_common::ids::{SweepId, UnitId, WorkerId};
@@ -70,24 +76,26 @@ fn op(max_tick: u64) -> impl Strategy<Value = Op> {
         1 => (0usize..6).prop_map(|worker| Op::Deregister { worker }),
         2 => (0u64..max_tick).prop_map(|ms| Op::Tick { ms }),
         1 => (0usize..2).prop_map(|sweep| Op::Cancel { sweep }),
-        1 => Just(Op::Restart),
+        2 => Just(Op::Restart),
     ]
 }
 
-/// A random search, or (`adaptive`) TPE with ASHA stopping trials from their reports.
+/// A random search of the built-in trainer, or (`adaptive`) a command trial's TPE with
+/// ASHA stopping trials from their reports.
 fn spec(name: &str, trials: u32, max_concurrent: u32, adaptive: bool) -> SweepSpec {
-    let (algorithm, scheduler) = if adaptive {
+    let (algorithm, scheduler, trial) = if adaptive {
         (
             "tpe",
             "[search.tpe]\nn_startup_trials = 2\n[search.scheduler]\ntype = \"asha\"\nreduction_factor = 2\nmax_t = 8",
+            "[trial]\ncommand = [\"train\", \"{lr}\"]",
         )
     } else {
-        ("random", "")
+        ("random", "", "data = { path = \"x.csv\" }")
     };
     SweepSpec::from_toml(&format!(
         r#"
 name = "{name}"
-data = {{ path = "x.csv" }}
+{trial}
 [search]
 algorithm = "{algorithm}"
 metric = "val_accuracy"
@@ -121,6 +129,16 @@ fn rebuild(store: &Store, out: &mut Vec<Action>, now: u64) -> Core {
     core
 }
 
+type Steps = BTreeMap<u32, BTreeMap<String, String>>;
+
+/// Adds reports to a history: a metric reported again at a step replaces the earlier.
+fn merge(into: &mut Steps, step: u32, metrics: &[(String, f64)]) {
+    let at = into.entry(step).or_default();
+    for (n, v) in metrics {
+        at.insert(n.clone(), format!("{v}"));
+    }
+}
+
 struct World {
     core: Core,
     store: Store,
@@ -135,6 +153,13 @@ struct World {
     /// The worker of each unit's latest lease: most progress comes from it, so that
     /// reports reach the scheduler rather than being dropped as forged.
     latest: HashMap<UnitId, WorkerId>,
+    /// Each unit's holder and when its lease lapses, by the clock of the coordinator
+    /// that granted or renewed it; kept across restarts (the worker keeps running).
+    leases: HashMap<UnitId, (WorkerId, u64)>,
+    /// What each unit's stored history must be: `step -> name -> value`, as accepted.
+    history: HashMap<UnitId, Steps>,
+    /// The sweep of each unit.
+    sweep_of: HashMap<UnitId, SweepId>,
 }
 
 impl World {
@@ -170,6 +195,9 @@ impl World {
             finished: HashSet::new(),
             holders: HashMap::new(),
             latest: HashMap::new(),
+            leases: HashMap::new(),
+            history: HashMap::new(),
+            sweep_of: HashMap::new(),
         };
         w.check(&out);
         w
@@ -214,7 +242,14 @@ impl World {
                 let w = wid(worker);
                 let units: Vec<UnitId> = units.iter().map(|u| uid(*u)).collect();
                 core::on_units_reported_running(c, &mut out, &w, &units, now);
-                let _ = core::on_heartbeat(c, &w, now);
+                if core::on_heartbeat(c, &w, now).is_ok() {
+                    // The core renewed the leases it knows this worker holds.
+                    for (u, (holder, until)) in self.leases.iter_mut() {
+                        if *holder == w && c.unit_holder(*u) == Some(&w) {
+                            *until = now + cfg().lease_ttl_ms;
+                        }
+                    }
+                }
             }
             Op::Progress {
                 worker,
@@ -285,23 +320,72 @@ impl World {
     }
 
     fn check(&mut self, out: &[Action]) {
+        let now = self.now;
         for a in out {
             match a {
-                Action::UnitCreated { unit, .. } => self.units.push(*unit),
+                Action::UnitCreated { unit, sweep, .. } => {
+                    self.units.push(*unit);
+                    self.sweep_of.insert(*unit, sweep.clone());
+                }
                 Action::UnitLeased { unit, worker, .. } | Action::UnitAdopted { unit, worker } => {
+                    if let Some((holder, until)) = self.leases.get(unit) {
+                        assert!(
+                            holder == worker || now > *until,
+                            "unit {unit} given to {worker} at {now} while {holder} held it until {until}"
+                        );
+                    }
+                    self.leases
+                        .insert(*unit, (worker.clone(), now + cfg().lease_ttl_ms));
+                    if matches!(a, Action::UnitLeased { resumes: false, .. }) {
+                        self.history.remove(unit);
+                    }
                     self.latest.insert(*unit, worker.clone());
                     self.holders
                         .entry(*unit)
                         .or_default()
                         .insert(worker.clone());
                 }
+                Action::LeaseExpired { unit } => {
+                    if let Some((holder, until)) = self.leases.get(unit) {
+                        assert!(now > *until, "{holder}'s lease of {unit} expired early");
+                    }
+                    self.leases.remove(unit);
+                }
+                // The holder gave the unit up (its attempt failed, it left, it was
+                // stopped): nothing of it runs any more.
+                Action::UnitRequeued { unit, cause, .. }
+                    if !matches!(cause, core::RequeueCause::CoordinatorRestarted) =>
+                {
+                    self.leases.remove(unit);
+                }
+                Action::Progress {
+                    unit,
+                    step,
+                    metrics,
+                } => {
+                    merge(self.history.entry(*unit).or_default(), *step, metrics);
+                }
                 Action::UnitFinished {
                     unit,
                     worker,
                     state,
                     metrics,
+                    history,
+                    resumes,
                     ..
                 } => {
+                    self.leases.remove(unit);
+                    if let Some(h) = history {
+                        let mine = self.history.entry(*unit).or_default();
+                        if !resumes {
+                            mine.clear();
+                        }
+                        for (step, m) in h {
+                            merge(mine, *step, m);
+                        }
+                    }
+                    let want = self.history.remove(unit).unwrap_or_default();
+                    self.check_history(*unit, &want);
                     assert!(self.finished.insert(*unit), "unit {unit} finished twice");
                     if let Some(w) = worker {
                         assert!(
@@ -370,8 +454,28 @@ impl World {
                 .iter()
                 .filter(|u| u.state == UnitState::Running)
                 .count();
-            assert_eq!(running as u32, c.running, "{id}: running units");
+            // Units held back after a restart stay `running` in the store until their
+            // holder's lease has lapsed.
+            assert_eq!(
+                running as u32,
+                c.running + self.core.parked_units(id) as u32,
+                "{id}: running units"
+            );
         }
+    }
+
+    /// The store's history of a finished unit is what the accepted reports add up to.
+    fn check_history(&self, unit: UnitId, want: &Steps) {
+        let sweep = &self.sweep_of[&unit];
+        let rows = self.store.trials_page(sweep, None, 1000).unwrap();
+        let Some(row) = rows.iter().find(|r| r.unit == unit) else {
+            panic!("unit {unit} is not stored");
+        };
+        let mut got = Steps::new();
+        for (step, m) in &row.history {
+            merge(&mut got, *step, m);
+        }
+        assert_eq!(&got, want, "history of unit {unit}");
     }
 }
 

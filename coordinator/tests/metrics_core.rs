@@ -315,8 +315,8 @@ fn every_family_after_a_scripted_run_and_a_restart() {
                 t::UNITS_REQUEUED,
                 &[("reason", "coordinator_restarted")]
             ),
-            1.0,
-            "the unit a held when the coordinator died"
+            0.0,
+            "the unit a held when the coordinator died is held back, not requeued yet"
         );
         assert_eq!(units(&r, "completed"), 2.0);
         assert_eq!(units(&r, "diverged"), 1.0);
@@ -353,6 +353,15 @@ fn every_family_after_a_scripted_run_and_a_restart() {
         });
         let rest = world.lease(&w, 4, 6_100);
         assert_eq!(rest.len(), 3);
+        assert_eq!(
+            get(
+                &second.read(),
+                t::UNITS_REQUEUED,
+                &[("reason", "coordinator_restarted")]
+            ),
+            1.0,
+            "requeued once its old worker's lease lapsed"
+        );
         for u in rest {
             world.finish(&w, outcome(u, UnitState::Completed, 0.5), 7_000);
         }

@@ -213,6 +213,9 @@ pub enum Action {
         worker: WorkerId,
         /// 1 for the first lease, 2 for the first retry, ...
         attempt: u32,
+        /// The attempt continues the earlier ones' history (a command trial resumes
+        /// from its checkpoint) rather than starting it afresh (the built-in trainer).
+        resumes: bool,
         /// When.
         at: Millis,
     },
@@ -268,8 +271,12 @@ pub enum Action {
         duration_s: f64,
         /// The worker that produced the final state, if any.
         worker: Option<WorkerId>,
-        /// The winning attempt's complete history, replacing the stored progress.
+        /// The winning attempt's complete history: it replaces the stored progress, or
+        /// (`resumes`) is merged into it, a step reported again taking the later value.
         history: Option<History>,
+        /// The trial's attempts continue one another (command trials): the stored
+        /// history is the union over attempts.
+        resumes: bool,
         /// When.
         at: Millis,
     },
@@ -589,6 +596,17 @@ impl Core {
     /// Number of registered workers.
     pub fn worker_count(&self) -> usize {
         self.workers.len()
+    }
+
+    /// The worker holding a live unit's current lease.
+    pub fn unit_holder(&self, id: UnitId) -> Option<&WorkerId> {
+        self.units.get(&id).and_then(|u| u.worker.as_ref())
+    }
+
+    /// Units of a sweep held back after a restart (still `running` in the store) until
+    /// their last holder's lease has surely lapsed.
+    pub fn parked_units(&self, id: &SweepId) -> usize {
+        self.sweeps.get(id).map_or(0, |s| s.parked.len())
     }
 
     /// The sweep and trial of a live unit.

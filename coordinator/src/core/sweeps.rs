@@ -23,6 +23,7 @@ fn cancelled(unit: UnitId, sweep: &SweepId, trial: u32, why: String, at: Millis)
         duration_s: 0.0,
         worker: None,
         history: None,
+        resumes: false,
         at,
     }
 }
@@ -89,12 +90,10 @@ pub fn on_sweep_restored(core: &mut Core, out: &mut impl Outbox, stored: StoredS
             continue;
         }
         if u.state == UnitState::Running {
-            out.send(Action::UnitRequeued {
-                unit: u.unit,
-                attempts: u.attempts,
-                reason: "coordinator restarted".into(),
-                cause: RequeueCause::CoordinatorRestarted,
-            });
+            // Its holder's lease may still run (by the clock of the coordinator that
+            // granted it, at most a lease lifetime from now): the unit is held back
+            // that long, and stays `running` in the store until then, so that a second
+            // restart within the lifetime holds it back again rather than leasing it.
             sweep.parked.push((u.unit, now + core.cfg.lease_ttl_ms));
         } else {
             sweep.pending.push_back(u.unit);
@@ -258,6 +257,13 @@ pub fn on_sweep_submitted(
     Ok(total)
 }
 
+/// Whether a trial's attempts continue one another: a command trial's program resumes
+/// from the checkpoint in its trial folder, so its history is the union over attempts;
+/// the built-in trainer starts afresh, so only the last attempt's history is kept.
+pub(super) fn resumes(spec: &SweepSpec) -> bool {
+    spec.trial.is_some()
+}
+
 /// How a unit ends, for [`finish_unit`].
 pub(super) struct Ending {
     pub state: UnitState,
@@ -355,6 +361,7 @@ pub(super) fn finish_unit(
         duration_s,
         worker,
         history,
+        resumes: resumes(&s.spec),
         at: now,
     });
     if state == UnitState::Completed {

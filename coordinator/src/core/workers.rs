@@ -194,6 +194,7 @@ fn lease(
         unit: uid,
         worker: worker.clone(),
         attempt,
+        resumes: super::sweeps::resumes(&core.sweeps[&sweep].spec),
         at: now,
     });
     Lease {
@@ -443,12 +444,11 @@ pub fn on_unit_finished(
     if retry {
         let reason = format!("attempt {attempts} failed: {}", outcome.error);
         release(core, uid);
-        core.sweeps
-            .get_mut(&sid)
-            .expect("checked above")
-            .pending
-            // Retries go first: they are the oldest work of the sweep.
-            .push_front(uid);
+        let s = core.sweeps.get_mut(&sid).expect("checked above");
+        // A unit held back after a restart is queued now, once.
+        s.unqueue(uid);
+        // Retries go first: they are the oldest work of the sweep.
+        s.pending.push_front(uid);
         out.send(Action::UnitRequeued {
             unit: uid,
             attempts,
@@ -508,6 +508,17 @@ pub fn on_tick(core: &mut Core, out: &mut impl Outbox, now: Millis) {
             // They are the oldest work of the sweep: first in the queue.
             for (uid, _) in due.into_iter().rev() {
                 s.pending.push_front(uid);
+                // The lease was lost to the coordinator (a restart, or a commit that
+                // failed), not to the unit: that attempt is given back, and counted
+                // apart so that results can say so.
+                let u = core.units.get_mut(&uid).expect("parked units are live");
+                u.attempts = u.attempts.saturating_sub(1);
+                out.send(Action::UnitRequeued {
+                    unit: uid,
+                    attempts: u.attempts,
+                    reason: "coordinator restarted while it was leased".into(),
+                    cause: RequeueCause::CoordinatorRestarted,
+                });
             }
         }
     }

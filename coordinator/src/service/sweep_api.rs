@@ -448,6 +448,7 @@ impl sweep_service_server::SweepService for SweepApi {
                             worker: t.worker.unwrap_or_default(),
                             error: t.error.unwrap_or_default(),
                             attempts: t.attempts,
+                            interrupted: t.interrupted,
                             history: t
                                 .history
                                 .iter()

@@ -47,6 +47,8 @@ CREATE TABLE IF NOT EXISTS units (
     params_json TEXT NOT NULL,
     state       TEXT NOT NULL,
     attempts    INTEGER NOT NULL DEFAULT 0,
+    -- Leases lost to the coordinator (a restart, a failed commit): not attempts.
+    interrupted INTEGER NOT NULL DEFAULT 0,
     worker      TEXT,
     created_ms  INTEGER NOT NULL,
     started_ms  INTEGER,
@@ -71,7 +73,9 @@ CREATE TABLE IF NOT EXISTS workers (
     slots         INTEGER NOT NULL,
     devices       TEXT NOT NULL,
     registered_ms INTEGER NOT NULL,
-    gone_reason   TEXT
+    gone_reason   TEXT,
+    -- SHA-256 of the secret issued with the id: only its holder may take the id back.
+    secret_sha256 TEXT
 );
 "#;
 
@@ -105,8 +109,10 @@ pub struct TrialRow {
     pub params: Params,
     /// State.
     pub state: UnitState,
-    /// Leases so far.
+    /// Leases so far that counted as attempts.
     pub attempts: u32,
+    /// Leases lost to the coordinator itself (restarts, failed commits).
+    pub interrupted: u32,
     /// Worker of the last attempt.
     pub worker: Option<String>,
     /// Seconds the final attempt ran.
@@ -132,6 +138,38 @@ pub struct ScanSummary {
     pub workers: Vec<String>,
 }
 
+/// SQLite's `unix-excl` file layer: the first connection takes a process-wide exclusive
+/// lock on the database, and the WAL index lives in this process's heap instead of a
+/// `-shm` file mapped by every process. The coordinator is the database's only process,
+/// so nothing is lost, and the database is safe on a shared file system (NFS, Lustre,
+/// GPFS), where mapped shared memory is not coherent between nodes: a second
+/// coordinator on the same data folder gets "database is locked" instead of corrupting
+/// it. Connections of the same process (the readers beside the writer) still share it.
+const VFS: &str = "unix-excl";
+
+/// Columns added since the first release, for databases made before them.
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let has = |table: &str, column: &str| -> Result<bool, StoreError> {
+        let mut st = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+        let names = st.query_map([], |r| r.get::<_, String>(1))?;
+        for n in names {
+            if n? == column {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    };
+    if !has("units", "interrupted")? {
+        conn.execute_batch(
+            "ALTER TABLE units ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0",
+        )?;
+    }
+    if !has("workers", "secret_sha256")? {
+        conn.execute_batch("ALTER TABLE workers ADD COLUMN secret_sha256 TEXT")?;
+    }
+    Ok(())
+}
+
 /// The database.
 pub struct Store {
     conn: Connection,
@@ -140,7 +178,7 @@ pub struct Store {
 impl Store {
     /// Opens (creating if needed) the database at `path` for writing.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open(path)?;
+        let conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), VFS)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // WAL + NORMAL: a commit survives a process crash; only an OS crash can lose the
         // last transactions, which the workers will then report again.
@@ -148,14 +186,16 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         Ok(Store { conn })
     }
 
     /// Opens an existing database read-only (for queries beside the writer).
     pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
-        let conn = Connection::open_with_flags(
+        let conn = Connection::open_with_flags_and_vfs(
             path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            VFS,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Store { conn })

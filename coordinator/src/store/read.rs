@@ -276,7 +276,8 @@ impl Store {
     ) -> Result<Vec<TrialRow>, StoreError> {
         let first = after.map_or(0, |a| i64::from(a) + 1);
         let mut st = self.conn.prepare(
-            "SELECT id, trial, params_json, state, attempts, worker, duration_s, final_json, error
+            "SELECT id, trial, params_json, state, attempts, worker, duration_s, final_json, error,
+                 interrupted
              FROM units WHERE sweep_id = ?1 AND trial >= ?2 ORDER BY trial LIMIT ?3",
         )?;
         let mut out = Vec::new();
@@ -294,6 +295,7 @@ impl Store {
                     err: state.clone(),
                 })?,
                 attempts: r.get(4)?,
+                interrupted: r.get(9)?,
                 worker: r.get(5)?,
                 duration_s: r.get(6)?,
                 final_metrics: match final_json {

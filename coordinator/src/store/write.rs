@@ -6,7 +6,7 @@ use rusqlite::params;
 use ridgeline_common::ids::UnitId;
 
 use super::StoreError;
-use crate::core::Action;
+use crate::core::{Action, RequeueCause};
 
 fn metrics_json(m: &[(String, f64)]) -> String {
     // JSON has no NaN: non-finite values are written as null and read back as NaN.
@@ -54,6 +54,7 @@ pub(super) fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<()
             unit,
             worker,
             attempt,
+            resumes,
             at,
         } => {
             tx.execute(
@@ -61,8 +62,11 @@ pub(super) fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<()
                  WHERE id = ?1",
                 params![unit.0 as i64, attempt, worker.as_str(), *at as i64],
             )?;
-            // A new attempt starts its history afresh.
-            tx.execute("DELETE FROM metrics WHERE unit_id = ?1", [unit.0 as i64])?;
+            // A trainer that starts afresh starts its history afresh; a resuming
+            // program adds to what its earlier attempts reported.
+            if !resumes {
+                tx.execute("DELETE FROM metrics WHERE unit_id = ?1", [unit.0 as i64])?;
+            }
         }
         Action::UnitAdopted { unit, worker } => {
             tx.execute(
@@ -74,11 +78,14 @@ pub(super) fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<()
             unit,
             attempts,
             reason,
-            ..
+            cause,
         } => {
+            let interrupted = i64::from(*cause == RequeueCause::CoordinatorRestarted);
             tx.execute(
-                "UPDATE units SET state = 'pending', attempts = ?3, error = ?2 WHERE id = ?1",
-                params![unit.0 as i64, reason, attempts],
+                "UPDATE units SET state = 'pending', attempts = ?3, error = ?2,
+                     interrupted = interrupted + ?4
+                 WHERE id = ?1",
+                params![unit.0 as i64, reason, attempts, interrupted],
             )?;
         }
         Action::Progress {
@@ -114,13 +121,17 @@ pub(super) fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<()
             duration_s,
             worker,
             history,
+            resumes,
             at,
             ..
         } => {
             // The winning attempt's own history replaces whatever progress was stored
-            // (other attempts', or holes left by a restart).
+            // (other attempts', or holes left by a restart); a resuming program's is
+            // merged in, its reports of a step replacing earlier ones.
             if let Some(h) = history {
-                tx.execute("DELETE FROM metrics WHERE unit_id = ?1", [unit.0 as i64])?;
+                if !resumes {
+                    tx.execute("DELETE FROM metrics WHERE unit_id = ?1", [unit.0 as i64])?;
+                }
                 insert_metrics(tx, *unit, h.iter().map(|(s, m)| (*s, m.as_slice())))?;
             }
             tx.execute(
