@@ -13,6 +13,7 @@ use crate::params::Params;
 mod defaults;
 mod model;
 mod search;
+pub mod shell;
 pub mod trial;
 
 pub use model::*;

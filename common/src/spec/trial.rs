@@ -100,7 +100,7 @@ pub fn parse_duration(t: &str) -> Result<f64, String> {
 
 /// One piece of a command-line template.
 #[derive(Clone, Debug, PartialEq)]
-enum Piece<'a> {
+pub(super) enum Piece<'a> {
     Text(&'a str),
     Name(&'a str),
 }
@@ -108,7 +108,7 @@ enum Piece<'a> {
 /// Splits a template into text and `{name}` placeholders; `{{` and `}}` are literal
 /// braces, and braces around anything that is not an identifier are left as they are
 /// (so JSON in an argument needs no escaping).
-fn pieces(s: &str) -> Vec<Piece<'_>> {
+pub(super) fn pieces(s: &str) -> Vec<Piece<'_>> {
     let mut out = Vec::new();
     let mut rest = s;
     while let Some(i) = rest.find(['{', '}']) {
@@ -238,7 +238,10 @@ impl TrialSpec {
             Command::Shell(s) if s.trim().is_empty() => {
                 return Err(("trial.command".into(), "expected a command".into()));
             }
-            Command::Shell(s) => vec![s],
+            Command::Shell(s) => {
+                super::shell::check(s).map_err(|e| ("trial.command".to_owned(), e))?;
+                vec![s]
+            }
         };
         for t in &templates {
             for name in placeholders(t) {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use ridgeline_common::params::{Params, params_from_proto};
 use ridgeline_common::proto;
 use ridgeline_common::spec::trial::{
-    self as t, Command as CommandLine, param_env_name, param_text, params_json, shell_quote,
+    self as t, Command as CommandLine, param_env_name, param_text, params_json,
 };
 use ridgeline_common::spec::{SweepSpec, TrialSpec};
 
@@ -42,15 +42,17 @@ pub fn trial_dir(root: &Path, sweep: &str, trial: u32) -> PathBuf {
     root.join(sweep).join(format!("trial-{trial:05}"))
 }
 
-/// The command line, with placeholders filled.
-fn argv(t: &TrialSpec, value: &dyn Fn(&str) -> Option<String>) -> Vec<String> {
-    match &t.command {
+/// The command line, with placeholders filled: each value is exactly one argument (or
+/// part of one), never shell syntax.
+fn argv(t: &TrialSpec, value: &dyn Fn(&str) -> Option<String>) -> Result<Vec<String>, String> {
+    Ok(match &t.command {
         CommandLine::Argv(v) => v.iter().map(|a| t::substitute(a, value)).collect(),
-        CommandLine::Shell(s) => {
-            let quoted = |n: &str| value(n).map(|v| shell_quote(&v));
-            vec!["sh".into(), "-c".into(), t::substitute(s, quoted)]
-        }
-    }
+        CommandLine::Shell(s) => vec![
+            "sh".into(),
+            "-c".into(),
+            ridgeline_common::spec::shell::substitute(s, value)?,
+        ],
+    })
 }
 
 /// The trial's environment (added to the worker's own).
@@ -206,7 +208,10 @@ impl Executor for Command {
                 _ => params.get(name).map(param_text),
             }
         };
-        let argv = argv(t, &builtin);
+        let argv = argv(t, &builtin).map_err(|e| UnitError {
+            message: format!("trial.command: {e}"),
+            permanent: true,
+        })?;
         let env = environment(ctx, t, &params, trial, &dir, &report_file);
         let grace = Duration::from_secs_f64(t.kill_grace.0);
         let (tx, rx) = mpsc::channel();
