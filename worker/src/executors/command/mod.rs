@@ -26,9 +26,12 @@ use super::{Executor, UnitCtx};
 use crate::UnitError;
 use crate::train::{TrialEnd, TrialOutput};
 
+mod contain;
+mod folder;
 mod process;
 pub mod report;
 
+use folder::Folder;
 use process::Event;
 use report::{parse_report, report_payload};
 
@@ -88,9 +91,11 @@ fn environment(
     env
 }
 
-/// What the trial's reports add up to.
-#[derive(Default)]
+/// What the trial's reports add up to, over all its attempts.
 struct Reports {
+    /// The trial folder, whose ledger records every report before it is passed on.
+    folder: Folder,
+    attempt: u32,
     count: u32,
     last_step: u32,
     /// The latest value of every metric reported.
@@ -102,6 +107,41 @@ struct Reports {
 }
 
 impl Reports {
+    fn new(folder: Folder, attempt: u32) -> Self {
+        Reports {
+            folder,
+            attempt,
+            count: 0,
+            last_step: 0,
+            latest: BTreeMap::new(),
+            diverged: None,
+            malformed: None,
+        }
+    }
+
+    /// Takes in the reports of earlier attempts (from the folder's ledger) and passes
+    /// them on again: the coordinator may never have seen them (they were printed
+    /// while it was down, or their worker died before sending them), and the trial's
+    /// history is their union with this attempt's.
+    fn resume(&mut self, metric: &str, progress: &mut dyn FnMut(u32, Vec<(String, f64)>)) {
+        for (_, r) in self.folder.earlier_reports() {
+            self.count += 1;
+            let step = r.step.unwrap_or(self.count);
+            self.note(step, &r.metrics, metric);
+            progress(step, r.metrics);
+        }
+    }
+
+    fn note(&mut self, step: u32, metrics: &[(String, f64)], metric: &str) {
+        self.last_step = step;
+        for (k, v) in metrics {
+            self.latest.insert(k.clone(), *v);
+            if k == metric && !v.is_finite() && self.diverged.is_none() {
+                self.diverged = Some(format!("metric {k} is {v} at step {step}"));
+            }
+        }
+    }
+
     fn take(
         &mut self,
         payload: &str,
@@ -121,13 +161,9 @@ impl Reports {
         };
         self.count += 1;
         let step = r.step.unwrap_or(self.count);
-        self.last_step = step;
-        for (k, v) in &r.metrics {
-            self.latest.insert(k.clone(), *v);
-            if k == metric && !v.is_finite() && self.diverged.is_none() {
-                self.diverged = Some(format!("metric {k} is {v} at step {step}"));
-            }
-        }
+        self.note(step, &r.metrics, metric);
+        // Recorded before it is passed on: once printed, it belongs to the trial.
+        self.folder.record(self.attempt, step, &r.metrics);
         progress(step, r.metrics);
     }
 }
@@ -196,6 +232,23 @@ impl Executor for Command {
         // The program runs in its own working folder: give it a path that works there.
         let dir = std::path::absolute(&dir)
             .map_err(|e| UnitError::from(format!("{}: {e}", dir.display())))?;
+        // One attempt at a time in the folder: another attempt of this trial may still
+        // run (its worker presumed dead by a restarted coordinator, say).
+        let folder = {
+            let log = &mut *ctx.log;
+            let mut waiting = || {
+                log(b"[ridgeline] another attempt of this trial still holds its folder; waiting for it to end\n");
+            };
+            Folder::lock(&dir, ctx.cancel, &mut waiting)
+                .map_err(|e| UnitError::from(format!("{}: cannot lock: {e}", dir.display())))?
+        };
+        let Some(folder) = folder else {
+            return Ok(TrialOutput {
+                end: TrialEnd::Cancelled,
+                final_metrics: vec![],
+                artifacts: vec![],
+            });
+        };
         // A fresh report file per attempt: an earlier attempt's reports are not this one's.
         let report_file = dir.join(format!(".ridgeline-report-{}.jsonl", ctx.unit.attempt));
         let _ = std::fs::remove_file(&report_file);
@@ -226,12 +279,35 @@ impl Executor for Command {
                 permanent: false,
             });
         }
-        let mut group = process::spawn(&argv, t.workdir.as_deref(), &env, grace, tx)
-            .map_err(|e| UnitError::from(format!("cannot start the trial's supervisor: {e}")))?;
+        let metric = spec.metric();
+        let mut reports = Reports::new(folder, ctx.unit.attempt);
+        reports.resume(metric, ctx.progress);
+        if reports.diverged.is_some() {
+            // An earlier attempt's report said so: the trial diverged then.
+            let final_metrics = reports.latest.clone().into_iter().collect();
+            return Ok(TrialOutput {
+                end: TrialEnd::Diverged,
+                final_metrics,
+                artifacts: vec![],
+            });
+        }
+        let mut group = process::spawn(
+            &argv,
+            t.workdir.as_deref(),
+            &env,
+            grace,
+            reports.folder.lock_fd(),
+            &format!(
+                "ridgeline-{}-u{}-a{}",
+                std::process::id(),
+                ctx.unit.unit_id,
+                ctx.unit.attempt
+            ),
+            tx,
+        )
+        .map_err(|e| UnitError::from(format!("cannot start the trial's supervisor: {e}")))?;
         let started = Instant::now();
         let deadline = t.timeout.map(|s| started + Duration::from_secs_f64(s.0));
-        let metric = spec.metric();
-        let mut reports = Reports::default();
         let mut stderr_tail: VecDeque<String> = VecDeque::new();
         let mut file_offset = 0u64;
         let mut stop: Option<&'static str> = None;
@@ -318,8 +394,14 @@ impl Executor for Command {
             (Some(0), _) if reports.latest.contains_key(metric) => Ok(out(TrialEnd::Completed)),
             (Some(0), _) => Err(UnitError {
                 message: format!(
-                    "exited 0 without reporting {metric} ({} report line(s)); print a line `ridgeline: {{\"{metric}\": ...}}`",
-                    reports.count
+                    "exited 0 without reporting {metric} ({} report line(s){}); print a line `ridgeline: {{\"{metric}\": ...}}`",
+                    reports.count,
+                    if reports.latest.is_empty() {
+                        String::new()
+                    } else {
+                        let names: Vec<&str> = reports.latest.keys().map(String::as_str).collect();
+                        format!(", with {}", names.join(", "))
+                    }
                 ),
                 permanent: true,
             }),

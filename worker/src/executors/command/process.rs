@@ -1,12 +1,15 @@
 //! Starting and stopping a trial's processes so that none outlives its trial.
 //!
 //! The program runs under a small `sh` supervisor that leads a process group of its
-//! own (the program and whatever it starts inherit the group). Stopping a trial sends
-//! SIGTERM to the whole group and SIGKILL after a grace period. If the worker dies,
-//! even by SIGKILL, the kernel sends the supervisor SIGTERM (`PR_SET_PDEATHSIG`), and
-//! the supervisor does the same to the group: no orphan keeps running, or keeps a GPU.
-//! When the program exits, the worker kills what is left of the group before it reaps
-//! the supervisor, while the group's id cannot yet have been reused.
+//! own and is a child subreaper (see [`super::contain`]): whatever the program starts,
+//! even a daemon that double-forks into a session of its own, stays a descendant of the
+//! supervisor. When the program exits, the supervisor stops every descendant left
+//! (SIGTERM, then SIGKILL after the grace period) and only then exits with the
+//! program's status. Stopping a trial sends the supervisor SIGTERM, and it does the
+//! same to the program and every descendant. If the worker dies, even by SIGKILL, the
+//! kernel sends the supervisor SIGTERM (`PR_SET_PDEATHSIG`). Where the host offers a
+//! cgroup v2 hierarchy, the supervisor also starts in a cgroup of the trial's own, and
+//! the worker kills whatever is left in it at the end.
 
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -14,14 +17,39 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// The supervisor. On SIGTERM (from the worker, or the kernel when the worker died) it
-/// passes SIGTERM to the group, arms a SIGKILL for the group after the grace period,
-/// and waits for the program. `$1` is the grace in seconds; the program follows.
+use super::contain::Cgroup;
+
+/// The supervisor. `$1` is the grace in seconds; the program follows. `live` lists its
+/// children that are not zombies: as a subreaper it adopts every orphan of the trial,
+/// so when none is left, nothing of the trial runs. `stop` sends SIGTERM to the group
+/// and every descendant, waits up to the grace period, then SIGKILLs until none is left
+/// (a process that keeps forking is outrun: each round kills what the last adopted).
 const SUPERVISOR: &str = r#"grace=$1; shift
-trap 'trap "" TERM; kill -TERM 0 2>/dev/null; (sleep "$grace"; kill -KILL 0) >/dev/null 2>&1 </dev/null & wait "$child"; exit 143' TERM
+live() {
+  kids=; read -r kids < /proc/$$/task/$$/children 2>/dev/null
+  alive=
+  for p in $kids; do
+    s=; read -r s < /proc/$p/stat 2>/dev/null || continue
+    case "${s##*) }" in Z*) ;; *) alive="$alive $p" ;; esac
+  done
+  [ -n "$alive" ]
+}
+stop() {
+  trap "" TERM
+  kill -TERM 0 2>/dev/null
+  live && kill -TERM $alive 2>/dev/null
+  n=0; limit=$(( ${grace%.*} * 20 + 2 ))
+  while live && [ $n -lt $limit ]; do sleep 0.05; n=$((n+1)); done
+  n=0
+  while live && [ $n -lt 500 ]; do kill -KILL $alive 2>/dev/null; sleep 0.01; n=$((n+1)); done
+}
+trap 'stop; exit 143' TERM
 "$@" &
 child=$!
 wait "$child"
+st=$?
+if live; then stop; fi
+exit $st
 "#;
 
 /// What a trial's streams and clock produced.
@@ -47,17 +75,24 @@ pub(super) struct Group {
     /// Set once SIGTERM was sent: when SIGKILL is due.
     kill_at: Option<Instant>,
     grace: Duration,
+    /// The trial's cgroup, where the host offers one; emptied and removed on drop.
+    cgroup: Option<Cgroup>,
 }
 
 /// Starts `argv` under the supervisor, with piped stdout and stderr read on two threads
-/// into `events` (lines longer than 64 KiB are passed on in pieces).
+/// into `events` (lines longer than 64 KiB are passed on in pieces). `keep_fd` (the
+/// trial folder's lock) is inherited by every process of the trial; `cgroup_name` names
+/// the trial's cgroup, made where the host allows.
 pub(super) fn spawn(
     argv: &[String],
     workdir: Option<&std::path::Path>,
     env: &[(String, String)],
     grace: Duration,
+    keep_fd: i32,
+    cgroup_name: &str,
     events: mpsc::Sender<Event>,
 ) -> std::io::Result<Group> {
+    let cgroup = Cgroup::create(cgroup_name);
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
         .arg(SUPERVISOR)
@@ -73,8 +108,9 @@ pub(super) fn spawn(
         cmd.current_dir(w);
     }
     let parent = std::process::id() as i32;
+    let cg = cgroup.as_ref().map(|c| c as *const Cgroup as usize);
     // SAFETY: the closure runs in the child between fork and exec and only calls
-    // async-signal-safe functions (prctl, getppid, kill).
+    // async-signal-safe functions (prctl, getppid, fcntl, open, write, close).
     unsafe {
         cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
@@ -83,6 +119,18 @@ pub(super) fn spawn(
             // The worker may have died between fork and prctl.
             if libc::getppid() != parent {
                 return Err(std::io::Error::other("the worker exited"));
+            }
+            // Kept across exec: orphans of the trial come to the supervisor.
+            if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The lock lasts as long as any process of the trial holds it.
+            if libc::fcntl(keep_fd, libc::F_SETFD, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if let Some(cg) = cg {
+                // The parent keeps the Cgroup alive until spawn returns.
+                (*(cg as *const Cgroup)).enter_from_child()?;
             }
             Ok(())
         });
@@ -103,6 +151,7 @@ pub(super) fn spawn(
         pgid,
         kill_at: None,
         grace,
+        cgroup,
     })
 }
 
@@ -138,9 +187,12 @@ impl Group {
     /// [`Group::poll`]). Repeated calls change nothing.
     pub(super) fn terminate(&mut self) {
         if self.kill_at.is_none() {
-            // SAFETY: kill(2) on our own child's process group.
-            unsafe { libc::kill(-self.pgid, libc::SIGTERM) };
-            self.kill_at = Some(Instant::now() + self.grace);
+            // The supervisor passes it on to the group and to every descendant, and
+            // SIGKILLs them after the grace period. SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(self.pgid, libc::SIGTERM) };
+            // A supervisor that cannot act (stopped, say) gets a margin, then the
+            // worker kills the group and the cgroup itself.
+            self.kill_at = Some(Instant::now() + self.grace + Duration::from_secs(5));
         }
     }
 
@@ -150,6 +202,9 @@ impl Group {
         if self.kill_at.is_some_and(|t| Instant::now() >= t) {
             // SAFETY: as above.
             unsafe { libc::kill(-self.pgid, libc::SIGKILL) };
+            if let Some(cg) = &self.cgroup {
+                cg.kill_and_remove();
+            }
         }
         // SAFETY: waitid on our own child, WNOWAIT leaves it a zombie, so the group id
         // stays ours until the kill below.
@@ -166,9 +221,15 @@ impl Group {
         if !exited {
             return None;
         }
-        // Whatever the program left behind in its group goes with it.
+        // Whatever the program left behind in its group or cgroup goes with it.
         // SAFETY: as above; the zombie leader keeps the group id reserved.
         unsafe { libc::kill(-self.pgid, libc::SIGKILL) };
+        if let Some(cg) = &self.cgroup {
+            if cg.populated() {
+                tracing::debug!("killing what the trial left in its cgroup");
+            }
+            cg.kill_and_remove();
+        }
         let status = self.child.wait().ok()?;
         use std::os::unix::process::ExitStatusExt;
         Some(Exit {

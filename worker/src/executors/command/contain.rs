@@ -1,0 +1,152 @@
+//! Keeping every process a trial starts inside the trial.
+//!
+//! Two layers, as the host allows:
+//!
+//! - **Subreaper** (always): the trial's supervisor is made a child subreaper
+//!   (`PR_SET_CHILD_SUBREAPER`, kept across `exec`), so a process that double-forks
+//!   and calls `setsid` is adopted by the supervisor instead of init, and stays one of
+//!   its descendants. When the program ends, or the trial is stopped, the supervisor
+//!   stops every descendant (SIGTERM, SIGKILL after the grace period) before it exits.
+//!   Only a process that kills the supervisor itself can get away from this layer.
+//! - **cgroup v2** (where a cgroup v2 hierarchy is mounted writable, as for root on most
+//!   hosts and in privileged containers): the supervisor starts in a cgroup of its own,
+//!   under the worker's, before it executes anything; every process of the trial is
+//!   born into it and cannot leave it without privileges. When the trial ends the
+//!   worker kills whatever is left in it (`cgroup.kill`) and removes it.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The trial's cgroup, if the host offers one.
+pub(super) struct Cgroup {
+    dir: PathBuf,
+    /// `dir/cgroup.procs`, made before `fork` (nothing may allocate after it).
+    procs: CString,
+}
+
+/// Where containment by cgroup is tried: `auto` (if the host offers it) or `off`.
+const SETTING: &str = "RIDGELINE_TRIAL_CGROUP";
+
+/// The worker's own cgroup v2 folder, if a cgroup v2 hierarchy is mounted.
+fn own_cgroup() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    // Fields: id parent major:minor root mount-point options ... - fstype source ...
+    let mount = mounts.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        (right.split(' ').next()? == "cgroup2").then(|| left.split(' ').nth(4).map(PathBuf::from))?
+    })?;
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+    Some(mount.join(path.trim_start_matches('/')))
+}
+
+impl Cgroup {
+    /// A fresh cgroup for one attempt, or `None` where the host does not let the worker
+    /// make one (no cgroup v2, read-only, no permission) or `RIDGELINE_TRIAL_CGROUP=off`.
+    pub(super) fn create(name: &str) -> Option<Cgroup> {
+        if std::env::var(SETTING).is_ok_and(|v| v == "off") {
+            return None;
+        }
+        let dir = own_cgroup()?.join(name);
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // Left by a worker that died: empty it first.
+                kill_all(&dir);
+            }
+            Err(_) => return None,
+        }
+        let procs = CString::new(dir.join("cgroup.procs").into_os_string().into_encoded_bytes())
+            .ok()?;
+        Some(Cgroup { dir, procs })
+    }
+
+    /// Moves the calling process into the cgroup. Runs in the child between `fork` and
+    /// `exec`: only async-signal-safe calls, no allocation.
+    pub(super) fn enter_from_child(&self) -> std::io::Result<()> {
+        // SAFETY: open/write/close on a path made before fork; getpid.
+        unsafe {
+            let fd = libc::open(self.procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let mut buf = [0u8; 24];
+            let n = itoa(libc::getpid() as u64, &mut buf);
+            let w = libc::write(fd, buf.as_ptr().cast(), n);
+            libc::close(fd);
+            if w < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether any process is left in it.
+    pub(super) fn populated(&self) -> bool {
+        populated(&self.dir)
+    }
+
+    /// Kills everything left in the cgroup and removes it.
+    pub(super) fn kill_and_remove(&self) {
+        kill_all(&self.dir);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        self.kill_and_remove();
+    }
+}
+
+fn populated(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("cgroup.procs")).is_ok_and(|s| !s.trim().is_empty())
+}
+
+/// Kills every process in a cgroup (`cgroup.kill` where the kernel has it, 5.14+; else
+/// one by one until none is left) and waits up to a few seconds for them to go.
+fn kill_all(dir: &Path) {
+    let killed = std::fs::write(dir.join("cgroup.kill"), "1").is_ok();
+    let until = Instant::now() + Duration::from_secs(5);
+    while populated(dir) && Instant::now() < until {
+        if !killed {
+            let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                // SAFETY: kill(2) on a process of the trial's own cgroup.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Writes `n` in decimal into `buf`; returns the length. No allocation.
+fn itoa(mut n: u64, buf: &mut [u8; 24]) -> usize {
+    let mut tmp = [0u8; 24];
+    let mut i = 0;
+    loop {
+        tmp[i] = b'0' + (n % 10) as u8;
+        i += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for j in 0..i {
+        buf[j] = tmp[i - 1 - j];
+    }
+    i
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn itoa_writes_decimal() {
+        let mut b = [0u8; 24];
+        for n in [0u64, 7, 10, 4_194_304, u64::MAX] {
+            let k = super::itoa(n, &mut b);
+            assert_eq!(std::str::from_utf8(&b[..k]).unwrap(), n.to_string());
+        }
+    }
+}
