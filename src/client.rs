@@ -550,7 +550,15 @@ pub fn results_csv(r: &proto::GetResultsResponse) -> Result<String> {
     header.extend(params.iter().cloned());
     header.extend(metrics.iter().cloned());
     header.extend(
-        ["epochs", "duration_s", "worker", "attempts", "interrupted", "error"].map(String::from),
+        [
+            "epochs",
+            "duration_s",
+            "worker",
+            "attempts",
+            "interrupted",
+            "error",
+        ]
+        .map(String::from),
     );
     w.write_record(&header)?;
     for t in &r.trials {

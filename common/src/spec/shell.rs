@@ -101,8 +101,7 @@ impl Scanner {
             return Err(format!(
                 "{{{name}}} sits inside $(...), `...` or ${{...}}, where the shell reads it twice; \
                  pass it as an argument (\"{{{name}}}\") or read $RIDGELINE_PARAM_{} instead",
-                super::trial::param_env_name(name)
-                    .trim_start_matches("RIDGELINE_PARAM_")
+                super::trial::param_env_name(name).trim_start_matches("RIDGELINE_PARAM_")
             ));
         }
         Ok(match self.top() {

@@ -545,7 +545,11 @@ fn after_a_restart_leased_units_wait_a_lease_for_their_worker() {
     assert_eq!((got.len(), got[0].trial, got[0].attempt), (1, 0, 1));
     assert!(out.iter().any(|a| matches!(
         a,
-        Action::UnitRequeued { cause: RequeueCause::CoordinatorRestarted, attempts: 0, .. }
+        Action::UnitRequeued {
+            cause: RequeueCause::CoordinatorRestarted,
+            attempts: 0,
+            ..
+        }
     )));
 }
 
@@ -588,8 +592,8 @@ fn restarts_in_quick_succession_never_lease_a_unit_before_its_lease_lapsed() {
     let other = worker(&mut core, &mut out, 1, now);
     on_heartbeat(&mut core, &other, now + cfg().lease_ttl_ms).unwrap();
     on_tick(&mut core, &mut out, now + cfg().lease_ttl_ms + 1);
-    let got = on_lease_requested(&mut core, &mut out, &other, 1, now + cfg().lease_ttl_ms + 1)
-        .unwrap();
+    let got =
+        on_lease_requested(&mut core, &mut out, &other, 1, now + cfg().lease_ttl_ms + 1).unwrap();
     assert!(now + cfg().lease_ttl_ms + 1 > lapse);
     assert_eq!((got.len(), got[0].attempt), (1, 1));
 }

@@ -160,9 +160,7 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         Ok(false)
     };
     if !has("units", "interrupted")? {
-        conn.execute_batch(
-            "ALTER TABLE units ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0",
-        )?;
+        conn.execute_batch("ALTER TABLE units ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0")?;
     }
     if !has("workers", "secret_sha256")? {
         conn.execute_batch("ALTER TABLE workers ADD COLUMN secret_sha256 TEXT")?;

@@ -34,7 +34,8 @@ fn own_cgroup() -> Option<PathBuf> {
     // Fields: id parent major:minor root mount-point options ... - fstype source ...
     let mount = mounts.lines().find_map(|l| {
         let (left, right) = l.split_once(" - ")?;
-        (right.split(' ').next()? == "cgroup2").then(|| left.split(' ').nth(4).map(PathBuf::from))?
+        (right.split(' ').next()? == "cgroup2")
+            .then(|| left.split(' ').nth(4).map(PathBuf::from))?
     })?;
     let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
@@ -57,8 +58,12 @@ impl Cgroup {
             }
             Err(_) => return None,
         }
-        let procs = CString::new(dir.join("cgroup.procs").into_os_string().into_encoded_bytes())
-            .ok()?;
+        let procs = CString::new(
+            dir.join("cgroup.procs")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .ok()?;
         Some(Cgroup { dir, procs })
     }
 
