@@ -16,26 +16,38 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-async fn register(c: &mut WorkerServiceClient<tonic::transport::Channel>, name: &str) -> String {
-    c.register(proto::RegisterRequest {
-        protocol_version: ridgeline_common::PROTOCOL_VERSION,
-        hostname: "test".into(),
-        name: name.into(),
-        slots: 1,
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .worker_id
+/// A registered worker: its id and the secret issued with it.
+#[derive(Clone, Debug)]
+struct W {
+    id: String,
+    secret: String,
+}
+
+async fn register(c: &mut WorkerServiceClient<tonic::transport::Channel>, name: &str) -> W {
+    let r = c
+        .register(proto::RegisterRequest {
+            protocol_version: ridgeline_common::PROTOCOL_VERSION,
+            hostname: "test".into(),
+            name: name.into(),
+            slots: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    W {
+        id: r.worker_id,
+        secret: r.worker_secret,
+    }
 }
 
 async fn lease_one(
     c: &mut WorkerServiceClient<tonic::transport::Channel>,
-    worker: &str,
+    worker: &W,
 ) -> proto::LeaseResponse {
     c.lease_units(proto::LeaseRequest {
-        worker_id: worker.into(),
+        worker_id: worker.id.clone(),
+        worker_secret: worker.secret.clone(),
         max_units: 1,
     })
     .await
@@ -86,10 +98,15 @@ fn reports_are_validated_and_worker_ids_never_repeat() {
             matches!(&lease.units[0].work, Some(proto::unit::Work::Train(t)) if t.spec_json.is_empty()),
             "leases no longer carry the spec"
         );
-        let report = |worker: &str, o: proto::Outcome| proto::ReportRequest {
-            worker_id: worker.into(),
+        let report = |worker: &W, o: proto::Outcome| proto::ReportRequest {
+            worker_id: worker.id.clone(),
+            worker_secret: worker.secret.clone(),
             outcomes: vec![o],
             ..Default::default()
+        };
+        let ghost = W {
+            id: "w77-ghost".into(),
+            secret: String::new(),
         };
         // b holds nothing: its "result" for a's unit is acknowledged and dropped.
         c.report(report(&b, outcome(unit, &[("val_accuracy", 0.99)])))
@@ -97,7 +114,7 @@ fn reports_are_validated_and_worker_ids_never_repeat() {
             .unwrap();
         // An id nobody registered: refused, nothing taken.
         let e = c
-            .report(report("w77-ghost", outcome(unit, &[("val_accuracy", 0.98)])))
+            .report(report(&ghost, outcome(unit, &[("val_accuracy", 0.98)])))
             .await
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::NotFound);
@@ -117,7 +134,7 @@ fn reports_are_validated_and_worker_ids_never_repeat() {
         ))
         .await
         .unwrap();
-        vec![a, b]
+        vec![a.id, b.id]
     });
     let r = results(&id, &url);
     let t0 = &r["trials"][0];
@@ -138,7 +155,7 @@ fn reports_are_validated_and_worker_ids_never_repeat() {
     let (_coord, url) = coordinator(dir.path(), &[]);
     let new_id = rt().block_on(async {
         let mut c = WorkerServiceClient::connect(url.clone()).await.unwrap();
-        register(&mut c, "a").await
+        register(&mut c, "a").await.id
     });
     assert!(
         !first_ids.contains(&new_id),

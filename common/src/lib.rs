@@ -24,7 +24,8 @@ pub mod proto {
 /// 2: specs are fetched once per sweep (blob `spec.json`), outcomes carry their history,
 /// workers may ask for their old id back.
 /// 3: command trials (log chunks in reports), the `pruned` unit state.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 4: a secret issued with each worker id, carried by the worker's requests.
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The most log one attempt of a command trial keeps: the coordinator cuts there, and
 /// workers stop sending past it.

@@ -160,6 +160,8 @@ struct World {
     history: HashMap<UnitId, Steps>,
     /// The sweep of each unit.
     sweep_of: HashMap<UnitId, SweepId>,
+    /// Leases of each unit that the coordinator lost (restarts): not attempts.
+    interrupted: HashMap<UnitId, u32>,
 }
 
 impl World {
@@ -198,6 +200,7 @@ impl World {
             leases: HashMap::new(),
             history: HashMap::new(),
             sweep_of: HashMap::new(),
+            interrupted: HashMap::new(),
         };
         w.check(&out);
         w
@@ -327,6 +330,22 @@ impl World {
                     self.units.push(*unit);
                     self.sweep_of.insert(*unit, sweep.clone());
                 }
+                Action::UnitLeased { unit, attempt, .. } => {
+                    // However many restarts, a unit's own attempts stay within the limit.
+                    let lost = self.interrupted.get(unit).copied().unwrap_or(0);
+                    assert!(
+                        attempt - lost <= cfg().max_attempts,
+                        "unit {unit}: attempt {attempt} with {lost} lost to restarts"
+                    );
+                }
+                Action::UnitRequeued {
+                    unit,
+                    cause: core::RequeueCause::CoordinatorRestarted,
+                    ..
+                } => *self.interrupted.entry(*unit).or_default() += 1,
+                _ => {}
+            }
+            match a {
                 Action::UnitLeased { unit, worker, .. } | Action::UnitAdopted { unit, worker } => {
                     if let Some((holder, until)) = self.leases.get(unit) {
                         assert!(

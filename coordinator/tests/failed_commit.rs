@@ -13,23 +13,27 @@ use ridgeline_coordinator::{CoordinatorConfig, serve};
 
 type Workers = WorkerServiceClient<tonic::transport::Channel>;
 
-async fn register(c: &mut Workers, resume: &str) -> String {
-    c.register(proto::RegisterRequest {
-        protocol_version: ridgeline_common::PROTOCOL_VERSION,
-        name: "w".into(),
-        slots: 1,
-        resume_worker_id: resume.into(),
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .worker_id
+/// Registers (asking for an old id back with its secret); returns the id and secret.
+async fn register(c: &mut Workers, resume: &(String, String)) -> (String, String) {
+    let r = c
+        .register(proto::RegisterRequest {
+            protocol_version: ridgeline_common::PROTOCOL_VERSION,
+            name: "w".into(),
+            slots: 1,
+            resume_worker_id: resume.0.clone(),
+            resume_secret: resume.1.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (r.worker_id, r.worker_secret)
 }
 
-fn report(worker: &str, unit: u64) -> proto::ReportRequest {
+fn report(worker: &(String, String), unit: u64) -> proto::ReportRequest {
     proto::ReportRequest {
-        worker_id: worker.into(),
+        worker_id: worker.0.clone(),
+        worker_secret: worker.1.clone(),
         outcomes: vec![proto::Outcome {
             unit_id: unit,
             state: proto::UnitState::Completed as i32,
@@ -97,10 +101,11 @@ lr = { type = "uniform", low = 0.1, high = 0.2 }
         .into_inner()
         .sweep_id;
     let mut workers = WorkerServiceClient::connect(url.clone()).await.unwrap();
-    let w = register(&mut workers, "").await;
+    let w = register(&mut workers, &Default::default()).await;
     let unit = workers
         .lease_units(proto::LeaseRequest {
-            worker_id: w.clone(),
+            worker_id: w.0.clone(),
+            worker_secret: w.1.clone(),
             max_units: 1,
         })
         .await
@@ -138,7 +143,8 @@ lr = { type = "uniform", low = 0.1, high = 0.2 }
     assert_eq!(register(&mut workers, &w).await, w);
     workers
         .heartbeat(proto::HeartbeatRequest {
-            worker_id: w.clone(),
+            worker_id: w.0.clone(),
+            worker_secret: w.1.clone(),
             running_units: vec![unit],
         })
         .await

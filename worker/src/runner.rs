@@ -290,6 +290,9 @@ struct Worker {
     metrics: WorkerMetrics,
     /// The id of the last registration, asked for again after a reconnect.
     last_id: Option<String>,
+    /// The secret issued with `last_id`: sent with every request, and needed to get
+    /// the id back after the coordinator restarts.
+    secret: String,
     running: HashMap<u64, Arc<AtomicBool>>,
     progress: Vec<proto::Progress>,
     outcomes: VecDeque<proto::Outcome>,
@@ -406,6 +409,7 @@ impl Worker {
                     .map(|(n, _)| devices::describe(n))
                     .collect(),
                 resume_worker_id: self.last_id.clone().unwrap_or_default(),
+                resume_secret: self.secret.clone(),
             })
             .await;
         let reg = match reg {
@@ -427,6 +431,7 @@ impl Worker {
         info!(worker = %id, slots = self.cfg.slots, "registered with the coordinator");
         self.set_registered(true);
         self.last_id = Some(id.clone());
+        self.secret = reg.worker_secret.clone();
         let mut heartbeat =
             tokio::time::interval(Duration::from_millis(reg.heartbeat_interval_ms.max(50)));
         let mut flush = tokio::time::interval(Duration::from_millis(200));
@@ -439,19 +444,20 @@ impl Worker {
                 _ = tokio::time::sleep_until(idle_end.unwrap_or_else(far_future)), if idle_end.is_some() => {
                     info!(worker = %id, "nothing to run for {:?}: leaving", self.cfg.idle_timeout.unwrap_or_default());
                     let _ = self.report(client, &id).await;
-                    let _ = client.deregister(proto::DeregisterRequest { worker_id: id.clone() }).await;
+                    let _ = client.deregister(proto::DeregisterRequest { worker_id: id.clone(), worker_secret: self.secret.clone() }).await;
                     return Ok(SessionEnd::Shutdown);
                 }
                 _ = &mut *shutdown => {
                     self.stop_all();
                     let _ = self.report(client, &id).await;
-                    let _ = client.deregister(proto::DeregisterRequest { worker_id: id.clone() }).await;
+                    let _ = client.deregister(proto::DeregisterRequest { worker_id: id.clone(), worker_secret: self.secret.clone() }).await;
                     info!(worker = %id, "deregistered");
                     return Ok(SessionEnd::Shutdown);
                 }
                 _ = heartbeat.tick() => {
                     let r = client.heartbeat(proto::HeartbeatRequest {
                         worker_id: id.clone(),
+                        worker_secret: self.secret.clone(),
                         running_units: self.running.keys().copied().collect(),
                     }).await;
                     match r {
@@ -466,7 +472,7 @@ impl Worker {
                     }
                 }
                 _ = lease_due, if free > 0 => {
-                    let r = client.lease_units(proto::LeaseRequest { worker_id: id.clone(), max_units: free as u32 }).await;
+                    let r = client.lease_units(proto::LeaseRequest { worker_id: id.clone(), max_units: free as u32, worker_secret: self.secret.clone() }).await;
                     match r {
                         Ok(r) => {
                             let units = r.into_inner().units;
@@ -506,6 +512,7 @@ impl Worker {
         }
         let req = proto::ReportRequest {
             worker_id: id.to_owned(),
+            worker_secret: self.secret.clone(),
             progress: self.progress.clone(),
             outcomes: self.outcomes.iter().cloned().collect(),
             logs: self.logs.clone(),
@@ -658,6 +665,7 @@ pub async fn run(
         memory_bytes,
         metrics,
         last_id: None,
+        secret: String::new(),
         cfg,
         devices,
         unit_device: HashMap::new(),

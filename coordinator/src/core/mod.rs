@@ -314,6 +314,14 @@ pub enum Action {
         /// When.
         at: Millis,
     },
+    /// A worker's secret was set (at its first registration): only a request that
+    /// carries it acts as that worker, and only its holder may take the id back.
+    WorkerSecret {
+        /// The worker.
+        worker: WorkerId,
+        /// SHA-256 of the secret, in hex (the secret itself is never stored).
+        sha256: String,
+    },
     /// A worker left or was declared lost.
     WorkerGone {
         /// Its id.
@@ -425,7 +433,13 @@ struct Unit {
     params: Params,
     /// Pending or Running.
     state: UnitState,
+    /// Leases so far: each attempt's number (its log, `RIDGELINE_ATTEMPT`) is unique.
     attempts: u32,
+    /// Leases the coordinator itself lost (a restart, a failed commit): they do not
+    /// count against `max_attempts`.
+    interrupted: u32,
+    /// Every (worker, attempt) leased or adopted: whose log chunks are the unit's.
+    leases: Vec<(WorkerId, u32)>,
     /// The worker holding the current lease.
     worker: Option<WorkerId>,
     /// Every worker that ever held a lease on the unit: a late result from one of them
@@ -437,6 +451,8 @@ struct Unit {
 }
 
 struct Worker {
+    /// SHA-256 (hex) of the secret issued with the id, once set.
+    secret: Option<String>,
     slots: u32,
     last_seen: Millis,
     units: BTreeSet<UnitId>,
@@ -598,6 +614,12 @@ impl Core {
         self.workers.len()
     }
 
+    /// The SHA-256 (hex) of a registered worker's secret: `None` for a worker the core
+    /// does not know, `Some(None)` before one is set.
+    pub fn worker_secret(&self, id: &WorkerId) -> Option<Option<&str>> {
+        self.workers.get(id).map(|w| w.secret.as_deref())
+    }
+
     /// The worker holding a live unit's current lease.
     pub fn unit_holder(&self, id: UnitId) -> Option<&WorkerId> {
         self.units.get(&id).and_then(|u| u.worker.as_ref())
@@ -628,6 +650,8 @@ pub struct StoredUnit {
     pub state: UnitState,
     /// Leases so far.
     pub attempts: u32,
+    /// Leases of those lost to the coordinator (not counted against `max_attempts`).
+    pub interrupted: u32,
     /// The worker of its last lease.
     pub worker: Option<WorkerId>,
 }

@@ -107,6 +107,8 @@ pub fn on_sweep_restored(core: &mut Core, out: &mut impl Outbox, stored: StoredS
                 params: u.params,
                 state: UnitState::Pending,
                 attempts: u.attempts,
+                interrupted: u.interrupted,
+                leases: u.worker.iter().map(|w| (w.clone(), u.attempts)).collect(),
                 worker: None,
                 holders: u.worker.into_iter().collect(),
                 deadline: 0,

@@ -341,6 +341,7 @@ fn a_worker_readopts_its_running_units_after_a_restart() {
     let (a, b) = (l[0].unit, l[1].unit);
     // The coordinator restarts: rebuild from what a store would hold.
     let stored = |u: UnitId, trial: u32| StoredUnit {
+        interrupted: 0,
         unit: u,
         trial,
         params: l[trial as usize].params.clone(),
@@ -507,6 +508,7 @@ fn after_a_restart_leased_units_wait_a_lease_for_their_worker() {
     let (mut core, mut out, sid, w) = started(spec(3, 0), 1);
     let l = on_lease_requested(&mut core, &mut out, &w, 1, 0).unwrap();
     let stored = StoredUnit {
+        interrupted: 0,
         unit: l[0].unit,
         trial: 0,
         params: l[0].params.clone(),
@@ -541,16 +543,20 @@ fn after_a_restart_leased_units_wait_a_lease_for_their_worker() {
     on_heartbeat(&mut core, &other, 1_000).unwrap();
     on_tick(&mut core, &mut out, 1_101);
     let got = on_lease_requested(&mut core, &mut out, &other, 3, 1_102).unwrap();
-    // The lease the restart cost was the coordinator's loss, not the unit's: given back.
-    assert_eq!((got.len(), got[0].trial, got[0].attempt), (1, 0, 1));
+    assert_eq!((got.len(), got[0].trial, got[0].attempt), (1, 0, 2));
     assert!(out.iter().any(|a| matches!(
         a,
         Action::UnitRequeued {
             cause: RequeueCause::CoordinatorRestarted,
-            attempts: 0,
             ..
         }
     )));
+    // The lease the restart cost was the coordinator's loss, not the unit's: with
+    // max_attempts = 2, a failure of attempt 2 is still retried.
+    let mut failed = done(got[0].unit, 0.0);
+    failed.state = UnitState::Failed;
+    on_unit_finished(&mut core, &mut out, &other, failed, 1_103).unwrap();
+    assert_eq!(core.unit_state(got[0].unit), Some(UnitState::Pending));
 }
 
 #[test]
@@ -595,7 +601,7 @@ fn restarts_in_quick_succession_never_lease_a_unit_before_its_lease_lapsed() {
     let got =
         on_lease_requested(&mut core, &mut out, &other, 1, now + cfg().lease_ttl_ms + 1).unwrap();
     assert!(now + cfg().lease_ttl_ms + 1 > lapse);
-    assert_eq!((got.len(), got[0].attempt), (1, 1));
+    assert_eq!((got.len(), got[0].attempt), (1, 2));
 }
 
 #[test]

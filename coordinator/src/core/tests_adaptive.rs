@@ -146,6 +146,7 @@ fn schedulers_and_searchers_come_back_from_stored_trials() {
             ..Counts::default()
         },
         live: vec![StoredUnit {
+            interrupted: 0,
             unit: UnitId(11),
             trial: 10,
             params: params(0.55),

@@ -60,6 +60,7 @@ pub fn on_worker_registered(
     core.workers.insert(
         id.clone(),
         Worker {
+            secret: None,
             slots: info.slots.max(1),
             last_seen: now,
             units: BTreeSet::new(),
@@ -72,6 +73,19 @@ pub fn on_worker_registered(
         at: now,
     });
     id
+}
+
+/// Sets the secret of a registered worker (see [`Action::WorkerSecret`]).
+pub fn on_worker_secret(core: &mut Core, out: &mut impl Outbox, worker: &WorkerId, sha256: String) {
+    if let Some(w) = core.workers.get_mut(worker) {
+        if w.secret.as_ref() != Some(&sha256) {
+            w.secret = Some(sha256.clone());
+            out.send(Action::WorkerSecret {
+                worker: worker.clone(),
+                sha256,
+            });
+        }
+    }
 }
 
 /// A worker asks for up to `max` units.
@@ -148,6 +162,8 @@ fn next_unit_of(
             params,
             state: UnitState::Pending,
             attempts: 0,
+            interrupted: 0,
+            leases: Vec::new(),
             worker: None,
             holders: Vec::new(),
             deadline: 0,
@@ -189,6 +205,7 @@ fn lease(
 ) -> Lease {
     let u = hold(core, uid, worker, now);
     u.attempts += 1;
+    u.leases.push((worker.clone(), u.attempts));
     let (sweep, trial, params, attempt) = (u.sweep.clone(), u.trial, u.params.clone(), u.attempts);
     out.send(Action::UnitLeased {
         unit: uid,
@@ -254,7 +271,13 @@ pub fn on_units_reported_running(
         };
         if adoptable && free > 0 {
             free -= 1;
-            let sweep = hold(core, uid, worker, now).sweep.clone();
+            let u = hold(core, uid, worker, now);
+            // Adoption continues the worker's attempt.
+            let attempt = u.attempts;
+            if !u.leases.contains(&(worker.clone(), attempt)) {
+                u.leases.push((worker.clone(), attempt));
+            }
+            let sweep = u.sweep.clone();
             core.sweeps
                 .get_mut(&sweep)
                 .expect("unit's sweep exists")
@@ -278,6 +301,20 @@ pub fn unit_held_by(core: &Core, unit: UnitId, worker: &WorkerId) -> Option<(Swe
     core.units
         .get(&unit)
         .filter(|u| u.holders.contains(worker))
+        .map(|u| (u.sweep.clone(), u.trial))
+}
+
+/// The sweep and trial of a live unit, if `worker` holds or held its `attempt` (a log
+/// chunk of that attempt is the unit's).
+pub fn attempt_held_by(
+    core: &Core,
+    unit: UnitId,
+    worker: &WorkerId,
+    attempt: u32,
+) -> Option<(SweepId, u32)> {
+    core.units
+        .get(&unit)
+        .filter(|u| u.leases.iter().any(|(w, a)| w == worker && *a == attempt))
         .map(|u| (u.sweep.clone(), u.trial))
 }
 
@@ -430,6 +467,7 @@ pub fn on_unit_finished(
     judge(&mut outcome);
     let holder = u.worker.clone();
     let attempts = u.attempts;
+    let counted = u.attempts.saturating_sub(u.interrupted);
     let sid = u.sweep.clone();
     if let Some(h) = holder.as_ref().filter(|h| *h != worker) {
         if let Some(w) = core.workers.get_mut(h) {
@@ -439,7 +477,7 @@ pub fn on_unit_finished(
     let s = &core.sweeps[&sid];
     let retry = outcome.state == UnitState::Failed
         && !outcome.permanent
-        && attempts < core.cfg.max_attempts
+        && counted < core.cfg.max_attempts
         && s.state == SweepState::Running;
     if retry {
         let reason = format!("attempt {attempts} failed: {}", outcome.error);
@@ -509,10 +547,10 @@ pub fn on_tick(core: &mut Core, out: &mut impl Outbox, now: Millis) {
             for (uid, _) in due.into_iter().rev() {
                 s.pending.push_front(uid);
                 // The lease was lost to the coordinator (a restart, or a commit that
-                // failed), not to the unit: that attempt is given back, and counted
-                // apart so that results can say so.
+                // failed), not to the unit: it does not count against max_attempts,
+                // and is counted apart so that results can say so.
                 let u = core.units.get_mut(&uid).expect("parked units are live");
-                u.attempts = u.attempts.saturating_sub(1);
+                u.interrupted += 1;
                 out.send(Action::UnitRequeued {
                     unit: uid,
                     attempts: u.attempts,
@@ -616,9 +654,10 @@ fn requeue(
         out.send(Action::LeaseExpired { unit: uid });
     }
     let attempts = u.attempts;
+    let counted = u.attempts.saturating_sub(u.interrupted);
     let sid = u.sweep.clone();
     release(core, uid);
-    if attempts >= max_attempts {
+    if counted >= max_attempts {
         let msg = format!("{reason} on attempt {attempts} of {max_attempts}");
         core.sweeps
             .get_mut(&sid)

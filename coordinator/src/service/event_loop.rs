@@ -8,6 +8,7 @@
 //! exactly as after a restart. Workers keep what was not acknowledged and send it again;
 //! nothing acknowledged is ever missing from the database.
 
+use super::secrets::{self, Caller};
 use super::*;
 use crate::core::Millis;
 use crate::telemetry;
@@ -31,19 +32,20 @@ pub(super) struct ListQuery {
 }
 
 pub(super) enum Event {
-    /// A worker's description and the id it had before, if any.
-    Register(WorkerInfo, Option<WorkerId>, Reply<WorkerId>),
-    Lease(WorkerId, u32, Reply<Vec<Lease>>),
+    /// A worker's description and the id (and secret) it had before, if any; answered
+    /// with its id and secret.
+    Register(WorkerInfo, Option<Caller>, Reply<(WorkerId, String)>),
+    Lease(Caller, u32, Reply<Vec<Lease>>),
     Report {
-        worker: WorkerId,
+        worker: Caller,
         progress: Vec<ProgressItem>,
         outcomes: Vec<(Outcome, Vec<proto::Artifact>)>,
         logs: Vec<proto::LogChunk>,
         reply: Reply<Vec<UnitId>>,
     },
     /// A heartbeat with the units the worker is running.
-    Heartbeat(WorkerId, Vec<UnitId>, Reply<Vec<UnitId>>),
-    Deregister(WorkerId, Reply<()>),
+    Heartbeat(Caller, Vec<UnitId>, Reply<Vec<UnitId>>),
+    Deregister(Caller, Reply<()>),
     /// A spec and the files its units need (a scan's checkpoint and directions).
     Submit(
         Box<SweepSpec>,
@@ -318,12 +320,23 @@ impl EventLoop {
             let c = &mut self.core;
             match ev {
                 Event::Register(info, resume, tx) => {
-                    let id = core::on_worker_registered(c, &mut out, info, resume, now);
-                    defer(&mut replies, tx, Ok(id));
+                    // An id goes back only to the process that holds its secret.
+                    let resume = resume
+                        .filter(|r| secrets::may_resume(&self.core, &self.store, &r.id, &r.secret));
+                    let c = &mut self.core;
+                    let asked = resume.as_ref().map(|r| r.id.clone());
+                    let id = core::on_worker_registered(c, &mut out, info, asked.clone(), now);
+                    let secret = match resume {
+                        Some(r) if Some(&id) == asked.as_ref() => r.secret,
+                        _ => secrets::new_secret(),
+                    };
+                    core::on_worker_secret(c, &mut out, &id, secrets::sha256_hex(&secret));
+                    defer(&mut replies, tx, Ok((id, secret)));
                 }
                 Event::Lease(w, max, tx) => {
-                    let r =
-                        core::on_lease_requested(c, &mut out, &w, max, now).map_err(core_status);
+                    let r = secrets::check(c, &w).and_then(|()| {
+                        core::on_lease_requested(c, &mut out, &w.id, max, now).map_err(core_status)
+                    });
                     defer(&mut replies, tx, r);
                 }
                 Event::Report {
@@ -333,6 +346,11 @@ impl EventLoop {
                     logs,
                     reply,
                 } => {
+                    if let Err(e) = secrets::check(c, &worker) {
+                        defer(&mut replies, reply, Err(e));
+                        continue;
+                    }
+                    let worker = worker.id;
                     // A report proves the worker alive, like a heartbeat. A worker the
                     // core does not know gets NOT_FOUND and nothing of its report is
                     // taken: it registers again (asking for its old id) and resends.
@@ -369,13 +387,20 @@ impl EventLoop {
                     defer(&mut replies, reply, Ok(cancel));
                 }
                 Event::Heartbeat(w, running, tx) => {
-                    core::on_units_reported_running(c, &mut out, &w, &running, now);
-                    let r = core::on_heartbeat(c, &w, now).map_err(core_status);
+                    if let Err(e) = secrets::check(c, &w) {
+                        defer(&mut replies, tx, Err(e));
+                        continue;
+                    }
+                    core::on_units_reported_running(c, &mut out, &w.id, &running, now);
+                    let r = core::on_heartbeat(c, &w.id, now).map_err(core_status);
                     defer(&mut replies, tx, r);
                 }
                 Event::Deregister(w, tx) => {
-                    core::on_worker_deregistered(c, &mut out, &w, now);
-                    defer(&mut replies, tx, Ok(()));
+                    let r = secrets::check(c, &w);
+                    if r.is_ok() {
+                        core::on_worker_deregistered(c, &mut out, &w.id, now);
+                    }
+                    defer(&mut replies, tx, r);
                 }
                 Event::Submit(spec, mut files, tx) => {
                     let id = self.new_sweep_id(&spec.name);
@@ -495,16 +520,23 @@ impl EventLoop {
     fn write_logs(&self, worker: &WorkerId, logs: Vec<proto::LogChunk>) {
         for chunk in logs {
             let unit = UnitId(chunk.unit_id);
-            let target = match core::unit_held_by(&self.core, unit, worker) {
+            // Only the log of an attempt this worker holds or held.
+            let target = match core::attempt_held_by(&self.core, unit, worker, chunk.attempt) {
                 Some(t) => Some(t),
                 // A stopped trial's last lines arrive after it ended.
                 None => match self.store.unit_owner(unit) {
-                    Ok(Some((sid, trial, Some(w)))) if w == worker.as_str() => Some((sid, trial)),
+                    Ok(Some((sid, trial, Some(w), last)))
+                        if w == worker.as_str()
+                            && last == chunk.attempt
+                            && self.core.unit_state(unit).is_none() =>
+                    {
+                        Some((sid, trial))
+                    }
                     _ => None,
                 },
             };
             let Some((sid, trial)) = target else {
-                warn!(worker = %worker, unit = %unit, "log chunk for a unit this worker does not hold; dropped");
+                warn!(worker = %worker, unit = %unit, attempt = chunk.attempt, "log chunk for an attempt this worker never held; dropped");
                 continue;
             };
             let path = logs::log_path(&self.data_dir, &sid, trial, chunk.attempt);
@@ -573,6 +605,7 @@ impl EventLoop {
                 | Action::UnitAdopted { unit, .. } => self.core.unit_trial(*unit).map(|(s, _)| s),
                 Action::Progress { .. }
                 | Action::WorkerRegistered { .. }
+                | Action::WorkerSecret { .. }
                 | Action::WorkerGone { .. } => None,
             };
             touched.extend(id);

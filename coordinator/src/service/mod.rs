@@ -135,6 +135,7 @@ mod artifacts;
 mod event_loop;
 mod logs;
 mod scans;
+mod secrets;
 mod sweep_api;
 mod worker_api;
 

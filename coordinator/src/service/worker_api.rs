@@ -1,6 +1,15 @@
 //! The worker-facing gRPC service: validates and converts, then posts to the loop.
 
+use super::secrets::Caller;
 use super::*;
+
+/// The worker a request names, with the secret it carries.
+fn caller(id: &str, secret: String) -> Result<Caller, Status> {
+    Ok(Caller {
+        id: worker_id(id)?,
+        secret,
+    })
+}
 
 pub(super) struct WorkerApi {
     pub(super) h: Handle,
@@ -39,8 +48,11 @@ impl worker_service_server::WorkerService for WorkerApi {
                 })
                 .collect(),
         };
-        let resume = (!r.resume_worker_id.is_empty()).then(|| WorkerId(r.resume_worker_id.clone()));
-        let id = self
+        let resume = (!r.resume_worker_id.is_empty()).then(|| Caller {
+            id: WorkerId(r.resume_worker_id.clone()),
+            secret: r.resume_secret.clone(),
+        });
+        let (id, secret) = self
             .h
             .call(|tx| Event::Register(info.clone(), resume, tx))
             .await?;
@@ -49,6 +61,7 @@ impl worker_service_server::WorkerService for WorkerApi {
             worker_id: id.to_string(),
             heartbeat_interval_ms: self.cfg.heartbeat_interval_ms,
             lease_ttl_ms: self.cfg.lease_ttl_ms,
+            worker_secret: secret,
         }))
     }
 
@@ -57,7 +70,7 @@ impl worker_service_server::WorkerService for WorkerApi {
         req: Request<proto::LeaseRequest>,
     ) -> Result<Response<proto::LeaseResponse>, Status> {
         let r = req.into_inner();
-        let w = worker_id(&r.worker_id)?;
+        let w = caller(&r.worker_id, r.worker_secret)?;
         let leases = self.h.call(|tx| Event::Lease(w, r.max_units, tx)).await?;
         Ok(Response::new(proto::LeaseResponse {
             units: leases.iter().map(lease_to_proto).collect(),
@@ -70,7 +83,7 @@ impl worker_service_server::WorkerService for WorkerApi {
         req: Request<proto::ReportRequest>,
     ) -> Result<Response<proto::ReportResponse>, Status> {
         let r = req.into_inner();
-        let worker = worker_id(&r.worker_id)?;
+        let worker = caller(&r.worker_id, r.worker_secret)?;
         let progress = r
             .progress
             .iter()
@@ -104,7 +117,7 @@ impl worker_service_server::WorkerService for WorkerApi {
         req: Request<proto::HeartbeatRequest>,
     ) -> Result<Response<proto::HeartbeatResponse>, Status> {
         let r = req.into_inner();
-        let w = worker_id(&r.worker_id)?;
+        let w = caller(&r.worker_id, r.worker_secret)?;
         let running = r.running_units.into_iter().map(UnitId).collect();
         match self.h.call(|tx| Event::Heartbeat(w, running, tx)).await {
             Ok(cancel) => Ok(Response::new(proto::HeartbeatResponse {
@@ -141,8 +154,9 @@ impl worker_service_server::WorkerService for WorkerApi {
         &self,
         req: Request<proto::DeregisterRequest>,
     ) -> Result<Response<proto::DeregisterResponse>, Status> {
-        let w = worker_id(&req.into_inner().worker_id)?;
-        info!(worker = %w, "worker deregistered");
+        let r = req.into_inner();
+        let w = caller(&r.worker_id, r.worker_secret)?;
+        info!(worker = %w.id, "worker deregistered");
         self.h.call(|tx| Event::Deregister(w, tx)).await?;
         Ok(Response::new(proto::DeregisterResponse {}))
     }

@@ -228,6 +228,20 @@ impl Store {
         Ok(())
     }
 
+    /// The SHA-256 (hex) of the secret issued with a worker id, if any.
+    pub fn worker_secret(&self, id: &str) -> Result<Option<String>, StoreError> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT secret_sha256 FROM workers WHERE id = ?1",
+                [id],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
     /// The largest number in the stored worker ids (`w{n}-name`), so a restarted core
     /// never gives out a dead worker's id again.
     pub fn max_worker_number(&self) -> Result<u64, StoreError> {

@@ -48,13 +48,13 @@ impl Store {
     pub fn unit_owner(
         &self,
         unit: UnitId,
-    ) -> Result<Option<(SweepId, u32, Option<String>)>, StoreError> {
+    ) -> Result<Option<(SweepId, u32, Option<String>, u32)>, StoreError> {
         Ok(self
             .conn
             .query_row(
-                "SELECT sweep_id, trial, worker FROM units WHERE id = ?1",
+                "SELECT sweep_id, trial, worker, attempts FROM units WHERE id = ?1",
                 [unit.0 as i64],
-                |r| Ok((SweepId(r.get(0)?), r.get(1)?, r.get(2)?)),
+                |r| Ok((SweepId(r.get(0)?), r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?)
     }
@@ -180,7 +180,7 @@ impl Store {
                 }
             }
             let mut st = self.conn.prepare_cached(
-                "SELECT id, trial, params_json, state, attempts, worker FROM units
+                "SELECT id, trial, params_json, state, attempts, worker, interrupted FROM units
                  WHERE sweep_id = ?1 AND state IN ('pending', 'running') ORDER BY trial",
             )?;
             let mut rows = st.query([id.as_str()])?;
@@ -193,6 +193,7 @@ impl Store {
                     params: parse_json("parameters", &r.get::<_, String>(2)?)?,
                     state: UnitState::parse(&state).unwrap_or(UnitState::Pending),
                     attempts: r.get(4)?,
+                    interrupted: r.get(6)?,
                     worker: r.get::<_, Option<String>>(5)?.map(WorkerId),
                 });
             }

@@ -169,8 +169,10 @@ pub(super) fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<()
         }
         Action::WorkerRegistered { worker, info, at } => {
             tx.execute(
-                "INSERT OR REPLACE INTO workers (id, name, hostname, slots, devices, registered_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO workers (id, name, hostname, slots, devices, registered_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (id) DO UPDATE SET name = ?2, hostname = ?3, slots = ?4,
+                     devices = ?5, registered_ms = ?6, gone_reason = NULL",
                 params![
                     worker.as_str(),
                     info.name,
@@ -179,6 +181,12 @@ pub(super) fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<()
                     info.devices.join("; "),
                     *at as i64
                 ],
+            )?;
+        }
+        Action::WorkerSecret { worker, sha256 } => {
+            tx.execute(
+                "UPDATE workers SET secret_sha256 = ?2 WHERE id = ?1",
+                params![worker.as_str(), sha256],
             )?;
         }
         Action::WorkerGone { worker, reason } => {
