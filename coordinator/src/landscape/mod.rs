@@ -11,12 +11,14 @@ use ridgeline_common::spec::SweepSpec;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 mod assemble;
+mod check;
 mod describe;
 mod export;
 mod hessian;
 mod pca;
 
 pub use assemble::{assemble, barrier, read_tile, write_npy};
+pub use check::check_tile;
 pub use hessian::{HVP_FILE, block_file, hessian_step, released_units};
 use hessian::{first_block, hessian_size};
 pub use pca::{fit_axes_to_trajectory, pca};

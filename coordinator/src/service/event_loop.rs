@@ -370,8 +370,18 @@ impl EventLoop {
                     }
                     self.write_logs(&worker, logs);
                     let c = &mut self.core;
-                    for (o, arts) in outcomes {
+                    for (mut o, arts) in outcomes {
                         let unit = o.unit;
+                        // A scan tile's result must carry exactly its points.
+                        if let Some((sid, trial)) = c.unit_trial(unit) {
+                            if let Some(v) = c.sweep(&sid) {
+                                let files: Vec<(&str, &[u8])> = arts
+                                    .iter()
+                                    .map(|a| (a.name.as_str(), a.data.as_slice()))
+                                    .collect();
+                                landscape::check_tile(&v.spec, trial, &mut o, &files);
+                            }
+                        }
                         match core::on_unit_finished(c, &mut out, &worker, o, now) {
                             Ok(core::Verdict::Accepted) => {
                                 artifacts.insert(unit, arts);
