@@ -3,6 +3,7 @@
 
 mod convert;
 pub mod core;
+pub mod fsafe;
 pub mod landscape;
 pub mod plot;
 pub mod schedulers;

@@ -28,7 +28,7 @@ pub fn write_npy(path: &Path, shape: &[usize], data: &[f64]) -> std::io::Result<
     header.push('\n');
     use std::io::Write;
     // Streamed: a dense surface can be 128 MiB, no need for a second copy in memory.
-    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut w = std::io::BufWriter::new(crate::fsafe::create(path)?);
     w.write_all(b"\x93NUMPY\x01\x00")?;
     w.write_all(&(header.len() as u16).to_le_bytes())?;
     w.write_all(header.as_bytes())?;
@@ -133,7 +133,7 @@ pub fn read_tile(bytes: &[u8], points: usize) -> Result<(Vec<f64>, Vec<f64>), St
 /// Writes `x,y,loss,accuracy` rows, streaming (a scan can have millions of points).
 fn write_csv(path: &Path, rows: impl Iterator<Item = [f64; 4]>) -> std::io::Result<()> {
     use std::io::Write;
-    let mut w = std::io::BufWriter::new(std::fs::File::create(path)?);
+    let mut w = std::io::BufWriter::new(crate::fsafe::create(path)?);
     writeln!(w, "x,y,loss,accuracy")?;
     for [x, y, a, b] in rows {
         writeln!(w, "{x},{y},{a},{b}")?;
@@ -184,7 +184,7 @@ pub fn assemble(
     let mut unreadable = 0;
     for &t in &tiles {
         let range = l.tile_range(t as usize);
-        match std::fs::read(tile_dir(t).join(TILE_FILE)) {
+        match crate::fsafe::read(tile_dir(t).join(TILE_FILE)) {
             Ok(b) => {
                 let (lv, av) = read_tile(&b, range.len())?;
                 computed.extend(
@@ -256,7 +256,7 @@ pub fn assemble(
         .map(|c| c.1)
         .filter(|v| v.is_finite())
         .collect();
-    let directions: serde_json::Value = std::fs::read(sweep_dir.join("directions.json"))
+    let directions: serde_json::Value = crate::fsafe::read(sweep_dir.join("directions.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
@@ -277,13 +277,14 @@ pub fn assemble(
     });
     let Some((loss, acc)) = dense else {
         let p = sweep_dir.join("meta.json");
-        return std::fs::write(&p, serde_json::to_vec_pretty(&meta).expect("json"))
+        return crate::fsafe::write_atomic(&p, serde_json::to_vec_pretty(&meta).expect("json"))
             .map_err(|e| io(&p, e));
     };
     if l.directions.kind == DirectionKind::Target && l.y.is_none() {
         let b = barrier(&l.x_axis().values(), &loss, &acc);
         let p = sweep_dir.join("lmc.json");
-        std::fs::write(&p, serde_json::to_vec_pretty(&b).expect("json")).map_err(|e| io(&p, e))?;
+        crate::fsafe::write_atomic(&p, serde_json::to_vec_pretty(&b).expect("json"))
+            .map_err(|e| io(&p, e))?;
         meta["lmc_barrier"] = b["barrier"].clone();
         meta["lmc_error_barrier"] = b["error"]["barrier"].clone();
     }
@@ -298,7 +299,8 @@ pub fn assemble(
         meta["line_barrier"] = j["line"]["barrier"]["barrier"].clone();
     }
     let p = sweep_dir.join("meta.json");
-    std::fs::write(&p, serde_json::to_vec_pretty(&meta).expect("json")).map_err(|e| io(&p, e))?;
+    crate::fsafe::write_atomic(&p, serde_json::to_vec_pretty(&meta).expect("json"))
+        .map_err(|e| io(&p, e))?;
     let (xs, ys) = (l.x_axis().values(), l.y.as_ref().map(|y| y.values()));
     let split = match l.split {
         Split::Train => "train",
@@ -332,7 +334,7 @@ pub fn assemble(
             l.vtp_zmax,
         )?;
     }
-    let path: Option<(Vec<f64>, Vec<f64>)> = std::fs::read(sweep_dir.join("trajectory.json"))
+    let path: Option<(Vec<f64>, Vec<f64>)> = crate::fsafe::read(sweep_dir.join("trajectory.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
         .and_then(|t| {
@@ -379,7 +381,7 @@ fn curvature_map(
     let mut cols: [Vec<f64>; 6] = Default::default();
     for k in 0..n {
         let p: Option<serde_json::Value> =
-            std::fs::read(unit_dir((l.tiles() + k) as u32).join("curvature.json"))
+            crate::fsafe::read(unit_dir((l.tiles() + k) as u32).join("curvature.json"))
                 .ok()
                 .and_then(|b| serde_json::from_slice(&b).ok());
         let get = |key: &str, i: usize| {
@@ -410,7 +412,7 @@ fn curvature_map(
         "method": format!("exact Hessian-vector products on the scan's data; Lanczos with {} steps from one random vector (Ritz values within their residuals of eigenvalues), Hutchinson with {} Rademacher probes", c.steps, c.probes),
     });
     let p = sweep_dir.join("curvature.json");
-    std::fs::write(&p, serde_json::to_vec_pretty(&j).expect("json"))
+    crate::fsafe::write_atomic(&p, serde_json::to_vec_pretty(&j).expect("json"))
         .map_err(|e| format!("{}: {e}", p.display()))?;
     if let Some(ys) = &ys {
         for (file, title, z) in [
@@ -434,7 +436,7 @@ fn connecting_curve(
     c: &CurveSpec,
     unit_dir: &Path,
 ) -> Result<Option<serde_json::Value>, String> {
-    let Ok(bytes) = std::fs::read(unit_dir.join("curve.json")) else {
+    let Ok(bytes) = crate::fsafe::read(unit_dir.join("curve.json")) else {
         return Ok(None);
     };
     let r: serde_json::Value =
@@ -458,12 +460,12 @@ fn connecting_curve(
         "line": {"loss": ll, "accuracy": la, "barrier": barrier(&t, &ll, &la)},
     });
     let p = sweep_dir.join("connectivity.json");
-    std::fs::write(&p, serde_json::to_vec_pretty(&j).expect("json"))
+    crate::fsafe::write_atomic(&p, serde_json::to_vec_pretty(&j).expect("json"))
         .map_err(|e| format!("{}: {e}", p.display()))?;
     let control = unit_dir.join("curve_control.safetensors");
-    if control.exists() {
+    if let Ok(bytes) = crate::fsafe::read(&control) {
         let p = sweep_dir.join("connectivity_control.safetensors");
-        std::fs::copy(&control, &p).map_err(|e| format!("{}: {e}", p.display()))?;
+        crate::fsafe::write_atomic(&p, bytes).map_err(|e| format!("{}: {e}", p.display()))?;
     }
     let err = |a: &[f64]| a.iter().map(|x| 1.0 - x).collect::<Vec<f64>>();
     crate::plot::connectivity(
@@ -529,6 +531,7 @@ mod tests {
     #[test]
     fn npy_header_is_aligned_and_parsable() {
         let dir = tempfile::tempdir().unwrap();
+        crate::fsafe::add_root(dir.path()).unwrap();
         let p = dir.path().join("a.npy");
         write_npy(&p, &[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
         let b = std::fs::read(&p).unwrap();
@@ -564,6 +567,7 @@ y = { min = 0.0, max = 2.0, points = 3 }
         )
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
+        crate::fsafe::add_root(dir.path()).unwrap();
         let tile_dir = |t: u32| dir.path().join(format!("t{t}"));
         // Tiles 0 (points 0..5) and 2 (points 10..12) computed; tile 1 never ran.
         for (t, range) in [(0u32, 0..5), (2, 10..12)] {

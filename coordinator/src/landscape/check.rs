@@ -71,7 +71,10 @@ mod tests {
     use super::*;
 
     fn tile(loss: &[f64], acc: &[f64]) -> Vec<u8> {
-        loss.iter().chain(acc).flat_map(|v| v.to_le_bytes()).collect()
+        loss.iter()
+            .chain(acc)
+            .flat_map(|v| v.to_le_bytes())
+            .collect()
     }
 
     fn outcome(loss: Option<f64>) -> Outcome {

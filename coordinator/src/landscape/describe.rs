@@ -11,7 +11,7 @@ use crate::plot::Labels;
 /// A short name of the scanned model from its `model.json`: `MLP 64-32-10 relu`,
 /// `CNN [16, 32]`, `GPT-2 6×256`, or the checkpoint's format.
 fn model(sweep_dir: &Path) -> String {
-    let Some(m) = std::fs::read(sweep_dir.join("model.json"))
+    let Some(m) = crate::fsafe::read(sweep_dir.join("model.json"))
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
     else {

@@ -53,7 +53,7 @@ pub fn write_h5(path: &Path, s: &Surface<'_>) -> Result<(), String> {
         .with_shape(&shape)
         .set_attr("unit", AttrValue::String("percent".into()));
     let bytes = b.finish().map_err(|e| format!("{}: {e}", path.display()))?;
-    std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+    crate::fsafe::write_atomic(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// How the height of the ParaView surface is drawn.
@@ -169,7 +169,7 @@ pub fn write_vtp(
         (4.0, 4.0 * quads.len() as f64),
     );
     out.push_str("      </Polys>\n    </Piece>\n  </PolyData>\n</VTKFile>\n");
-    std::fs::write(path, out).map_err(|e| format!("{}: {e}", path.display()))
+    crate::fsafe::write_atomic(path, out).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]
@@ -181,6 +181,7 @@ mod tests {
     #[test]
     fn vtp_heights_follow_h52vtp() {
         let dir = tempfile::tempdir().unwrap();
+        crate::fsafe::add_root(dir.path()).unwrap();
         let p = dir.path().join("s.vtp");
         let loss = [0.5, 2.0, f64::NAN, 9.0];
         write_vtp(&p, &[0.0, 1.0], &[0.0, 1.0], &loss, Height::Log, Some(5.0)).unwrap();

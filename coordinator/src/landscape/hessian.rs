@@ -50,13 +50,13 @@ mod hvp {
 
 fn write_vectors(path: &Path, v: &[Vec<f64>]) -> Result<(), String> {
     let bytes: Vec<u8> = v.iter().flatten().flat_map(|x| x.to_le_bytes()).collect();
-    std::fs::write(path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    crate::fsafe::write_atomic(path, &bytes).map_err(|e| format!("{}: {e}", path.display()))?;
     crate::telemetry::wrote(bytes.len() as u64);
     Ok(())
 }
 
 fn read_vectors(path: &Path, n: usize) -> Result<Vec<Vec<f64>>, String> {
-    let b = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let b = crate::fsafe::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if n == 0 || b.len() % (8 * n) != 0 {
         return Err(format!(
             "{}: {} bytes is not a whole number of {n}-vectors",
@@ -184,7 +184,7 @@ fn round_products(
         for (acc, p) in w.iter_mut().zip(part) {
             acc.iter_mut().zip(p).for_each(|(a, b)| *a += b);
         }
-        if let Ok(b) = std::fs::read(dir.join(HVP_INFO)) {
+        if let Ok(b) = crate::fsafe::read(dir.join(HVP_INFO)) {
             infos.push(serde_json::from_slice(&b).map_err(|e| format!("{HVP_INFO}: {e}"))?);
         }
     }
@@ -268,7 +268,7 @@ pub fn hessian_step(
         None => {
             // Replay the earlier rounds from disk.
             let n = hessian_size(&parameters(
-                &std::fs::read(sweep_dir.join(MODEL_WEIGHTS)).map_err(|e| e.to_string())?,
+                &crate::fsafe::read(sweep_dir.join(MODEL_WEIGHTS)).map_err(|e| e.to_string())?,
             )?);
             let mut s = State::new(spec, n).ok_or("no [landscape.hessian]")?;
             for r in 0..round {
@@ -385,7 +385,7 @@ fn write_results(sweep_dir: &Path, spec: &SweepSpec, st: &State, n: usize) -> Re
     }
     let p = sweep_dir.join("hessian.json");
     let bytes = serde_json::to_vec_pretty(&json).expect("json");
-    std::fs::write(&p, &bytes).map_err(|e| format!("{}: {e}", p.display()))?;
+    crate::fsafe::write_atomic(&p, &bytes).map_err(|e| format!("{}: {e}", p.display()))?;
     crate::telemetry::wrote(bytes.len() as u64);
     Ok(())
 }
@@ -420,6 +420,7 @@ density = { probes = 3, steps = 10 }
         )
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
+        crate::fsafe::add_root(dir.path()).unwrap();
         let data: Vec<u8> = (0..n).flat_map(|i| (i as f32).to_le_bytes()).collect();
         let view =
             safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![n], &data).unwrap();
@@ -444,6 +445,7 @@ density = { probes = 3, steps = 10 }
     ) -> (serde_json::Value, usize) {
         let mut here = dir.to_owned();
         let copies = tempfile::tempdir().unwrap();
+        crate::fsafe::add_root(copies.path()).unwrap();
         for round in 0.. {
             let v = read_vectors(&here.join(block_file(round)), n).unwrap();
             for s in 0..2u32 {

@@ -8,6 +8,28 @@ use std::sync::Once;
 
 use plotters::prelude::*;
 
+/// Draws a picture of `size` pixels in memory with `draw`, encodes it as PNG and writes
+/// it through [`crate::fsafe`] (plotters' own file output would follow a link planted
+/// at `path`).
+pub(crate) fn render_png(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(DrawingArea<BitMapBackend<'_>, plotters::coord::Shift>) -> Result<(), String>,
+) -> Result<(), String> {
+    use image::ImageEncoder;
+    let mut buf = vec![0u8; size.0 as usize * size.1 as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, size).into_drawing_area();
+        draw(root.clone())?;
+        root.present().map_err(err)?;
+    }
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(&buf, size.0, size.1, image::ColorType::Rgb8)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    crate::fsafe::write_atomic(path, &png).map_err(|e| e.to_string())
+}
+
 mod curve;
 mod spectra;
 mod surface;
@@ -253,6 +275,7 @@ mod tests {
     #[test]
     fn pictures_are_written() {
         let dir = tempfile::tempdir().unwrap();
+        crate::fsafe::add_root(dir.path()).unwrap();
         let xs: Vec<f64> = (0..11).map(|i| i as f64 / 10.0).collect();
         let ys: Vec<f64> = (0..7).map(|i| i as f64 / 6.0).collect();
         let z: Vec<f64> = ys

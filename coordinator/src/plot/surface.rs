@@ -79,160 +79,164 @@ pub(super) fn draw_2d(
     trajectory: Option<&Trajectory>,
 ) -> Result<(), String> {
     register_font();
-    let root = BitMapBackend::new(path, (800, 700)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let body = labels.header(&root)?;
-    let (plot, bar) = body.split_horizontally(680);
-    let (xe, ye) = (cell_edges(xs), cell_edges(ys));
-    let mut chart = ChartBuilder::on(&plot)
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(56)
-        .build_cartesian_2d(xe[0]..xe[xe.len() - 1], ye[0]..ye[ye.len() - 1])
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .disable_mesh()
-        .x_desc(labels.x.as_str())
-        .y_desc(labels.y.as_str())
-        .label_style(("sans-serif", 13))
-        .x_label_formatter(&|v| tick(*v))
-        .y_label_formatter(&|v| tick(*v))
-        .draw()
-        .map_err(err)?;
-    let scale = Scale::new(z);
-    let band = |t: f64| {
-        if levels > 0 {
-            ((t * levels as f64).floor().min(levels as f64 - 1.0) + 0.5) / levels as f64
-        } else {
-            t
-        }
-    };
-    let nx = xs.len();
-    chart
-        .draw_series((0..ys.len()).flat_map(|i| {
-            let (xe, ye, scale) = (&xe, &ye, &scale);
-            (0..nx).map(move |j| {
-                let v = z[i * nx + j];
-                let color = if v.is_finite() {
-                    viridis(band(scale.unit(v)))
-                } else {
-                    RGBColor(200, 200, 200)
-                };
-                Rectangle::new([(xe[j], ye[i]), (xe[j + 1], ye[i + 1])], color.filled())
-            })
-        }))
-        .map_err(err)?;
-    for k in 1..levels {
-        let level = scale.level(k as f64 / levels as f64);
-        let segs = contour_segments(z, xs, ys, level);
-        // Every other line carries its value, at the middle of its longest segment.
-        let label_at = segs
-            .iter()
-            .max_by(|a, b| seg_len(a).total_cmp(&seg_len(b)))
-            .map(|s| ((s[0].0 + s[1].0) / 2.0, (s[0].1 + s[1].1) / 2.0));
-        chart
-            .draw_series(
-                segs.into_iter()
-                    .map(|s| PathElement::new(vec![s[0], s[1]], BLACK.mix(0.6).stroke_width(1))),
-            )
+    super::render_png(path, (800, 700), |root| {
+        root.fill(&WHITE).map_err(err)?;
+        let body = labels.header(&root)?;
+        let (plot, bar) = body.split_horizontally(680);
+        let (xe, ye) = (cell_edges(xs), cell_edges(ys));
+        let mut chart = ChartBuilder::on(&plot)
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(xe[0]..xe[xe.len() - 1], ye[0]..ye[ye.len() - 1])
             .map_err(err)?;
-        if let (Some(p), true) = (label_at, k % 2 == 0) {
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_desc(labels.x.as_str())
+            .y_desc(labels.y.as_str())
+            .label_style(("sans-serif", 13))
+            .x_label_formatter(&|v| tick(*v))
+            .y_label_formatter(&|v| tick(*v))
+            .draw()
+            .map_err(err)?;
+        let scale = Scale::new(z);
+        let band = |t: f64| {
+            if levels > 0 {
+                ((t * levels as f64).floor().min(levels as f64 - 1.0) + 0.5) / levels as f64
+            } else {
+                t
+            }
+        };
+        let nx = xs.len();
+        chart
+            .draw_series((0..ys.len()).flat_map(|i| {
+                let (xe, ye, scale) = (&xe, &ye, &scale);
+                (0..nx).map(move |j| {
+                    let v = z[i * nx + j];
+                    let color = if v.is_finite() {
+                        viridis(band(scale.unit(v)))
+                    } else {
+                        RGBColor(200, 200, 200)
+                    };
+                    Rectangle::new([(xe[j], ye[i]), (xe[j + 1], ye[i + 1])], color.filled())
+                })
+            }))
+            .map_err(err)?;
+        for k in 1..levels {
+            let level = scale.level(k as f64 / levels as f64);
+            let segs = contour_segments(z, xs, ys, level);
+            // Every other line carries its value, at the middle of its longest segment.
+            let label_at = segs
+                .iter()
+                .max_by(|a, b| seg_len(a).total_cmp(&seg_len(b)))
+                .map(|s| ((s[0].0 + s[1].0) / 2.0, (s[0].1 + s[1].1) / 2.0));
             chart
-                .draw_series(std::iter::once(Text::new(
-                    significant(level),
-                    p,
-                    ("sans-serif", 11).into_font().color(&WHITE),
+                .draw_series(
+                    segs.into_iter().map(|s| {
+                        PathElement::new(vec![s[0], s[1]], BLACK.mix(0.6).stroke_width(1))
+                    }),
+                )
+                .map_err(err)?;
+            if let (Some(p), true) = (label_at, k % 2 == 0) {
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        significant(level),
+                        p,
+                        ("sans-serif", 11).into_font().color(&WHITE),
+                    )))
+                    .map_err(err)?;
+            }
+        }
+        if let Some((tx, ty)) = trajectory {
+            let pts: Vec<(f64, f64)> = tx.iter().copied().zip(ty.iter().copied()).collect();
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    pts.clone(),
+                    WHITE.stroke_width(2),
                 )))
+                .map_err(err)?
+                .label("training trajectory (one dot per epoch)")
+                .legend(|(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], WHITE.stroke_width(2))
+                });
+            chart
+                .draw_series(pts.iter().map(|p| Circle::new(*p, 3, WHITE.filled())))
                 .map_err(err)?;
         }
-    }
-    if let Some((tx, ty)) = trajectory {
-        let pts: Vec<(f64, f64)> = tx.iter().copied().zip(ty.iter().copied()).collect();
+        if xe[0] <= 0.0 && 0.0 <= xe[xe.len() - 1] && ye[0] <= 0.0 && 0.0 <= ye[ye.len() - 1] {
+            chart
+                .draw_series(std::iter::once(Circle::new(
+                    (0.0, 0.0),
+                    5,
+                    WHITE.stroke_width(2),
+                )))
+                .map_err(err)?
+                .label("scanned checkpoint (0, 0)")
+                .legend(|(x, y)| Circle::new((x + 8, y), 4, WHITE.stroke_width(2)));
+        }
+        if let Some((k, v)) = z
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.is_finite())
+            .min_by(|a, b| a.1.total_cmp(b.1))
+        {
+            let p = (xs[k % nx], ys[k / nx]);
+            chart
+                .draw_series(std::iter::once(Cross::new(p, 6, RED.stroke_width(2))))
+                .map_err(err)?
+                .label(format!(
+                    "lowest {}: {} at ({}, {})",
+                    labels.value,
+                    significant(*v),
+                    tick(p.0),
+                    tick(p.1)
+                ))
+                .legend(|(x, y)| Cross::new((x + 8, y), 5, RED.stroke_width(2)));
+        }
         chart
-            .draw_series(std::iter::once(PathElement::new(
-                pts.clone(),
-                WHITE.stroke_width(2),
-            )))
-            .map_err(err)?
-            .label("training trajectory (one dot per epoch)")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], WHITE.stroke_width(2)));
-        chart
-            .draw_series(pts.iter().map(|p| Circle::new(*p, 3, WHITE.filled())))
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font(("sans-serif", 12))
+            .background_style(BLACK.mix(0.55))
+            .border_style(WHITE)
+            .draw()
             .map_err(err)?;
-    }
-    if xe[0] <= 0.0 && 0.0 <= xe[xe.len() - 1] && ye[0] <= 0.0 && 0.0 <= ye[ye.len() - 1] {
-        chart
-            .draw_series(std::iter::once(Circle::new(
-                (0.0, 0.0),
-                5,
-                WHITE.stroke_width(2),
-            )))
-            .map_err(err)?
-            .label("scanned checkpoint (0, 0)")
-            .legend(|(x, y)| Circle::new((x + 8, y), 4, WHITE.stroke_width(2)));
-    }
-    if let Some((k, v)) = z
-        .iter()
-        .enumerate()
-        .filter(|(_, v)| v.is_finite())
-        .min_by(|a, b| a.1.total_cmp(b.1))
-    {
-        let p = (xs[k % nx], ys[k / nx]);
-        chart
-            .draw_series(std::iter::once(Cross::new(p, 6, RED.stroke_width(2))))
-            .map_err(err)?
-            .label(format!(
-                "lowest {}: {} at ({}, {})",
-                labels.value,
-                significant(*v),
-                tick(p.0),
-                tick(p.1)
-            ))
-            .legend(|(x, y)| Cross::new((x + 8, y), 5, RED.stroke_width(2)));
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font(("sans-serif", 12))
-        .background_style(BLACK.mix(0.55))
-        .border_style(WHITE)
-        .draw()
+        // Colour bar, titled with the quantity (and its scale).
+        let title = if scale.log {
+            format!("{} (log)", labels.value)
+        } else {
+            labels.value.clone()
+        };
+        bar.draw(&Text::new(title, (4, 2), ("sans-serif", 13).into_font()))
+            .map_err(err)?;
+        let mut cb = ChartBuilder::on(&bar)
+            .margin_top(24)
+            .margin_bottom(52)
+            .margin_right(8)
+            .y_label_area_size(0)
+            .right_y_label_area_size(64)
+            .build_cartesian_2d(0.0..1.0, 0.0..1.0)
+            .map_err(err)?;
+        let fmt = |t: &f64| significant(scale.level(*t));
+        cb.configure_mesh()
+            .disable_mesh()
+            .disable_x_axis()
+            .y_labels(6)
+            .y_label_style(("sans-serif", 12))
+            .y_label_formatter(&fmt)
+            .draw()
+            .map_err(err)?;
+        cb.draw_series((0..100).map(|i| {
+            let t = i as f64 / 100.0;
+            Rectangle::new(
+                [(0.0, t), (1.0, t + 0.01)],
+                viridis(band(t + 0.005)).filled(),
+            )
+        }))
         .map_err(err)?;
-    // Colour bar, titled with the quantity (and its scale).
-    let title = if scale.log {
-        format!("{} (log)", labels.value)
-    } else {
-        labels.value.clone()
-    };
-    bar.draw(&Text::new(title, (4, 2), ("sans-serif", 13).into_font()))
-        .map_err(err)?;
-    let mut cb = ChartBuilder::on(&bar)
-        .margin_top(24)
-        .margin_bottom(52)
-        .margin_right(8)
-        .y_label_area_size(0)
-        .right_y_label_area_size(64)
-        .build_cartesian_2d(0.0..1.0, 0.0..1.0)
-        .map_err(err)?;
-    let fmt = |t: &f64| significant(scale.level(*t));
-    cb.configure_mesh()
-        .disable_mesh()
-        .disable_x_axis()
-        .y_labels(6)
-        .y_label_style(("sans-serif", 12))
-        .y_label_formatter(&fmt)
-        .draw()
-        .map_err(err)?;
-    cb.draw_series((0..100).map(|i| {
-        let t = i as f64 / 100.0;
-        Rectangle::new(
-            [(0.0, t), (1.0, t + 0.01)],
-            viridis(band(t + 0.005)).filled(),
-        )
-    }))
-    .map_err(err)?;
-    root.present().map_err(err)
+        Ok(())
+    })
 }
 
 fn seg_len(s: &[(f64, f64); 2]) -> f64 {
@@ -265,62 +269,63 @@ pub(super) fn draw_3d(
     } else {
         (scale.lo, scale.hi)
     };
-    let root = BitMapBackend::new(path, (800, 680)).into_drawing_area();
-    root.fill(&WHITE).map_err(err)?;
-    let body = labels.header(&root)?;
-    let mut chart = ChartBuilder::on(&body)
-        .margin(16)
-        .build_cartesian_3d(
-            xs[0]..xs[nx - 1],
-            lo..hi + (hi - lo).max(1e-12) * 0.05,
-            ys[0]..ys[ys.len() - 1],
-        )
+    super::render_png(path, (800, 680), |root| {
+        root.fill(&WHITE).map_err(err)?;
+        let body = labels.header(&root)?;
+        let mut chart = ChartBuilder::on(&body)
+            .margin(16)
+            .build_cartesian_3d(
+                xs[0]..xs[nx - 1],
+                lo..hi + (hi - lo).max(1e-12) * 0.05,
+                ys[0]..ys[ys.len() - 1],
+            )
+            .map_err(err)?;
+        chart.with_projection(|mut p| {
+            p.pitch = 0.45;
+            p.yaw = 0.6;
+            p.scale = 0.85;
+            p.into_matrix()
+        });
+        chart
+            .configure_axes()
+            .label_style(("sans-serif", 12))
+            .x_formatter(&|v| tick(*v))
+            .z_formatter(&|v| tick(*v))
+            .y_formatter(&|v| tick(*v))
+            .max_light_lines(3)
+            .draw()
+            .map_err(err)?;
+        let at = |x: f64, y: f64| -> f64 {
+            let i = xs.iter().position(|v| *v == x).unwrap_or(0);
+            let j = ys.iter().position(|v| *v == y).unwrap_or(0);
+            h(z[j * nx + i])
+        };
+        let colour = |v: &f64| {
+            let t = if hi > lo { (v - lo) / (hi - lo) } else { 0.0 };
+            viridis(t).mix(0.9).filled()
+        };
+        chart
+            .draw_series(
+                SurfaceSeries::xoz(xs.iter().copied(), ys.iter().copied(), at).style_func(&colour),
+            )
+            .map_err(err)?;
+        // Axis names: plotters' 3-D axes carry no labels of their own.
+        let height = if scale.log {
+            format!("log10({})", labels.value)
+        } else {
+            labels.value.clone()
+        };
+        body.draw(&Text::new(
+            format!(
+                "left axis: {}; right axis: {}; height: {height}",
+                labels.x, labels.y
+            ),
+            (16, 14),
+            ("sans-serif", 12),
+        ))
         .map_err(err)?;
-    chart.with_projection(|mut p| {
-        p.pitch = 0.45;
-        p.yaw = 0.6;
-        p.scale = 0.85;
-        p.into_matrix()
-    });
-    chart
-        .configure_axes()
-        .label_style(("sans-serif", 12))
-        .x_formatter(&|v| tick(*v))
-        .z_formatter(&|v| tick(*v))
-        .y_formatter(&|v| tick(*v))
-        .max_light_lines(3)
-        .draw()
-        .map_err(err)?;
-    let at = |x: f64, y: f64| -> f64 {
-        let i = xs.iter().position(|v| *v == x).unwrap_or(0);
-        let j = ys.iter().position(|v| *v == y).unwrap_or(0);
-        h(z[j * nx + i])
-    };
-    let colour = |v: &f64| {
-        let t = if hi > lo { (v - lo) / (hi - lo) } else { 0.0 };
-        viridis(t).mix(0.9).filled()
-    };
-    chart
-        .draw_series(
-            SurfaceSeries::xoz(xs.iter().copied(), ys.iter().copied(), at).style_func(&colour),
-        )
-        .map_err(err)?;
-    // Axis names: plotters' 3-D axes carry no labels of their own.
-    let height = if scale.log {
-        format!("log10({})", labels.value)
-    } else {
-        labels.value.clone()
-    };
-    body.draw(&Text::new(
-        format!(
-            "left axis: {}; right axis: {}; height: {height}",
-            labels.x, labels.y
-        ),
-        (16, 14),
-        ("sans-serif", 12),
-    ))
-    .map_err(err)?;
-    root.present().map_err(err)
+        Ok(())
+    })
 }
 
 /// A map of any quantity over the plane (filled contours with lines), e.g. curvature.

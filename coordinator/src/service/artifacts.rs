@@ -4,7 +4,9 @@
 //! (temporary) files are neither listed nor read.
 
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Component, Path};
+
+use crate::fsafe;
 use std::time::UNIX_EPOCH;
 
 use tonic::Status;
@@ -24,7 +26,9 @@ fn version(meta: &std::fs::Metadata) -> u64 {
 }
 
 /// Every regular file under `root/under`, recursively, sorted by path relative to
-/// `root`. Hidden names (`.x.tmp` while being written) and links are left out.
+/// `root`. Hidden names (`.x.tmp` while being written) and links are left out, and no
+/// link is followed (see [`crate::fsafe`]): a folder link planted in a trial's folder
+/// lists nothing.
 pub fn list(root: &Path, under: &str) -> Result<Vec<proto::ArtifactInfo>, Status> {
     let mut out = Vec::new();
     let start = if under.is_empty() {
@@ -32,37 +36,36 @@ pub fn list(root: &Path, under: &str) -> Result<Vec<proto::ArtifactInfo>, Status
     } else {
         root.join(under)
     };
+    if !under.is_empty() && fsafe::kind(&start).is_ok_and(|k| k != fsafe::Kind::Dir) {
+        return Ok(out);
+    }
     let mut stack = vec![start];
     while let Some(dir) = stack.pop() {
-        let entries = match std::fs::read_dir(&dir) {
+        let entries = match fsafe::list(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(Status::internal(format!("{}: {e}", dir.display()))),
+            Err(e) => return Err(Status::internal(e.to_string())),
         };
-        for e in entries {
-            let e = e.map_err(|e| Status::internal(e.to_string()))?;
-            let name = e.file_name();
+        for (name, kind) in entries {
             if name.to_string_lossy().starts_with('.') {
                 continue;
             }
-            let meta = e
-                .path()
-                .symlink_metadata()
-                .map_err(|e| Status::internal(e.to_string()))?;
-            if meta.is_dir() {
-                stack.push(e.path());
-            } else if meta.is_file() {
-                let rel = e.path();
-                let rel = rel.strip_prefix(root).expect("walked from root");
-                let parts: Vec<String> = rel
-                    .components()
-                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                    .collect();
-                out.push(proto::ArtifactInfo {
-                    path: parts.join("/"),
-                    size: meta.len(),
-                    version: version(&meta),
-                });
+            let path = dir.join(&name);
+            match kind {
+                fsafe::Kind::Dir => stack.push(path),
+                fsafe::Kind::File { len, mtime_ns } => {
+                    let rel = path.strip_prefix(root).expect("walked from root");
+                    let parts: Vec<String> = rel
+                        .components()
+                        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                        .collect();
+                    out.push(proto::ArtifactInfo {
+                        path: parts.join("/"),
+                        size: len,
+                        version: mtime_ns.max(1),
+                    });
+                }
+                fsafe::Kind::Other => {}
             }
         }
     }
@@ -70,10 +73,10 @@ pub fn list(root: &Path, under: &str) -> Result<Vec<proto::ArtifactInfo>, Status
     Ok(out)
 }
 
-/// The file a client's relative path names inside `root`, refused unless every
-/// component is a plain name (no `..`, no root, no hidden names) and it is a regular
-/// file (not a link, not a folder).
-pub fn resolve(root: &Path, rel: &str) -> Result<(PathBuf, std::fs::Metadata), Status> {
+/// The file a client's relative path names inside `root`, opened: refused unless every
+/// component is a plain name (no `..`, no root, no hidden names), none of them a link,
+/// and it is a regular file.
+pub fn resolve(root: &Path, rel: &str) -> Result<std::fs::File, Status> {
     let bad = |why: &str| Status::invalid_argument(format!("path: {rel:?} {why}"));
     if rel.is_empty() {
         return Err(bad("is empty"));
@@ -85,26 +88,33 @@ pub fn resolve(root: &Path, rel: &str) -> Result<(PathBuf, std::fs::Metadata), S
             _ => return Err(bad("is not a path inside the sweep's folder")),
         }
     }
-    let meta = path
-        .symlink_metadata()
-        .map_err(|_| Status::not_found(format!("path: no file {rel:?} in this sweep")))?;
-    if !meta.is_file() {
-        return Err(bad("is not a regular file"));
+    match fsafe::open(&path) {
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Status::not_found(format!(
+            "path: no file {rel:?} in this sweep"
+        ))),
+        Err(_) => Err(bad("is not a regular file")),
     }
-    Ok((path, meta))
 }
 
-/// Reads `path` from `offset` to its end, handing each chunk to `send` (which returns
-/// false once the client has gone). Runs on the blocking pool.
+/// Reads an opened file from `offset` to its end as it was when opened, handing each
+/// chunk to `send` (which returns false once the client has gone). Runs on the
+/// blocking pool.
 pub fn stream(
-    path: &Path,
+    mut f: std::fs::File,
     rel: &str,
-    meta: &std::fs::Metadata,
     offset: u64,
     want_version: u64,
     mut send: impl FnMut(Result<proto::ArtifactChunk, Status>) -> bool,
 ) {
-    if want_version != 0 && version(meta) != want_version {
+    let meta = match f.metadata() {
+        Ok(m) => m,
+        Err(e) => {
+            send(Err(Status::internal(format!("{rel}: {e}"))));
+            return;
+        }
+    };
+    if want_version != 0 && version(&meta) != want_version {
         send(Err(Status::failed_precondition(format!(
             "{rel}: the file has changed since it was listed; list it again"
         ))));
@@ -117,16 +127,10 @@ pub fn stream(
         ))));
         return;
     }
-    let mut f = match std::fs::File::open(path).and_then(|mut f| {
-        f.seek(SeekFrom::Start(offset))?;
-        Ok(f)
-    }) {
-        Ok(f) => f,
-        Err(e) => {
-            send(Err(Status::internal(format!("{rel}: {e}"))));
-            return;
-        }
-    };
+    if let Err(e) = f.seek(SeekFrom::Start(offset)) {
+        send(Err(Status::internal(format!("{rel}: {e}"))));
+        return;
+    }
     // The length listed is what is sent, even if the file grows meanwhile: a version
     // check above already refused files rewritten since they were listed.
     let mut left = meta.len() - offset;
@@ -151,6 +155,7 @@ mod tests {
     fn lists_regular_files_and_refuses_paths_outside() {
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("sweep");
+        fsafe::add_root(&root).unwrap();
         std::fs::create_dir_all(root.join("trials/00001")).unwrap();
         std::fs::write(root.join("surface.npy"), b"abc").unwrap();
         std::fs::write(root.join("trials/00001/model.json"), b"{}").unwrap();
@@ -187,24 +192,25 @@ mod tests {
     #[test]
     fn streams_from_an_offset_and_refuses_changed_files() {
         let d = tempfile::tempdir().unwrap();
+        fsafe::add_root(d.path()).unwrap();
         let bytes: Vec<u8> = (0..(CHUNK_BYTES * 2 + 17)).map(|i| (i * 7) as u8).collect();
         std::fs::write(d.path().join("f"), &bytes).unwrap();
-        let (path, meta) = resolve(d.path(), "f").unwrap();
+        let open = || resolve(d.path(), "f").unwrap();
         let v = list(d.path(), "").unwrap()[0].version;
         for offset in [0, 5, CHUNK_BYTES as u64 + 3, bytes.len() as u64] {
             let mut got = Vec::new();
-            stream(&path, "f", &meta, offset, v, |c| {
+            stream(open(), "f", offset, v, |c| {
                 got.extend(c.unwrap().data);
                 true
             });
             assert_eq!(got, bytes[offset as usize..]);
         }
         let mut codes = Vec::new();
-        stream(&path, "f", &meta, 0, v + 1, |c| {
+        stream(open(), "f", 0, v + 1, |c| {
             codes.push(c.unwrap_err().code());
             false
         });
-        stream(&path, "f", &meta, bytes.len() as u64 + 1, 0, |c| {
+        stream(open(), "f", bytes.len() as u64 + 1, 0, |c| {
             codes.push(c.unwrap_err().code());
             false
         });
@@ -214,7 +220,7 @@ mod tests {
         );
         // A client that goes away stops the reading after its chunk.
         let mut n = 0;
-        stream(&path, "f", &meta, 0, 0, |_| {
+        stream(open(), "f", 0, 0, |_| {
             n += 1;
             false
         });

@@ -106,25 +106,18 @@ fn load_core(
     Ok((core, out))
 }
 
-/// Writes a file so that readers see the old content or the new, never a torn one.
+/// Writes a file so that readers see the old content or the new, never a torn one, and
+/// never through a link (see [`crate::fsafe`]).
 pub(super) fn write_atomic(path: &Path, data: &[u8]) -> Result<(), String> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp"));
-    std::fs::write(&tmp, data)
-        .and_then(|()| std::fs::rename(&tmp, path))
+    crate::fsafe::write_atomic(path, data)
         .inspect(|()| crate::telemetry::wrote(data.len() as u64))
-        .map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            format!("{}: {e}", path.display())
-        })
+        .map_err(|e| e.to_string())
 }
 
 impl EventLoop {
     pub(super) fn open(cfg: &CoordinatorConfig) -> Result<Self, ServeError> {
-        std::fs::create_dir_all(&cfg.data_dir).map_err(|source| ServeError::Io {
+        // Every file under the data folder is opened through fsafe, from here.
+        crate::fsafe::add_root(&cfg.data_dir).map_err(|source| ServeError::Io {
             path: cfg.data_dir.clone(),
             source,
         })?;
@@ -501,7 +494,7 @@ impl EventLoop {
     ) -> Result<(), String> {
         for (id, files) in sweep_files {
             let dir = sweep_dir(&self.data_dir, &id);
-            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            crate::fsafe::create_dir_all(&dir).map_err(|e| e.to_string())?;
             for (name, data) in files {
                 write_atomic(&dir.join(name), &data)?;
             }
@@ -515,7 +508,7 @@ impl EventLoop {
                     continue;
                 };
                 let dir = trial_dir(&self.data_dir, sweep, *trial);
-                std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+                crate::fsafe::create_dir_all(&dir).map_err(|e| e.to_string())?;
                 for art in arts {
                     write_atomic(&dir.join(&art.name), &art.data)?;
                 }

@@ -2,7 +2,6 @@
 //! offsets the worker gives (so a chunk sent twice lands on itself), read back by
 //! `GetTrialLog` from any offset.
 
-use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -11,6 +10,7 @@ use ridgeline_common::MAX_LOG_BYTES;
 use ridgeline_common::ids::SweepId;
 
 use super::trial_dir;
+use crate::fsafe;
 
 /// The most attempts a log file is made for: a guard against a worker naming any.
 const MAX_ATTEMPT: u32 = 1000;
@@ -21,20 +21,14 @@ pub fn log_path(data_dir: &Path, sweep: &SweepId, trial: u32, attempt: u32) -> P
 }
 
 /// Writes a chunk at its offset; what would pass [`MAX_LOG_BYTES`] is cut, with a note.
+/// The file and its folders are opened through [`crate::fsafe`]: a log replaced by a
+/// link is refused, never written through.
 pub fn write_chunk(path: &Path, attempt: u32, offset: u64, data: &[u8]) -> Result<(), String> {
     if attempt == 0 || attempt > MAX_ATTEMPT || offset >= MAX_LOG_BYTES {
         return Ok(());
     }
     let keep = data.len().min((MAX_LOG_BYTES - offset) as usize);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    let f = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let f = fsafe::open_for_update(path).map_err(|e| e.to_string())?;
     f.write_all_at(&data[..keep], offset)
         .map_err(|e| format!("{}: {e}", path.display()))?;
     if keep < data.len() {
@@ -45,19 +39,17 @@ pub fn write_chunk(path: &Path, attempt: u32, offset: u64, data: &[u8]) -> Resul
     Ok(())
 }
 
-/// Up to `max` bytes of a log from `offset`; a missing file reads as empty.
-pub fn read(path: &Path, offset: u64, max: usize) -> Result<Vec<u8>, String> {
-    let mut f = match std::fs::File::open(path) {
+/// Up to `max` bytes of a log from `offset`; a missing file reads as empty. A log that
+/// is a link (or lies under one) is refused.
+pub fn read(path: &Path, offset: u64, max: usize) -> std::io::Result<Vec<u8>> {
+    let mut f = match fsafe::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+        Err(e) => return Err(e),
     };
-    f.seek(SeekFrom::Start(offset))
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    f.seek(SeekFrom::Start(offset))?;
     let mut buf = Vec::new();
-    f.take(max as u64)
-        .read_to_end(&mut buf)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    f.take(max as u64).read_to_end(&mut buf)?;
     Ok(buf)
 }
 
@@ -68,6 +60,7 @@ mod tests {
     #[test]
     fn chunks_land_at_their_offsets_and_repeat_harmlessly() {
         let dir = tempfile::tempdir().unwrap();
+        fsafe::add_root(dir.path()).unwrap();
         let p = dir.path().join("a/attempt-1.log");
         write_chunk(&p, 1, 0, b"hello ").unwrap();
         write_chunk(&p, 1, 6, b"world\n").unwrap();

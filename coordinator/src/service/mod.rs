@@ -223,9 +223,11 @@ pub async fn serve(
     // Workers and scripts on a shared file system can find the coordinator here, which
     // also makes `--listen host:0` (any free port) usable.
     let addr_file = cfg.data_dir.join("coordinator.addr");
-    std::fs::write(&addr_file, format!("{addr}\n")).map_err(|source| ServeError::Io {
-        path: addr_file.clone(),
-        source,
+    crate::fsafe::write_atomic(&addr_file, format!("{addr}\n").as_bytes()).map_err(|source| {
+        ServeError::Io {
+            path: addr_file.clone(),
+            source,
+        }
     })?;
     info!(%addr, data_dir = %cfg.data_dir.display(), "coordinator listening");
     let workers = worker_service_server::WorkerServiceServer::new(WorkerApi {

@@ -137,14 +137,17 @@ impl EventLoop {
 /// Bytes of the files directly in `dir` written at or after `t0` (what an assembly
 /// produced: the surface, its CSV and plots, meta.json).
 fn bytes_written_since(dir: &Path, t0: std::time::SystemTime) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Ok(entries) = crate::fsafe::list(dir) else {
         return 0;
     };
     entries
-        .filter_map(Result::ok)
-        .filter_map(|e| e.metadata().ok())
-        .filter(|m| m.is_file() && m.modified().is_ok_and(|t| t >= t0))
-        .map(|m| m.len())
+        .into_iter()
+        .filter_map(|(_, k)| match k {
+            crate::fsafe::Kind::File { len, mtime_ns } if crate::fsafe::mtime(mtime_ns) >= t0 => {
+                Some(len)
+            }
+            _ => None,
+        })
         .sum()
 }
 

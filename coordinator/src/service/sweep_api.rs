@@ -97,9 +97,8 @@ impl SweepApi {
             .landscape
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("landscape: missing"))?;
-        let read = |path: PathBuf| {
-            std::fs::read(&path).map_err(|e| Status::internal(format!("{}: {e}", path.display())))
-        };
+        let read =
+            |path: PathBuf| crate::fsafe::read(&path).map_err(|e| Status::internal(e.to_string()));
         if !files.contains_key(landscape::MODEL_WEIGHTS)
             && !files.contains_key(landscape::GGUF)
             && !files.contains_key(landscape::HF_CONFIG)
@@ -143,14 +142,14 @@ impl SweepApi {
             let dir = self
                 .best_checkpoint("landscape.directions.trajectory", r)
                 .await?;
-            let mut epochs: Vec<PathBuf> = std::fs::read_dir(&dir)
-                .map_err(|e| Status::internal(format!("{}: {e}", dir.display())))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("model_epoch_"))
+            let mut epochs: Vec<PathBuf> = crate::fsafe::list(&dir)
+                .map_err(|e| Status::internal(e.to_string()))?
+                .into_iter()
+                .filter(|(n, k)| {
+                    matches!(k, crate::fsafe::Kind::File { .. })
+                        && n.to_str().is_some_and(|n| n.starts_with("model_epoch_"))
                 })
+                .map(|(n, _)| dir.join(n))
                 .collect();
             epochs.sort();
             if epochs.len() < 3 {
@@ -312,6 +311,14 @@ impl sweep_service_server::SweepService for SweepApi {
             0 => 1 << 20,
             n => n.min(8 << 20) as usize,
         };
+        // No log is longer than its cap (and its note): an offset past it is a mistake.
+        if r.offset > ridgeline_common::MAX_LOG_BYTES + 4096 {
+            return Err(Status::invalid_argument(format!(
+                "offset: {} is past the longest log ({} bytes)",
+                r.offset,
+                ridgeline_common::MAX_LOG_BYTES
+            )));
+        }
         let data_dir = self.data_dir.clone();
         let resp = tokio::task::spawn_blocking(move || -> Result<_, Status> {
             let store = Store::open_read_only(&db_path(&data_dir))
@@ -333,7 +340,13 @@ impl sweep_service_server::SweepService for SweepApi {
                 }
             };
             let path = logs::log_path(&data_dir, &id, r.trial, attempt);
-            let data = logs::read(&path, r.offset, max).map_err(Status::internal)?;
+            let data = logs::read(&path, r.offset, max).map_err(|e| match e.kind() {
+                std::io::ErrorKind::PermissionDenied => Status::failed_precondition(format!(
+                    "trial {} attempt {attempt}: its log is not a regular file in the sweep's folder",
+                    r.trial
+                )),
+                _ => Status::internal(e.to_string()),
+            })?;
             Ok(proto::GetTrialLogResponse {
                 next_offset: r.offset + data.len() as u64,
                 data,
@@ -392,12 +405,12 @@ impl sweep_service_server::SweepService for SweepApi {
         let r = req.into_inner();
         let id = sweep_id(&r.sweep_id)?;
         self.h.call(|tx| Event::Status(id.clone(), tx)).await?;
-        let (path, meta) = artifacts::resolve(&sweep_dir(&self.data_dir, &id), &r.path)?;
+        let file = artifacts::resolve(&sweep_dir(&self.data_dir, &id), &r.path)?;
         // A few chunks in flight: reading stays ahead of the network without holding a
         // whole checkpoint in memory.
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::task::spawn_blocking(move || {
-            artifacts::stream(&path, &r.path, &meta, r.offset, r.version, |c| {
+            artifacts::stream(file, &r.path, r.offset, r.version, |c| {
                 tx.blocking_send(c).is_ok()
             })
         });
@@ -487,15 +500,15 @@ impl sweep_service_server::SweepService for SweepApi {
 
 /// Bytes of the regular files under `dir`.
 fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Ok(entries) = crate::fsafe::list(dir) else {
         return 0;
     };
     entries
-        .filter_map(Result::ok)
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
-            _ => 0,
+        .into_iter()
+        .map(|(n, k)| match k {
+            crate::fsafe::Kind::Dir => dir_bytes(&dir.join(n)),
+            crate::fsafe::Kind::File { len, .. } => len,
+            crate::fsafe::Kind::Other => 0,
         })
         .sum()
 }

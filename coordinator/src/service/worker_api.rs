@@ -162,32 +162,14 @@ impl worker_service_server::WorkerService for WorkerApi {
     }
 }
 
-/// Reads `dir/name` only if both are what the coordinator made: a real folder and a
-/// regular file in it, no symbolic link anywhere (a link planted in a sweep folder must
-/// not turn FetchBlob into a way to read any file of the host).
+/// Reads `dir/name` through [`crate::fsafe`]: a real folder and a regular file in it, no
+/// symbolic link anywhere (a link planted in a sweep folder must not turn FetchBlob
+/// into a way to read any file of the host).
 fn read_regular_file(dir: &Path, name: &str) -> std::io::Result<Vec<u8>> {
-    use std::io::{Error, ErrorKind, Read};
-    let refuse = |what: &str| Error::new(ErrorKind::NotFound, format!("not served: {what}"));
-    for d in [dir.parent().unwrap_or(dir), dir] {
-        if !std::fs::symlink_metadata(d)?.file_type().is_dir() {
-            return Err(refuse("the sweep folder is not a plain folder"));
+    crate::fsafe::read(&dir.join(name)).map_err(|e| match e.kind() {
+        std::io::ErrorKind::PermissionDenied => {
+            std::io::Error::new(std::io::ErrorKind::NotFound, format!("not served: {e}"))
         }
-    }
-    let path = dir.join(name);
-    let before = std::fs::symlink_metadata(&path)?;
-    if !before.file_type().is_file() {
-        return Err(refuse("not a regular file"));
-    }
-    let mut f = std::fs::File::open(&path)?;
-    // The file opened must be the one inspected (no swap between the two calls).
-    let opened = f.metadata()?;
-    {
-        use std::os::unix::fs::MetadataExt;
-        if (opened.dev(), opened.ino()) != (before.dev(), before.ino()) {
-            return Err(refuse("the file changed while being opened"));
-        }
-    }
-    let mut data = Vec::with_capacity(opened.len() as usize);
-    f.read_to_end(&mut data)?;
-    Ok(data)
+        _ => e,
+    })
 }
