@@ -113,11 +113,35 @@ pub async fn download(src: &Source<'_>, sweep: &str, which: Which, out: &Path) -
     Ok(sum)
 }
 
+/// A chunk that arrived at byte `at` of a file listed as `listed` bytes: what the file
+/// may take of it. A coordinator that sends more than it listed is refused (no download
+/// grows past what the user was told).
+fn within_listed(listed: u64, at: u64, chunk: &[u8]) -> Result<&[u8], String> {
+    if at.saturating_add(chunk.len() as u64) > listed {
+        return Err(format!(
+            "the coordinator sent more than the {listed} bytes it listed; not kept"
+        ));
+    }
+    Ok(chunk)
+}
+
+/// The deepest path a download writes: a sweep's files sit a few folders down
+/// (trials/NNNNN/...); a listing that asks for more is refused.
+const MAX_DEPTH: usize = 16;
+
 /// Where a listed file goes under the output folder. The coordinator's paths are
-/// checked again here: a client never writes outside the folder it was given.
+/// checked again here: a client never writes outside the folder it was given, nor
+/// deeper than [`MAX_DEPTH`].
 fn local_path(rel: &str, which: Which) -> Result<PathBuf> {
     let mut p = PathBuf::new();
     let mut parts: Vec<&str> = rel.split('/').collect();
+    if parts.len() > MAX_DEPTH {
+        bail!(
+            "the coordinator listed a path {} folders deep (at most {MAX_DEPTH}): {:?}...",
+            parts.len(),
+            rel.chars().take(60).collect::<String>()
+        );
+    }
     if let Which::Best = which {
         // trials/NNNNN/model.safetensors -> best/model.safetensors
         parts.drain(..2.min(parts.len().saturating_sub(1)));
@@ -298,10 +322,12 @@ async fn read_from(
     loop {
         match stream.message().await {
             Ok(Some(chunk)) => {
-                file.write_all(&chunk.data)
+                let data = within_listed(f.size, offset + n, &chunk.data)
+                    .map_err(|e| Failure::Fatal(anyhow::anyhow!("{}: {e}", f.path)))?;
+                file.write_all(data)
                     .map_err(|e| Failure::Fatal(anyhow::anyhow!("write {}: {e}", f.path)))?;
-                n += chunk.data.len() as u64;
-                bar.inc(chunk.data.len() as u64);
+                n += data.len() as u64;
+                bar.inc(data.len() as u64);
             }
             Ok(None) => return Ok(n),
             Err(s) => return Err(classify(s, n)),
@@ -368,6 +394,19 @@ mod tests {
         ] {
             assert!(local_path(bad, Which::All).is_err(), "{bad}");
         }
+        // 2,000 nested folders on a coordinator's say-so: refused.
+        let deep = vec!["d"; 2000].join("/");
+        assert!(local_path(&deep, Which::All).is_err());
+        assert!(local_path(&vec!["d"; MAX_DEPTH].join("/"), Which::All).is_ok());
+    }
+
+    #[test]
+    fn a_file_never_grows_past_its_listed_size() {
+        assert_eq!(within_listed(10, 0, b"0123456789").unwrap(), b"0123456789");
+        assert_eq!(within_listed(10, 6, b"6789").unwrap(), b"6789");
+        // 64 MiB streamed for a file listed as 10 bytes.
+        assert!(within_listed(10, 0, &vec![0u8; 1 << 20]).is_err());
+        assert!(within_listed(10, 8, b"89x").is_err());
     }
 
     #[test]

@@ -406,3 +406,167 @@ v = {{ type = "grid", values = [{}] }}
         .collect();
     assert!(found.is_empty(), "{found:?}");
 }
+
+/// A TPE + ASHA sweep of the resumable program, each attempt leaving a daemon.
+fn storm_spec(dir: &Path, name: &str) -> PathBuf {
+    let prog = root().join("tests/command/epochs.py");
+    let text = format!(
+        r#"name = "{name}"
+[trial]
+command = ["python3", {prog:?}, "6", "0", "0.15", "{{x}}", "1"]
+[search]
+algorithm = "tpe"
+metric = "val_loss"
+num_samples = 16
+max_concurrent = 4
+seed = 3
+[search.tpe]
+n_startup_trials = 4
+[search.space]
+x = {{ type = "uniform", low = 0.0, high = 1.0 }}
+[search.scheduler]
+type = "asha"
+grace_period = 2
+reduction_factor = 2
+max_t = 6
+"#,
+        prog = prog.display().to_string()
+    );
+    let p = dir.join(format!("{name}.toml"));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+/// Processes (not zombies) whose environment names this sweep.
+fn processes_of(sweep: &str) -> Vec<u32> {
+    let needle = format!("RIDGELINE_SWEEP_ID={sweep}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| !gone(*pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .unwrap_or_default()
+                .split(|b| *b == 0)
+                .any(|v| v == needle.as_bytes())
+        })
+        .collect()
+}
+
+/// Checks what a finished command-trial sweep must be after any storm: no trial failed,
+/// every history whole (steps 1..last, none missing), no two attempts of a trial ever
+/// overlapping (from the programs' own ledgers), and nothing of the sweep left running.
+fn check_storm(sweep: &str, url: &str, root: &Path) {
+    let r = results(sweep, url);
+    let trials = r["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 16, "{r}");
+    for t in trials {
+        let state = t["state"].as_str().unwrap();
+        assert!(state == "completed" || state == "pruned", "{t}");
+        let s = steps(t);
+        let last = *s.last().unwrap();
+        assert_eq!(s, (1..=last).collect::<Vec<_>>(), "history with holes: {t}");
+        if state == "completed" {
+            assert_eq!(last, 6, "{t}");
+        }
+        let i = t["trial"].as_u64().unwrap();
+        let ledger = own_ledger(&root.join(sweep).join(format!("trial-{i:05}")));
+        assert!(
+            !ledger.iter().any(|e| e["event"] == "overlap"),
+            "trial {i}: two attempts at once: {ledger:?}"
+        );
+    }
+    wait_until(
+        "every program and daemon of the sweep to end",
+        Duration::from_secs(20),
+        || processes_of(sweep).is_empty(),
+    );
+}
+
+#[test]
+fn a_kill_storm_of_workers_and_coordinators_loses_no_command_trial() {
+    let dir = KeptOnFailure::new();
+    let timing = ["--lease-ttl-ms", "1500", "--heartbeat-interval-ms", "200"];
+    // Undisturbed, for reference.
+    let calm = dir.path().join("calm");
+    std::fs::create_dir_all(&calm).unwrap();
+    let (_c, url) = coordinator(&calm, &timing);
+    let calm_root = calm.join("trials");
+    let cr = calm_root.to_str().unwrap();
+    let _w = [
+        worker(&calm, &url, "a", &["--slots", "2", "--trial-root", cr]),
+        worker(&calm, &url, "b", &["--slots", "2", "--trial-root", cr]),
+    ];
+    let s = submit_wait(
+        &storm_spec(dir.path(), "calm"),
+        &url,
+        Duration::from_secs(300),
+    );
+    check_storm(&s, &url, &calm_root);
+    drop(_w);
+
+    // The storm: workers and the coordinator killed with SIGKILL, twice the coordinator
+    // within a second, while trials run and report.
+    let hot = dir.path().join("storm");
+    std::fs::create_dir_all(&hot).unwrap();
+    let (mut coord, url) = coordinator(&hot, &timing);
+    let addr = url.trim_start_matches("http://").to_owned();
+    let root = hot.join("trials");
+    let tr = root.to_str().unwrap().to_owned();
+    let start = |name: &str| worker(&hot, &url, name, &["--slots", "2", "--trial-root", &tr]);
+    let mut a = start("a");
+    let mut b = start("b");
+    let sweep = submit(&storm_spec(dir.path(), "storm"), &url);
+    let running = |min: usize| {
+        let r = results(&sweep, &url);
+        r["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["state"] == "running")
+            .count()
+            >= min
+    };
+    let mut n = 0;
+    for round in 0..4 {
+        wait_until("trials to run", Duration::from_secs(60), || running(2));
+        std::thread::sleep(Duration::from_millis(300 + 150 * round));
+        match round {
+            0 => {
+                kill9(&mut a);
+                a = start("a2");
+            }
+            1 => {
+                // Two restarts within a second.
+                kill9(&mut coord);
+                n += 1;
+                let mut c = restart_coordinator(&hot, &addr, &timing, &format!("coordinator-{n}"));
+                std::thread::sleep(Duration::from_millis(400));
+                kill9(&mut c);
+                n += 1;
+                coord = restart_coordinator(&hot, &addr, &timing, &format!("coordinator-{n}"));
+            }
+            2 => {
+                kill9(&mut b);
+                kill9(&mut coord);
+                n += 1;
+                coord = restart_coordinator(&hot, &addr, &timing, &format!("coordinator-{n}"));
+                b = start("b2");
+            }
+            _ => {
+                kill9(&mut a);
+                a = start("a3");
+            }
+        }
+    }
+    wait_until("the storm's sweep to end", Duration::from_secs(300), || {
+        let st = run(
+            &["status", &sweep, "--coordinator", &url],
+            Duration::from_secs(30),
+        );
+        String::from_utf8_lossy(&st.stdout).contains(" completed: ")
+    });
+    check_storm(&sweep, &url, &root);
+    drop((a, b, coord));
+}

@@ -206,6 +206,32 @@ fn route(
     }
 }
 
+/// Connections the metrics port serves at once (Prometheus keeps one per target).
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// Raises the soft limit on open files to the hard one (many hosts start processes at
+/// 1,024), so that many workers, scrapes and log files do not run a coordinator out of
+/// descriptors. Returns the limit in force.
+pub fn raise_open_files_limit() -> Option<u64> {
+    // SAFETY: getrlimit/setrlimit on this process with a zeroed struct.
+    unsafe {
+        let mut r: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
+            return None;
+        }
+        if r.rlim_cur < r.rlim_max {
+            let want = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
+                r = want;
+            }
+        }
+        Some(r.rlim_cur as u64)
+    }
+}
+
 /// Serves the metrics port until `shutdown` resolves. Process-level gauges are sampled
 /// on the side while it runs.
 pub async fn serve(
@@ -235,7 +261,14 @@ pub async fn serve(
         })
     };
     let mut shutdown = std::pin::pin!(shutdown);
+    // A bounded number of connections at once: past it, new ones wait in the kernel's
+    // backlog instead of taking file descriptors the gRPC port needs.
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = slots.clone().acquire_owned() => p.expect("never closed"),
+        };
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -250,6 +283,7 @@ pub async fn serve(
         };
         let (handle, ready) = (handle.clone(), ready.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let r = route(req.method(), req.uri().path(), &handle, &ready);
                 async move { Ok::<_, Infallible>(r) }

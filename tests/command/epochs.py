@@ -4,10 +4,12 @@ folder, prints one report per epoch, and keeps a ledger of its own (own.jsonl) t
 tests read: when each attempt started and ended, and whether it ever found another
 attempt running in the same folder at the same time.
 
-    epochs.py EPOCHS PER_ATTEMPT SECONDS_PER_EPOCH
+    epochs.py EPOCHS PER_ATTEMPT SECONDS_PER_EPOCH [X [DAEMON]]
 
 PER_ATTEMPT > 0 makes every attempt stop with exit status 3 after that many epochs (a
-preempted job); 0 runs to the end.
+preempted job); 0 runs to the end. X (default 0) shifts the loss: (X - 0.3)^2 + 1/epoch.
+DAEMON = 1 leaves a daemon behind on every attempt (double fork, own session), whose
+pid goes to daemons.txt.
 """
 import json
 import os
@@ -15,6 +17,8 @@ import sys
 import time
 
 epochs, per_attempt, pause = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+x = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
+daemon = len(sys.argv) > 5 and sys.argv[5] == "1"
 d = os.environ["RIDGELINE_TRIAL_DIR"]
 attempt = int(os.environ["RIDGELINE_ATTEMPT"])
 
@@ -44,6 +48,16 @@ if os.path.exists(active):
 with open(active, "w") as f:
     f.write(str(os.getpid()))
 note(event="start")
+if daemon:
+    first = os.fork()
+    if first == 0:
+        os.setsid()
+        if os.fork() == 0:
+            with open(os.path.join(d, "daemons.txt"), "a") as f:
+                f.write(f"{os.getpid()}\n")
+            time.sleep(300)
+        os._exit(0)
+    os.waitpid(first, 0)
 
 ckpt = os.path.join(d, "ckpt.json")
 start = json.load(open(ckpt))["epoch"] if os.path.exists(ckpt) else 0
@@ -51,7 +65,8 @@ print(f"resuming from epoch {start} of {epochs}", file=sys.stderr)
 ran = 0
 for e in range(start + 1, epochs + 1):
     time.sleep(pause)
-    print("ridgeline: " + json.dumps({"step": e, "val_loss": 1.0 / e}), flush=True)
+    loss = 1.0 / e if x == 0.0 else (x - 0.3) ** 2 + 1.0 / e
+    print("ridgeline: " + json.dumps({"step": e, "val_loss": loss}), flush=True)
     with open(ckpt + ".tmp", "w") as f:
         json.dump({"epoch": e}, f)
     os.replace(ckpt + ".tmp", ckpt)

@@ -1,5 +1,6 @@
 //! The Ridgeline worker: leases units from the coordinator and runs them with candle.
 
+mod cgroup;
 pub mod data;
 pub mod devices;
 pub mod executors;

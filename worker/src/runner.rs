@@ -254,7 +254,12 @@ fn execute(
         }
         Err(e) => {
             permanent = e.permanent;
-            (proto::UnitState::Failed, vec![], e.message, vec![])
+            (
+                proto::UnitState::Failed,
+                vec![],
+                without_backtrace(&e.message),
+                vec![],
+            )
         }
     };
     if let Some(r) = running {
@@ -715,5 +720,37 @@ pub async fn run(
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+/// An error message without the stack backtrace a library may have captured into it
+/// (candle does when RUST_BACKTRACE is set): frames mean nothing to the person reading
+/// why a trial failed, and the message itself is in the first lines.
+fn without_backtrace(msg: &str) -> String {
+    // A backtrace starts at frame 0 (`   0: crate::path::fn`) or its header.
+    let start = msg.lines().position(|l| {
+        let t = l.trim_start();
+        t == "stack backtrace:" || (t.starts_with("0: ") && t.contains("::"))
+    });
+    match start {
+        Some(i) => msg
+            .lines()
+            .take(i)
+            .collect::<Vec<_>>()
+            .join("\n")
+            .trim_end()
+            .to_owned(),
+        None => msg.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod backtrace_tests {
+    #[test]
+    fn frames_are_cut_and_the_message_kept() {
+        let m = "index out of bounds: 7 >= 3\n   0: candle_core::error::Error::bt\n             at /src/error.rs:10:5\n   1: candle_core::tensor::Tensor::gather\n";
+        assert_eq!(super::without_backtrace(m), "index out of bounds: 7 >= 3");
+        let plain = "exit status 1; stderr ends with:\n1: epoch one\n2: epoch two";
+        assert_eq!(super::without_backtrace(plain), plain);
     }
 }

@@ -40,6 +40,9 @@ pub(crate) fn derr(file: &Path, reason: impl Into<String>) -> DataError {
     }
 }
 
+/// The most classes a classification data set may have (labels `0..MAX_CLASSES`).
+pub const MAX_CLASSES: usize = 65_536;
+
 /// Samples as a dense row-major matrix with integer class labels (classification) or
 /// real targets (regression).
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -223,11 +226,23 @@ pub fn parse_csv_as(
         for (j, f) in fields.iter().enumerate() {
             let v = number(path, f, lineno, j)?;
             if j as i64 == lc {
-                if v < 0.0 || v.fract() != 0.0 || v > 1e6 {
+                if v < 0.0 || v.fract() != 0.0 {
                     return Err(derr(
                         path,
                         format!(
                             "line {}: label must be a class index 0, 1, 2, ..., found {f}",
+                            lineno + 1
+                        ),
+                    ));
+                }
+                // The model gets one output per class up to the largest label: a stray
+                // label of 1000000 would build a million-wide layer and train for
+                // minutes before anything failed.
+                if v >= MAX_CLASSES as f64 {
+                    return Err(derr(
+                        path,
+                        format!(
+                            "line {}: label {f} is beyond the {MAX_CLASSES} classes a model can have here (labels are class indices 0, 1, 2, ...)",
                             lineno + 1
                         ),
                     ));

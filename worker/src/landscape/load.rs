@@ -267,6 +267,29 @@ fn eval_data(
                     if s.y.is_empty() {
                         return Err("loss = \"cross_entropy\" needs class labels (data.task = \"classification\")".into());
                     }
+                    // A label the model has no output for would fail deep in the math.
+                    let classes = match config {
+                        ModelConfig::Mlp(c) => Some(c.classes),
+                        ModelConfig::Cnn(c) | ModelConfig::Resnet(c) => Some(c.classes),
+                        _ => None,
+                    };
+                    if let Some(k) = classes {
+                        if let Some((i, y)) =
+                            s.y.iter().enumerate().find(|(_, y)| **y as usize >= k)
+                        {
+                            return Err(format!(
+                                "{}: sample {} of the {} split has label {y}, but the model has {k} classes (labels 0..{})",
+                                d.path.display(),
+                                i + 1,
+                                if l.split == Split::Val {
+                                    "validation"
+                                } else {
+                                    "training"
+                                },
+                                k - 1
+                            ));
+                        }
+                    }
                     Tensor::from_slice(&s.y, s.len(), device).map_err(e)?
                 }
                 LossKind::Mse => {

@@ -28,20 +28,6 @@ pub(super) struct Cgroup {
 /// Where containment by cgroup is tried: `auto` (if the host offers it) or `off`.
 const SETTING: &str = "RIDGELINE_TRIAL_CGROUP";
 
-/// The worker's own cgroup v2 folder, if a cgroup v2 hierarchy is mounted.
-fn own_cgroup() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    // Fields: id parent major:minor root mount-point options ... - fstype source ...
-    let mount = mounts.lines().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        (right.split(' ').next()? == "cgroup2")
-            .then(|| left.split(' ').nth(4).map(PathBuf::from))?
-    })?;
-    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
-    let path = own.lines().find_map(|l| l.strip_prefix("0::"))?;
-    Some(mount.join(path.trim_start_matches('/')))
-}
-
 impl Cgroup {
     /// A fresh cgroup for one attempt, or `None` where the host does not let the worker
     /// make one (no cgroup v2, read-only, no permission) or `RIDGELINE_TRIAL_CGROUP=off`.
@@ -49,7 +35,7 @@ impl Cgroup {
         if std::env::var(SETTING).is_ok_and(|v| v == "off") {
             return None;
         }
-        let dir = own_cgroup()?.join(name);
+        let dir = crate::cgroup::v2_dir()?.join(name);
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
