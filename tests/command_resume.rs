@@ -461,6 +461,13 @@ fn check_storm(sweep: &str, url: &str, root: &Path) {
     let r = results(sweep, url);
     let trials = r["trials"].as_array().unwrap();
     assert_eq!(trials.len(), 16, "{r}");
+    let count = |k: &str| trials.iter().map(|t| t[k].as_u64().unwrap_or(0)).sum::<u64>();
+    let pruned = trials.iter().filter(|t| t["state"] == "pruned").count();
+    eprintln!(
+        "{sweep}: {} attempts, {} interrupted, {pruned} pruned",
+        count("attempts"),
+        count("interrupted")
+    );
     for t in trials {
         let state = t["state"].as_str().unwrap();
         assert!(state == "completed" || state == "pruned", "{t}");

@@ -166,7 +166,7 @@ impl worker_service_server::WorkerService for WorkerApi {
 /// symbolic link anywhere (a link planted in a sweep folder must not turn FetchBlob
 /// into a way to read any file of the host).
 fn read_regular_file(dir: &Path, name: &str) -> std::io::Result<Vec<u8>> {
-    crate::fsafe::read(&dir.join(name)).map_err(|e| match e.kind() {
+    crate::fsafe::read(dir.join(name)).map_err(|e| match e.kind() {
         std::io::ErrorKind::PermissionDenied => {
             std::io::Error::new(std::io::ErrorKind::NotFound, format!("not served: {e}"))
         }

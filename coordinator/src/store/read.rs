@@ -9,6 +9,9 @@ use ridgeline_common::params::Params;
 use super::{ScanSummary, Store, StoreError, SweepRow, TrialRow, parse_json, sweep_row};
 use crate::core::{Best, Counts, StoredSweep, StoredTrial, StoredUnit, SweepState, UnitState};
 
+/// A unit's sweep, trial, the worker of its last attempt, and its attempts so far.
+pub type UnitOwner = (SweepId, u32, Option<String>, u32);
+
 impl Store {
     /// The state of one trial of a sweep, if it was generated.
     pub fn trial_state(
@@ -48,7 +51,7 @@ impl Store {
     pub fn unit_owner(
         &self,
         unit: UnitId,
-    ) -> Result<Option<(SweepId, u32, Option<String>, u32)>, StoreError> {
+    ) -> Result<Option<UnitOwner>, StoreError> {
         Ok(self
             .conn
             .query_row(
