@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -30,22 +30,6 @@ x = {{ type = "uniform", low = 0.0, high = 1.0 }}
     let p = dir.join(format!("{name}.toml"));
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn results(sweep: &str, url: &str) -> serde_json::Value {
-    let out = run_ok(
-        &["results", sweep, "--coordinator", url, "--format", "json"],
-        Duration::from_secs(30),
-    );
-    serde_json::from_str(&out).unwrap()
 }
 
 /// The one trial of a sweep, once it is final.
@@ -461,7 +445,12 @@ fn check_storm(sweep: &str, url: &str, root: &Path) {
     let r = results(sweep, url);
     let trials = r["trials"].as_array().unwrap();
     assert_eq!(trials.len(), 16, "{r}");
-    let count = |k: &str| trials.iter().map(|t| t[k].as_u64().unwrap_or(0)).sum::<u64>();
+    let count = |k: &str| {
+        trials
+            .iter()
+            .map(|t| t[k].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    };
     let pruned = trials.iter().filter(|t| t["state"] == "pruned").count();
     eprintln!(
         "{sweep}: {} attempts, {} interrupted, {pruned} pruned",

@@ -80,22 +80,6 @@ fn two_workers(dir: &Path, url: &str, trial_root: &str) -> [Proc; 2] {
     })
 }
 
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn results(sweep: &str, url: &str) -> serde_json::Value {
-    let out = run_ok(
-        &["results", sweep, "--coordinator", url, "--format", "json"],
-        Duration::from_secs(30),
-    );
-    serde_json::from_str(&out).unwrap()
-}
-
 fn trials(r: &serde_json::Value) -> &Vec<serde_json::Value> {
     r["trials"].as_array().unwrap()
 }

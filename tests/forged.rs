@@ -9,93 +9,11 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::grpc::*;
 use common::*;
 use ridgeline_common::proto::{
     self, sweep_service_client::SweepServiceClient, worker_service_client::WorkerServiceClient,
 };
-
-type Workers = WorkerServiceClient<tonic::transport::Channel>;
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// A registered worker: its id and the secret issued with it.
-#[derive(Clone, Debug, Default)]
-struct W {
-    id: String,
-    secret: String,
-}
-
-async fn register(c: &mut Workers, name: &str, resume: &W) -> W {
-    let r = c
-        .register(proto::RegisterRequest {
-            protocol_version: ridgeline_common::PROTOCOL_VERSION,
-            hostname: "forger".into(),
-            name: name.into(),
-            slots: 4,
-            resume_worker_id: resume.id.clone(),
-            resume_secret: resume.secret.clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    W {
-        id: r.worker_id,
-        secret: r.worker_secret,
-    }
-}
-
-async fn lease(c: &mut Workers, w: &W, n: u32) -> Vec<proto::Unit> {
-    c.lease_units(proto::LeaseRequest {
-        worker_id: w.id.clone(),
-        worker_secret: w.secret.clone(),
-        max_units: n,
-    })
-    .await
-    .unwrap()
-    .into_inner()
-    .units
-}
-
-fn report(
-    w: &W,
-    outcomes: Vec<proto::Outcome>,
-    logs: Vec<proto::LogChunk>,
-) -> proto::ReportRequest {
-    proto::ReportRequest {
-        worker_id: w.id.clone(),
-        worker_secret: w.secret.clone(),
-        outcomes,
-        logs,
-        ..Default::default()
-    }
-}
-
-fn completed(
-    unit: u64,
-    metrics: &[(&str, f64)],
-    artifacts: Vec<proto::Artifact>,
-) -> proto::Outcome {
-    proto::Outcome {
-        unit_id: unit,
-        state: proto::UnitState::Completed as i32,
-        final_metrics: metrics
-            .iter()
-            .map(|(n, v)| proto::Metric {
-                name: (*n).into(),
-                value: *v,
-            })
-            .collect(),
-        duration_s: 1.0,
-        artifacts,
-        ..Default::default()
-    }
-}
 
 /// A grid of `n` shell trials that print a line and report `loss = i`.
 fn shell_spec(dir: &Path, name: &str, n: u32, then: &str) -> PathBuf {
@@ -115,14 +33,6 @@ i = {{ type = "grid", values = [{}] }}
     let p = dir.join(format!("{name}.toml"));
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn results(sweep: &str, url: &str) -> serde_json::Value {
-    let out = run_ok(
-        &["results", sweep, "--coordinator", url, "--format", "json"],
-        Duration::from_secs(30),
-    );
-    serde_json::from_str(&out).unwrap()
 }
 
 /// The files under `dir` (none when it was never made).
@@ -529,7 +439,10 @@ fn scan_tiles_without_their_points_are_refused() {
     assert!(!st.contains("-5"), "{st}");
     // Real workers finish the scan; no forged value is in it.
     let _w = worker(dir.path(), &url, "w", &[]);
-    let st = run_ok(&["watch", &s, "--coordinator", &url], Duration::from_secs(120));
+    let st = run_ok(
+        &["watch", &s, "--coordinator", &url],
+        Duration::from_secs(120),
+    );
     assert!(st.contains("completed: 4/4"), "{st}");
     let (_, loss) = read_npy(&dir.path().join("sweeps").join(&s).join("surface.npy"));
     assert_eq!(loss.len(), 16);

@@ -6,78 +6,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::grpc::*;
 use common::*;
 use ridgeline_common::proto::{self, worker_service_client::WorkerServiceClient};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// A registered worker: its id and the secret issued with it.
-#[derive(Clone, Debug)]
-struct W {
-    id: String,
-    secret: String,
-}
-
-async fn register(c: &mut WorkerServiceClient<tonic::transport::Channel>, name: &str) -> W {
-    let r = c
-        .register(proto::RegisterRequest {
-            protocol_version: ridgeline_common::PROTOCOL_VERSION,
-            hostname: "test".into(),
-            name: name.into(),
-            slots: 1,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    W {
-        id: r.worker_id,
-        secret: r.worker_secret,
-    }
-}
-
-async fn lease_one(
-    c: &mut WorkerServiceClient<tonic::transport::Channel>,
-    worker: &W,
-) -> proto::LeaseResponse {
-    c.lease_units(proto::LeaseRequest {
-        worker_id: worker.id.clone(),
-        worker_secret: worker.secret.clone(),
-        max_units: 1,
-    })
-    .await
-    .unwrap()
-    .into_inner()
-}
-
-fn outcome(unit: u64, metrics: &[(&str, f64)]) -> proto::Outcome {
-    proto::Outcome {
-        unit_id: unit,
-        state: proto::UnitState::Completed as i32,
-        final_metrics: metrics
-            .iter()
-            .map(|(n, v)| proto::Metric {
-                name: (*n).into(),
-                value: *v,
-            })
-            .collect(),
-        duration_s: 1.0,
-        ..Default::default()
-    }
-}
-
-fn results(id: &str, url: &str) -> serde_json::Value {
-    serde_json::from_str(&run_ok(
-        &["results", id, "--coordinator", url, "--format", "json"],
-        Duration::from_secs(30),
-    ))
-    .unwrap()
-}
 
 /// Item 7: only the lease holder finishes a unit; unregistered workers are refused;
 /// impossible and non-finite final metrics are not results. Item 4: a restarted
@@ -90,47 +21,52 @@ fn reports_are_validated_and_worker_ids_never_repeat() {
     let id = submit(&spec, &url);
     let first_ids = rt().block_on(async {
         let mut c = WorkerServiceClient::connect(url.clone()).await.unwrap();
-        let a = register(&mut c, "a").await;
-        let b = register(&mut c, "b").await;
-        let lease = lease_one(&mut c, &a).await;
-        let unit = lease.units[0].unit_id;
+        let a = register(&mut c, "a", &W::default()).await;
+        let b = register(&mut c, "b", &W::default()).await;
+        let first = lease(&mut c, &a, 1).await;
+        let unit = first[0].unit_id;
         assert!(
-            matches!(&lease.units[0].work, Some(proto::unit::Work::Train(t)) if t.spec_json.is_empty()),
+            matches!(&first[0].work, Some(proto::unit::Work::Train(t)) if t.spec_json.is_empty()),
             "leases no longer carry the spec"
         );
-        let report = |worker: &W, o: proto::Outcome| proto::ReportRequest {
-            worker_id: worker.id.clone(),
-            worker_secret: worker.secret.clone(),
-            outcomes: vec![o],
-            ..Default::default()
-        };
+        let report = |worker: &W, o: proto::Outcome| report(worker, vec![o], vec![]);
         let ghost = W {
             id: "w77-ghost".into(),
             secret: String::new(),
         };
         // b holds nothing: its "result" for a's unit is acknowledged and dropped.
-        c.report(report(&b, outcome(unit, &[("val_accuracy", 0.99)])))
-            .await
-            .unwrap();
+        c.report(report(
+            &b,
+            completed(unit, &[("val_accuracy", 0.99)], vec![]),
+        ))
+        .await
+        .unwrap();
         // An id nobody registered: refused, nothing taken.
         let e = c
-            .report(report(&ghost, outcome(unit, &[("val_accuracy", 0.98)])))
+            .report(report(
+                &ghost,
+                completed(unit, &[("val_accuracy", 0.98)], vec![]),
+            ))
             .await
             .unwrap_err();
         assert_eq!(e.code(), tonic::Code::NotFound);
         // The holder reports an impossible accuracy: not a result (a failed attempt).
         c.report(report(
             &a,
-            outcome(unit, &[("val_accuracy", 1e308), ("val_loss", 0.1)]),
+            completed(unit, &[("val_accuracy", 1e308), ("val_loss", 0.1)], vec![]),
         ))
         .await
         .unwrap();
         // Its second attempt ends with a NaN loss: diverged, whatever state it claims.
-        let again = lease_one(&mut c, &a).await;
-        assert_eq!((again.units[0].unit_id, again.units[0].attempt), (unit, 2));
+        let again = lease(&mut c, &a, 1).await;
+        assert_eq!((again[0].unit_id, again[0].attempt), (unit, 2));
         c.report(report(
             &a,
-            outcome(unit, &[("val_accuracy", 0.5), ("val_loss", f64::NAN)]),
+            completed(
+                unit,
+                &[("val_accuracy", 0.5), ("val_loss", f64::NAN)],
+                vec![],
+            ),
         ))
         .await
         .unwrap();
@@ -155,7 +91,7 @@ fn reports_are_validated_and_worker_ids_never_repeat() {
     let (_coord, url) = coordinator(dir.path(), &[]);
     let new_id = rt().block_on(async {
         let mut c = WorkerServiceClient::connect(url.clone()).await.unwrap();
-        register(&mut c, "a").await.id
+        register(&mut c, "a", &W::default()).await.id
     });
     assert!(
         !first_ids.contains(&new_id),

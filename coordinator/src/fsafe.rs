@@ -137,17 +137,16 @@ fn parent(path: &Path, create: bool) -> std::io::Result<(OwnedFd, CString)> {
     Ok((dir, cstr(&name)?))
 }
 
-/// Opens an existing regular file for reading (not a link, not a folder).
-pub fn open(path: &Path) -> std::io::Result<File> {
-    let (dir, name) = parent(path, false)?;
+/// Opens `name` in `dir` with `flags` (plus `O_NOFOLLOW`), as a regular file only.
+fn open_regular_at(
+    dir: &OwnedFd,
+    name: &CString,
+    flags: libc::c_int,
+    path: &Path,
+) -> std::io::Result<File> {
+    let flags = flags | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
     // SAFETY: openat(2) relative to a descriptor we own.
-    let fd = unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
-        )
-    };
+    let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags, 0o644 as libc::c_uint) };
     if fd < 0 {
         let e = std::io::Error::last_os_error();
         return Err(match e.raw_os_error() {
@@ -161,6 +160,12 @@ pub fn open(path: &Path) -> std::io::Result<File> {
         return Err(refused(path, "is not a regular file"));
     }
     Ok(f)
+}
+
+/// Opens an existing regular file for reading (not a link, not a folder).
+pub fn open(path: &Path) -> std::io::Result<File> {
+    let (dir, name) = parent(path, false)?;
+    open_regular_at(&dir, &name, libc::O_RDONLY, path)
 }
 
 /// Reads a whole regular file.
@@ -206,28 +211,7 @@ pub fn create(path: &Path) -> std::io::Result<File> {
 /// missing; a link at its name is refused.
 pub fn open_for_update(path: &Path) -> std::io::Result<File> {
     let (dir, name) = parent(path, true)?;
-    // SAFETY: openat(2) relative to a descriptor we own.
-    let fd = unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            name.as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
-            0o644 as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        let e = std::io::Error::last_os_error();
-        return Err(match e.raw_os_error() {
-            Some(libc::ELOOP) => refused(path, "is a link"),
-            _ => std::io::Error::new(e.kind(), format!("{}: {e}", path.display())),
-        });
-    }
-    // SAFETY: a descriptor we just opened.
-    let f = unsafe { File::from_raw_fd(fd) };
-    if !f.metadata()?.is_file() {
-        return Err(refused(path, "is not a regular file"));
-    }
-    Ok(f)
+    open_regular_at(&dir, &name, libc::O_WRONLY | libc::O_CREAT, path)
 }
 
 /// Writes a file so that readers see the old content or the new, never a torn one: a

@@ -439,3 +439,23 @@ pub fn sweep_with(out: &Path, file: &str) -> PathBuf {
         .find(|p| p.join(file).exists())
         .unwrap_or_else(|| panic!("no sweep under {} has {file}", out.display()))
 }
+
+/// Polls `ok` until it holds, failing the test after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `ridgeline results SWEEP --format json`, parsed.
+pub fn results(sweep: &str, url: &str) -> serde_json::Value {
+    let out = run_ok(
+        &["results", sweep, "--coordinator", url, "--format", "json"],
+        Duration::from_secs(30),
+    );
+    serde_json::from_str(&out).unwrap()
+}
+
+pub mod grpc;

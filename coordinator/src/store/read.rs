@@ -48,10 +48,7 @@ impl Store {
     }
 
     /// A unit's sweep, trial and the worker of its last attempt.
-    pub fn unit_owner(
-        &self,
-        unit: UnitId,
-    ) -> Result<Option<UnitOwner>, StoreError> {
+    pub fn unit_owner(&self, unit: UnitId) -> Result<Option<UnitOwner>, StoreError> {
         Ok(self
             .conn
             .query_row(
