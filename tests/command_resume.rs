@@ -189,19 +189,6 @@ fn restarts_in_quick_succession_never_run_two_attempts_at_once() {
     drop(a);
 }
 
-/// Whether a process is gone (or a zombie nobody has reaped yet).
-fn gone(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| {
-            s.rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z')
-        })
-        .unwrap_or(true)
-}
-
 /// A sweep of two trials that each leave a daemon (double fork, own session), one with
 /// the trial's stdout and one without; each writes its daemon's pid and then `then`.
 fn daemon_spec(dir: &Path, name: &str, then: &str) -> PathBuf {
@@ -419,23 +406,6 @@ max_t = 6
     let p = dir.join(format!("{name}.toml"));
     std::fs::write(&p, text).unwrap();
     p
-}
-
-/// Processes (not zombies) whose environment names this sweep.
-fn processes_of(sweep: &str) -> Vec<u32> {
-    let needle = format!("RIDGELINE_SWEEP_ID={sweep}");
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
-        .filter(|pid| !gone(*pid))
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/environ"))
-                .unwrap_or_default()
-                .split(|b| *b == 0)
-                .any(|v| v == needle.as_bytes())
-        })
-        .collect()
 }
 
 /// Checks what a finished command-trial sweep must be after any storm: no trial failed,

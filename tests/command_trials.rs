@@ -42,32 +42,6 @@ fn python_spec(
     p
 }
 
-/// Processes (other than zombies) whose environment names this sweep: a trial's
-/// program or anything it started.
-fn processes_of(sweep: &str) -> Vec<u32> {
-    let needle = format!("RIDGELINE_SWEEP_ID={sweep}");
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .map(|s| {
-                s.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-            })
-            .unwrap_or(true);
-        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        if !zombie && env.split(|b| *b == 0).any(|v| v == needle.as_bytes()) {
-            found.push(pid);
-        }
-    }
-    found
-}
-
 /// Two workers of two slots each, sharing one trial root.
 fn two_workers(dir: &Path, url: &str, trial_root: &str) -> [Proc; 2] {
     ["w1", "w2"].map(|name| {

@@ -458,4 +458,35 @@ pub fn results(sweep: &str, url: &str) -> serde_json::Value {
     serde_json::from_str(&out).unwrap()
 }
 
+/// Whether a process is gone (or a zombie nobody has reaped yet).
+pub fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(true)
+}
+
+/// Processes (not zombies) whose environment names this sweep: a trial's program, or
+/// anything it started.
+pub fn processes_of(sweep: &str) -> Vec<u32> {
+    let needle = format!("RIDGELINE_SWEEP_ID={sweep}");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok())
+        .filter(|pid| !gone(*pid))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .unwrap_or_default()
+                .split(|b| *b == 0)
+                .any(|v| v == needle.as_bytes())
+        })
+        .collect()
+}
+
 pub mod grpc;
