@@ -300,41 +300,20 @@ fn every_dashboard_panel_has_data_in_a_real_prometheus() {
         empty.join("\n")
     );
 
-    // Key values agree with the database.
-    let db = rusqlite::Connection::open(dir.path().join("ridgeline.db")).unwrap();
-    let count =
-        |sql: &str| -> f64 { db.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap() as f64 };
-    let stored_trials = count(&format!(
-        "SELECT COUNT(*) FROM units WHERE sweep_id = '{search}' AND state = 'completed'"
-    ));
-    assert_eq!(stored_trials, TRIALS as f64);
-    assert_eq!(
-        scalar(
-            &prom,
-            &format!("ridgeline_sweep_units{{sweep=\"{search}\",state=\"completed\"}}")
-        ),
-        stored_trials
+    // What Prometheus says now, to hold against the database once the coordinator has
+    // stopped (it holds the database's lock while it runs).
+    let prom_completed = scalar(
+        &prom,
+        &format!("ridgeline_sweep_units{{sweep=\"{search}\",state=\"completed\"}}"),
     );
-    let stored_units = count("SELECT COUNT(*) FROM units WHERE state = 'completed'");
-    assert_eq!(
-        scalar(
-            &prom,
-            "sum(ridgeline_units_finished_total{outcome=\"completed\"})"
-        ),
-        stored_units
+    let prom_finished = scalar(
+        &prom,
+        "sum(ridgeline_units_finished_total{outcome=\"completed\"})",
     );
-    let registered = count("SELECT COUNT(*) FROM workers WHERE gone_reason IS NULL");
-    assert_eq!(registered, 2.0);
-    assert_eq!(scalar(&prom, "sum(ridgeline_workers)"), registered);
-    assert_eq!(
-        scalar(&prom, "sum(ridgeline_worker_registered)"),
-        registered
-    );
-    assert_eq!(
-        scalar(&prom, "ridgeline_leases_granted_total"),
-        stored_units + scalar(&prom, "ridgeline_retries_total"),
-        "one lease per unit, plus one per retry"
-    );
+    let prom_workers = scalar(&prom, "sum(ridgeline_workers)");
+    let prom_registered = scalar(&prom, "sum(ridgeline_worker_registered)");
+    let prom_leases = scalar(&prom, "ridgeline_leases_granted_total");
+    let prom_retries = scalar(&prom, "ridgeline_retries_total");
 
     // Both expositions pass promtool.
     promtool_check(&http(&cm, "GET", "/metrics").1);
@@ -370,6 +349,27 @@ fn every_dashboard_panel_has_data_in_a_real_prometheus() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(http(&wm[0], "GET", "/healthz").0, 200);
+
+    // Key values agree with the database.
+    let db = rusqlite::Connection::open(dir.path().join("ridgeline.db")).unwrap();
+    let count =
+        |sql: &str| -> f64 { db.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap() as f64 };
+    let stored_trials = count(&format!(
+        "SELECT COUNT(*) FROM units WHERE sweep_id = '{search}' AND state = 'completed'"
+    ));
+    assert_eq!(stored_trials, TRIALS as f64);
+    assert_eq!(prom_completed, stored_trials);
+    let stored_units = count("SELECT COUNT(*) FROM units WHERE state = 'completed'");
+    assert_eq!(prom_finished, stored_units);
+    let registered = count("SELECT COUNT(*) FROM workers WHERE gone_reason IS NULL");
+    assert_eq!(registered, 2.0);
+    assert_eq!(prom_workers, registered);
+    assert_eq!(prom_registered, registered);
+    assert_eq!(
+        prom_leases,
+        stored_units + prom_retries,
+        "one lease per unit, plus one per retry"
+    );
 }
 
 #[test]
