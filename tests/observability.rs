@@ -1,4 +1,4 @@
-//! The metrics, proven against a real Prometheus (Debian's `prometheus`; `.ci/run`
+//! The metrics, proven against a real Prometheus (Debian's `prometheus`; `scripts/test`
 //! installs it): a coordinator and two worker processes are scraped every second while
 //! a search and a scan run; then every target of every panel of the shipped Grafana
 //! dashboard is evaluated through Prometheus's HTTP API and must return finite data,
@@ -115,7 +115,7 @@ fn prometheus(dir: &Path, coordinator: &str, workers: &[String]) -> (Proc, Strin
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
-        .expect("the `prometheus` binary (Debian package prometheus; .ci/run installs it)");
+        .expect("the `prometheus` binary (Debian package prometheus; scripts/test installs it)");
     let p = Proc {
         child,
         name: "prometheus".into(),

@@ -366,7 +366,7 @@ pub fn assert_whole_histories(results: &serde_json::Value, epochs: u64) {
 }
 
 /// A Python interpreter that can import `modules`: `$RIDGELINE_PYTHON`, `python3`, or
-/// Debian's `/usr/bin/python3` (where `.ci/run` installs `python3-h5py`). Panics, naming
+/// Debian's `/usr/bin/python3` (where `scripts/test` installs `python3-h5py`). Panics, naming
 /// the package to install, when none can: tests that read files with independent
 /// tools fail rather than skip.
 pub fn python_with(modules: &[&str]) -> String {
@@ -384,7 +384,7 @@ pub fn python_with(modules: &[&str]) -> String {
         }
     }
     panic!(
-        "no Python can `{import}`: install Debian's python3-h5py (as .ci/run does) or set RIDGELINE_PYTHON"
+        "no Python can `{import}`: install Debian's python3-h5py (scripts/test does) or set RIDGELINE_PYTHON"
     )
 }
 

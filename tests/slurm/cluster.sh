@@ -6,7 +6,7 @@
 #     cluster.sh start DIR CTLD_PORT SLURMD_PORT   # prints SLURM_CONF=DIR/slurm.conf
 #     cluster.sh stop DIR
 #
-# Debian's slurm-wlm and munge are installed when missing (as root, as CI runs). Any
+# Debian's slurm-wlm and munge must be installed (scripts/test does). Any
 # failure exits non-zero with the daemons' logs: the tests fail, never skip.
 set -euo pipefail
 
@@ -47,16 +47,8 @@ slurmd_port=${4:?slurmd port}
 
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null \
     || ! command -v sbatch >/dev/null || ! command -v munged >/dev/null; then
-    if [ "$(id -u)" != 0 ]; then
-        echo "cluster.sh: Slurm is not installed and this is not root: run apt-get install slurm-wlm munge" >&2
-        exit 1
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
-    # The packages start system daemons with the default configuration; this cluster
-    # runs its own.
-    systemctl disable --now slurmctld slurmd munge >/dev/null 2>&1 || true
+    echo "cluster.sh: Slurm (slurm-wlm, munge) is not installed: scripts/test installs it" >&2
+    exit 1
 fi
 
 mkdir -p "$dir"/{munge,ctld,spool}
