@@ -1,5 +1,5 @@
 //! deploy/slurm/ on a real Slurm cluster: one node (slurmctld, slurmd and munged from
-//! Debian's packages, installed when missing) in a private folder. The sweep job runs the
+//! Debian's packages, which scripts/test installs) in a private folder. The sweep job runs the
 //! digits grid with an elastic-worker array beside it, its files land in the submit
 //! folder and its secrets do not; a job stopped by SIGTERM (what `--signal` sends near
 //! the time limit) hands its units back and a second job finishes the same sweep. Fails,
