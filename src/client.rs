@@ -324,6 +324,65 @@ fn unit_state_name(s: i32) -> &'static str {
     }
 }
 
+/// The distinct reasons a sweep's units failed for good, each with how many failed with
+/// it, most frequent first. A reason is the first line of the error (a command trial's
+/// stderr tail follows on later lines and differs between trials).
+pub fn failure_reasons(r: &proto::GetResultsResponse) -> Vec<(String, usize)> {
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for t in r
+        .trials
+        .iter()
+        .filter(|t| t.state == proto::UnitState::Failed as i32)
+    {
+        let first = t.error.lines().next().unwrap_or("").trim();
+        // "exit status 1; stderr ends with:" says little alone: the last line of the
+        // program's stderr usually says what went wrong ("sh: 1: pyhton3: not found").
+        let last = t.error.lines().rev().map(str::trim).find(|l| !l.is_empty());
+        let line = match last {
+            Some(l) if first.ends_with("ends with:") && l != first => format!("{first} {l}"),
+            _ => first.to_owned(),
+        };
+        let reason: String = if line.is_empty() {
+            "(no error given)".into()
+        } else {
+            line.chars().take(240).collect()
+        };
+        match counts.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((reason, 1)),
+        }
+    }
+    counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    counts
+}
+
+/// What a finished sweep's failures mean for the command that waited for it: each
+/// distinct reason is printed with its count, and any unit that failed for good makes
+/// the command fail, unless `allow` (`--allow-failures`).
+pub fn check_failures(
+    st: &proto::SweepStatus,
+    r: &proto::GetResultsResponse,
+    allow: bool,
+) -> Result<()> {
+    if st.failed == 0 {
+        return Ok(());
+    }
+    let noun = unit_noun(&st.kind);
+    eprintln!("{} of {} {noun} failed:", st.failed, st.total);
+    for (reason, n) in failure_reasons(r) {
+        eprintln!("  {n:>5} x {reason}");
+    }
+    if allow {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "sweep {}: {} {noun} failed (see the reasons above; `ridgeline logs {} TRIAL` shows a command trial's output; --allow-failures exits 0 anyway)",
+        st.sweep_id,
+        st.failed,
+        st.sweep_id
+    )
+}
+
 /// One line summarising a sweep. Units are counted by what became of them: a cancelled
 /// sweep's never-run units are "cancelled", not "done".
 pub fn summary(s: &proto::SweepStatus) -> String {

@@ -20,7 +20,13 @@ use crate::settings::Settings;
 use crate::{client, client_timeout, core_config, limits, observe, terminated};
 
 /// `ridgeline run`: everything in one process, on loopback.
-pub async fn cmd_run(s: &Settings, spec: &Path, workers: u32, out: &Path) -> Result<()> {
+pub async fn cmd_run(
+    s: &Settings,
+    spec: &Path,
+    workers: u32,
+    out: &Path,
+    allow_failures: bool,
+) -> Result<()> {
     // A wrong spec is reported before anything starts (no half-started processes, no
     // reconnect noise around the error).
     let parsed = SweepSpec::from_file(spec)?;
@@ -86,7 +92,9 @@ pub async fn cmd_run(s: &Settings, spec: &Path, workers: u32, out: &Path) -> Res
             until_stopped(workers_stopped.clone()),
         )));
     }
-    let result = drive(&url, &security, client_timeout(s), spec, workers, out).await;
+    let result = drive(&url, &security, client_timeout(s), spec, workers, out)
+        .await
+        .and_then(|(st, r)| client::check_failures(&st, &r, allow_failures));
     let _ = stop_workers.send(true);
     for w in pool {
         w.await?.context("local worker")?;
@@ -147,7 +155,7 @@ async fn drive(
     spec_path: &Path,
     workers: u32,
     out: &Path,
-) -> Result<()> {
+) -> Result<(proto::SweepStatus, proto::GetResultsResponse)> {
     let started = std::time::Instant::now();
     let mut client = client::connect(url, security, timeout).await?;
     let mut spec = SweepSpec::from_file(spec_path)?;
@@ -209,7 +217,13 @@ async fn drive(
     }
     println!("finished in {:.1}s", started.elapsed().as_secs_f64());
     println!("database: {}", out.join("ridgeline.db").display());
-    Ok(())
+    // The reasons of failures, when there are any.
+    let res = if st.failed > 0 {
+        client::results(&mut client, &id).await?
+    } else {
+        proto::GetResultsResponse::default()
+    };
+    Ok((st, res))
 }
 
 async fn finish_landscape(

@@ -90,6 +90,9 @@ enum Cmd {
         /// Device for the workers: cpu or cuda:N.
         #[arg(long)]
         device: Option<String>,
+        /// Exit 0 even when trials failed for good (their reasons are printed anyway).
+        #[arg(long)]
+        allow_failures: bool,
         #[command(flatten)]
         m: MetricsFlags,
     },
@@ -156,9 +159,12 @@ enum Cmd {
         spec: PathBuf,
         #[command(flatten)]
         c: CoordinatorFlag,
-        /// Follow the sweep until it ends.
+        /// Follow the sweep until it ends; exit non-zero if trials failed for good.
         #[arg(long)]
         wait: bool,
+        /// Exit 0 even when trials failed for good (their reasons are printed anyway).
+        #[arg(long)]
+        allow_failures: bool,
     },
     /// Show one sweep, or list all.
     Status {
@@ -167,12 +173,15 @@ enum Cmd {
         #[command(flatten)]
         c: CoordinatorFlag,
     },
-    /// Follow a sweep until it ends.
+    /// Follow a sweep until it ends; exit non-zero if trials failed for good.
     Watch {
         /// Sweep id.
         sweep: String,
         #[command(flatten)]
         c: CoordinatorFlag,
+        /// Exit 0 even when trials failed for good (their reasons are printed anyway).
+        #[arg(long)]
+        allow_failures: bool,
     },
     /// Cancel a sweep: nothing more is leased and running units stop.
     Cancel {
@@ -333,6 +342,7 @@ fn run() -> Result<()> {
                 workers,
                 out,
                 device,
+                allow_failures,
                 m,
             } => {
                 if let Some(d) = device {
@@ -344,7 +354,7 @@ fn run() -> Result<()> {
                         .map_or(2, |n| n.get() as u32)
                         .min(4)
                 });
-                embedded::cmd_run(&s, &spec, n.max(1), &out).await
+                embedded::cmd_run(&s, &spec, n.max(1), &out, allow_failures).await
             }
             Cmd::Coordinator {
                 listen,
@@ -422,7 +432,12 @@ fn run() -> Result<()> {
                 runner::run(cfg, terminated()).await?;
                 Ok(())
             }
-            Cmd::Submit { spec, c, wait } => {
+            Cmd::Submit {
+                spec,
+                c,
+                wait,
+                allow_failures,
+            } => {
                 let mut client = connect(&s, c).await?;
                 let r = client::submit(&mut client, &spec).await?;
                 println!("{}", r.sweep_id);
@@ -444,6 +459,11 @@ fn run() -> Result<()> {
                 if wait {
                     let st = client::watch(&mut client, &r.sweep_id).await?;
                     eprintln!("{}", client::summary(&st));
+                    let res = match st.failed {
+                        0 => proto::GetResultsResponse::default(),
+                        _ => client::results(&mut client, &r.sweep_id).await?,
+                    };
+                    client::check_failures(&st, &res, allow_failures)?;
                 }
                 Ok(())
             }
@@ -479,11 +499,19 @@ fn run() -> Result<()> {
                 }
                 Ok(())
             }
-            Cmd::Watch { sweep, c } => {
+            Cmd::Watch {
+                sweep,
+                c,
+                allow_failures,
+            } => {
                 let mut client = connect(&s, c).await?;
                 let st = client::watch(&mut client, &sweep).await?;
                 println!("{}", client::summary(&st));
-                Ok(())
+                let res = match st.failed {
+                    0 => proto::GetResultsResponse::default(),
+                    _ => client::results(&mut client, &sweep).await?,
+                };
+                client::check_failures(&st, &res, allow_failures)
             }
             Cmd::Cancel { sweep, c } => {
                 let mut client = connect(&s, c).await?;

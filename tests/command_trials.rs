@@ -163,7 +163,24 @@ mode = { type = "grid", values = ["crash", "silent", "nan", "slow", "garbled", "
     .unwrap();
     let out = dir.path().join("out");
     let started = Instant::now();
-    let r = run_embedded(&spec, 3, &out, Duration::from_secs(120));
+    let o = run_embedded_with(&spec, 3, &out, Duration::from_secs(120), &[]);
+    // Trials failed for good: the command says why, each reason with its count, and
+    // exits non-zero.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains(" of 7 trials failed:"), "{err}");
+    assert!(
+        err.contains("1 x exited 0 without reporting loss (0 report line(s))"),
+        "{err}"
+    );
+    assert!(err.contains("--allow-failures"), "{err}");
+    // The shell's own words for a missing program, not just its exit status.
+    assert!(
+        err.contains("1 x exit status 127 (command not found: a program in trial.command); stderr ends with: ")
+            && err.contains("not found"),
+        "{err}"
+    );
+    let r = results_of_run(&out);
     // Nothing waited for its 30 s sleep: NaN, garbled reports and the timeout stop it.
     assert!(started.elapsed() < Duration::from_secs(60));
     let by_mode = |m: &str| {

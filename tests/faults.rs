@@ -184,12 +184,15 @@ fn oversized_tiles_fit_the_worker_or_fail_cleanly() {
     )
     .unwrap();
     let (_coord, url) = coordinator(dir.path(), &[]);
+    // `watch` fails when units failed for good; the oom sweep below does.
     let wait = |spec: &Path| {
         let id = submit(spec, &url);
-        let st = run_ok(
+        let o = run(
             &["watch", &id, "--coordinator", &url],
             Duration::from_secs(300),
         );
+        let st =
+            String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
         (id, st)
     };
 
@@ -235,6 +238,8 @@ fn oversized_tiles_fit_the_worker_or_fail_cleanly() {
         st.contains("failed: 0/1 units completed, 0 running, 1 failed"),
         "{st}"
     );
+    assert!(st.contains("1 of 1 units failed:"), "{st}");
+    assert!(st.contains("1 x out of memory: "), "{st}");
     let json = run_ok(
         &[
             "results",

@@ -179,18 +179,40 @@ pub fn coordinator(data_dir: &Path, extra: &[&str]) -> (Proc, String) {
 /// Runs `ridgeline run SPEC --workers N --out OUT` and returns the results.json of the
 /// one sweep it ran.
 pub fn run_embedded(spec: &Path, workers: u32, out: &Path, timeout: Duration) -> serde_json::Value {
-    let n = workers.to_string();
-    run_ok(
-        &[
-            "run",
-            spec.to_str().unwrap(),
-            "--workers",
-            &n,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-        timeout,
+    let o = run_embedded_with(spec, workers, out, timeout, &[]);
+    assert!(
+        o.status.success(),
+        "ridgeline run {} failed: {}\n{}",
+        spec.display(),
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
     );
+    results_of_run(out)
+}
+
+/// `ridgeline run SPEC --workers N --out OUT EXTRA...`, however it ends.
+pub fn run_embedded_with(
+    spec: &Path,
+    workers: u32,
+    out: &Path,
+    timeout: Duration,
+    extra: &[&str],
+) -> Output {
+    let n = workers.to_string();
+    let mut args = vec![
+        "run",
+        spec.to_str().unwrap(),
+        "--workers",
+        &n,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run(&args, timeout)
+}
+
+/// The results.json of the one sweep a `ridgeline run --out OUT` ran.
+pub fn results_of_run(out: &Path) -> serde_json::Value {
     let sweep = std::fs::read_dir(out.join("sweeps"))
         .unwrap()
         .next()
