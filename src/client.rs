@@ -324,6 +324,17 @@ fn unit_state_name(s: i32) -> &'static str {
     }
 }
 
+/// Runs a cancelled search again (`ResumeSweep`).
+pub async fn resume(client: &mut Client, sweep_id: &str) -> Result<()> {
+    client
+        .resume_sweep(proto::ResumeSweepRequest {
+            sweep_id: sweep_id.to_owned(),
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    Ok(())
+}
+
 /// The distinct reasons a sweep's units failed for good, each with how many failed with
 /// it, most frequent first. A reason is the first line of the error (a command trial's
 /// stderr tail follows on later lines and differs between trials).

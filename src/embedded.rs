@@ -20,12 +20,21 @@ use crate::settings::Settings;
 use crate::{client, client_timeout, core_config, limits, observe, terminated};
 
 /// `ridgeline run`: everything in one process, on loopback.
+/// How `ridgeline run` treats failures and earlier runs of the same spec.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RunOptions {
+    /// Exit 0 even when trials failed for good.
+    pub allow_failures: bool,
+    /// Start new sweeps even where this output folder has sweeps of the same specs.
+    pub fresh: bool,
+}
+
 pub async fn cmd_run(
     s: &Settings,
     spec: &Path,
     workers: u32,
     out: &Path,
-    allow_failures: bool,
+    opts: RunOptions,
 ) -> Result<()> {
     // A wrong spec is reported before anything starts (no half-started processes, no
     // reconnect noise around the error).
@@ -92,9 +101,17 @@ pub async fn cmd_run(
             until_stopped(workers_stopped.clone()),
         )));
     }
-    let result = drive(&url, &security, client_timeout(s), spec, workers, out)
-        .await
-        .and_then(|(st, r)| client::check_failures(&st, &r, allow_failures));
+    let result = drive(
+        &url,
+        &security,
+        client_timeout(s),
+        spec,
+        workers,
+        out,
+        opts.fresh,
+    )
+    .await
+    .and_then(|(st, r)| client::check_failures(&st, &r, opts.allow_failures));
     let _ = stop_workers.send(true);
     for w in pool {
         w.await?.context("local worker")?;
@@ -104,48 +121,89 @@ pub async fn cmd_run(
     result
 }
 
-/// Submits a spec to the embedded coordinator and follows it; Ctrl-C cancels it.
+/// Runs a spec on the embedded coordinator and follows it to its end. A sweep of the
+/// same spec already in this output folder is continued rather than started again
+/// (Optuna's `load_if_exists`, Ray's `Tuner.restore`): one that was interrupted goes on
+/// where it stopped, a cancelled search is resumed, a completed one is reported as it
+/// is; `fresh` always starts a new sweep. Ctrl-C leaves the sweep as it is, to be
+/// continued by running the same command again.
 async fn run_one(
     client: &mut client::Client,
     spec_path: &Path,
     spec: &SweepSpec,
     workers: u32,
+    fresh: bool,
 ) -> Result<(String, proto::SweepStatus)> {
-    let sub = client::submit_spec(client, spec_path, spec).await?;
-    let id = sub.sweep_id;
     let what = if spec.kind == SweepKind::Landscape {
         "units (tiles, Hessian rounds)"
     } else {
         "trials"
     };
-    eprintln!(
-        "sweep {id}: {} {what} on {workers} local workers",
-        sub.total_units
-    );
+    let found = if fresh {
+        None
+    } else {
+        existing(client, spec).await?
+    };
+    let running = proto::SweepState::Running as i32;
+    let cancelled = proto::SweepState::Cancelled as i32;
+    let completed = proto::SweepState::Completed as i32;
+    let id = match found {
+        Some(st) if st.state == running => {
+            eprintln!(
+                "sweep {}: continuing it ({}/{} {what} done before); --fresh starts a new one",
+                st.sweep_id,
+                st.completed + st.failed + st.diverged + st.pruned,
+                st.total
+            );
+            st.sweep_id
+        }
+        Some(st) if st.state == cancelled && spec.kind == SweepKind::Search => {
+            client::resume(client, &st.sweep_id).await?;
+            eprintln!(
+                "sweep {}: resuming it after its cancellation; --fresh starts a new one",
+                st.sweep_id
+            );
+            st.sweep_id
+        }
+        Some(st) if st.state == completed => {
+            eprintln!(
+                "sweep {}: this spec already ran to completion here; --fresh runs it again",
+                st.sweep_id
+            );
+            st.sweep_id
+        }
+        _ => {
+            let sub = client::submit_spec(client, spec_path, spec).await?;
+            eprintln!(
+                "sweep {}: {} {what} on {workers} local workers",
+                sub.sweep_id, sub.total_units
+            );
+            sub.sweep_id
+        }
+    };
     let st = tokio::select! {
         st = client::watch(client, &id) => st?,
         _ = terminated() => {
-            eprintln!("interrupted: cancelling {id}");
-            client.cancel_sweep(proto::CancelSweepRequest { sweep_id: id.clone() }).await?;
-            client::watch(client, &id).await?
+            anyhow::bail!(
+                "interrupted: sweep {id} stops here and is kept; run the same command again to continue it (--fresh starts a new one)"
+            );
         }
     };
     Ok((id, st))
 }
 
-/// A completed search sweep in this coordinator with exactly this spec, if any.
-async fn reusable(client: &mut client::Client, spec: &SweepSpec) -> Result<Option<String>> {
+/// The latest sweep of this coordinator with exactly this spec, if any (deleted and
+/// failed sweeps aside).
+async fn existing(
+    client: &mut client::Client,
+    spec: &SweepSpec,
+) -> Result<Option<proto::SweepStatus>> {
     let list = client::list_all(client, true).await?;
     let json = spec.to_json();
     Ok(list
         .into_iter()
         .rev()
-        .find(|s| {
-            s.spec_json == json
-                && s.state == proto::SweepState::Completed as i32
-                && s.best.is_some()
-        })
-        .map(|s| s.sweep_id))
+        .find(|s| s.spec_json == json && s.state != proto::SweepState::Failed as i32))
 }
 
 async fn drive(
@@ -155,6 +213,7 @@ async fn drive(
     spec_path: &Path,
     workers: u32,
     out: &Path,
+    fresh: bool,
 ) -> Result<(proto::SweepStatus, proto::GetResultsResponse)> {
     let started = std::time::Instant::now();
     let mut client = client::connect(url, security, timeout).await?;
@@ -169,22 +228,13 @@ async fn drive(
     });
     if let Some(train_path) = train {
         let tspec = SweepSpec::from_file(&train_path)?;
-        let id = match reusable(&mut client, &tspec).await? {
-            Some(id) => {
-                eprintln!("reusing the trained sweep {id} in {}", out.display());
-                id
-            }
-            None => {
-                let (id, st) = run_one(&mut client, &train_path, &tspec, workers).await?;
-                anyhow::ensure!(
-                    st.best.is_some(),
-                    "{}: the training sweep {id} produced no model",
-                    train_path.display()
-                );
-                finish_search(&mut client, &id, &st, out).await?;
-                id
-            }
-        };
+        let (id, st) = run_one(&mut client, &train_path, &tspec, workers, fresh).await?;
+        anyhow::ensure!(
+            st.best.is_some(),
+            "{}: the training sweep {id} produced no model",
+            train_path.display()
+        );
+        finish_search(&mut client, &id, &st, out).await?;
         let l = spec.landscape.as_mut().expect("checked above");
         // The scanned model is the best trial unless `checkpoint = "trial:N"` names one.
         if !l
@@ -210,7 +260,7 @@ async fn drive(
         // Scan the data the model was trained on, split and normalised the same way.
         spec.data = tspec.data.clone();
     }
-    let (id, st) = run_one(&mut client, spec_path, &spec, workers).await?;
+    let (id, st) = run_one(&mut client, spec_path, &spec, workers, fresh).await?;
     match spec.kind {
         SweepKind::Search => finish_search(&mut client, &id, &st, out).await?,
         SweepKind::Landscape => finish_landscape(&id, &spec, &st, out).await?,

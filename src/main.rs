@@ -93,6 +93,10 @@ enum Cmd {
         /// Exit 0 even when trials failed for good (their reasons are printed anyway).
         #[arg(long)]
         allow_failures: bool,
+        /// Start a new sweep even if OUT has one of this spec (which is otherwise
+        /// continued: an interrupted run goes on where it stopped).
+        #[arg(long)]
+        fresh: bool,
         #[command(flatten)]
         m: MetricsFlags,
     },
@@ -179,6 +183,20 @@ enum Cmd {
         sweep: String,
         #[command(flatten)]
         c: CoordinatorFlag,
+        /// Exit 0 even when trials failed for good (their reasons are printed anyway).
+        #[arg(long)]
+        allow_failures: bool,
+    },
+    /// Run a cancelled search again from where it stopped: finished trials stay, the
+    /// cancelled and never-run ones run.
+    Resume {
+        /// Sweep id.
+        sweep: String,
+        #[command(flatten)]
+        c: CoordinatorFlag,
+        /// Follow the sweep until it ends; exit non-zero if trials failed for good.
+        #[arg(long)]
+        wait: bool,
         /// Exit 0 even when trials failed for good (their reasons are printed anyway).
         #[arg(long)]
         allow_failures: bool,
@@ -343,6 +361,7 @@ fn run() -> Result<()> {
                 out,
                 device,
                 allow_failures,
+                fresh,
                 m,
             } => {
                 if let Some(d) = device {
@@ -354,7 +373,11 @@ fn run() -> Result<()> {
                         .map_or(2, |n| n.get() as u32)
                         .min(4)
                 });
-                embedded::cmd_run(&s, &spec, n.max(1), &out, allow_failures).await
+                let opts = embedded::RunOptions {
+                    allow_failures,
+                    fresh,
+                };
+                embedded::cmd_run(&s, &spec, n.max(1), &out, opts).await
             }
             Cmd::Coordinator {
                 listen,
@@ -512,6 +535,26 @@ fn run() -> Result<()> {
                     _ => client::results(&mut client, &sweep).await?,
                 };
                 client::check_failures(&st, &res, allow_failures)
+            }
+            Cmd::Resume {
+                sweep,
+                c,
+                wait,
+                allow_failures,
+            } => {
+                let mut client = connect(&s, c).await?;
+                client::resume(&mut client, &sweep).await?;
+                eprintln!("{sweep} running again");
+                if wait {
+                    let st = client::watch(&mut client, &sweep).await?;
+                    eprintln!("{}", client::summary(&st));
+                    let res = match st.failed {
+                        0 => proto::GetResultsResponse::default(),
+                        _ => client::results(&mut client, &sweep).await?,
+                    };
+                    client::check_failures(&st, &res, allow_failures)?;
+                }
+                Ok(())
             }
             Cmd::Cancel { sweep, c } => {
                 let mut client = connect(&s, c).await?;

@@ -289,6 +289,12 @@ pub enum Action {
         /// Its metric value.
         value: f64,
     },
+    /// A cancelled sweep runs again: its cancelled units are pending in the store, and
+    /// the core is rebuilt from the store once this is committed.
+    SweepResumed {
+        /// The sweep.
+        sweep: SweepId,
+    },
     /// A sweep and everything of it was deleted.
     SweepDeleted {
         /// The sweep.
@@ -422,6 +428,9 @@ pub enum CoreError {
     /// A sweep with this id exists.
     #[error("sweep {0} already exists")]
     DuplicateSweep(SweepId),
+    /// The sweep cannot be resumed, and why.
+    #[error("sweep {0} cannot be resumed: {1}")]
+    NotResumable(SweepId, &'static str),
 }
 
 /// A unit that is not final yet. Finished units leave the core (the store keeps them),

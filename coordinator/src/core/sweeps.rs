@@ -415,6 +415,41 @@ pub(super) fn maybe_finish(core: &mut Core, out: &mut impl Outbox, sid: &SweepId
     });
 }
 
+/// A user resumes a cancelled search. Nothing changes here: the store makes the
+/// sweep running and its cancelled units pending ([`Action::SweepResumed`]), and the
+/// event loop rebuilds the core from the store once that is committed, so that units,
+/// searcher and scheduler come back exactly as after a restart. Returns the state the
+/// sweep will have.
+pub fn on_sweep_resumed(
+    core: &Core,
+    out: &mut impl Outbox,
+    sid: &SweepId,
+) -> Result<SweepState, CoreError> {
+    let s = core
+        .sweeps
+        .get(sid)
+        .ok_or_else(|| CoreError::UnknownSweep(sid.clone()))?;
+    match s.state {
+        SweepState::Running => Ok(SweepState::Running),
+        SweepState::Completed => Err(CoreError::NotResumable(
+            sid.clone(),
+            "it completed; submit it again to run it again",
+        )),
+        _ if s.spec.landscape.is_some() => Err(CoreError::NotResumable(
+            sid.clone(),
+            "resuming a scan is not supported; submit it again",
+        )),
+        SweepState::Failed => Err(CoreError::NotResumable(
+            sid.clone(),
+            "every trial failed; fix the cause and submit it again",
+        )),
+        SweepState::Cancelled => {
+            out.send(Action::SweepResumed { sweep: sid.clone() });
+            Ok(SweepState::Running)
+        }
+    }
+}
+
 /// A user cancels a sweep: queued units are cancelled, running ones are stopped on
 /// their workers, and nothing more is leased. Costs O(units in flight): trials never
 /// generated are only counted.

@@ -53,6 +53,7 @@ pub(super) enum Event {
         Reply<(SweepId, u32)>,
     ),
     Cancel(SweepId, Reply<core::SweepState>),
+    Resume(SweepId, Reply<core::SweepState>),
     Delete(SweepId, Reply<()>),
     Status(SweepId, Reply<proto::SweepStatus>),
     List(ListQuery, Reply<(Vec<proto::SweepStatus>, Option<String>)>),
@@ -65,6 +66,7 @@ fn core_status(e: CoreError) -> Status {
         CoreError::UnknownWorker(_) => Status::not_found(e.to_string()),
         CoreError::UnknownSweep(_) => Status::not_found(e.to_string()),
         CoreError::DuplicateSweep(_) => Status::already_exists(e.to_string()),
+        CoreError::NotResumable(..) => Status::failed_precondition(e.to_string()),
     }
 }
 
@@ -423,6 +425,10 @@ impl EventLoop {
                     let r = core::on_cancel(c, &mut out, &id, now).map_err(core_status);
                     defer(&mut replies, tx, r);
                 }
+                Event::Resume(id, tx) => {
+                    let r = core::on_sweep_resumed(c, &mut out, &id).map_err(core_status);
+                    defer(&mut replies, tx, r);
+                }
                 Event::Delete(id, tx) => {
                     let r = core::on_sweep_deleted(c, &mut out, &id, now).map_err(core_status);
                     defer(&mut replies, tx, r);
@@ -462,6 +468,14 @@ impl EventLoop {
                     telemetry::publish(&self.core.gauges(now, self.metrics_retention_ms));
                 }
                 self.after_commit(&out);
+                if out.iter().any(|a| matches!(a, Action::SweepResumed { .. })) {
+                    // The resumed sweep's units, searcher and scheduler are rebuilt from
+                    // the store, as after a restart.
+                    if let Err(e) = self.rebuild(now) {
+                        error!("cannot rebuild the state from the database: {e}");
+                        self.stale = true;
+                    }
+                }
                 self.notify(&out, now);
                 for r in replies {
                     r(None);
@@ -597,6 +611,7 @@ impl EventLoop {
                 | Action::UnitFinished { sweep, .. }
                 | Action::SweepBest { sweep, .. }
                 | Action::SweepFinished { sweep, .. } => Some(sweep.clone()),
+                Action::SweepResumed { sweep } => Some(sweep.clone()),
                 Action::SweepDeleted { sweep } => {
                     // Dropping the sender ends every watch of the sweep.
                     self.watchers.remove(sweep);
@@ -642,6 +657,7 @@ fn refuse(ev: Event, why: &Status) {
         Event::Deregister(_, tx) => no(tx, why),
         Event::Submit(_, _, tx) => no(tx, why),
         Event::Cancel(_, tx) => no(tx, why),
+        Event::Resume(_, tx) => no(tx, why),
         Event::Delete(_, tx) => no(tx, why),
         Event::Status(_, tx) => no(tx, why),
         Event::List(_, tx) => no(tx, why),

@@ -257,6 +257,18 @@ impl sweep_service_server::SweepService for SweepApi {
         }))
     }
 
+    async fn resume_sweep(
+        &self,
+        req: Request<proto::ResumeSweepRequest>,
+    ) -> Result<Response<proto::ResumeSweepResponse>, Status> {
+        let id = sweep_id(&req.into_inner().sweep_id)?;
+        let st = self.h.call(|tx| Event::Resume(id.clone(), tx)).await?;
+        info!(sweep = %id, "sweep resumed");
+        Ok(Response::new(proto::ResumeSweepResponse {
+            state: sweep_state_to_proto(st) as i32,
+        }))
+    }
+
     async fn list_sweeps(
         &self,
         req: Request<proto::ListSweepsRequest>,

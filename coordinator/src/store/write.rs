@@ -105,6 +105,18 @@ pub(super) fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<()
                 params![sweep.as_str(), trial, value],
             )?;
         }
+        Action::SweepResumed { sweep } => {
+            tx.execute(
+                "UPDATE sweeps SET state = 'running', finished_ms = NULL WHERE id = ?1",
+                [sweep.as_str()],
+            )?;
+            tx.execute(
+                "UPDATE units SET state = 'pending', error = NULL, finished_ms = NULL,
+                     final_json = NULL
+                 WHERE sweep_id = ?1 AND state = 'cancelled'",
+                [sweep.as_str()],
+            )?;
+        }
         Action::SweepDeleted { sweep } => {
             tx.execute(
                 "DELETE FROM metrics WHERE unit_id IN (SELECT id FROM units WHERE sweep_id = ?1)",
