@@ -174,8 +174,12 @@ async fn run_one(
         }
         _ => {
             let sub = client::submit_spec(client, spec_path, spec).await?;
+            let seed = match spec.kind {
+                SweepKind::Search => format!(" (seed {})", sub.seed),
+                SweepKind::Landscape => String::new(),
+            };
             eprintln!(
-                "sweep {}: {} {what} on {workers} local workers",
+                "sweep {}: {} {what} on {workers} local workers{seed}",
                 sub.sweep_id, sub.total_units
             );
             sub.sweep_id
@@ -192,6 +196,19 @@ async fn run_one(
     Ok((id, st))
 }
 
+/// Whether a stored sweep ran `spec`: the same spec, where a spec without a seed
+/// matches the seed the coordinator drew for it.
+fn same_spec(spec: &SweepSpec, stored_json: &str) -> bool {
+    let Ok(stored) = SweepSpec::from_json(stored_json) else {
+        return false;
+    };
+    let mut mine = spec.clone();
+    if mine.search.seed.is_none() {
+        mine.search.seed = stored.search.seed;
+    }
+    mine.to_json() == stored_json
+}
+
 /// The latest sweep of this coordinator with exactly this spec, if any (deleted and
 /// failed sweeps aside).
 async fn existing(
@@ -199,11 +216,10 @@ async fn existing(
     spec: &SweepSpec,
 ) -> Result<Option<proto::SweepStatus>> {
     let list = client::list_all(client, true).await?;
-    let json = spec.to_json();
     Ok(list
         .into_iter()
         .rev()
-        .find(|s| s.spec_json == json && s.state != proto::SweepState::Failed as i32))
+        .find(|s| s.state != proto::SweepState::Failed as i32 && same_spec(spec, &s.spec_json)))
 }
 
 async fn drive(

@@ -473,8 +473,13 @@ fn run() -> Result<()> {
                         }
                     })
                     .unwrap_or("search");
+                let seed = if kind == "search" {
+                    format!(" (seed {})", r.seed)
+                } else {
+                    String::new()
+                };
                 eprintln!(
-                    "submitted {} with {} {}",
+                    "submitted {} with {} {}{seed}",
                     r.sweep_id,
                     r.total_units,
                     client::unit_noun(kind)

@@ -268,3 +268,54 @@ fn a_cancelled_search_resumes_on_a_coordinator() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("it completed"));
 }
+
+#[test]
+fn a_search_without_a_seed_gets_one_and_reruns_exactly_from_it() {
+    let dir = KeptOnFailure::new();
+    let (_coord, url) = coordinator(dir.path(), &[]);
+    let spec = digits_spec(dir.path(), "seedless", 3, 1);
+    assert!(!std::fs::read_to_string(&spec).unwrap().contains("seed ="));
+    let submitted = |spec: &Path| {
+        let o = run(
+            &["submit", spec.to_str().unwrap(), "--coordinator", &url],
+            Duration::from_secs(30),
+        );
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        let seed: u64 = err
+            .split("(seed ")
+            .nth(1)
+            .and_then(|s| s.split(')').next())
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no seed printed: {err}"));
+        (String::from_utf8_lossy(&o.stdout).trim().to_owned(), seed)
+    };
+    let (a, seed_a) = submitted(&spec);
+    let (b, seed_b) = submitted(&spec);
+    assert_ne!(seed_a, seed_b, "two sweeps of one spec drew the same seed");
+    let _w = worker(dir.path(), &url, "w", &[]);
+    let params = |id: &str| -> Vec<String> {
+        run_ok(
+            &["watch", id, "--coordinator", &url],
+            Duration::from_secs(120),
+        );
+        results(id, &url)["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["params"].to_string())
+            .collect()
+    };
+    let (pa, pb) = (params(&a), params(&b));
+    assert_ne!(pa, pb);
+    // The stored seed reruns the first sweep exactly.
+    let text = std::fs::read_to_string(&spec).unwrap();
+    let pinned = dir.path().join("pinned.toml");
+    std::fs::write(
+        &pinned,
+        text.replace("[search]\n", &format!("[search]\nseed = {seed_a}\n")),
+    )
+    .unwrap();
+    let (c, seed_c) = submitted(&pinned);
+    assert_eq!(seed_c, seed_a);
+    assert_eq!(params(&c), pa);
+}

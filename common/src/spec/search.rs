@@ -145,9 +145,12 @@ pub struct SearchSpec {
     /// Trials of this sweep running at once (0: as many as workers take).
     #[serde(default = "defaults::max_concurrent")]
     pub max_concurrent: u32,
-    /// Seed of the sampler.
-    #[serde(default)]
-    pub seed: u64,
+    /// Seed of the sampler and the schedulers. When a spec gives none, the coordinator
+    /// draws one at submit and stores it in the sweep's spec (`status` and `submit`
+    /// print it): two sweeps of one spec explore differently, and each can be rerun
+    /// exactly from its stored seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
     /// Parameters searched over, by name.
     #[serde(default)]
     pub space: BTreeMap<String, ParamSpec>,
@@ -184,6 +187,11 @@ impl OneOrMany {
 }
 
 impl SearchSpec {
+    /// The seed in force (0 for a spec that was never submitted and gave none).
+    pub fn seed(&self) -> u64 {
+        self.seed.unwrap_or(0)
+    }
+
     /// Whether parameter `name` exists in a trial whose other parameters are `params`.
     pub fn active(&self, name: &str, params: &crate::params::Params) -> bool {
         self.conditions.get(name).is_none_or(|c| {
@@ -391,7 +399,7 @@ impl Default for SearchSpec {
             mode: None,
             num_samples: defaults::num_samples(),
             max_concurrent: defaults::max_concurrent(),
-            seed: 0,
+            seed: None,
             space: BTreeMap::new(),
             tpe: TpeSpec::default(),
             scheduler: None,

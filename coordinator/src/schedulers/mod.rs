@@ -62,7 +62,7 @@ pub fn scheduler_for(spec: &SweepSpec) -> Option<Box<dyn Scheduler>> {
             *reduction_factor,
             *max_t,
             *brackets,
-            spec.search.seed,
+            spec.search.seed(),
         )),
         SchedulerSpec::Hyperband {
             min_resource,

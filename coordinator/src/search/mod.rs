@@ -57,15 +57,15 @@ pub fn searcher_for(spec: &SweepSpec) -> Box<dyn Searcher> {
         Algorithm::Grid => Box::new(GridSearch {
             grid: spec.grid(),
             space: s.space.clone(),
-            seed: s.seed,
+            seed: s.seed(),
         }),
         Algorithm::Random => Box::new(RandomSearch {
             space: s.space.clone(),
-            seed: s.seed,
+            seed: s.seed(),
         }),
-        Algorithm::Sobol => Box::new(SobolSearch::new(s.space.clone(), s.seed)),
+        Algorithm::Sobol => Box::new(SobolSearch::new(s.space.clone(), s.seed())),
         Algorithm::Tpe => Box::new(
-            Tpe::new(s.space.clone(), s.seed, spec.mode(), s.tpe.clone())
+            Tpe::new(s.space.clone(), s.seed(), spec.mode(), s.tpe.clone())
                 .with_conditions(s.clone()),
         ),
     };

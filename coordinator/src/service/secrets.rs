@@ -28,6 +28,16 @@ pub(super) fn new_secret() -> String {
     hex(&b)
 }
 
+/// A number from the system's random number generator (a search's seed when its spec
+/// gives none).
+pub(super) fn random_u32() -> u32 {
+    let mut b = [0u8; 4];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .expect("the system's random number generator works");
+    u32::from_le_bytes(b)
+}
+
 /// SHA-256 of a secret, in hex.
 pub(super) fn sha256_hex(secret: &str) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, secret.as_bytes()).as_ref())

@@ -200,14 +200,21 @@ impl sweep_service_server::SweepService for SweepApi {
         } else {
             vec![]
         };
+        // A search without a seed gets one drawn now and stored with its spec: sweeps of
+        // one spec explore differently, and each can be rerun exactly from its seed.
+        if spec.kind == SweepKind::Search && spec.search.seed.is_none() {
+            spec.search.seed = Some(u64::from(super::secrets::random_u32()));
+        }
+        let seed = spec.search.seed();
         let (id, total) = self
             .h
             .call(|tx| Event::Submit(Box::new(spec), files, tx))
             .await?;
-        info!(sweep = %id, units = total, "sweep submitted");
+        info!(sweep = %id, units = total, seed, "sweep submitted");
         Ok(Response::new(proto::SubmitSweepResponse {
             sweep_id: id.to_string(),
             total_units: total,
+            seed,
         }))
     }
 
