@@ -424,6 +424,10 @@ pub fn summary(s: &proto::SweepStatus) -> String {
             ", best {}={:.4} ({unit} {})",
             s.metric, b.value, b.trial_index
         );
+        if s.pruned > 0 {
+            // A pruned trial's last report may beat the best, but it was never finished.
+            line += " of the completed";
+        }
     }
     line
 }
@@ -477,7 +481,19 @@ pub async fn logs(
         if got {
             continue;
         }
+        // Nothing at all in the log: say so rather than print nothing.
+        let said_nothing = offset == 0;
         if !follow {
+            if said_nothing {
+                eprintln!(
+                    "trial {trial} attempt {attempt}: no output yet (nothing on stdout or stderr besides its reports{})",
+                    if running {
+                        "; --follow waits for it"
+                    } else {
+                        ""
+                    }
+                );
+            }
             return Ok(());
         }
         if r.attempts > attempt {
@@ -488,6 +504,11 @@ pub async fn logs(
             continue;
         }
         if !running {
+            if said_nothing {
+                eprintln!(
+                    "trial {trial} attempt {attempt}: no output (nothing on stdout or stderr besides its reports)"
+                );
+            }
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -681,7 +702,7 @@ pub fn results_json(r: &proto::GetResultsResponse) -> Result<String> {
                 "metrics": metric_map(&t.final_metrics),
                 "history": t.history.iter().map(|h| {
                     let mut m = metric_map(&h.metrics);
-                    m.insert("epoch".into(), h.step.into());
+                    m.insert("step".into(), h.step.into());
                     serde_json::Value::Object(m)
                 }).collect::<Vec<_>>(),
                 "duration_s": t.duration_s,

@@ -91,7 +91,8 @@ pub async fn download(src: &Source<'_>, sweep: &str, which: Which, out: &Path) -
     }
     bar.finish_and_clear();
     match which {
-        Which::All => write_results(&mut c, sweep, out, &list.files).await?,
+        // Files made here from the results count among the files written.
+        Which::All => sum.files += write_results(&mut c, sweep, out, &list.files).await?,
         Which::Best => {
             let st = c
                 .get_status(proto::GetStatusRequest {
@@ -106,6 +107,7 @@ pub async fn download(src: &Source<'_>, sweep: &str, which: Which, out: &Path) -
                     out.join("best/params.json"),
                     serde_json::to_string_pretty(&params)? + "\n",
                 )?;
+                sum.files += 1;
             }
         }
         Which::Trial(_) => {}
@@ -342,18 +344,21 @@ async fn write_results(
     sweep: &str,
     out: &Path,
     files: &[proto::ArtifactInfo],
-) -> Result<()> {
+) -> Result<usize> {
     let r = client::results(c, sweep).await?;
     if r.status.as_ref().is_some_and(|s| s.kind == "landscape") {
-        return Ok(());
+        return Ok(0);
     }
+    let mut written = 0;
     if !files.iter().any(|f| f.path == "results.csv") {
         std::fs::write(out.join("results.csv"), client::results_csv(&r)?)?;
+        written += 1;
     }
     if !files.iter().any(|f| f.path == "results.json") {
         std::fs::write(out.join("results.json"), client::results_json(&r)?)?;
+        written += 1;
     }
-    Ok(())
+    Ok(written)
 }
 
 fn progress_bar(total: u64) -> ProgressBar {

@@ -345,6 +345,7 @@ async fn finish_landscape(
         "esd.png",
         "curvature.json",
         "curvature_lambda_max.png",
+        "curvature_trace.png",
         "trajectory.json",
     ] {
         if dir.join(f).exists() {

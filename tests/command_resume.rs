@@ -56,7 +56,7 @@ fn steps(t: &serde_json::Value) -> Vec<u64> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|h| h["epoch"].as_u64().unwrap())
+        .map(|h| h["step"].as_u64().unwrap())
         .collect()
 }
 

@@ -243,7 +243,13 @@ fn downloads_are_byte_identical_and_resume_after_dropped_connections() {
         ]
     );
     let best = tmp.path().join("best");
-    ok(download(&url, &search, &best, &["--best"]));
+    let (said, _) = ok(download(&url, &search, &best, &["--best"]));
+    // The count said is the files written (params.json included).
+    let written = files_under(&best).len();
+    assert!(
+        said.contains(&format!(": {written} files in ")),
+        "{said} vs {written}"
+    );
     let st = run_ok(
         &["status", &search, "--coordinator", &url],
         Duration::from_secs(30),

@@ -118,3 +118,28 @@ fn failed_sweeps_fail_the_command_with_their_reasons() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[test]
+fn a_trial_without_output_says_so() {
+    let dir = KeptOnFailure::new();
+    let (_coord, url) = coordinator(dir.path(), &[]);
+    let _w = worker(dir.path(), &url, "w", &[]);
+    let quiet = spec(
+        dir.path(),
+        "quiet",
+        "echo 'ridgeline: {\"loss\": {i}}'",
+        "loss",
+    );
+    let id = submit_wait(&quiet, &url, Duration::from_secs(120));
+    let o = run(
+        &["logs", &id, "0", "--coordinator", &url],
+        Duration::from_secs(30),
+    );
+    assert!(o.status.success());
+    assert!(o.stdout.is_empty());
+    assert!(
+        stderr(&o).contains("trial 0 attempt 1: no output"),
+        "{}",
+        stderr(&o)
+    );
+}

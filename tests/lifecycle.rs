@@ -228,7 +228,7 @@ fn a_running_trial_survives_a_coordinator_crash() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| e["epoch"].as_u64().unwrap())
+        .map(|e| e["step"].as_u64().unwrap())
         .collect();
     // Epochs reported while the coordinator was down are sent once it is back.
     assert_eq!(epochs, (1..=600).collect::<Vec<_>>());

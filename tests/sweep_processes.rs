@@ -105,7 +105,7 @@ fn grid_sweep_across_two_worker_processes() {
     assert_eq!(trials.len(), 9);
     for t in trials {
         let h = t["history"].as_array().unwrap();
-        let steps: Vec<u64> = h.iter().map(|e| e["epoch"].as_u64().unwrap()).collect();
+        let steps: Vec<u64> = h.iter().map(|e| e["step"].as_u64().unwrap()).collect();
         assert_eq!(steps, (1..=15).collect::<Vec<_>>());
         for e in h {
             for m in ["train_loss", "val_loss", "val_accuracy"] {

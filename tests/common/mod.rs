@@ -376,7 +376,7 @@ pub fn assert_whole_histories(results: &serde_json::Value, epochs: u64) {
             .as_array()
             .unwrap()
             .iter()
-            .map(|h| h["epoch"].as_u64().unwrap())
+            .map(|h| h["step"].as_u64().unwrap())
             .collect();
         assert_eq!(
             got,
