@@ -279,7 +279,7 @@ async fn drive(
     let (id, st) = run_one(&mut client, spec_path, &spec, workers, fresh).await?;
     match spec.kind {
         SweepKind::Search => finish_search(&mut client, &id, &st, out).await?,
-        SweepKind::Landscape => finish_landscape(&id, &spec, &st, out).await?,
+        SweepKind::Landscape => finish_landscape(&mut client, &id, &spec, &st, out).await?,
     }
     println!("finished in {:.1}s", started.elapsed().as_secs_f64());
     println!("database: {}", out.join("ridgeline.db").display());
@@ -293,12 +293,12 @@ async fn drive(
 }
 
 async fn finish_landscape(
+    client: &mut client::Client,
     id: &str,
     spec: &SweepSpec,
     st: &proto::SweepStatus,
     out: &Path,
 ) -> Result<()> {
-    println!("{}", client::summary(st));
     let dir = out.join("sweeps").join(id);
     // Scans over 2^20 points are assembled on their own thread after the sweep ends;
     // meta.json is written once the arrays are in place.
@@ -309,6 +309,22 @@ async fn finish_landscape(
     let waited = std::time::Instant::now();
     while big && !dir.join("meta.json").exists() && waited.elapsed() < Duration::from_secs(600) {
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Points, Hessian rounds and curvature points counted apart; the lowest loss by its
+    // coordinates.
+    let json = |name: &str| -> serde_json::Value {
+        std::fs::read(dir.join(name))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    };
+    let r = client::results(client, id).await?;
+    let states: Vec<(u32, i32)> = r.trials.iter().map(|t| (t.trial_index, t.state)).collect();
+    let l = spec.landscape.as_ref().context("not a scan")?;
+    let (meta, hessian) = (json("meta.json"), json("hessian.json"));
+    let state = client::state_name(st.state);
+    for line in crate::scan_report::lines(id, state, l, &states, &meta, &hessian) {
+        println!("{line}");
     }
     let main = ["surface.npy", "points.npy"]
         .into_iter()

@@ -6,6 +6,7 @@ mod client;
 mod download;
 mod embedded;
 mod observe;
+mod scan_report;
 mod settings;
 mod status;
 

@@ -359,6 +359,7 @@ epochs = {epochs}
 [search]
 algorithm = "random"
 num_samples = {trials}
+seed = 0
 [search.space]
 lr = {{ type = "loguniform", low = 1e-3, high = 1e-2 }}
 "#,

@@ -256,6 +256,19 @@ pub fn assemble(
         .map(|c| c.1)
         .filter(|v| v.is_finite())
         .collect();
+    // Where the lowest loss is, by its coordinates (a tile number means nothing to a
+    // reader).
+    let lowest = computed
+        .iter()
+        .filter(|c| c.1.is_finite())
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|&(k, _, _)| {
+            let (x, y) = l.point(k);
+            match l.y {
+                Some(_) => serde_json::json!({"x": x, "y": y}),
+                None => serde_json::json!({"x": x}),
+            }
+        });
     let directions: serde_json::Value = crate::fsafe::read(sweep_dir.join("directions.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -270,6 +283,13 @@ pub fn assemble(
         "tiles": l.tiles(),
         "missing_tiles": missing,
         "loss_min": finite.iter().copied().fold(f64::INFINITY, f64::min),
+        "loss_min_at": lowest,
+        "evaluated_on": {
+            "split": l.split,
+            "samples": run.get("samples"),
+            "tokens_per_sample": spec.data().tokenizer.as_ref().map(|_| spec.data().context),
+            "note": "every point is evaluated on the same samples of this split (landscape.samples or landscape.tokens cut it): a loss here can differ from a trial's val_loss measured on the whole split",
+        },
         "loss_max": finite.iter().copied().fold(f64::NEG_INFINITY, f64::max),
         "nan_points": points - finite.len(),
         "directions": directions,

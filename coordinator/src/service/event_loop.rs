@@ -568,12 +568,34 @@ impl EventLoop {
     fn after_commit(&mut self, out: &[Action]) {
         for a in out {
             match a {
-                Action::SweepFinished { sweep, .. } => self.assemble(sweep),
+                Action::SweepFinished { sweep, .. } => {
+                    self.assemble(sweep);
+                    self.remove_working_files(sweep);
+                }
                 Action::SweepDeleted { sweep } => self.remove_files(sweep),
                 Action::WorkerGone { worker, reason } if reason != "deregistered" => {
                     warn!(worker = %worker, "worker lost ({reason}); its units go back to the queue");
                 }
                 _ => {}
+            }
+        }
+    }
+
+    /// Files a scan needs only while it runs: the Hessian rounds' Lanczos blocks (what
+    /// the next round's workers fetch, and what a restarted coordinator resumes from).
+    /// Once the sweep has ended, hessian.json holds what they were for.
+    fn remove_working_files(&self, sweep: &SweepId) {
+        let dir = sweep_dir(&self.data_dir, sweep);
+        let Ok(entries) = crate::fsafe::list(&dir) else {
+            return;
+        };
+        for (name, kind) in entries {
+            let n = name.to_string_lossy();
+            if matches!(kind, crate::fsafe::Kind::File { .. })
+                && n.starts_with("hessian_block_")
+                && n.ends_with(".f64")
+            {
+                let _ = std::fs::remove_file(dir.join(&name));
             }
         }
     }
