@@ -100,11 +100,28 @@ pub fn labels(
             "β (y direction)".into(),
         ),
     };
+    // The loss in its units: mean cross-entropy in nats (per token for a language
+    // model), or the mean squared error in the targets' units squared.
+    let value = if value == "loss" {
+        let unit = match l.loss {
+            ridgeline_common::landscape::LossKind::CrossEntropy
+                if spec.data().tokenizer.is_some()
+                    || spec.data().path.to_string_lossy().contains(".txt") =>
+            {
+                "nats per token"
+            }
+            ridgeline_common::landscape::LossKind::CrossEntropy => "nats",
+            ridgeline_common::landscape::LossKind::Mse => "squared error",
+        };
+        format!("loss ({unit})")
+    } else {
+        value.to_owned()
+    };
     Labels {
         title: format!("{}: {value}", spec.name),
         subtitle: format!("{}; {data}, {split} split; {dirs}", model(sweep_dir)),
         x,
         y,
-        value: value.into(),
+        value,
     }
 }

@@ -40,7 +40,11 @@ pub use spectra::{esd, intrinsic};
 pub use surface::map;
 use surface::{draw_2d, draw_3d};
 
-static FONT: &[u8] = include_bytes!("../../assets/DejaVuSansMono.ttf");
+/// DejaVu Sans (Debian's fonts-dejavu-core; licence in assets/DejaVu-LICENSE.txt): a
+/// proportional font, so that "-0.2" reads as one number (a monospaced font gives the
+/// point and the minus sign a full cell each); plotters lays it out with its advances
+/// and kerning pairs. It has the Greek letters the axes use (α, β, λ).
+static FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 
 pub(super) fn register_font() {
     static ONCE: Once = Once::new();
@@ -270,6 +274,77 @@ mod tests {
                 assert!(((x * x + y * y).sqrt() - 0.5).abs() < 0.01, "({x}, {y})");
             }
         }
+    }
+
+    /// The columns of a picture with dark ink in them.
+    fn ink_columns(buf: &[u8], w: u32, h: u32) -> Vec<bool> {
+        (0..w)
+            .map(|x| (0..h).any(|y| buf[((y * w + x) * 3) as usize] < 128))
+            .collect()
+    }
+
+    /// Tick labels read as numbers: no glyph of "-0.25" sits a cell apart from the next
+    /// (the monospaced font gave "- 0. 25").
+    #[test]
+    fn tick_labels_are_set_as_words() {
+        register_font();
+        let (w, h) = (120u32, 30u32);
+        let mut buf = vec![255u8; (w * h * 3) as usize];
+        {
+            let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+            root.draw(&Text::new("-0.25", (2, 5), ("sans-serif", 13).into_font()))
+                .unwrap();
+            root.present().unwrap();
+        }
+        let ink = ink_columns(&buf, w, h);
+        let first = ink.iter().position(|b| *b).unwrap();
+        let last = ink.iter().rposition(|b| *b).unwrap();
+        let (mut gap, mut run) = (0, 0);
+        for &b in &ink[first..=last] {
+            run = if b { 0 } else { run + 1 };
+            gap = gap.max(run);
+        }
+        // DejaVu Sans at 13 px: at most 3 blank columns between glyphs (after the
+        // point), 27 px in all; DejaVu Sans Mono left 4 after the minus sign and 6 after
+        // the point, 34 px in all.
+        assert!(gap <= 3, "a gap of {gap} px inside \"-0.25\"");
+        assert!(last - first <= 30, "\"-0.25\" is {} px wide", last - first);
+    }
+
+    /// The 3-D surface has a colour bar with both ends of the colour map, and its axes'
+    /// titles are drawn (ink outside the header, left of the bar, below the surface).
+    #[test]
+    fn the_3d_surface_has_a_colour_bar_and_axis_titles() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::fsafe::add_root(dir.path()).unwrap();
+        let xs: Vec<f64> = (0..9).map(|i| -1.0 + i as f64 / 4.0).collect();
+        let z: Vec<f64> = xs
+            .iter()
+            .flat_map(|y| xs.iter().map(move |x| 0.5 + x * x + y * y))
+            .collect();
+        let mut labels = Labels::simple("t", "loss (nats)");
+        labels.x = "XXXXXXXXXXXX".into();
+        let p = dir.path().join("s.png");
+        super::surface::draw_3d(&p, &labels, &z, &xs, &xs).unwrap();
+        let img = image::open(&p).unwrap().to_rgb8();
+        let near = |c: RGBColor, px: &image::Rgb<u8>| {
+            (0..3).all(|k| (i32::from(px.0[k]) - i32::from([c.0, c.1, c.2][k])).abs() < 12)
+        };
+        let bar = |c: RGBColor| {
+            (680..800)
+                .flat_map(|x| (40..680).map(move |y| (x, y)))
+                .filter(|&(x, y)| near(c, img.get_pixel(x, y)))
+                .count()
+        };
+        assert!(bar(viridis(0.0)) > 100, "no dark end in the colour bar");
+        assert!(bar(viridis(1.0)) > 100, "no bright end in the colour bar");
+        // Without axis titles, only tick labels are drawn below the surface's front
+        // corner; the x title adds a line of ink there.
+        let dark = (0..680)
+            .flat_map(|x| (640..680).map(move |y| (x, y)))
+            .filter(|&(x, y)| img.get_pixel(x, y).0[0] < 100)
+            .count();
+        assert!(dark > 150, "{dark} dark pixels where the axis titles go");
     }
 
     #[test]

@@ -109,17 +109,36 @@ pub(super) fn draw_2d(
             }
         };
         let nx = xs.len();
+        // Filled contours are drawn on a raster FINE times finer than the grid, each
+        // sub-cell coloured by the bilinear interpolation of the grid at its centre, so
+        // that bands follow the contour lines instead of the grid's cells; a heatmap
+        // (no levels) shows the cells as computed.
+        let fine = if levels > 0 { FINE } else { 1 };
+        let sub = |e: &[f64], k: usize| {
+            let (c, r) = (k / fine, k % fine);
+            if r == 0 {
+                e[c]
+            } else {
+                e[c] + (e[c + 1] - e[c]) * r as f64 / fine as f64
+            }
+        };
         chart
-            .draw_series((0..ys.len()).flat_map(|i| {
-                let (xe, ye, scale) = (&xe, &ye, &scale);
-                (0..nx).map(move |j| {
-                    let v = z[i * nx + j];
+            .draw_series((0..ys.len() * fine).flat_map(|i| {
+                let (xe, ye, scale, sub) = (&xe, &ye, &scale, &sub);
+                (0..nx * fine).map(move |j| {
+                    let (x0, x1) = (sub(xe, j), sub(xe, j + 1));
+                    let (y0, y1) = (sub(ye, i), sub(ye, i + 1));
+                    let v = if fine == 1 {
+                        z[i * nx + j]
+                    } else {
+                        bilinear(z, xs, ys, (x0 + x1) / 2.0, (y0 + y1) / 2.0)
+                    };
                     let color = if v.is_finite() {
                         viridis(band(scale.unit(v)))
                     } else {
                         RGBColor(200, 200, 200)
                     };
-                    Rectangle::new([(xe[j], ye[i]), (xe[j + 1], ye[i + 1])], color.filled())
+                    Rectangle::new([(x0, y0), (x1, y1)], color.filled())
                 })
             }))
             .map_err(err)?;
@@ -202,41 +221,95 @@ pub(super) fn draw_2d(
             .border_style(WHITE)
             .draw()
             .map_err(err)?;
-        // Colour bar, titled with the quantity (and its scale).
-        let title = if scale.log {
-            format!("{} (log)", labels.value)
-        } else {
-            labels.value.clone()
-        };
-        bar.draw(&Text::new(title, (4, 2), ("sans-serif", 13).into_font()))
-            .map_err(err)?;
-        let mut cb = ChartBuilder::on(&bar)
-            .margin_top(24)
-            .margin_bottom(52)
-            .margin_right(8)
-            .y_label_area_size(0)
-            .right_y_label_area_size(64)
-            .build_cartesian_2d(0.0..1.0, 0.0..1.0)
-            .map_err(err)?;
-        let fmt = |t: &f64| significant(scale.level(*t));
-        cb.configure_mesh()
-            .disable_mesh()
-            .disable_x_axis()
-            .y_labels(6)
-            .y_label_style(("sans-serif", 12))
-            .y_label_formatter(&fmt)
-            .draw()
-            .map_err(err)?;
-        cb.draw_series((0..100).map(|i| {
-            let t = i as f64 / 100.0;
-            Rectangle::new(
-                [(0.0, t), (1.0, t + 0.01)],
-                viridis(band(t + 0.005)).filled(),
-            )
-        }))
-        .map_err(err)?;
+        colour_bar(&bar, &scale, &band, &labels.value)?;
         Ok(())
     })
+}
+
+/// Sub-cells per grid cell (each way) in filled contour plots.
+const FINE: usize = 6;
+
+/// The grid `z` (`[ny, nx]`, at `xs` x `ys`) at `(x, y)`, interpolated bilinearly
+/// between its four nearest points (clamped at the edges); NaN if any of them is.
+fn bilinear(z: &[f64], xs: &[f64], ys: &[f64], x: f64, y: f64) -> f64 {
+    // The index of the cell holding `v` and where in it `v` lies.
+    let locate = |a: &[f64], v: f64| -> (usize, f64) {
+        if a.len() < 2 {
+            return (0, 0.0);
+        }
+        let i = a.partition_point(|p| *p <= v).clamp(1, a.len() - 1) - 1;
+        (i, ((v - a[i]) / (a[i + 1] - a[i])).clamp(0.0, 1.0))
+    };
+    let (nx, ny) = (xs.len(), ys.len());
+    let ((i, tx), (j, ty)) = (locate(xs, x), locate(ys, y));
+    let (i1, j1) = ((i + 1).min(nx - 1), (j + 1).min(ny - 1));
+    let at = |r: usize, c: usize| z[r * nx + c];
+    let top = at(j, i) * (1.0 - tx) + at(j, i1) * tx;
+    let bottom = at(j1, i) * (1.0 - tx) + at(j1, i1) * tx;
+    top * (1.0 - ty) + bottom * ty
+}
+
+/// Splits a colour bar's title into lines that fit its 120-pixel column.
+fn wrap(title: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    for word in title.split(' ') {
+        match lines.last_mut() {
+            Some(l) if l.chars().count() + 1 + word.chars().count() <= width => {
+                l.push(' ');
+                l.push_str(word);
+            }
+            _ => lines.push(word.to_owned()),
+        }
+    }
+    lines
+}
+
+/// The colour bar beside a plot: titled with the quantity (wrapped to fit, and saying
+/// when the scale is logarithmic), ticks with three significant digits.
+fn colour_bar<'a>(
+    bar: &DrawingArea<BitMapBackend<'a>, plotters::coord::Shift>,
+    scale: &Scale,
+    band: &dyn Fn(f64) -> f64,
+    value: &str,
+) -> Result<(), String> {
+    let mut lines = wrap(value, 16);
+    if scale.log {
+        lines.push("(log scale)".into());
+    }
+    for (k, line) in lines.iter().enumerate() {
+        bar.draw(&Text::new(
+            line.clone(),
+            (4, 2 + 15 * k as i32),
+            ("sans-serif", 13).into_font(),
+        ))
+        .map_err(err)?;
+    }
+    let mut cb = ChartBuilder::on(bar)
+        .margin_top(10 + 15 * lines.len() as u32)
+        .margin_bottom(52)
+        .margin_right(8)
+        .y_label_area_size(0)
+        .right_y_label_area_size(64)
+        .build_cartesian_2d(0.0..1.0, 0.0..1.0)
+        .map_err(err)?;
+    let fmt = |t: &f64| significant(scale.level(*t));
+    cb.configure_mesh()
+        .disable_mesh()
+        .disable_x_axis()
+        .y_labels(6)
+        .y_label_style(("sans-serif", 12))
+        .y_label_formatter(&fmt)
+        .draw()
+        .map_err(err)?;
+    cb.draw_series((0..100).map(|i| {
+        let t = i as f64 / 100.0;
+        Rectangle::new(
+            [(0.0, t), (1.0, t + 0.01)],
+            viridis(band(t + 0.005)).filled(),
+        )
+    }))
+    .map_err(err)?;
+    Ok(())
 }
 
 fn seg_len(s: &[(f64, f64); 2]) -> f64 {
@@ -272,6 +345,7 @@ pub(super) fn draw_3d(
     super::render_png(path, (800, 680), |root| {
         root.fill(&WHITE).map_err(err)?;
         let body = labels.header(&root)?;
+        let (body, bar) = body.split_horizontally(680);
         let mut chart = ChartBuilder::on(&body)
             .margin(16)
             .build_cartesian_3d(
@@ -309,21 +383,41 @@ pub(super) fn draw_3d(
                 SurfaceSeries::xoz(xs.iter().copied(), ys.iter().copied(), at).style_func(&colour),
             )
             .map_err(err)?;
-        // Axis names: plotters' 3-D axes carry no labels of their own.
+        // Axis titles where each axis is drawn (plotters' 3-D axes carry none): under
+        // the middle of the front x edge, beside the middle of the right edge, and over
+        // the height axis. The heights are the colours of the bar.
+        let area = chart.plotting_area();
+        let centred = |size: u32| {
+            TextStyle::from(("sans-serif", size).into_font()).pos(
+                plotters::style::text_anchor::Pos::new(
+                    plotters::style::text_anchor::HPos::Center,
+                    plotters::style::text_anchor::VPos::Center,
+                ),
+            )
+        };
+        let (mx, my) = ((xs[0] + xs[nx - 1]) / 2.0, (ys[0] + ys[ys.len() - 1]) / 2.0);
         let height = if scale.log {
             format!("log10({})", labels.value)
         } else {
             labels.value.clone()
         };
-        body.draw(&Text::new(
-            format!(
-                "left axis: {}; right axis: {}; height: {height}",
-                labels.x, labels.y
-            ),
-            (16, 14),
-            ("sans-serif", 12),
-        ))
-        .map_err(err)?;
+        // The front corner is (last x, lowest, last y): the x edge runs to it from the
+        // left, the y edge from the right, and the height axis stands at the left.
+        let (xl, yl) = (xs[nx - 1], ys[ys.len() - 1]);
+        for (p, text, (dx, dy)) in [
+            ((mx, lo, yl), labels.x.as_str(), (-50, 38)),
+            ((xl, lo, my), labels.y.as_str(), (50, 38)),
+            ((xs[0], hi, yl), height.as_str(), (20, -16)),
+        ] {
+            let (px, py) = area.map_coordinate(&p);
+            root.draw(&Text::new(
+                text.to_string(),
+                (px + dx, py + dy),
+                centred(13),
+            ))
+            .map_err(err)?;
+        }
+        colour_bar(&bar, &scale, &|t| t, &labels.value)?;
         Ok(())
     })
 }
