@@ -22,24 +22,36 @@ use super::contain::Cgroup;
 /// The supervisor. `$1` is the grace in seconds; the program follows. `live` lists its
 /// children that are not zombies: as a subreaper it adopts every orphan of the trial,
 /// so when none is left, nothing of the trial runs. `stop` sends SIGTERM to the group
-/// and every descendant, waits up to the grace period, then SIGKILLs until none is left
-/// (a process that keeps forking is outrun: each round kills what the last adopted).
+/// and to every descendant (once each, also to orphans adopted while it waits: a
+/// daemon whose parent the first SIGTERM ended), waits up to the grace period, then
+/// SIGKILLs until none is left (a process that keeps forking is outrun: each round
+/// kills what the last adopted).
+/// The supervisor never writes: its stderr redirections come before the files they
+/// guard, and `stop` points its own output at /dev/null first, because once the worker
+/// is dead a write to the trial's pipes would kill the supervisor with SIGPIPE and
+/// leave the trial's processes to init.
 const SUPERVISOR: &str = r#"grace=$1; shift
 live() {
-  kids=; read -r kids < /proc/$$/task/$$/children 2>/dev/null
+  kids=; read -r kids 2>/dev/null < /proc/$$/task/$$/children
   alive=
   for p in $kids; do
-    s=; read -r s < /proc/$p/stat 2>/dev/null || continue
+    s=; read -r s 2>/dev/null < /proc/$p/stat || continue
     case "${s##*) }" in Z*) ;; *) alive="$alive $p" ;; esac
   done
   [ -n "$alive" ]
 }
 stop() {
   trap "" TERM
+  exec >/dev/null 2>&1
   kill -TERM 0 2>/dev/null
-  live && kill -TERM $alive 2>/dev/null
+  termed=" "
   n=0; limit=$(( ${grace%.*} * 20 + 2 ))
-  while live && [ $n -lt $limit ]; do sleep 0.05; n=$((n+1)); done
+  while live && [ $n -lt $limit ]; do
+    for p in $alive; do
+      case "$termed" in *" $p "*) ;; *) kill -TERM $p 2>/dev/null; termed="$termed$p " ;; esac
+    done
+    sleep 0.05; n=$((n+1))
+  done
   n=0
   while live && [ $n -lt 500 ]; do kill -KILL $alive 2>/dev/null; sleep 0.01; n=$((n+1)); done
 }
