@@ -257,7 +257,7 @@ fn daemons_end_with_their_trial_with_a_cgroup_and_without() {
             "--trial-root",
             tr,
         ];
-        let _w = spawn_with(mode, &args, dir.path(), &[("RIDGELINE_TRIAL_CGROUP", env)]);
+        let first = spawn_with(mode, &args, dir.path(), &[("RIDGELINE_TRIAL_CGROUP", env)]);
         let spec = daemon_spec(dir.path(), &format!("daemon-{mode}"), "");
         let sweep = submit_wait(&spec, &url, Duration::from_secs(120));
         let r = results(&sweep, &url);
@@ -270,7 +270,9 @@ fn daemons_end_with_their_trial_with_a_cgroup_and_without() {
             || pids.iter().all(|p| gone(*p)),
         );
 
-        // The worker is killed with SIGKILL while its trials' daemons run.
+        // The worker is killed with SIGKILL while its trials' daemons run (the first
+        // worker gone, so that the trials are this one's).
+        drop(first);
         let mut w = spawn_with(
             &format!("{mode}-killed"),
             &args,
@@ -292,11 +294,20 @@ fn daemons_end_with_their_trial_with_a_cgroup_and_without() {
             );
         }
         kill9(&mut w);
-        wait_until(
-            &format!("{mode}: daemons of a killed worker to end"),
-            Duration::from_secs(15),
-            || pids.iter().all(|p| gone(*p)),
-        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while !pids.iter().all(|p| gone(*p)) {
+            if std::time::Instant::now() > deadline {
+                let ps = std::process::Command::new("ps")
+                    .args(["-eo", "pid,ppid,pgid,stat,etime,cmd"])
+                    .output()
+                    .unwrap();
+                panic!(
+                    "{mode}: daemons {pids:?} of a killed worker still run:\n{}",
+                    String::from_utf8_lossy(&ps.stdout)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         run_ok(
             &["cancel", &sweep, "--coordinator", &url],
             Duration::from_secs(30),
