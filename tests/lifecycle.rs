@@ -83,8 +83,13 @@ fn sigterm_on_a_worker_hands_its_unit_back() {
     );
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["trials"][0]["state"], "pending");
-    // Handing back is not a failed attempt.
-    assert_eq!(v["trials"][0]["attempts"], 0, "{json}");
+    // Handing back is not a failed attempt: the lease counts as interrupted.
+    let t = &v["trials"][0];
+    assert_eq!(
+        (&t["attempts"], &t["interrupted"]),
+        (&1.into(), &1.into()),
+        "{json}"
+    );
 
     // SIGTERM on the coordinator: it exits cleanly and promptly, and the sweep is intact
     // when it comes back.

@@ -160,7 +160,7 @@ struct World {
     history: HashMap<UnitId, Steps>,
     /// The sweep of each unit.
     sweep_of: HashMap<UnitId, SweepId>,
-    /// Leases of each unit that the coordinator lost (restarts): not attempts.
+    /// Leases of each unit that were not its attempts (restarts, clean exits).
     interrupted: HashMap<UnitId, u32>,
 }
 
@@ -340,9 +340,16 @@ impl World {
                 }
                 Action::UnitRequeued {
                     unit,
-                    cause: core::RequeueCause::CoordinatorRestarted,
+                    interrupted,
+                    attempts,
                     ..
-                } => *self.interrupted.entry(*unit).or_default() += 1,
+                } => {
+                    assert!(
+                        interrupted <= attempts,
+                        "unit {unit}: {interrupted} of {attempts} leases interrupted"
+                    );
+                    self.interrupted.insert(*unit, *interrupted);
+                }
                 _ => {}
             }
             match a {

@@ -67,6 +67,7 @@ for e in range(start + 1, epochs + 1):
     time.sleep(pause)
     loss = 1.0 / e if x == 0.0 else (x - 0.3) ** 2 + 1.0 / e
     print("ridgeline: " + json.dumps({"step": e, "val_loss": loss}), flush=True)
+    note(event="epoch", epoch=e)
     with open(ckpt + ".tmp", "w") as f:
         json.dump({"epoch": e}, f)
     os.replace(ckpt + ".tmp", ckpt)

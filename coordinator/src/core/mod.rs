@@ -231,8 +231,12 @@ pub enum Action {
     UnitRequeued {
         /// The unit.
         unit: UnitId,
-        /// Leases that count against `max_attempts` so far.
+        /// Leases so far (each attempt's number is its own).
         attempts: u32,
+        /// Leases of those that were not the unit's doing (its worker left cleanly, or
+        /// the coordinator lost the lease): `attempts - interrupted` counts against
+        /// `max_attempts`.
+        interrupted: u32,
         /// Why, in words.
         reason: String,
         /// Why, as a category (a metric label).
@@ -467,6 +471,17 @@ struct Worker {
     units: BTreeSet<UnitId>,
     /// Units the worker must stop, sent with its next heartbeat or report reply.
     to_cancel: Vec<UnitId>,
+}
+
+impl Unit {
+    /// Its current lease ended through no fault of its own: it does not count against
+    /// `max_attempts`. A lease is counted once, however often it is re-adopted and
+    /// handed back.
+    fn interrupt(&mut self) {
+        if self.interrupted < self.attempts {
+            self.interrupted += 1;
+        }
+    }
 }
 
 /// Counts of a sweep's units by state.

@@ -319,7 +319,21 @@ fn clean_deregistration_does_not_count_an_attempt() {
     on_worker_deregistered(&mut core, &mut out, &w, 1);
     let w2 = worker(&mut core, &mut out, 1, 2);
     let l = on_lease_requested(&mut core, &mut out, &w2, 1, 2).unwrap();
-    assert_eq!((l[0].unit, l[0].attempt), (unit, 1));
+    // A new attempt number (its log is its own), but the first lease was interrupted,
+    // not spent: with max_attempts = 2, this attempt's failure is retried.
+    assert_eq!((l[0].unit, l[0].attempt), (unit, 2));
+    assert!(out.iter().any(|a| matches!(
+        a,
+        Action::UnitRequeued {
+            interrupted: 1,
+            attempts: 1,
+            ..
+        }
+    )));
+    let mut failed = done(unit, 0.0);
+    failed.state = UnitState::Failed;
+    on_unit_finished(&mut core, &mut out, &w2, failed, 3).unwrap();
+    assert_eq!(core.unit_state(unit), Some(UnitState::Pending));
 }
 
 #[test]

@@ -487,9 +487,11 @@ pub fn on_unit_finished(
         s.unqueue(uid);
         // Retries go first: they are the oldest work of the sweep.
         s.pending.push_front(uid);
+        let interrupted = core.units[&uid].interrupted;
         out.send(Action::UnitRequeued {
             unit: uid,
             attempts,
+            interrupted,
             reason,
             cause: RequeueCause::AttemptFailed,
         });
@@ -550,10 +552,11 @@ pub fn on_tick(core: &mut Core, out: &mut impl Outbox, now: Millis) {
                 // failed), not to the unit: it does not count against max_attempts,
                 // and is counted apart so that results can say so.
                 let u = core.units.get_mut(&uid).expect("parked units are live");
-                u.interrupted += 1;
+                u.interrupt();
                 out.send(Action::UnitRequeued {
                     unit: uid,
                     attempts: u.attempts,
+                    interrupted: u.interrupted,
                     reason: "coordinator restarted while it was leased".into(),
                     cause: RequeueCause::CoordinatorRestarted,
                 });
@@ -646,9 +649,9 @@ fn requeue(
         w.to_cancel.push(uid);
     }
     if !cause.spends_attempt() {
-        // A unit re-adopted after its worker left was refunded that attempt already:
-        // adoption continues an attempt rather than starting one.
-        u.attempts = u.attempts.saturating_sub(1);
+        // The worker handed the unit back: that lease was not the unit's attempt. Its
+        // number stays taken (logs, RIDGELINE_ATTEMPT), so it counts as interrupted.
+        u.interrupt();
     }
     if matches!(cause, RequeueCause::LeaseExpired | RequeueCause::WorkerLost) {
         out.send(Action::LeaseExpired { unit: uid });
@@ -672,9 +675,11 @@ fn requeue(
         .expect("unit's sweep exists")
         .pending
         .push_front(uid);
+    let interrupted = core.units[&uid].interrupted;
     out.send(Action::UnitRequeued {
         unit: uid,
         attempts,
+        interrupted,
         reason: reason.to_owned(),
         cause,
     });

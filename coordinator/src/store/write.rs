@@ -6,7 +6,7 @@ use rusqlite::params;
 use ridgeline_common::ids::UnitId;
 
 use super::StoreError;
-use crate::core::{Action, RequeueCause};
+use crate::core::Action;
 
 fn metrics_json(m: &[(String, f64)]) -> String {
     // JSON has no NaN: non-finite values are written as null and read back as NaN.
@@ -77,13 +77,12 @@ pub(super) fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<()
         Action::UnitRequeued {
             unit,
             attempts,
+            interrupted,
             reason,
-            cause,
+            ..
         } => {
-            let interrupted = i64::from(*cause == RequeueCause::CoordinatorRestarted);
             tx.execute(
-                "UPDATE units SET state = 'pending', attempts = ?3, error = ?2,
-                     interrupted = interrupted + ?4
+                "UPDATE units SET state = 'pending', attempts = ?3, error = ?2, interrupted = ?4
                  WHERE id = ?1",
                 params![unit.0 as i64, reason, attempts, interrupted],
             )?;
