@@ -394,6 +394,27 @@ pub fn check_failures(
     )
 }
 
+/// Follows a sweep to its end, prints its summary (on stdout, or stderr where stdout
+/// carries something else), and fails if trials failed for good unless `allow`.
+pub async fn follow_to_end(
+    client: &mut Client,
+    sweep: &str,
+    allow: bool,
+    summary_on_stdout: bool,
+) -> Result<()> {
+    let st = watch(client, sweep).await?;
+    if summary_on_stdout {
+        println!("{}", summary(&st));
+    } else {
+        eprintln!("{}", summary(&st));
+    }
+    let res = match st.failed {
+        0 => proto::GetResultsResponse::default(),
+        _ => results(client, sweep).await?,
+    };
+    check_failures(&st, &res, allow)
+}
+
 /// One line summarising a sweep. Units are counted by what became of them: a cancelled
 /// sweep's never-run units are "cancelled", not "done".
 pub fn summary(s: &proto::SweepStatus) -> String {

@@ -486,13 +486,8 @@ fn run() -> Result<()> {
                     client::unit_noun(kind)
                 );
                 if wait {
-                    let st = client::watch(&mut client, &r.sweep_id).await?;
-                    eprintln!("{}", client::summary(&st));
-                    let res = match st.failed {
-                        0 => proto::GetResultsResponse::default(),
-                        _ => client::results(&mut client, &r.sweep_id).await?,
-                    };
-                    client::check_failures(&st, &res, allow_failures)?;
+                    client::follow_to_end(&mut client, &r.sweep_id, allow_failures, false)
+                        .await?;
                 }
                 Ok(())
             }
@@ -534,13 +529,7 @@ fn run() -> Result<()> {
                 allow_failures,
             } => {
                 let mut client = connect(&s, c).await?;
-                let st = client::watch(&mut client, &sweep).await?;
-                println!("{}", client::summary(&st));
-                let res = match st.failed {
-                    0 => proto::GetResultsResponse::default(),
-                    _ => client::results(&mut client, &sweep).await?,
-                };
-                client::check_failures(&st, &res, allow_failures)
+                client::follow_to_end(&mut client, &sweep, allow_failures, true).await
             }
             Cmd::Resume {
                 sweep,
@@ -552,13 +541,7 @@ fn run() -> Result<()> {
                 client::resume(&mut client, &sweep).await?;
                 eprintln!("{sweep} running again");
                 if wait {
-                    let st = client::watch(&mut client, &sweep).await?;
-                    eprintln!("{}", client::summary(&st));
-                    let res = match st.failed {
-                        0 => proto::GetResultsResponse::default(),
-                        _ => client::results(&mut client, &sweep).await?,
-                    };
-                    client::check_failures(&st, &res, allow_failures)?;
+                    client::follow_to_end(&mut client, &sweep, allow_failures, false).await?;
                 }
                 Ok(())
             }
