@@ -255,6 +255,12 @@ pub fn submit_wait(spec: &Path, url: &str, timeout: Duration) -> String {
 pub fn worker(dir: &Path, url: &str, name: &str, extra: &[&str]) -> Proc {
     let mut args = vec!["worker", "--coordinator", url, "--name", name];
     args.extend_from_slice(extra);
+    // Command trials' folders go under the test's folder, never the working directory.
+    let root = dir.join("ridgeline-trials");
+    let root = root.to_str().unwrap().to_owned();
+    if !extra.contains(&"--trial-root") {
+        args.extend_from_slice(&["--trial-root", &root]);
+    }
     spawn(name, &args, dir)
 }
 
