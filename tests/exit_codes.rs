@@ -27,6 +27,15 @@ i = {{ type = "grid", values = [1, 2] }}
     p
 }
 
+/// `ridgeline submit SPEC --wait`, however it ends.
+fn submit_waiting(spec: &Path, url: &str) -> std::process::Output {
+    let spec = spec.to_str().unwrap();
+    run(
+        &["submit", spec, "--coordinator", url, "--wait"],
+        Duration::from_secs(120),
+    )
+}
+
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -38,16 +47,7 @@ fn failed_sweeps_fail_the_command_with_their_reasons() {
     let _w = worker(dir.path(), &url, "w", &["--slots", "2"]);
     // Every trial fails: a typo in the program's name.
     let typo = spec(dir.path(), "typo", "pyhton3 train.py --i {i}", "val_loss");
-    let o = run(
-        &[
-            "submit",
-            typo.to_str().unwrap(),
-            "--coordinator",
-            &url,
-            "--wait",
-        ],
-        Duration::from_secs(120),
-    );
+    let o = submit_waiting(&typo, &url);
     let err = stderr(&o);
     assert!(!o.status.success(), "{err}");
     assert!(err.contains("2 of 2 trials failed:"), "{err}");
@@ -73,16 +73,7 @@ fn failed_sweeps_fail_the_command_with_their_reasons() {
     // The metric's name misspelt: the reason names what the program did report.
     let cmd = "echo 'ridgeline: {\"val_loss\": 0.{i}, \"acc\": 0.5}'";
     let misspelt = spec(dir.path(), "misspelt", cmd, "val_los");
-    let o = run(
-        &[
-            "submit",
-            misspelt.to_str().unwrap(),
-            "--coordinator",
-            &url,
-            "--wait",
-        ],
-        Duration::from_secs(120),
-    );
+    let o = submit_waiting(&misspelt, &url);
     let err = stderr(&o);
     assert!(!o.status.success(), "{err}");
     assert!(

@@ -35,15 +35,6 @@ i = {{ type = "grid", values = [{}] }}
     p
 }
 
-/// The files under `dir` (none when it was never made).
-fn files_in(dir: &Path) -> Vec<PathBuf> {
-    if dir.exists() {
-        files_under(dir)
-    } else {
-        vec![]
-    }
-}
-
 /// Every file under `dir` whose content is a file of the host's /etc.
 fn copies_of_etc(dir: &Path) -> Vec<PathBuf> {
     let passwd = std::fs::read("/etc/passwd").unwrap();

@@ -63,14 +63,6 @@ fn programs_done(out: &Path) -> usize {
         .count()
 }
 
-fn files_in(dir: &Path) -> Vec<PathBuf> {
-    if dir.exists() {
-        files_under(dir)
-    } else {
-        vec![]
-    }
-}
-
 /// Each trial's parameters and state, by trial index.
 fn by_trial(r: &serde_json::Value) -> BTreeMap<u64, (String, String)> {
     r["trials"]

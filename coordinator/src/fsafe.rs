@@ -188,10 +188,9 @@ pub fn create_dir_all(path: &Path) -> std::io::Result<()> {
     open_dir_at(&names, &root, true, path).map(drop)
 }
 
-/// Creates (or truncates) a regular file for writing, making its folders; whatever was
-/// at its name (a planted link, say) is replaced, never written through.
-pub fn create(path: &Path) -> std::io::Result<File> {
-    let (dir, name) = parent(path, true)?;
+/// A fresh file at `name` in `dir`, for writing: whatever was there (a planted link,
+/// say) is removed first, and the new file is created exclusively, never through a link.
+fn fresh_at(dir: &OwnedFd, name: &CString, path: &Path) -> std::io::Result<File> {
     // SAFETY: unlinkat/openat relative to a descriptor we own.
     unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) };
     let fd = check(unsafe {
@@ -205,6 +204,13 @@ pub fn create(path: &Path) -> std::io::Result<File> {
     .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
     // SAFETY: a descriptor we just opened.
     Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+/// Creates (or truncates) a regular file for writing, making its folders; whatever was
+/// at its name (a planted link, say) is replaced, never written through.
+pub fn create(path: &Path) -> std::io::Result<File> {
+    let (dir, name) = parent(path, true)?;
+    fresh_at(&dir, &name, path)
 }
 
 /// Opens a regular file for writing at offsets, creating it (and its folders) if
@@ -225,19 +231,7 @@ pub fn write_atomic(path: impl AsRef<Path>, data: impl AsRef<[u8]>) -> std::io::
     tmp_name.extend_from_slice(b".tmp");
     let tmp = CString::new(tmp_name).expect("no NUL in a checked name");
     let io = |e: std::io::Error| std::io::Error::new(e.kind(), format!("{}: {e}", path.display()));
-    // SAFETY: unlinkat/openat/renameat relative to a descriptor we own.
-    unsafe { libc::unlinkat(dir.as_raw_fd(), tmp.as_ptr(), 0) };
-    let fd = check(unsafe {
-        libc::openat(
-            dir.as_raw_fd(),
-            tmp.as_ptr(),
-            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-            0o644 as libc::c_uint,
-        )
-    })
-    .map_err(io)?;
-    // SAFETY: a descriptor we just opened.
-    let mut f = unsafe { File::from_raw_fd(fd) };
+    let mut f = fresh_at(&dir, &tmp, path)?;
     let written = f.write_all(data).and_then(|()| {
         check(unsafe {
             libc::renameat(

@@ -469,6 +469,15 @@ pub fn sweep_with(out: &Path, file: &str) -> PathBuf {
         .unwrap_or_else(|| panic!("no sweep under {} has {file}", out.display()))
 }
 
+/// The files under `dir`, none when it was never made.
+pub fn files_in(dir: &Path) -> Vec<PathBuf> {
+    if dir.exists() {
+        files_under(dir)
+    } else {
+        vec![]
+    }
+}
+
 /// Polls `ok` until it holds, failing the test after `timeout`.
 pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
