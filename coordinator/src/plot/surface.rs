@@ -426,3 +426,32 @@ pub(super) fn draw_3d(
 pub fn map(path: &Path, labels: &Labels, z: &[f64], xs: &[f64], ys: &[f64]) -> Result<(), String> {
     draw_2d(path, labels, z, xs, ys, 12, None)
 }
+
+#[cfg(test)]
+mod tests {
+    /// A bilinear function is reproduced exactly between grid points, and clamped to
+    /// the grid's edge outside it; a NaN corner makes its cells NaN.
+    #[test]
+    fn bilinear_interpolation_is_exact_for_bilinear_functions() {
+        let f = |x: f64, y: f64| 1.0 + 2.0 * x - 3.0 * y + 0.5 * x * y;
+        let xs: Vec<f64> = (0..5).map(|i| -1.0 + 0.5 * i as f64).collect();
+        let ys: Vec<f64> = (0..4).map(|i| -0.3 + 0.4 * i as f64).collect();
+        let z: Vec<f64> = ys
+            .iter()
+            .flat_map(|y| xs.iter().map(move |x| f(*x, *y)))
+            .collect();
+        for (x, y) in [(0.1, 0.2), (-0.77, -0.25), (0.99, 0.89), (0.0, 0.5)] {
+            let got = super::bilinear(&z, &xs, &ys, x, y);
+            assert!(
+                (got - f(x, y)).abs() < 1e-12,
+                "({x}, {y}): {got} vs {}",
+                f(x, y)
+            );
+        }
+        assert!((super::bilinear(&z, &xs, &ys, 2.0, -0.3) - f(1.0, -0.3)).abs() < 1e-12);
+        let mut holed = z.clone();
+        holed[0] = f64::NAN;
+        assert!(super::bilinear(&holed, &xs, &ys, -0.9, -0.2).is_nan());
+        assert!(super::bilinear(&holed, &xs, &ys, 0.9, 0.8).is_finite());
+    }
+}
