@@ -1,12 +1,10 @@
-//! Client side of the sweep service: submitting, watching with a progress bar, and
-//! turning results into CSV or JSON.
+//! Client side of the sweep service: connecting, submitting, logs, and turning results
+//! into CSV or JSON (following a sweep to its end is in `follow`).
 
 use std::collections::BTreeSet;
-use std::io::IsTerminal;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use indicatif::{ProgressBar, ProgressStyle};
+use anyhow::{Context, Result};
 use ridgeline_common::net::{self, AuthChannel, Security};
 
 use ridgeline_common::MAX_MESSAGE_BYTES;
@@ -139,7 +137,7 @@ pub fn unit_noun(kind: &str) -> &'static str {
     }
 }
 
-fn status_error(s: tonic::Status) -> anyhow::Error {
+pub(crate) fn status_error(s: tonic::Status) -> anyhow::Error {
     anyhow::anyhow!("{}", s.message())
 }
 
@@ -335,86 +333,6 @@ pub async fn resume(client: &mut Client, sweep_id: &str) -> Result<()> {
     Ok(())
 }
 
-/// The distinct reasons a sweep's units failed for good, each with how many failed with
-/// it, most frequent first. A reason is the first line of the error (a command trial's
-/// stderr tail follows on later lines and differs between trials).
-pub fn failure_reasons(r: &proto::GetResultsResponse) -> Vec<(String, usize)> {
-    let mut counts: Vec<(String, usize)> = Vec::new();
-    for t in r
-        .trials
-        .iter()
-        .filter(|t| t.state == proto::UnitState::Failed as i32)
-    {
-        let first = t.error.lines().next().unwrap_or("").trim();
-        // "exit status 1; stderr ends with:" says little alone: the last line of the
-        // program's stderr usually says what went wrong ("sh: 1: pyhton3: not found").
-        let last = t.error.lines().rev().map(str::trim).find(|l| !l.is_empty());
-        let line = match last {
-            Some(l) if first.ends_with("ends with:") && l != first => format!("{first} {l}"),
-            _ => first.to_owned(),
-        };
-        let reason: String = if line.is_empty() {
-            "(no error given)".into()
-        } else {
-            line.chars().take(240).collect()
-        };
-        match counts.iter_mut().find(|(r, _)| *r == reason) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((reason, 1)),
-        }
-    }
-    counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    counts
-}
-
-/// What a finished sweep's failures mean for the command that waited for it: each
-/// distinct reason is printed with its count, and any unit that failed for good makes
-/// the command fail, unless `allow` (`--allow-failures`).
-pub fn check_failures(
-    st: &proto::SweepStatus,
-    r: &proto::GetResultsResponse,
-    allow: bool,
-) -> Result<()> {
-    if st.failed == 0 {
-        return Ok(());
-    }
-    let noun = unit_noun(&st.kind);
-    eprintln!("{} of {} {noun} failed:", st.failed, st.total);
-    for (reason, n) in failure_reasons(r) {
-        eprintln!("  {n:>5} x {reason}");
-    }
-    if allow {
-        return Ok(());
-    }
-    anyhow::bail!(
-        "sweep {}: {} {noun} failed (see the reasons above; `ridgeline logs {} TRIAL` shows a command trial's output; --allow-failures exits 0 anyway)",
-        st.sweep_id,
-        st.failed,
-        st.sweep_id
-    )
-}
-
-/// Follows a sweep to its end, prints its summary (on stdout, or stderr where stdout
-/// carries something else), and fails if trials failed for good unless `allow`.
-pub async fn follow_to_end(
-    client: &mut Client,
-    sweep: &str,
-    allow: bool,
-    summary_on_stdout: bool,
-) -> Result<()> {
-    let st = watch(client, sweep).await?;
-    if summary_on_stdout {
-        println!("{}", summary(&st));
-    } else {
-        eprintln!("{}", summary(&st));
-    }
-    let res = match st.failed {
-        0 => proto::GetResultsResponse::default(),
-        _ => results(client, sweep).await?,
-    };
-    check_failures(&st, &res, allow)
-}
-
 /// One line summarising a sweep. Units are counted by what became of them: a cancelled
 /// sweep's never-run units are "cancelled", not "done".
 pub fn summary(s: &proto::SweepStatus) -> String {
@@ -563,90 +481,6 @@ pub fn transient(s: &tonic::Status) -> bool {
             | tonic::Code::Cancelled
             | tonic::Code::Internal
     )
-}
-
-/// How long `watch` keeps trying to reach a coordinator that went away.
-const WATCH_PATIENCE: Duration = Duration::from_secs(600);
-
-/// Follows a sweep until it reaches a final state; shows a progress bar on a terminal and
-/// a line per finished unit otherwise. Survives a coordinator restart: the stream is
-/// opened again with backoff, as workers reconnect. Returns the final status.
-pub async fn watch(client: &mut Client, sweep_id: &str) -> Result<proto::SweepStatus> {
-    let tty = std::io::stderr().is_terminal();
-    let bar = ProgressBar::hidden();
-    let mut last_done = u32::MAX;
-    let mut backoff = Duration::from_millis(100);
-    let mut failing_since: Option<tokio::time::Instant> = None;
-    loop {
-        let opened = client
-            .watch_sweep(proto::WatchSweepRequest {
-                sweep_id: sweep_id.to_owned(),
-            })
-            .await;
-        let mut stream = match opened {
-            Ok(s) => s.into_inner(),
-            Err(s) if transient(&s) => {
-                let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
-                if since.elapsed() > WATCH_PATIENCE {
-                    bail!(
-                        "the coordinator has not answered for {} s: {}",
-                        WATCH_PATIENCE.as_secs(),
-                        s.message()
-                    );
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
-            }
-            Err(s) => return Err(status_error(s)),
-        };
-        failing_since = None;
-        backoff = Duration::from_millis(100);
-        loop {
-            let st = match stream.message().await {
-                Ok(Some(st)) => st,
-                // The coordinator ended the stream: after a final state, or because it
-                // is shutting down (then the loop opens it again).
-                Ok(None) => break,
-                Err(s) if transient(&s) => break,
-                Err(s) => return Err(status_error(s)),
-            };
-            if tty && bar.is_hidden() {
-                bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-                bar.set_style(
-                    ProgressStyle::with_template(&format!(
-                        "{{spinner}} [{{elapsed_precise}}] {{bar:30}} {{pos}}/{{len}} {}  {{msg}}",
-                        unit_noun(&st.kind)
-                    ))
-                    .expect("valid template"),
-                );
-                bar.enable_steady_tick(Duration::from_millis(200));
-            }
-            let done = crate::status::done(&st);
-            let eta = crate::status::eta(&st)
-                .map(|d| format!("  eta {}", crate::status::human(d)))
-                .unwrap_or_default();
-            bar.set_length(u64::from(st.total));
-            bar.set_position(u64::from(done));
-            let best = st
-                .best
-                .as_ref()
-                .map(|b| format!("best {} {:.4}", st.metric, b.value))
-                .unwrap_or_default();
-            bar.set_message(format!("{} running  {best}{eta}", st.running));
-            // Without a terminal, a line per finished unit; the final state is the
-            // caller's to print.
-            let finished = st.state != proto::SweepState::Running as i32;
-            if !tty && done != last_done && !finished {
-                eprintln!("{}{}", summary(&st), eta.replace("  eta", ", eta"));
-                last_done = done;
-            }
-            if finished {
-                bar.finish_and_clear();
-                return Ok(st);
-            }
-        }
-    }
 }
 
 /// Result rows as CSV: one row per trial, parameters and final metrics as columns.

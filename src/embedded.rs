@@ -111,7 +111,7 @@ pub async fn cmd_run(
         opts.fresh,
     )
     .await
-    .and_then(|(st, r)| client::check_failures(&st, &r, opts.allow_failures));
+    .and_then(|(st, r)| crate::follow::check_failures(&st, &r, opts.allow_failures));
     let _ = stop_workers.send(true);
     for w in pool {
         w.await?.context("local worker")?;
@@ -186,7 +186,7 @@ async fn run_one(
         }
     };
     let st = tokio::select! {
-        st = client::watch(client, &id) => st?,
+        st = crate::follow::watch(client, &id) => st?,
         _ = terminated() => {
             anyhow::bail!(
                 "interrupted: sweep {id} stops here and is kept; run the same command again to continue it (--fresh starts a new one)"

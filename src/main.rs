@@ -5,6 +5,7 @@
 mod client;
 mod download;
 mod embedded;
+mod follow;
 mod observe;
 mod scan_report;
 mod settings;
@@ -486,7 +487,7 @@ fn run() -> Result<()> {
                     client::unit_noun(kind)
                 );
                 if wait {
-                    client::follow_to_end(&mut client, &r.sweep_id, allow_failures, false)
+                    follow::follow_to_end(&mut client, &r.sweep_id, allow_failures, false)
                         .await?;
                 }
                 Ok(())
@@ -529,7 +530,7 @@ fn run() -> Result<()> {
                 allow_failures,
             } => {
                 let mut client = connect(&s, c).await?;
-                client::follow_to_end(&mut client, &sweep, allow_failures, true).await
+                follow::follow_to_end(&mut client, &sweep, allow_failures, true).await
             }
             Cmd::Resume {
                 sweep,
@@ -541,7 +542,7 @@ fn run() -> Result<()> {
                 client::resume(&mut client, &sweep).await?;
                 eprintln!("{sweep} running again");
                 if wait {
-                    client::follow_to_end(&mut client, &sweep, allow_failures, false).await?;
+                    follow::follow_to_end(&mut client, &sweep, allow_failures, false).await?;
                 }
                 Ok(())
             }
