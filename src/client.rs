@@ -103,6 +103,31 @@ pub async fn results(client: &mut Client, sweep_id: &str) -> Result<proto::GetRe
     }
 }
 
+/// A small JSON file of a sweep's artifacts (meta.json, hessian.json), or `Null` when
+/// it is not there (yet), is too large to be small, or does not parse.
+pub async fn small_json(client: &mut Client, sweep_id: &str, path: &str) -> serde_json::Value {
+    const LIMIT: usize = 16 << 20;
+    let Ok(r) = client
+        .read_artifact(proto::ReadArtifactRequest {
+            sweep_id: sweep_id.to_owned(),
+            path: path.to_owned(),
+            ..Default::default()
+        })
+        .await
+    else {
+        return serde_json::Value::Null;
+    };
+    let mut stream = r.into_inner();
+    let mut bytes = Vec::new();
+    while let Ok(Some(chunk)) = stream.message().await {
+        bytes.extend_from_slice(&chunk.data);
+        if bytes.len() > LIMIT {
+            return serde_json::Value::Null;
+        }
+    }
+    serde_json::from_slice(&bytes).unwrap_or_default()
+}
+
 /// Every sweep the coordinator has, page by page.
 pub async fn list_all(client: &mut Client, with_spec: bool) -> Result<Vec<proto::SweepStatus>> {
     let mut all = Vec::new();
@@ -353,14 +378,13 @@ pub fn summary(s: &proto::SweepStatus) -> String {
     if s.cancelled > 0 {
         line += &format!(", {} cancelled", s.cancelled);
     }
-    if let Some(b) = &s.best {
-        let unit = if s.kind == "landscape" {
-            "tile"
-        } else {
-            "trial"
-        };
+    if let Some(b) = &s.best.as_ref().filter(|_| s.kind == "landscape") {
+        // A tile's number means nothing to the user; its coordinates are in the scan's
+        // own summary (`status SWEEP`, meta.json).
+        line += &format!(", lowest {} {:.4}", s.metric, b.value);
+    } else if let Some(b) = &s.best {
         line += &format!(
-            ", best {}={:.4} ({unit} {})",
+            ", best {}={:.4} (trial {})",
             s.metric, b.value, b.trial_index
         );
         if s.pruned > 0 {

@@ -79,10 +79,27 @@ pub async fn follow_to_end(
     summary_on_stdout: bool,
 ) -> Result<()> {
     let st = watch(client, sweep).await?;
-    if summary_on_stdout {
-        println!("{}", summary(&st));
-    } else {
-        eprintln!("{}", summary(&st));
+    let lines = match st.kind.as_str() {
+        // A scan in its own words: points, Hessian rounds, curvature (its spec comes with
+        // a status asked for, not with the watched ones).
+        "landscape" => {
+            let full = client
+                .get_status(proto::GetStatusRequest {
+                    sweep_id: sweep.to_owned(),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            crate::status::scan_lines(client, &full).await?
+        }
+        _ => vec![summary(&st)],
+    };
+    for line in lines {
+        if summary_on_stdout {
+            println!("{line}");
+        } else {
+            eprintln!("{line}");
+        }
     }
     let res = match st.failed {
         0 => proto::GetResultsResponse::default(),

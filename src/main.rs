@@ -511,7 +511,12 @@ fn run() -> Result<()> {
                             .await
                             .ok()
                             .map(|r| r.into_inner());
-                        print!("{}", status::detail(&st, files.as_ref()));
+                        // A scan in its own words: points, Hessian rounds, curvature.
+                        let scan = match st.kind.as_str() {
+                            "landscape" => status::scan_lines(&mut client, &st).await?,
+                            _ => Vec::new(),
+                        };
+                        print!("{}", status::detail(&st, &scan, files.as_ref()));
                     }
                     None => {
                         let list = client::list_all(&mut client, false).await?;

@@ -13,7 +13,7 @@ struct Tally {
     all: usize,
 }
 
-/// The lines summarising a finished scan. `states` are the units' states by unit index
+/// The lines summarising a scan, finished or running. `states` are the units' states by unit index
 /// (from the results), `meta` and `hessian` the sweep's meta.json and hessian.json
 /// (`Null` when absent).
 pub fn lines(
@@ -30,9 +30,15 @@ pub fn lines(
     let completed = proto::UnitState::Completed as i32;
     let failed = proto::UnitState::Failed as i32;
     let mut hvp_rounds_done = std::collections::BTreeSet::new();
+    let mut points_done = 0;
     for &(i, s) in states {
         let t = match l.unit(i as usize) {
-            ScanUnit::Tile(_) => &mut tiles,
+            ScanUnit::Tile(t) => {
+                if s == completed {
+                    points_done += l.tile_range(t).len();
+                }
+                &mut tiles
+            }
             ScanUnit::Curvature(_) => &mut curvature,
             ScanUnit::Curve => {
                 curve_done = Some(s == completed);
@@ -54,7 +60,10 @@ pub fn lines(
     tiles.all = l.tiles();
     curvature.all = l.curvature_points();
     let points = l.points();
-    let computed = meta["computed_points"].as_u64().unwrap_or(0) as usize;
+    // meta.json counts the points once the scan is assembled; before, its tiles do.
+    let computed = meta["computed_points"]
+        .as_u64()
+        .map_or(points_done, |n| n as usize);
     let mut head = format!(
         "{id} {state}: {computed}/{points} points in {}/{} tiles",
         tiles.done, tiles.all
@@ -77,6 +86,9 @@ pub fn lines(
                 "not converged after {} of at most {} rounds (see the residuals in hessian.json)",
                 rounds.done, rounds.all
             ),
+            None if state == "running" => {
+                format!("{} of at most {} rounds so far", rounds.done, rounds.all)
+            }
             None => format!(
                 "{} of at most {} rounds, no hessian.json",
                 rounds.done, rounds.all

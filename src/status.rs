@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use anyhow::Result;
+
 use ridgeline_common::proto;
 
 use crate::client::{self, state_name};
@@ -79,9 +81,43 @@ pub fn table(list: &[proto::SweepStatus]) -> String {
     out
 }
 
-/// One sweep: its summary line, time, and where its files are.
-pub fn detail(st: &proto::SweepStatus, files: Option<&proto::ListArtifactsResponse>) -> String {
-    let mut out = client::summary(st) + "\n";
+/// A scan's status in its own words ([`crate::scan_report`]): its results give the
+/// units' states, and meta.json and hessian.json (once written) the lowest loss and
+/// whether the Hessian converged.
+pub async fn scan_lines(
+    client: &mut client::Client,
+    st: &proto::SweepStatus,
+) -> Result<Vec<String>> {
+    let spec = ridgeline_common::spec::SweepSpec::from_json(&st.spec_json)
+        .map_err(|e| anyhow::anyhow!("the coordinator sent a spec this client cannot read: {e}"))?;
+    let Some(l) = spec.landscape.as_ref() else {
+        return Ok(Vec::new());
+    };
+    let r = client::results(client, &st.sweep_id).await?;
+    let states: Vec<(u32, i32)> = r.trials.iter().map(|t| (t.trial_index, t.state)).collect();
+    let meta = client::small_json(client, &st.sweep_id, "meta.json").await;
+    let hessian = client::small_json(client, &st.sweep_id, "hessian.json").await;
+    Ok(crate::scan_report::lines(
+        &st.sweep_id,
+        client::state_name(st.state),
+        l,
+        &states,
+        &meta,
+        &hessian,
+    ))
+}
+
+/// One sweep: its summary, time, and where its files are.
+/// `scan` holds a scan's own summary lines, which replace the line of unit counts.
+pub fn detail(
+    st: &proto::SweepStatus,
+    scan: &[String],
+    files: Option<&proto::ListArtifactsResponse>,
+) -> String {
+    let mut out = match scan {
+        [] => client::summary(st) + "\n",
+        lines => lines.join("\n") + "\n",
+    };
     let elapsed = human(Duration::from_secs_f64(st.elapsed_s.max(0.0)));
     match eta(st) {
         Some(left) => out += &format!("elapsed {elapsed}, about {} left\n", human(left)),

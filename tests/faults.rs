@@ -198,14 +198,20 @@ fn oversized_tiles_fit_the_worker_or_fail_cleanly() {
 
     let small = worker(dir.path(), &url, "small", &["--memory-bytes", "16777216"]);
     let (huge_id, st) = wait(&huge);
-    assert!(st.contains("completed: 1/1 units completed"), "{st}");
+    assert!(
+        st.contains("completed: ") && st.contains(" points in 1/1 tiles"),
+        "{st}"
+    );
     let peak = peak_rss_kib(small.child.id());
     assert!(peak < 400 * 1024, "peak RSS {peak} KiB for a 16 MiB budget");
     drop(small);
 
     let roomy = worker(dir.path(), &url, "roomy", &[]);
     let (fit_id, st) = wait(&fit);
-    assert!(st.contains("completed: 8/8 units completed"), "{st}");
+    assert!(
+        st.contains("completed: ") && st.contains(" points in 8/8 tiles"),
+        "{st}"
+    );
     let surface = |id: &str| {
         let b = std::fs::read(dir.path().join("sweeps").join(id).join("surface.npy")).unwrap();
         let hl = u16::from_le_bytes([b[8], b[9]]) as usize;
@@ -235,7 +241,7 @@ fn oversized_tiles_fit_the_worker_or_fail_cleanly() {
     .unwrap();
     let (oom_id, st) = wait(&oom);
     assert!(
-        st.contains("failed: 0/1 units completed, 0 running, 1 failed"),
+        st.contains("failed: 0/") && st.contains(" points in 0/1 tiles (1 failed)"),
         "{st}"
     );
     assert!(st.contains("1 of 1 units failed:"), "{st}");

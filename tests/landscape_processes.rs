@@ -42,7 +42,14 @@ fn scan(url: &str, spec: &Path, data_dir: &Path) -> std::path::PathBuf {
         &["status", id, "--coordinator", url],
         Duration::from_secs(30),
     );
-    assert!(st.contains("completed: 6/6 units completed"), "{st}");
+    // A scan's status in its own words: points and tiles, the lowest loss by where it
+    // lies and what it was evaluated on.
+    assert!(st.contains("completed: 28/28 points in 6/6 tiles"), "{st}");
+    assert!(
+        st.contains("lowest loss ") && st.contains(" at (x, y) = ("),
+        "{st}"
+    );
+    assert!(!st.contains("units completed"), "{st}");
     data_dir.join("sweeps").join(id)
 }
 
@@ -392,7 +399,10 @@ fn a_restarted_scan_only_computes_what_is_missing() {
         &["watch", &id, "--coordinator", &url],
         Duration::from_secs(300),
     );
-    assert!(st.contains("completed: 1500/1500 units completed"), "{st}");
+    assert!(
+        st.contains("completed: ") && st.contains(" points in 1500/1500 tiles"),
+        "{st}"
+    );
     for (f, t) in &stamps {
         assert_eq!(
             std::fs::metadata(f).unwrap().modified().unwrap(),

@@ -48,7 +48,10 @@ fn a_worker_under_an_address_space_limit_sizes_its_tiles_to_it() {
         &["watch", &id, "--coordinator", &url],
         Duration::from_secs(300),
     );
-    assert!(st.contains("completed: 1/1 units completed"), "{st}");
+    assert!(
+        st.contains("completed: ") && st.contains(" points in 1/1 tiles"),
+        "{st}"
+    );
     assert!(w.child.try_wait().unwrap().is_none(), "the worker is alive");
     let log = std::fs::read_to_string(dir.path().join("limited.log")).unwrap();
     assert!(
