@@ -218,6 +218,7 @@ impl Store {
         }
         // Deterministic fault injection for tests (`--features failpoints`): a commit that
         // fails as a full disk would.
+        #[cfg(feature = "failpoints")]
         fail::fail_point!("store::commit", |_| Err(StoreError::Sqlite(
             rusqlite::Error::SqliteFailure(
                 rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
