@@ -178,6 +178,9 @@ enum Cmd {
         sweep: Option<String>,
         #[command(flatten)]
         c: CoordinatorFlag,
+        /// Print JSON (one object, or a list of all sweeps) for programs to read.
+        #[arg(long)]
+        json: bool,
     },
     /// Follow a sweep until it ends; exit non-zero if trials failed for good.
     Watch {
@@ -492,9 +495,22 @@ fn run() -> Result<()> {
                 }
                 Ok(())
             }
-            Cmd::Status { sweep, c } => {
+            Cmd::Status { sweep, c, json } => {
                 let mut client = connect(&s, c).await?;
                 match sweep {
+                    Some(id) if json => {
+                        let st = client
+                            .get_status(proto::GetStatusRequest { sweep_id: id })
+                            .await
+                            .map_err(|e| anyhow::anyhow!("{}", e.message()))?
+                            .into_inner();
+                        println!("{}", status::json(&st));
+                    }
+                    None if json => {
+                        let list = client::list_all(&mut client, false).await?;
+                        let all: Vec<serde_json::Value> = list.iter().map(status::json).collect();
+                        println!("{}", serde_json::Value::Array(all));
+                    }
                     Some(id) => {
                         let st = client
                             .get_status(proto::GetStatusRequest {

@@ -35,6 +35,38 @@ pub fn human(d: Duration) -> String {
     }
 }
 
+/// A sweep's status as JSON, for programs (the Python package) to read.
+pub fn json(st: &proto::SweepStatus) -> serde_json::Value {
+    let best = st.best.as_ref().map(|b| {
+        serde_json::json!({
+            "trial": b.trial_index,
+            "value": b.value.is_finite().then_some(b.value),
+            "params": ridgeline_common::params::params_from_proto(&b.params).unwrap_or_default(),
+        })
+    });
+    serde_json::json!({
+        "sweep_id": st.sweep_id,
+        "name": st.name,
+        "kind": if st.kind.is_empty() { "search" } else { st.kind.as_str() },
+        "state": client::state_name(st.state),
+        "total": st.total,
+        "done": done(st),
+        "pending": st.pending,
+        "running": st.running,
+        "completed": st.completed,
+        "failed": st.failed,
+        "diverged": st.diverged,
+        "cancelled": st.cancelled,
+        "pruned": st.pruned,
+        "metric": st.metric,
+        "mode": st.mode,
+        "best": best,
+        "created_unix": st.created_unix,
+        "elapsed_s": st.elapsed_s,
+        "eta_s": eta(st).map(|d| d.as_secs_f64()),
+    })
+}
+
 /// All sweeps, a row each, newest last, columns aligned.
 pub fn table(list: &[proto::SweepStatus]) -> String {
     let mut rows = vec![

@@ -92,21 +92,30 @@ pub enum SweepKind {
 impl SweepSpec {
     /// Reads and validates a spec file (TOML, or YAML for `.yaml`/`.yml`). Relative data
     /// paths are resolved against the spec's folder, so the result can be sent anywhere.
+    ///
+    /// The path `-` reads the spec from standard input (TOML, or JSON when it starts with
+    /// `{`: the Python package submits dicts so), with relative paths taken from the
+    /// current folder; `.json` files are JSON, `.yaml`/`.yml` YAML, the rest TOML.
     pub fn from_file(path: &Path) -> Result<Self, SpecError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            SpecError::new("(file)", format!("cannot read spec: {e}")).in_file(path)
-        })?;
-        let yaml = matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        );
-        let mut spec = if yaml {
-            Self::from_yaml(&text)
+        let stdin = path == Path::new("-");
+        let text = if stdin {
+            stdin_text()
         } else {
-            Self::from_toml(&text)
+            std::fs::read_to_string(path)
         }
-        .map_err(|e| e.in_file(path))?;
-        let base = spec_folder(path);
+        .map_err(|e| SpecError::new("(file)", format!("cannot read spec: {e}")).in_file(path))?;
+        let ext = path.extension().and_then(|e| e.to_str());
+        let parsed = match ext {
+            Some("yaml" | "yml") => Self::from_yaml(&text),
+            Some("json") => Self::from_json(&text),
+            _ if stdin && text.trim_start().starts_with('{') => Self::from_json(&text),
+            _ => Self::from_toml(&text),
+        };
+        let mut spec = parsed.map_err(|e| e.in_file(path))?;
+        let base = match stdin {
+            true => spec_folder(Path::new("./-")),
+            false => spec_folder(path),
+        };
         if let Some(d) = &mut spec.data {
             d.path = base.join(&d.path);
             if let Some(l) = &d.labels {
@@ -506,6 +515,14 @@ pub const SOBOL_MAX_POINTS: u32 = 1 << 16;
 pub const SOBOL_MAX_DIMENSIONS: usize = 256;
 
 /// The absolute folder of a spec file, against which its relative paths resolve.
+/// Standard input, read once: a command may parse its spec more than once.
+fn stdin_text() -> std::io::Result<String> {
+    static TEXT: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    TEXT.get_or_init(|| std::io::read_to_string(std::io::stdin()).map_err(|e| e.to_string()))
+        .clone()
+        .map_err(std::io::Error::other)
+}
+
 fn spec_folder(path: &Path) -> PathBuf {
     // "spec.toml" has the parent "", which canonicalize refuses: it means ".".
     let base = path

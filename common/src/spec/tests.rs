@@ -210,6 +210,31 @@ fn command_trial_mistakes_name_the_key() {
             "\"--d\\u0000ir\"",
             "trial.command: contains a NUL byte",
         ),
+        (
+            "timeout = \"10m\"",
+            "function = \"train:objective\"",
+            "trial: give trial.command or trial.function, not both",
+        ),
+        (
+            "command = [\"python3\", \"train.py\", \"--lr\", \"{lr}\", \"--dir\", \"{trial_dir}\"]",
+            "kill_grace = 5",
+            "trial: expected trial.command (a program) or trial.function",
+        ),
+        (
+            "command = [\"python3\", \"train.py\", \"--lr\", \"{lr}\", \"--dir\", \"{trial_dir}\"]",
+            "function = \"train.objective\"",
+            "trial.function: expected \"package.module:function\" or \"file.py:function\", got \"train.objective\"",
+        ),
+        (
+            "command = [\"python3\", \"train.py\", \"--lr\", \"{lr}\", \"--dir\", \"{trial_dir}\"]",
+            "function = \"my-pkg:objective\"",
+            "trial.function: expected",
+        ),
+        (
+            "timeout = \"10m\"",
+            "python = \"/venv/bin/python\"",
+            "trial: python: only used with trial.function",
+        ),
     ];
     for (from, to, want) in cases {
         assert!(COMMAND.contains(from), "case text {from:?} not in COMMAND");
@@ -304,4 +329,41 @@ fn trial_config_applies_overrides() {
     assert_eq!(c.model.width, 32);
     assert_eq!(c.model.activation, Activation::Tanh);
     assert_eq!(c.train.lr, 0.01);
+}
+
+/// A Python function as the trial: the command the worker runs is derived from it (the
+/// spec's interpreter, or python3), and the wire form keeps the function, not the
+/// command, so that it reads back the same.
+#[test]
+fn a_function_trial_runs_its_function_through_the_interpreter() {
+    let text = COMMAND.replace(
+        "command = [\"python3\", \"train.py\", \"--lr\", \"{lr}\", \"--dir\", \"{trial_dir}\"]",
+        "function = \"mypkg.train:objective\"\npython = \"/venv/bin/python\"",
+    );
+    let spec = SweepSpec::from_toml(&text).unwrap();
+    let t = spec.trial.as_ref().unwrap();
+    assert_eq!(
+        t.command,
+        super::trial::Command::Argv(
+            [
+                "/venv/bin/python",
+                "-m",
+                "ridgeline._runner",
+                "mypkg.train:objective"
+            ]
+            .map(String::from)
+            .to_vec()
+        )
+    );
+    let wire = spec.to_json();
+    assert!(!wire.contains("\"command\""), "{wire}");
+    assert_eq!(SweepSpec::from_json(&wire).unwrap(), spec);
+    let plain = SweepSpec::from_toml(&text.replace("python = \"/venv/bin/python\"\n", "")).unwrap();
+    let super::trial::Command::Argv(argv) = &plain.trial.as_ref().unwrap().command else {
+        panic!("argv expected")
+    };
+    assert_eq!(argv[0], "python3");
+    // A script's function is named by its file.
+    let script = text.replace("mypkg.train:objective", "/home/u/search.py:objective");
+    assert!(SweepSpec::from_toml(&script).is_ok());
 }

@@ -18,26 +18,124 @@ pub const REPORT_PREFIX: &str = "ridgeline:";
 /// Placeholders every command may use besides the space's parameters.
 pub const BUILTIN_PLACEHOLDERS: &[&str] = &["trial_id", "attempt", "trial_dir", "sweep_id"];
 
+/// The Python module that runs a `trial.function` (in the `ridgeline` Python package).
+pub const FUNCTION_RUNNER: &str = "ridgeline._runner";
+
 /// How a command trial is started.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RawTrial", into = "RawTrial")]
 pub struct TrialSpec {
     /// The program and its arguments (a list, run directly), or one string run through
-    /// `sh -c`.
+    /// `sh -c`. For a `function` trial: `python -m ridgeline._runner module:function`.
     pub command: Command,
+    /// A Python function run as the trial, `"package.module:function"` (or
+    /// `"path/to/file.py:function"`): it gets the parameters as a dict and returns the
+    /// sweep's metric (a number) or a dict of metrics.
+    pub function: Option<String>,
+    /// The interpreter that runs `function` (default `python3`): a cluster's virtualenv.
+    pub python: Option<String>,
     /// Working directory; relative paths are relative to the spec file. Defaults to the
     /// spec's folder.
-    #[serde(default)]
     pub workdir: Option<PathBuf>,
     /// Extra environment variables.
-    #[serde(default)]
     pub env: BTreeMap<String, String>,
     /// Wall-clock limit of one attempt (seconds, or a string such as "90s", "10m", "2h").
-    #[serde(default)]
     pub timeout: Option<Seconds>,
     /// How long a stopped trial's processes get between SIGTERM and SIGKILL.
-    #[serde(default = "default_grace")]
     pub kill_grace: Seconds,
+}
+
+/// `[trial]` as written: a `command` or a `function`.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTrial {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    command: Option<Command>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    function: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    python: Option<String>,
+    #[serde(default)]
+    workdir: Option<PathBuf>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    timeout: Option<Seconds>,
+    #[serde(default = "default_grace")]
+    kill_grace: Seconds,
+}
+
+impl TryFrom<RawTrial> for TrialSpec {
+    type Error = String;
+
+    fn try_from(r: RawTrial) -> Result<Self, String> {
+        let command = match (r.command, &r.function) {
+            (Some(c), None) => {
+                if r.python.is_some() {
+                    return Err("python: only used with trial.function".into());
+                }
+                c
+            }
+            (None, Some(f)) => Command::Argv(vec![
+                r.python.clone().unwrap_or_else(|| "python3".into()),
+                "-m".into(),
+                FUNCTION_RUNNER.into(),
+                f.clone(),
+            ]),
+            (Some(_), Some(_)) => {
+                return Err("give trial.command or trial.function, not both".into());
+            }
+            (None, None) => {
+                return Err(
+                    "expected trial.command (a program) or trial.function (\"module:function\")"
+                        .into(),
+                );
+            }
+        };
+        Ok(TrialSpec {
+            command,
+            function: r.function,
+            python: r.python,
+            workdir: r.workdir,
+            env: r.env,
+            timeout: r.timeout,
+            kill_grace: r.kill_grace,
+        })
+    }
+}
+
+impl From<TrialSpec> for RawTrial {
+    fn from(t: TrialSpec) -> Self {
+        RawTrial {
+            // A function trial's command is derived from it.
+            command: t.function.is_none().then_some(t.command),
+            function: t.function,
+            python: t.python,
+            workdir: t.workdir,
+            env: t.env,
+            timeout: t.timeout,
+            kill_grace: t.kill_grace,
+        }
+    }
+}
+
+/// Whether `f` names a function as `trial.function` takes it: a dotted module path or a
+/// `.py` file, a colon, and a (dotted) attribute path.
+fn function_reference(f: &str) -> Result<(), String> {
+    let bad = || format!("expected \"package.module:function\" or \"file.py:function\", got {f:?}");
+    let (module, attr) = f.split_once(':').ok_or_else(bad)?;
+    // Python identifiers (letters, digits and `_`; no leading digit).
+    let ident = |s: &str| {
+        let mut c = s.chars();
+        c.next().is_some_and(|f| f.is_alphabetic() || f == '_')
+            && c.all(|x| x.is_alphanumeric() || x == '_')
+    };
+    let dotted = |s: &str| !s.is_empty() && s.split('.').all(ident);
+    let file = module.ends_with(".py") && !module.contains('\0');
+    if !(file || dotted(module)) || !dotted(attr) {
+        return Err(bad());
+    }
+    Ok(())
 }
 
 fn default_grace() -> Seconds {
@@ -227,6 +325,14 @@ impl TrialSpec {
         params: impl Iterator<Item = &'a String> + Clone,
         conditional: impl Fn(&str) -> bool,
     ) -> Result<(), (String, String)> {
+        if let Some(f) = &self.function {
+            function_reference(f).map_err(|e| ("trial.function".to_owned(), e))?;
+        }
+        if let Some(p) = &self.python {
+            if p.trim().is_empty() || p.contains('\0') {
+                return Err(("trial.python".into(), "expected an interpreter".into()));
+            }
+        }
         let templates: Vec<&String> = match &self.command {
             Command::Argv(v) if v.is_empty() || v[0].trim().is_empty() => {
                 return Err((

@@ -2,7 +2,7 @@
 //!
 //! Parameters reach the program as `{name}` substitutions in its command line, as
 //! `RIDGELINE_PARAMS` (one JSON object) and as `RIDGELINE_PARAM_<NAME>`; it also gets
-//! `RIDGELINE_SWEEP_ID`, `RIDGELINE_TRIAL_ID`, `RIDGELINE_ATTEMPT`, `RIDGELINE_TRIAL_DIR`
+//! `RIDGELINE_METRIC`, `RIDGELINE_SWEEP_ID`, `RIDGELINE_TRIAL_ID`, `RIDGELINE_ATTEMPT`, `RIDGELINE_TRIAL_DIR`
 //! (the same folder on every attempt, for its checkpoints), `RIDGELINE_REPORT_FILE` and,
 //! on a GPU worker, `CUDA_VISIBLE_DEVICES`. Report lines become progress; every other
 //! line of stdout and stderr goes to the trial's log. Exit 0 with the sweep's metric
@@ -62,6 +62,7 @@ fn argv(t: &TrialSpec, value: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Str
 fn environment(
     ctx: &UnitCtx<'_>,
     t: &TrialSpec,
+    metric: &str,
     params: &Params,
     trial: u32,
     dir: &Path,
@@ -71,6 +72,8 @@ fn environment(
         // Python buffers stdout when it is a pipe: reports would arrive at exit.
         ("PYTHONUNBUFFERED".into(), "1".into()),
         ("RIDGELINE_PARAMS".into(), params_json(params)),
+        // The name a function trial's returned number is reported under.
+        ("RIDGELINE_METRIC".into(), metric.to_owned()),
         ("RIDGELINE_SWEEP_ID".into(), ctx.unit.sweep_id.clone()),
         ("RIDGELINE_TRIAL_ID".into(), trial.to_string()),
         ("RIDGELINE_ATTEMPT".into(), ctx.unit.attempt.to_string()),
@@ -265,7 +268,7 @@ impl Executor for Command {
             message: format!("trial.command: {e}"),
             permanent: true,
         })?;
-        let env = environment(ctx, t, &params, trial, &dir, &report_file);
+        let env = environment(ctx, t, spec.metric(), &params, trial, &dir, &report_file);
         let grace = Duration::from_secs_f64(t.kill_grace.0);
         let (tx, rx) = mpsc::channel();
         if let Some(w) = t.workdir.as_deref().filter(|w| !w.is_dir()) {

@@ -1,0 +1,129 @@
+"""Real processes for the Python package's tests: a coordinator (with a token) and two
+workers started from the ``ridgeline`` binary the package installed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator, List
+
+import pytest
+
+import ridgeline
+from ridgeline import _cli
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+DIGITS = REPO / "examples" / "data" / "digits.csv.gz"
+TOKEN = "python-tests-token"
+
+
+class Cluster:
+    """A coordinator and its workers; ``client`` speaks to it with the right token."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.data.mkdir()
+        self.procs: List[subprocess.Popen] = []
+        self.env = dict(os.environ, RIDGELINE_TOKEN=TOKEN)
+        self.env.pop("RIDGELINE_COORDINATOR", None)
+        log = open(root / "coordinator.log", "w")
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    _cli.binary(),
+                    "coordinator",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--data-dir",
+                    str(self.data),
+                    "--metrics-listen",
+                    "off",
+                ],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        addr_file = self.data / "coordinator.addr"
+        deadline = time.monotonic() + 30
+        while not (addr_file.exists() and addr_file.read_text().strip()):
+            if self.procs[0].poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise RuntimeError(
+                    "the coordinator did not start:\n" + (root / "coordinator.log").read_text()
+                )
+            time.sleep(0.05)
+        self.url = "http://" + addr_file.read_text().strip()
+        for i in range(2):
+            wlog = open(root / f"worker{i}.log", "w")
+            self.procs.append(
+                subprocess.Popen(
+                    [
+                        _cli.binary(),
+                        "worker",
+                        "--coordinator",
+                        self.url,
+                        "--name",
+                        f"w{i}",
+                        "--trial-root",
+                        str(root / "trials"),
+                        "--metrics-listen",
+                        "off",
+                    ],
+                    env=self.env,
+                    stdout=wlog,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        self.client = ridgeline.Client(self.url, token=TOKEN)
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    def cli(self, *args: str, cwd: "Path | None" = None) -> subprocess.CompletedProcess:
+        """The CLI against this coordinator, as a user would type it."""
+        return subprocess.run(
+            [_cli.binary(), *args, "--coordinator", self.url],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+        )
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    c = Cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def in_tests_folder(monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Runs the test in this folder, where workers import the objectives module from
+    (a dict spec's relative paths and a function trial's imports start there)."""
+    monkeypatch.chdir(HERE)
+    monkeypatch.syspath_prepend(str(HERE))
+    return HERE
+
+
+def installed_binary_is_the_packages() -> bool:
+    """Whether the binary in use came with the package (not $RIDGELINE_BIN)."""
+    return (
+        "RIDGELINE_BIN" not in os.environ
+        and Path(_cli.binary()).parent == Path(sys.executable).parent
+    )

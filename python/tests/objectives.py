@@ -1,0 +1,42 @@
+"""Objectives the tests' function trials run (imported by worker processes)."""
+
+import math
+
+import ridgeline
+
+
+def quadratic(p):
+    """(x - 2)^2 + (y + 1)^2, reported at steps 1..3 with a decaying offset."""
+    base = (p["x"] - 2.0) ** 2 + (p["y"] + 1.0) ** 2
+    for step in (1, 2, 3):
+        ridgeline.report(step=step, loss=base + 1.0 / step)
+    return {"loss": base, "x_seen": p["x"]}
+
+
+def learning_curve(p):
+    """A curve over 9 steps whose level depends on lr: ASHA stops the bad ones."""
+    lr = p["lr"]
+    level = (math.log10(lr) + 2.0) ** 2
+    for step in range(1, 10):
+        ridgeline.report(step=step, val_loss=level + 1.0 / step)
+    return level + 1.0 / 9
+
+
+def raises(p):
+    raise ValueError(f"boom at x={p['x']:.3f}")
+
+
+def nan(p):
+    return float("nan")
+
+
+def every_type(p):
+    """Metrics of each type the protocol takes: ints, floats, numpy scalars, non-finite."""
+    import numpy as np
+
+    ridgeline.report(step=1, i=3, f=0.1, big=1e300, tiny=5e-324, neg=-2.5)
+    ridgeline.report(step=2, f32=np.float32(0.1), f64=np.float64(1 / 3), i64=np.int64(7))
+    ridgeline.report(step=3, inf=float("inf"), ninf=float("-inf"), other_nan=float("nan"))
+    # A non-finite final value of any metric marks a trial diverged: end on finite ones.
+    ridgeline.report(step=4, inf=1.0, ninf=-1.0, other_nan=0.0)
+    return 1.0
