@@ -90,8 +90,8 @@ def run(
 
 
 def function_reference(fn: Callable[..., Any]) -> str:
-    """How a worker finds ``fn``: ``"module:qualname"``, or ``"file.py:name"`` for a
-    function of the script being run."""
+    """How a worker finds ``fn``: ``"package.module:qualname"`` for a package's function,
+    ``"/abs/path/file.py:name"`` for one of the script being run or of a module file."""
     qual = getattr(fn, "__qualname__", "")
     module = getattr(fn, "__module__", None)
     if not qual or "<" in qual or module is None:
@@ -108,6 +108,12 @@ def function_reference(fn: Callable[..., Any]) -> str:
                 "process cannot import it: put it in a .py file next to the notebook and "
                 "import it from there"
             )
+        return f"{os.path.abspath(path)}:{qual}"
+    loaded = sys.modules.get(module)
+    path = getattr(loaded, "__file__", None)
+    if "." not in module and path is not None and path.endswith(".py"):
+        # A module next to the script (not an installed package): found by its file, so
+        # that workers in another folder import it too.
         return f"{os.path.abspath(path)}:{qual}"
     return f"{module}:{qual}"
 

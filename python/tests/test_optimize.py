@@ -184,4 +184,20 @@ def test_a_notebook_function_is_refused_with_the_way_out():
 
     with pytest.raises(ValueError, match="not a lambda"):
         function_reference(lambda p: 0.0)
-    assert function_reference(objectives.quadratic) == "objectives:quadratic"
+    assert function_reference(objectives.quadratic) == f"{objectives.__file__}:quadratic"
+    assert function_reference(ridgeline.trial.report) == "ridgeline.trial:report"
+
+
+def test_the_package_runs_its_own_binary():
+    """Installed with pip, the module finds the binary the wheel put beside the
+    interpreter (unless RIDGELINE_BIN points elsewhere, as in a development tree)."""
+    import os
+
+    if "RIDGELINE_BIN" in os.environ:
+        assert _cli.binary() == os.environ["RIDGELINE_BIN"]
+        return
+    binary = os.path.realpath(_cli.binary())
+    assert binary.startswith(os.path.realpath(sys.prefix)), (binary, sys.prefix)
+    assert "site-packages" in ridgeline.__file__, ridgeline.__file__
+    version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True)
+    assert version.stdout.startswith("ridgeline ")
