@@ -66,6 +66,25 @@ class Sweep:
         """A local folder with the sweep's files (downloaded once when remote)."""
         raise NotImplementedError
 
+    def wait(
+        self, progress: bool = True, timeout: Optional[float] = None, poll_s: float = 0.5
+    ) -> Dict[str, Any]:
+        """Waits until the sweep ends and returns its final status (a finished run's
+        sweep has ended already)."""
+        return self.status()
+
+    def cancel(self) -> None:
+        """Cancels the sweep (only a sweep on a coordinator runs to be cancelled)."""
+        raise RidgelineError(f"sweep {self.id} has finished: nothing to cancel")
+
+    def resume(self) -> None:
+        """Runs a cancelled search again from where it stopped (on a coordinator; for a
+        run, call ``ridgeline.run`` with the same spec and ``out`` again)."""
+        raise RidgelineError(
+            f"sweep {self.id} ran with ridgeline.run: run the same spec with the same out "
+            "to continue it"
+        )
+
     # Built on those.
     def best(self) -> Optional[Dict[str, Any]]:
         """The best completed trial: ``{"trial", "value", "params"}``, or None."""

@@ -201,3 +201,33 @@ def test_the_package_runs_its_own_binary():
     assert "site-packages" in ridgeline.__file__, ridgeline.__file__
     version = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True)
     assert version.stdout.startswith("ridgeline ")
+
+
+def test_framework_metrics_become_numbers():
+    from ridgeline.integrations import numbers
+
+    class OneElement:  # what a scalar tensor offers
+        def numel(self):
+            return 1
+
+        def item(self):
+            return 0.25
+
+    class Many(OneElement):
+        def numel(self):
+            return 3
+
+    got = numbers(
+        {
+            "eval_loss": 0.5,
+            "epoch": 2,
+            "t": OneElement(),
+            "v": Many(),
+            "np": np.float32(1.5),
+            "name": "x",
+            "flag": True,
+            "nan": float("nan"),
+        }
+    )
+    assert got.pop("nan") != got.get("nan", 0.0)  # NaN kept (it marks divergence)
+    assert got == {"eval_loss": 0.5, "epoch": 2.0, "t": 0.25, "np": 1.5}
