@@ -344,6 +344,8 @@ async fn finish_landscape(
     for f in [
         "points.npy",
         "accuracy.npy",
+        "val_surface.npy",
+        "val_accuracy.npy",
         "x.npy",
         "y.npy",
         "surface.csv",

@@ -117,10 +117,19 @@ pub fn lines(
         };
         let ev = &meta["evaluated_on"];
         let on = match (ev["samples"].as_f64(), ev["split"].as_str()) {
-            (Some(n), Some(split)) => match ev["tokens_per_sample"].as_u64() {
-                Some(t) => format!(", on {n:.0} windows of {t} tokens of the {split} split"),
-                None => format!(", on {n:.0} samples of the {split} split"),
-            },
+            (Some(n), Some(split)) => {
+                // `both`: the surface is the train split's; val_surface.npy is beside it.
+                let (split, also) = match split {
+                    "both" => ("train", " (and the val split: val_surface.npy)"),
+                    s => (s, ""),
+                };
+                match ev["tokens_per_sample"].as_u64() {
+                    Some(t) => {
+                        format!(", on {n:.0} windows of {t} tokens of the {split} split{also}")
+                    }
+                    None => format!(", on {n:.0} samples of the {split} split{also}"),
+                }
+            }
             _ => String::new(),
         };
         out.push(format!("lowest loss {v:.4}{place}{on}"));

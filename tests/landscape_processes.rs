@@ -442,3 +442,97 @@ fn wait_for_file_to_exist(path: &Path, timeout: Duration) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `split = "both"` evaluates every point on the training and the validation split: its
+/// surface is, bit for bit, the scan on the training split, its val_surface.npy the scan
+/// on the validation split, and its surface.h5 holds what the loss-landscape reference's
+/// plot_1D.py reads (`train_loss`, `train_acc`, and `test_loss` beside them).
+#[test]
+fn a_scan_of_both_splits_is_the_two_scans_and_feeds_plot_1d() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = scan_fixture(dir.path(), 0, 9, 1, 4);
+    let text = std::fs::read_to_string(&spec).unwrap();
+    let one_d: String = text
+        .lines()
+        .filter(|l| !l.starts_with("y = "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let sweep_dir = |split: &str| {
+        let path = dir.path().join(format!("{split}.toml"));
+        std::fs::write(
+            &path,
+            one_d.replace("split = \"train\"", &format!("split = \"{split}\"")),
+        )
+        .unwrap();
+        let out = dir.path().join(format!("out-{split}"));
+        let o = run_embedded_with(&path, 1, &out, Duration::from_secs(300), &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+        let only = std::fs::read_dir(out.join("sweeps"))
+            .unwrap()
+            .next()
+            .unwrap();
+        (only.unwrap().path(), stdout)
+    };
+    let (train, _) = sweep_dir("train");
+    let (val, _) = sweep_dir("val");
+    let (both, said) = sweep_dir("both");
+    let bytes = |d: &Path, f: &str| std::fs::read(d.join(f)).unwrap();
+    assert_eq!(bytes(&both, "surface.npy"), bytes(&train, "surface.npy"));
+    assert_eq!(bytes(&both, "val_surface.npy"), bytes(&val, "surface.npy"));
+    assert_eq!(
+        bytes(&both, "val_accuracy.npy"),
+        bytes(&val, "accuracy.npy")
+    );
+    assert_ne!(bytes(&train, "surface.npy"), bytes(&val, "surface.npy"));
+    assert!(
+        said.contains("of the train split (and the val split: val_surface.npy)"),
+        "{said}"
+    );
+    assert!(said.contains("val_surface.npy"), "{said}");
+    // What plot_1D.py does with the file: asserts train_loss, reads train_acc, and
+    // draws test_loss when present.
+    let py = python_with(&["h5py"]);
+    let script = r#"
+import h5py, json, sys
+f = h5py.File(sys.argv[1], "r")
+assert "train_loss" in f.keys(), "'train_loss' does not exist"
+x, train_loss, train_acc = f["xcoordinates"][:], f["train_loss"][:], f["train_acc"][:]
+test_loss = f["test_loss"][:] if "test_loss" in f.keys() else None
+print(json.dumps({"keys": sorted(f.keys()), "x": len(x), "acc": len(train_acc),
+                  "train": train_loss.tolist(), "test": test_loss.tolist()}))
+"#;
+    let out = std::process::Command::new(&py)
+        .args(["-c", script])
+        .arg(both.join("surface.h5"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        e["keys"],
+        serde_json::json!([
+            "test_acc",
+            "test_loss",
+            "train_acc",
+            "train_loss",
+            "xcoordinates"
+        ])
+    );
+    assert_eq!((e["x"].as_u64(), e["acc"].as_u64()), (Some(9), Some(9)));
+    let npy = |d: &Path, f: &str| -> Vec<f64> {
+        let b = bytes(d, f);
+        b[b.len() - 9 * 8..]
+            .chunks(8)
+            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    };
+    let as_vec = |v: &serde_json::Value| -> Vec<f64> { serde_json::from_value(v.clone()).unwrap() };
+    assert_eq!(as_vec(&e["train"]), npy(&train, "surface.npy"));
+    assert_eq!(as_vec(&e["test"]), npy(&val, "surface.npy"));
+    assert!(both.join("curve.png").exists());
+}

@@ -79,6 +79,12 @@ pub enum LossKind {
     Mse,
 }
 
+/// Name of a scan tile's values (every point's loss, then its accuracy; f64, little
+/// endian) in the tile's result, and in its unit folder on the coordinator.
+pub const TILE_FILE: &str = "tile.f64";
+/// The same for the second split of a `split = "both"` scan (the validation split).
+pub const SECOND_TILE_FILE: &str = "tile_val.f64";
+
 /// Which split of the data the loss is evaluated on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -88,6 +94,26 @@ pub enum Split {
     Train,
     /// The validation split.
     Val,
+    /// Both: the surface on the training split, and the same points on the validation
+    /// split as a second surface (`val_surface.npy`; `train_*` and `test_*` in
+    /// surface.h5, as the loss-landscape reference's 1-D plots expect). Tiles cost twice
+    /// as much; the Hessian and curvature use the training split.
+    Both,
+}
+
+impl Split {
+    /// The split the surface (and the Hessian, curvature and curves) are evaluated on.
+    pub fn primary(self) -> Split {
+        match self {
+            Split::Both => Split::Train,
+            s => s,
+        }
+    }
+
+    /// The second surface's split, when there is one.
+    pub fn second(self) -> Option<Split> {
+        (self == Split::Both).then_some(Split::Val)
+    }
 }
 
 /// Where the directions come from.

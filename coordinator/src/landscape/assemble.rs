@@ -6,7 +6,7 @@ use std::path::Path;
 use ridgeline_common::landscape::{CurveKind, CurveSpec, DirectionKind, Split};
 use ridgeline_common::spec::SweepSpec;
 
-use super::TILE_FILE;
+use super::{SECOND_TILE_FILE, TILE_FILE};
 
 /// Writes a 2-D (or 1-D) float64 array in NumPy's `.npy` format (version 1.0).
 pub fn write_npy(path: &Path, shape: &[usize], data: &[f64]) -> std::io::Result<()> {
@@ -141,6 +141,9 @@ fn write_csv(path: &Path, rows: impl Iterator<Item = [f64; 4]>) -> std::io::Resu
     w.flush()
 }
 
+/// A computed point: its index in the grid, its loss and its accuracy.
+type PointValue = (usize, f64, f64);
+
 /// Complete grids up to this many points get dense `surface.npy`/`accuracy.npy`:
 /// 128 MiB per array. Larger ones, and partial grids over [`PLOT_POINTS`], get just the
 /// computed points.
@@ -179,21 +182,38 @@ pub fn assemble(
         .collect();
     tiles.sort_unstable();
     tiles.dedup();
-    // (point index, loss, accuracy) of every computed point, in grid order.
-    let mut computed: Vec<(usize, f64, f64)> = Vec::new();
+    // (point index, loss, accuracy) of every computed point, in grid order; `second`:
+    // the same on the second split (`split = "both"`).
+    let mut computed: Vec<PointValue> = Vec::new();
+    let mut second: Option<Vec<PointValue>> = l.split.second().map(|_| Vec::new());
     let mut unreadable = 0;
     for &t in &tiles {
         let range = l.tile_range(t as usize);
-        match crate::fsafe::read(tile_dir(t).join(TILE_FILE)) {
-            Ok(b) => {
-                let (lv, av) = read_tile(&b, range.len())?;
-                computed.extend(
-                    range
-                        .zip(lv.into_iter().zip(av))
-                        .map(|(k, (a, b))| (k, a, b)),
-                );
+        let read = |name: &str| -> Result<Option<Vec<PointValue>>, String> {
+            let Ok(b) = crate::fsafe::read(tile_dir(t).join(name)) else {
+                return Ok(None);
+            };
+            let (lv, av) = read_tile(&b, range.len())?;
+            Ok(Some(
+                range
+                    .clone()
+                    .zip(lv.into_iter().zip(av))
+                    .map(|(k, (a, b))| (k, a, b))
+                    .collect(),
+            ))
+        };
+        let values = read(TILE_FILE)?;
+        let values2 = match second {
+            Some(_) => read(SECOND_TILE_FILE)?,
+            None => None,
+        };
+        match (values, &mut second) {
+            (Some(v), None) => computed.extend(v),
+            (Some(v), Some(all2)) if values2.is_some() => {
+                computed.extend(v);
+                all2.extend(values2.expect("checked"));
             }
-            Err(_) => unreadable += 1,
+            _ => unreadable += 1,
         }
     }
     let missing = l.tiles() - tiles.len() + unreadable;
@@ -210,19 +230,26 @@ pub fn assemble(
     } else {
         PLOT_POINTS
     };
-    let dense = (points <= dense_limit).then(|| {
+    let grid = |values: &[PointValue]| {
         let mut loss = vec![f64::NAN; points];
         let mut acc = vec![f64::NAN; points];
-        for &(k, a, b) in &computed {
+        for &(k, a, b) in values {
             loss[k] = a;
             acc[k] = b;
         }
         (loss, acc)
-    });
-    if let Some((loss, acc)) = &dense {
-        for (name, data) in [("surface.npy", loss), ("accuracy.npy", acc)] {
-            let p = sweep_dir.join(name);
-            write_npy(&p, &shape, data).map_err(|e| io(&p, e))?;
+    };
+    let dense = (points <= dense_limit).then(|| grid(&computed));
+    let dense2 = second
+        .as_deref()
+        .filter(|_| points <= dense_limit)
+        .map(grid);
+    for (prefix, arrays) in [("", &dense), ("val_", &dense2)] {
+        if let Some((loss, acc)) = arrays {
+            for (name, data) in [("surface.npy", loss), ("accuracy.npy", acc)] {
+                let p = sweep_dir.join(format!("{prefix}{name}"));
+                write_npy(&p, &shape, data).map_err(|e| io(&p, e))?;
+            }
         }
     }
     if missing > 0 {
@@ -322,18 +349,28 @@ pub fn assemble(
     crate::fsafe::write_atomic(&p, serde_json::to_vec_pretty(&meta).expect("json"))
         .map_err(|e| io(&p, e))?;
     let (xs, ys) = (l.x_axis().values(), l.y.as_ref().map(|y| y.values()));
-    let split = match l.split {
-        Split::Train => "train",
-        Split::Val => "test",
-    };
+    // The reference's names: `train` for our train split, `test` for val.
+    let mut splits = vec![super::export::SplitValues {
+        name: match l.split.primary() {
+            Split::Val => "test",
+            _ => "train",
+        },
+        loss: &loss,
+        acc: &acc,
+    }];
+    if let Some((vloss, vacc)) = &dense2 {
+        splits.push(super::export::SplitValues {
+            name: "test",
+            loss: vloss,
+            acc: vacc,
+        });
+    }
     super::export::write_h5(
         &sweep_dir.join("surface.h5"),
         &super::export::Surface {
             xs: &xs,
             ys: ys.as_deref(),
-            loss: &loss,
-            acc: &acc,
-            split,
+            splits: &splits,
         },
     )?;
     if points > PLOT_POINTS || computed.is_empty() {
@@ -376,6 +413,7 @@ pub fn assemble(
         &super::describe::labels(sweep_dir, spec, &directions, "loss"),
         &loss,
         &acc,
+        dense2.as_ref().map(|(l, a)| (l.as_slice(), a.as_slice())),
         &xs,
         ys.as_deref(),
         path.as_ref(),

@@ -62,8 +62,10 @@ pub fn labels(
         .path
         .file_name()
         .map_or_else(|| "data".into(), |f| f.to_string_lossy().into_owned());
+    // A "both" scan's pictures are of its training surface (the validation curve of a
+    // 1-D scan is drawn beside it, dashed).
     let split = match l.split {
-        Split::Train => "train",
+        Split::Train | Split::Both => "train",
         Split::Val => "validation",
     };
     let norm = directions["normalization"].as_str().unwrap_or("filter");

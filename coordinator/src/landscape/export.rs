@@ -7,26 +7,32 @@ use std::path::Path;
 
 use hdf5_pure::{AttrValue, FileBuilder};
 
+/// One split's values on the grid.
+pub struct SplitValues<'a> {
+    /// `train` or `test` (the reference's names for our `train` and `val` splits).
+    pub name: &'a str,
+    /// Loss in our grid order: row-major `[ny, nx]` (row `i` is `y[i]`).
+    pub loss: &'a [f64],
+    /// Accuracy in [0, 1], same order (NaN for regression).
+    pub acc: &'a [f64],
+}
+
 /// What a surface file holds.
 pub struct Surface<'a> {
     /// x values.
     pub xs: &'a [f64],
     /// y values (2-D scans).
     pub ys: Option<&'a [f64]>,
-    /// Loss in our grid order: row-major `[ny, nx]` (row `i` is `y[i]`).
-    pub loss: &'a [f64],
-    /// Accuracy in [0, 1], same order (NaN for regression).
-    pub acc: &'a [f64],
-    /// `train` or `test` (the reference's names for our `train` and `val` splits).
-    pub split: &'a str,
+    /// The splits evaluated: one, or train and test (`split = "both"`).
+    pub splits: &'a [SplitValues<'a>],
 }
 
 /// `surface.h5`: `xcoordinates`, `ycoordinates` (2-D), `{split}_loss` and `{split}_acc`
-/// as the reference writes them. Its arrays have shape `(len(x), len(y))` but are
-/// filled in `meshgrid(x, y)` order (its `get_job_indices`), which for a non-square grid
-/// means reshaping to `(len(y), len(x))` to index `[y, x]`; our flat order is the same,
-/// so the data are stored as they are with the reference's shape. Accuracy is in percent,
-/// as the reference's `eval_loss` returns it.
+/// for each split, as the reference writes them. Its arrays have shape
+/// `(len(x), len(y))` but are filled in `meshgrid(x, y)` order (its `get_job_indices`),
+/// which for a non-square grid means reshaping to `(len(y), len(x))` to index `[y, x]`;
+/// our flat order is the same, so the data are stored as they are with the reference's
+/// shape. Accuracy is in percent, as the reference's `eval_loss` returns it.
 pub fn write_h5(path: &Path, s: &Surface<'_>) -> Result<(), String> {
     let shape: Vec<u64> = match s.ys {
         Some(ys) => vec![s.xs.len() as u64, ys.len() as u64],
@@ -34,7 +40,6 @@ pub fn write_h5(path: &Path, s: &Surface<'_>) -> Result<(), String> {
     };
     let note = "reference layout (loss-landscape plot_surface.py): shape (len(x), len(y)), \
                 values in meshgrid(x, y) order; reshape to (len(y), len(x)) to index [y, x]";
-    let percent: Vec<f64> = s.acc.iter().map(|a| a * 100.0).collect();
     let mut b = FileBuilder::new();
     b.create_dataset("xcoordinates")
         .with_f64_data(s.xs)
@@ -44,14 +49,17 @@ pub fn write_h5(path: &Path, s: &Surface<'_>) -> Result<(), String> {
             .with_f64_data(ys)
             .with_shape(&[ys.len() as u64]);
     }
-    b.create_dataset(&format!("{}_loss", s.split))
-        .with_f64_data(s.loss)
-        .with_shape(&shape)
-        .set_attr("layout", AttrValue::String(note.into()));
-    b.create_dataset(&format!("{}_acc", s.split))
-        .with_f64_data(&percent)
-        .with_shape(&shape)
-        .set_attr("unit", AttrValue::String("percent".into()));
+    for split in s.splits {
+        let percent: Vec<f64> = split.acc.iter().map(|a| a * 100.0).collect();
+        b.create_dataset(&format!("{}_loss", split.name))
+            .with_f64_data(split.loss)
+            .with_shape(&shape)
+            .set_attr("layout", AttrValue::String(note.into()));
+        b.create_dataset(&format!("{}_acc", split.name))
+            .with_f64_data(&percent)
+            .with_shape(&shape)
+            .set_attr("unit", AttrValue::String("percent".into()));
+    }
     let bytes = b.finish().map_err(|e| format!("{}: {e}", path.display()))?;
     crate::fsafe::write_atomic(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
 }

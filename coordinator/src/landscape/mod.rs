@@ -29,8 +29,7 @@ pub const MODEL_JSON: &str = "model.json";
 pub const MODEL_WEIGHTS: &str = "model.safetensors";
 /// The directions, `x.<name>` and `y.<name>` for every parameter tensor.
 pub const DIRECTIONS: &str = "directions.safetensors";
-/// Name of a scan tile's values inside its unit folder.
-pub const TILE_FILE: &str = "tile.f64";
+pub use ridgeline_common::landscape::{SECOND_TILE_FILE, TILE_FILE};
 
 /// The tensors of a Ridgeline checkpoint that directions cover, in file order: every
 /// f32 tensor but the input normalisation (`input.*`) stored with MLPs.

@@ -14,6 +14,7 @@ pub(super) fn draw_1d(
     labels: &Labels,
     loss: &[f64],
     acc: &[f64],
+    second: Option<(&[f64], &[f64])>,
     xs: &[f64],
     barrier: Option<Barrier>,
 ) -> Result<(), String> {
@@ -21,7 +22,12 @@ pub(super) fn draw_1d(
     super::render_png(path, (800, 520), |root| {
         root.fill(&WHITE).map_err(err)?;
         let body = labels.header(&root)?;
-        let f: Vec<f64> = loss.iter().copied().filter(|v| v.is_finite()).collect();
+        let f: Vec<f64> = loss
+            .iter()
+            .chain(second.map_or(&[][..], |s| s.0))
+            .copied()
+            .filter(|v| v.is_finite())
+            .collect();
         let hi = f.iter().copied().fold(f64::MIN, f64::max);
         let lo = f.iter().copied().fold(f64::MAX, f64::min).min(0.0);
         let (x0, x1) = (xs[0], xs[xs.len() - 1]);
@@ -67,6 +73,36 @@ pub(super) fn draw_1d(
                 .map_err(err)?
                 .label("accuracy (right axis)")
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED.stroke_width(2)));
+        }
+        if let Some((vloss, vacc)) = second {
+            // `split = "both"`: the validation split's curves, dashed.
+            let dashed = |c: RGBColor| {
+                move |(x, y): (i32, i32)| {
+                    PathElement::new(vec![(x, y), (x + 6, y)], c.stroke_width(2))
+                }
+            };
+            chart
+                .draw_series(DashedLineSeries::new(
+                    pts(vloss),
+                    6,
+                    4,
+                    BLUE.stroke_width(2),
+                ))
+                .map_err(err)?
+                .label("validation loss")
+                .legend(dashed(BLUE));
+            if vacc.iter().any(|v| v.is_finite()) {
+                chart
+                    .draw_secondary_series(DashedLineSeries::new(
+                        pts(vacc),
+                        6,
+                        4,
+                        RED.stroke_width(2),
+                    ))
+                    .map_err(err)?
+                    .label("validation accuracy (right axis)")
+                    .legend(dashed(RED));
+            }
         }
         if let Some(b) = barrier {
             // The loss at the two checkpoints, interpolated where they fall between points.

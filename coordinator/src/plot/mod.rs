@@ -218,6 +218,7 @@ pub fn plots(
     labels: &Labels,
     loss: &[f64],
     acc: &[f64],
+    second: Option<(&[f64], &[f64])>,
     xs: &[f64],
     ys: Option<&[f64]>,
     trajectory: Option<&Trajectory>,
@@ -237,7 +238,15 @@ pub fn plots(
             draw_2d(&dir.join("heatmap.png"), labels, loss, xs, ys, 0, None)?;
             draw_3d(&dir.join("surface3d.png"), labels, loss, xs, ys)
         }
-        None => draw_1d(&dir.join("curve.png"), labels, loss, acc, xs, barrier),
+        None => draw_1d(
+            &dir.join("curve.png"),
+            labels,
+            loss,
+            acc,
+            second,
+            xs,
+            barrier,
+        ),
     }
 }
 
@@ -364,6 +373,7 @@ mod tests {
             &labels,
             &z,
             &z,
+            None,
             &xs,
             Some(&ys),
             Some(&path),
@@ -379,6 +389,7 @@ mod tests {
             &labels,
             &z[..11],
             &z[..11],
+            Some((&z[11..22], &z[11..22])),
             &xs,
             None,
             None,

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::Device;
-use ridgeline_common::landscape::{HvpMethod, LossKind, ScanUnit, flat_order};
+use ridgeline_common::landscape::{
+    HvpMethod, LandscapeSpec, LossKind, SECOND_TILE_FILE, ScanUnit, TILE_FILE, flat_order,
+};
 use ridgeline_common::spec::SweepSpec;
 
 use super::eval::{Loss, Plane};
@@ -313,7 +315,8 @@ fn run_curvature(
 }
 
 /// Evaluates tile `tile` of a scan. The artifact `tile.f64` holds the tile's losses and
-/// then its accuracies, as little-endian f64, in point order.
+/// then its accuracies, as little-endian f64, in point order; with `split = "both"`,
+/// `tile_val.f64` the same on the validation split.
 pub fn run_tile(
     sweep: &str,
     spec: &SweepSpec,
@@ -324,33 +327,19 @@ pub fn run_tile(
 ) -> Result<TrialOutput, UnitError> {
     let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
     let s = scan(sweep, spec, fetch, device, memory_bytes)?;
-    let s = s.lock().expect("scan lock");
+    let mut s = s.lock().expect("scan lock");
     let points: Vec<(f64, f64)> = l.tile_range(tile as usize).map(|k| l.point(k)).collect();
     if points.is_empty() {
         return Err(format!("tile {tile} is past the end of the grid").into());
     }
-    let values = match s.model.config() {
-        ModelConfig::Mlp(c) => {
-            mlp_tile(&s, &c.dims(), l.loss, l.batch_size, &points, memory_bytes)?
-        }
-        _ if l.loss == LossKind::Mse => {
-            return Err(UnitError {
-                message: "landscape.loss = \"mse\" is for MLP regression checkpoints".into(),
-                permanent: true,
-            });
-        }
-        _ => {
-            let chunk = chunk_items(&s, l.batch_size, memory_bytes)?;
-            perturb::evaluate_points(&s, &points, chunk)
-                .map_err(|e| UnitError::from(e.to_string()))?
-        }
-    };
-    let mut bytes = Vec::with_capacity(points.len() * 16);
-    for v in &values {
-        bytes.extend_from_slice(&v.loss.to_le_bytes());
-    }
-    for v in &values {
-        bytes.extend_from_slice(&v.accuracy.to_le_bytes());
+    let values = tile_values(&s, l, &points, memory_bytes)?;
+    let mut artifacts = vec![(TILE_FILE.into(), tile_bytes(&values))];
+    // `split = "both"`: the same points on the second split's data, as a second file.
+    if let Some(other) = s.second.take() {
+        let primary = std::mem::replace(&mut s.data, other);
+        let second = tile_values(&s, l, &points, memory_bytes);
+        s.second = Some(std::mem::replace(&mut s.data, primary));
+        artifacts.push((SECOND_TILE_FILE.into(), tile_bytes(&second?)));
     }
     // NaN points stay NaN in the surface; the scan goes on.
     let min = values
@@ -369,8 +358,40 @@ pub fn run_tile(
     Ok(TrialOutput {
         end: TrialEnd::Completed,
         final_metrics,
-        artifacts: vec![("tile.f64".into(), bytes)],
+        artifacts,
     })
+}
+
+/// A tile's file: every point's loss, then every point's accuracy (f64, little endian).
+fn tile_bytes(values: &[super::eval::PointValue]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(values.len() * 16);
+    for v in values {
+        bytes.extend_from_slice(&v.loss.to_le_bytes());
+    }
+    for v in values {
+        bytes.extend_from_slice(&v.accuracy.to_le_bytes());
+    }
+    bytes
+}
+
+/// Loss and accuracy at each point, on the scan's current data.
+fn tile_values(
+    s: &Loaded,
+    l: &LandscapeSpec,
+    points: &[(f64, f64)],
+    memory_bytes: u64,
+) -> Result<Vec<super::eval::PointValue>, UnitError> {
+    match s.model.config() {
+        ModelConfig::Mlp(c) => mlp_tile(s, &c.dims(), l.loss, l.batch_size, points, memory_bytes),
+        _ if l.loss == LossKind::Mse => Err(UnitError {
+            message: "landscape.loss = \"mse\" is for MLP regression checkpoints".into(),
+            permanent: true,
+        }),
+        _ => {
+            let chunk = chunk_items(s, l.batch_size, memory_bytes)?;
+            perturb::evaluate_points(s, points, chunk).map_err(|e| UnitError::from(e.to_string()))
+        }
+    }
 }
 
 /// The MLP's fast path: a tile's points in one batched pass (`eval.rs`), in chunks of

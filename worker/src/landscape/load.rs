@@ -55,8 +55,10 @@ pub struct Loaded {
     pub d1: Vec<Tensor>,
     /// y direction (2-D scans).
     pub d2: Option<Vec<Tensor>>,
-    /// The data.
+    /// The data the surface, the Hessian and curvature are evaluated on.
     pub data: EvalData,
+    /// The second surface's data (`split = "both"`: the validation split).
+    pub second: Option<EvalData>,
     /// FNV-1a of the directions' f32 bytes (48 bits), reported with every tile so that
     /// runs can check that every worker scanned along the same directions.
     pub digest: u64,
@@ -207,9 +209,10 @@ fn directions(
     Ok((d1, it.next()))
 }
 
-/// The scan's evaluation data for `model`.
+/// The scan's evaluation data for `model`, on `split`.
 fn eval_data(
     spec: &SweepSpec,
+    split: Split,
     model: &dyn Model,
     config: &ModelConfig,
     gguf_bytes: Option<&[u8]>,
@@ -240,7 +243,7 @@ fn eval_data(
                     d.context, c.context
                 ));
             }
-            let mut starts = t.windows(l.split == Split::Val, d.context);
+            let mut starts = t.windows(split == Split::Val, d.context);
             let mut keep = starts.len();
             if let Some(n) = l.samples {
                 keep = keep.min(n);
@@ -253,13 +256,13 @@ fn eval_data(
             Ok(EvalData::Text { x, y })
         }
         (Data::Table(ds), _) if model.task() == crate::models::Task::Classification => {
-            let split = match l.split {
-                Split::Train => &ds.train,
+            let rows = match split {
                 Split::Val => &ds.val,
+                Split::Train | Split::Both => &ds.train,
             };
             let s = match l.samples {
-                Some(n) => split.head(n),
-                None => split.clone(),
+                Some(n) => rows.head(n),
+                None => rows.clone(),
             };
             let x = Tensor::from_slice(&s.x, (s.len(), s.dim), device).map_err(e)?;
             let y = match l.loss {
@@ -281,7 +284,7 @@ fn eval_data(
                                 "{}: sample {} of the {} split has label {y}, but the model has {k} classes (labels 0..{})",
                                 d.path.display(),
                                 i + 1,
-                                if l.split == Split::Val {
+                                if split == Split::Val {
                                     "validation"
                                 } else {
                                     "training"
@@ -348,19 +351,26 @@ pub fn load(
         dirs.push(d2);
     }
     let digest = digest(&dirs)?;
-    let data = eval_data(
-        spec,
-        model.as_ref(),
-        &config,
-        gguf_bytes.as_deref().map(|b| b.as_slice()),
-        device,
-    )?;
+    let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
+    let data_on = |split| {
+        eval_data(
+            spec,
+            split,
+            model.as_ref(),
+            &config,
+            gguf_bytes.as_deref().map(|b| b.as_slice()),
+            device,
+        )
+    };
+    let data = data_on(l.split.primary())?;
+    let second = l.split.second().map(data_on).transpose()?;
     Ok(Loaded {
         model,
         base,
         d1,
         d2,
         data,
+        second,
         digest,
     })
 }
