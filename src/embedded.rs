@@ -157,7 +157,7 @@ async fn run_one(
             );
             st.sweep_id
         }
-        Some(st) if st.state == cancelled && spec.kind == SweepKind::Search => {
+        Some(st) if st.state == cancelled => {
             client::resume(client, &st.sweep_id).await?;
             eprintln!(
                 "sweep {}: resuming it after its cancellation; --fresh starts a new one",

@@ -192,8 +192,8 @@ enum Cmd {
         #[arg(long)]
         allow_failures: bool,
     },
-    /// Run a cancelled search again from where it stopped: finished trials stay, the
-    /// cancelled and never-run ones run.
+    /// Run a cancelled sweep again from where it stopped: finished trials (tiles) stay,
+    /// the cancelled and never-run ones run (a scan's unfinished Hessian does not).
     Resume {
         /// Sweep id.
         sweep: String,

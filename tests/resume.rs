@@ -323,3 +323,81 @@ fn a_search_without_a_seed_gets_one_and_reruns_exactly_from_it() {
     assert_eq!(seed_c, seed_a);
     assert_eq!(params(&c), pa);
 }
+
+/// A scan cancelled halfway and resumed computes only its missing tiles, and its surface
+/// is bit for bit the uninterrupted scan's.
+#[test]
+fn a_cancelled_scan_resumes_and_ends_with_the_uninterrupted_surface() {
+    let dir = KeptOnFailure::new();
+    let spec = scan_fixture(dir.path(), 4, 61, 41, 4);
+    let (_coord, url) = coordinator(dir.path(), &[]);
+    let w = worker(dir.path(), &url, "w", &[]);
+    let id = submit(&spec, &url);
+    let completed = || -> Vec<u64> {
+        results(&id, &url)["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["state"] == "completed")
+            .map(|t| t["trial"].as_u64().unwrap())
+            .collect()
+    };
+    wait_until("20 tiles", Duration::from_secs(120), || {
+        completed().len() >= 20
+    });
+    run_ok(
+        &["cancel", &id, "--coordinator", &url],
+        Duration::from_secs(30),
+    );
+    let before = completed();
+    assert!(before.len() < 626, "the scan ended before it was cancelled");
+    let tile_dir = |t: u64| {
+        dir.path()
+            .join("sweeps")
+            .join(&id)
+            .join("trials")
+            .join(format!("{t:05}"))
+    };
+    let stamps: Vec<_> = before
+        .iter()
+        .map(|t| {
+            std::fs::metadata(tile_dir(*t).join("tile.f64"))
+                .unwrap()
+                .modified()
+                .unwrap()
+        })
+        .collect();
+    let o = run(
+        &["resume", &id, "--coordinator", &url, "--wait"],
+        Duration::from_secs(600),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // The scan's own summary of the resumed run: every tile, none counted twice.
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        said.contains("completed: 2501/2501 points in 626/626 tiles"),
+        "{said}"
+    );
+    for (t, stamp) in before.iter().zip(&stamps) {
+        let now = std::fs::metadata(tile_dir(*t).join("tile.f64"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        assert_eq!(now, *stamp, "tile {t} was computed again");
+    }
+    drop(w);
+    // The same scan, never interrupted, on a coordinator of its own.
+    let other = tempfile::tempdir().unwrap();
+    let spec2 = scan_fixture(other.path(), 4, 61, 41, 4);
+    let (_c2, url2) = coordinator(other.path(), &[]);
+    let _w2 = worker(other.path(), &url2, "w2", &[]);
+    let id2 = submit(&spec2, &url2);
+    run_ok(
+        &["watch", &id2, "--coordinator", &url2],
+        Duration::from_secs(600),
+    );
+    let surface = |root: &Path, id: &str| {
+        std::fs::read(root.join("sweeps").join(id).join("surface.npy")).unwrap()
+    };
+    assert_eq!(surface(dir.path(), &id), surface(other.path(), &id2));
+}

@@ -293,11 +293,15 @@ pub enum Action {
         /// Its metric value.
         value: f64,
     },
-    /// A cancelled sweep runs again: its cancelled units are pending in the store, and
-    /// the core is rebuilt from the store once this is committed.
+    /// A cancelled sweep runs again: its cancelled units with trial numbers below
+    /// `before` are pending in the store, and the core is rebuilt from the store once
+    /// this is committed.
     SweepResumed {
         /// The sweep.
         sweep: SweepId,
+        /// A scan's tiles, curvature points and curve (its Hessian rounds are not resumed:
+        /// their Lanczos state ended with the sweep); every trial of a search.
+        before: u32,
     },
     /// A sweep and everything of it was deleted.
     SweepDeleted {

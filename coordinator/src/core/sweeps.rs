@@ -415,7 +415,7 @@ pub(super) fn maybe_finish(core: &mut Core, out: &mut impl Outbox, sid: &SweepId
     });
 }
 
-/// A user resumes a cancelled search. Nothing changes here: the store makes the
+/// A user resumes a cancelled sweep. Nothing changes here: the store makes the
 /// sweep running and its cancelled units pending ([`Action::SweepResumed`]), and the
 /// event loop rebuilds the core from the store once that is committed, so that units,
 /// searcher and scheduler come back exactly as after a restart. Returns the state the
@@ -435,16 +435,22 @@ pub fn on_sweep_resumed(
             sid.clone(),
             "it completed; submit it again to run it again",
         )),
-        _ if s.spec.landscape.is_some() => Err(CoreError::NotResumable(
-            sid.clone(),
-            "resuming a scan is not supported; submit it again",
-        )),
         SweepState::Failed => Err(CoreError::NotResumable(
             sid.clone(),
             "every trial failed; fix the cause and submit it again",
         )),
         SweepState::Cancelled => {
-            out.send(Action::SweepResumed { sweep: sid.clone() });
+            // A scan's Hessian rounds build on the Lanczos state of the rounds before,
+            // which ended with the sweep: its tiles, curvature points and curve run again,
+            // an unfinished Hessian does not.
+            let before = match s.spec.landscape.as_ref() {
+                Some(l) => l.hessian_base() as u32,
+                None => u32::MAX,
+            };
+            out.send(Action::SweepResumed {
+                sweep: sid.clone(),
+                before,
+            });
             Ok(SweepState::Running)
         }
     }

@@ -633,7 +633,7 @@ impl EventLoop {
                 | Action::UnitFinished { sweep, .. }
                 | Action::SweepBest { sweep, .. }
                 | Action::SweepFinished { sweep, .. } => Some(sweep.clone()),
-                Action::SweepResumed { sweep } => Some(sweep.clone()),
+                Action::SweepResumed { sweep, .. } => Some(sweep.clone()),
                 Action::SweepDeleted { sweep } => {
                     // Dropping the sender ends every watch of the sweep.
                     self.watchers.remove(sweep);

@@ -104,7 +104,7 @@ pub(super) fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<()
                 params![sweep.as_str(), trial, value],
             )?;
         }
-        Action::SweepResumed { sweep } => {
+        Action::SweepResumed { sweep, before } => {
             tx.execute(
                 "UPDATE sweeps SET state = 'running', finished_ms = NULL WHERE id = ?1",
                 [sweep.as_str()],
@@ -112,8 +112,8 @@ pub(super) fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<()
             tx.execute(
                 "UPDATE units SET state = 'pending', error = NULL, finished_ms = NULL,
                      final_json = NULL
-                 WHERE sweep_id = ?1 AND state = 'cancelled'",
-                [sweep.as_str()],
+                 WHERE sweep_id = ?1 AND state = 'cancelled' AND trial < ?2",
+                rusqlite::params![sweep.as_str(), before],
             )?;
         }
         Action::SweepDeleted { sweep } => {
