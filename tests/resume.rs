@@ -401,3 +401,33 @@ fn a_cancelled_scan_resumes_and_ends_with_the_uninterrupted_surface() {
     };
     assert_eq!(surface(dir.path(), &id), surface(other.path(), &id2));
 }
+
+/// A scan whose Hessian the cancellation interrupted ends when its tiles do: its
+/// remaining Hessian rounds are not run (and never wait to be).
+#[test]
+fn a_resumed_scan_does_not_wait_for_its_interrupted_hessian() {
+    let dir = KeptOnFailure::new();
+    let spec = scan_fixture(dir.path(), 4, 61, 41, 4);
+    let text = std::fs::read_to_string(&spec).unwrap()
+        + "[landscape.hessian]\ntop_k = 1\nrounds = 40\nshards = 2\ntolerance = 1e-12\n";
+    std::fs::write(&spec, text).unwrap();
+    let (_coord, url) = coordinator(dir.path(), &[]);
+    let id = submit(&spec, &url);
+    // Cancelled before any worker came: nothing of the scan or its Hessian ran.
+    run_ok(
+        &["cancel", &id, "--coordinator", &url],
+        Duration::from_secs(30),
+    );
+    let _w = worker(dir.path(), &url, "w", &[]);
+    let o = run(
+        &["resume", &id, "--coordinator", &url, "--wait"],
+        Duration::from_secs(300),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        said.contains("completed: 2501/2501 points in 626/626 tiles"),
+        "{said}"
+    );
+    assert!(said.contains("Hessian: 0 of at most 40 rounds"), "{said}");
+}

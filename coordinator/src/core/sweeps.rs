@@ -200,16 +200,30 @@ pub fn on_units_released(core: &mut Core, sid: &SweepId, upto: u32) {
 /// Units not yet generated can never run (a Hessian round lost a shard for good): they
 /// are cancelled so that the sweep can finish.
 pub fn on_units_abandoned(core: &mut Core, out: &mut impl Outbox, sid: &SweepId, now: Millis) {
+    on_units_abandoned_from(core, out, sid, 0, now);
+}
+
+/// Like [`on_units_abandoned`] for the units from `from` on only: those not yet generated
+/// are counted cancelled, and the ones before `from` may still be generated (a resumed
+/// scan's tiles run, its Hessian rounds, whose Lanczos state ended with the sweep, not).
+pub fn on_units_abandoned_from(
+    core: &mut Core,
+    out: &mut impl Outbox,
+    sid: &SweepId,
+    from: u32,
+    now: Millis,
+) {
     let Some(s) = core.sweeps.get_mut(sid) else {
         return;
     };
     if s.state != SweepState::Running {
         return;
     }
-    let never = s.counts.total - s.next_trial;
+    let from = from.max(s.next_trial).min(s.counts.total);
+    let never = s.counts.total - from;
     s.counts.cancelled += never;
     s.counts.pending -= never;
-    s.gate = s.next_trial;
+    s.gate = from;
     maybe_finish(core, out, sid, now);
 }
 

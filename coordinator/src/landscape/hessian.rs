@@ -79,7 +79,9 @@ pub fn released_units(sweep_dir: &Path, spec: &SweepSpec) -> Option<u32> {
     let blocks = (0..h.max_rounds())
         .take_while(|r| sweep_dir.join(block_file(*r)).exists())
         .count();
-    Some((l.hessian_base() + blocks.max(1) * h.shards) as u32)
+    // No first block: the Hessian's working files went with the end of the sweep (it was
+    // cancelled, and is now resumed): no round can run.
+    Some((l.hessian_base() + blocks * h.shards) as u32)
 }
 
 /// The first round's vectors: an orthonormal random block for Lanczos, the trace

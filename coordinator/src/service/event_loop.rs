@@ -103,7 +103,18 @@ fn load_core(
     let mut out = Vec::new();
     for mut s in store.restore()? {
         s.released = landscape::released_units(&sweep_dir(data_dir, &s.id), &s.spec);
+        // A scan whose Hessian released no round has lost its Lanczos state (it ended
+        // with the sweep, which is now resumed): its Hessian rounds can never run.
+        let no_hessian = s
+            .spec
+            .landscape
+            .as_ref()
+            .filter(|l| s.released == Some(l.hessian_base() as u32))
+            .map(|l| (s.id.clone(), l.hessian_base() as u32));
         core::on_sweep_restored(&mut core, &mut out, s, now);
+        if let Some((id, base)) = no_hessian {
+            core::on_units_abandoned_from(&mut core, &mut out, &id, base, now);
+        }
     }
     Ok((core, out))
 }
