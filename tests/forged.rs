@@ -434,7 +434,7 @@ fn scan_tiles_without_their_points_are_refused() {
         &["watch", &s, "--coordinator", &url],
         Duration::from_secs(120),
     );
-    assert!(st.contains("completed: 4/4"), "{st}");
+    assert!(st.contains("completed: 16/16 points in 4/4 tiles"), "{st}");
     let (_, loss) = read_npy(&dir.path().join("sweeps").join(&s).join("surface.npy"));
     assert_eq!(loss.len(), 16);
     assert!(loss.iter().all(|v| v.is_finite() && *v >= 0.0), "{loss:?}");

@@ -265,9 +265,10 @@ class FolderSweep(Sweep):
 class Client:
     """A coordinator: ``Client("http://head:50051", token=...)``.
 
-    ``token`` (or ``token_file``) is the coordinator's shared token; ``tls`` is True to
-    use the system's roots, the path of a CA certificate, or a dict of the CLI's TLS
-    settings (``ca``, ``domain``, ``cert``, ``key``). Without them the environment's
+    ``token`` (or ``token_file``) is the coordinator's shared token; ``tls`` is the path
+    of the CA certificate that signed the coordinator's (as the CLI's ``tls_ca``), or a
+    dict of the CLI's TLS settings (``ca``, ``domain``, ``cert`` and ``key`` for mutual
+    TLS); either makes the URL ``https://``. Without them the environment's
     ``RIDGELINE_*`` settings apply, as for the CLI.
     """
 
@@ -275,7 +276,7 @@ class Client:
         self,
         url: str = "http://127.0.0.1:50051",
         token: Optional[str] = None,
-        tls: Union[None, bool, str, Mapping[str, str]] = None,
+        tls: Union[None, str, "os.PathLike[str]", Mapping[str, str]] = None,
         token_file: Optional[str] = None,
     ) -> None:
         if tls and url.startswith("http://"):
@@ -286,8 +287,8 @@ class Client:
             self._env["RIDGELINE_TOKEN"] = token
         if token_file is not None:
             self._env["RIDGELINE_TOKEN_FILE"] = os.fspath(token_file)
-        if isinstance(tls, str):
-            self._env["RIDGELINE_TLS_CA"] = tls
+        if isinstance(tls, (str, os.PathLike)):
+            self._env["RIDGELINE_TLS_CA"] = os.fspath(tls)
         elif isinstance(tls, Mapping):
             for k, v in tls.items():
                 self._env[f"RIDGELINE_TLS_{k.upper()}"] = os.fspath(v)
