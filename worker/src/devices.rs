@@ -5,7 +5,7 @@ use candle_core::Device;
 use ridgeline_common::proto;
 use tracing::warn;
 
-use crate::runner::WorkerError;
+use crate::error::WorkerError;
 
 /// Opens a device by name: `cpu`, or `cuda:N` in builds with the `cuda` feature.
 pub fn open_device(name: &str) -> Result<Device, WorkerError> {

@@ -3,8 +3,10 @@
 mod cgroup;
 pub mod data;
 pub mod devices;
+mod error;
 pub mod executors;
 pub mod fused;
+mod host;
 pub mod landscape;
 pub mod memory;
 pub mod models;
@@ -13,4 +15,5 @@ pub mod subspace;
 pub mod telemetry;
 pub mod train;
 
+pub use error::WorkerError;
 pub use memory::UnitError;

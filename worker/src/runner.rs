@@ -18,9 +18,10 @@ use ridgeline_common::proto::{self, worker_service_client::WorkerServiceClient};
 use ridgeline_common::spec::SweepSpec;
 use ridgeline_common::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
 
-use crate::data::{self, Data};
 use crate::devices;
+pub use crate::error::WorkerError;
 use crate::executors;
+pub use crate::host::default_name;
 use crate::telemetry::{RunningUnit, WorkerMetrics};
 use crate::train::TrialEnd;
 use ridgeline_common::telemetry::ReadyFlag;
@@ -57,35 +58,6 @@ pub struct WorkerConfig {
     /// it). On storage that all workers share, a trial re-run elsewhere finds what its
     /// earlier attempt saved.
     pub trial_root: std::path::PathBuf,
-}
-
-/// Errors that stop a worker.
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    /// The coordinator refused the worker for good (e.g. a protocol version mismatch).
-    #[error("coordinator refused this worker: {0}")]
-    Refused(String),
-    /// The device could not be opened.
-    #[error("device {0}: {1}")]
-    Device(String, String),
-    /// The coordinator URL is malformed.
-    #[error("coordinator URL {0:?}: {1}")]
-    Url(String, String),
-}
-
-/// Data sets already loaded in this process, by their spec: trials of a sweep that land
-/// on the same worker parse and normalise the data once.
-pub(crate) fn dataset(spec: &SweepSpec) -> Result<Arc<Data>, String> {
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Data>>>> = OnceLock::new();
-    let key = serde_json::to_string(&spec.data).expect("data spec serialises");
-    let cache = CACHE.get_or_init(Default::default);
-    if let Some(d) = cache.lock().expect("cache lock").get(&key) {
-        return Ok(d.clone());
-    }
-    let d =
-        Arc::new(data::load_any(spec.data(), spec.data_format(), None).map_err(|e| e.to_string())?);
-    cache.lock().expect("cache lock").insert(key, d.clone());
-    Ok(d)
 }
 
 /// A sweep's spec, fetched from the coordinator once per sweep (blob `spec.json`) rather
@@ -401,7 +373,7 @@ impl Worker {
         rx: &mut mpsc::UnboundedReceiver<TrialEvent>,
         shutdown: &mut (impl std::future::Future<Output = ()> + Unpin),
     ) -> Result<SessionEnd, WorkerError> {
-        let host = hostname();
+        let host = crate::host::default_name();
         let reg = client
             .register(proto::RegisterRequest {
                 protocol_version: PROTOCOL_VERSION,
@@ -613,18 +585,6 @@ impl Worker {
 
 fn far_future() -> tokio::time::Instant {
     tokio::time::Instant::now() + Duration::from_secs(86_400 * 365)
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .or_else(|_| std::env::var("HOSTNAME"))
-        .unwrap_or_else(|_| "localhost".into())
-}
-
-/// The worker's default name: its host name.
-pub fn default_name() -> String {
-    hostname()
 }
 
 /// Runs a worker until `shutdown` resolves, reconnecting with backoff whenever the

@@ -2,11 +2,13 @@
 //! (optionally gzip'd), split into training and validation parts and normalised with
 //! statistics of the training part only.
 
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use ridgeline_common::rng::Rng;
-use ridgeline_common::spec::{DataFormat, DataSpec, Normalize, Task};
+use ridgeline_common::spec::{DataFormat, DataSpec, Normalize, SweepSpec, Task};
 
 pub mod text;
 
@@ -454,6 +456,20 @@ pub fn prepare(spec: &DataSpec, samples: Samples) -> Result<Dataset, DataError> 
 /// Loads, splits and normalises the data a spec names.
 pub fn load(spec: &DataSpec, format: DataFormat) -> Result<Dataset, DataError> {
     prepare(spec, read_samples(spec, format)?)
+}
+
+/// Data sets already loaded in this process, by their spec: trials of a sweep that land
+/// on the same worker parse and normalise the data once.
+pub fn cached(spec: &SweepSpec) -> Result<Arc<Data>, String> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Data>>>> = OnceLock::new();
+    let key = serde_json::to_string(&spec.data).expect("data spec serialises");
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(d) = cache.lock().expect("cache lock").get(&key) {
+        return Ok(d.clone());
+    }
+    let d = Arc::new(load_any(spec.data(), spec.data_format(), None).map_err(|e| e.to_string())?);
+    cache.lock().expect("cache lock").insert(key, d.clone());
+    Ok(d)
 }
 
 /// Loads data of either kind; `model_vocab` serves `data.tokenizer = "model"`.

@@ -20,7 +20,7 @@ impl Executor for Builtin {
             return Err("not a trial".into());
         };
         let params = params_from_proto(&t.params)?;
-        let data = crate::runner::dataset(ctx.spec)?;
+        let data = crate::data::cached(ctx.spec)?;
         train::run_trial(
             ctx.spec,
             &params,

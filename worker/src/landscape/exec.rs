@@ -89,7 +89,7 @@ fn run_curve(
     let c = l.curve.as_ref().ok_or("no [landscape.curve]")?;
     let s = scan(sweep, spec, fetch, device, memory_bytes)?;
     let s = s.lock().expect("scan lock");
-    let data = crate::runner::dataset(spec)?;
+    let data = crate::data::cached(spec)?;
     let crate::data::Data::Table(ds) = data.as_ref() else {
         return Err(
             "landscape.curve: curves are trained on sample data (classification), not text".into(),

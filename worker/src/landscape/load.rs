@@ -227,7 +227,7 @@ fn eval_data(
     let data = if vocab.is_some() {
         Arc::new(data::load_any(d, spec.data_format(), vocab).map_err(|e| e.to_string())?)
     } else {
-        crate::runner::dataset(spec)?
+        crate::data::cached(spec)?
     };
     match (data.as_ref(), config) {
         (Data::Text(t), ModelConfig::Gpt2(c) | ModelConfig::Llama(c)) => {

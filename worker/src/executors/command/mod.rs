@@ -277,7 +277,7 @@ impl Executor for Command {
                 message: format!(
                     "trial.workdir {} is not a folder on worker host {}",
                     w.display(),
-                    crate::runner::default_name()
+                    crate::host::default_name()
                 ),
                 permanent: false,
             });
