@@ -1,0 +1,155 @@
+//! Checks of a `[landscape]` section; errors name the field.
+
+use super::*;
+
+impl LandscapeSpec {
+    /// Checks ranges; errors name the field.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let axis = |name: &str, a: &Axis| -> Result<(), (String, String)> {
+            if a.points == 0 || a.points > 100_000 {
+                return Err((
+                    format!("landscape.{name}.points"),
+                    format!("expected 1 to 100000, got {}", a.points),
+                ));
+            }
+            if !(a.min.is_finite() && a.max.is_finite()) || (a.points > 1 && a.min >= a.max) {
+                return Err((
+                    format!("landscape.{name}"),
+                    format!(
+                        "expected finite min < max, got min={}, max={}",
+                        a.min, a.max
+                    ),
+                ));
+            }
+            Ok(())
+        };
+        axis("x", &self.x_axis())?;
+        let d = &self.directions;
+        match d.kind {
+            DirectionKind::Target if d.to.is_none() => {
+                return Err((
+                    "landscape.directions.to".into(),
+                    "type = \"target\" needs the checkpoint that x points to".into(),
+                ));
+            }
+            DirectionKind::Target if self.y.is_some() != d.y_to.is_some() => {
+                return Err((
+                    "landscape.directions.y_to".into(),
+                    "a 2-D target scan needs y_to (and a 1-D one must not have it)".into(),
+                ));
+            }
+            DirectionKind::Pca if d.trajectory.is_none() => {
+                return Err((
+                    "landscape.directions.trajectory".into(),
+                    "type = \"pca\" needs the trial whose checkpoints form the trajectory".into(),
+                ));
+            }
+            DirectionKind::File if d.file.is_none() => {
+                return Err((
+                    "landscape.directions.file".into(),
+                    "type = \"file\" needs a safetensors file".into(),
+                ));
+            }
+            _ => {}
+        }
+        if let Some(y) = &self.y {
+            axis("y", y)?;
+        }
+        if self.tile == 0 {
+            return Err((
+                "landscape.tile".into(),
+                "expected at least 1 point per tile".into(),
+            ));
+        }
+        if self.batch_size == 0 {
+            return Err(("landscape.batch_size".into(), "expected at least 1".into()));
+        }
+        if self.samples == Some(0) {
+            return Err(("landscape.samples".into(), "expected at least 1".into()));
+        }
+        if self.tokens == Some(0) {
+            return Err(("landscape.tokens".into(), "expected at least 1".into()));
+        }
+        if let Some(h) = &self.hessian {
+            let bad = |f: &str, r: String| Err((format!("landscape.hessian.{f}"), r));
+            if h.top_k == 0 || h.block < h.top_k {
+                return bad(
+                    "block",
+                    format!(
+                        "expected top_k >= 1 and block >= top_k, got top_k={}, block={}",
+                        h.top_k, h.block
+                    ),
+                );
+            }
+            if h.rounds == 0 || h.shards == 0 {
+                return bad("rounds", "expected at least one round and one shard".into());
+            }
+            if !(h.epsilon > 0.0 && h.epsilon < 1.0) {
+                return bad(
+                    "epsilon",
+                    format!("expected a number in (0, 1), got {}", h.epsilon),
+                );
+            }
+            if !(h.tolerance > 0.0 && h.tolerance < 1.0) {
+                return bad(
+                    "tolerance",
+                    format!("expected a number in (0, 1), got {}", h.tolerance),
+                );
+            }
+            if let Some(d) = &h.density {
+                if d.probes == 0 || d.steps < 2 {
+                    return bad(
+                        "density",
+                        format!(
+                            "expected probes >= 1 and steps >= 2, got probes={}, steps={}",
+                            d.probes, d.steps
+                        ),
+                    );
+                }
+                if !(d.sigma > 0.0 && d.sigma < 1.0) {
+                    return bad(
+                        "density.sigma",
+                        format!("expected a number in (0, 1), got {}", d.sigma),
+                    );
+                }
+            }
+        }
+        if let Some(c) = &self.curvature {
+            if c.points < 2 || c.steps < 2 || c.probes < 2 {
+                return Err((
+                    "landscape.curvature".into(),
+                    format!(
+                        "expected points, steps and probes >= 2, got points={}, steps={}, probes={}",
+                        c.points, c.steps, c.probes
+                    ),
+                ));
+            }
+        }
+        if let Some(c) = &self.curve {
+            let bad = |f: &str, r: String| Err((format!("landscape.curve.{f}"), r));
+            if self.directions.kind != DirectionKind::Target || self.y.is_some() {
+                return Err((
+                    "landscape.curve".into(),
+                    "a curve connects two checkpoints: it needs a 1-D scan with directions.type = \"target\"".into(),
+                ));
+            }
+            if c.epochs == 0 || c.batch_size == 0 {
+                return bad("epochs", "expected epochs >= 1 and batch_size >= 1".into());
+            }
+            if c.points < 3 {
+                return bad("points", format!("expected at least 3, got {}", c.points));
+            }
+            if !(c.lr > 0.0 && c.lr.is_finite()) {
+                return bad("lr", format!("expected a number > 0, got {}", c.lr));
+            }
+        }
+        if self.checkpoint.is_none() && self.train.is_none() {
+            return Err((
+                "landscape.checkpoint".into(),
+                "expected a checkpoint folder, `sweep:ID/best`, or `train = \"search spec\"`"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
