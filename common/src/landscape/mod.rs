@@ -86,6 +86,28 @@ pub const TILE_FILE: &str = "tile.f64";
 /// The same for the second split of a `split = "both"` scan (the validation split).
 pub const SECOND_TILE_FILE: &str = "tile_val.f64";
 
+/// A scan evaluated by the user's code: the worker starts `interpreter -m
+/// ridgeline.torch.evaluator FUNCTION` once per slot and keeps it for the scan's tiles.
+/// The function returns the model, the loss function and the data; the worker computes
+/// the directions (the same code and bits as built-in scans) from the weights the
+/// evaluator hands it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluatorSpec {
+    /// `"package.module:function"` or `"file.py:function"`.
+    pub python: String,
+    /// The Python on the workers that has `ridgeline` and `torch` (default `python3`).
+    #[serde(default)]
+    pub interpreter: Option<String>,
+    /// Where the function is imported from (default: the spec's folder).
+    #[serde(default)]
+    pub workdir: Option<PathBuf>,
+    /// Seconds one request (starting, or one tile) may take before the evaluator counts
+    /// as hung: it is stopped and the unit fails (and is retried).
+    #[serde(default = "hess::evaluator_timeout")]
+    pub timeout: f64,
+}
+
 /// Which split of the data the loss is evaluated on.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -287,6 +309,10 @@ pub struct DensitySpec {
 }
 
 mod hess {
+    pub fn evaluator_timeout() -> f64 {
+        600.0
+    }
+
     pub fn top_k() -> usize {
         3
     }
@@ -444,6 +470,10 @@ pub struct LandscapeSpec {
     /// trial of a search sweep on the same coordinator.
     #[serde(default)]
     pub checkpoint: Option<String>,
+    /// The user's own model, loss and data, evaluated by a process of theirs (a PyTorch
+    /// evaluator) instead of a checkpoint Ridgeline loads.
+    #[serde(default)]
+    pub evaluator: Option<EvaluatorSpec>,
     /// The checkpoint path is readable by every worker (a shared file system): the
     /// workers read it there instead of receiving it through the coordinator, for
     /// checkpoints too large to upload.

@@ -143,12 +143,62 @@ impl LandscapeSpec {
                 return bad("lr", format!("expected a number > 0, got {}", c.lr));
             }
         }
+        if let Some(e) = &self.evaluator {
+            return self.validate_evaluator(e);
+        }
         if self.checkpoint.is_none() && self.train.is_none() {
             return Err((
                 "landscape.checkpoint".into(),
                 "expected a checkpoint folder, `sweep:ID/best`, or `train = \"search spec\"`"
                     .into(),
             ));
+        }
+        Ok(())
+    }
+
+    /// What an evaluator scan takes: random directions over a grid, on the evaluator's
+    /// own model and data.
+    fn validate_evaluator(&self, e: &EvaluatorSpec) -> Result<(), (String, String)> {
+        let bad = |f: &str, r: &str| Err((format!("landscape.{f}"), r.to_owned()));
+        let (module, attr) = e.python.split_once(':').unwrap_or(("", ""));
+        if module.is_empty() || attr.is_empty() || e.python.contains('\0') {
+            return bad(
+                "evaluator.python",
+                "expected \"package.module:function\" or \"file.py:function\"",
+            );
+        }
+        if !(e.timeout.is_finite() && e.timeout > 0.0) {
+            return bad("evaluator.timeout", "expected seconds > 0");
+        }
+        if self.checkpoint.is_some() || self.train.is_some() {
+            return bad(
+                "evaluator",
+                "an evaluator brings its own model: give it, or a checkpoint (or train), not both",
+            );
+        }
+        if self.directions.kind != DirectionKind::Random {
+            return bad(
+                "directions.type",
+                "an evaluator scan takes random directions (targets, PCA and files are for checkpoints, for now)",
+            );
+        }
+        for (field, set) in [
+            ("hessian", self.hessian.is_some()),
+            ("curvature", self.curvature.is_some()),
+            ("curve", self.curve.is_some()),
+        ] {
+            if set {
+                return bad(
+                    field,
+                    "not computed by evaluators yet: scan a checkpoint for it",
+                );
+            }
+        }
+        if self.split != Split::Train || self.samples.is_some() || self.tokens.is_some() {
+            return bad(
+                "split",
+                "an evaluator evaluates the data its function returns: leave split, samples and tokens out",
+            );
         }
         Ok(())
     }

@@ -131,6 +131,13 @@ impl SweepSpec {
             });
         }
         if let Some(l) = &mut spec.landscape {
+            if let Some(e) = &mut l.evaluator {
+                // Workers import the evaluator's function from there.
+                e.workdir = Some(match &e.workdir {
+                    Some(w) => base.join(w),
+                    None => base.clone(),
+                });
+            }
             if let Some(c) = &l.checkpoint {
                 if !c.starts_with("sweep:") && !c.starts_with("trial:") {
                     l.checkpoint = Some(base.join(c).display().to_string());
@@ -281,6 +288,16 @@ impl SweepSpec {
             .map_err(|(f, r)| SpecError::new(f, r))?;
         if self.trial.is_some() {
             self.validate_command_trial()?;
+        } else if let Some(l) = self.landscape.as_ref().filter(|l| l.evaluator.is_some()) {
+            // An evaluator brings its model and data: only the scan itself is checked.
+            if self.kind != SweepKind::Landscape {
+                return err(
+                    "landscape",
+                    "only landscape sweeps take a [landscape] section; set kind = \"landscape\""
+                        .into(),
+                );
+            }
+            return self.validate_scan(l);
         } else {
             self.validate_builtin()?;
             if self.kind == SweepKind::Landscape {
@@ -346,6 +363,21 @@ impl SweepSpec {
             .expect("validated: built-in trials and scans have a [data] section")
     }
 
+    /// A scan's own section, whoever evaluates it.
+    fn validate_scan(&self, l: &LandscapeSpec) -> Result<(), SpecError> {
+        if !self.search.space.is_empty() {
+            return Err(SpecError::new(
+                "search.space",
+                "a landscape sweep has no search space",
+            ));
+        }
+        l.validate().map_err(|(f, r)| SpecError::new(f, r))?;
+        if self.total_units() > u64::from(u32::MAX) {
+            return Err(SpecError::new("landscape.tile", "more than 2^32 tiles"));
+        }
+        Ok(())
+    }
+
     /// Built-in trials and scans: the data, the model and the training settings.
     fn validate_builtin(&self) -> Result<(), SpecError> {
         let err = |f: &str, r: String| Err(SpecError::new(f, r));
@@ -401,19 +433,7 @@ impl SweepSpec {
                         .into(),
                 );
             }
-            (SweepKind::Landscape, Some(l)) => {
-                if !self.search.space.is_empty() {
-                    return err(
-                        "search.space",
-                        "a landscape sweep has no search space".into(),
-                    );
-                }
-                l.validate().map_err(|(f, r)| SpecError::new(f, r))?;
-                if self.total_units() > u64::from(u32::MAX) {
-                    return err("landscape.tile", "more than 2^32 tiles".into());
-                }
-                return Ok(());
-            }
+            (SweepKind::Landscape, Some(l)) => return self.validate_scan(l),
             (SweepKind::Search, None) => {}
         }
         if d.task == Task::Regression {

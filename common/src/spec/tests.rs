@@ -367,3 +367,60 @@ fn a_function_trial_runs_its_function_through_the_interpreter() {
     let script = text.replace("mypkg.train:objective", "/home/u/search.py:objective");
     assert!(SweepSpec::from_toml(&script).is_ok());
 }
+
+/// A scan of the user's own PyTorch model: no [data], no checkpoint; what an evaluator
+/// cannot do yet is refused, naming the key.
+#[test]
+fn an_evaluator_scan_needs_no_data_and_refuses_what_it_cannot_do() {
+    let ok = r#"
+name = "torch-scan"
+kind = "landscape"
+[landscape]
+tile = 9
+x = { min = -1.0, max = 1.0, points = 9 }
+y = { min = -1.0, max = 1.0, points = 9 }
+[landscape.evaluator]
+python = "mypkg.scan:build"
+"#;
+    let s = SweepSpec::from_toml(ok).unwrap();
+    let e = s.landscape.as_ref().unwrap().evaluator.as_ref().unwrap();
+    assert_eq!((e.python.as_str(), e.timeout), ("mypkg.scan:build", 600.0));
+    assert_eq!(SweepSpec::from_json(&s.to_json()).unwrap(), s);
+    let cases = [
+        (
+            "python = \"mypkg.scan:build\"",
+            "python = \"mypkg.scan\"",
+            "landscape.evaluator.python: expected",
+        ),
+        (
+            "[landscape]",
+            "[landscape]\ncheckpoint = \"c\"",
+            "landscape.evaluator: an evaluator brings its own model",
+        ),
+        (
+            "[landscape]",
+            "[landscape]\nsplit = \"val\"",
+            "landscape.split: an evaluator evaluates the data",
+        ),
+        (
+            "python = \"mypkg.scan:build\"",
+            "python = \"m:f\"\n[landscape.hessian]\ntop_k = 1",
+            "landscape.hessian: not computed by evaluators yet",
+        ),
+        (
+            "python = \"mypkg.scan:build\"",
+            "python = \"m:f\"\ntimeout = 0",
+            "landscape.evaluator.timeout: expected seconds > 0",
+        ),
+        (
+            "[landscape]",
+            "[landscape]\ndirections = { type = \"pca\", trajectory = \"sweep:s/best\" }",
+            "landscape.directions.type: an evaluator scan takes random directions",
+        ),
+    ];
+    for (from, to, want) in cases {
+        assert!(ok.contains(from), "{from:?}");
+        let e = err_of(&ok.replacen(from, to, 1)).to_string();
+        assert!(e.starts_with(want), "got {e:?}, want {want:?}");
+    }
+}

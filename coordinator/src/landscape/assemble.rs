@@ -6,7 +6,7 @@ use std::path::Path;
 use ridgeline_common::landscape::{CurveKind, CurveSpec, DirectionKind, Split};
 use ridgeline_common::spec::SweepSpec;
 
-use super::{SECOND_TILE_FILE, TILE_FILE};
+use super::{DIRECTIONS, SECOND_TILE_FILE, TILE_FILE};
 
 /// Writes a 2-D (or 1-D) float64 array in NumPy's `.npy` format (version 1.0).
 pub fn write_npy(path: &Path, shape: &[usize], data: &[f64]) -> std::io::Result<()> {
@@ -217,6 +217,14 @@ pub fn assemble(
         }
     }
     let missing = l.tiles() - tiles.len() + unreadable;
+    if l.evaluator.is_some() {
+        // An evaluator scan's directions were drawn by its workers; the first tile
+        // brought them in.
+        let (from, to) = (tile_dir(0).join(DIRECTIONS), sweep_dir.join(DIRECTIONS));
+        if let Ok(b) = crate::fsafe::read(&from) {
+            crate::fsafe::write_atomic(&to, b).map_err(|e| format!("{}: {e}", to.display()))?;
+        }
+    }
     let io = |p: &Path, e: std::io::Error| format!("{}: {e}", p.display());
     let shape: Vec<usize> = if l.y.is_some() {
         vec![ny, nx]
@@ -314,9 +322,10 @@ pub fn assemble(
         "evaluated_on": {
             "split": l.split,
             "samples": run.get("samples"),
-            "tokens_per_sample": spec.data().tokenizer.as_ref().map(|_| spec.data().context),
+            "tokens_per_sample": spec.data.as_ref().and_then(|d| d.tokenizer.as_ref().map(|_| d.context)),
             "note": "every point is evaluated on the same samples of this split (landscape.samples or landscape.tokens cut it): a loss here can differ from a trial's val_loss measured on the whole split",
         },
+        "evaluator": l.evaluator.as_ref().map(|e| &e.python),
         "loss_max": finite.iter().copied().fold(f64::NEG_INFINITY, f64::max),
         "nan_points": points - finite.len(),
         "directions": directions,

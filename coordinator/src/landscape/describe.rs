@@ -57,11 +57,15 @@ pub fn labels(
     value: &str,
 ) -> Labels {
     let l = spec.landscape.as_ref().expect("a landscape spec");
-    let data = spec
-        .data()
-        .path
-        .file_name()
-        .map_or_else(|| "data".into(), |f| f.to_string_lossy().into_owned());
+    // An evaluator's model and data are its function's.
+    let data = match (&spec.data, &l.evaluator) {
+        (_, Some(e)) => format!("{}'s data", e.python),
+        (Some(d), None) => d
+            .path
+            .file_name()
+            .map_or_else(|| "data".into(), |f| f.to_string_lossy().into_owned()),
+        (None, None) => "data".into(),
+    };
     // A "both" scan's pictures are of its training surface (the validation curve of a
     // 1-D scan is drawn beside it, dashed).
     let split = match l.split {
@@ -104,7 +108,9 @@ pub fn labels(
     };
     // The loss in its units: mean cross-entropy in nats (per token for a language
     // model), or the mean squared error in the targets' units squared.
-    let value = if value == "loss" {
+    let value = if value == "loss" && l.evaluator.is_some() {
+        "loss (the evaluator's)".to_owned()
+    } else if value == "loss" {
         let unit = match l.loss {
             ridgeline_common::landscape::LossKind::CrossEntropy
                 if spec.data().tokenizer.is_some()
@@ -121,7 +127,10 @@ pub fn labels(
     };
     Labels {
         title: format!("{}: {value}", spec.name),
-        subtitle: format!("{}; {data}, {split} split; {dirs}", model(sweep_dir)),
+        subtitle: match &l.evaluator {
+            Some(e) => format!("{} (PyTorch evaluator); {data}; {dirs}", e.python),
+            None => format!("{}; {data}, {split} split; {dirs}", model(sweep_dir)),
+        },
         x,
         y,
         value,

@@ -97,6 +97,15 @@ impl SweepApi {
             .landscape
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("landscape: missing"))?;
+        if l.evaluator.is_some() {
+            // The evaluator's process holds the model; its workers make the directions.
+            if !files.is_empty() {
+                return Err(Status::invalid_argument(
+                    "landscape.evaluator: an evaluator scan takes no attached files",
+                ));
+            }
+            return Ok(Vec::new());
+        }
         let read =
             |path: PathBuf| crate::fsafe::read(&path).map_err(|e| Status::internal(e.to_string()));
         if !files.contains_key(landscape::MODEL_WEIGHTS)

@@ -67,6 +67,11 @@ pub fn run_unit(
 ) -> Result<TrialOutput, UnitError> {
     let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
     match l.unit(unit as usize) {
+        // The user's own evaluator process computes the points (validation admits only
+        // tiles for it).
+        ScanUnit::Tile(t) if let Some(e) = &l.evaluator => {
+            super::evaluator::run_tile(sweep, spec, e, t as u32, device)
+        }
         ScanUnit::Tile(t) => run_tile(sweep, spec, t as u32, fetch, device, memory_bytes),
         ScanUnit::Hvp { round, shard } => {
             run_hvp(sweep, spec, round, shard, fetch, device, memory_bytes)

@@ -3,6 +3,7 @@
 pub mod curvature;
 pub mod curve;
 pub mod eval;
+pub mod evaluator;
 pub mod exec;
 pub mod hessian;
 pub mod load;

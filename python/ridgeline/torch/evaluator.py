@@ -1,0 +1,251 @@
+"""The evaluator process: ``python -m ridgeline.torch.evaluator module:function``.
+
+It speaks the protocol the worker documents (``worker/src/landscape/evaluator.rs``): one
+JSON object per line on stdin and stdout. The user's own prints go to stderr, so that
+they never break the protocol. Points are set as ``θ = θ* + x·d₁ + y·d₂``, computed in
+float64 from θ* and the (f32) directions and rounded to each tensor's dtype, for every
+floating tensor of the model's ``state_dict`` (parameters and BatchNorm buffers; the
+directions are zero where a tensor is ignored). The model is in eval mode (BatchNorm
+uses its running statistics, as the loss-landscape reference does) and evaluated under
+``torch.no_grad()``; θ* is copied back after every point and checked bit for bit after
+every tile.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import sys
+import traceback
+from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+import numpy as np
+import torch
+
+_DTYPES = {"F32": np.float32, "F64": np.float64}
+
+
+def write_safetensors(path: str, tensors: Dict[str, torch.Tensor]) -> None:
+    """Writes tensors as f32 safetensors (the format's header, then the raw bytes)."""
+    header: Dict[str, Any] = {}
+    blobs: List[bytes] = []
+    offset = 0
+    for name, t in tensors.items():
+        data = t.detach().to("cpu", torch.float32).contiguous().numpy().astype("<f4").tobytes()
+        header[name] = {
+            "dtype": "F32",
+            "shape": list(t.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
+        blobs.append(data)
+        offset += len(data)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * ((8 - len(head) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(head)))
+        f.write(head)
+        for b in blobs:
+            f.write(b)
+
+
+def read_safetensors(path: str) -> Dict[str, np.ndarray]:
+    """Reads an f32/f64 safetensors file into numpy arrays (no extra dependency)."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    base = 8 + n
+    out: Dict[str, np.ndarray] = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        a, b = info["data_offsets"]
+        dtype = _DTYPES[info["dtype"]]
+        out[name] = (
+            np.frombuffer(raw[base + a : base + b], dtype=dtype).reshape(info["shape"]).copy()
+        )
+    return out
+
+
+class Evaluator:
+    """A model, its loss and data, and the directions: loss and accuracy at points."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        loss_fn: Callable[[Any, Any], torch.Tensor],
+        batches: Sequence[Tuple[Any, Any]],
+        device: str = "cpu",
+    ) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.loss_fn = loss_fn
+        self.batches = [(_to(x, self.device), _to(y, self.device)) for x, y in batches]
+        if not self.batches:
+            raise ValueError("the evaluator's function returned no data batches")
+        # The state_dict's tensors share storage with the model's: writing them moves it.
+        self.tensors = {
+            n: t for n, t in self.model.state_dict().items() if torch.is_floating_point(t)
+        }
+        self.base = {n: t.detach().clone() for n, t in self.tensors.items()}
+        self.dirs: List[Dict[str, torch.Tensor]] = []
+
+    def parameters(self) -> int:
+        return sum(t.numel() for t in self.tensors.values())
+
+    def load_directions(self, arrays: Dict[str, np.ndarray]) -> None:
+        dirs: List[Dict[str, torch.Tensor]] = []
+        for prefix in ("x", "y"):
+            found = {
+                n[len(prefix) + 1 :]: a for n, a in arrays.items() if n.startswith(prefix + ".")
+            }
+            if not found:
+                continue
+            d = {}
+            for name in self.tensors:
+                if name not in found:
+                    raise ValueError(f"the directions have no {prefix}.{name}")
+                d[name] = torch.from_numpy(np.array(found[name])).to(self.device, torch.float64)
+            dirs.append(d)
+        self.dirs = dirs
+
+    @torch.no_grad()
+    def point(self, coords: Sequence[float]) -> Tuple[float, float]:
+        if len(coords) != len(self.dirs):
+            raise ValueError(
+                f"a point has {len(coords)} coordinates, the scan {len(self.dirs)} axes"
+            )
+        for name, t in self.tensors.items():
+            v = self.base[name].to(torch.float64)
+            for c, d in zip(coords, self.dirs):
+                v = v + float(c) * d[name]
+            t.copy_(v.to(t.dtype))
+        try:
+            return self.evaluate()
+        finally:
+            for name, t in self.tensors.items():
+                t.copy_(self.base[name])
+
+    @torch.no_grad()
+    def evaluate(self) -> Tuple[float, float]:
+        """Mean loss over the samples and accuracy (NaN unless outputs are class scores
+        and targets class indices)."""
+        total, correct, count = 0.0, 0, 0
+        classify = True
+        for x, y in self.batches:
+            out = _call(self.model, x)
+            n = _batch_size(y)
+            total += float(self.loss_fn(out, y)) * n
+            count += n
+            logits = out.logits if hasattr(out, "logits") else out
+            if (
+                classify
+                and isinstance(logits, torch.Tensor)
+                and isinstance(y, torch.Tensor)
+                and logits.dim() == 2
+                and y.dim() == 1
+                and not torch.is_floating_point(y)
+            ):
+                correct += int((logits.argmax(dim=1) == y).sum())
+            else:
+                classify = False
+        return total / count, (correct / count if classify else math.nan)
+
+    def check_restored(self) -> None:
+        for name, t in self.tensors.items():
+            if not torch.equal(t, self.base[name]):
+                raise RuntimeError(f"θ* was not restored exactly: {name} differs")
+
+
+def _to(v: Any, device: torch.device) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.to(device)
+    if isinstance(v, dict):
+        return {k: _to(x, device) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return type(v)(_to(x, device) for x in v)
+    return v
+
+
+def _call(model: torch.nn.Module, x: Any) -> Any:
+    if isinstance(x, dict):
+        return model(**x)
+    if isinstance(x, (list, tuple)):
+        return model(*x)
+    return model(x)
+
+
+def _batch_size(y: Any) -> int:
+    if isinstance(y, torch.Tensor):
+        return int(y.shape[0]) if y.dim() > 0 else 1
+    if isinstance(y, dict):
+        return _batch_size(next(iter(y.values())))
+    if isinstance(y, (list, tuple)):
+        return _batch_size(y[0])
+    return 1
+
+
+def _number(v: float) -> Any:
+    return v if math.isfinite(v) else None
+
+
+def serve(ev: Evaluator, requests: Any, answer: Callable[[Dict[str, Any]], None]) -> None:
+    """Answers the worker's requests until its stdin closes."""
+    for line in requests:
+        if not line.strip():
+            continue
+        try:
+            req = json.loads(line)
+            op = req.get("op")
+            if op == "weights":
+                write_safetensors(req["path"], ev.tensors)
+                answer({"ok": True, "parameters": ev.parameters()})
+            elif op == "directions":
+                ev.load_directions(read_safetensors(req["path"]))
+                answer({"ok": True})
+            elif op == "tile":
+                values = [ev.point(p) for p in req["points"]]
+                ev.check_restored()
+                answer(
+                    {
+                        "loss": [_number(v[0]) for v in values],
+                        "accuracy": [_number(v[1]) for v in values],
+                    }
+                )
+            else:
+                answer({"error": f"unknown op {op!r}"})
+        except Exception:
+            answer({"error": traceback.format_exc()})
+
+
+def main(argv: List[str]) -> int:
+    if len(argv) != 2:
+        sys.stderr.write("usage: python -m ridgeline.torch.evaluator module:function\n")
+        return 2
+    # The protocol keeps the real stdout; the user's prints go to stderr.
+    protocol = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+
+    def answer(obj: Dict[str, Any]) -> None:
+        protocol.write(json.dumps(obj) + "\n")
+        protocol.flush()
+
+    from .._runner import load
+
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    built = load(argv[1])()
+    if isinstance(built, dict):
+        built = (built["model"], built["loss_fn"], built["batches"])
+    model, loss_fn, batches = built
+    ev = Evaluator(model, loss_fn, list(batches), os.environ.get("RIDGELINE_DEVICE", "cpu"))
+    answer({"ready": True, "parameters": ev.parameters()})
+    serve(ev, sys.stdin, answer)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

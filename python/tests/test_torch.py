@@ -1,0 +1,92 @@
+"""PyTorch models scanned through a real coordinator and two real workers, each
+starting its own evaluator processes, checked against the seed's own loop."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch_models
+
+import ridgeline
+from ridgeline.torch.evaluator import read_safetensors
+
+GRID = {"min": -1.0, "max": 1.0, "points": 9}
+
+
+def scan_spec(function: str, name: str) -> dict:
+    return {
+        "name": name,
+        "kind": "landscape",
+        "landscape": {
+            "evaluator": {"python": function, "interpreter": sys.executable, "timeout": 120},
+            "tile": 9,
+            "x": GRID,
+            "y": GRID,
+            "directions": {"seed": 3},
+        },
+    }
+
+
+def own_loop(dirs: dict, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """The seed's loop: θ* + α·d1 + β·d2 per point under no_grad, then restore."""
+    model, loss_fn, batches = torch_models.cnn()
+    model.eval()
+    tensors = {n: t for n, t in model.state_dict().items() if torch.is_floating_point(t)}
+    base = {n: t.clone() for n, t in tensors.items()}
+    out = np.empty((len(ys), len(xs)))
+    with torch.no_grad():
+        for i, b in enumerate(ys):
+            for j, a in enumerate(xs):
+                for n, t in tensors.items():
+                    v = base[n].double() + float(a) * torch.from_numpy(dirs["x." + n]).double()
+                    v = v + float(b) * torch.from_numpy(dirs["y." + n]).double()
+                    t.copy_(v.to(t.dtype))
+                total = sum(float(loss_fn(model(x), y)) * len(y) for x, y in batches)
+                out[i, j] = total / sum(len(y) for _, y in batches)
+                for n, t in tensors.items():
+                    t.copy_(base[n])
+    for n, t in tensors.items():
+        assert torch.equal(t, base[n])
+    return out
+
+
+def test_a_pytorch_cnn_with_batchnorm_scans_as_its_own_loop(cluster, in_tests_folder, tmp_path):
+    sweep = cluster.client.submit(scan_spec("torch_models:cnn", "torch-cnn"))
+    final = sweep.wait(progress=False, timeout=600)
+    assert final["state"] == "completed", final
+    s = sweep.surface()
+    assert s.loss.shape == (9, 9)
+    assert s.meta["evaluator"] == "torch_models:cnn"
+    folder = Path(sweep.files())
+    dirs = read_safetensors(str(folder / "directions.safetensors"))
+    # Batch-norm statistics and the ignored 1-D tensors get zero directions (biasbn).
+    assert not dirs["x.1.running_mean"].any() and not dirs["x.0.bias"].any()
+    assert dirs["x.0.weight"].any() and dirs["y.4.weight"].any()
+    want = own_loop(dirs, s.x, s.y)
+    rel = np.abs(s.loss - want) / np.abs(want)
+    assert rel.max() <= 1e-6, rel.max()
+    # The centre is θ* itself: the model's own loss.
+    assert s.loss[4, 4] == want[4, 4]
+    # Every tile was evaluated along the same directions, whichever worker's evaluator
+    # drew them.
+    digests = {t["metrics"]["directions_fnv48"] for t in sweep.results()["trials"]}
+    assert len(digests) == 1, digests
+    workers = {t["worker"] for t in sweep.results()["trials"]}
+    # One worker, one process: the same surface bit for bit.
+    alone = ridgeline.run(
+        scan_spec("torch_models:cnn", "torch-cnn"), workers=1, out=tmp_path / "one", progress=False
+    )
+    assert alone.surface().loss.tobytes() == s.loss.tobytes(), workers
+
+
+def test_an_evaluator_that_raises_fails_its_units_with_the_reason(cluster, in_tests_folder):
+    sweep = cluster.client.submit(scan_spec("torch_models:broken", "torch-broken"))
+    final = sweep.wait(progress=False, timeout=600)
+    assert final["state"] == "failed", final
+    errors = {t["error"] for t in sweep.results()["trials"] if t["state"] == "failed"}
+    assert errors and all(
+        "RuntimeError: no such checkpoint: /nowhere/model.pt" in e for e in errors
+    ), errors

@@ -1,0 +1,34 @@
+"""PyTorch models the evaluator tests scan (imported by evaluator processes)."""
+
+import torch
+from torch import nn
+
+
+def _data(seed: int, n: int, shape, classes: int):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, *shape, generator=g)
+    y = torch.randint(0, classes, (n,), generator=g)
+    return x, y
+
+
+def cnn():
+    """A small CNN with BatchNorm whose running statistics are not the defaults."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(4 * 8 * 8, 10),
+    )
+    x, y = _data(1, 96, (1, 8, 8), 10)
+    model.train()
+    with torch.no_grad():
+        model(x)  # BatchNorm statistics from the data
+    batches = [(x[:48], y[:48]), (x[48:], y[48:])]
+    print("cnn built (this line goes to stderr, not the protocol)")
+    return model, nn.functional.cross_entropy, batches
+
+
+def broken():
+    raise RuntimeError("no such checkpoint: /nowhere/model.pt")
