@@ -90,3 +90,15 @@ def test_an_evaluator_that_raises_fails_its_units_with_the_reason(cluster, in_te
     assert errors and all(
         "RuntimeError: no such checkpoint: /nowhere/model.pt" in e for e in errors
     ), errors
+
+
+def test_a_hung_evaluator_is_stopped_and_its_unit_fails_saying_so(cluster, in_tests_folder):
+    spec = scan_spec("torch_models:hangs", "torch-hangs")
+    spec["landscape"]["evaluator"]["timeout"] = 3
+    spec["landscape"]["x"] = spec["landscape"]["y"] = {"min": -1.0, "max": 1.0, "points": 3}
+    sweep = cluster.client.submit(spec)
+    final = sweep.wait(progress=False, timeout=300)
+    assert final["state"] == "failed", final
+    (trial,) = sweep.results()["trials"]
+    assert "did not answer tile within 3 s" in trial["error"], trial["error"]
+    assert trial["attempts"] >= 2, trial  # retried, each attempt with a fresh evaluator

@@ -32,3 +32,20 @@ def cnn():
 
 def broken():
     raise RuntimeError("no such checkpoint: /nowhere/model.pt")
+
+
+class _Stuck(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer = nn.Linear(3, 3)
+
+    def forward(self, x):
+        import time
+
+        time.sleep(3600)
+        return self.layer(x)
+
+
+def hangs():
+    """Builds at once, then never answers a tile."""
+    return _Stuck(), nn.functional.mse_loss, [(torch.zeros(2, 3), torch.zeros(2, 3))]

@@ -95,19 +95,15 @@ class Evaluator:
     def parameters(self) -> int:
         return sum(t.numel() for t in self.tensors.values())
 
-    def load_directions(self, arrays: Dict[str, np.ndarray]) -> None:
+    def load_directions(self, arrays: Dict[str, np.ndarray], axes: int) -> None:
         dirs: List[Dict[str, torch.Tensor]] = []
-        for prefix in ("x", "y"):
-            found = {
-                n[len(prefix) + 1 :]: a for n, a in arrays.items() if n.startswith(prefix + ".")
-            }
-            if not found:
-                continue
+        for prefix in ("x", "y")[:axes]:
             d = {}
             for name in self.tensors:
-                if name not in found:
-                    raise ValueError(f"the directions have no {prefix}.{name}")
-                d[name] = torch.from_numpy(np.array(found[name])).to(self.device, torch.float64)
+                key = f"{prefix}.{name}"
+                if key not in arrays:
+                    raise ValueError(f"the directions have no {key}")
+                d[name] = torch.from_numpy(arrays[key]).to(self.device, torch.float64)
             dirs.append(d)
         self.dirs = dirs
 
@@ -203,7 +199,7 @@ def serve(ev: Evaluator, requests: Any, answer: Callable[[Dict[str, Any]], None]
                 write_safetensors(req["path"], ev.tensors)
                 answer({"ok": True, "parameters": ev.parameters()})
             elif op == "directions":
-                ev.load_directions(read_safetensors(req["path"]))
+                ev.load_directions(read_safetensors(req["path"]), int(req["axes"]))
                 answer({"ok": True})
             elif op == "tile":
                 values = [ev.point(p) for p in req["points"]]

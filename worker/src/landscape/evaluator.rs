@@ -10,7 +10,8 @@
 //!    `state_dict`, as f32) to the safetensors file `P`;
 //! 3. the worker draws the directions from the sweep's seed with the same code and bits
 //!    as built-in scans ([`random_direction`]) and writes them to a file;
-//!    `{"op": "directions", "path": P}`: the evaluator loads them (`x.NAME`, `y.NAME`);
+//!    `{"op": "directions", "path": P, "axes": 1 | 2}`: the evaluator loads them
+//!    (`x.NAME`, and `y.NAME` for 2-D scans);
 //! 4. `{"op": "tile", "points": [[x, y], ...]}`: it answers `{"loss": [...],
 //!    "accuracy": [...]}` (`null` for NaN), θ* restored exactly after each point.
 //!
@@ -271,7 +272,7 @@ fn start(spec: &SweepSpec, e: &EvaluatorSpec, device: &Device) -> Result<Evaluat
         .map_err(|err| format!("{}: {err}", dirs_path.display()))?;
     request(
         &mut ev,
-        &serde_json::json!({"op": "directions", "path": dirs_path}),
+        &serde_json::json!({"op": "directions", "path": dirs_path, "axes": axes}),
     )?;
     let _ = std::fs::remove_dir_all(&dir);
     Ok(ev)
