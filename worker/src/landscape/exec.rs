@@ -66,18 +66,18 @@ pub fn run_unit(
     memory_bytes: u64,
 ) -> Result<TrialOutput, UnitError> {
     let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
-    match l.unit(unit as usize) {
+    match (l.unit(unit as usize), &l.evaluator) {
         // The user's own evaluator process computes the points (validation admits only
         // tiles for it).
-        ScanUnit::Tile(t) if let Some(e) = &l.evaluator => {
+        (ScanUnit::Tile(t), Some(e)) => {
             super::evaluator::run_tile(sweep, spec, e, t as u32, device)
         }
-        ScanUnit::Tile(t) => run_tile(sweep, spec, t as u32, fetch, device, memory_bytes),
-        ScanUnit::Hvp { round, shard } => {
+        (ScanUnit::Tile(t), None) => run_tile(sweep, spec, t as u32, fetch, device, memory_bytes),
+        (ScanUnit::Hvp { round, shard }, _) => {
             run_hvp(sweep, spec, round, shard, fetch, device, memory_bytes)
         }
-        ScanUnit::Curve => run_curve(sweep, spec, fetch, device, memory_bytes),
-        ScanUnit::Curvature(k) => run_curvature(sweep, spec, k, fetch, device, memory_bytes),
+        (ScanUnit::Curve, _) => run_curve(sweep, spec, fetch, device, memory_bytes),
+        (ScanUnit::Curvature(k), _) => run_curvature(sweep, spec, k, fetch, device, memory_bytes),
     }
 }
 
