@@ -102,3 +102,30 @@ def test_a_hung_evaluator_is_stopped_and_its_unit_fails_saying_so(cluster, in_te
     (trial,) = sweep.results()["trials"]
     assert "did not answer tile within 3 s" in trial["error"], trial["error"]
     assert trial["attempts"] >= 2, trial  # retried, each attempt with a fresh evaluator
+
+
+def test_the_one_call_entry_gives_the_surface_of_the_seed_loop(in_tests_folder, tmp_path):
+    import ridgeline.torch
+
+    s = ridgeline.torch.landscape(
+        torch_models.cnn,
+        points=5,
+        span=0.5,
+        seed=3,
+        workers=1,
+        tile=25,
+        out=tmp_path / "one-call",
+        progress=False,
+    )
+    dirs = read_safetensors(
+        str(
+            tmp_path
+            / "one-call"
+            / "sweeps"
+            / next(p.name for p in (tmp_path / "one-call" / "sweeps").iterdir())
+            / "directions.safetensors"
+        )
+    )
+    assert np.allclose(s.x, np.linspace(-0.5, 0.5, 5))
+    want = own_loop(dirs, s.x, s.y)
+    assert (np.abs(s.loss - want) / np.abs(want)).max() <= 1e-6
