@@ -129,3 +129,32 @@ def test_the_one_call_entry_gives_the_surface_of_the_seed_loop(in_tests_folder, 
     assert np.allclose(s.x, np.linspace(-0.5, 0.5, 5))
     want = own_loop(dirs, s.x, s.y)
     assert (np.abs(s.loss - want) / np.abs(want)).max() <= 1e-6
+
+
+def test_an_evaluator_killed_mid_scan_costs_a_retry_not_a_bit(cluster, in_tests_folder, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    sweep = cluster.client.submit(scan_spec("torch_models:slow_cnn", "torch-kill"))
+    pattern = "ridgeline.torch.evaluator torch_models:slow_cnn"
+    deadline = time.monotonic() + 120
+    killed = None
+    while killed is None and time.monotonic() < deadline:
+        pids = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+        done = sweep.status()["completed"]
+        if pids.stdout.split() and done >= 1:
+            killed = int(pids.stdout.split()[0])
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.05)
+    assert killed is not None, "no evaluator ran alongside a finished tile"
+    final = sweep.wait(progress=False, timeout=600)
+    assert final["state"] == "completed", final
+    trials = sweep.results()["trials"]
+    assert any(t["attempts"] >= 2 for t in trials), trials
+    # The same surface, bit for bit, as the model scanned without a fault.
+    alone = ridgeline.run(
+        scan_spec("torch_models:cnn", "torch-cnn"), workers=1, out=tmp_path / "one", progress=False
+    )
+    assert alone.surface().loss.tobytes() == sweep.surface().loss.tobytes()

@@ -49,3 +49,12 @@ class _Stuck(nn.Module):
 def hangs():
     """Builds at once, then never answers a tile."""
     return _Stuck(), nn.functional.mse_loss, [(torch.zeros(2, 3), torch.zeros(2, 3))]
+
+
+def slow_cnn():
+    """cnn() whose every forward pass takes 50 ms longer: the same values, slowly."""
+    import time
+
+    model, loss_fn, batches = cnn()
+    model.register_forward_hook(lambda *_: time.sleep(0.05))
+    return model, loss_fn, batches
