@@ -158,3 +158,38 @@ def test_an_evaluator_killed_mid_scan_costs_a_retry_not_a_bit(cluster, in_tests_
         scan_spec("torch_models:cnn", "torch-cnn"), workers=1, out=tmp_path / "one", progress=False
     )
     assert alone.surface().loss.tobytes() == sweep.surface().loss.tobytes()
+
+
+def test_the_hugging_face_gpt2_example_centre_is_the_models_own_loss(tmp_path):
+    """examples/torch: a transformers GPT-2 (random init, byte tokens of Moby-Dick)."""
+    examples = Path(__file__).resolve().parent.parent.parent / "examples" / "torch"
+    spec = {
+        "name": "gpt2-moby-torch",
+        "kind": "landscape",
+        "landscape": {
+            "evaluator": {
+                "python": "gpt2_moby:build",
+                "interpreter": sys.executable,
+                "workdir": str(examples),
+            },
+            "tile": 9,
+            "x": {"min": -1.0, "max": 1.0, "points": 3},
+            "y": {"min": -1.0, "max": 1.0, "points": 3},
+            "directions": {"seed": 0},
+        },
+    }
+    s = ridgeline.run(spec, workers=1, out=tmp_path / "gpt2", progress=False).surface()
+    sys.path.insert(0, str(examples))
+    try:
+        import gpt2_moby
+    finally:
+        sys.path.remove(str(examples))
+    model = gpt2_moby.model().eval()
+    with torch.no_grad():
+        data = gpt2_moby.batches()
+        total = sum(float(model(**x).loss) * len(y) for x, y in data)
+        want = total / sum(len(y) for _, y in data)
+    assert abs(s.loss[1, 1] - want) <= 1e-6 * want, (s.loss[1, 1], want)
+    # Random weights over 256 byte values: about ln 256 = 5.55 at the centre.
+    assert 5.0 < want < 6.0
+    assert np.isfinite(s.loss).all()
