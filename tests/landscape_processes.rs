@@ -126,18 +126,10 @@ fn distributed_scan_matches_closed_form_and_is_bit_identical_to_one_worker() {
         }
     }
     // surface.h5 and surface.vtp, read back by h5py and Python's XML parser.
-    let py = python_with(&["h5py"]);
-    let out = std::process::Command::new(&py)
-        .arg(root().join("tests/read_exports.py"))
-        .arg(&three)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let e = python_json(&[
+        root().join("tests/read_exports.py").as_os_str(),
+        three.as_os_str(),
+    ]);
     let values = |v: &serde_json::Value| -> Vec<f64> {
         v["values"]
             .as_array()
@@ -492,7 +484,6 @@ fn a_scan_of_both_splits_is_the_two_scans_and_feeds_plot_1d() {
     assert!(said.contains("val_surface.npy"), "{said}");
     // What plot_1D.py does with the file: asserts train_loss, reads train_acc, and
     // draws test_loss when present.
-    let py = python_with(&["h5py"]);
     let script = r#"
 import h5py, json, sys
 f = h5py.File(sys.argv[1], "r")
@@ -502,17 +493,8 @@ test_loss = f["test_loss"][:] if "test_loss" in f.keys() else None
 print(json.dumps({"keys": sorted(f.keys()), "x": len(x), "acc": len(train_acc),
                   "train": train_loss.tolist(), "test": test_loss.tolist()}))
 "#;
-    let out = std::process::Command::new(&py)
-        .args(["-c", script])
-        .arg(both.join("surface.h5"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let e: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let h5 = both.join("surface.h5");
+    let e = python_json(&["-c".as_ref(), script.as_ref(), h5.as_os_str()]);
     assert_eq!(
         e["keys"],
         serde_json::json!([
@@ -535,4 +517,18 @@ print(json.dumps({"keys": sorted(f.keys()), "x": len(x), "acc": len(train_acc),
     assert_eq!(as_vec(&e["train"]), npy(&train, "surface.npy"));
     assert_eq!(as_vec(&e["test"]), npy(&val, "surface.npy"));
     assert!(both.join("curve.png").exists());
+}
+
+/// What a Python with h5py prints as JSON when run with `args`.
+fn python_json(args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let out = std::process::Command::new(python_with(&["h5py"]))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -93,45 +93,34 @@ def sweep_id_of(out):
     return only
 
 
+def random_search(fn, n: int, out) -> ridgeline.FolderSweep:
+    """``n`` random trials of ``fn`` over x in [0, 1), on as many local workers."""
+    return ridgeline.optimize(
+        fn,
+        {"x": ridgeline.uniform(0, 1)},
+        n_trials=n,
+        algorithm="random",
+        workers=n,
+        out=out,
+        progress=False,
+    )
+
+
 def test_a_function_that_raises_fails_with_its_traceback_and_nan_diverges(
     in_tests_folder, tmp_path
 ):
-    bad = ridgeline.optimize(
-        objectives.raises,
-        {"x": ridgeline.uniform(0, 1)},
-        n_trials=2,
-        algorithm="random",
-        workers=2,
-        out=tmp_path / "raises",
-        progress=False,
-    )
+    bad = random_search(objectives.raises, 2, tmp_path / "raises")
     df = bad.trials()
     assert list(df["state"]) == ["failed", "failed"]
     for err, x in zip(df["error"], df["x"]):
         assert f"ValueError: boom at x={x:.3f}" in err, err
     assert "boom" in bad.logs(0)
-    nan = ridgeline.optimize(
-        objectives.nan,
-        {"x": ridgeline.uniform(0, 1)},
-        n_trials=2,
-        algorithm="random",
-        workers=2,
-        out=tmp_path / "nan",
-        progress=False,
-    )
+    nan = random_search(objectives.nan, 2, tmp_path / "nan")
     assert list(nan.trials()["state"]) == ["diverged", "diverged"]
 
 
 def test_report_round_trips_every_metric_type(in_tests_folder, tmp_path):
-    sweep = ridgeline.optimize(
-        objectives.every_type,
-        {"x": ridgeline.uniform(0, 1)},
-        n_trials=1,
-        algorithm="random",
-        workers=1,
-        out=tmp_path / "types",
-        progress=False,
-    )
+    sweep = random_search(objectives.every_type, 1, tmp_path / "types")
     h = sweep.history()
     got = {(int(s), str(m)): v for s, m, v in zip(h["step"], h["metric"], h["value"])}
     exact = {
