@@ -39,7 +39,7 @@ def lightning_callback() -> Any:
     except ImportError:
         import pytorch_lightning as pl
 
-    class RidgelineReporter(pl.Callback):  # type: ignore[misc]
+    class RidgelineReporter(pl.Callback):  # type: ignore[misc,unused-ignore]
         def on_validation_end(self, trainer: Any, pl_module: Any) -> None:
             if getattr(trainer, "sanity_checking", False) or not trainer.is_global_zero:
                 return
@@ -55,7 +55,7 @@ def huggingface_callback() -> Any:
     (``eval_loss``, ...) at ``step = state.global_step``."""
     from transformers import TrainerCallback
 
-    class RidgelineReporter(TrainerCallback):  # type: ignore[misc]
+    class RidgelineReporter(TrainerCallback):  # type: ignore[misc,unused-ignore]
         def on_evaluate(
             self, args: Any, state: Any, control: Any, metrics: Any = None, **kwargs: Any
         ) -> None:

@@ -30,10 +30,14 @@ def scan_spec(function: str, name: str) -> dict:
     }
 
 
-def own_loop(dirs: dict, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """The seed's loop: θ* + α·d1 + β·d2 per point under no_grad, then restore."""
+def own_loop(dirs: dict, xs: np.ndarray, ys: np.ndarray, double: bool = False) -> np.ndarray:
+    """The seed's loop: θ* + α·d1 + β·d2 per point under no_grad, then restore (in
+    float64 throughout with `double`)."""
     model, loss_fn, batches = torch_models.cnn()
     model.eval()
+    if double:
+        model = model.double()
+        batches = [(x.double(), y) for x, y in batches]
     tensors = {n: t for n, t in model.state_dict().items() if torch.is_floating_point(t)}
     base = {n: t.clone() for n, t in tensors.items()}
     out = np.empty((len(ys), len(xs)))
@@ -193,3 +197,17 @@ def test_the_hugging_face_gpt2_example_centre_is_the_models_own_loss(tmp_path):
     # Random weights over 256 byte values: about ln 256 = 5.55 at the centre.
     assert 5.0 < want < 6.0
     assert np.isfinite(s.loss).all()
+
+
+def test_float64_evaluation_is_the_float64_loop(in_tests_folder, tmp_path):
+    spec = scan_spec("torch_models:cnn", "torch-cnn-f64")
+    spec["landscape"]["evaluator"]["dtype"] = "float64"
+    spec["landscape"]["x"] = spec["landscape"]["y"] = {"min": -1.0, "max": 1.0, "points": 3}
+    sweep = ridgeline.run(spec, workers=1, out=tmp_path / "f64", progress=False)
+    s = sweep.surface()
+    dirs = read_safetensors(str(Path(sweep.files()) / "directions.safetensors"))
+    f64 = own_loop(dirs, s.x, s.y, double=True)
+    f32 = own_loop(dirs, s.x, s.y)
+    assert (np.abs(s.loss - f64) / f64).max() <= 1e-12
+    # The option changes what is computed: float32 differs in the last digits.
+    assert (np.abs(s.loss - f32) / f32).max() > 1e-9

@@ -106,6 +106,34 @@ pub struct EvaluatorSpec {
     /// as hung: it is stopped and the unit fails (and is retried).
     #[serde(default = "hess::evaluator_timeout")]
     pub timeout: f64,
+    /// The precision the points are evaluated in.
+    #[serde(default)]
+    pub dtype: EvalDtype,
+}
+
+/// The precision an evaluator computes in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvalDtype {
+    /// The model's own dtype (and its data's), as the function returns them.
+    #[default]
+    Model,
+    /// The model and the floating data cast to float32.
+    Float32,
+    /// The model and the floating data cast to float64 (θ* + α·d₁ + β·d₂ is then not
+    /// rounded at all).
+    Float64,
+}
+
+impl EvalDtype {
+    /// The name the evaluator takes (`RIDGELINE_DTYPE`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EvalDtype::Model => "model",
+            EvalDtype::Float32 => "float32",
+            EvalDtype::Float64 => "float64",
+        }
+    }
 }
 
 /// Which split of the data the loss is evaluated on.

@@ -385,6 +385,11 @@ python = "mypkg.scan:build"
     let s = SweepSpec::from_toml(ok).unwrap();
     let e = s.landscape.as_ref().unwrap().evaluator.as_ref().unwrap();
     assert_eq!((e.python.as_str(), e.timeout), ("mypkg.scan:build", 600.0));
+    assert_eq!(e.dtype, crate::landscape::EvalDtype::Model);
+    let f64_spec =
+        SweepSpec::from_toml(&ok.replace("build\"", "build\"\ndtype = \"float64\"")).unwrap();
+    let e64 = f64_spec.landscape.unwrap().evaluator.unwrap();
+    assert_eq!(e64.dtype.as_str(), "float64");
     assert_eq!(SweepSpec::from_json(&s.to_json()).unwrap(), s);
     let cases = [
         (
@@ -416,6 +421,11 @@ python = "mypkg.scan:build"
             "[landscape]",
             "[landscape]\ndirections = { type = \"pca\", trajectory = \"sweep:s/best\" }",
             "landscape.directions.type: an evaluator scan takes random directions",
+        ),
+        (
+            "python = \"mypkg.scan:build\"",
+            "python = \"m:f\"\ndtype = \"float16\"",
+            "landscape.evaluator.dtype: unknown variant `float16`",
         ),
     ];
     for (from, to, want) in cases {

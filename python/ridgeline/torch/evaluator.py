@@ -2,8 +2,10 @@
 
 It speaks the protocol the worker documents (``worker/src/landscape/evaluator.rs``): one
 JSON object per line on stdin and stdout. The user's own prints go to stderr, so that
-they never break the protocol. Points are set as ``θ = θ* + x·d₁ + y·d₂``, computed in
-float64 from θ* and the (f32) directions and rounded to each tensor's dtype, for every
+they never break the protocol. The model and its floating data are cast to
+``RIDGELINE_DTYPE`` (``float32``, ``float64``, or ``model``: as they are). Points are set
+as ``θ = θ* + x·d₁ + y·d₂``, computed in float64 from θ* and the (f32) directions and
+rounded to each tensor's dtype, for every
 floating tensor of the model's ``state_dict`` (parameters and BatchNorm buffers; the
 directions are zero where a tensor is ignored). The model is in eval mode (BatchNorm
 uses its running statistics, as the loss-landscape reference does) and evaluated under
@@ -78,11 +80,15 @@ class Evaluator:
         loss_fn: Callable[[Any, Any], torch.Tensor],
         batches: Sequence[Tuple[Any, Any]],
         device: str = "cpu",
+        dtype: str = "model",
     ) -> None:
         self.device = torch.device(device)
+        cast = {"model": None, "float32": torch.float32, "float64": torch.float64}[dtype]
         self.model = model.to(self.device).eval()
+        if cast is not None:
+            self.model = self.model.to(cast)
         self.loss_fn = loss_fn
-        self.batches = [(_to(x, self.device), _to(y, self.device)) for x, y in batches]
+        self.batches = [(_to(x, self.device, cast), _to(y, self.device, cast)) for x, y in batches]
         if not self.batches:
             raise ValueError("the evaluator's function returned no data batches")
         # The state_dict's tensors share storage with the model's: writing them moves it.
@@ -155,13 +161,16 @@ class Evaluator:
                 raise RuntimeError(f"θ* was not restored exactly: {name} differs")
 
 
-def _to(v: Any, device: torch.device) -> Any:
+def _to(v: Any, device: torch.device, cast: Any = None) -> Any:
+    """On the device; floating tensors in `cast` when given (class indices stay ints)."""
     if isinstance(v, torch.Tensor):
+        if cast is not None and torch.is_floating_point(v):
+            return v.to(device, cast)
         return v.to(device)
     if isinstance(v, dict):
-        return {k: _to(x, device) for k, x in v.items()}
+        return {k: _to(x, device, cast) for k, x in v.items()}
     if isinstance(v, (list, tuple)):
-        return type(v)(_to(x, device) for x in v)
+        return type(v)(_to(x, device, cast) for x in v)
     return v
 
 
@@ -237,7 +246,13 @@ def main(argv: List[str]) -> int:
     if isinstance(built, dict):
         built = (built["model"], built["loss_fn"], built["batches"])
     model, loss_fn, batches = built
-    ev = Evaluator(model, loss_fn, list(batches), os.environ.get("RIDGELINE_DEVICE", "cpu"))
+    ev = Evaluator(
+        model,
+        loss_fn,
+        list(batches),
+        os.environ.get("RIDGELINE_DEVICE", "cpu"),
+        os.environ.get("RIDGELINE_DTYPE", "model"),
+    )
     answer({"ready": True, "parameters": ev.parameters()})
     serve(ev, sys.stdin, answer)
     return 0

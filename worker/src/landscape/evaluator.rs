@@ -190,7 +190,8 @@ fn start(spec: &SweepSpec, e: &EvaluatorSpec, device: &Device) -> Result<Evaluat
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .env("PYTHONUNBUFFERED", "1");
+        .env("PYTHONUNBUFFERED", "1")
+        .env("RIDGELINE_DTYPE", e.dtype.as_str());
     if let Some(w) = &e.workdir {
         if !w.is_dir() {
             return Err(format!(
