@@ -7,13 +7,12 @@ are taken the same way (``RIDGELINE_TOKEN``, ``RIDGELINE_TLS_CA``, ...).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
 import sys
 import sysconfig
-from typing import Any, Mapping, Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 from .errors import AuthError, RidgelineError, SpecError
 
@@ -82,8 +81,3 @@ def run(
     if done.returncode != 0:
         raise error_from(done.stderr, args)
     return done.stdout
-
-
-def run_json(args: Sequence[str], env: Optional[Mapping[str, str]] = None) -> Any:
-    """Runs a command that prints JSON and returns it parsed."""
-    return json.loads(run(args, env))

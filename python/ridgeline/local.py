@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 import subprocess
@@ -174,8 +173,6 @@ def optimize(
         "trial": trial,
         "search": search,
     }
-    if not inspect.isfunction(objective) and not callable(objective):
-        raise TypeError("objective must be a function")
     return run(spec, workers=workers, out=out, fresh=fresh, progress=progress)
 
 

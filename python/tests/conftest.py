@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Iterator, List
@@ -119,11 +118,3 @@ def in_tests_folder(monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(HERE)
     monkeypatch.syspath_prepend(str(HERE))
     return HERE
-
-
-def installed_binary_is_the_packages() -> bool:
-    """Whether the binary in use came with the package (not $RIDGELINE_BIN)."""
-    return (
-        "RIDGELINE_BIN" not in os.environ
-        and Path(_cli.binary()).parent == Path(sys.executable).parent
-    )
