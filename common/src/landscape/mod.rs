@@ -305,6 +305,20 @@ impl HessianSpec {
         self.rounds
             .max(self.density.as_ref().map_or(0, |d| d.steps))
     }
+
+    /// The first round's vectors for a Hessian of `n` parameters, a function of the spec
+    /// alone (so a worker can draw them as the coordinator does): Lanczos's orthonormal
+    /// random start block, the trace's Rademacher probes, then the density's start
+    /// vectors.
+    pub fn first_vectors(&self, n: usize) -> Vec<Vec<f64>> {
+        use crate::linalg::{lanczos, slq::Slq};
+        let mut v = lanczos::start_block(n, self.block, self.seed);
+        v.extend(lanczos::probes(n, self.probes, self.seed));
+        if let Some(d) = &self.density {
+            v.extend(Slq::start(n, d.probes, d.steps, self.seed).1);
+        }
+        v
+    }
 }
 
 /// How a Hessian-vector product is computed.

@@ -87,16 +87,7 @@ pub fn released_units(sweep_dir: &Path, spec: &SweepSpec) -> Option<u32> {
 /// The first round's vectors: an orthonormal random block for Lanczos, the trace
 /// probes, and the density's start vectors.
 pub(super) fn first_block(spec: &SweepSpec, n: usize) -> Option<Vec<Vec<f64>>> {
-    let h = spec.landscape.as_ref()?.hessian.as_ref()?;
-    let st = State::new(spec, n)?;
-    let probes = lanczos::probes(n, h.probes, h.seed);
-    Some(
-        st.next
-            .into_iter()
-            .chain(probes)
-            .chain(st.slq_next)
-            .collect(),
-    )
+    Some(spec.landscape.as_ref()?.hessian.as_ref()?.first_vectors(n))
 }
 
 /// Where a scan's Hessian stands after some round. Rebuilt from the block and product

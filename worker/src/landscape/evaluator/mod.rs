@@ -19,46 +19,30 @@
 //! `timeout` or answers out of protocol is stopped and the unit fails (it is retried,
 //! and the next unit starts a fresh evaluator).
 
-use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
+mod process;
 
-use candle_core::{Device, DeviceLocation};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use candle_core::Device;
 use ridgeline_common::landscape::{
     EvaluatorSpec, HostTensor, LandscapeSpec, TILE_FILE, flat_order, random_direction,
 };
 use ridgeline_common::spec::SweepSpec;
 
+pub use process::EVALUATOR_MODULE;
+use process::{Process, Scratch};
+
 use crate::UnitError;
 use crate::train::{TrialEnd, TrialOutput};
 
-/// The Python module that serves the protocol (in the `ridgeline` package).
-pub const EVALUATOR_MODULE: &str = "ridgeline.torch.evaluator";
-
-/// Lines of the evaluator's stderr kept for error messages.
-const STDERR_TAIL: usize = 30;
-
 /// One running evaluator with its scan's directions loaded.
 struct Evaluator {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Receiver<String>,
-    stderr: Arc<Mutex<VecDeque<String>>>,
-    timeout: Duration,
+    process: Process,
     /// FNV-1a (48 bits) of the directions' f32 bytes, reported with every tile.
     digest: u64,
     /// The directions file, handed in with the scan's first tile (an output).
     directions: Vec<u8>,
-}
-
-impl Drop for Evaluator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 type Pool = Vec<Arc<Mutex<Evaluator>>>;
@@ -129,7 +113,9 @@ fn tile_values(
             None => serde_json::json!([x]),
         })
         .collect();
-    let r = request(ev, &serde_json::json!({"op": "tile", "points": pts}))?;
+    let r = ev
+        .process
+        .request(&serde_json::json!({"op": "tile", "points": pts}))?;
     let column = |key: &str| -> Result<Vec<f64>, UnitError> {
         let v = r[key]
             .as_array()
@@ -184,81 +170,10 @@ fn forget(sweep: &str, ev: &Arc<Mutex<Evaluator>>) {
 /// Starts an evaluator, hands it the directions, and returns it ready for tiles.
 fn start(spec: &SweepSpec, e: &EvaluatorSpec, device: &Device) -> Result<Evaluator, UnitError> {
     let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
-    let python = e.interpreter.as_deref().unwrap_or("python3");
-    let mut cmd = Command::new(python);
-    cmd.args(["-m", EVALUATOR_MODULE, &e.python])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .env("PYTHONUNBUFFERED", "1")
-        .env("RIDGELINE_DTYPE", e.dtype.as_str());
-    if let Some(w) = &e.workdir {
-        if !w.is_dir() {
-            return Err(format!(
-                "landscape.evaluator.workdir {} is not a folder on worker host {}",
-                w.display(),
-                crate::host::default_name()
-            )
-            .into());
-        }
-        cmd.current_dir(w);
-    }
-    // The evaluator runs on this slot's device: a GPU as its only visible one.
-    match device.location() {
-        DeviceLocation::Cuda { gpu_id } => {
-            cmd.env("CUDA_VISIBLE_DEVICES", gpu_id.to_string())
-                .env("RIDGELINE_DEVICE", "cuda:0");
-        }
-        _ => {
-            cmd.env("RIDGELINE_DEVICE", "cpu");
-        }
-    }
-    let mut child = cmd.spawn().map_err(|err| {
-        format!("cannot start the evaluator {python} -m {EVALUATOR_MODULE}: {err}")
-    })?;
-    let stdin = child.stdin.take().expect("piped");
-    let stdout = child.stdout.take().expect("piped");
-    let stderr = child.stderr.take().expect("piped");
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let tail: Arc<Mutex<VecDeque<String>>> = Arc::default();
-    let keep = tail.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines() {
-            let Ok(line) = line else { break };
-            let mut t = keep.lock().expect("stderr lock");
-            if t.len() == STDERR_TAIL {
-                t.pop_front();
-            }
-            t.push_back(line);
-        }
-    });
-    let mut ev = Evaluator {
-        child,
-        stdin,
-        lines,
-        stderr: tail,
-        timeout: Duration::from_secs_f64(e.timeout),
-        digest: 0,
-        directions: Vec::new(),
-    };
-    let hello = receive(&mut ev, "starting")?;
-    if hello["ready"] != serde_json::json!(true) {
-        return Err(format!("the evaluator did not say it was ready: {hello}").into());
-    }
-    let dir = scratch_dir()?;
-    let weights_path = dir.join("weights.safetensors");
-    request(
-        &mut ev,
-        &serde_json::json!({"op": "weights", "path": weights_path}),
-    )?;
+    let (mut process, _) = Process::start(e, device)?;
+    let dir = Scratch::new()?;
+    let weights_path = dir.0.join("weights.safetensors");
+    process.request(&serde_json::json!({"op": "weights", "path": weights_path}))?;
     let bytes = std::fs::read(&weights_path)
         .map_err(|err| format!("the evaluator's weights {}: {err}", weights_path.display()))?;
     let weights = host_tensors(&bytes)?;
@@ -266,26 +181,16 @@ fn start(spec: &SweepSpec, e: &EvaluatorSpec, device: &Device) -> Result<Evaluat
     let dirs: Vec<Vec<HostTensor>> = (0..axes)
         .map(|axis| random_direction(&l.directions, &weights, axis))
         .collect();
-    ev.digest = fnv48(dirs.iter().flatten());
-    ev.directions = directions_file(&dirs)?;
-    let dirs_path = dir.join("directions.safetensors");
-    std::fs::write(&dirs_path, &ev.directions)
+    let directions = directions_file(&dirs)?;
+    let dirs_path = dir.0.join("directions.safetensors");
+    std::fs::write(&dirs_path, &directions)
         .map_err(|err| format!("{}: {err}", dirs_path.display()))?;
-    request(
-        &mut ev,
-        &serde_json::json!({"op": "directions", "path": dirs_path, "axes": axes}),
-    )?;
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(ev)
-}
-
-/// A fresh folder for the files handed to and from an evaluator.
-fn scratch_dir() -> Result<std::path::PathBuf, UnitError> {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!("ridgeline-evaluator-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|err| format!("{}: {err}", dir.display()))?;
-    Ok(dir)
+    process.request(&serde_json::json!({"op": "directions", "path": dirs_path, "axes": axes}))?;
+    Ok(Evaluator {
+        process,
+        digest: fnv48(dirs.iter().flatten()),
+        directions,
+    })
 }
 
 /// θ* as the evaluator wrote it: f32 tensors, in Ridgeline's flat order.
@@ -351,72 +256,4 @@ fn fnv48<'a>(tensors: impl Iterator<Item = &'a HostTensor>) -> u64 {
         }
     }
     h & ((1 << 48) - 1)
-}
-
-/// Sends one request and returns the answer; an `error` answer, a dead or hung
-/// evaluator, or an answer out of protocol is an error naming what happened.
-fn request(ev: &mut Evaluator, req: &serde_json::Value) -> Result<serde_json::Value, UnitError> {
-    let what = req["op"].as_str().unwrap_or("request").to_owned();
-    let line = serde_json::to_string(req).expect("json") + "\n";
-    if let Err(err) = ev
-        .stdin
-        .write_all(line.as_bytes())
-        .and_then(|()| ev.stdin.flush())
-    {
-        return Err(died(ev, &format!("cannot send {what}: {err}")));
-    }
-    let answer = receive(ev, &what)?;
-    if let Some(err) = answer.get("error") {
-        let text = err.as_str().unwrap_or_default();
-        // A Python traceback's last line says what went wrong.
-        let last = text
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or(text);
-        return Err(format!("the evaluator failed on {what}: {last}\n{text}").into());
-    }
-    Ok(answer)
-}
-
-fn receive(ev: &mut Evaluator, what: &str) -> Result<serde_json::Value, UnitError> {
-    match ev.lines.recv_timeout(ev.timeout) {
-        Ok(line) => serde_json::from_str(&line).map_err(|err| {
-            format!("the evaluator answered {what} out of protocol ({err}): {line:.200}").into()
-        }),
-        Err(RecvTimeoutError::Timeout) => {
-            let _ = ev.child.kill();
-            Err(died(
-                ev,
-                &format!(
-                    "the evaluator did not answer {what} within {} s (landscape.evaluator.timeout); stopped",
-                    ev.timeout.as_secs_f64()
-                ),
-            ))
-        }
-        Err(RecvTimeoutError::Disconnected) => {
-            let status = ev.child.wait().map(|s| s.to_string()).unwrap_or_default();
-            Err(died(
-                ev,
-                &format!("the evaluator exited ({status}) during {what}"),
-            ))
-        }
-    }
-}
-
-/// An error with the tail of the evaluator's stderr.
-fn died(ev: &Evaluator, why: &str) -> UnitError {
-    // The stderr thread may still be reading the last lines.
-    std::thread::sleep(Duration::from_millis(50));
-    let tail: Vec<String> = ev
-        .stderr
-        .lock()
-        .expect("stderr lock")
-        .iter()
-        .cloned()
-        .collect();
-    match tail.last() {
-        Some(last) => format!("{why}: {last}\nstderr ends with:\n{}", tail.join("\n")).into(),
-        None => why.to_owned().into(),
-    }
 }
