@@ -58,3 +58,19 @@ def slow_cnn():
     model, loss_fn, batches = cnn()
     model.register_forward_hook(lambda *_: time.sleep(0.05))
     return model, loss_fn, batches
+
+
+def small():
+    """A 1,402-parameter MLP with BatchNorm and tanh (a Hessian with curvature of both
+    signs), whose dense Hessian the test computes itself; eight batches for shards."""
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(16, 48), nn.BatchNorm1d(48), nn.Tanh(), nn.Linear(48, 10))
+    x, y = _data(4, 160, (16,), 10)
+    model.train()
+    with torch.no_grad():
+        model(x)
+    return (
+        model,
+        nn.functional.cross_entropy,
+        [(x[i : i + 20], y[i : i + 20]) for i in range(0, 160, 20)],
+    )

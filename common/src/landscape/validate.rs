@@ -182,17 +182,19 @@ impl LandscapeSpec {
                 "an evaluator scan takes random directions (targets, PCA and files are for checkpoints, for now)",
             );
         }
-        for (field, set) in [
-            ("hessian", self.hessian.is_some()),
-            ("curvature", self.curvature.is_some()),
-            ("curve", self.curve.is_some()),
-        ] {
-            if set {
-                return bad(
-                    field,
-                    "not computed by evaluators yet: scan a checkpoint for it",
-                );
-            }
+        if self.curve.is_some() {
+            return bad(
+                "curve",
+                "a connecting curve is trained by the built-in models only: scan a checkpoint for it",
+            );
+        }
+        if let Some(h) = &self.hessian
+            && h.method != HvpMethod::Exact
+        {
+            return bad(
+                "hessian.method",
+                "an evaluator computes exact products (double backward): leave method out",
+            );
         }
         if self.split != Split::Train || self.samples.is_some() || self.tokens.is_some() {
             return bad(

@@ -409,8 +409,8 @@ python = "mypkg.scan:build"
         ),
         (
             "python = \"mypkg.scan:build\"",
-            "python = \"m:f\"\n[landscape.hessian]\ntop_k = 1",
-            "landscape.hessian: not computed by evaluators yet",
+            "python = \"m:f\"\n[landscape.hessian]\nmethod = \"finite_difference\"",
+            "landscape.hessian.method: an evaluator computes exact products",
         ),
         (
             "python = \"mypkg.scan:build\"",

@@ -45,6 +45,9 @@ mod hvp {
         pub steps: Vec<f64>,
         #[serde(default)]
         pub estimated_relative_errors: Vec<f64>,
+        /// The Hessian's size, as an evaluator reports it.
+        #[serde(default)]
+        pub parameters: Option<usize>,
     }
 }
 
@@ -260,9 +263,7 @@ pub fn hessian_step(
         Some(s) => s,
         None => {
             // Replay the earlier rounds from disk.
-            let n = hessian_size(&parameters(
-                &crate::fsafe::read(sweep_dir.join(MODEL_WEIGHTS)).map_err(|e| e.to_string())?,
-            )?);
+            let n = hessian_parameters(sweep_dir, spec, &unit_dir)?;
             let mut s = State::new(spec, n).ok_or("no [landscape.hessian]")?;
             for r in 0..round {
                 feed(
@@ -292,6 +293,41 @@ pub fn hessian_step(
     }
     write_results(sweep_dir, spec, &st, n)?;
     Ok(None)
+}
+
+/// Entries of a scan's Hessian vectors: from its checkpoint, or, for an evaluator scan
+/// (whose model only its workers see), from the first round's reports. An evaluator
+/// scan's first block is drawn by its workers from the seed (the coordinator leaves the
+/// file empty until then): it is written here, the same vectors, so that every round
+/// after is read from disk alike.
+fn hessian_parameters(
+    sweep_dir: &Path,
+    spec: &SweepSpec,
+    unit_dir: &impl Fn(u32) -> std::path::PathBuf,
+) -> Result<usize, String> {
+    let weights = sweep_dir.join(MODEL_WEIGHTS);
+    if weights.exists() {
+        let bytes = crate::fsafe::read(&weights).map_err(|e| e.to_string())?;
+        return Ok(hessian_size(&parameters(&bytes)?));
+    }
+    let l = spec.landscape.as_ref().ok_or("not a landscape spec")?;
+    let info = unit_dir(l.hessian_base() as u32).join(HVP_INFO);
+    let bytes = crate::fsafe::read(&info).map_err(|e| format!("{}: {e}", info.display()))?;
+    let n = serde_json::from_slice::<hvp::Info>(&bytes)
+        .map_err(|e| format!("{HVP_INFO}: {e}"))?
+        .parameters
+        .filter(|&n| n > 0)
+        .ok_or_else(|| {
+            format!("{HVP_INFO} of the first Hessian unit does not give the parameters")
+        })?;
+    let first = sweep_dir.join(block_file(0));
+    if crate::fsafe::read(&first).is_ok_and(|b| b.is_empty()) {
+        write_vectors(
+            &first,
+            &first_block(spec, n).ok_or("no [landscape.hessian]")?,
+        )?;
+    }
+    Ok(n)
 }
 
 fn write_results(sweep_dir: &Path, spec: &SweepSpec, st: &State, n: usize) -> Result<(), String> {

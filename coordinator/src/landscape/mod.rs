@@ -348,6 +348,18 @@ pub fn prepare(
     Ok(out)
 }
 
+/// The files an evaluator scan starts with: its first Hessian block, left empty (the
+/// coordinator never sees the model, so its workers draw the vectors from the seed; the
+/// first round's results fill the file in).
+pub fn evaluator_files(spec: &SweepSpec) -> Vec<(String, Vec<u8>)> {
+    let hessian = spec.landscape.as_ref().is_some_and(|l| l.hessian.is_some());
+    if hessian {
+        vec![(block_file(0), Vec::new())]
+    } else {
+        Vec::new()
+    }
+}
+
 pub(crate) fn flat(t: &[HostTensor]) -> Vec<f64> {
     t.iter()
         .flat_map(|x| x.data.iter().map(|v| f64::from(*v)))

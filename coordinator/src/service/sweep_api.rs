@@ -104,7 +104,7 @@ impl SweepApi {
                     "landscape.evaluator: an evaluator scan takes no attached files",
                 ));
             }
-            return Ok(Vec::new());
+            return Ok(landscape::evaluator_files(spec));
         }
         let read =
             |path: PathBuf| crate::fsafe::read(&path).map_err(|e| Status::internal(e.to_string()));

@@ -15,13 +15,14 @@ every tile.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import struct
 import sys
 import traceback
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -113,22 +114,101 @@ class Evaluator:
             dirs.append(d)
         self.dirs = dirs
 
-    @torch.no_grad()
+    def trainable(self) -> List[torch.Tensor]:
+        """The Hessian's parameters, in the order of its vectors: the model's
+        ``parameters()`` that require gradients (BatchNorm statistics are buffers)."""
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    @contextlib.contextmanager
+    def at(self, coords: Sequence[float]) -> Iterator[None]:
+        """The model at θ* + Σ cᵢ dᵢ inside the block, at θ* (copied back) after it."""
+        if len(coords) not in (0, len(self.dirs)):
+            raise ValueError(
+                f"a point has {len(coords)} coordinates, the scan {len(self.dirs)} axes"
+            )
+        if not any(coords):
+            yield
+            return
+        with torch.no_grad():
+            for name, t in self.tensors.items():
+                v = self.base[name].to(torch.float64)
+                for c, d in zip(coords, self.dirs):
+                    v = v + float(c) * d[name]
+                t.copy_(v.to(t.dtype))
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, t in self.tensors.items():
+                    t.copy_(self.base[name])
+
     def point(self, coords: Sequence[float]) -> Tuple[float, float]:
         if len(coords) != len(self.dirs):
             raise ValueError(
                 f"a point has {len(coords)} coordinates, the scan {len(self.dirs)} axes"
             )
-        for name, t in self.tensors.items():
-            v = self.base[name].to(torch.float64)
-            for c, d in zip(coords, self.dirs):
-                v = v + float(c) * d[name]
-            t.copy_(v.to(t.dtype))
-        try:
+        with self.at(coords):
             return self.evaluate()
-        finally:
-            for name, t in self.tensors.items():
-                t.copy_(self.base[name])
+
+    def hvps(
+        self, vectors: np.ndarray, shard: int, shards: int, coords: Sequence[float] = ()
+    ) -> np.ndarray:
+        """``H v`` for each row ``v`` of ``vectors``, where ``H`` is the Hessian of the
+        mean loss over all batches with respect to :meth:`trainable`, restricted to the
+        samples of batches ``[shard·B/shards, (shard+1)·B/shards)``: the shards' products
+        sum to the whole data's. By double backward, one first-order graph per batch
+        shared by all vectors; in the model's dtype, returned as float64."""
+        params = self.trainable()
+        n = sum(p.numel() for p in params)
+        if vectors.ndim != 2 or vectors.shape[1] != n:
+            raise ValueError(f"expected vectors of {n} entries, got shape {vectors.shape}")
+        lo = shard * len(self.batches) // shards
+        hi = (shard + 1) * len(self.batches) // shards
+        if lo == hi:
+            raise ValueError(
+                f"shard {shard} of {shards} is empty: the evaluator has "
+                f"{len(self.batches)} batches (landscape.hessian.shards ≤ batches)"
+            )
+        total = sum(_batch_size(y) for _, y in self.batches)
+        out = np.zeros(vectors.shape, dtype=np.float64)
+        dtype = params[0].dtype
+        sizes = [p.numel() for p in params]
+        vs = [
+            [
+                c.view_as(p)
+                for c, p in zip(
+                    torch.split(torch.from_numpy(row).to(self.device, dtype), sizes), params
+                )
+            ]
+            for row in vectors
+        ]
+        with self.at(coords), torch.enable_grad():
+            for x, y in self.batches[lo:hi]:
+                loss = self.loss_fn(_call(self.model, x), y) * (_batch_size(y) / total)
+                grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+                used = [(g, i) for i, g in enumerate(grads) if g is not None]
+                for k, v in enumerate(vs):
+                    hv = torch.autograd.grad(
+                        [g for g, _ in used],
+                        [params[i] for _, i in used],
+                        grad_outputs=[v[i] for _, i in used],
+                        retain_graph=k + 1 < len(vs),
+                        allow_unused=True,
+                    )
+                    full: List[Optional[torch.Tensor]] = [None] * len(params)
+                    for (_, i), h in zip(used, hv):
+                        full[i] = h
+                    out[k] += (
+                        torch.cat(
+                            [
+                                (h if h is not None else torch.zeros_like(p)).reshape(-1)
+                                for h, p in zip(full, params)
+                            ]
+                        )
+                        .to("cpu", torch.float64)
+                        .numpy()
+                    )
+        return out
 
     @torch.no_grad()
     def evaluate(self) -> Tuple[float, float]:
@@ -219,6 +299,14 @@ def serve(ev: Evaluator, requests: Any, answer: Callable[[Dict[str, Any]], None]
                         "accuracy": [_number(v[1]) for v in values],
                     }
                 )
+            elif op == "hvp":
+                n = sum(p.numel() for p in ev.trainable())
+                vectors = np.fromfile(req["vectors"], dtype="<f8").reshape(-1, n)
+                ev.hvps(
+                    vectors, int(req["shard"]), int(req["shards"]), req.get("point", [])
+                ).astype("<f8").tofile(req["out"])
+                ev.check_restored()
+                answer({"ok": True, "parameters": n})
             else:
                 answer({"error": f"unknown op {op!r}"})
         except Exception:
@@ -253,7 +341,13 @@ def main(argv: List[str]) -> int:
         os.environ.get("RIDGELINE_DEVICE", "cpu"),
         os.environ.get("RIDGELINE_DTYPE", "model"),
     )
-    answer({"ready": True, "parameters": ev.parameters()})
+    answer(
+        {
+            "ready": True,
+            "parameters": ev.parameters(),
+            "trainable": sum(p.numel() for p in ev.trainable()),
+        }
+    )
     serve(ev, sys.stdin, answer)
     return 0
 

@@ -9,6 +9,7 @@ use ridgeline_common::linalg::lanczos::{Krylov, hutchinson, probes, start_block}
 use super::eval::Loss;
 use super::hessian::{Method, model_hvps};
 use crate::models::Model;
+use crate::train::{TrialEnd, TrialOutput};
 
 /// One point's curvature, as `curvature.json`.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -43,10 +44,22 @@ pub fn at_point(
         .iter()
         .map(|&i| model.params()[i].var.elem_count())
         .sum();
-    let seed = c.seed ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    let hvps = |v: &[Vec<f64>]| -> Result<Vec<Vec<f64>>> {
+    lanczos_at(n, c, stream, (alpha, beta), |v: &[Vec<f64>]| {
         Ok(model_hvps(model, order, x, y, loss, v, 1.0, Method::Exact, chunk)?.0)
-    };
+    })
+}
+
+/// Curvature of a Hessian of `n` parameters given by its products `hvps` (of a block of
+/// vectors): `c.steps` one-vector Lanczos steps for both ends, then `c.probes`
+/// Hutchinson probes; `stream` seeds this point's start vector and probes.
+pub fn lanczos_at<E>(
+    n: usize,
+    c: &CurvatureSpec,
+    stream: u64,
+    (alpha, beta): (f64, f64),
+    mut hvps: impl FnMut(&[Vec<f64>]) -> std::result::Result<Vec<Vec<f64>>, E>,
+) -> std::result::Result<Point, E> {
+    let seed = c.seed ^ stream.wrapping_mul(0x9e37_79b9_7f4a_7c15);
     let mut k = Krylov::default();
     let mut v = start_block(n, 1, seed);
     let mut steps = 0;
@@ -66,4 +79,20 @@ pub fn at_point(
         trace: (tr, se),
         steps,
     })
+}
+
+/// A curvature unit's result: λmax and the trace as metrics, the point as
+/// `curvature.json`.
+pub fn output(p: &Point) -> TrialOutput {
+    TrialOutput {
+        end: TrialEnd::Completed,
+        final_metrics: vec![
+            ("lambda_max".into(), p.lambda_max.0),
+            ("trace".into(), p.trace.0),
+        ],
+        artifacts: vec![(
+            "curvature.json".into(),
+            serde_json::to_vec(p).expect("json"),
+        )],
+    }
 }

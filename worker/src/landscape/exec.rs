@@ -73,11 +73,19 @@ pub fn run_unit(
             super::evaluator::run_tile(sweep, spec, e, t as u32, device)
         }
         (ScanUnit::Tile(t), None) => run_tile(sweep, spec, t as u32, fetch, device, memory_bytes),
-        (ScanUnit::Hvp { round, shard }, _) => {
+        (ScanUnit::Hvp { round, shard }, Some(e)) => {
+            super::evaluator::run_hvp(sweep, spec, e, (round, shard), fetch, device)
+        }
+        (ScanUnit::Hvp { round, shard }, None) => {
             run_hvp(sweep, spec, round, shard, fetch, device, memory_bytes)
         }
+        (ScanUnit::Curvature(k), Some(e)) => {
+            super::evaluator::run_curvature(sweep, spec, e, k, device)
+        }
+        (ScanUnit::Curvature(k), None) => {
+            run_curvature(sweep, spec, k, fetch, device, memory_bytes)
+        }
         (ScanUnit::Curve, _) => run_curve(sweep, spec, fetch, device, memory_bytes),
-        (ScanUnit::Curvature(k), _) => run_curvature(sweep, spec, k, fetch, device, memory_bytes),
     }
 }
 
@@ -306,17 +314,7 @@ fn run_curvature(
         (a, b),
     )
     .map_err(|e| e.to_string())?;
-    Ok(TrialOutput {
-        end: TrialEnd::Completed,
-        final_metrics: vec![
-            ("lambda_max".into(), p.lambda_max.0),
-            ("trace".into(), p.trace.0),
-        ],
-        artifacts: vec![(
-            "curvature.json".into(),
-            serde_json::to_vec(&p).expect("json"),
-        )],
-    })
+    Ok(super::curvature::output(&p))
 }
 
 /// Evaluates tile `tile` of a scan. The artifact `tile.f64` holds the tile's losses and

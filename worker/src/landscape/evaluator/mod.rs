@@ -1,11 +1,14 @@
 //! Scans evaluated by the user's own process (`[landscape.evaluator]`): a PyTorch model,
 //! its loss and its data live in `python -m ridgeline.torch.evaluator FUNCTION`, which the
-//! worker starts once per slot and keeps for the scan's tiles (the model is loaded once).
+//! worker starts once per slot and keeps for the scan's units (the model is loaded once):
+//! tiles, Hessian rounds and curvature points.
 //!
 //! The protocol is one JSON object per line on the evaluator's stdin and stdout (its own
 //! prints go to stderr, whose tail is the reason when it fails):
 //!
-//! 1. it starts and answers `{"ready": true, "parameters": N}`;
+//! 1. it starts and answers `{"ready": true, "parameters": N, "trainable": T}` (`N`
+//!    floating entries of its `state_dict`; `T` entries of the parameters that take
+//!    gradients, the size of the Hessian's vectors);
 //! 2. `{"op": "weights", "path": P}`: it writes θ* (every floating tensor of its
 //!    `state_dict`, as f32) to the safetensors file `P`;
 //! 3. the worker draws the directions from the sweep's seed with the same code and bits
@@ -13,7 +16,13 @@
 //!    `{"op": "directions", "path": P, "axes": 1 | 2}`: the evaluator loads them
 //!    (`x.NAME`, and `y.NAME` for 2-D scans);
 //! 4. `{"op": "tile", "points": [[x, y], ...]}`: it answers `{"loss": [...],
-//!    "accuracy": [...]}` (`null` for NaN), θ* restored exactly after each point.
+//!    "accuracy": [...]}` (`null` for NaN), θ* restored exactly after each point;
+//! 5. `{"op": "hvp", "vectors": P, "out": Q, "shard": s, "shards": S, "point": [x, y]}`:
+//!    `P` holds k vectors of `T` f64 (little-endian, one after another, in the order of
+//!    the model's `parameters()`); it writes `H v` for each to `Q` in the same layout,
+//!    where `H` is the Hessian of the mean loss over all its data restricted to the
+//!    batches of shard `s` of `S` (the shards' products sum to the whole Hessian's), at
+//!    θ* + x·d₁ + y·d₂ (`point` empty: at θ*), and answers `{"ok": true, "parameters": T}`.
 //!
 //! Any other answer is `{"error": TEXT}`. An evaluator that dies, hangs past the spec's
 //! `timeout` or answers out of protocol is stopped and the unit fails (it is retried,
@@ -33,6 +42,7 @@ use ridgeline_common::spec::SweepSpec;
 pub use process::EVALUATOR_MODULE;
 use process::{Process, Scratch};
 
+use super::load::Fetch;
 use crate::UnitError;
 use crate::train::{TrialEnd, TrialOutput};
 
@@ -43,6 +53,8 @@ struct Evaluator {
     digest: u64,
     /// The directions file, handed in with the scan's first tile (an output).
     directions: Vec<u8>,
+    /// Entries of the Hessian's vectors: the model's parameters that take gradients.
+    trainable: usize,
 }
 
 type Pool = Vec<Arc<Mutex<Evaluator>>>;
@@ -65,18 +77,15 @@ pub fn run_tile(
     if points.is_empty() {
         return Err(format!("tile {tile} is past the end of the grid").into());
     }
-    let ev = take(sweep, spec, e, device)?;
-    let mut guard = ev.lock().expect("evaluator lock");
-    let result = tile_values(&mut guard, &points, l);
-    let (loss, acc) = match result {
-        Ok(v) => v,
-        Err(err) => {
-            // A failed evaluator is not used again: the next unit starts a fresh one.
-            drop(guard);
-            forget(sweep, &ev);
-            return Err(err);
-        }
-    };
+    let (loss, acc, digest, directions) = with_evaluator(sweep, spec, e, device, |ev| {
+        let (loss, acc) = tile_values(ev, &points, l)?;
+        Ok((
+            loss,
+            acc,
+            ev.digest,
+            (tile == 0).then(|| ev.directions.clone()),
+        ))
+    })?;
     let mut bytes = Vec::with_capacity(points.len() * 16);
     for v in loss.iter().chain(&acc) {
         bytes.extend_from_slice(&v.to_le_bytes());
@@ -86,19 +95,160 @@ pub fn run_tile(
         .copied()
         .filter(|v| v.is_finite())
         .fold(f64::NAN, f64::min);
-    let mut final_metrics = vec![("directions_fnv48".into(), guard.digest as f64)];
+    let mut final_metrics = vec![("directions_fnv48".into(), digest as f64)];
     if min.is_finite() {
         final_metrics.insert(0, ("loss".into(), min));
     }
     let mut artifacts = vec![(TILE_FILE.into(), bytes)];
-    if tile == 0 {
-        artifacts.push(("directions.safetensors".into(), guard.directions.clone()));
+    if let Some(d) = directions {
+        artifacts.push(("directions.safetensors".into(), d));
     }
     Ok(TrialOutput {
         end: TrialEnd::Completed,
         final_metrics,
         artifacts,
     })
+}
+
+/// Hessian-vector products for round `round`, shard `shard` of the scan's Hessian:
+/// artifacts `hvp.f64` (the products, in the block's layout) and `hvp.json` (the method
+/// and the Hessian's size). The first round's block is drawn here from the spec's seed
+/// (the coordinator, which never sees the model, leaves it empty).
+pub fn run_hvp(
+    sweep: &str,
+    spec: &SweepSpec,
+    e: &EvaluatorSpec,
+    (round, shard): (usize, usize),
+    fetch: Fetch<'_>,
+    device: &Device,
+) -> Result<TrialOutput, UnitError> {
+    let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
+    let h = l.hessian.as_ref().ok_or("no [landscape.hessian]")?;
+    let block = fetch(&format!("hessian_block_{round}.f64"))?;
+    let (products, n) = with_evaluator(sweep, spec, e, device, |ev| {
+        let n = ev.trainable;
+        let drawn;
+        let vectors: &[u8] = if block.is_empty() && round == 0 {
+            drawn = le_f64(&h.first_vectors(n));
+            &drawn
+        } else {
+            &block
+        };
+        let products = hvps(ev, vectors, (shard, h.shards), &[])?;
+        Ok((products, n))
+    })?;
+    let k = products.len() / (8 * n);
+    Ok(TrialOutput {
+        end: TrialEnd::Completed,
+        final_metrics: vec![("hvps".into(), k as f64)],
+        artifacts: vec![
+            ("hvp.f64".into(), products),
+            (
+                "hvp.json".into(),
+                serde_json::to_vec(&serde_json::json!({"method": "exact", "parameters": n}))
+                    .expect("json"),
+            ),
+        ],
+    })
+}
+
+/// Curvature at point `k` of the sub-grid (artifact `curvature.json`), by Lanczos and
+/// Hutchinson here on the evaluator's products over all its data.
+pub fn run_curvature(
+    sweep: &str,
+    spec: &SweepSpec,
+    e: &EvaluatorSpec,
+    k: usize,
+    device: &Device,
+) -> Result<TrialOutput, UnitError> {
+    let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
+    let c = l.curvature.as_ref().ok_or("no [landscape.curvature]")?;
+    let (xa, ya) = l.curvature_axes().ok_or("no [landscape.curvature]")?;
+    let (a, b) = (
+        xa.value(k % xa.points),
+        ya.map_or(0.0, |y| y.value(k / xa.points)),
+    );
+    let coords: Vec<f64> = if l.y.is_some() { vec![a, b] } else { vec![a] };
+    let p = with_evaluator(sweep, spec, e, device, |ev| {
+        let n = ev.trainable;
+        super::curvature::lanczos_at(n, c, k as u64, (a, b), |v: &[Vec<f64>]| {
+            let out = hvps(ev, &le_f64(v), (0, 1), &coords)?;
+            Ok(out
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect::<Vec<f64>>()
+                .chunks(n)
+                .map(<[f64]>::to_vec)
+                .collect())
+        })
+    })?;
+    Ok(super::curvature::output(&p))
+}
+
+/// The evaluator's products of `vectors` (f64 little-endian, `ev.trainable` entries
+/// each) over its data shard, at the point `coords` (empty: θ*), as the same bytes.
+fn hvps(
+    ev: &mut Evaluator,
+    vectors: &[u8],
+    (shard, shards): (usize, usize),
+    coords: &[f64],
+) -> Result<Vec<u8>, UnitError> {
+    let n = ev.trainable;
+    if n == 0 || vectors.is_empty() || vectors.len() % (8 * n) != 0 {
+        return Err(format!(
+            "the Hessian's vectors ({} bytes) are not {n}-vectors of the evaluator's trainable parameters",
+            vectors.len()
+        )
+        .into());
+    }
+    let dir = Scratch::new()?;
+    let (input, output) = (dir.0.join("vectors.f64"), dir.0.join("products.f64"));
+    std::fs::write(&input, vectors).map_err(|err| format!("{}: {err}", input.display()))?;
+    let r = ev.process.request(&serde_json::json!({
+        "op": "hvp", "vectors": input, "out": output,
+        "shard": shard, "shards": shards, "point": coords,
+    }))?;
+    if r["parameters"].as_u64() != Some(n as u64) {
+        return Err(format!(
+            "the evaluator answered hvp for {} parameters, not {n}",
+            r["parameters"]
+        )
+        .into());
+    }
+    let products = std::fs::read(&output)
+        .map_err(|err| format!("the evaluator's products {}: {err}", output.display()))?;
+    if products.len() != vectors.len() {
+        return Err(format!(
+            "the evaluator wrote {} bytes of products for {} bytes of vectors",
+            products.len(),
+            vectors.len()
+        )
+        .into());
+    }
+    Ok(products)
+}
+
+fn le_f64(v: &[Vec<f64>]) -> Vec<u8> {
+    v.iter().flatten().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// Runs `f` on a free evaluator of `sweep` (started if none is free); one that failed
+/// is not used again: the next unit starts a fresh one.
+fn with_evaluator<T>(
+    sweep: &str,
+    spec: &SweepSpec,
+    e: &EvaluatorSpec,
+    device: &Device,
+    f: impl FnOnce(&mut Evaluator) -> Result<T, UnitError>,
+) -> Result<T, UnitError> {
+    let ev = take(sweep, spec, e, device)?;
+    let mut guard = ev.lock().expect("evaluator lock");
+    let result = f(&mut guard);
+    if result.is_err() {
+        drop(guard);
+        forget(sweep, &ev);
+    }
+    result
 }
 
 fn tile_values(
@@ -170,7 +320,11 @@ fn forget(sweep: &str, ev: &Arc<Mutex<Evaluator>>) {
 /// Starts an evaluator, hands it the directions, and returns it ready for tiles.
 fn start(spec: &SweepSpec, e: &EvaluatorSpec, device: &Device) -> Result<Evaluator, UnitError> {
     let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
-    let (mut process, _) = Process::start(e, device)?;
+    let (mut process, hello) = Process::start(e, device)?;
+    let trainable = hello["trainable"]
+        .as_u64()
+        .ok_or_else(|| format!("the evaluator's ready line has no \"trainable\" count: {hello}"))?
+        as usize;
     let dir = Scratch::new()?;
     let weights_path = dir.0.join("weights.safetensors");
     process.request(&serde_json::json!({"op": "weights", "path": weights_path}))?;
@@ -190,6 +344,7 @@ fn start(spec: &SweepSpec, e: &EvaluatorSpec, device: &Device) -> Result<Evaluat
         process,
         digest: fnv48(dirs.iter().flatten()),
         directions,
+        trainable,
     })
 }
 
