@@ -7,7 +7,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator, List
+from typing import Dict, Iterator, List
 
 import pytest
 
@@ -23,12 +23,12 @@ TOKEN = "python-tests-token"
 class Cluster:
     """A coordinator and its workers; ``client`` speaks to it with the right token."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, env: "Dict[str, str] | None" = None) -> None:
         self.root = root
         self.data = root / "data"
-        self.data.mkdir()
+        self.data.mkdir(parents=True)
         self.procs: List[subprocess.Popen] = []
-        self.env = dict(os.environ, RIDGELINE_TOKEN=TOKEN)
+        self.env = dict(os.environ, RIDGELINE_TOKEN=TOKEN, **(env or {}))
         self.env.pop("RIDGELINE_COORDINATOR", None)
         log = open(root / "coordinator.log", "w")
         self.procs.append(

@@ -31,14 +31,16 @@ def scan_spec(function: str, name: str) -> dict:
     }
 
 
-def own_loop(dirs: dict, xs: np.ndarray, ys: np.ndarray, double: bool = False) -> np.ndarray:
+def own_loop(
+    dirs: dict, xs: np.ndarray, ys: np.ndarray, double: bool = False, build=torch_models.cnn
+) -> np.ndarray:
     """The seed's loop: θ* + α·d1 + β·d2 per point under no_grad, then restore (in
     float64 throughout with `double`)."""
-    model, loss_fn, batches = torch_models.cnn()
+    model, loss_fn, batches = build()
     model.eval()
     if double:
         model = model.double()
-        batches = [(x.double(), y) for x, y in batches]
+        batches = [(x.double() if torch.is_floating_point(x) else x, y) for x, y in batches]
     tensors = {n: t for n, t in model.state_dict().items() if torch.is_floating_point(t)}
     base = {n: t.clone() for n, t in tensors.items()}
     out = np.empty((len(ys), len(xs)))
@@ -85,6 +87,30 @@ def test_a_pytorch_cnn_with_batchnorm_scans_as_its_own_loop(cluster, in_tests_fo
         scan_spec("torch_models:cnn", "torch-cnn"), workers=1, out=tmp_path / "one", progress=False
     )
     assert alone.surface().loss.tobytes() == s.loss.tobytes(), workers
+
+
+def test_a_small_pytorch_transformer_scans_as_its_own_loop(cluster, in_tests_folder, tmp_path):
+    spec = scan_spec("torch_models:transformer", "torch-transformer")
+    sweep = cluster.client.submit(spec)
+    final = sweep.wait(progress=False, timeout=600)
+    assert final["state"] == "completed", final
+    s = sweep.surface()
+    files = Path(sweep.files())
+    dirs = read_safetensors(str(files / "directions.safetensors"))
+    # Filter-normalised per row of the attention's packed projection, none for the
+    # layer norms' 1-D tensors (biasbn).
+    assert dirs["x.blocks.layers.0.self_attn.in_proj_weight"].shape == (96, 32)
+    assert not dirs["x.norm.weight"].any()
+    want = own_loop(dirs, s.x, s.y, build=torch_models.transformer)
+    rel = np.abs(s.loss - want) / np.abs(want)
+    assert rel.max() <= 1e-5, rel.max()
+    assert len({t["metrics"]["directions_fnv48"] for t in sweep.results()["trials"]}) == 1
+    # A one-worker run draws the directions afresh from the seed: the same bits, and the
+    # same surface.
+    alone = ridgeline.run(spec, workers=1, out=tmp_path / "one", progress=False)
+    again = Path(alone.files()) / "directions.safetensors"
+    assert again.read_bytes() == (files / "directions.safetensors").read_bytes()
+    assert alone.surface().loss.tobytes() == s.loss.tobytes()
 
 
 def test_an_evaluator_that_raises_fails_its_units_with_the_reason(cluster, in_tests_folder):
@@ -163,6 +189,58 @@ def test_an_evaluator_killed_mid_scan_costs_a_retry_not_a_bit(cluster, in_tests_
         scan_spec("torch_models:cnn", "torch-cnn"), workers=1, out=tmp_path / "one", progress=False
     )
     assert alone.surface().loss.tobytes() == sweep.surface().loss.tobytes()
+
+
+def test_a_worker_killed_mid_scan_costs_a_lease_not_a_bit(in_tests_folder, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from conftest import Cluster
+
+    fast = {"RIDGELINE_LEASE_TTL_MS": "3000", "RIDGELINE_HEARTBEAT_INTERVAL_MS": "300"}
+    c = Cluster(tmp_path / "cluster", fast)
+    try:
+        sweep = c.client.submit(scan_spec("torch_models:slow_cnn", "torch-worker-kill"))
+        victim = c.procs[1]
+        deadline = time.monotonic() + 120
+        children: list = []
+        while time.monotonic() < deadline:
+            pgrep = subprocess.run(["pgrep", "-P", str(victim.pid)], capture_output=True)
+            children = [int(p) for p in pgrep.stdout.split()]
+            if children and sweep.status()["completed"] >= 1:
+                break
+            time.sleep(0.05)
+        assert children, "the worker had no evaluator while the scan ran"
+        victim.send_signal(signal.SIGKILL)
+        final = sweep.wait(progress=False, timeout=600)
+        assert final["state"] == "completed", final
+        # The tile it held was leased again, to the other worker.
+        trials = sweep.results()["trials"]
+        assert any(t["attempts"] >= 2 for t in trials), trials
+        # The dead worker's evaluators end with it (their stdin closes).
+        gone = time.monotonic() + 30
+        while any(_alive(p) for p in children) and time.monotonic() < gone:
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in children), children
+        alone = ridgeline.run(
+            scan_spec("torch_models:cnn", "torch-cnn"),
+            workers=1,
+            out=tmp_path / "one",
+            progress=False,
+        )
+        assert alone.surface().loss.tobytes() == sweep.surface().loss.tobytes()
+    finally:
+        c.close()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie has ended)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_the_hugging_face_gpt2_example_centre_is_the_models_own_loss(tmp_path):

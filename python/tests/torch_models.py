@@ -74,3 +74,44 @@ def small():
         nn.functional.cross_entropy,
         [(x[i : i + 20], y[i : i + 20]) for i in range(0, 160, 20)],
     )
+
+
+class TinyLM(nn.Module):
+    """A two-layer causal transformer language model (pre-norm, 4 heads)."""
+
+    def __init__(self, vocab: int = 32, width: int = 32, context: int = 16) -> None:
+        super().__init__()
+        self.tok = nn.Embedding(vocab, width)
+        self.pos = nn.Parameter(0.02 * torch.randn(context, width))
+        layer = nn.TransformerEncoderLayer(
+            width, 4, 2 * width, dropout=0.0, batch_first=True, norm_first=True
+        )
+        self.blocks = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab)
+        # Not persistent: a mask is not a weight, and its -inf entries are no direction.
+        mask = nn.Transformer.generate_square_subsequent_mask(context)
+        self.register_buffer("mask", mask, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.shape[1]
+        h = self.tok(x) + self.pos[:t]
+        h = self.blocks(h, mask=self.mask[:t, :t], is_causal=True)
+        return self.head(self.norm(h))
+
+
+def _lm_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+def transformer():
+    """TinyLM on sequences of a noisy counting pattern (next token = this one + 1)."""
+    torch.manual_seed(6)
+    model = TinyLM()
+    g = torch.Generator().manual_seed(7)
+    start = torch.randint(0, 32, (64, 1), generator=g)
+    seq = (start + torch.arange(17)) % 32
+    noise = torch.rand(seq.shape, generator=g) < 0.1
+    seq = torch.where(noise, torch.randint(0, 32, seq.shape, generator=g), seq)
+    x, y = seq[:, :-1], seq[:, 1:]
+    return model, _lm_loss, [(x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16)]
