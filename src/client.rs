@@ -242,19 +242,21 @@ pub async fn submit_spec(
                 }
             }
         }
+        // A target is a checkpoint folder, or (for an evaluator's model) a safetensors
+        // file of its state_dict.
+        let weights = |c: String| {
+            let p = std::path::PathBuf::from(c);
+            if p.is_file() {
+                p
+            } else {
+                p.join("model.safetensors")
+            }
+        };
         if let Some(c) = local(&l.directions.to) {
-            attach(
-                "landscape.directions.to",
-                std::path::Path::new(&c).join("model.safetensors"),
-                "to.safetensors",
-            )?;
+            attach("landscape.directions.to", weights(c), "to.safetensors")?;
         }
         if let Some(c) = local(&l.directions.y_to) {
-            attach(
-                "landscape.directions.y_to",
-                std::path::Path::new(&c).join("model.safetensors"),
-                "y_to.safetensors",
-            )?;
+            attach("landscape.directions.y_to", weights(c), "y_to.safetensors")?;
         }
         if let Some(f) = &l.directions.file {
             attach("landscape.directions.file", f.clone(), "file.safetensors")?;

@@ -377,3 +377,43 @@ def test_the_hessian_of_a_pytorch_model_is_its_dense_hessians(cluster, in_tests_
     assert abs(curv["trace"][k] - at.sum()) <= 3 * curv["trace_std_error"][k], (curv, at.sum())
     # The point is away from θ*: its curvature is not the centre's.
     assert abs(at[-1] - want[-1]) > 1e-3 * abs(want[-1])
+
+
+def test_target_and_file_directions_of_an_evaluator_scan(in_tests_folder, tmp_path):
+    from ridgeline.torch.evaluator import write_safetensors
+
+    # A random scan, then the same scan along its own directions read from a file: the
+    # same surface bit for bit.
+    spec = scan_spec("torch_models:cnn", "torch-random")
+    spec["landscape"]["x"] = spec["landscape"]["y"] = {"min": -1.0, "max": 1.0, "points": 3}
+    first = ridgeline.run(spec, workers=1, out=tmp_path / "random", progress=False)
+    dirs_file = Path(first.files()) / "directions.safetensors"
+    spec["landscape"]["directions"] = {"type": "file", "file": str(dirs_file)}
+    again = ridgeline.run(spec, workers=1, out=tmp_path / "file", progress=False)
+    assert again.surface().loss.tobytes() == first.surface().loss.tobytes()
+    # Towards a target: another state_dict of the model (here its weights halved), saved
+    # as safetensors; the 1-D scan interpolates, α = 1 being the target itself.
+    model, loss_fn, batches = torch_models.cnn()
+    target = {
+        n: (t * 0.5 if n.endswith("weight") and t.dim() > 1 else t)
+        for n, t in model.state_dict().items()
+        if torch.is_floating_point(t)
+    }
+    write_safetensors(str(tmp_path / "target.safetensors"), target)
+    line = scan_spec("torch_models:cnn", "torch-target")
+    del line["landscape"]["y"]
+    line["landscape"]["x"] = {"min": 0.0, "max": 1.0, "points": 5}
+    line["landscape"]["directions"] = {"type": "target", "to": str(tmp_path / "target.safetensors")}
+    s = ridgeline.run(line, workers=1, out=tmp_path / "target", progress=False).surface()
+    model.eval()
+    tensors = {n: t for n, t in model.state_dict().items() if torch.is_floating_point(t)}
+    base = {n: t.clone() for n, t in tensors.items()}
+    for alpha, got in zip(s.x, s.loss):
+        with torch.no_grad():
+            for n, t in tensors.items():
+                d = target[n].double() - base[n].double()
+                t.copy_((base[n].double() + float(alpha) * d).float())
+            want = sum(float(loss_fn(model(x), y)) * len(y) for x, y in batches) / 96
+        assert abs(got - want) <= 1e-6 * want, (alpha, got, want)
+    # The ends are the two models: θ* at 0, the target at 1.
+    assert s.loss[0] != s.loss[-1]

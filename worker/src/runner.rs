@@ -597,6 +597,7 @@ pub async fn run(
     let mut cfg = cfg;
     let devices = devices::open_devices(&cfg.device)?;
     cfg.slots = cfg.slots.max(1) * devices.len() as u32;
+    crate::host::add_slots(cfg.slots);
     info!(devices = %devices.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(","), slots = cfg.slots, "worker starting");
     // Malformed URLs and unreadable certificates are mistakes, not outages: fail now.
     net::endpoint(&cfg.coordinator, &cfg.security, None)

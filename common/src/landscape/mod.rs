@@ -12,8 +12,8 @@ mod directions;
 mod validate;
 
 pub use directions::{
-    HostTensor, ParamKind, flat_order, name_key, norms_and_cosine, param_kind, random_direction,
-    tensor_direction,
+    HostTensor, ParamKind, difference, flat_order, name_key, norms_and_cosine, param_kind,
+    random_direction, tensor_direction,
 };
 
 /// One axis of a scan: `points` values evenly spaced from `min` to `max`, both included.

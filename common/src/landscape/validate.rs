@@ -176,10 +176,10 @@ impl LandscapeSpec {
                 "an evaluator brings its own model: give it, or a checkpoint (or train), not both",
             );
         }
-        if self.directions.kind != DirectionKind::Random {
+        if self.directions.kind == DirectionKind::Pca {
             return bad(
                 "directions.type",
-                "an evaluator scan takes random directions (targets, PCA and files are for checkpoints, for now)",
+                "PCA directions come from a Ridgeline training trajectory: an evaluator scan takes random, target or file directions",
             );
         }
         if self.curve.is_some() {

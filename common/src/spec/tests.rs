@@ -420,7 +420,7 @@ python = "mypkg.scan:build"
         (
             "[landscape]",
             "[landscape]\ndirections = { type = \"pca\", trajectory = \"sweep:s/best\" }",
-            "landscape.directions.type: an evaluator scan takes random directions",
+            "landscape.directions.type: PCA directions come from a Ridgeline training trajectory",
         ),
         (
             "python = \"mypkg.scan:build\"",

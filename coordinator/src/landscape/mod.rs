@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use ridgeline_common::landscape::{
     DirType, DirectionKind, HostTensor, Ignore, LandscapeSpec, Normalization, ParamKind,
-    flat_order, norms_and_cosine, param_kind, random_direction,
+    difference, flat_order, norms_and_cosine, param_kind, random_direction,
 };
 use ridgeline_common::spec::SweepSpec;
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
@@ -378,34 +378,6 @@ pub(crate) fn unflat(like: &[HostTensor], v: &[f64]) -> Vec<HostTensor> {
                 shape: t.shape.clone(),
                 data,
             }
-        })
-        .collect()
-}
-
-/// `to - from`, tensor by tensor; the two must have the same names and shapes.
-fn difference(from: &[HostTensor], to: &[HostTensor]) -> Result<Vec<HostTensor>, String> {
-    if from.len() != to.len() {
-        return Err(format!(
-            "{} parameter tensors, the scanned checkpoint has {}",
-            to.len(),
-            from.len()
-        ));
-    }
-    from.iter()
-        .zip(to)
-        .map(|(a, b)| {
-            if a.name != b.name || a.shape != b.shape {
-                return Err(format!(
-                    "{} {:?} does not match {} {:?}",
-                    b.name, b.shape, a.name, a.shape
-                ));
-            }
-            let data = a.data.iter().zip(&b.data).map(|(p, q)| q - p).collect();
-            Ok(HostTensor {
-                name: a.name.clone(),
-                shape: a.shape.clone(),
-                data,
-            })
         })
         .collect()
 }

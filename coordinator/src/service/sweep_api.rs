@@ -98,13 +98,29 @@ impl SweepApi {
             .as_ref()
             .ok_or_else(|| Status::invalid_argument("landscape: missing"))?;
         if l.evaluator.is_some() {
-            // The evaluator's process holds the model; its workers make the directions.
-            if !files.is_empty() {
-                return Err(Status::invalid_argument(
-                    "landscape.evaluator: an evaluator scan takes no attached files",
-                ));
+            // The evaluator's process holds the model; its workers make the directions,
+            // from the target checkpoints or the directions file when given.
+            const KEPT: [&str; 3] = ["to.safetensors", "y_to.safetensors", "file.safetensors"];
+            if let Some(n) = files.keys().find(|n| !KEPT.contains(&n.as_str())) {
+                return Err(Status::invalid_argument(format!(
+                    "landscape.evaluator: an evaluator brings its own model; {n} is not a file of its scan (targets and a directions file are)"
+                )));
             }
-            return Ok(landscape::evaluator_files(spec));
+            for (field, reference, name) in [
+                ("landscape.directions.to", &l.directions.to, KEPT[0]),
+                ("landscape.directions.y_to", &l.directions.y_to, KEPT[1]),
+            ] {
+                if let Some(r) = reference.as_ref().filter(|_| !files.contains_key(name)) {
+                    let dir = self.best_checkpoint(field, r).await?;
+                    let path = dir.join(landscape::MODEL_WEIGHTS);
+                    let bytes =
+                        crate::fsafe::read(&path).map_err(|e| Status::internal(e.to_string()))?;
+                    files.insert(name.to_owned(), bytes);
+                }
+            }
+            let mut out: Vec<(String, Vec<u8>)> = files.into_iter().collect();
+            out.extend(landscape::evaluator_files(spec));
+            return Ok(out);
         }
         let read =
             |path: PathBuf| crate::fsafe::read(&path).map_err(|e| Status::internal(e.to_string()));

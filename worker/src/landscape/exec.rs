@@ -70,7 +70,7 @@ pub fn run_unit(
         // The user's own evaluator process computes the points (validation admits only
         // tiles for it).
         (ScanUnit::Tile(t), Some(e)) => {
-            super::evaluator::run_tile(sweep, spec, e, t as u32, device)
+            super::evaluator::run_tile(sweep, spec, e, t as u32, fetch, device)
         }
         (ScanUnit::Tile(t), None) => run_tile(sweep, spec, t as u32, fetch, device, memory_bytes),
         (ScanUnit::Hvp { round, shard }, Some(e)) => {
@@ -80,7 +80,7 @@ pub fn run_unit(
             run_hvp(sweep, spec, round, shard, fetch, device, memory_bytes)
         }
         (ScanUnit::Curvature(k), Some(e)) => {
-            super::evaluator::run_curvature(sweep, spec, e, k, device)
+            super::evaluator::run_curvature(sweep, spec, e, k, fetch, device)
         }
         (ScanUnit::Curvature(k), None) => {
             run_curvature(sweep, spec, k, fetch, device, memory_bytes)

@@ -28,15 +28,14 @@
 //! `timeout` or answers out of protocol is stopped and the unit fails (it is retried,
 //! and the next unit starts a fresh evaluator).
 
+mod directions;
 mod process;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::Device;
-use ridgeline_common::landscape::{
-    EvaluatorSpec, HostTensor, LandscapeSpec, TILE_FILE, flat_order, random_direction,
-};
+use ridgeline_common::landscape::{EvaluatorSpec, LandscapeSpec, TILE_FILE};
 use ridgeline_common::spec::SweepSpec;
 
 pub use process::EVALUATOR_MODULE;
@@ -70,6 +69,7 @@ pub fn run_tile(
     spec: &SweepSpec,
     e: &EvaluatorSpec,
     tile: u32,
+    fetch: Fetch<'_>,
     device: &Device,
 ) -> Result<TrialOutput, UnitError> {
     let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
@@ -77,7 +77,7 @@ pub fn run_tile(
     if points.is_empty() {
         return Err(format!("tile {tile} is past the end of the grid").into());
     }
-    let (loss, acc, digest, directions) = with_evaluator(sweep, spec, e, device, |ev| {
+    let (loss, acc, digest, directions) = with_evaluator((sweep, spec, e), device, fetch, |ev| {
         let (loss, acc) = tile_values(ev, &points, l)?;
         Ok((
             loss,
@@ -125,7 +125,7 @@ pub fn run_hvp(
     let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
     let h = l.hessian.as_ref().ok_or("no [landscape.hessian]")?;
     let block = fetch(&format!("hessian_block_{round}.f64"))?;
-    let (products, n) = with_evaluator(sweep, spec, e, device, |ev| {
+    let (products, n) = with_evaluator((sweep, spec, e), device, fetch, |ev| {
         let n = ev.trainable;
         let drawn;
         let vectors: &[u8] = if block.is_empty() && round == 0 {
@@ -159,6 +159,7 @@ pub fn run_curvature(
     spec: &SweepSpec,
     e: &EvaluatorSpec,
     k: usize,
+    fetch: Fetch<'_>,
     device: &Device,
 ) -> Result<TrialOutput, UnitError> {
     let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
@@ -169,7 +170,7 @@ pub fn run_curvature(
         ya.map_or(0.0, |y| y.value(k / xa.points)),
     );
     let coords: Vec<f64> = if l.y.is_some() { vec![a, b] } else { vec![a] };
-    let p = with_evaluator(sweep, spec, e, device, |ev| {
+    let p = with_evaluator((sweep, spec, e), device, fetch, |ev| {
         let n = ev.trainable;
         super::curvature::lanczos_at(n, c, k as u64, (a, b), |v: &[Vec<f64>]| {
             let out = hvps(ev, &le_f64(v), (0, 1), &coords)?;
@@ -235,13 +236,12 @@ fn le_f64(v: &[Vec<f64>]) -> Vec<u8> {
 /// Runs `f` on a free evaluator of `sweep` (started if none is free); one that failed
 /// is not used again: the next unit starts a fresh one.
 fn with_evaluator<T>(
-    sweep: &str,
-    spec: &SweepSpec,
-    e: &EvaluatorSpec,
+    (sweep, spec, e): (&str, &SweepSpec, &EvaluatorSpec),
     device: &Device,
+    fetch: Fetch<'_>,
     f: impl FnOnce(&mut Evaluator) -> Result<T, UnitError>,
 ) -> Result<T, UnitError> {
-    let ev = take(sweep, spec, e, device)?;
+    let ev = take(sweep, spec, e, device, fetch)?;
     let mut guard = ev.lock().expect("evaluator lock");
     let result = f(&mut guard);
     if result.is_err() {
@@ -289,6 +289,7 @@ fn take(
     spec: &SweepSpec,
     e: &EvaluatorSpec,
     device: &Device,
+    fetch: Fetch<'_>,
 ) -> Result<Arc<Mutex<Evaluator>>, UnitError> {
     {
         let mut p = pool().lock().expect("pool lock");
@@ -301,7 +302,7 @@ fn take(
             return Ok(free.clone());
         }
     }
-    let ev = Arc::new(Mutex::new(start(spec, e, device)?));
+    let ev = Arc::new(Mutex::new(start(spec, e, device, fetch)?));
     pool()
         .lock()
         .expect("pool lock")
@@ -318,7 +319,12 @@ fn forget(sweep: &str, ev: &Arc<Mutex<Evaluator>>) {
 }
 
 /// Starts an evaluator, hands it the directions, and returns it ready for tiles.
-fn start(spec: &SweepSpec, e: &EvaluatorSpec, device: &Device) -> Result<Evaluator, UnitError> {
+fn start(
+    spec: &SweepSpec,
+    e: &EvaluatorSpec,
+    device: &Device,
+    fetch: Fetch<'_>,
+) -> Result<Evaluator, UnitError> {
     let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
     let (mut process, hello) = Process::start(e, device)?;
     let trainable = hello["trainable"]
@@ -330,85 +336,17 @@ fn start(spec: &SweepSpec, e: &EvaluatorSpec, device: &Device) -> Result<Evaluat
     process.request(&serde_json::json!({"op": "weights", "path": weights_path}))?;
     let bytes = std::fs::read(&weights_path)
         .map_err(|err| format!("the evaluator's weights {}: {err}", weights_path.display()))?;
-    let weights = host_tensors(&bytes)?;
-    let axes = if l.y.is_some() { 2 } else { 1 };
-    let dirs: Vec<Vec<HostTensor>> = (0..axes)
-        .map(|axis| random_direction(&l.directions, &weights, axis))
-        .collect();
-    let directions = directions_file(&dirs)?;
+    let weights = directions::host_tensors(&bytes, "the evaluator's weights")?;
+    let dirs = directions::make(l, &weights, fetch)?;
+    let file = directions::file(&dirs)?;
     let dirs_path = dir.0.join("directions.safetensors");
-    std::fs::write(&dirs_path, &directions)
-        .map_err(|err| format!("{}: {err}", dirs_path.display()))?;
-    process.request(&serde_json::json!({"op": "directions", "path": dirs_path, "axes": axes}))?;
+    std::fs::write(&dirs_path, &file).map_err(|err| format!("{}: {err}", dirs_path.display()))?;
+    process
+        .request(&serde_json::json!({"op": "directions", "path": dirs_path, "axes": dirs.len()}))?;
     Ok(Evaluator {
         process,
-        digest: fnv48(dirs.iter().flatten()),
-        directions,
+        digest: directions::fnv48(dirs.iter().flatten()),
+        directions: file,
         trainable,
     })
-}
-
-/// θ* as the evaluator wrote it: f32 tensors, in Ridgeline's flat order.
-fn host_tensors(bytes: &[u8]) -> Result<Vec<HostTensor>, UnitError> {
-    let st = safetensors::SafeTensors::deserialize(bytes)
-        .map_err(|err| format!("the evaluator's weights: {err}"))?;
-    let mut out: Vec<HostTensor> = st
-        .tensors()
-        .into_iter()
-        .map(|(name, t)| {
-            if t.dtype() != safetensors::Dtype::F32 {
-                return Err(format!("the evaluator's weights: {name} is not f32"));
-            }
-            let data = t
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                .collect();
-            Ok(HostTensor {
-                name,
-                shape: t.shape().to_vec(),
-                data,
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    out.sort_by_key(|t| flat_order(&t.name));
-    Ok(out)
-}
-
-/// The directions as built-in scans store them: `x.NAME` and `y.NAME`, f32.
-fn directions_file(dirs: &[Vec<HostTensor>]) -> Result<Vec<u8>, UnitError> {
-    let named: Vec<(String, &HostTensor, Vec<u8>)> = dirs
-        .iter()
-        .zip(["x", "y"])
-        .flat_map(|(d, prefix)| {
-            d.iter()
-                .map(move |t| (format!("{prefix}.{}", t.name), t, le_bytes(&t.data)))
-        })
-        .collect();
-    let views = named
-        .iter()
-        .map(|(name, t, bytes)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, t.shape.clone(), bytes)
-                .map(|v| (name.clone(), v))
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|err| format!("directions: {err}"))?;
-    safetensors::serialize(views, None).map_err(|err| format!("directions: {err}").into())
-}
-
-fn le_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter().flat_map(|x| x.to_le_bytes()).collect()
-}
-
-/// FNV-1a (48 bits) of the directions' f32 bytes in order: x's tensors, then y's.
-fn fnv48<'a>(tensors: impl Iterator<Item = &'a HostTensor>) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for t in tensors {
-        for x in &t.data {
-            for b in x.to_le_bytes() {
-                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-            }
-        }
-    }
-    h & ((1 << 48) - 1)
 }

@@ -50,6 +50,14 @@ impl Process {
             .stderr(Stdio::piped())
             .env("PYTHONUNBUFFERED", "1")
             .env("RIDGELINE_DTYPE", e.dtype.as_str());
+        // Each slot's evaluator gets its share of the cores (PyTorch would take them all,
+        // once per slot), unless the worker's environment says otherwise.
+        if std::env::var_os("OMP_NUM_THREADS").is_none() {
+            cmd.env(
+                "OMP_NUM_THREADS",
+                crate::host::threads_per_slot().to_string(),
+            );
+        }
         if let Some(w) = &e.workdir {
             if !w.is_dir() {
                 return Err(format!(
