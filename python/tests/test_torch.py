@@ -417,3 +417,22 @@ def test_target_and_file_directions_of_an_evaluator_scan(in_tests_folder, tmp_pa
         assert abs(got - want) <= 1e-6 * want, (alpha, got, want)
     # The ends are the two models: θ* at 0, the target at 1.
     assert s.loss[0] != s.loss[-1]
+
+
+def test_points_per_pass_evaluates_several_points_in_one_pass_to_the_same_values(
+    in_tests_folder, tmp_path
+):
+    spec = scan_spec("torch_models:cnn", "torch-stacked")
+    spec["landscape"]["evaluator"]["dtype"] = "float64"
+    spec["landscape"]["x"] = spec["landscape"]["y"] = {"min": -1.0, "max": 1.0, "points": 3}
+    one = ridgeline.run(spec, workers=1, out=tmp_path / "one", progress=False).surface()
+    # 4 points per pass: two full passes and a single point in each 9-point tile.
+    spec["landscape"]["evaluator"]["points_per_pass"] = 4
+    sweep = ridgeline.run(spec, workers=1, out=tmp_path / "four", progress=False)
+    four = sweep.surface()
+    dirs = read_safetensors(str(Path(sweep.files()) / "directions.safetensors"))
+    want = own_loop(dirs, four.x, four.y, double=True)
+    assert (np.abs(four.loss - want) / want).max() <= 1e-12
+    assert (np.abs(four.loss - one.loss) / one.loss).max() <= 1e-12
+    assert np.array_equal(four.accuracy, one.accuracy)
+    assert np.isfinite(four.accuracy).all()

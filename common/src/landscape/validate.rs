@@ -170,6 +170,9 @@ impl LandscapeSpec {
         if !(e.timeout.is_finite() && e.timeout > 0.0) {
             return bad("evaluator.timeout", "expected seconds > 0");
         }
+        if !(1..=4096).contains(&e.points_per_pass) {
+            return bad("evaluator.points_per_pass", "expected 1 to 4096");
+        }
         if self.checkpoint.is_some() || self.train.is_some() {
             return bad(
                 "evaluator",

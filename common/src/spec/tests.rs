@@ -418,6 +418,11 @@ python = "mypkg.scan:build"
             "landscape.evaluator.timeout: expected seconds > 0",
         ),
         (
+            "python = \"mypkg.scan:build\"",
+            "python = \"m:f\"\npoints_per_pass = 0",
+            "landscape.evaluator.points_per_pass: expected 1 to 4096",
+        ),
+        (
             "[landscape]",
             "[landscape]\ndirections = { type = \"pca\", trajectory = \"sweep:s/best\" }",
             "landscape.directions.type: PCA directions come from a Ridgeline training trajectory",

@@ -82,8 +82,10 @@ class Evaluator:
         batches: Sequence[Tuple[Any, Any]],
         device: str = "cpu",
         dtype: str = "model",
+        points_per_pass: int = 1,
     ) -> None:
         self.device = torch.device(device)
+        self.points_per_pass = max(1, int(points_per_pass))
         cast = {"model": None, "float32": torch.float32, "float64": torch.float64}[dtype]
         self.model = model.to(self.device).eval()
         if cast is not None:
@@ -149,6 +151,76 @@ class Evaluator:
             )
         with self.at(coords):
             return self.evaluate()
+
+    def tile(self, points: Sequence[Sequence[float]]) -> List[Tuple[float, float]]:
+        """Loss and accuracy at each point: one at a time, or ``points_per_pass`` at once."""
+        if self.points_per_pass == 1:
+            return [self.point(p) for p in points]
+        out: List[Tuple[float, float]] = []
+        for i in range(0, len(points), self.points_per_pass):
+            out.extend(self.stacked(points[i : i + self.points_per_pass]))
+        return out
+
+    @torch.no_grad()
+    def stacked(self, points: Sequence[Sequence[float]]) -> List[Tuple[float, float]]:
+        """Several points in one forward pass per batch: the tensors at every point
+        stacked along a new first dimension (each computed as in :meth:`at`) and the
+        model mapped over them with ``torch.func.vmap`` and ``functional_call``; the
+        model's own tensors are not touched."""
+        from torch.func import functional_call, vmap
+
+        for p in points:
+            if len(p) != len(self.dirs):
+                raise ValueError(
+                    f"a point has {len(p)} coordinates, the scan {len(self.dirs)} axes"
+                )
+        stacked: Dict[str, torch.Tensor] = {}
+        for name, t in self.tensors.items():
+            base = self.base[name].to(torch.float64)
+            rows = []
+            for p in points:
+                v = base
+                for c, d in zip(p, self.dirs):
+                    v = v + float(c) * d[name]
+                rows.append(v.to(t.dtype))
+            stacked[name] = torch.stack(rows)
+        fixed = {n: t for n, t in self.model.state_dict().items() if n not in stacked}
+
+        def one(params: Dict[str, torch.Tensor], x: Any, y: Any) -> Tuple[Any, Any]:
+            both = {**params, **fixed}
+            if isinstance(x, dict):
+                out = functional_call(self.model, both, (), x)
+            elif isinstance(x, (list, tuple)):
+                out = functional_call(self.model, both, tuple(x))
+            else:
+                out = functional_call(self.model, both, (x,))
+            logits = out.logits if hasattr(out, "logits") else out
+            return self.loss_fn(out, y), logits
+
+        mapped = vmap(one, in_dims=(0, None, None))
+        totals = torch.zeros(len(points), dtype=torch.float64)
+        correct = torch.zeros(len(points), dtype=torch.float64)
+        count, classify = 0, True
+        for x, y in self.batches:
+            losses, logits = mapped(stacked, x, y)
+            n = _batch_size(y)
+            totals += losses.detach().to("cpu", torch.float64) * n
+            count += n
+            if (
+                classify
+                and isinstance(logits, torch.Tensor)
+                and isinstance(y, torch.Tensor)
+                and logits.dim() == 3
+                and y.dim() == 1
+                and not torch.is_floating_point(y)
+            ):
+                correct += (logits.argmax(dim=2) == y).sum(dim=1).to("cpu", torch.float64)
+            else:
+                classify = False
+        return [
+            (float(t) / count, float(c) / count if classify else math.nan)
+            for t, c in zip(totals, correct)
+        ]
 
     def hvps(
         self, vectors: np.ndarray, shard: int, shards: int, coords: Sequence[float] = ()
@@ -291,7 +363,7 @@ def serve(ev: Evaluator, requests: Any, answer: Callable[[Dict[str, Any]], None]
                 ev.load_directions(read_safetensors(req["path"]), int(req["axes"]))
                 answer({"ok": True})
             elif op == "tile":
-                values = [ev.point(p) for p in req["points"]]
+                values = ev.tile(req["points"])
                 ev.check_restored()
                 answer(
                     {
@@ -340,6 +412,7 @@ def main(argv: List[str]) -> int:
         list(batches),
         os.environ.get("RIDGELINE_DEVICE", "cpu"),
         os.environ.get("RIDGELINE_DTYPE", "model"),
+        int(os.environ.get("RIDGELINE_POINTS_PER_PASS", "1")),
     )
     answer(
         {

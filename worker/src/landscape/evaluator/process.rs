@@ -49,7 +49,8 @@ impl Process {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env("PYTHONUNBUFFERED", "1")
-            .env("RIDGELINE_DTYPE", e.dtype.as_str());
+            .env("RIDGELINE_DTYPE", e.dtype.as_str())
+            .env("RIDGELINE_POINTS_PER_PASS", e.points_per_pass.to_string());
         // Each slot's evaluator gets its share of the cores (PyTorch would take them all,
         // once per slot), unless the worker's environment says otherwise.
         if std::env::var_os("OMP_NUM_THREADS").is_none() {
