@@ -35,14 +35,14 @@ def loop(model_name: str, points: int, directions: str, threads: int) -> None:
 
     sys.path.insert(0, HERE)
     import models
-
     from ridgeline.torch.evaluator import read_safetensors
 
     torch.set_num_threads(threads)
     model, loss_fn, batches = getattr(models, model_name)()
     model.eval()
     dirs = read_safetensors(directions)
-    tensors = {n: t for n, t in model.state_dict().items() if torch.is_floating_point(t)}
+    # The tensors the directions cover (a tied one, GPT-2's lm_head, under its first name).
+    tensors = {n: t for n, t in model.state_dict().items() if f"x.{n}" in dirs}
     base = {n: t.clone() for n, t in tensors.items()}
     d = [{n: torch.from_numpy(dirs[f"{k}.{n}"]) for n in tensors} for k in "xy"]
     axis = np.linspace(-1.0, 1.0, points)
@@ -70,7 +70,7 @@ def _rows(y) -> int:
     return int(y.shape[0])
 
 
-def spec(model_name: str, points: int, tile: int) -> dict:
+def spec(model_name: str, points: int, tile: int, per_pass: int = 1) -> dict:
     axis = {"min": -1.0, "max": 1.0, "points": points}
     return {
         "name": f"bench-{model_name}",
@@ -80,6 +80,7 @@ def spec(model_name: str, points: int, tile: int) -> dict:
                 "python": f"models:{model_name}",
                 "interpreter": sys.executable,
                 "workdir": HERE,
+                "points_per_pass": per_pass,
             },
             "tile": tile,
             "x": axis,
@@ -89,16 +90,22 @@ def spec(model_name: str, points: int, tile: int) -> dict:
     }
 
 
-def ridgeline_run(binary: str, model_name: str, workers: int, out: str) -> float:
+def ridgeline_run(
+    binary: str, model_name: str, workers: int, out: str, per_pass: int = 1
+) -> float:
+    """Seconds of `ridgeline run` (NaN when it failed, e.g. a model vmap cannot map)."""
     points, tile = GRIDS[model_name]
     start = time.perf_counter()
-    subprocess.run(
+    done = subprocess.run(
         [binary, "run", "-", "--workers", str(workers), "--out", out, "--fresh"],
-        input=json.dumps(spec(model_name, points, tile)),
+        input=json.dumps(spec(model_name, points, tile, per_pass)),
+        check=False,
         text=True,
-        check=True,
         capture_output=True,
     )
+    if done.returncode != 0:
+        sys.stderr.write(done.stdout[-2000:] + done.stderr[-2000:])
+        return float("nan")
     return time.perf_counter() - start
 
 
@@ -107,6 +114,7 @@ def main() -> int:
     ap.add_argument("--ridgeline", required=True)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--models", default="mlp,gpt2")
+    ap.add_argument("--points-per-pass", type=int, default=8)
     args = ap.parse_args()
     import numpy as np
 
@@ -115,11 +123,13 @@ def main() -> int:
     for name in args.models.split(","):
         points = GRIDS[name][0]
         n = points * points
-        times: dict = {"loop": [], "loop_grid": [], "one": [], "two": []}
+        times: dict = {"loop": [], "loop_grid": [], "one": [], "two": [], "stacked": []}
         with tempfile.TemporaryDirectory() as tmp:
             for _ in range(args.rounds):
                 # Alternated, so that a slower moment of the machine hits every column.
-                times["one"].append(ridgeline_run(args.ridgeline, name, 1, f"{tmp}/one"))
+                times["one"].append(
+                    ridgeline_run(args.ridgeline, name, 1, f"{tmp}/one")
+                )
                 start = time.perf_counter()
                 out = subprocess.run(
                     [
@@ -138,22 +148,36 @@ def main() -> int:
                 times["loop"].append(time.perf_counter() - start)
                 result = json.loads(out.stdout.strip().splitlines()[-1])
                 times["loop_grid"].append(result["grid_s"])
-                times["two"].append(ridgeline_run(args.ridgeline, name, 2, f"{tmp}/two"))
+                times["two"].append(
+                    ridgeline_run(args.ridgeline, name, 2, f"{tmp}/two")
+                )
+                times["stacked"].append(
+                    ridgeline_run(
+                        args.ridgeline, name, 1, f"{tmp}/pp", args.points_per_pass
+                    )
+                )
             surface = np.load(f"{tmp}/one/{_sweep_dir(tmp + '/one')}/surface.npy")
             loop_values = np.array(result["values"]).reshape(points, points)
             rel = float(np.max(np.abs(surface - loop_values) / np.abs(loop_values)))
         med = {k: float(np.median(v)) for k, v in times.items()}
         rows.append((name, n, med, rel))
     print(f"cores: {cores}, rounds: {args.rounds} (medians)")
-    print("| model | points | loop (process) | loop (grid only) | ridgeline, 1 worker | 2 workers | 1 worker / loop | 2 workers / loop | max rel. difference |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    pp = args.points_per_pass
+    print(
+        "| model | points | loop (process) | loop (grid only) | ridgeline, 1 worker | 2 workers "
+        f"| 1 worker, {pp} points per pass | 1 worker / loop | 2 workers / loop "
+        f"| {pp} per pass / loop | overhead per point, 1 worker | max rel. difference |"
+    )
+    print("| --- " * 12 + "|")
     for name, n, m, rel in rows:
         rate = {k: n / v for k, v in m.items()}
         print(
             f"| {name} | {n} | {m['loop']:.2f} s ({rate['loop']:.1f}/s) | {m['loop_grid']:.2f} s "
             f"({rate['loop_grid']:.1f}/s) | {m['one']:.2f} s ({rate['one']:.1f}/s) | "
-            f"{m['two']:.2f} s ({rate['two']:.1f}/s) | {m['loop'] / m['one']:.2f}x | "
-            f"{m['loop'] / m['two']:.2f}x | {rel:.1e} |"
+            f"{m['two']:.2f} s ({rate['two']:.1f}/s) | {m['stacked']:.2f} s "
+            f"({rate['stacked']:.1f}/s) | {m['loop'] / m['one']:.2f}x | "
+            f"{m['loop'] / m['two']:.2f}x | {m['loop'] / m['stacked']:.2f}x | "
+            f"{1000 * (m['one'] - m['loop']) / n:.2f} ms | {rel:.1e} |"
         )
     return 0
 

@@ -9,7 +9,9 @@ import os
 import torch
 from torch import nn
 
-DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples", "data")
+DATA = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples", "data"
+)
 
 
 def mlp():
@@ -17,11 +19,18 @@ def mlp():
         raw = f.read()
     with gzip.open(os.path.join(DATA, "mnist10k-labels-idx1-ubyte.gz")) as f:
         labels = f.read()
-    x = torch.frombuffer(bytearray(raw[16:]), dtype=torch.uint8).view(-1, 784).float() / 255.0
+    x = (
+        torch.frombuffer(bytearray(raw[16:]), dtype=torch.uint8).view(-1, 784).float()
+        / 255.0
+    )
     y = torch.frombuffer(bytearray(labels[8:]), dtype=torch.uint8).long()
     torch.manual_seed(0)
     model = nn.Sequential(
-        nn.Linear(784, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 10)
+        nn.Linear(784, 256),
+        nn.ReLU(),
+        nn.Linear(256, 256),
+        nn.ReLU(),
+        nn.Linear(256, 10),
     )
     return model, nn.functional.cross_entropy, [(x, y)]
 

@@ -193,12 +193,15 @@ def test_an_evaluator_killed_mid_scan_costs_a_retry_not_a_bit(cluster, in_tests_
 
 def test_a_worker_killed_mid_scan_costs_a_lease_not_a_bit(in_tests_folder, tmp_path):
     import signal
-    import subprocess
     import time
 
     from conftest import Cluster
 
-    fast = {"RIDGELINE_LEASE_TTL_MS": "3000", "RIDGELINE_HEARTBEAT_INTERVAL_MS": "300"}
+    fast = {
+        "RIDGELINE_LEASE_TTL_MS": "3000",
+        "RIDGELINE_HEARTBEAT_INTERVAL_MS": "300",
+        "RIDGELINE_EVALUATOR_IDLE_S": "2",
+    }
     c = Cluster(tmp_path / "cluster", fast)
     try:
         sweep = c.client.submit(scan_spec("torch_models:slow_cnn", "torch-worker-kill"))
@@ -206,8 +209,7 @@ def test_a_worker_killed_mid_scan_costs_a_lease_not_a_bit(in_tests_folder, tmp_p
         deadline = time.monotonic() + 120
         children: list = []
         while time.monotonic() < deadline:
-            pgrep = subprocess.run(["pgrep", "-P", str(victim.pid)], capture_output=True)
-            children = [int(p) for p in pgrep.stdout.split()]
+            children = _children(victim.pid)
             if children and sweep.status()["completed"] >= 1:
                 break
             time.sleep(0.05)
@@ -223,6 +225,12 @@ def test_a_worker_killed_mid_scan_costs_a_lease_not_a_bit(in_tests_folder, tmp_p
         while any(_alive(p) for p in children) and time.monotonic() < gone:
             time.sleep(0.1)
         assert not any(_alive(p) for p in children), children
+        # The other worker lives on; its evaluators, idle once the scan is done, are
+        # stopped after RIDGELINE_EVALUATOR_IDLE_S.
+        survivor = c.procs[2].pid
+        while time.monotonic() < gone + 30 and _children(survivor):
+            time.sleep(0.2)
+        assert c.procs[2].poll() is None and not _children(survivor)
         alone = ridgeline.run(
             scan_spec("torch_models:cnn", "torch-cnn"),
             workers=1,
@@ -232,6 +240,13 @@ def test_a_worker_killed_mid_scan_costs_a_lease_not_a_bit(in_tests_folder, tmp_p
         assert alone.surface().loss.tobytes() == sweep.surface().loss.tobytes()
     finally:
         c.close()
+
+
+def _children(pid: int) -> list:
+    import subprocess
+
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True).stdout
+    return [p for p in (int(x) for x in out.split()) if _alive(p)]
 
 
 def _alive(pid: int) -> bool:
@@ -261,7 +276,11 @@ def test_the_hugging_face_gpt2_example_centre_is_the_models_own_loss(tmp_path):
             "directions": {"seed": 0},
         },
     }
-    s = ridgeline.run(spec, workers=1, out=tmp_path / "gpt2", progress=False).surface()
+    run = ridgeline.run(spec, workers=1, out=tmp_path / "gpt2", progress=False)
+    s = run.surface()
+    # GPT-2's output layer is tied to its token embedding: one tensor, one direction.
+    dirs = read_safetensors(str(Path(run.files()) / "directions.safetensors"))
+    assert "x.transformer.wte.weight" in dirs and "x.lm_head.weight" not in dirs
     sys.path.insert(0, str(examples))
     try:
         import gpt2_moby
@@ -436,3 +455,37 @@ def test_points_per_pass_evaluates_several_points_in_one_pass_to_the_same_values
     assert (np.abs(four.loss - one.loss) / one.loss).max() <= 1e-12
     assert np.array_equal(four.accuracy, one.accuracy)
     assert np.isfinite(four.accuracy).all()
+
+
+def test_the_mnist_resnet_example_scans_its_trained_model(tmp_path, monkeypatch):
+    """examples/torch: a ResNet with BatchNorm trained by plain PyTorch, its surface and
+    Hessian (the spec shrunk to a 3x3 grid and a few rounds)."""
+    import tomllib
+
+    examples = Path(__file__).resolve().parent.parent.parent / "examples" / "torch"
+    monkeypatch.setenv("MNIST_RESNET_CHECKPOINT", str(tmp_path / "resnet.pt"))
+    spec = tomllib.loads((examples / "mnist-resnet-landscape.toml").read_text())
+    land = spec["landscape"]
+    land["x"] = land["y"] = {"min": -1.0, "max": 1.0, "points": 3}
+    land["tile"] = 9
+    land["evaluator"].update(interpreter=sys.executable, workdir=str(examples))
+    land["hessian"] = {"top_k": 1, "block": 1, "rounds": 4, "probes": 2, "shards": 2}
+    del land["curvature"]
+    sweep = ridgeline.run(spec, workers=2, out=tmp_path / "out", progress=False)
+    s = sweep.surface()
+    sys.path.insert(0, str(examples))
+    try:
+        import mnist_resnet
+    finally:
+        sys.path.remove(str(examples))
+    model, loss_fn, batches = mnist_resnet.build()
+    model.eval()
+    with torch.no_grad():
+        want = sum(float(loss_fn(model(x), y)) * len(y) for x, y in batches) / 2000
+        acc = sum(int((model(x).argmax(1) == y).sum()) for x, y in batches) / 2000
+    assert s.loss[1, 1] == want
+    assert s.accuracy[1, 1] == acc > 0.9  # trained: two epochs reach about 97 %
+    assert s.loss.max() > 2 * want  # and the directions lead away from the minimum
+    h = sweep.hessian()
+    assert h["parameters"] == sum(p.numel() for p in model.parameters())
+    assert h["top_eigenvalues"][0]["value"] > 0 and np.isfinite(h["trace"]["estimate"])

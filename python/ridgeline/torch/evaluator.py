@@ -95,9 +95,15 @@ class Evaluator:
         if not self.batches:
             raise ValueError("the evaluator's function returned no data batches")
         # The state_dict's tensors share storage with the model's: writing them moves it.
-        self.tensors = {
-            n: t for n, t in self.model.state_dict().items() if torch.is_floating_point(t)
-        }
+        # A tied tensor (GPT-2's lm_head.weight is transformer.wte.weight) is scanned once,
+        # under its first name: one direction for one storage.
+        self.tensors: Dict[str, torch.Tensor] = {}
+        seen = set()
+        for n, t in self.model.state_dict().items():
+            key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+            if torch.is_floating_point(t) and key not in seen:
+                seen.add(key)
+                self.tensors[n] = t
         self.base = {n: t.detach().clone() for n, t in self.tensors.items()}
         self.dirs: List[Dict[str, torch.Tensor]] = []
 
@@ -184,7 +190,9 @@ class Evaluator:
                     v = v + float(c) * d[name]
                 rows.append(v.to(t.dtype))
             stacked[name] = torch.stack(rows)
-        fixed = {n: t for n, t in self.model.state_dict().items() if n not in stacked}
+        # Integer buffers as they are; a tied tensor's other names follow its first
+        # (functional_call ties them).
+        fixed = {n: t for n, t in self.model.state_dict().items() if not torch.is_floating_point(t)}
 
         def one(params: Dict[str, torch.Tensor], x: Any, y: Any) -> Tuple[Any, Any]:
             both = {**params, **fixed}

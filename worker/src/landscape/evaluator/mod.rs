@@ -33,8 +33,9 @@ mod process;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
-use candle_core::Device;
+use candle_core::{Device, DeviceLocation};
 use ridgeline_common::landscape::{EvaluatorSpec, LandscapeSpec, TILE_FILE};
 use ridgeline_common::spec::SweepSpec;
 
@@ -48,6 +49,10 @@ use crate::train::{TrialEnd, TrialOutput};
 /// One running evaluator with its scan's directions loaded.
 struct Evaluator {
     process: Process,
+    /// The device it runs on (a worker with several GPUs keeps one pool per device).
+    device: DeviceLocation,
+    /// When it last finished a unit: an evaluator idle for [`idle_limit`] is stopped.
+    last_used: Instant,
     /// FNV-1a (48 bits) of the directions' f32 bytes, reported with every tile.
     digest: u64,
     /// The directions file, handed in with the scan's first tile (an output).
@@ -60,7 +65,38 @@ type Pool = Vec<Arc<Mutex<Evaluator>>>;
 
 fn pool() -> &'static Mutex<HashMap<String, Pool>> {
     static POOL: OnceLock<Mutex<HashMap<String, Pool>>> = OnceLock::new();
-    POOL.get_or_init(Default::default)
+    POOL.get_or_init(|| {
+        std::thread::spawn(reap);
+        Default::default()
+    })
+}
+
+/// How long an evaluator may sit idle before it is stopped (its model may hold a GPU's
+/// memory that other work needs): `RIDGELINE_EVALUATOR_IDLE_S`, default 5 minutes.
+fn idle_limit() -> Duration {
+    let s = std::env::var("RIDGELINE_EVALUATOR_IDLE_S")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .unwrap_or(300.0);
+    Duration::from_secs_f64(s)
+}
+
+/// Stops the evaluators idle for longer than [`idle_limit`], forever (one thread per
+/// process): dropping an unused one kills its process.
+fn reap() {
+    let limit = idle_limit();
+    loop {
+        std::thread::sleep((limit / 2).min(Duration::from_secs(10)));
+        let mut p = pool().lock().expect("pool lock");
+        for evs in p.values_mut() {
+            evs.retain(|e| match e.try_lock() {
+                Ok(ev) => ev.last_used.elapsed() < limit,
+                Err(_) => true,
+            });
+        }
+        p.retain(|_, evs| !evs.is_empty());
+    }
 }
 
 /// Evaluates tile `tile` with a free evaluator of this sweep (started if none is free).
@@ -244,6 +280,7 @@ fn with_evaluator<T>(
     let ev = take(sweep, spec, e, device, fetch)?;
     let mut guard = ev.lock().expect("evaluator lock");
     let result = f(&mut guard);
+    guard.last_used = Instant::now();
     if result.is_err() {
         drop(guard);
         forget(sweep, &ev);
@@ -295,10 +332,11 @@ fn take(
         let mut p = pool().lock().expect("pool lock");
         // One scan at a time is the common case: a finished scan's evaluators go.
         p.retain(|k, _| k == sweep);
-        if let Some(free) = p
-            .get(sweep)
-            .and_then(|evs| evs.iter().find(|e| e.try_lock().is_ok()))
-        {
+        let location = device.location();
+        if let Some(free) = p.get(sweep).and_then(|evs| {
+            evs.iter()
+                .find(|e| e.try_lock().is_ok_and(|e| e.device == location))
+        }) {
             return Ok(free.clone());
         }
     }
@@ -345,6 +383,8 @@ fn start(
         .request(&serde_json::json!({"op": "directions", "path": dirs_path, "axes": dirs.len()}))?;
     Ok(Evaluator {
         process,
+        device: device.location(),
+        last_used: Instant::now(),
         digest: directions::fnv48(dirs.iter().flatten()),
         directions: file,
         trainable,
