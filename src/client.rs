@@ -360,6 +360,55 @@ pub async fn resume(client: &mut Client, sweep_id: &str) -> Result<()> {
     Ok(())
 }
 
+/// Adds `trials` trials and the configurations `enqueue` (JSON objects) to a search;
+/// returns its trials now.
+pub async fn extend(
+    client: &mut Client,
+    sweep_id: &str,
+    trials: u32,
+    enqueue: Vec<String>,
+) -> Result<u32> {
+    Ok(client
+        .extend_sweep(proto::ExtendSweepRequest {
+            sweep_id: sweep_id.to_owned(),
+            trials,
+            enqueue_json: enqueue,
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?
+        .into_inner()
+        .total)
+}
+
+/// The configurations in a JSON file (`-`: standard input): one object, or a list of
+/// objects, each returned as its own JSON text.
+pub fn read_configurations(path: &std::path::Path) -> Result<Vec<String>> {
+    let text = if path.as_os_str() == "-" {
+        std::io::read_to_string(std::io::stdin())?
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))?;
+    let list = match v {
+        serde_json::Value::Array(items) => items,
+        one => vec![one],
+    };
+    list.into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if c.is_object() {
+                Ok(c.to_string())
+            } else {
+                anyhow::bail!(
+                    "{}: configuration {i} is not a JSON object of parameters",
+                    path.display()
+                )
+            }
+        })
+        .collect()
+}
+
 /// One line summarising a sweep. Units are counted by what became of them: a cancelled
 /// sweep's never-run units are "cancelled", not "done".
 pub fn summary(s: &proto::SweepStatus) -> String {

@@ -206,6 +206,34 @@ enum Cmd {
         #[arg(long)]
         allow_failures: bool,
     },
+    /// Add trials to a search, running or ended: the sampler continues from its trials
+    /// (trial numbers go on; an ended search runs again).
+    Extend {
+        /// Sweep id.
+        sweep: String,
+        /// Trials to add.
+        #[arg(long)]
+        trials: u32,
+        #[command(flatten)]
+        c: CoordinatorFlag,
+        /// Follow the sweep until it ends; exit non-zero if trials failed for good.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Run given configurations next in a search (Optuna's enqueue_trial): FILE holds a
+    /// JSON object of parameters, or a list of them, one trial each (`-`: standard
+    /// input); parameters left out are drawn by the sampler.
+    Enqueue {
+        /// Sweep id.
+        sweep: String,
+        /// JSON file of parameters.
+        file: PathBuf,
+        #[command(flatten)]
+        c: CoordinatorFlag,
+        /// Follow the sweep until it ends; exit non-zero if trials failed for good.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Cancel a sweep: nothing more is leased and running units stop.
     Cancel {
         /// Sweep id.
@@ -564,6 +592,36 @@ fn run() -> Result<()> {
                 eprintln!("{sweep} running again");
                 if wait {
                     follow::follow_to_end(&mut client, &sweep, allow_failures, false).await?;
+                }
+                Ok(())
+            }
+            Cmd::Extend {
+                sweep,
+                trials,
+                c,
+                wait,
+            } => {
+                let mut client = connect(&s, c).await?;
+                let total = client::extend(&mut client, &sweep, trials, Vec::new()).await?;
+                eprintln!("{sweep}: {trials} trials added, {total} in all");
+                if wait {
+                    follow::follow_to_end(&mut client, &sweep, false, false).await?;
+                }
+                Ok(())
+            }
+            Cmd::Enqueue {
+                sweep,
+                file,
+                c,
+                wait,
+            } => {
+                let configs = client::read_configurations(&file)?;
+                let n = configs.len();
+                let mut client = connect(&s, c).await?;
+                let total = client::extend(&mut client, &sweep, 0, configs).await?;
+                eprintln!("{sweep}: {n} configurations enqueued, {total} trials in all");
+                if wait {
+                    follow::follow_to_end(&mut client, &sweep, false, false).await?;
                 }
                 Ok(())
             }

@@ -162,6 +162,20 @@ class RemoteSweep(Sweep):
         """Runs a cancelled search again from where it stopped."""
         self._run("resume", self.id)
 
+    def extend(self, trials: int) -> None:
+        """Adds ``trials`` trials to the search, running or ended; the sampler continues
+        from its trials (an ended search runs again)."""
+        self._run("extend", self.id, "--trials", str(int(trials)))
+
+    def enqueue(self, *configurations: Dict[str, Any]) -> None:
+        """Runs the given configurations next, one trial each (Optuna's
+        ``enqueue_trial``); a parameter left out is drawn by the sampler."""
+        if not configurations:
+            raise ValueError("enqueue() takes at least one configuration")
+        self.client._run(
+            "enqueue", self.id, "-", stdin=json.dumps([dict(c) for c in configurations])
+        )
+
     def delete(self) -> None:
         """Deletes the sweep, its database rows and its files on the coordinator."""
         self._run("delete", self.id)

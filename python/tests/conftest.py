@@ -81,6 +81,39 @@ class Cluster:
             )
         self.client = ridgeline.Client(self.url, token=TOKEN)
 
+    def restart_coordinator(self) -> None:
+        """Kills the coordinator (SIGKILL) and starts it again on the same address and
+        data folder; the workers reconnect."""
+        old = self.procs[0]
+        old.kill()
+        old.wait()
+        addr = self.url.removeprefix("http://")
+        log = open(self.root / "coordinator.log", "a")
+        self.procs[0] = subprocess.Popen(
+            [
+                _cli.binary(),
+                "coordinator",
+                "--listen",
+                addr,
+                "--data-dir",
+                str(self.data),
+                "--metrics-listen",
+                "off",
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.client._run("status")
+                return
+            except Exception:
+                if self.procs[0].poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
     def close(self) -> None:
         for p in self.procs:
             if p.poll() is None:

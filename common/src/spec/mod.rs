@@ -286,6 +286,7 @@ impl SweepSpec {
         self.search
             .validate_conditions()
             .map_err(|(f, r)| SpecError::new(f, r))?;
+        self.validate_given()?;
         if self.trial.is_some() {
             self.validate_command_trial()?;
         } else if let Some(l) = self.landscape.as_ref().filter(|l| l.evaluator.is_some()) {
@@ -374,6 +375,47 @@ impl SweepSpec {
         l.validate().map_err(|(f, r)| SpecError::new(f, r))?;
         if self.total_units() > u64::from(u32::MAX) {
             return Err(SpecError::new("landscape.tile", "more than 2^32 tiles"));
+        }
+        Ok(())
+    }
+
+    /// Enqueued configurations and the warm start.
+    fn validate_given(&self) -> Result<(), SpecError> {
+        let s = &self.search;
+        let given = !s.enqueue.is_empty() || !s.queued.is_empty();
+        if (given || s.warm_start.is_some()) && self.kind != SweepKind::Search {
+            return Err(SpecError::new(
+                "search.enqueue",
+                "configurations and warm starts are for searches",
+            ));
+        }
+        if given && s.algorithm == Algorithm::Grid {
+            return Err(SpecError::new(
+                "search.enqueue",
+                "a grid's trials are its points: enqueue configurations into a random, sobol or tpe search",
+            ));
+        }
+        if s.enqueue.len() as u64 > u64::from(s.num_samples) {
+            return Err(SpecError::new(
+                "search.enqueue",
+                format!(
+                    "{} configurations for {} trials (num_samples counts them)",
+                    s.enqueue.len(),
+                    s.num_samples
+                ),
+            ));
+        }
+        for (i, p) in s.enqueue.iter().enumerate() {
+            s.validate_given(&format!("search.enqueue[{i}]"), p)
+                .map_err(|(f, r)| SpecError::new(f, r))?;
+        }
+        if let Some(w) = &s.warm_start
+            && !w.starts_with("sweep:")
+        {
+            return Err(SpecError::new(
+                "search.warm_start",
+                format!("expected \"sweep:ID\", got {w:?}"),
+            ));
         }
         Ok(())
     }

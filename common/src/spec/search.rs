@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::defaults;
-use crate::params::ParamValue;
+use crate::params::{ParamValue, Params};
 
 /// Search algorithms.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +164,36 @@ pub struct SearchSpec {
     /// choice it names took one of the given values (`momentum = { optimizer = "sgd" }`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub conditions: BTreeMap<String, BTreeMap<String, OneOrMany>>,
+    /// Configurations the first trials run with, in order (Optuna's `enqueue_trial`):
+    /// trial `i` gets `enqueue[i]`, a parameter it leaves out drawn by the algorithm.
+    /// They count among `num_samples`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub enqueue: Vec<Params>,
+    /// A finished or running sweep (`"sweep:ID"`) whose trials the sampler learns from
+    /// before its first suggestion (TPE; the space's overlapping dimensions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_start: Option<String>,
+    /// Set by the coordinator, not by users: configurations enqueued while the sweep
+    /// ran (`ridgeline enqueue`), by the trial number they run as.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub queued: BTreeMap<u32, Params>,
+    /// Set by the coordinator at submit, from `warm_start`: the other sweep's ended
+    /// trials with the value of this sweep's metric.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warm: Vec<WarmTrial>,
+}
+
+/// A trial of another sweep a warm-started sampler learns from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmTrial {
+    /// Its parameters.
+    pub params: Params,
+    /// Its final value of the metric.
+    pub value: f64,
+    /// The step it was stopped at, if it was pruned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruned_at: Option<u32>,
 }
 
 /// One value or a list of them.
@@ -211,6 +241,36 @@ impl SearchSpec {
         for n in inactive {
             params.remove(&n);
         }
+    }
+
+    /// The configuration trial `i` was given (spec `enqueue`, or enqueued while running).
+    pub fn given(&self, i: u32) -> Option<&Params> {
+        self.enqueue.get(i as usize).or_else(|| self.queued.get(&i))
+    }
+
+    /// Checks a given configuration against the space: every parameter is in it and
+    /// takes one of its values; errors are `(field, reason)` under `field`.
+    pub fn validate_given(&self, field: &str, p: &Params) -> Result<(), (String, String)> {
+        for (name, v) in p {
+            let f = format!("{field}.{name}");
+            let Some(spec) = self.space.get(name) else {
+                return Err((f, "names no parameter of search.space".into()));
+            };
+            let fits = match spec {
+                ParamSpec::Uniform { low, high } | ParamSpec::Loguniform { low, high } => {
+                    matches!(v, ParamValue::Float(_) | ParamValue::Int(_))
+                        && v.as_f64().is_some_and(|x| x >= *low && x <= *high)
+                }
+                ParamSpec::Int { low, high } => {
+                    matches!(v, ParamValue::Int(x) if x >= low && x <= high)
+                }
+                ParamSpec::Choice { values } | ParamSpec::Grid { values } => values.contains(v),
+            };
+            if !fits {
+                return Err((f, format!("{v:?} is not in the space ({spec:?})")));
+            }
+        }
+        Ok(())
     }
 
     /// Checks the conditions against the space; errors are `(field, reason)`.
@@ -404,6 +464,10 @@ impl Default for SearchSpec {
             tpe: TpeSpec::default(),
             scheduler: None,
             conditions: BTreeMap::new(),
+            enqueue: Vec::new(),
+            warm_start: None,
+            queued: BTreeMap::new(),
+            warm: Vec::new(),
         }
     }
 }

@@ -439,3 +439,69 @@ python = "mypkg.scan:build"
         assert!(e.starts_with(want), "got {e:?}, want {want:?}");
     }
 }
+
+#[test]
+fn enqueued_configurations_are_checked_against_the_space() {
+    let base = r#"
+name = "q"
+[trial]
+command = "train --lr {lr}"
+[search]
+algorithm = "tpe"
+metric = "loss"
+num_samples = 2
+enqueue = [{ lr = 0.01, opt = "sgd" }, { n = 3 }]
+[search.space]
+lr = { type = "loguniform", low = 1e-4, high = 1.0 }
+n = { type = "int", low = 1, high = 4 }
+opt = { type = "choice", values = ["sgd", "adam"] }
+"#;
+    let s = SweepSpec::from_toml(base).unwrap();
+    assert_eq!(
+        s.search.given(0).unwrap()["opt"],
+        ParamValue::Str("sgd".into())
+    );
+    assert_eq!(s.search.given(1).unwrap()["n"], ParamValue::Int(3));
+    assert!(s.search.given(2).is_none());
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "lr = 0.01,",
+            "lr = 5.0,",
+            "search.enqueue[0].lr: Float(5.0) is not in the space",
+        ),
+        (
+            "{ n = 3 }",
+            "{ n = 2.5 }",
+            "search.enqueue[1].n: Float(2.5) is not in the space",
+        ),
+        (
+            "opt = \"sgd\"",
+            "opt = \"rmsprop\"",
+            "search.enqueue[0].opt: Str(\"rmsprop\") is not in the space",
+        ),
+        (
+            "{ n = 3 }",
+            "{ m = 3 }",
+            "search.enqueue[1].m: names no parameter of search.space",
+        ),
+        (
+            "num_samples = 2",
+            "num_samples = 1",
+            "search.enqueue: 2 configurations for 1 trials",
+        ),
+        (
+            "algorithm = \"tpe\"",
+            "algorithm = \"grid\"",
+            "search.enqueue: a grid's trials are its points",
+        ),
+        (
+            "enqueue = [",
+            "warm_start = \"other\"\nenqueue = [",
+            "search.warm_start: expected \"sweep:ID\"",
+        ),
+    ];
+    for (from, to, want) in cases {
+        let msg = err_of(&base.replace(from, to)).to_string();
+        assert!(msg.starts_with(want), "got {msg:?}, want {want:?}");
+    }
+}

@@ -303,6 +303,17 @@ pub enum Action {
         /// their Lanczos state ended with the sweep); every trial of a search.
         before: u32,
     },
+    /// A search grew (`extend`, `enqueue`): its spec is now `spec` (more trials, and
+    /// configurations to run next), it runs again, and the core is rebuilt from the
+    /// store once this is committed.
+    SweepExtended {
+        /// The sweep.
+        sweep: SweepId,
+        /// The spec it now has.
+        spec: Arc<SweepSpec>,
+        /// Its units now.
+        total: u32,
+    },
     /// A sweep and everything of it was deleted.
     SweepDeleted {
         /// The sweep.
@@ -439,6 +450,12 @@ pub enum CoreError {
     /// The sweep cannot be resumed, and why.
     #[error("sweep {0} cannot be resumed: {1}")]
     NotResumable(SweepId, &'static str),
+    /// The sweep cannot take more trials, and why.
+    #[error("sweep {0} cannot be extended: {1}")]
+    NotExtendable(SweepId, String),
+    /// A request's field is wrong: `(field, reason)`.
+    #[error("{0}: {1}")]
+    Invalid(String, String),
 }
 
 /// A unit that is not final yet. Finished units leave the core (the store keeps them),

@@ -470,6 +470,62 @@ pub fn on_sweep_resumed(
     }
 }
 
+/// A user adds `trials` trials to a search (`ridgeline extend`) and configurations to
+/// run next (`ridgeline enqueue`, each one trial more), whether it runs or has ended: its
+/// spec grows (`num_samples`; `queued`, numbered after every trial generated or given so
+/// far), the store makes it running ([`Action::SweepExtended`]) and the core is rebuilt
+/// from the store once that is committed, the searcher continuing from its trials.
+/// Returns its units' total.
+pub fn on_sweep_extended(
+    core: &Core,
+    out: &mut impl Outbox,
+    sid: &SweepId,
+    trials: u32,
+    enqueue: Vec<Params>,
+) -> Result<u32, CoreError> {
+    let s = core
+        .sweeps
+        .get(sid)
+        .ok_or_else(|| CoreError::UnknownSweep(sid.clone()))?;
+    let no = |why: &str| Err(CoreError::NotExtendable(sid.clone(), why.to_owned()));
+    if s.spec.kind != ridgeline_common::spec::SweepKind::Search {
+        return no("a landscape scan's units are its grid; submit a larger scan");
+    }
+    if s.spec.search.algorithm == ridgeline_common::spec::Algorithm::Grid {
+        return no("a grid's trials are its points; submit a larger grid");
+    }
+    if trials == 0 && enqueue.is_empty() {
+        return Err(CoreError::Invalid(
+            "trials".into(),
+            "expected at least one trial or configuration".into(),
+        ));
+    }
+    let mut spec = (*s.spec).clone();
+    let search = &mut spec.search;
+    for (i, p) in enqueue.iter().enumerate() {
+        search
+            .validate_given(&format!("configuration {i}"), p)
+            .map_err(|(f, r)| CoreError::Invalid(f, r))?;
+    }
+    let next = s
+        .next_trial
+        .max(search.enqueue.len() as u32)
+        .max(search.queued.keys().next_back().map_or(0, |k| k + 1));
+    for (k, p) in (next..).zip(enqueue) {
+        search.queued.insert(k, p);
+    }
+    let added = u64::from(trials) + search.queued.len() as u64 - s.spec.search.queued.len() as u64;
+    search.num_samples = u32::try_from(u64::from(search.num_samples) + added)
+        .map_err(|_| CoreError::Invalid("trials".into(), "more than 2^32 trials".into()))?;
+    let total = total_of(&spec);
+    out.send(Action::SweepExtended {
+        sweep: sid.clone(),
+        spec: Arc::new(spec),
+        total,
+    });
+    Ok(total)
+}
+
 /// A user cancels a sweep: queued units are cancelled, running ones are stopped on
 /// their workers, and nothing more is leased. Costs O(units in flight): trials never
 /// generated are only counted.

@@ -45,6 +45,9 @@ pub trait Searcher: Send {
     fn started(&mut self, _i: u32, _params: &Params) {}
     /// Trial `i` ended; adaptive searchers learn from it.
     fn observe(&mut self, _i: u32, _ended: Ended) {}
+    /// A trial of another sweep (a warm start), given before this sweep's first
+    /// suggestion; adaptive searchers learn from it as from an older trial of their own.
+    fn warm(&mut self, _params: &Params, _ended: Ended) {}
 }
 
 /// The searcher a spec asks for.
@@ -69,6 +72,23 @@ pub fn searcher_for(spec: &SweepSpec) -> Box<dyn Searcher> {
                 .with_conditions(s.clone()),
         ),
     };
+    let mut inner = inner;
+    for w in &s.warm {
+        let ended = match w.pruned_at {
+            Some(step) => Ended::Pruned {
+                step,
+                value: w.value,
+            },
+            None => Ended::Completed(w.value),
+        };
+        inner.warm(&w.params, ended);
+    }
+    if !s.enqueue.is_empty() || !s.queued.is_empty() {
+        inner = Box::new(Given {
+            inner,
+            search: s.clone(),
+        });
+    }
     if s.conditions.is_empty() {
         inner
     } else {
@@ -76,6 +96,36 @@ pub fn searcher_for(spec: &SweepSpec) -> Box<dyn Searcher> {
             inner,
             search: s.clone(),
         })
+    }
+}
+
+/// A searcher some of whose trials have given configurations (`enqueue`): those run as
+/// given, a parameter they leave out drawn by the inner searcher.
+struct Given {
+    inner: Box<dyn Searcher>,
+    search: ridgeline_common::spec::SearchSpec,
+}
+
+impl Searcher for Given {
+    fn suggest(&mut self, i: u32) -> Params {
+        let Some(given) = self.search.given(i) else {
+            return self.inner.suggest(i);
+        };
+        let mut p = given.clone();
+        if self.search.space.keys().any(|k| !p.contains_key(k)) {
+            for (k, v) in self.inner.suggest(i) {
+                p.entry(k).or_insert(v);
+            }
+        }
+        p
+    }
+
+    fn started(&mut self, i: u32, params: &Params) {
+        self.inner.started(i, params);
+    }
+
+    fn observe(&mut self, i: u32, ended: Ended) {
+        self.inner.observe(i, ended);
     }
 }
 

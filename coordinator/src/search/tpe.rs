@@ -73,6 +73,14 @@ impl Dim {
         }
     }
 
+    /// Whether a coordinate lies in the dimension (a warm start's trial may not).
+    fn contains(&self, x: f64) -> bool {
+        match self {
+            Dim::Num { low, high, .. } => x >= *low && x <= *high,
+            Dim::Cat(_) => true,
+        }
+    }
+
     fn decode(&self, x: f64, spec: &ParamSpec) -> ParamValue {
         match (self, spec) {
             (Dim::Cat(values), _) => values[(x as usize).min(values.len() - 1)].clone(),
@@ -123,7 +131,8 @@ pub struct Tpe {
     seed: u64,
     mode: Mode,
     cfg: TpeSpec,
-    trials: BTreeMap<u32, Trial>,
+    /// By trial number; a warm start's trials before them, at negative numbers (older).
+    trials: BTreeMap<i64, Trial>,
     /// The search, when some parameters are conditional.
     conditions: Option<ridgeline_common::spec::SearchSpec>,
 }
@@ -167,14 +176,14 @@ impl Tpe {
 
     /// Splits the finished trials into the good ("below") and the rest ("above"),
     /// running trials joining the rest; both in trial-number order.
-    fn split(&self) -> (Vec<u32>, Vec<u32>) {
+    fn split(&self) -> (Vec<i64>, Vec<i64>) {
         // Larger is better from here on.
         let score = |v: f64| match self.mode {
             Mode::Min => -v,
             Mode::Max => v,
         };
-        let mut complete: Vec<(f64, u32)> = Vec::new();
-        let mut pruned: Vec<((i64, f64), u32)> = Vec::new();
+        let mut complete: Vec<(f64, i64)> = Vec::new();
+        let mut pruned: Vec<((i64, f64), i64)> = Vec::new();
         let mut running = Vec::new();
         for (&n, t) in &self.trials {
             match t.state {
@@ -219,7 +228,7 @@ impl Tpe {
     }
 
     /// The estimator over dimensions `dims` from the trials `which` that have them.
-    fn estimator(&self, which: &[u32], dims: &[usize]) -> Parzen {
+    fn estimator(&self, which: &[i64], dims: &[usize]) -> Parzen {
         let obs: Vec<Vec<f64>> = which
             .iter()
             .filter_map(|n| {
@@ -233,7 +242,7 @@ impl Tpe {
 
     /// Draws candidates from the good density over `dims`; returns the one with the
     /// best ratio of good to bad density.
-    fn propose(&self, rng: &mut Rng, below: &[u32], above: &[u32], dims: &[usize]) -> Vec<f64> {
+    fn propose(&self, rng: &mut Rng, below: &[i64], above: &[i64], dims: &[usize]) -> Vec<f64> {
         let l = self.estimator(below, dims);
         let g = self.estimator(above, dims);
         let candidates: Vec<Vec<f64>> = (0..self.cfg.n_ei_candidates)
@@ -317,14 +326,9 @@ impl Searcher for Tpe {
     }
 
     fn started(&mut self, i: u32, params: &Params) {
-        let x = self
-            .names
-            .iter()
-            .zip(&self.dims)
-            .map(|(n, d)| params.get(n).and_then(|v| d.encode(v)))
-            .collect();
+        let x = self.encode(params);
         self.trials.insert(
-            i,
+            i64::from(i),
             Trial {
                 x,
                 state: State::Running,
@@ -332,7 +336,44 @@ impl Searcher for Tpe {
         );
     }
 
+    fn warm(&mut self, params: &Params, ended: Ended) {
+        // Before every trial of this sweep, in the order given (the oldest first).
+        let n = self.trials.keys().next().map_or(-1, |&k| k.min(0) - 1);
+        let x = self.encode(params);
+        if x.iter().all(Option::is_none) {
+            return; // nothing in common with this space
+        }
+        self.trials.insert(
+            n,
+            Trial {
+                x,
+                state: State::Running,
+            },
+        );
+        self.set_state(n, ended);
+    }
+
     fn observe(&mut self, i: u32, ended: Ended) {
+        self.set_state(i64::from(i), ended);
+    }
+}
+
+impl Tpe {
+    /// A trial's coordinates (`None` for a parameter missing or outside this space).
+    fn encode(&self, params: &Params) -> Vec<Option<f64>> {
+        self.names
+            .iter()
+            .zip(&self.dims)
+            .map(|(n, d)| {
+                params
+                    .get(n)
+                    .and_then(|v| d.encode(v))
+                    .filter(|x| d.contains(*x))
+            })
+            .collect()
+    }
+
+    fn set_state(&mut self, i: i64, ended: Ended) {
         let state = match ended {
             Ended::Completed(v) if v.is_finite() => State::Completed(v),
             Ended::Pruned { step, value } => State::Pruned { step, value },

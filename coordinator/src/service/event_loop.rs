@@ -54,6 +54,13 @@ pub(super) enum Event {
     ),
     Cancel(SweepId, Reply<core::SweepState>),
     Resume(SweepId, Reply<core::SweepState>),
+    /// More trials (and configurations to run next) for a search: its new total.
+    Extend(
+        SweepId,
+        u32,
+        Vec<ridgeline_common::params::Params>,
+        Reply<u32>,
+    ),
     Delete(SweepId, Reply<()>),
     Status(SweepId, Reply<proto::SweepStatus>),
     List(ListQuery, Reply<(Vec<proto::SweepStatus>, Option<String>)>),
@@ -66,7 +73,10 @@ fn core_status(e: CoreError) -> Status {
         CoreError::UnknownWorker(_) => Status::not_found(e.to_string()),
         CoreError::UnknownSweep(_) => Status::not_found(e.to_string()),
         CoreError::DuplicateSweep(_) => Status::already_exists(e.to_string()),
-        CoreError::NotResumable(..) => Status::failed_precondition(e.to_string()),
+        CoreError::NotResumable(..) | CoreError::NotExtendable(..) => {
+            Status::failed_precondition(e.to_string())
+        }
+        CoreError::Invalid(..) => Status::invalid_argument(e.to_string()),
     }
 }
 
@@ -440,6 +450,11 @@ impl EventLoop {
                     let r = core::on_sweep_resumed(c, &mut out, &id).map_err(core_status);
                     defer(&mut replies, tx, r);
                 }
+                Event::Extend(id, trials, enqueue, tx) => {
+                    let r = core::on_sweep_extended(c, &mut out, &id, trials, enqueue)
+                        .map_err(core_status);
+                    defer(&mut replies, tx, r);
+                }
                 Event::Delete(id, tx) => {
                     let r = core::on_sweep_deleted(c, &mut out, &id, now).map_err(core_status);
                     defer(&mut replies, tx, r);
@@ -479,9 +494,14 @@ impl EventLoop {
                     telemetry::publish(&self.core.gauges(now, self.metrics_retention_ms));
                 }
                 self.after_commit(&out);
-                if out.iter().any(|a| matches!(a, Action::SweepResumed { .. })) {
-                    // The resumed sweep's units, searcher and scheduler are rebuilt from
-                    // the store, as after a restart.
+                if out.iter().any(|a| {
+                    matches!(
+                        a,
+                        Action::SweepResumed { .. } | Action::SweepExtended { .. }
+                    )
+                }) {
+                    // The resumed (or extended) sweep's units, searcher and scheduler are
+                    // rebuilt from the store, as after a restart.
                     if let Err(e) = self.rebuild(now) {
                         error!("cannot rebuild the state from the database: {e}");
                         self.stale = true;
@@ -644,7 +664,9 @@ impl EventLoop {
                 | Action::UnitFinished { sweep, .. }
                 | Action::SweepBest { sweep, .. }
                 | Action::SweepFinished { sweep, .. } => Some(sweep.clone()),
-                Action::SweepResumed { sweep, .. } => Some(sweep.clone()),
+                Action::SweepResumed { sweep, .. } | Action::SweepExtended { sweep, .. } => {
+                    Some(sweep.clone())
+                }
                 Action::SweepDeleted { sweep } => {
                     // Dropping the sender ends every watch of the sweep.
                     self.watchers.remove(sweep);
@@ -691,6 +713,7 @@ fn refuse(ev: Event, why: &Status) {
         Event::Submit(_, _, tx) => no(tx, why),
         Event::Cancel(_, tx) => no(tx, why),
         Event::Resume(_, tx) => no(tx, why),
+        Event::Extend(_, _, _, tx) => no(tx, why),
         Event::Delete(_, tx) => no(tx, why),
         Event::Status(_, tx) => no(tx, why),
         Event::List(_, tx) => no(tx, why),

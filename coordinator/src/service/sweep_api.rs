@@ -84,6 +84,58 @@ impl SweepApi {
             })
     }
 
+    /// The completed trials of the sweep `reference` (`sweep:ID`) with their value of
+    /// `metric`, oldest first, for a warm start.
+    async fn warm_trials(
+        &self,
+        reference: &str,
+        metric: &str,
+    ) -> Result<Vec<ridgeline_common::spec::WarmTrial>, Status> {
+        let field = "search.warm_start";
+        let src = reference
+            .strip_prefix("sweep:")
+            .ok_or_else(|| Status::invalid_argument(format!("{field}: expected \"sweep:ID\"")))?;
+        let id = sweep_id(src).map_err(|e| Status::invalid_argument(format!("{field}: {e}")))?;
+        // Unknown sweeps are refused by name.
+        self.h
+            .call(|tx| Event::Status(id.clone(), tx))
+            .await
+            .map_err(|e| Status::new(e.code(), format!("{field}: {}", e.message())))?;
+        let data_dir = self.data_dir.clone();
+        let metric = metric.to_owned();
+        tokio::task::spawn_blocking(move || -> Result<_, String> {
+            let store = Store::open_read_only(&db_path(&data_dir)).map_err(|e| e.to_string())?;
+            let mut out = Vec::new();
+            let mut after = None;
+            loop {
+                let page = store
+                    .trials_page(&id, after, 5000)
+                    .map_err(|e| e.to_string())?;
+                let Some(last) = page.last() else { break };
+                after = Some(last.trial);
+                out.extend(page.into_iter().filter_map(|t| {
+                    let value = t
+                        .final_metrics
+                        .iter()
+                        .find(|(n, _)| *n == metric)
+                        .map(|(_, v)| *v)
+                        .filter(|v| v.is_finite())?;
+                    (t.state == crate::core::UnitState::Completed).then_some(
+                        ridgeline_common::spec::WarmTrial {
+                            params: t.params,
+                            value,
+                            pruned_at: None,
+                        },
+                    )
+                }));
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(Status::internal)
+    }
+
     /// The files a scan's workers need: the checkpoint (attached by the client, or the
     /// best trial of a sweep here), target checkpoints, and the directions.
     async fn landscape_files(
@@ -220,6 +272,12 @@ impl sweep_service_server::SweepService for SweepApi {
     ) -> Result<Response<proto::SubmitSweepResponse>, Status> {
         let req = req.into_inner();
         let mut spec = check_limits(&req.spec_json, &self.limits)?;
+        // What a user gives is the reference; what the sampler learns from is read here.
+        spec.search.warm.clear();
+        spec.search.queued.clear();
+        if let Some(w) = spec.search.warm_start.clone() {
+            spec.search.warm = self.warm_trials(&w, &spec.search.metric).await?;
+        }
         let files = if spec.kind == SweepKind::Landscape {
             self.landscape_files(&mut spec, req.attachments).await?
         } else {
@@ -299,6 +357,33 @@ impl sweep_service_server::SweepService for SweepApi {
         Ok(Response::new(proto::ResumeSweepResponse {
             state: sweep_state_to_proto(st) as i32,
         }))
+    }
+
+    async fn extend_sweep(
+        &self,
+        req: Request<proto::ExtendSweepRequest>,
+    ) -> Result<Response<proto::ExtendSweepResponse>, Status> {
+        let r = req.into_inner();
+        let id = sweep_id(&r.sweep_id)?;
+        let enqueue = r
+            .enqueue_json
+            .iter()
+            .enumerate()
+            .map(|(i, j)| {
+                serde_json::from_str::<ridgeline_common::params::Params>(j).map_err(|e| {
+                    Status::invalid_argument(format!(
+                        "configuration {i}: expected a JSON object of parameters: {e}"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (trials, given) = (r.trials, enqueue.len());
+        let total = self
+            .h
+            .call(|tx| Event::Extend(id.clone(), trials, enqueue, tx))
+            .await?;
+        info!(sweep = %id, trials, given, total, "sweep extended");
+        Ok(Response::new(proto::ExtendSweepResponse { total }))
     }
 
     async fn list_sweeps(

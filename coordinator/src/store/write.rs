@@ -116,6 +116,14 @@ pub(super) fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<()
                 rusqlite::params![sweep.as_str(), before],
             )?;
         }
+        Action::SweepExtended { sweep, spec, total } => {
+            tx.execute(
+                "UPDATE sweeps SET spec_json = ?2, total = ?3, state = 'running',
+                     finished_ms = NULL
+                 WHERE id = ?1",
+                params![sweep.as_str(), spec.to_json(), total],
+            )?;
+        }
         Action::SweepDeleted { sweep } => {
             tx.execute(
                 "DELETE FROM metrics WHERE unit_id IN (SELECT id FROM units WHERE sweep_id = ?1)",

@@ -360,3 +360,46 @@ fn gamma_and_weights_are_optunas() {
     }
     assert!(w[5..].iter().all(|x| *x == 1.0));
 }
+
+#[test]
+fn a_warm_start_makes_the_first_suggestions_model_based() {
+    // Forty trials of another sweep on the same 1-D problem, spread evenly: a cold TPE's
+    // first ten suggestions are its start-up draws (uniform on [-10, 10], a median 5.5
+    // from the optimum 3); a warm one's come from the model of those forty.
+    let s = space(&[(
+        "x",
+        ParamSpec::Uniform {
+            low: -10.0,
+            high: 10.0,
+        },
+    )]);
+    let f = |x: f64| (x - 3.0).powi(2);
+    let first_ten = |warm: bool, seed: u64| {
+        let mut tpe = Tpe::new(s.clone(), seed, Mode::Min, TpeSpec::default());
+        if warm {
+            for k in 0..40 {
+                let x = -10.0 + 20.0 * (k as f64 + 0.5) / 40.0;
+                let p = Params::from([("x".to_owned(), ParamValue::Float(x))]);
+                tpe.warm(&p, Ended::Completed(f(x)));
+            }
+        }
+        let runs = run(&mut tpe, 10, |p| f(p["x"].as_f64().unwrap()));
+        median(
+            runs.iter()
+                .map(|(p, _)| (p["x"].as_f64().unwrap() - 3.0).abs())
+                .collect(),
+        )
+    };
+    for seed in 0..5 {
+        let (cold, warm) = (first_ten(false, seed), first_ten(true, seed));
+        assert!(
+            warm < 1.0 && warm < cold / 3.0,
+            "seed {seed}: median distance of the first ten, warm {warm}, cold {cold}"
+        );
+    }
+    // Trials outside this space (here, another sweep's wider range) are left out.
+    let mut tpe = Tpe::new(s.clone(), 0, Mode::Min, TpeSpec::default());
+    let far = Params::from([("x".to_owned(), ParamValue::Float(50.0))]);
+    tpe.warm(&far, Ended::Completed(0.0));
+    assert!(tpe.trials.is_empty());
+}
