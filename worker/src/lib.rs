@@ -6,6 +6,7 @@ pub mod devices;
 mod error;
 pub mod executors;
 pub mod fused;
+pub mod geometry;
 mod host;
 pub mod landscape;
 pub mod memory;

@@ -81,3 +81,11 @@ pub fn heads() -> usize {
 pub fn context() -> usize {
     128
 }
+
+pub fn geometry_steps() -> usize {
+    20
+}
+
+pub fn geometry_probes() -> usize {
+    10
+}

@@ -219,13 +219,14 @@ impl SweepSpec {
         if self.kind == SweepKind::Landscape {
             return Mode::Min;
         }
-        self.search
-            .mode
-            .unwrap_or(if self.search.metric.contains("loss") {
+        self.search.mode.unwrap_or(
+            if self.search.metric.contains("loss") || self.search.metric.starts_with("hessian_") {
+                // Losses, and curvature (flatter is the usual aim), are minimised.
                 Mode::Min
             } else {
                 Mode::Max
-            })
+            },
+        )
     }
 
     /// The format of the data, explicit or inferred from the file name.
@@ -511,13 +512,35 @@ impl SweepSpec {
         // The defaults must be valid on their own: a trial with no overrides uses them.
         self.trial_config(&Params::new())?;
         let s = &self.search;
-        if !TRAIN_METRICS.contains(&s.metric.as_str()) {
+        let geometry = self.train.geometry.as_ref();
+        if let Some(g) = geometry {
+            if g.steps == 0 || g.probes == 0 || g.samples == Some(0) {
+                return err(
+                    "train.geometry",
+                    "expected steps, probes and samples of at least 1".into(),
+                );
+            }
+            if !matches!(format, DataFormat::Csv | DataFormat::Idx) {
+                return err(
+                    "train.geometry",
+                    "the Hessian is taken for classifiers on sample data, not on text".into(),
+                );
+            }
+        }
+        let known = TRAIN_METRICS.contains(&s.metric.as_str())
+            || (geometry.is_some() && GEOMETRY_METRICS.contains(&s.metric.as_str()));
+        if !known {
             return err(
                 "search.metric",
                 format!(
-                    "unknown metric {:?}; expected one of {} (a [trial] command may report any)",
+                    "unknown metric {:?}; expected one of {}{} (a [trial] command may report any)",
                     s.metric,
-                    TRAIN_METRICS.join(", ")
+                    TRAIN_METRICS.join(", "),
+                    if geometry.is_some() {
+                        format!(", {}", GEOMETRY_METRICS.join(", "))
+                    } else {
+                        String::new()
+                    }
                 ),
             );
         }

@@ -350,7 +350,40 @@ pub struct TrainSpec {
     /// The random projection P of subspace training.
     #[serde(default)]
     pub projection: Projection,
+    /// The trained model's curvature as trial metrics (`[train.geometry]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub geometry: Option<GeometrySpec>,
 }
+
+/// At the end of a trial, the Hessian of the training loss at the trained weights, from
+/// exact products (double backward, f64) on the first `samples` training samples: its
+/// top eigenvalue by Lanczos and its trace by Hutchinson, reported as the metrics
+/// `hessian_lambda_max` (with `hessian_lambda_max_residual`) and `hessian_trace` (with
+/// `hessian_trace_std_error`), so that a search can rank or trade off flatness.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeometrySpec {
+    /// Training samples the Hessian is taken over (the split's first ones; all if unset).
+    #[serde(default)]
+    pub samples: Option<usize>,
+    /// Lanczos steps (Hessian-vector products) for the top eigenvalue.
+    #[serde(default = "defaults::geometry_steps")]
+    pub steps: usize,
+    /// Rademacher probes for the trace.
+    #[serde(default = "defaults::geometry_probes")]
+    pub probes: usize,
+    /// Seed of the start vector and the probes.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// The metrics `[train.geometry]` adds to a trial's final ones.
+pub const GEOMETRY_METRICS: &[&str] = &[
+    "hessian_lambda_max",
+    "hessian_lambda_max_residual",
+    "hessian_trace",
+    "hessian_trace_std_error",
+];
 
 /// The random projection of subspace training; its columns have unit length.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -380,6 +413,7 @@ impl Default for TrainSpec {
             grad_clip: 0.0,
             subspace_dim: 0,
             projection: Projection::Dense,
+            geometry: None,
         }
     }
 }

@@ -505,3 +505,45 @@ opt = { type = "choice", values = ["sgd", "adam"] }
         assert!(msg.starts_with(want), "got {msg:?}, want {want:?}");
     }
 }
+
+#[test]
+fn geometry_metrics_rank_only_when_measured() {
+    let base = r#"
+name = "g"
+[data]
+path = "d.csv"
+[model]
+arch = "mlp"
+[train]
+epochs = 1
+[train.geometry]
+samples = 100
+[search]
+algorithm = "random"
+metric = "hessian_trace"
+"#;
+    let s = SweepSpec::from_toml(base).unwrap();
+    assert_eq!(s.mode(), Mode::Min);
+    assert_eq!(s.train.geometry.as_ref().unwrap().steps, 20);
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "[train.geometry]\nsamples = 100\n",
+            "",
+            "search.metric: unknown metric \"hessian_trace\"",
+        ),
+        (
+            "samples = 100",
+            "samples = 0",
+            "train.geometry: expected steps, probes and samples of at least 1",
+        ),
+        (
+            "path = \"d.csv\"\n[model]\narch = \"mlp\"",
+            "path = \"d.txt\"\nformat = \"text\"\n[model]\narch = \"gpt2\"",
+            "train.geometry: the Hessian is taken for classifiers on sample data",
+        ),
+    ];
+    for (from, to, want) in cases {
+        let msg = err_of(&base.replace(from, to)).to_string();
+        assert!(msg.starts_with(want), "got {msg:?}, want {want:?}");
+    }
+}

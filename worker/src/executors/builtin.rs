@@ -6,7 +6,7 @@ use ridgeline_common::spec::SweepSpec;
 
 use super::{Executor, UnitCtx};
 use crate::UnitError;
-use crate::train::{self, TrialOutput};
+use crate::train::{self, TrialEnd, TrialOutput};
 
 pub(super) struct Builtin;
 
@@ -21,7 +21,7 @@ impl Executor for Builtin {
         };
         let params = params_from_proto(&t.params)?;
         let data = crate::data::cached(ctx.spec)?;
-        train::run_trial(
+        let mut out = train::run_trial(
             ctx.spec,
             &params,
             &data,
@@ -29,6 +29,17 @@ impl Executor for Builtin {
             ctx.cancel,
             ctx.progress,
         )
-        .map_err(|e| e.to_string().into())
+        .map_err(|e| e.to_string())?;
+        let geometry = ctx
+            .spec
+            .trial_config(&params)
+            .map_err(|e| e.to_string())?
+            .train
+            .geometry;
+        if let (Some(g), TrialEnd::Completed) = (geometry, out.end) {
+            let m = crate::geometry::measure(&g, &out.artifacts, &data, ctx.device)?;
+            out.final_metrics.extend(m);
+        }
+        Ok(out)
     }
 }

@@ -1,0 +1,93 @@
+//! `[train.geometry]`: every trial of examples/digits-flatness.toml (run end to end by
+//! `ridgeline run`) reports its Hessian's top eigenvalue and trace; each is checked
+//! against the full Hessian of that trial's checkpoint on the same 500 samples, built in
+//! f64 in the test column by column and diagonalised densely.
+
+mod common;
+
+use candle_core::{DType, Device, Tensor};
+use common::*;
+use ridgeline_common::landscape::flat_order;
+use ridgeline_common::linalg::eigen::symmetric_eigen;
+use ridgeline_common::spec::SweepSpec;
+use ridgeline_worker::data;
+use ridgeline_worker::landscape::eval::Loss;
+use ridgeline_worker::landscape::hessian::{Method, model_hvps};
+use ridgeline_worker::models::ModelConfig;
+
+#[test]
+fn each_trials_hessian_metrics_match_its_full_hessian() {
+    let dir = KeptOnFailure::new();
+    let out = dir.path().join("out");
+    run_example("digits-flatness.toml", &out);
+    let sweep = sweep_with(&out, "results.json");
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sweep.join("results.json")).unwrap()).unwrap();
+    let spec = SweepSpec::from_file(&root().join("examples/digits-flatness.toml")).unwrap();
+    let ds = data::load(spec.data(), spec.data_format()).unwrap();
+    let rows = ds.train.head(500);
+    let x = Tensor::from_slice(&rows.x, (rows.len(), rows.dim), &Device::Cpu).unwrap();
+    let y = Tensor::from_slice(&rows.y, rows.len(), &Device::Cpu).unwrap();
+    let trials = results["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 4);
+    let mut traces = Vec::new();
+    for t in trials {
+        let m = &t["metrics"];
+        let get = |k: &str| {
+            m[k].as_f64()
+                .unwrap_or_else(|| panic!("trial {}: no {k} in {m}", t["trial"]))
+        };
+        let n = t["trial"].as_u64().unwrap() as u32;
+        let folder = sweep.join("trials").join(format!("{n:05}"));
+        let config: ModelConfig =
+            serde_json::from_slice(&std::fs::read(folder.join("model.json")).unwrap()).unwrap();
+        let tensors =
+            candle_core::safetensors::load(folder.join("model.safetensors"), &Device::Cpu).unwrap();
+        let model = config.load(&tensors, DType::F64, &Device::Cpu).unwrap();
+        let params = model.params();
+        let mut order: Vec<usize> = (0..params.len()).collect();
+        order.sort_by_key(|&i| flat_order(&params[i].name));
+        let size: usize = params.iter().map(|p| p.var.elem_count()).sum();
+        let units: Vec<Vec<f64>> = (0..size)
+            .map(|i| {
+                let mut e = vec![0.0; size];
+                e[i] = 1.0;
+                e
+            })
+            .collect();
+        let (hm, _) = model_hvps(
+            model.as_ref(),
+            &order,
+            &x,
+            &y,
+            Loss::CrossEntropy,
+            &units,
+            1.0,
+            Method::Exact,
+            500,
+        )
+        .unwrap();
+        let trace: f64 = (0..size).map(|i| hm[i][i]).sum();
+        let (eig, _) = symmetric_eigen(hm);
+        let top = *eig.last().unwrap();
+        let (lmax, res) = (
+            get("hessian_lambda_max"),
+            get("hessian_lambda_max_residual"),
+        );
+        assert!(
+            (lmax - top).abs() <= res + 1e-9 * top.abs(),
+            "trial {n}: λmax {lmax} ± {res} vs {top}"
+        );
+        let (tr, se) = (get("hessian_trace"), get("hessian_trace_std_error"));
+        assert!(
+            (tr - trace).abs() <= 3.0 * se,
+            "trial {n}: trace {tr} ± {se} vs {trace}"
+        );
+        traces.push(trace);
+    }
+    // The trials differ in how flat they end: the metric tells them apart.
+    let (lo, hi) = traces
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(a, b), &t| (a.min(t), b.max(t)));
+    assert!(hi > 1.2 * lo, "traces {traces:?}");
+}
