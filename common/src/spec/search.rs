@@ -335,6 +335,13 @@ pub struct TpeSpec {
     /// Widen the kernels at the ends of a range (Optuna's `consider_endpoints`).
     #[serde(default)]
     pub consider_endpoints: bool,
+    /// Multivariate only: choice parameters join the joint density too (Optuna's
+    /// multivariate TPE). By default each choice is drawn from its own density and the
+    /// numbers from their joint one: the joint form ties a category to the region where
+    /// it was first found good and can stay on a wrong category for the whole search
+    /// (docs/search.md, "Categorical traps").
+    #[serde(default)]
+    pub joint_categorical: bool,
 }
 
 impl Default for TpeSpec {
@@ -346,6 +353,7 @@ impl Default for TpeSpec {
             constant_liar: true,
             prior_weight: 1.0,
             consider_endpoints: false,
+            joint_categorical: false,
         }
     }
 }

@@ -283,9 +283,19 @@ impl Tpe {
             (0..self.dims.len()).partition(|d| !self.conditional(*d));
         let mut x: Vec<Option<f64>> = vec![None; self.dims.len()];
         if self.cfg.multivariate && !fixed.is_empty() {
-            let joint = self.propose(&mut rng, &below, &above, &fixed);
-            for (d, v) in fixed.iter().zip(joint) {
-                x[*d] = Some(v);
+            // Choices on their own densities unless asked to join (see TpeSpec); a
+            // space without choices is modelled exactly as Optuna's multivariate TPE.
+            let (joint, alone): (Vec<usize>, Vec<usize>) = fixed.iter().partition(|&&d| {
+                self.cfg.joint_categorical || matches!(self.dims[d], Dim::Num { .. })
+            });
+            for &d in &alone {
+                x[d] = Some(self.propose(&mut rng, &below, &above, &[d])[0]);
+            }
+            if !joint.is_empty() {
+                let v = self.propose(&mut rng, &below, &above, &joint);
+                for (d, v) in joint.iter().zip(v) {
+                    x[*d] = Some(v);
+                }
             }
         } else {
             for &d in &fixed {

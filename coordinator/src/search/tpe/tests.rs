@@ -403,3 +403,88 @@ fn a_warm_start_makes_the_first_suggestions_model_based() {
     tpe.warm(&far, Ended::Completed(0.0));
     assert!(tpe.trials.is_empty());
 }
+
+/// A mixed space whose best optimiser is one category ("adam"), each category with its
+/// own best learning rate: the categorical trap.
+fn trap(p: &Params) -> f64 {
+    let (c, b) = match p["opt"].as_str() {
+        Some("sgd") => (-1.5, 0.6),
+        Some("adam") => (-3.5, 0.0),
+        Some("rmsprop") => (-3.0, 0.4),
+        _ => (-2.0, 0.8),
+    };
+    let lr = p["lr"].as_f64().unwrap();
+    let layers = p["layers"].as_f64().unwrap();
+    let d = p["dropout"].as_f64().unwrap();
+    (lr.log10() - c).powi(2) + 0.05 * (layers - 5.0).powi(2) + 4.0 * (d - 0.2).powi(2) + b
+}
+
+#[test]
+fn choices_on_their_own_density_fall_into_the_categorical_trap_less_often() {
+    let s = space(&[
+        (
+            "lr",
+            ParamSpec::Loguniform {
+                low: 1e-5,
+                high: 1e-1,
+            },
+        ),
+        ("layers", ParamSpec::Int { low: 1, high: 8 }),
+        (
+            "opt",
+            ParamSpec::Choice {
+                values: ["sgd", "adam", "rmsprop", "adagrad"]
+                    .iter()
+                    .map(|o| ParamValue::Str((*o).into()))
+                    .collect(),
+            },
+        ),
+        (
+            "dropout",
+            ParamSpec::Uniform {
+                low: 0.0,
+                high: 0.5,
+            },
+        ),
+    ]);
+    // Seeds whose best trial after 80 has the wrong category.
+    let wrong = |joint_categorical: bool| {
+        (0..40)
+            .filter(|&seed| {
+                let cfg = TpeSpec {
+                    joint_categorical,
+                    ..TpeSpec::default()
+                };
+                let mut tpe = Tpe::new(s.clone(), seed, Mode::Min, cfg);
+                let trials = run(&mut tpe, 80, trap);
+                let best = trials.iter().min_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+                best.0["opt"].as_str() != Some("adam")
+            })
+            .count()
+    };
+    let (own, joint) = (wrong(false), wrong(true));
+    eprintln!("wrong category: {own} of 40 on their own density, {joint} joint");
+    // Measured over 200 seeds and 200 trials (docs/search.md): 15 wrong with the
+    // choices on their own density, 31 with Optuna's joint form (Optuna: 20).
+    assert!(
+        own < joint,
+        "wrong category: {own} of 40 on their own density, {joint} joint"
+    );
+}
+
+#[test]
+fn a_space_without_choices_is_modelled_as_before() {
+    // The joint form and the default draw the same suggestions bit for bit when no
+    // parameter is a choice.
+    let suggestions = |joint_categorical: bool| {
+        let cfg = TpeSpec {
+            joint_categorical,
+            ..TpeSpec::default()
+        };
+        let mut tpe = Tpe::new(square(), 4, Mode::Min, cfg);
+        run(&mut tpe, 30, |p| {
+            (p["x"].as_f64().unwrap() - 1.0).powi(2) + p["y"].as_f64().unwrap().powi(2)
+        })
+    };
+    assert_eq!(suggestions(false), suggestions(true));
+}
