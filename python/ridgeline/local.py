@@ -9,10 +9,10 @@ import re
 import subprocess
 import sys
 import threading
-from typing import Any, Callable, Dict, List, Mapping, Optional, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 from . import _cli
-from .client import FolderSweep, SpecLike, spec_args
+from .client import FolderSweep, SpecLike, Sweep, spec_args
 from .errors import RidgelineError
 
 _SWEEP_LINE = re.compile(r"^sweep (\S+): ")
@@ -134,6 +134,8 @@ def optimize(
     python: Optional[str] = None,
     fresh: bool = False,
     progress: bool = True,
+    enqueue: Optional[Sequence[Mapping[str, Any]]] = None,
+    warm_start: Optional[Union[str, Sweep]] = None,
 ) -> FolderSweep:
     """Searches ``space`` for the parameters that minimise (``mode="max"``: maximise)
     what ``objective(params)`` returns, running trials in ``workers`` worker processes.
@@ -146,6 +148,11 @@ def optimize(
     ``ridgeline.randint(1, 8)``, ``ridgeline.choice([...])``) or to the TOML's dicts.
     Each trial runs in a fresh Python process (``python``, default this interpreter)
     in the current folder.
+
+    ``enqueue`` lists configurations the first trials run with (Optuna's
+    ``enqueue_trial``, Ray Tune's ``points_to_evaluate``; counted in ``n_trials``).
+    ``warm_start`` (a sweep, or its id, of the same ``out``) lets TPE learn from that
+    sweep's trials before its first suggestion.
     """
     if isinstance(n_trials, bool) or int(n_trials) != n_trials or n_trials < 1:
         raise ValueError(f"n_trials must be a positive integer, got {n_trials!r}")
@@ -162,6 +169,11 @@ def optimize(
         search["max_concurrent"] = int(max_concurrent)
     if seed is not None:
         search["seed"] = int(seed)
+    if enqueue:
+        search["enqueue"] = [dict(c) for c in enqueue]
+    if warm_start is not None:
+        ref = warm_start.id if isinstance(warm_start, Sweep) else str(warm_start)
+        search["warm_start"] = ref if ref.startswith("sweep:") else f"sweep:{ref}"
     trial: Dict[str, Any] = {
         "function": function_reference(objective),
         "python": python or sys.executable,
