@@ -40,3 +40,10 @@ def every_type(p):
     # A non-finite final value of any metric marks a trial diverged: end on finite ones.
     ridgeline.report(step=4, inf=1.0, ninf=-1.0, other_nan=0.0)
     return 1.0
+
+
+def constrained(p):
+    """The quadratic with a bound on `latency` (x + y, in the spec) and a constraint of
+    its own (y ≤ -0.5): its unconstrained optimum (2, -1) has latency 1."""
+    x, y = p["x"], p["y"]
+    return {"loss": (x - 2.0) ** 2 + (y + 1.0) ** 2, "latency": x + y, "constraint_y": y + 0.5}

@@ -89,3 +89,37 @@ def test_a_warm_start_learns_from_another_sweep(cluster, in_tests_folder):
     dist = lambda q: (q["x"] - 2.0) ** 2 + (q["y"] + 1.0) ** 2  # noqa: E731
     source_d = sorted(dist(q) for q in params_of(source).values())
     assert dist(w0) < source_d[len(source_d) // 2], (w0, source_d)
+
+
+def test_the_best_trial_is_the_best_feasible_one(cluster, in_tests_folder):
+    s = with_python(SEARCH)
+    s["name"] = "constrained"
+    s["trial"]["function"] = "objectives:constrained"
+    s["search"].update(
+        algorithm="tpe",
+        num_samples=16,
+        seed=4,
+        constraints={"latency": {"max": 0.0}},
+        enqueue=[{"x": 2.0, "y": -1.0}],
+    )
+    sweep = cluster.client.submit(s)
+    assert sweep.wait(progress=False, timeout=300)["state"] == "completed"
+    trials = sweep.results()["trials"]
+    feasible = [
+        t for t in trials if t["metrics"]["latency"] <= 0.0 and t["metrics"]["constraint_y"] <= 0.0
+    ]
+    # Trial 0 is the unconstrained optimum (loss 0) and infeasible: not the best.
+    assert trials[0]["metrics"]["loss"] == 0.0
+    best = sweep.best()
+    assert best["trial"] != 0 and feasible
+    want = min(feasible, key=lambda t: (t["metrics"]["loss"], t["trial"]))
+    assert (best["trial"], best["value"]) == (want["trial"], want["metrics"]["loss"])
+    # A bound without a side, or upside down, is refused by name.
+    bad = with_python(SEARCH)
+    bad["search"]["constraints"] = {"latency": {"min": 1.0, "max": 0.0}}
+    import pytest
+
+    from ridgeline import SpecError
+
+    with pytest.raises(SpecError, match="search.constraints.latency: min 1 is above max 0"):
+        cluster.client.submit(bad)

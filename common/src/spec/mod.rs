@@ -288,6 +288,9 @@ impl SweepSpec {
             .validate_conditions()
             .map_err(|(f, r)| SpecError::new(f, r))?;
         self.validate_given()?;
+        self.search
+            .validate_constraints()
+            .map_err(|(f, r)| SpecError::new(f, r))?;
         if self.trial.is_some() {
             self.validate_command_trial()?;
         } else if let Some(l) = self.landscape.as_ref().filter(|l| l.evaluator.is_some()) {

@@ -173,6 +173,12 @@ pub struct SearchSpec {
     /// before its first suggestion (TPE; the space's overlapping dimensions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warm_start: Option<String>,
+    /// Bounds a feasible trial's final metrics lie within (`latency_ms = { max = 20 }`);
+    /// a trial's own `constraint_*` metrics are constraints too (≤ 0 is feasible, as
+    /// Optuna's `constraints_func`). The best trial is the best feasible one, and TPE
+    /// ranks infeasible trials after every feasible one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub constraints: BTreeMap<String, Bound>,
     /// Set by the coordinator, not by users: configurations enqueued while the sweep
     /// ran (`ridgeline enqueue`), by the trial number they run as.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -182,6 +188,21 @@ pub struct SearchSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warm: Vec<WarmTrial>,
 }
+
+/// Bounds on a metric (either may be left out).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bound {
+    /// Smallest feasible value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    /// Largest feasible value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+}
+
+/// Metrics a trial reports as constraints of its own: feasible when ≤ 0.
+pub const CONSTRAINT_PREFIX: &str = "constraint_";
 
 /// A trial of another sweep a warm-started sampler learns from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -241,6 +262,56 @@ impl SearchSpec {
         for n in inactive {
             params.remove(&n);
         }
+    }
+
+    /// How far a trial with these final metrics is from feasible: the sum of its
+    /// `constraint_*` values above 0 and of its excess over `constraints`' bounds; 0 is
+    /// feasible, and a bounded metric it did not report (or reported as NaN) is an
+    /// infinite violation.
+    pub fn violation(&self, metrics: &[(String, f64)]) -> f64 {
+        let own: f64 = metrics
+            .iter()
+            .filter(|(n, _)| n.starts_with(CONSTRAINT_PREFIX))
+            .map(|(_, v)| {
+                if v.is_nan() {
+                    f64::INFINITY
+                } else {
+                    v.max(0.0)
+                }
+            })
+            .sum();
+        let bounded: f64 = self
+            .constraints
+            .iter()
+            .map(|(name, b)| match metrics.iter().find(|(n, _)| n == name) {
+                Some((_, v)) if !v.is_nan() => {
+                    b.min.map_or(0.0, |m| (m - v).max(0.0))
+                        + b.max.map_or(0.0, |m| (v - m).max(0.0))
+                }
+                _ => f64::INFINITY,
+            })
+            .sum();
+        own + bounded
+    }
+
+    /// Checks `constraints`; errors are `(field, reason)`.
+    pub fn validate_constraints(&self) -> Result<(), (String, String)> {
+        for (name, b) in &self.constraints {
+            let field = format!("search.constraints.{name}");
+            let finite = |v: Option<f64>| v.is_none_or(f64::is_finite);
+            if b.min.is_none() && b.max.is_none() {
+                return Err((field, "expected min, max or both".into()));
+            }
+            if !finite(b.min) || !finite(b.max) {
+                return Err((field, "expected finite bounds".into()));
+            }
+            if let (Some(lo), Some(hi)) = (b.min, b.max)
+                && lo > hi
+            {
+                return Err((field, format!("min {lo} is above max {hi}")));
+            }
+        }
+        Ok(())
     }
 
     /// The configuration trial `i` was given (spec `enqueue`, or enqueued while running).
@@ -474,6 +545,7 @@ impl Default for SearchSpec {
             conditions: BTreeMap::new(),
             enqueue: Vec::new(),
             warm_start: None,
+            constraints: BTreeMap::new(),
             queued: BTreeMap::new(),
             warm: Vec::new(),
         }

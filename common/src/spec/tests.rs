@@ -547,3 +547,62 @@ metric = "hessian_trace"
         assert!(msg.starts_with(want), "got {msg:?}, want {want:?}");
     }
 }
+
+#[test]
+fn constraints_bound_metrics_and_sum_violations() {
+    let base = r#"
+name = "c"
+[trial]
+command = "train --lr {lr}"
+[search]
+algorithm = "tpe"
+metric = "loss"
+[search.constraints]
+latency_ms = { max = 20.0 }
+memory = { min = 1.0, max = 4.0 }
+[search.space]
+lr = { type = "loguniform", low = 1e-4, high = 1.0 }
+"#;
+    let s = SweepSpec::from_toml(base).unwrap();
+    let m = |v: &[(&str, f64)]| -> Vec<(String, f64)> {
+        v.iter().map(|(n, x)| ((*n).to_owned(), *x)).collect()
+    };
+    let v = |x: &[(&str, f64)]| s.search.violation(&m(x));
+    assert_eq!(v(&[("latency_ms", 20.0), ("memory", 1.0)]), 0.0);
+    assert_eq!(v(&[("latency_ms", 25.0), ("memory", 0.5)]), 5.5);
+    assert_eq!(
+        v(&[
+            ("latency_ms", 10.0),
+            ("memory", 2.0),
+            ("constraint_a", 0.25),
+            ("constraint_b", -3.0)
+        ]),
+        0.25
+    );
+    assert_eq!(v(&[("latency_ms", 10.0)]), f64::INFINITY); // memory not reported
+    assert_eq!(
+        v(&[("latency_ms", f64::NAN), ("memory", 2.0)]),
+        f64::INFINITY
+    );
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "{ max = 20.0 }",
+            "{}",
+            "search.constraints.latency_ms: expected min, max or both",
+        ),
+        (
+            "min = 1.0, max = 4.0",
+            "min = 5.0, max = 4.0",
+            "search.constraints.memory: min 5 is above max 4",
+        ),
+        (
+            "{ max = 20.0 }",
+            "{ max = inf }",
+            "search.constraints.latency_ms: expected finite bounds",
+        ),
+    ];
+    for (from, to, want) in cases {
+        let msg = err_of(&base.replace(from, to)).to_string();
+        assert!(msg.starts_with(want), "got {msg:?}, want {want:?}");
+    }
+}

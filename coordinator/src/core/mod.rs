@@ -744,6 +744,8 @@ pub struct StoredTrial {
     pub value: Option<f64>,
     /// The sweep's metric by step, as reported (the current attempt's).
     pub history: Vec<(u32, f64)>,
+    /// How far a completed trial is from the sweep's constraints (0: feasible).
+    pub violation: f64,
 }
 
 #[cfg(test)]

@@ -150,7 +150,15 @@ fn replay(sweep: &mut Sweep, mut trials: Vec<StoredTrial>) {
         let last = t.history.last().copied();
         match (t.state, t.value, last) {
             (UnitState::Completed, Some(v), _) => {
-                sweep.searcher.observe(t.trial, Ended::Completed(v));
+                let ended = if t.violation > 0.0 {
+                    Ended::Infeasible {
+                        value: v,
+                        violation: t.violation,
+                    }
+                } else {
+                    Ended::Completed(v)
+                };
+                sweep.searcher.observe(t.trial, ended);
                 if let Some(sch) = &mut sweep.scheduler {
                     sch.on_completed(t.trial);
                 }
@@ -351,7 +359,12 @@ pub(super) fn finish_unit(
         .find(|(n, _)| n == metric)
         .map(|(_, v)| *v)
         .filter(|v| v.is_finite());
+    let violation = s.spec.search.violation(&metrics);
     let ended = match (state, value) {
+        (UnitState::Completed, Some(v)) if violation > 0.0 => Ended::Infeasible {
+            value: v,
+            violation,
+        },
         (UnitState::Completed, Some(v)) => Ended::Completed(v),
         (UnitState::Pruned, Some(v)) => Ended::Pruned {
             step: pruned_at.unwrap_or(0),
@@ -361,7 +374,7 @@ pub(super) fn finish_unit(
     };
     s.searcher.observe(trial, ended);
     if let Some(sch) = &mut s.scheduler {
-        if matches!(ended, Ended::Completed(_)) {
+        if matches!(ended, Ended::Completed(_) | Ended::Infeasible { .. }) {
             sch.on_completed(trial);
         } else {
             sch.on_ended(trial);
@@ -380,7 +393,8 @@ pub(super) fn finish_unit(
         resumes: resumes(&s.spec),
         at: now,
     });
-    if state == UnitState::Completed {
+    // The best is the best feasible trial.
+    if state == UnitState::Completed && violation == 0.0 {
         let mode = s.spec.mode();
         if let Some(v) = value {
             // Ties go to the lower trial number (as Optuna's best_trial), so the best

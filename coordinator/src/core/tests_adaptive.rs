@@ -113,6 +113,7 @@ fn schedulers_and_searchers_come_back_from_stored_trials() {
     // rungs 1, 2 and 4; trial 10 was running and had reported step 1.
     let mut trials: Vec<StoredTrial> = (0..10)
         .map(|i| StoredTrial {
+            violation: 0.0,
             trial: i,
             params: params(f64::from(i) / 10.0),
             state: UnitState::Completed,
@@ -121,6 +122,7 @@ fn schedulers_and_searchers_come_back_from_stored_trials() {
         })
         .collect();
     trials.push(StoredTrial {
+        violation: 0.0,
         trial: 10,
         params: params(0.55),
         state: UnitState::Running,

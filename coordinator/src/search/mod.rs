@@ -25,6 +25,13 @@ use tpe::Tpe;
 pub enum Ended {
     /// Completed with this value of the sweep's metric.
     Completed(f64),
+    /// Completed, but outside the sweep's constraints by `violation` (> 0).
+    Infeasible {
+        /// Its value of the sweep's metric.
+        value: f64,
+        /// How far from feasible ([`ridgeline_common::spec::SearchSpec::violation`]).
+        violation: f64,
+    },
     /// Stopped early by the scheduler, last reporting `value` at `step`.
     Pruned {
         /// Its last reported step.

@@ -113,7 +113,12 @@ fn next_down(x: f64) -> f64 {
 enum State {
     Running,
     Completed(f64),
-    Pruned { step: u32, value: f64 },
+    Pruned {
+        step: u32,
+        value: f64,
+    },
+    /// Completed outside the constraints, this far from feasible.
+    Infeasible(f64),
 }
 
 #[derive(Clone, Debug)]
@@ -185,8 +190,10 @@ impl Tpe {
         let mut complete: Vec<(f64, i64)> = Vec::new();
         let mut pruned: Vec<((i64, f64), i64)> = Vec::new();
         let mut running = Vec::new();
+        let mut infeasible: Vec<(f64, i64)> = Vec::new();
         for (&n, t) in &self.trials {
             match t.state {
+                State::Infeasible(violation) => infeasible.push((violation, n)),
                 State::Completed(v) => complete.push((-score(v), n)),
                 State::Pruned { step, value } => {
                     let v = if value.is_nan() {
@@ -200,17 +207,21 @@ impl Tpe {
                 State::Running => running.push(n),
             }
         }
-        let mut n_below = Self::gamma(complete.len() + pruned.len());
+        let mut n_below = Self::gamma(complete.len() + pruned.len() + infeasible.len());
         // Stable sorts: ties keep trial-number order, as Python's sorted() does.
         complete.sort_by(|a, b| a.0.total_cmp(&b.0));
         pruned.sort_by(|a, b| a.0.0.cmp(&b.0.0).then(a.0.1.total_cmp(&b.0.1)));
         let mut below = Vec::new();
         let mut above = Vec::new();
-        // Completed trials fill the good group first, then pruned ones.
+        // As Optuna's constraint handling: infeasible trials by their violation.
+        infeasible.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // Feasible completed trials fill the good group first, then pruned ones, then
+        // infeasible ones.
         let ranked = complete
             .into_iter()
             .map(|c| c.1)
-            .chain(pruned.into_iter().map(|p| p.1));
+            .chain(pruned.into_iter().map(|p| p.1))
+            .chain(infeasible.into_iter().map(|i| i.1));
         for n in ranked {
             if n_below > 0 {
                 below.push(n);
@@ -387,6 +398,7 @@ impl Tpe {
         let state = match ended {
             Ended::Completed(v) if v.is_finite() => State::Completed(v),
             Ended::Pruned { step, value } => State::Pruned { step, value },
+            Ended::Infeasible { violation, .. } => State::Infeasible(violation),
             // Failed trials say nothing about the objective (Optuna ignores them).
             _ => {
                 self.trials.remove(&i);

@@ -5,6 +5,7 @@ use rusqlite::{OptionalExtension, params};
 
 use ridgeline_common::ids::{SweepId, UnitId, WorkerId};
 use ridgeline_common::params::Params;
+use ridgeline_common::spec::SweepSpec;
 
 use super::{ScanSummary, Store, StoreError, SweepRow, TrialRow, parse_json, sweep_row};
 use crate::core::{Best, Counts, StoredSweep, StoredTrial, StoredUnit, SweepState, UnitState};
@@ -62,7 +63,8 @@ impl Store {
     /// What an adaptive searcher or a scheduler learned from: the sweep's completed,
     /// pruned and live trials, with their parameters, final value of `metric` and its
     /// history (one query each for units and metrics).
-    fn learned(&self, id: &SweepId, metric: &str) -> Result<Vec<StoredTrial>, StoreError> {
+    fn learned(&self, id: &SweepId, spec: &SweepSpec) -> Result<Vec<StoredTrial>, StoreError> {
+        let metric = spec.metric();
         let mut st = self.conn.prepare_cached(
             "SELECT id, trial, params_json, state, final_json FROM units WHERE sweep_id = ?1
              AND state IN ('completed', 'pruned', 'pending', 'running') ORDER BY trial",
@@ -73,13 +75,19 @@ impl Store {
         while let Some(r) = rows.next()? {
             let state: String = r.get(3)?;
             let final_json: Option<String> = r.get(4)?;
-            let value = match final_json {
+            let finals: Vec<(String, f64)> = match final_json {
                 Some(j) => parse_json::<Vec<(String, Option<f64>)>>("final metrics", &j)?
                     .into_iter()
-                    .find(|(n, _)| n == metric)
-                    .and_then(|(_, v)| v),
-                None => None,
+                    .map(|(n, v)| (n, v.unwrap_or(f64::NAN)))
+                    .collect(),
+                None => vec![],
             };
+            let value = finals
+                .iter()
+                .find(|(n, _)| n == metric)
+                .map(|(_, v)| *v)
+                .filter(|v| !v.is_nan());
+            let violation = spec.search.violation(&finals);
             index.insert(r.get::<_, i64>(0)?, out.len());
             out.push(StoredTrial {
                 trial: r.get(1)?,
@@ -87,6 +95,7 @@ impl Store {
                 state: UnitState::parse(&state).unwrap_or(UnitState::Pending),
                 value,
                 history: vec![],
+                violation,
             });
         }
         let mut st = self.conn.prepare_cached(
@@ -222,7 +231,7 @@ impl Store {
             let trials = if row.state == SweepState::Running
                 && (s.algorithm.is_adaptive() || s.scheduler.is_some())
             {
-                self.learned(&id, row.spec.metric())?
+                self.learned(&id, &row.spec)?
             } else {
                 vec![]
             };

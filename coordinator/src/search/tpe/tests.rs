@@ -488,3 +488,76 @@ fn a_space_without_choices_is_modelled_as_before() {
     };
     assert_eq!(suggestions(false), suggestions(true));
 }
+
+fn branin(x1: f64, x2: f64) -> f64 {
+    let pi = std::f64::consts::PI;
+    let (b, c, t) = (5.1 / (4.0 * pi * pi), 5.0 / pi, 1.0 / (8.0 * pi));
+    (x2 - b * x1 * x1 + c * x1 - 6.0).powi(2) + 10.0 * (1.0 - t) * x1.cos() + 10.0
+}
+
+#[test]
+fn constrained_branin_finds_a_good_feasible_point() {
+    // Branin with x2 ≤ 2: its three minima (x2 = 12.3, 2.3, 2.5) are all infeasible,
+    // and 13 % of the box is feasible. The trials report the violation max(0, x2 − 2)
+    // as the coordinator computes it from `constraint_*` metrics.
+    let s = space(&[
+        (
+            "x1",
+            ParamSpec::Uniform {
+                low: -5.0,
+                high: 10.0,
+            },
+        ),
+        (
+            "x2",
+            ParamSpec::Uniform {
+                low: 0.0,
+                high: 15.0,
+            },
+        ),
+    ]);
+    let constrained_min = (0..=3000)
+        .flat_map(|i| {
+            (0..=400).map(move |j| (-5.0 + 15.0 * i as f64 / 3000.0, 2.0 * j as f64 / 400.0))
+        })
+        .map(|(a, b)| branin(a, b))
+        .fold(f64::INFINITY, f64::min);
+    let best_feasible = |aware: bool, seed: u64| {
+        let mut tpe = Tpe::new(s.clone(), seed, Mode::Min, TpeSpec::default());
+        let mut best = f64::INFINITY;
+        for i in 0..100 {
+            let p = tpe.suggest(i);
+            tpe.started(i, &p);
+            let (x1, x2) = (p["x1"].as_f64().unwrap(), p["x2"].as_f64().unwrap());
+            let (v, violation) = (branin(x1, x2), (x2 - 2.0).max(0.0));
+            let ended = if aware && violation > 0.0 {
+                Ended::Infeasible {
+                    value: v,
+                    violation,
+                }
+            } else {
+                Ended::Completed(v)
+            };
+            tpe.observe(i, ended);
+            if violation == 0.0 {
+                best = best.min(v);
+            }
+        }
+        best - constrained_min
+    };
+    let gaps: Vec<f64> = (0..20).map(|seed| best_feasible(true, seed)).collect();
+    let blind: Vec<f64> = (0..20).map(|seed| best_feasible(false, seed)).collect();
+    eprintln!(
+        "constrained Branin, best feasible minus the constrained minimum {constrained_min}: aware {gaps:?}, blind {blind:?}"
+    );
+    // A feasible trial in every seed, and within 0.5 of the constrained minimum in 19
+    // of 20 (measured: 20, the largest gap 0.42); the constraint-blind search less often
+    // (17, one at 3.99).
+    let close = |g: &[f64]| g.iter().filter(|g| **g < 0.5).count();
+    assert!(gaps.iter().all(|g| g.is_finite()));
+    assert!(close(&gaps) >= 19, "{gaps:?}");
+    assert!(
+        close(&gaps) > close(&blind),
+        "aware {gaps:?}, blind {blind:?}"
+    );
+}
