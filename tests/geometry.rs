@@ -7,12 +7,9 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::*;
-use ridgeline_common::landscape::flat_order;
 use ridgeline_common::linalg::eigen::symmetric_eigen;
 use ridgeline_common::spec::SweepSpec;
 use ridgeline_worker::data;
-use ridgeline_worker::landscape::eval::Loss;
-use ridgeline_worker::landscape::hessian::{Method, model_hvps};
 use ridgeline_worker::models::ModelConfig;
 
 #[test]
@@ -44,29 +41,8 @@ fn each_trials_hessian_metrics_match_its_full_hessian() {
         let tensors =
             candle_core::safetensors::load(folder.join("model.safetensors"), &Device::Cpu).unwrap();
         let model = config.load(&tensors, DType::F64, &Device::Cpu).unwrap();
-        let params = model.params();
-        let mut order: Vec<usize> = (0..params.len()).collect();
-        order.sort_by_key(|&i| flat_order(&params[i].name));
-        let size: usize = params.iter().map(|p| p.var.elem_count()).sum();
-        let units: Vec<Vec<f64>> = (0..size)
-            .map(|i| {
-                let mut e = vec![0.0; size];
-                e[i] = 1.0;
-                e
-            })
-            .collect();
-        let (hm, _) = model_hvps(
-            model.as_ref(),
-            &order,
-            &x,
-            &y,
-            Loss::CrossEntropy,
-            &units,
-            1.0,
-            Method::Exact,
-            500,
-        )
-        .unwrap();
+        let hm = full_hessian(model.as_ref(), &x, &y);
+        let size = hm.len();
         let trace: f64 = (0..size).map(|i| hm[i][i]).sum();
         let (eig, _) = symmetric_eigen(hm);
         let top = *eig.last().unwrap();

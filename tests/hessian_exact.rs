@@ -7,12 +7,9 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::*;
-use ridgeline_common::landscape::flat_order;
 use ridgeline_common::linalg::eigen::symmetric_eigen;
 use ridgeline_common::spec::SweepSpec;
 use ridgeline_worker::data;
-use ridgeline_worker::landscape::eval::Loss;
-use ridgeline_worker::landscape::hessian::{Method, model_hvps};
 use ridgeline_worker::models::ModelConfig;
 
 fn f(v: &serde_json::Value) -> f64 {
@@ -39,37 +36,11 @@ fn the_digits_example_hessian_matches_the_full_hessian() {
     let tr = &ds.train;
     let x = Tensor::from_slice(&tr.x, (tr.len(), tr.dim), &Device::Cpu).unwrap();
     let y = Tensor::from_slice(&tr.y, tr.len(), &Device::Cpu).unwrap();
-    let params = model.params();
-    let mut order: Vec<usize> = (0..params.len()).collect();
-    order.sort_by_key(|&i| flat_order(&params[i].name));
-    let n: usize = params.iter().map(|p| p.var.elem_count()).sum();
+    let n: usize = model.params().iter().map(|p| p.var.elem_count()).sum();
     assert_eq!(f(&h["parameters"]) as usize, n);
 
     // H e_i for every unit vector: the full Hessian, then all its eigenvalues.
-    let mut hm: Vec<Vec<f64>> = Vec::with_capacity(n);
-    for start in (0..n).step_by(128) {
-        let units: Vec<Vec<f64>> = (start..(start + 128).min(n))
-            .map(|i| {
-                let mut e = vec![0.0; n];
-                e[i] = 1.0;
-                e
-            })
-            .collect();
-        let (cols, _) = model_hvps(
-            model.as_ref(),
-            &order,
-            &x,
-            &y,
-            Loss::CrossEntropy,
-            &units,
-            1.0,
-            Method::Exact,
-            // In chunks, as a worker with little memory would: the same Hessian.
-            500,
-        )
-        .unwrap();
-        hm.extend(cols);
-    }
+    let hm = full_hessian(model.as_ref(), &x, &y);
     let asym = (0..n)
         .flat_map(|i| (0..i).map(move |j| (i, j)))
         .map(|(i, j)| (hm[i][j] - hm[j][i]).abs())

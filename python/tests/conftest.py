@@ -30,24 +30,7 @@ class Cluster:
         self.procs: List[subprocess.Popen] = []
         self.env = dict(os.environ, RIDGELINE_TOKEN=TOKEN, **(env or {}))
         self.env.pop("RIDGELINE_COORDINATOR", None)
-        log = open(root / "coordinator.log", "w")
-        self.procs.append(
-            subprocess.Popen(
-                [
-                    _cli.binary(),
-                    "coordinator",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--data-dir",
-                    str(self.data),
-                    "--metrics-listen",
-                    "off",
-                ],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )
+        self.procs.append(self._coordinator("127.0.0.1:0", "w"))
         addr_file = self.data / "coordinator.addr"
         deadline = time.monotonic() + 30
         while not (addr_file.exists() and addr_file.read_text().strip()):
@@ -81,20 +64,14 @@ class Cluster:
             )
         self.client = ridgeline.Client(self.url, token=TOKEN)
 
-    def restart_coordinator(self) -> None:
-        """Kills the coordinator (SIGKILL) and starts it again on the same address and
-        data folder; the workers reconnect."""
-        old = self.procs[0]
-        old.kill()
-        old.wait()
-        addr = self.url.removeprefix("http://")
-        log = open(self.root / "coordinator.log", "a")
-        self.procs[0] = subprocess.Popen(
+    def _coordinator(self, listen: str, log_mode: str) -> subprocess.Popen:
+        log = open(self.root / "coordinator.log", log_mode)
+        return subprocess.Popen(
             [
                 _cli.binary(),
                 "coordinator",
                 "--listen",
-                addr,
+                listen,
                 "--data-dir",
                 str(self.data),
                 "--metrics-listen",
@@ -104,6 +81,14 @@ class Cluster:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+    def restart_coordinator(self) -> None:
+        """Kills the coordinator (SIGKILL) and starts it again on the same address and
+        data folder; the workers reconnect."""
+        old = self.procs[0]
+        old.kill()
+        old.wait()
+        self.procs[0] = self._coordinator(self.url.removeprefix("http://"), "a")
         deadline = time.monotonic() + 30
         while True:
             try:

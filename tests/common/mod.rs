@@ -528,3 +528,44 @@ pub fn processes_of(sweep: &str) -> Vec<u32> {
 }
 
 pub mod grpc;
+
+/// The full Hessian of `model`'s mean cross-entropy on `x`, `y` with respect to all its
+/// parameters (in Ridgeline's flat order), column by column from exact products `H e_i`
+/// in batches of 128 columns and chunks of 500 samples (as a worker with little memory
+/// would take them: the same Hessian).
+pub fn full_hessian(
+    model: &dyn ridgeline_worker::models::Model,
+    x: &Tensor,
+    y: &Tensor,
+) -> Vec<Vec<f64>> {
+    use ridgeline_worker::landscape::eval::Loss;
+    use ridgeline_worker::landscape::hessian::{Method, model_hvps};
+    let params = model.params();
+    let mut order: Vec<usize> = (0..params.len()).collect();
+    order.sort_by_key(|&i| ridgeline_common::landscape::flat_order(&params[i].name));
+    let n: usize = params.iter().map(|p| p.var.elem_count()).sum();
+    let mut hm: Vec<Vec<f64>> = Vec::with_capacity(n);
+    for start in (0..n).step_by(128) {
+        let units: Vec<Vec<f64>> = (start..(start + 128).min(n))
+            .map(|i| {
+                let mut e = vec![0.0; n];
+                e[i] = 1.0;
+                e
+            })
+            .collect();
+        let (cols, _) = model_hvps(
+            model,
+            &order,
+            x,
+            y,
+            Loss::CrossEntropy,
+            &units,
+            1.0,
+            Method::Exact,
+            500,
+        )
+        .unwrap();
+        hm.extend(cols);
+    }
+    hm
+}

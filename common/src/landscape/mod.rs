@@ -658,6 +658,16 @@ impl LandscapeSpec {
         Some((sub(&self.x_axis()), self.y.as_ref().map(sub)))
     }
 
+    /// The coordinates `(α, β)` of point `k` (row-major) of the curvature sub-grid
+    /// (β = 0 for 1-D scans).
+    pub fn curvature_point(&self, k: usize) -> Option<(f64, f64)> {
+        let (xa, ya) = self.curvature_axes()?;
+        Some((
+            xa.value(k % xa.points),
+            ya.map_or(0.0, |y| y.value(k / xa.points)),
+        ))
+    }
+
     /// What unit `i` computes.
     pub fn unit(&self, i: usize) -> ScanUnit {
         let (t, h0) = (self.tiles(), self.hessian_base());

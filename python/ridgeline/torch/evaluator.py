@@ -214,14 +214,7 @@ class Evaluator:
             n = _batch_size(y)
             totals += losses.detach().to("cpu", torch.float64) * n
             count += n
-            if (
-                classify
-                and isinstance(logits, torch.Tensor)
-                and isinstance(y, torch.Tensor)
-                and logits.dim() == 3
-                and y.dim() == 1
-                and not torch.is_floating_point(y)
-            ):
+            if classify and _class_scores(logits, y, points=True):
                 correct += (logits.argmax(dim=2) == y).sum(dim=1).to("cpu", torch.float64)
             else:
                 classify = False
@@ -302,14 +295,7 @@ class Evaluator:
             total += float(self.loss_fn(out, y)) * n
             count += n
             logits = out.logits if hasattr(out, "logits") else out
-            if (
-                classify
-                and isinstance(logits, torch.Tensor)
-                and isinstance(y, torch.Tensor)
-                and logits.dim() == 2
-                and y.dim() == 1
-                and not torch.is_floating_point(y)
-            ):
+            if classify and _class_scores(logits, y):
                 correct += int((logits.argmax(dim=1) == y).sum())
             else:
                 classify = False
@@ -319,6 +305,18 @@ class Evaluator:
         for name, t in self.tensors.items():
             if not torch.equal(t, self.base[name]):
                 raise RuntimeError(f"θ* was not restored exactly: {name} differs")
+
+
+def _class_scores(logits: Any, y: Any, points: bool = False) -> bool:
+    """Whether outputs are class scores [batch, classes] (with ``points``: a leading
+    dimension of grid points) and targets class indices: accuracy means something."""
+    return (
+        isinstance(logits, torch.Tensor)
+        and isinstance(y, torch.Tensor)
+        and logits.dim() == (3 if points else 2)
+        and y.dim() == 1
+        and not torch.is_floating_point(y)
+    )
 
 
 def _to(v: Any, device: torch.device, cast: Any = None) -> Any:

@@ -294,11 +294,7 @@ fn run_curvature(
 ) -> Result<TrialOutput, UnitError> {
     let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
     let c = l.curvature.as_ref().ok_or("no [landscape.curvature]")?;
-    let (xa, ya) = l.curvature_axes().ok_or("no [landscape.curvature]")?;
-    let (a, b) = (
-        xa.value(k % xa.points),
-        ya.map_or(0.0, |y| y.value(k / xa.points)),
-    );
+    let (a, b) = l.curvature_point(k).ok_or("no [landscape.curvature]")?;
     let s = scan(sweep, spec, fetch, device, memory_bytes)?;
     let s = s.lock().expect("scan lock");
     let (m64, order, loss) = f64_copy(&s, l, (a, b), device)?;

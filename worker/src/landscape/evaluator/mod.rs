@@ -200,11 +200,7 @@ pub fn run_curvature(
 ) -> Result<TrialOutput, UnitError> {
     let l = spec.landscape.as_ref().ok_or("not a landscape sweep")?;
     let c = l.curvature.as_ref().ok_or("no [landscape.curvature]")?;
-    let (xa, ya) = l.curvature_axes().ok_or("no [landscape.curvature]")?;
-    let (a, b) = (
-        xa.value(k % xa.points),
-        ya.map_or(0.0, |y| y.value(k / xa.points)),
-    );
+    let (a, b) = l.curvature_point(k).ok_or("no [landscape.curvature]")?;
     let coords: Vec<f64> = if l.y.is_some() { vec![a, b] } else { vec![a] };
     let p = with_evaluator((sweep, spec, e), device, fetch, |ev| {
         let n = ev.trainable;
