@@ -558,8 +558,42 @@ pub fn transient(s: &tonic::Status) -> bool {
     )
 }
 
-/// Result rows as CSV: one row per trial, parameters and final metrics as columns.
+/// Whether each completed trial is feasible, for a search with constraints (bounds in
+/// its spec, or `constraint_*` metrics reported); `None` for a search without.
+fn feasibility(r: &proto::GetResultsResponse) -> Option<Vec<Option<bool>>> {
+    let spec = r
+        .status
+        .as_ref()
+        .and_then(|s| SweepSpec::from_json(&s.spec_json).ok());
+    let own = r.trials.iter().any(|t| {
+        t.final_metrics.iter().any(|m| {
+            m.name
+                .starts_with(ridgeline_common::spec::CONSTRAINT_PREFIX)
+        })
+    });
+    let search = spec.map(|s| s.search).unwrap_or_default();
+    if search.constraints.is_empty() && !own {
+        return None;
+    }
+    Some(
+        r.trials
+            .iter()
+            .map(|t| {
+                let m: Vec<(String, f64)> = t
+                    .final_metrics
+                    .iter()
+                    .map(|m| (m.name.clone(), m.value))
+                    .collect();
+                (t.state == proto::UnitState::Completed as i32).then(|| search.violation(&m) == 0.0)
+            })
+            .collect(),
+    )
+}
+
+/// Result rows as CSV: one row per trial, parameters and final metrics as columns (and
+/// `feasible`, for a search with constraints).
 pub fn results_csv(r: &proto::GetResultsResponse) -> Result<String> {
+    let feasible = feasibility(r);
     let mut params: BTreeSet<String> = BTreeSet::new();
     let mut metrics: BTreeSet<String> = BTreeSet::new();
     for t in &r.trials {
@@ -570,6 +604,9 @@ pub fn results_csv(r: &proto::GetResultsResponse) -> Result<String> {
     let mut header = vec!["trial".to_owned(), "state".into()];
     header.extend(params.iter().cloned());
     header.extend(metrics.iter().cloned());
+    if feasible.is_some() {
+        header.push("feasible".into());
+    }
     header.extend(
         [
             "epochs",
@@ -582,7 +619,7 @@ pub fn results_csv(r: &proto::GetResultsResponse) -> Result<String> {
         .map(String::from),
     );
     w.write_record(&header)?;
-    for t in &r.trials {
+    for (i, t) in r.trials.iter().enumerate() {
         let p = params_from_proto(&t.params).map_err(anyhow::Error::msg)?;
         let mut row = vec![t.trial_index.to_string(), unit_state_name(t.state).into()];
         row.extend(
@@ -597,6 +634,9 @@ pub fn results_csv(r: &proto::GetResultsResponse) -> Result<String> {
                 .map(|m| m.value.to_string())
                 .unwrap_or_default()
         }));
+        if let Some(f) = &feasible {
+            row.push(f[i].map(|b| b.to_string()).unwrap_or_default());
+        }
         row.push(t.history.len().to_string());
         row.push(format!("{:.3}", t.duration_s));
         row.push(t.worker.clone());
@@ -620,12 +660,14 @@ pub fn results_json(r: &proto::GetResultsResponse) -> Result<String> {
             })
             .collect()
     };
+    let feasible = feasibility(r);
     let trials: Vec<serde_json::Value> = r
         .trials
         .iter()
-        .map(|t| {
+        .enumerate()
+        .map(|(i, t)| {
             let p = params_from_proto(&t.params).unwrap_or_default();
-            serde_json::json!({
+            let mut row = serde_json::json!({
                 "trial": t.trial_index,
                 "state": unit_state_name(t.state),
                 "params": p,
@@ -641,7 +683,11 @@ pub fn results_json(r: &proto::GetResultsResponse) -> Result<String> {
                 "interrupted": t.interrupted,
                 "error": (!t.error.is_empty()).then_some(&t.error),
                 "checkpoint_dir": (!t.checkpoint_dir.is_empty()).then_some(&t.checkpoint_dir),
-            })
+            });
+            if let Some(f) = &feasible {
+                row["feasible"] = serde_json::json!(f[i]);
+            }
+            row
         })
         .collect();
     let st = r.status.as_ref();

@@ -58,6 +58,9 @@ def trials_frame(results: Mapping[str, Any]) -> pd.DataFrame:
     for m in metrics:
         vals = [t.get("metrics", {}).get(m) for t in trials]
         cols[m] = pd.Series([np.nan if v is None else float(v) for v in vals], dtype="float64")
+    if any("feasible" in t for t in trials):
+        # A search with constraints: whether each completed trial met them (NA otherwise).
+        cols["feasible"] = pd.Series([t.get("feasible") for t in trials], dtype="boolean")
     cols["epochs"] = pd.Series([len(t.get("history", [])) for t in trials], dtype="int64")
     cols["duration_s"] = pd.Series(
         [round(float(t.get("duration_s") or 0.0), 3) for t in trials], dtype="float64"

@@ -114,6 +114,17 @@ def test_the_best_trial_is_the_best_feasible_one(cluster, in_tests_folder):
     assert best["trial"] != 0 and feasible
     want = min(feasible, key=lambda t: (t["metrics"]["loss"], t["trial"]))
     assert (best["trial"], best["value"]) == (want["trial"], want["metrics"]["loss"])
+    # results.json, results.csv and the DataFrame say which trials were feasible.
+    ok = {t["trial"] for t in feasible}
+    assert {t["trial"] for t in trials if t["feasible"]} == ok
+    df = sweep.trials()
+    assert set(df.loc[df["feasible"].fillna(False), "trial"]) == ok
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(cluster.cli("results", sweep.id).stdout)))
+    assert {int(r["trial"]) for r in rows if r["feasible"] == "true"} == ok
+    assert all(r["feasible"] in ("true", "false") for r in rows)
     # A bound without a side, or upside down, is refused by name.
     bad = with_python(SEARCH)
     bad["search"]["constraints"] = {"latency": {"min": 1.0, "max": 0.0}}
