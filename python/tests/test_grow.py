@@ -134,3 +134,36 @@ def test_the_best_trial_is_the_best_feasible_one(cluster, in_tests_folder):
 
     with pytest.raises(SpecError, match="search.constraints.latency: min 1 is above max 0"):
         cluster.client.submit(bad)
+
+
+def test_constraints_survive_a_coordinator_restart(in_tests_folder, tmp_path):
+    c = Cluster(tmp_path / "cluster")
+    try:
+        s = with_python(SEARCH)
+        s["name"] = "constrained-restart"
+        s["trial"]["function"] = "objectives:constrained"
+        s["search"].update(
+            algorithm="tpe",
+            num_samples=6,
+            seed=9,
+            constraints={"latency": {"max": 0.0}},
+            enqueue=[{"x": 2.0, "y": -1.0}],
+        )
+        sweep = c.client.submit(s)
+        assert sweep.wait(progress=False, timeout=300)["state"] == "completed"
+        c.restart_coordinator()
+        # The restarted coordinator replays the trials with their violations; the sweep
+        # grows and its best is still the best feasible trial.
+        sweep.extend(4)
+        assert sweep.wait(progress=False, timeout=300)["state"] == "completed"
+        trials = sweep.results()["trials"]
+        assert len(trials) == 10 and not trials[0]["feasible"]
+        feasible = [t for t in trials if t["feasible"]]
+        best = sweep.best()
+        if feasible:
+            want = min(feasible, key=lambda t: (t["metrics"]["loss"], t["trial"]))
+            assert (best["trial"], best["value"]) == (want["trial"], want["metrics"]["loss"])
+        else:
+            assert best is None
+    finally:
+        c.close()
