@@ -91,18 +91,16 @@ def test_a_warm_start_learns_from_another_sweep(cluster, in_tests_folder):
     assert dist(w0) < source_d[len(source_d) // 2], (w0, source_d)
 
 
-def test_the_best_trial_is_the_best_feasible_one(cluster, in_tests_folder):
-    s = with_python(SEARCH)
-    s["name"] = "constrained"
+def constrained(name: str, **search) -> dict:
+    """A TPE search of objectives.constrained with latency ≤ 0, its unconstrained (and
+    infeasible) optimum enqueued as trial 0."""
+    s = spec(name, constraints={"latency": {"max": 0.0}}, enqueue=[{"x": 2.0, "y": -1.0}], **search)
     s["trial"]["function"] = "objectives:constrained"
-    s["search"].update(
-        algorithm="tpe",
-        num_samples=16,
-        seed=4,
-        constraints={"latency": {"max": 0.0}},
-        enqueue=[{"x": 2.0, "y": -1.0}],
-    )
-    sweep = cluster.client.submit(s)
+    return s
+
+
+def test_the_best_trial_is_the_best_feasible_one(cluster, in_tests_folder):
+    sweep = cluster.client.submit(constrained("constrained", num_samples=16, seed=4))
     assert sweep.wait(progress=False, timeout=300)["state"] == "completed"
     trials = sweep.results()["trials"]
     feasible = [
@@ -139,17 +137,7 @@ def test_the_best_trial_is_the_best_feasible_one(cluster, in_tests_folder):
 def test_constraints_survive_a_coordinator_restart(in_tests_folder, tmp_path):
     c = Cluster(tmp_path / "cluster")
     try:
-        s = with_python(SEARCH)
-        s["name"] = "constrained-restart"
-        s["trial"]["function"] = "objectives:constrained"
-        s["search"].update(
-            algorithm="tpe",
-            num_samples=6,
-            seed=9,
-            constraints={"latency": {"max": 0.0}},
-            enqueue=[{"x": 2.0, "y": -1.0}],
-        )
-        sweep = c.client.submit(s)
+        sweep = c.client.submit(constrained("constrained-restart", num_samples=6, seed=9))
         assert sweep.wait(progress=False, timeout=300)["state"] == "completed"
         c.restart_coordinator()
         # The restarted coordinator replays the trials with their violations; the sweep
