@@ -212,9 +212,6 @@ pub struct WarmTrial {
     pub params: Params,
     /// Its final value of the metric.
     pub value: f64,
-    /// The step it was stopped at, if it was pruned.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pruned_at: Option<u32>,
 }
 
 /// One value or a list of them.

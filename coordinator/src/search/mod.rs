@@ -81,14 +81,7 @@ pub fn searcher_for(spec: &SweepSpec) -> Box<dyn Searcher> {
     };
     let mut inner = inner;
     for w in &s.warm {
-        let ended = match w.pruned_at {
-            Some(step) => Ended::Pruned {
-                step,
-                value: w.value,
-            },
-            None => Ended::Completed(w.value),
-        };
-        inner.warm(&w.params, ended);
+        inner.warm(&w.params, Ended::Completed(w.value));
     }
     if !s.enqueue.is_empty() || !s.queued.is_empty() {
         inner = Box::new(Given {

@@ -124,7 +124,6 @@ impl SweepApi {
                         ridgeline_common::spec::WarmTrial {
                             params: t.params,
                             value,
-                            pruned_at: None,
                         },
                     )
                 }));
