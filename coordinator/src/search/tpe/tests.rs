@@ -2,6 +2,8 @@
 
 use super::*;
 use crate::search::Searcher;
+use normal::{log_gauss_mass, truncnorm_sample};
+use parzen::default_weights;
 
 // Observations and reference log densities from `scripts/tpe_reference.py` (Optuna
 // 5.0.0's `_ParzenEstimator`, multivariate, default weights and prior).
