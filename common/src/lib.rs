@@ -9,6 +9,7 @@ pub mod landscape;
 pub mod linalg;
 pub mod net;
 pub mod params;
+pub mod pareto;
 pub mod rng;
 pub mod spec;
 pub mod telemetry;
