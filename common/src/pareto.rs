@@ -147,6 +147,8 @@ pub fn crowding_sort(ids: &[usize], points: &[Vec<f64>]) -> Vec<(usize, f64)> {
     let mut pop: Vec<usize> = ids.to_vec();
     let mut dist = std::collections::HashMap::<usize, f64>::new();
     let m = pop.first().map_or(0, |&i| points[i].len());
+    // `d` picks a column of every point: no iterator over `points` says that better.
+    #[allow(clippy::needless_range_loop)]
     for d in 0..m {
         pop.sort_by(|&a, &b| points[a][d].total_cmp(&points[b][d]));
         let (first, last) = (points[pop[0]][d], points[*pop.last().unwrap()][d]);

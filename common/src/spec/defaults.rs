@@ -27,8 +27,17 @@ pub fn lr() -> f64 {
 pub fn momentum() -> f64 {
     0.9
 }
-pub fn metric() -> String {
+pub fn metric() -> super::search::Metrics {
     "val_accuracy".into()
+}
+pub fn population() -> u32 {
+    50
+}
+pub fn crossover_prob() -> f64 {
+    0.9
+}
+pub fn swapping_prob() -> f64 {
+    0.5
 }
 pub fn num_samples() -> u32 {
     1

@@ -192,8 +192,66 @@ impl SweepSpec {
     /// The metric that ranks units: the search metric, or `loss` for scans.
     pub fn metric(&self) -> &str {
         match self.kind {
-            SweepKind::Search => &self.search.metric,
+            SweepKind::Search => self.search.metric.primary(),
             SweepKind::Landscape => "loss",
+        }
+    }
+
+    /// The objectives (metric names) of a search; one unless it is multi-objective.
+    pub fn objectives(&self) -> Vec<&str> {
+        match self.kind {
+            SweepKind::Search => self
+                .search
+                .metric
+                .names()
+                .iter()
+                .map(String::as_str)
+                .collect(),
+            SweepKind::Landscape => vec!["loss"],
+        }
+    }
+
+    /// A trial's value of every objective, from its final metrics; `None` unless each
+    /// was reported and finite.
+    pub fn objective_values(&self, metrics: &[(String, f64)]) -> Option<Vec<f64>> {
+        self.objectives()
+            .iter()
+            .map(|o| {
+                metrics
+                    .iter()
+                    .find(|(n, _)| n == o)
+                    .map(|(_, v)| *v)
+                    .filter(|v| v.is_finite())
+            })
+            .collect()
+    }
+
+    /// Whether the search ranks trials by several objectives (Pareto dominance).
+    pub fn is_multi_objective(&self) -> bool {
+        self.objectives().len() > 1
+    }
+
+    /// The mode of each objective, given or defaulting from its name: losses (and
+    /// curvature, flatter being the usual aim) are minimised, anything else (accuracies,
+    /// scores) maximised.
+    pub fn modes(&self) -> Vec<Mode> {
+        if self.kind == SweepKind::Landscape {
+            return vec![Mode::Min];
+        }
+        let names = self.search.metric.names();
+        match &self.search.mode {
+            Some(m) if m.0.len() == names.len() => m.0.clone(),
+            Some(m) => vec![m.0[0]; names.len()],
+            None => names
+                .iter()
+                .map(|n| {
+                    if n.contains("loss") || n.starts_with("hessian_") {
+                        Mode::Min
+                    } else {
+                        Mode::Max
+                    }
+                })
+                .collect(),
         }
     }
 
@@ -213,20 +271,9 @@ impl SweepSpec {
         }
     }
 
-    /// The mode, defaulting from the metric's name: losses are minimised, anything else
-    /// (accuracies, scores) maximised.
+    /// The mode of the (first) metric ([`SweepSpec::modes`]).
     pub fn mode(&self) -> Mode {
-        if self.kind == SweepKind::Landscape {
-            return Mode::Min;
-        }
-        self.search.mode.unwrap_or(
-            if self.search.metric.contains("loss") || self.search.metric.starts_with("hessian_") {
-                // Losses, and curvature (flatter is the usual aim), are minimised.
-                Mode::Min
-            } else {
-                Mode::Max
-            },
-        )
+        self.modes()[0]
     }
 
     /// The format of the data, explicit or inferred from the file name.
@@ -264,7 +311,7 @@ impl SweepSpec {
     pub fn total_trials(&self) -> u64 {
         match self.search.algorithm {
             Algorithm::Grid => self.grid().len() * u64::from(self.search.num_samples),
-            Algorithm::Random | Algorithm::Sobol | Algorithm::Tpe => {
+            Algorithm::Random | Algorithm::Sobol | Algorithm::Tpe | Algorithm::Nsga2 => {
                 u64::from(self.search.num_samples)
             }
         }
@@ -313,6 +360,7 @@ impl SweepSpec {
         if s.num_samples == 0 {
             return err("search.num_samples", "expected at least 1".into());
         }
+        self.validate_objectives()?;
         if s.algorithm == Algorithm::Sobol {
             if s.num_samples > SOBOL_MAX_POINTS {
                 return err(
@@ -530,25 +578,95 @@ impl SweepSpec {
                 );
             }
         }
-        let known = TRAIN_METRICS.contains(&s.metric.as_str())
-            || (geometry.is_some() && GEOMETRY_METRICS.contains(&s.metric.as_str()));
-        if !known {
-            return err(
-                "search.metric",
-                format!(
-                    "unknown metric {:?}; expected one of {}{} (a [trial] command may report any)",
-                    s.metric,
-                    TRAIN_METRICS.join(", "),
-                    if geometry.is_some() {
-                        format!(", {}", GEOMETRY_METRICS.join(", "))
-                    } else {
-                        String::new()
-                    }
-                ),
-            );
+        for name in s.metric.names() {
+            let known = TRAIN_METRICS.contains(&name.as_str())
+                || (geometry.is_some() && GEOMETRY_METRICS.contains(&name.as_str()));
+            if !known {
+                return err(
+                    "search.metric",
+                    format!(
+                        "unknown metric {name:?}; expected one of {}{} (a [trial] command may report any)",
+                        TRAIN_METRICS.join(", "),
+                        if geometry.is_some() {
+                            format!(", {}", GEOMETRY_METRICS.join(", "))
+                        } else {
+                            String::new()
+                        }
+                    ),
+                );
+            }
         }
         for (name, p) in &s.space {
             validate_param(name, p)?;
+        }
+        Ok(())
+    }
+
+    /// The objectives: distinct names, one mode each, a reference point that fits, and
+    /// no early stopping with several of them.
+    fn validate_objectives(&self) -> Result<(), SpecError> {
+        let err = |f: &str, r: String| Err(SpecError::new(f, r));
+        let s = &self.search;
+        let names = s.metric.names();
+        for (i, n) in names.iter().enumerate() {
+            if names[..i].contains(n) {
+                return err("search.metric", format!("{n:?} is named twice"));
+            }
+        }
+        if let Some(m) = &s.mode
+            && m.0.len() != names.len()
+            && names.len() > 1
+        {
+            return err(
+                "search.mode",
+                format!(
+                    "expected one mode per metric: {} metrics, {} modes",
+                    names.len(),
+                    m.0.len()
+                ),
+            );
+        }
+        if let Some(m) = &s.mode
+            && names.len() == 1
+            && m.0.len() != 1
+        {
+            return err("search.mode", "one metric takes one mode".into());
+        }
+        if let Some(r) = &s.reference_point {
+            if names.len() < 2 {
+                return err(
+                    "search.reference_point",
+                    "a hypervolume needs several objectives".into(),
+                );
+            }
+            if r.len() != names.len() || r.iter().any(|x| !x.is_finite()) {
+                return err(
+                    "search.reference_point",
+                    format!("expected {} finite values, one per metric", names.len()),
+                );
+            }
+        }
+        if names.len() > 1 && s.scheduler.is_some() {
+            return err(
+                "search.scheduler",
+                "early stopping ranks trials by one metric; a multi-objective search has none (as Optuna's pruners)".into(),
+            );
+        }
+        let n = &s.nsga2;
+        if n.population_size < 2 {
+            return err("search.nsga2.population_size", "expected at least 2".into());
+        }
+        for (f, p) in [
+            ("crossover_prob", Some(n.crossover_prob)),
+            ("swapping_prob", Some(n.swapping_prob)),
+            ("mutation_prob", n.mutation_prob),
+        ] {
+            if p.is_some_and(|p| !(0.0..=1.0).contains(&p)) {
+                return err(
+                    &format!("search.nsga2.{f}"),
+                    "expected a probability in [0, 1]".into(),
+                );
+            }
         }
         Ok(())
     }
@@ -576,14 +694,16 @@ impl SweepSpec {
             );
         }
         let s = &self.search;
-        if s.metric.trim().is_empty() {
-            return err("search.metric", "expected the name of a reported metric");
-        }
-        if s.metric == "step" {
-            return err(
-                "search.metric",
-                "`step` is the time attribute, not a metric",
-            );
+        for name in s.metric.names() {
+            if name.trim().is_empty() {
+                return err("search.metric", "expected the name of a reported metric");
+            }
+            if name == "step" {
+                return err(
+                    "search.metric",
+                    "`step` is the time attribute, not a metric",
+                );
+            }
         }
         for (name, p) in &s.space {
             let field = format!("search.space.{name}");

@@ -21,15 +21,20 @@ pub enum Algorithm {
     /// more evenly than independent ones.
     Sobol,
     /// Tree-structured Parzen Estimator (Optuna's TPESampler): random startup trials,
-    /// then draws that favour regions where good trials were found.
+    /// then draws that favour regions where good trials were found. With several
+    /// objectives, the good trials are the best non-domination ranks (Optuna's MOTPE).
     Tpe,
+    /// NSGA-II (Optuna's NSGAIISampler): generations of `population_size` trials, each
+    /// child bred from two tournament-picked parents of the elite of the generations
+    /// before (uniform crossover, random mutation); for one or several objectives.
+    Nsga2,
 }
 
 impl Algorithm {
     /// Whether suggestions depend on results (they must then be made when a trial
     /// starts, and rebuilt from stored results after a restart).
     pub fn is_adaptive(self) -> bool {
-        self == Algorithm::Tpe
+        matches!(self, Algorithm::Tpe | Algorithm::Nsga2)
     }
 }
 
@@ -133,12 +138,20 @@ pub struct SearchSpec {
     /// Algorithm.
     #[serde(default)]
     pub algorithm: Algorithm,
-    /// The metric that ranks trials (its last reported value).
+    /// The metric that ranks trials (its last reported value), or several objectives
+    /// at once (`["val_loss", "latency_ms"]`): trials are then ranked by Pareto
+    /// dominance and the sweep's result is its Pareto front.
     #[serde(default = "defaults::metric")]
-    pub metric: String,
-    /// Whether the metric is minimised or maximised; defaults from the metric's name.
+    pub metric: Metrics,
+    /// Whether the metric is minimised or maximised (a list: one per objective);
+    /// defaults from each metric's name.
     #[serde(default)]
-    pub mode: Option<Mode>,
+    pub mode: Option<Modes>,
+    /// Multi-objective: the point the hypervolume is measured from, one value per
+    /// objective, in the objectives' own units (a worst acceptable value). Without it,
+    /// the worst feasible value seen of each objective, widened by 10 % (Optuna's rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_point: Option<Vec<f64>>,
     /// Random: the number of trials. Grid: how many times the grid is repeated.
     #[serde(default = "defaults::num_samples")]
     pub num_samples: u32,
@@ -157,6 +170,9 @@ pub struct SearchSpec {
     /// Settings of the `tpe` algorithm.
     #[serde(default)]
     pub tpe: TpeSpec,
+    /// Settings of the `nsga2` algorithm.
+    #[serde(default)]
+    pub nsga2: Nsga2Spec,
     /// Early stopping of trials from their intermediate reports.
     #[serde(default)]
     pub scheduler: Option<SchedulerSpec>,
@@ -189,6 +205,109 @@ pub struct SearchSpec {
     pub warm: Vec<WarmTrial>,
 }
 
+/// Names of the metrics a search optimises: one, or several objectives.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Metrics(Vec<String>);
+
+impl Metrics {
+    /// The first (for a single-objective search, the only) metric.
+    pub fn primary(&self) -> &str {
+        &self.0[0]
+    }
+
+    /// Every objective, in order.
+    pub fn names(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl From<&str> for Metrics {
+    fn from(s: &str) -> Self {
+        Metrics(vec![s.to_owned()])
+    }
+}
+
+impl From<Vec<String>> for Metrics {
+    fn from(v: Vec<String>) -> Self {
+        Metrics(v)
+    }
+}
+
+/// The modes of the objectives: one, or one per metric.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Modes(pub Vec<Mode>);
+
+/// One item or a list of them, as written in a spec; serialised back the same way.
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum OneOrList<T> {
+    One(T),
+    List(Vec<T>),
+}
+
+macro_rules! one_or_list {
+    ($t:ty, $item:ty, $what:expr) => {
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                match self.0.as_slice() {
+                    [one] => OneOrList::One(one).serialize(s),
+                    many => OneOrList::List(many.iter().collect()).serialize(s),
+                }
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                match OneOrList::<$item>::deserialize(d) {
+                    Ok(OneOrList::One(x)) => Ok(Self(vec![x])),
+                    Ok(OneOrList::List(v)) if !v.is_empty() => Ok(Self(v)),
+                    Ok(OneOrList::List(_)) => Err(serde::de::Error::custom(concat!(
+                        "expected at least one ",
+                        $what
+                    ))),
+                    Err(_) => Err(serde::de::Error::custom(concat!(
+                        "expected a ",
+                        $what,
+                        " or a list of them"
+                    ))),
+                }
+            }
+        }
+    };
+}
+
+one_or_list!(Metrics, String, "metric name");
+one_or_list!(Modes, Mode, "mode (\"min\" or \"max\")");
+
+/// Settings of NSGA-II (Optuna's `NSGAIISampler`, same defaults).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Nsga2Spec {
+    /// Trials per generation; the first generation is drawn at random.
+    #[serde(default = "defaults::population")]
+    pub population_size: u32,
+    /// Probability that a child is bred from two parents (otherwise it copies one).
+    #[serde(default = "defaults::crossover_prob")]
+    pub crossover_prob: f64,
+    /// Uniform crossover: probability that a parameter comes from the second parent.
+    #[serde(default = "defaults::swapping_prob")]
+    pub swapping_prob: f64,
+    /// Probability that a parameter is drawn afresh; default 1 / number of parameters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mutation_prob: Option<f64>,
+}
+
+impl Default for Nsga2Spec {
+    fn default() -> Self {
+        Nsga2Spec {
+            population_size: defaults::population(),
+            crossover_prob: defaults::crossover_prob(),
+            swapping_prob: defaults::swapping_prob(),
+            mutation_prob: None,
+        }
+    }
+}
+
 /// Bounds on a metric (either may be left out).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -210,8 +329,11 @@ pub const CONSTRAINT_PREFIX: &str = "constraint_";
 pub struct WarmTrial {
     /// Its parameters.
     pub params: Params,
-    /// Its final value of the metric.
+    /// Its final value of the metric (the first objective's).
     pub value: f64,
+    /// A multi-objective search: its value of every objective.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<f64>,
 }
 
 /// One value or a list of them.
@@ -389,10 +511,11 @@ pub struct TpeSpec {
     /// Candidates drawn from the good-trial density; the best ratio wins.
     #[serde(default = "defaults::tpe_candidates")]
     pub n_ei_candidates: u32,
-    /// Model the joint density of all parameters (Optuna's `multivariate=True`, its
-    /// default since 5.0); `false` draws each parameter from its own density.
-    #[serde(default = "defaults::yes")]
-    pub multivariate: bool,
+    /// Model the joint density of all parameters (Optuna's `multivariate=True`);
+    /// `false` draws each parameter from its own density. Default: joint for one
+    /// objective, independent for several (Optuna 5's defaults for each).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multivariate: Option<bool>,
     /// Treat running trials as bad results, so that parallel workers do not receive
     /// the same suggestion (Optuna's `constant_liar`).
     #[serde(default = "defaults::yes")]
@@ -410,6 +533,17 @@ pub struct TpeSpec {
     /// (docs/search.md, "Categorical traps").
     #[serde(default)]
     pub joint_categorical: bool,
+    /// Several objectives: weigh the good trials by the hypervolume only each one
+    /// covers (the MOTPE paper, Optuna before 5.0) instead of equally (Optuna 5).
+    #[serde(default)]
+    pub hypervolume_weights: bool,
+}
+
+impl TpeSpec {
+    /// Whether the density is joint for a search of this many objectives.
+    pub fn multivariate_for(&self, objectives: usize) -> bool {
+        self.multivariate.unwrap_or(objectives == 1)
+    }
 }
 
 impl Default for TpeSpec {
@@ -417,11 +551,12 @@ impl Default for TpeSpec {
         TpeSpec {
             n_startup_trials: defaults::tpe_startup(),
             n_ei_candidates: defaults::tpe_candidates(),
-            multivariate: true,
+            multivariate: None,
             constant_liar: true,
             prior_weight: 1.0,
             consider_endpoints: false,
             joint_categorical: false,
+            hypervolume_weights: false,
         }
     }
 }
@@ -532,6 +667,8 @@ impl Default for SearchSpec {
         SearchSpec {
             algorithm: Algorithm::Grid,
             metric: defaults::metric(),
+            reference_point: None,
+            nsga2: Nsga2Spec::default(),
             mode: None,
             num_samples: defaults::num_samples(),
             max_concurrent: defaults::max_concurrent(),

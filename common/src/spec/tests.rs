@@ -133,7 +133,11 @@ fn command_trials_take_free_names_and_any_metric() {
     assert_eq!(s.metric(), "score");
     assert_eq!(s.mode(), Mode::Max);
     assert_eq!(s.total_trials(), 1);
-    assert!(s.search.tpe.multivariate && s.search.tpe.constant_liar);
+    assert!(s.search.tpe.multivariate_for(1) && s.search.tpe.constant_liar);
+    assert!(
+        !s.search.tpe.multivariate_for(2),
+        "Optuna 5's MOTPE is univariate"
+    );
     assert_eq!(SweepSpec::from_json(&s.to_json()).unwrap(), s);
     let y = "name: y\ntrial: {command: \"echo {x}\"}\nsearch:\n  metric: loss\n  space:\n    x: {type: uniform, low: 0, high: 1}\n";
     assert!(matches!(
@@ -605,4 +609,64 @@ lr = { type = "loguniform", low = 1e-4, high = 1.0 }
         let msg = err_of(&base.replace(from, to)).to_string();
         assert!(msg.starts_with(want), "got {msg:?}, want {want:?}");
     }
+}
+
+#[test]
+fn several_objectives_take_a_mode_each_and_no_scheduler() {
+    let with = |extra: &str| {
+        SweepSpec::from_toml(&format!(
+            "name = \"mo\"\n[trial]\ncommand = [\"true\"]\n[search]\n{extra}\n[search.space]\nx = {{ type = \"uniform\", low = 0, high = 1 }}\n"
+        ))
+    };
+    let s = with("algorithm = \"nsga2\"\nmetric = [\"val_loss\", \"accuracy\"]").unwrap();
+    assert!(s.is_multi_objective());
+    assert_eq!(s.objectives(), vec!["val_loss", "accuracy"]);
+    assert_eq!(s.modes(), vec![Mode::Min, Mode::Max]);
+    assert_eq!(s.search.nsga2.population_size, 50);
+    // The list survives the stored JSON; one metric stays a plain string there.
+    assert_eq!(SweepSpec::from_json(&s.to_json()).unwrap(), s);
+    assert!(s.to_json().contains(r#""metric":["val_loss","accuracy"]"#));
+    let one = with("metric = \"loss\"").unwrap();
+    assert!(one.to_json().contains(r#""metric":"loss""#) && !one.is_multi_objective());
+    let s = with("metric = [\"a\", \"b\"]\nmode = [\"max\", \"min\"]\nreference_point = [0, 5]")
+        .unwrap();
+    assert_eq!(s.modes(), vec![Mode::Max, Mode::Min]);
+    for (extra, field, reason) in [
+        (
+            "metric = [\"a\", \"b\"]\nmode = [\"min\"]",
+            "search.mode",
+            "one mode per metric",
+        ),
+        ("metric = [\"a\", \"a\"]", "search.metric", "named twice"),
+        (
+            "metric = [\"a\", \"b\"]\nreference_point = [1]",
+            "search.reference_point",
+            "2 finite",
+        ),
+        (
+            "metric = \"a\"\nreference_point = [1]",
+            "search.reference_point",
+            "several objectives",
+        ),
+        (
+            "metric = [\"a\", \"b\"]\n[search.scheduler]\ntype = \"hyperband\"\nmax_resource = 27",
+            "search.scheduler",
+            "one metric",
+        ),
+        (
+            "algorithm = \"nsga2\"\nmetric = [\"a\", \"b\"]\nnsga2 = { population_size = 1 }",
+            "search.nsga2.population_size",
+            "at least 2",
+        ),
+        (
+            "algorithm = \"nsga2\"\nnsga2 = { swapping_prob = 1.5 }",
+            "search.nsga2.swapping_prob",
+            "probability",
+        ),
+    ] {
+        let e = with(extra).unwrap_err().to_string();
+        assert!(e.contains(field) && e.contains(reason), "{extra}: {e}");
+    }
+    let e = with("metric = []").unwrap_err().to_string();
+    assert!(e.contains("at least one metric name"), "{e}");
 }

@@ -746,6 +746,9 @@ pub struct StoredTrial {
     pub history: Vec<(u32, f64)>,
     /// How far a completed trial is from the sweep's constraints (0: feasible).
     pub violation: f64,
+    /// Multi-objective: its final value of every objective (empty unless all are
+    /// reported and finite).
+    pub values: Vec<f64>,
 }
 
 #[cfg(test)]

@@ -148,8 +148,16 @@ fn replay(sweep: &mut Sweep, mut trials: Vec<StoredTrial>) {
             }
         }
         let last = t.history.last().copied();
+        let multi = sweep.spec.is_multi_objective();
         match (t.state, t.value, last) {
-            (UnitState::Completed, Some(v), _) => {
+            (UnitState::Completed, _, _) if multi && !t.values.is_empty() => {
+                let ended = Ended::Scored {
+                    values: t.values,
+                    violation: t.violation,
+                };
+                sweep.searcher.observe(t.trial, ended);
+            }
+            (UnitState::Completed, Some(v), _) if !multi => {
                 let ended = if t.violation > 0.0 {
                     Ended::Infeasible {
                         value: v,
@@ -360,21 +368,28 @@ pub(super) fn finish_unit(
         .map(|(_, v)| *v)
         .filter(|v| v.is_finite());
     let violation = s.spec.search.violation(&metrics);
-    let ended = match (state, value) {
-        (UnitState::Completed, Some(v)) if violation > 0.0 => Ended::Infeasible {
+    let scored = s
+        .spec
+        .is_multi_objective()
+        .then(|| s.spec.objective_values(&metrics));
+    let ended = match (state, value, scored) {
+        (UnitState::Completed, _, Some(Some(values))) => Ended::Scored { values, violation },
+        (_, _, Some(_)) => Ended::Failed,
+        (UnitState::Completed, Some(v), None) if violation > 0.0 => Ended::Infeasible {
             value: v,
             violation,
         },
-        (UnitState::Completed, Some(v)) => Ended::Completed(v),
-        (UnitState::Pruned, Some(v)) => Ended::Pruned {
+        (UnitState::Completed, Some(v), None) => Ended::Completed(v),
+        (UnitState::Pruned, Some(v), None) => Ended::Pruned {
             step: pruned_at.unwrap_or(0),
             value: v,
         },
         _ => Ended::Failed,
     };
+    let completed = ended.completed();
     s.searcher.observe(trial, ended);
     if let Some(sch) = &mut s.scheduler {
-        if matches!(ended, Ended::Completed(_) | Ended::Infeasible { .. }) {
+        if completed {
             sch.on_completed(trial);
         } else {
             sch.on_ended(trial);
@@ -393,8 +408,8 @@ pub(super) fn finish_unit(
         resumes: resumes(&s.spec),
         at: now,
     });
-    // The best is the best feasible trial.
-    if state == UnitState::Completed && violation == 0.0 {
+    // The best is the best feasible trial (several objectives have a front instead).
+    if state == UnitState::Completed && violation == 0.0 && !s.spec.is_multi_objective() {
         let mode = s.spec.mode();
         if let Some(v) = value {
             // Ties go to the lower trial number (as Optuna's best_trial), so the best

@@ -114,6 +114,7 @@ fn schedulers_and_searchers_come_back_from_stored_trials() {
     let mut trials: Vec<StoredTrial> = (0..10)
         .map(|i| StoredTrial {
             violation: 0.0,
+            values: vec![],
             trial: i,
             params: params(f64::from(i) / 10.0),
             state: UnitState::Completed,
@@ -123,6 +124,7 @@ fn schedulers_and_searchers_come_back_from_stored_trials() {
         .collect();
     trials.push(StoredTrial {
         violation: 0.0,
+        values: vec![],
         trial: 10,
         params: params(0.55),
         state: UnitState::Running,

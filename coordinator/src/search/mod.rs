@@ -11,17 +11,19 @@ use ridgeline_common::rng::Rng;
 use ridgeline_common::spec::{Algorithm, ParamSpec, SweepKind, SweepSpec};
 
 mod grid;
+mod nsga2;
 mod random;
 mod sobol;
 pub mod tpe;
 
 use grid::GridSearch;
+use nsga2::Nsga2;
 use random::RandomSearch;
 use sobol::SobolSearch;
 use tpe::Tpe;
 
 /// How a trial ended, as a searcher learns it.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Ended {
     /// Completed with this value of the sweep's metric.
     Completed(f64),
@@ -39,8 +41,26 @@ pub enum Ended {
         /// The metric's value there.
         value: f64,
     },
+    /// Completed, in a multi-objective search: its value of each objective (in the
+    /// spec's order and units), and how far it is from feasible (0: feasible).
+    Scored {
+        /// One value per objective.
+        values: Vec<f64>,
+        /// As in [`Ended::Infeasible`]; 0 when feasible.
+        violation: f64,
+    },
     /// Failed, diverged or cancelled: it says nothing about the objective.
     Failed,
+}
+
+impl Ended {
+    /// Whether the trial ran to its end with a result (feasible or not).
+    pub fn completed(&self) -> bool {
+        matches!(
+            self,
+            Ended::Completed(_) | Ended::Infeasible { .. } | Ended::Scored { .. }
+        )
+    }
 }
 
 /// Proposes trial parameters. Lives in the pure core: no I/O, no clock.
@@ -76,12 +96,27 @@ pub fn searcher_for(spec: &SweepSpec) -> Box<dyn Searcher> {
         Algorithm::Sobol => Box::new(SobolSearch::new(s.space.clone(), s.seed())),
         Algorithm::Tpe => Box::new(
             Tpe::new(s.space.clone(), s.seed(), spec.mode(), s.tpe.clone())
+                .with_objectives(spec.modes())
                 .with_conditions(s.clone()),
         ),
+        Algorithm::Nsga2 => Box::new(Nsga2::new(
+            s.space.clone(),
+            s.seed(),
+            spec.modes(),
+            s.nsga2.clone(),
+        )),
     };
     let mut inner = inner;
     for w in &s.warm {
-        inner.warm(&w.params, Ended::Completed(w.value));
+        let ended = if w.values.is_empty() {
+            Ended::Completed(w.value)
+        } else {
+            Ended::Scored {
+                values: w.values.clone(),
+                violation: 0.0,
+            }
+        };
+        inner.warm(&w.params, ended);
     }
     if !s.enqueue.is_empty() || !s.queued.is_empty() {
         inner = Box::new(Given {

@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 
 use ridgeline_common::params::{ParamValue, Params};
+use ridgeline_common::pareto;
 use ridgeline_common::rng::Rng;
 use ridgeline_common::spec::{Mode, ParamSpec, TpeSpec};
 
@@ -127,6 +128,8 @@ struct Trial {
     /// One coordinate per dimension (`None` where the parameter is missing).
     x: Vec<Option<f64>>,
     state: State,
+    /// Several objectives: the completed trial's losses (maximised ones negated).
+    losses: Vec<f64>,
 }
 
 /// The TPE searcher.
@@ -136,6 +139,8 @@ pub struct Tpe {
     dims: Vec<Dim>,
     seed: u64,
     mode: Mode,
+    /// Every objective's mode (one for a single-objective search).
+    modes: Vec<Mode>,
     cfg: TpeSpec,
     /// By trial number; a warm start's trials before them, at negative numbers (older).
     trials: BTreeMap<i64, Trial>,
@@ -153,6 +158,7 @@ impl Tpe {
             specs,
             seed,
             mode,
+            modes: vec![mode],
             cfg,
             trials: BTreeMap::new(),
             conditions: None,
@@ -169,15 +175,32 @@ impl Tpe {
         self
     }
 
+    /// Several objectives with these modes (Optuna's multi-objective TPE): the good
+    /// trials are the best non-domination ranks, the last rank cut by hypervolume.
+    pub fn with_objectives(mut self, modes: Vec<Mode>) -> Self {
+        self.mode = modes[0];
+        self.modes = modes;
+        self
+    }
+
+    fn objectives(&self) -> usize {
+        self.modes.len()
+    }
+
     fn conditional(&self, d: usize) -> bool {
         self.conditions
             .as_ref()
             .is_some_and(|s| s.conditions.contains_key(&self.names[d]))
     }
 
-    /// Optuna's `default_gamma`: the best 10 %, at most 25 trials.
-    fn gamma(n: usize) -> usize {
-        (n.div_ceil(10)).min(25)
+    /// Optuna's `default_gamma`: the best 10 %, at most 25 trials; with several
+    /// objectives (`default_gamma_multiobjective`) without the cap.
+    fn gamma(&self, n: usize) -> usize {
+        if self.objectives() > 1 {
+            n.div_ceil(10)
+        } else {
+            (n.div_ceil(10)).min(25)
+        }
     }
 
     /// Splits the finished trials into the good ("below") and the rest ("above"),
@@ -208,7 +231,16 @@ impl Tpe {
                 State::Running => running.push(n),
             }
         }
-        let mut n_below = Self::gamma(complete.len() + pruned.len() + infeasible.len());
+        let mut n_below = self.gamma(complete.len() + pruned.len() + infeasible.len());
+        if self.objectives() > 1 {
+            // Trial-number order, then the best ranks first.
+            let ids: Vec<i64> = complete.iter().map(|c| c.1).collect();
+            complete = self
+                .rank_objectives(&ids, n_below)
+                .into_iter()
+                .map(|(n, first)| (if first { 0.0 } else { 1.0 }, n))
+                .collect();
+        }
         // Stable sorts: ties keep trial-number order, as Python's sorted() does.
         complete.sort_by(|a, b| a.0.total_cmp(&b.0));
         pruned.sort_by(|a, b| a.0.0.cmp(&b.0.0).then(a.0.1.total_cmp(&b.0.1)));
@@ -239,24 +271,112 @@ impl Tpe {
         (below, above)
     }
 
-    /// The estimator over dimensions `dims` from the trials `which` that have them.
-    fn estimator(&self, which: &[i64], dims: &[usize]) -> Parzen {
-        let obs: Vec<Vec<f64>> = which
+    /// Several objectives: the completed trials `ids` (in trial-number order), each
+    /// with whether it is among the `n_below` good ones (Optuna's
+    /// `_split_complete_trials_multi_objective`): whole non-domination ranks while they
+    /// fit, then the members of the next rank that add the most hypervolume.
+    fn rank_objectives(&self, ids: &[i64], n_below: usize) -> Vec<(i64, bool)> {
+        if n_below == 0 || n_below >= ids.len() {
+            return ids.iter().map(|&n| (n, n_below > 0)).collect();
+        }
+        let losses: Vec<Vec<f64>> = ids.iter().map(|n| self.trials[n].losses.clone()).collect();
+        let rank = pareto::ranks(&losses);
+        let mut count = vec![0usize; rank.iter().max().map_or(0, |r| r + 1)];
+        rank.iter().for_each(|&r| count[r] += 1);
+        // Whole ranks that fit.
+        let (mut fit, mut taken) = (0, 0);
+        while fit < count.len() && taken + count[fit] <= n_below {
+            taken += count[fit];
+            fit += 1;
+        }
+        let mut good: Vec<bool> = rank.iter().map(|&r| r < fit).collect();
+        if taken < n_below {
+            let tie: Vec<usize> = (0..ids.len()).filter(|&i| rank[i] == fit).collect();
+            let pts: Vec<Vec<f64>> = tie.iter().map(|&i| losses[i].clone()).collect();
+            let reference = pareto::reference_point(&pts);
+            for k in pareto::hssp(&pts, n_below - taken, &reference) {
+                good[tie[k]] = true;
+            }
+        }
+        ids.iter().copied().zip(good).collect()
+    }
+
+    /// The estimator over dimensions `dims` from the trials `which` that have them;
+    /// the good group of a multi-objective search weighs its trials equally (Optuna 5),
+    /// or by their hypervolume contribution when the spec asks (the MOTPE paper).
+    fn estimator(&self, which: &[i64], dims: &[usize], good: bool) -> Parzen {
+        let have: Vec<i64> = which
             .iter()
-            .filter_map(|n| {
-                let t = &self.trials[n];
-                dims.iter().map(|&d| t.x[d]).collect::<Option<Vec<f64>>>()
+            .copied()
+            .filter(|n| dims.iter().all(|&d| self.trials[n].x[d].is_some()))
+            .collect();
+        let obs: Vec<Vec<f64>> = have
+            .iter()
+            .map(|n| dims.iter().map(|&d| self.trials[n].x[d].unwrap()).collect())
+            .collect();
+        let weights = (good && self.objectives() > 1).then(|| {
+            if self.cfg.hypervolume_weights {
+                self.hypervolume_weights(&have)
+            } else {
+                vec![1.0; have.len()]
+            }
+        });
+        let dims: Vec<&Dim> = dims.iter().map(|&d| &self.dims[d]).collect();
+        Parzen::new(&obs, weights, &dims, &self.cfg)
+    }
+
+    /// The MOTPE paper's weights of good trials: each one's share of the hypervolume
+    /// that only it covers, relative to the largest share (at least 1e-12; trials off
+    /// the good group's front and infeasible ones get the floor).
+    fn hypervolume_weights(&self, ids: &[i64]) -> Vec<f64> {
+        const FLOOR: f64 = 1e-12;
+        let feasible: Vec<usize> = (0..ids.len())
+            .filter(|&i| !self.trials[&ids[i]].losses.is_empty())
+            .collect();
+        let mut w = vec![FLOOR; ids.len()];
+        if feasible.len() == 1 {
+            w[feasible[0]] = 1.0;
+        }
+        if feasible.len() < 2 {
+            return w;
+        }
+        let pts: Vec<Vec<f64>> = feasible
+            .iter()
+            .map(|&i| self.trials[&ids[i]].losses.clone())
+            .collect();
+        let reference = pareto::reference_point(&pts);
+        let on: Vec<usize> = pareto::ranks(&pts)
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| **r == 0)
+            .map(|(i, _)| i)
+            .collect();
+        let front: Vec<Vec<f64>> = on.iter().map(|&i| pts[i].clone()).collect();
+        let hv = pareto::hypervolume(&front, &reference);
+        if !hv.is_finite() {
+            return w;
+        }
+        let contrib: Vec<f64> = (0..front.len())
+            .map(|k| {
+                let rest: Vec<Vec<f64>> = (0..front.len())
+                    .filter(|&j| j != k)
+                    .map(|j| front[j].clone())
+                    .collect();
+                hv - pareto::hypervolume(&rest, &reference)
             })
             .collect();
-        let dims: Vec<&Dim> = dims.iter().map(|&d| &self.dims[d]).collect();
-        Parzen::new(&obs, &dims, &self.cfg)
+        let top = contrib.iter().copied().fold(FLOOR, f64::max);
+        for (k, &i) in on.iter().enumerate() {
+            w[feasible[i]] = (contrib[k] / top).max(FLOOR);
+        }
+        w
     }
 
     /// Draws candidates from the good density over `dims`; returns the one with the
     /// best ratio of good to bad density.
     fn propose(&self, rng: &mut Rng, below: &[i64], above: &[i64], dims: &[usize]) -> Vec<f64> {
-        let l = self.estimator(below, dims);
-        let g = self.estimator(above, dims);
+        let l = self.estimator(below, dims, true);
+        let g = self.estimator(above, dims, false);
         let candidates: Vec<Vec<f64>> = (0..self.cfg.n_ei_candidates)
             .map(|_| l.sample(rng))
             .collect();
@@ -294,7 +414,7 @@ impl Tpe {
         let (fixed, conditional): (Vec<usize>, Vec<usize>) =
             (0..self.dims.len()).partition(|d| !self.conditional(*d));
         let mut x: Vec<Option<f64>> = vec![None; self.dims.len()];
-        if self.cfg.multivariate && !fixed.is_empty() {
+        if self.cfg.multivariate_for(self.objectives()) && !fixed.is_empty() {
             // Choices on their own densities unless asked to join (see TpeSpec); a
             // space without choices is modelled exactly as Optuna's multivariate TPE.
             let (joint, alone): (Vec<usize>, Vec<usize>) = fixed.iter().partition(|&&d| {
@@ -354,6 +474,7 @@ impl Searcher for Tpe {
             Trial {
                 x,
                 state: State::Running,
+                losses: vec![],
             },
         );
     }
@@ -370,6 +491,7 @@ impl Searcher for Tpe {
             Trial {
                 x,
                 state: State::Running,
+                losses: vec![],
             },
         );
         self.set_state(n, ended);
@@ -396,10 +518,16 @@ impl Tpe {
     }
 
     fn set_state(&mut self, i: i64, ended: Ended) {
+        let mut losses = vec![];
         let state = match ended {
             Ended::Completed(v) if v.is_finite() => State::Completed(v),
             Ended::Pruned { step, value } => State::Pruned { step, value },
             Ended::Infeasible { violation, .. } => State::Infeasible(violation),
+            Ended::Scored { violation, .. } if violation > 0.0 => State::Infeasible(violation),
+            Ended::Scored { values, .. } if values.iter().all(|v| v.is_finite()) => {
+                losses = pareto::losses(&values, &self.modes);
+                State::Completed(values[0])
+            }
             // Failed trials say nothing about the objective (Optuna ignores them).
             _ => {
                 self.trials.remove(&i);
@@ -408,6 +536,7 @@ impl Tpe {
         };
         if let Some(t) = self.trials.get_mut(&i) {
             t.state = state;
+            t.losses = losses;
         }
     }
 }

@@ -84,12 +84,12 @@ impl SweepApi {
             })
     }
 
-    /// The completed trials of the sweep `reference` (`sweep:ID`) with their value of
-    /// `metric`, oldest first, for a warm start.
+    /// The completed trials of the sweep `reference` (`sweep:ID`) with their values of
+    /// `metrics` (those that reported them all), oldest first, for a warm start.
     async fn warm_trials(
         &self,
         reference: &str,
-        metric: &str,
+        metrics: &[String],
     ) -> Result<Vec<ridgeline_common::spec::WarmTrial>, Status> {
         let field = "search.warm_start";
         let src = reference
@@ -102,7 +102,7 @@ impl SweepApi {
             .await
             .map_err(|e| Status::new(e.code(), format!("{field}: {}", e.message())))?;
         let data_dir = self.data_dir.clone();
-        let metric = metric.to_owned();
+        let metrics = metrics.to_vec();
         tokio::task::spawn_blocking(move || -> Result<_, String> {
             let store = Store::open_read_only(&db_path(&data_dir)).map_err(|e| e.to_string())?;
             let mut out = Vec::new();
@@ -114,18 +114,23 @@ impl SweepApi {
                 let Some(last) = page.last() else { break };
                 after = Some(last.trial);
                 out.extend(page.into_iter().filter_map(|t| {
-                    let value = t
-                        .final_metrics
+                    let values = metrics
                         .iter()
-                        .find(|(n, _)| *n == metric)
-                        .map(|(_, v)| *v)
-                        .filter(|v| v.is_finite())?;
-                    (t.state == crate::core::UnitState::Completed).then_some(
+                        .map(|m| {
+                            t.final_metrics
+                                .iter()
+                                .find(|(n, _)| n == m)
+                                .map(|(_, v)| *v)
+                                .filter(|v| v.is_finite())
+                        })
+                        .collect::<Option<Vec<f64>>>()?;
+                    (t.state == crate::core::UnitState::Completed).then(|| {
                         ridgeline_common::spec::WarmTrial {
                             params: t.params,
-                            value,
-                        },
-                    )
+                            value: values[0],
+                            values: if values.len() > 1 { values } else { vec![] },
+                        }
+                    })
                 }));
             }
             Ok(out)
@@ -275,7 +280,7 @@ impl sweep_service_server::SweepService for SweepApi {
         spec.search.warm.clear();
         spec.search.queued.clear();
         if let Some(w) = spec.search.warm_start.clone() {
-            spec.search.warm = self.warm_trials(&w, &spec.search.metric).await?;
+            spec.search.warm = self.warm_trials(&w, spec.search.metric.names()).await?;
         }
         let files = if spec.kind == SweepKind::Landscape {
             self.landscape_files(&mut spec, req.attachments).await?

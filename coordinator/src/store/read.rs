@@ -88,6 +88,11 @@ impl Store {
                 .map(|(_, v)| *v)
                 .filter(|v| !v.is_nan());
             let violation = spec.search.violation(&finals);
+            let values = if spec.is_multi_objective() {
+                spec.objective_values(&finals).unwrap_or_default()
+            } else {
+                vec![]
+            };
             index.insert(r.get::<_, i64>(0)?, out.len());
             out.push(StoredTrial {
                 trial: r.get(1)?,
@@ -96,6 +101,7 @@ impl Store {
                 value,
                 history: vec![],
                 violation,
+                values,
             });
         }
         let mut st = self.conn.prepare_cached(

@@ -54,12 +54,19 @@ pub(super) fn default_weights(n: usize) -> Vec<f64> {
 }
 
 impl Parzen {
-    pub(super) fn new(obs: &[Vec<f64>], dims: &[&Dim], cfg: &TpeSpec) -> Parzen {
+    /// The mixture over `obs`, weighted by `weights` (default: Optuna's
+    /// `default_weights`), plus the prior.
+    pub(super) fn new(
+        obs: &[Vec<f64>],
+        weights: Option<Vec<f64>>,
+        dims: &[&Dim],
+        cfg: &TpeSpec,
+    ) -> Parzen {
         let n = obs.len();
         let mut weights = if n == 0 {
             vec![1.0]
         } else {
-            let mut w = default_weights(n);
+            let mut w = weights.unwrap_or_else(|| default_weights(n));
             w.push(cfg.prior_weight);
             w
         };

@@ -70,7 +70,7 @@ fn parzen_estimator_matches_optuna() {
         let obs: Vec<Vec<f64>> = (0..n)
             .map(|i| vec![OBS_A[i], OBS_B[i].ln(), OBS_C[i], OBS_D[i]])
             .collect();
-        let p = Parzen::new(&obs, &dims, &TpeSpec::default());
+        let p = Parzen::new(&obs, None, &dims, &TpeSpec::default());
         for (x, w) in points.iter().zip(want) {
             // Optuna too evaluates log-uniform parameters' kernels on the log scale.
             let got = p.log_pdf(&[x[0], x[1].ln(), x[2], x[3]]);
@@ -182,7 +182,7 @@ fn later_suggestions_concentrate_near_the_optimum_2d_both_modes() {
     for multivariate in [true, false] {
         let s = square();
         let cfg = TpeSpec {
-            multivariate,
+            multivariate: Some(multivariate),
             ..TpeSpec::default()
         };
         let mut tpe = Tpe::new(s, 2, Mode::Max, cfg);
@@ -342,11 +342,15 @@ fn state_is_the_set_of_trials_not_their_order() {
 
 #[test]
 fn gamma_and_weights_are_optunas() {
-    assert_eq!(Tpe::gamma(0), 0);
-    assert_eq!(Tpe::gamma(1), 1);
-    assert_eq!(Tpe::gamma(10), 1);
-    assert_eq!(Tpe::gamma(11), 2);
-    assert_eq!(Tpe::gamma(1000), 25);
+    let one = Tpe::new(BTreeMap::new(), 0, Mode::Min, TpeSpec::default());
+    assert_eq!(one.gamma(0), 0);
+    assert_eq!(one.gamma(1), 1);
+    assert_eq!(one.gamma(10), 1);
+    assert_eq!(one.gamma(11), 2);
+    assert_eq!(one.gamma(1000), 25);
+    // Several objectives: no cap (Optuna's default_gamma_multiobjective).
+    let two = one.with_objectives(vec![Mode::Min, Mode::Max]);
+    assert_eq!(two.gamma(1000), 100);
     // numpy.linspace(1/30, 1, 5) then 25 ones.
     let w = default_weights(30);
     assert_eq!(w.len(), 30);
