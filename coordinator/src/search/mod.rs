@@ -11,6 +11,8 @@ use ridgeline_common::rng::Rng;
 use ridgeline_common::spec::{Algorithm, ParamSpec, SweepKind, SweepSpec};
 
 mod grid;
+#[cfg(test)]
+mod moo_tests;
 mod nsga2;
 mod random;
 mod sobol;

@@ -275,7 +275,11 @@ impl Tpe {
     /// with whether it is among the `n_below` good ones (Optuna's
     /// `_split_complete_trials_multi_objective`): whole non-domination ranks while they
     /// fit, then the members of the next rank that add the most hypervolume.
-    fn rank_objectives(&self, ids: &[i64], n_below: usize) -> Vec<(i64, bool)> {
+    pub(in crate::search) fn rank_objectives(
+        &self,
+        ids: &[i64],
+        n_below: usize,
+    ) -> Vec<(i64, bool)> {
         if n_below == 0 || n_below >= ids.len() {
             return ids.iter().map(|&n| (n, n_below > 0)).collect();
         }
