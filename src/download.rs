@@ -19,6 +19,7 @@ use ridgeline_common::params::params_from_proto;
 use ridgeline_common::proto;
 
 use crate::client::{self, Client};
+use crate::results;
 
 /// Which files of a sweep.
 #[derive(Clone, Copy, Debug)]
@@ -351,11 +352,11 @@ async fn write_results(
     }
     let mut written = 0;
     if !files.iter().any(|f| f.path == "results.csv") {
-        std::fs::write(out.join("results.csv"), client::results_csv(&r)?)?;
+        std::fs::write(out.join("results.csv"), results::results_csv(&r)?)?;
         written += 1;
     }
     if !files.iter().any(|f| f.path == "results.json") {
-        std::fs::write(out.join("results.json"), client::results_json(&r)?)?;
+        std::fs::write(out.join("results.json"), results::results_json(&r)?)?;
         written += 1;
     }
     Ok(written)

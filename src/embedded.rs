@@ -17,7 +17,7 @@ use ridgeline_coordinator::{CoordinatorConfig, serve};
 use ridgeline_worker::runner::{self, WorkerConfig};
 
 use crate::settings::Settings;
-use crate::{client, client_timeout, core_config, limits, observe, terminated};
+use crate::{client, client_timeout, core_config, limits, observe, results, terminated};
 
 /// `ridgeline run`: everything in one process, on loopback.
 /// How `ridgeline run` treats failures and earlier runs of the same spec.
@@ -383,11 +383,11 @@ async fn finish_search(
     let sweep_dir = out.join("sweeps").join(id);
     std::fs::create_dir_all(&sweep_dir)?;
     let csv_path = sweep_dir.join("results.csv");
-    std::fs::write(&csv_path, client::results_csv(&r)?)?;
-    std::fs::write(sweep_dir.join("results.json"), client::results_json(&r)?)?;
+    std::fs::write(&csv_path, results::results_csv(&r)?)?;
+    std::fs::write(sweep_dir.join("results.json"), results::results_json(&r)?)?;
     println!("{}", client::summary(st));
     println!("results: {}", csv_path.display());
-    match client::intrinsic(&r) {
+    match results::intrinsic(&r) {
         Some(Ok(j)) => {
             let p = sweep_dir.join("intrinsic.json");
             std::fs::write(&p, serde_json::to_string_pretty(&j)?)?;

@@ -7,6 +7,7 @@ mod download;
 mod embedded;
 mod follow;
 mod observe;
+mod results;
 mod scan_report;
 mod settings;
 mod status;
@@ -658,9 +659,9 @@ fn run() -> Result<()> {
                 let mut client = connect(&s, c).await?;
                 let r = client::results(&mut client, &sweep).await?;
                 let text = match format {
-                    Format::Csv => client::results_csv(&r)?,
-                    Format::Json => client::results_json(&r)?,
-                    Format::Intrinsic => match client::intrinsic(&r) {
+                    Format::Csv => results::results_csv(&r)?,
+                    Format::Json => results::results_json(&r)?,
+                    Format::Intrinsic => match results::intrinsic(&r) {
                         Some(Ok(j)) => serde_json::to_string_pretty(&j)? + "\n",
                         Some(Err(e)) => anyhow::bail!("sweep {sweep}: {e}"),
                         None => anyhow::bail!(

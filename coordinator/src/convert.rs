@@ -160,5 +160,28 @@ pub(crate) fn status_to_proto(
         },
         created_unix: v.created as f64 / 1000.0,
         elapsed_s: end.saturating_sub(v.created) as f64 / 1000.0,
+        objectives: v
+            .spec
+            .objectives()
+            .iter()
+            .map(|o| (*o).to_owned())
+            .collect(),
+        modes: v.spec.modes().iter().map(|m| m.as_str().into()).collect(),
+        pareto: v.front.as_ref().map_or_else(Vec::new, |f| {
+            f.trials
+                .iter()
+                .map(|t| proto::ParetoTrial {
+                    trial_index: t.trial,
+                    values: t.values.clone(),
+                    params: params_to_proto(&t.params),
+                })
+                .collect()
+        }),
+        hypervolume: v.front.as_ref().map_or(0.0, |f| f.hypervolume()),
+        reference_point: v
+            .front
+            .as_ref()
+            .and_then(|f| f.reference())
+            .unwrap_or_default(),
     }
 }

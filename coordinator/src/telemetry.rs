@@ -23,6 +23,8 @@ pub const SWEEP_PROGRESS: &str = "ridgeline_sweep_progress_ratio";
 pub const SWEEP_ETA: &str = "ridgeline_sweep_eta_seconds";
 /// A sweep's best metric value so far.
 pub const SWEEP_BEST: &str = "ridgeline_sweep_best_value";
+/// The hypervolume of a multi-objective sweep's Pareto front.
+pub const SWEEP_HYPERVOLUME: &str = "ridgeline_sweep_hypervolume";
 /// Trials or grid points a sweep finishes per second.
 pub const SWEEP_THROUGHPUT: &str = "ridgeline_sweep_throughput_per_second";
 /// Registered workers by state.
@@ -260,6 +262,9 @@ pub fn publish(g: &Gauges) {
         if let Some((metric, v)) = &s.best {
             gauge!(SWEEP_BEST, "sweep" => id.clone(), "kind" => kind, "metric" => metric.clone())
                 .set(*v);
+        }
+        if let Some(hv) = s.hypervolume {
+            gauge!(SWEEP_HYPERVOLUME, "sweep" => id.clone(), "kind" => kind).set(hv);
         }
     }
     gauge!(WORKERS, "state" => "idle").set(f64::from(g.workers_idle));

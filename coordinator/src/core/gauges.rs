@@ -97,6 +97,8 @@ pub struct SweepGauges {
     pub throughput: f64,
     /// The sweep's metric and its best value so far.
     pub best: Option<(String, f64)>,
+    /// Several objectives: the hypervolume of the Pareto front so far.
+    pub hypervolume: Option<f64>,
 }
 
 /// Everything the coordinator exports as gauges.
@@ -176,6 +178,7 @@ impl Core {
                     .best
                     .as_ref()
                     .map(|b| (s.spec.metric().to_owned(), b.value)),
+                hypervolume: s.front.as_ref().map(Front::hypervolume),
             });
         }
         for w in self.workers.values() {

@@ -13,10 +13,12 @@ use ridgeline_common::spec::SweepSpec;
 use crate::schedulers::Scheduler;
 use crate::search::Searcher;
 
+mod front;
 mod gauges;
 mod sweeps;
 mod workers;
 
+pub use front::{Front, FrontTrial};
 pub use gauges::*;
 pub use sweeps::*;
 pub use workers::*;
@@ -558,6 +560,8 @@ struct Sweep {
     live: BTreeSet<UnitId>,
     counts: Counts,
     best: Option<Best>,
+    /// Several objectives: the Pareto front so far (instead of a best trial).
+    front: Option<Front>,
     created: Millis,
     finished: Option<Millis>,
     /// Recent finishes, for throughput and ETA.
@@ -585,6 +589,8 @@ pub struct SweepView {
     pub counts: Counts,
     /// Best trial so far.
     pub best: Option<Best>,
+    /// Several objectives: the Pareto front so far.
+    pub front: Option<Front>,
     /// Creation time.
     pub created: Millis,
     /// Time it reached a final state.
@@ -632,6 +638,7 @@ impl Core {
             state: s.state,
             counts: s.counts,
             best: s.best.clone(),
+            front: s.front.clone(),
             created: s.created,
             finished: s.finished,
         })

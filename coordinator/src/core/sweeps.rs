@@ -53,6 +53,7 @@ pub fn on_sweep_restored(core: &mut Core, out: &mut impl Outbox, stored: StoredS
     let total = total_of(&spec);
     let spec = Arc::new(spec);
     let mut sweep = Sweep {
+        front: Front::of(&spec),
         searcher: searcher_for(&spec),
         scheduler: scheduler_for(&spec),
         gate: released.unwrap_or_else(|| initial_gate(&spec)),
@@ -151,6 +152,9 @@ fn replay(sweep: &mut Sweep, mut trials: Vec<StoredTrial>) {
         let multi = sweep.spec.is_multi_objective();
         match (t.state, t.value, last) {
             (UnitState::Completed, _, _) if multi && !t.values.is_empty() => {
+                if let Some(f) = sweep.front.as_mut().filter(|_| t.violation <= 0.0) {
+                    f.add(t.trial, t.values.clone(), t.params.clone());
+                }
                 let ended = Ended::Scored {
                     values: t.values,
                     violation: t.violation,
@@ -263,6 +267,7 @@ pub fn on_sweep_submitted(
         at: now,
     });
     let sweep = Sweep {
+        front: Front::of(&spec),
         searcher: searcher_for(&spec),
         scheduler: scheduler_for(&spec),
         gate: initial_gate(&spec),
@@ -373,7 +378,12 @@ pub(super) fn finish_unit(
         .is_multi_objective()
         .then(|| s.spec.objective_values(&metrics));
     let ended = match (state, value, scored) {
-        (UnitState::Completed, _, Some(Some(values))) => Ended::Scored { values, violation },
+        (UnitState::Completed, _, Some(Some(values))) => {
+            if let Some(f) = s.front.as_mut().filter(|_| violation <= 0.0) {
+                f.add(trial, values.clone(), u.params.clone());
+            }
+            Ended::Scored { values, violation }
+        }
         (_, _, Some(_)) => Ended::Failed,
         (UnitState::Completed, Some(v), None) if violation > 0.0 => Ended::Infeasible {
             value: v,

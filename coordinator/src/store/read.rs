@@ -234,8 +234,10 @@ impl Store {
                 None => None,
             };
             let s = &row.spec.search;
-            let trials = if row.state == SweepState::Running
-                && (s.algorithm.is_adaptive() || s.scheduler.is_some())
+            // A multi-objective sweep's front is rebuilt from its trials, finished or not.
+            let trials = if (row.state == SweepState::Running
+                && (s.algorithm.is_adaptive() || s.scheduler.is_some()))
+                || row.spec.is_multi_objective()
             {
                 self.learned(&id, &row.spec)?
             } else {

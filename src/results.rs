@@ -1,0 +1,176 @@
+//! A sweep's results as files: results.csv and results.json (a row per trial, with
+//! `feasible` and `pareto_rank` where they apply) and intrinsic.json.
+
+use std::collections::BTreeSet;
+
+use anyhow::Result;
+use ridgeline_common::params::{ParamValue, params_from_proto};
+use ridgeline_common::proto;
+use ridgeline_common::spec::SweepSpec;
+
+use crate::client::{state_name, unit_state_name};
+
+/// Whether each completed trial is feasible, for a search with constraints (bounds in
+/// its spec, or `constraint_*` metrics reported); `None` for a search without.
+fn feasibility(r: &proto::GetResultsResponse) -> Option<Vec<Option<bool>>> {
+    let spec = r
+        .status
+        .as_ref()
+        .and_then(|s| SweepSpec::from_json(&s.spec_json).ok());
+    let own = r.trials.iter().any(|t| {
+        t.final_metrics.iter().any(|m| {
+            m.name
+                .starts_with(ridgeline_common::spec::CONSTRAINT_PREFIX)
+        })
+    });
+    let search = spec.map(|s| s.search).unwrap_or_default();
+    if search.constraints.is_empty() && !own {
+        return None;
+    }
+    Some(
+        r.trials
+            .iter()
+            .map(|t| {
+                let m: Vec<(String, f64)> = t
+                    .final_metrics
+                    .iter()
+                    .map(|m| (m.name.clone(), m.value))
+                    .collect();
+                (t.state == proto::UnitState::Completed as i32).then(|| search.violation(&m) == 0.0)
+            })
+            .collect(),
+    )
+}
+
+/// Result rows as CSV: one row per trial, parameters and final metrics as columns (and
+/// `feasible`, for a search with constraints).
+pub fn results_csv(r: &proto::GetResultsResponse) -> Result<String> {
+    let feasible = feasibility(r);
+    let mut params: BTreeSet<String> = BTreeSet::new();
+    let mut metrics: BTreeSet<String> = BTreeSet::new();
+    for t in &r.trials {
+        params.extend(t.params.keys().cloned());
+        metrics.extend(t.final_metrics.iter().map(|m| m.name.clone()));
+    }
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header = vec!["trial".to_owned(), "state".into()];
+    header.extend(params.iter().cloned());
+    header.extend(metrics.iter().cloned());
+    if feasible.is_some() {
+        header.push("feasible".into());
+    }
+    header.extend(
+        [
+            "epochs",
+            "duration_s",
+            "worker",
+            "attempts",
+            "interrupted",
+            "error",
+        ]
+        .map(String::from),
+    );
+    w.write_record(&header)?;
+    for (i, t) in r.trials.iter().enumerate() {
+        let p = params_from_proto(&t.params).map_err(anyhow::Error::msg)?;
+        let mut row = vec![t.trial_index.to_string(), unit_state_name(t.state).into()];
+        row.extend(
+            params
+                .iter()
+                .map(|k| p.get(k).map(ParamValue::to_string).unwrap_or_default()),
+        );
+        row.extend(metrics.iter().map(|k| {
+            t.final_metrics
+                .iter()
+                .find(|m| &m.name == k)
+                .map(|m| m.value.to_string())
+                .unwrap_or_default()
+        }));
+        if let Some(f) = &feasible {
+            row.push(f[i].map(|b| b.to_string()).unwrap_or_default());
+        }
+        row.push(t.history.len().to_string());
+        row.push(format!("{:.3}", t.duration_s));
+        row.push(t.worker.clone());
+        row.push(t.attempts.to_string());
+        row.push(t.interrupted.to_string());
+        row.push(t.error.clone());
+        w.write_record(&row)?;
+    }
+    Ok(String::from_utf8(w.into_inner()?)?)
+}
+
+/// Result rows as JSON, with each trial's per-epoch history.
+pub fn results_json(r: &proto::GetResultsResponse) -> Result<String> {
+    let metric_map = |m: &[proto::Metric]| -> serde_json::Map<String, serde_json::Value> {
+        m.iter()
+            .map(|m| {
+                (
+                    m.name.clone(),
+                    serde_json::json!(m.value.is_finite().then_some(m.value)),
+                )
+            })
+            .collect()
+    };
+    let feasible = feasibility(r);
+    let trials: Vec<serde_json::Value> = r
+        .trials
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let p = params_from_proto(&t.params).unwrap_or_default();
+            let mut row = serde_json::json!({
+                "trial": t.trial_index,
+                "state": unit_state_name(t.state),
+                "params": p,
+                "metrics": metric_map(&t.final_metrics),
+                "history": t.history.iter().map(|h| {
+                    let mut m = metric_map(&h.metrics);
+                    m.insert("step".into(), h.step.into());
+                    serde_json::Value::Object(m)
+                }).collect::<Vec<_>>(),
+                "duration_s": t.duration_s,
+                "worker": t.worker,
+                "attempts": t.attempts,
+                "interrupted": t.interrupted,
+                "error": (!t.error.is_empty()).then_some(&t.error),
+                "checkpoint_dir": (!t.checkpoint_dir.is_empty()).then_some(&t.checkpoint_dir),
+            });
+            if let Some(f) = &feasible {
+                row["feasible"] = serde_json::json!(f[i]);
+            }
+            row
+        })
+        .collect();
+    let st = r.status.as_ref();
+    Ok(serde_json::to_string_pretty(&serde_json::json!({
+        "sweep": st.map(|s| s.sweep_id.clone()),
+        "state": st.map(|s| state_name(s.state)),
+        "metric": st.map(|s| s.metric.clone()),
+        "mode": st.map(|s| s.mode.clone()),
+        "best_trial": st.and_then(|s| s.best.as_ref()).map(|b| b.trial_index),
+        "trials": trials,
+    }))?)
+}
+
+/// `intrinsic.json` for a search over `subspace_dim` (Li et al.'s intrinsic dimension):
+/// each completed trial's validation accuracy against its subspace dimension, and
+/// `d_int90`. `None` when no trial has a `subspace_dim` parameter.
+pub fn intrinsic(r: &proto::GetResultsResponse) -> Option<Result<serde_json::Value, String>> {
+    let mut points = Vec::new();
+    let mut any = false;
+    for t in &r.trials {
+        let p = params_from_proto(&t.params).unwrap_or_default();
+        let Some(d) = p.get("subspace_dim").and_then(|v| v.as_f64()) else {
+            continue;
+        };
+        any = true;
+        if t.state != proto::UnitState::Completed as i32 {
+            continue;
+        }
+        if let Some(m) = t.final_metrics.iter().find(|m| m.name == "val_accuracy") {
+            points.push((d as usize, m.value));
+        }
+    }
+    any.then(|| ridgeline_common::intrinsic::summary(&points, "val_accuracy", 0.9))
+}
