@@ -427,7 +427,15 @@ pub fn summary(s: &proto::SweepStatus) -> String {
     if s.cancelled > 0 {
         line += &format!(", {} cancelled", s.cancelled);
     }
-    if let Some(b) = &s.best.as_ref().filter(|_| s.kind == "landscape") {
+    if s.objectives.len() > 1 {
+        // Several objectives: no best, a front.
+        line += &format!(
+            ", Pareto front of {} trials over {}, hypervolume {:.4}",
+            s.pareto.len(),
+            s.objectives.join(", "),
+            s.hypervolume
+        );
+    } else if let Some(b) = &s.best.as_ref().filter(|_| s.kind == "landscape") {
         // A tile's number means nothing to the user; its coordinates are in the scan's
         // own summary (`status SWEEP`, meta.json).
         line += &format!(", lowest {} {:.4}", s.metric, b.value);

@@ -359,6 +359,11 @@ async fn write_results(
         std::fs::write(out.join("results.json"), results::results_json(&r)?)?;
         written += 1;
     }
+    if !files.iter().any(|f| f.path == "pareto.png")
+        && let Some(Ok(())) = results::pareto_plot(&r, &out.join("pareto.png"))
+    {
+        written += 1;
+    }
     Ok(written)
 }
 

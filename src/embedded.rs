@@ -387,6 +387,13 @@ async fn finish_search(
     std::fs::write(sweep_dir.join("results.json"), results::results_json(&r)?)?;
     println!("{}", client::summary(st));
     println!("results: {}", csv_path.display());
+    let png = sweep_dir.join("pareto.png");
+    if let Some(done) = results::pareto_plot(&r, &png) {
+        match done {
+            Ok(()) => println!("Pareto front: {}", png.display()),
+            Err(e) => println!("Pareto front: not drawn: {e}"),
+        }
+    }
     match results::intrinsic(&r) {
         Some(Ok(j)) => {
             let p = sweep_dir.join("intrinsic.json");

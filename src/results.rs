@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 
 use anyhow::Result;
 use ridgeline_common::params::{ParamValue, params_from_proto};
+use ridgeline_common::pareto;
 use ridgeline_common::proto;
 use ridgeline_common::spec::SweepSpec;
 
@@ -42,10 +43,133 @@ fn feasibility(r: &proto::GetResultsResponse) -> Option<Vec<Option<bool>>> {
     )
 }
 
+/// A multi-objective search's completed trials: each one's objective values (`None`
+/// unless completed with all of them) and whether it is feasible; `None` for one
+/// objective.
+struct Objectives {
+    names: Vec<String>,
+    modes: Vec<ridgeline_common::spec::Mode>,
+    values: Vec<Option<Vec<f64>>>,
+    feasible: Vec<bool>,
+}
+
+fn objectives(r: &proto::GetResultsResponse) -> Option<Objectives> {
+    let spec = r
+        .status
+        .as_ref()
+        .and_then(|s| SweepSpec::from_json(&s.spec_json).ok())
+        .filter(SweepSpec::is_multi_objective)?;
+    let feasibility = feasibility(r);
+    let values = r
+        .trials
+        .iter()
+        .map(|t| {
+            let m: Vec<(String, f64)> = t
+                .final_metrics
+                .iter()
+                .map(|m| (m.name.clone(), m.value))
+                .collect();
+            (t.state == proto::UnitState::Completed as i32)
+                .then(|| spec.objective_values(&m))
+                .flatten()
+        })
+        .collect();
+    Some(Objectives {
+        names: spec.objectives().iter().map(|o| (*o).to_owned()).collect(),
+        modes: spec.modes(),
+        values,
+        feasible: (0..r.trials.len())
+            .map(|i| feasibility.as_ref().is_none_or(|f| f[i] == Some(true)))
+            .collect(),
+    })
+}
+
+/// Each trial's non-domination rank among the feasible completed trials of a
+/// multi-objective search (0: on the Pareto front); `None` for one objective.
+fn pareto_ranks(r: &proto::GetResultsResponse) -> Option<Vec<Option<usize>>> {
+    let o = objectives(r)?;
+    let losses: Vec<Option<Vec<f64>>> = o
+        .values
+        .iter()
+        .zip(&o.feasible)
+        .map(|(v, f)| v.as_ref().filter(|_| *f).map(|v| pareto::losses(v, &o.modes)))
+        .collect();
+    let points: Vec<Vec<f64>> = losses.iter().flatten().cloned().collect();
+    let mut ranks = pareto::ranks(&points).into_iter();
+    Some(
+        losses
+            .iter()
+            .map(|l| l.as_ref().and_then(|_| ranks.next()))
+            .collect(),
+    )
+}
+
+/// The hypervolume after each feasible completed trial, in trial order, measured from
+/// the sweep's final reference point (so that the curve only rises).
+fn hypervolume_history(r: &proto::GetResultsResponse) -> Option<Vec<(u32, f64)>> {
+    let o = objectives(r)?;
+    let reference = &r.status.as_ref()?.reference_point;
+    if reference.len() != o.names.len() {
+        return Some(vec![]);
+    }
+    let reference = pareto::losses(reference, &o.modes);
+    let mut front: Vec<Vec<f64>> = Vec::new();
+    let mut hv = 0.0;
+    let mut out = Vec::new();
+    let mut order: Vec<usize> = (0..r.trials.len()).collect();
+    order.sort_by_key(|&i| r.trials[i].trial_index);
+    for i in order {
+        let Some(v) = o.values[i].as_ref().filter(|_| o.feasible[i]) else {
+            continue;
+        };
+        let l = pareto::losses(v, &o.modes);
+        if !front.iter().any(|f| pareto::dominates(f, &l) || *f == l) {
+            front.retain(|f| !pareto::dominates(&l, f));
+            front.push(l);
+            hv = pareto::hypervolume(&front, &reference);
+        }
+        out.push((r.trials[i].trial_index, hv));
+    }
+    Some(out)
+}
+
+/// The picture of a multi-objective search's trials (`pareto.png`); `None` for one
+/// objective.
+pub fn pareto_plot(r: &proto::GetResultsResponse, path: &std::path::Path) -> Option<Result<()>> {
+    let o = objectives(r)?;
+    let ranks = pareto_ranks(r)?;
+    let points: Vec<ridgeline_coordinator::plot::ParetoPoint> = o
+        .values
+        .iter()
+        .zip(&o.feasible)
+        .zip(&ranks)
+        .filter_map(|((v, f), k)| {
+            Some(ridgeline_coordinator::plot::ParetoPoint {
+                values: v.clone()?,
+                front: *k == Some(0),
+                infeasible: !f,
+            })
+        })
+        .collect();
+    let st = r.status.as_ref()?;
+    let title = format!(
+        "{}: {} trials, Pareto front of {} (hypervolume {:.4})",
+        st.sweep_id,
+        points.len(),
+        st.pareto.len(),
+        st.hypervolume
+    );
+    Some(
+        ridgeline_coordinator::plot::pareto(path, &title, &o.names, &points)
+            .map_err(anyhow::Error::msg),
+    )
+}
+
 /// Result rows as CSV: one row per trial, parameters and final metrics as columns (and
-/// `feasible`, for a search with constraints).
+/// `feasible`, for a search with constraints; `pareto_rank`, for several objectives).
 pub fn results_csv(r: &proto::GetResultsResponse) -> Result<String> {
     let feasible = feasibility(r);
+    let ranks = pareto_ranks(r);
     let mut params: BTreeSet<String> = BTreeSet::new();
     let mut metrics: BTreeSet<String> = BTreeSet::new();
     for t in &r.trials {
@@ -58,6 +182,9 @@ pub fn results_csv(r: &proto::GetResultsResponse) -> Result<String> {
     header.extend(metrics.iter().cloned());
     if feasible.is_some() {
         header.push("feasible".into());
+    }
+    if ranks.is_some() {
+        header.push("pareto_rank".into());
     }
     header.extend(
         [
@@ -89,6 +216,9 @@ pub fn results_csv(r: &proto::GetResultsResponse) -> Result<String> {
         if let Some(f) = &feasible {
             row.push(f[i].map(|b| b.to_string()).unwrap_or_default());
         }
+        if let Some(k) = &ranks {
+            row.push(k[i].map(|k| k.to_string()).unwrap_or_default());
+        }
         row.push(t.history.len().to_string());
         row.push(format!("{:.3}", t.duration_s));
         row.push(t.worker.clone());
@@ -113,6 +243,7 @@ pub fn results_json(r: &proto::GetResultsResponse) -> Result<String> {
             .collect()
     };
     let feasible = feasibility(r);
+    let ranks = pareto_ranks(r);
     let trials: Vec<serde_json::Value> = r
         .trials
         .iter()
@@ -139,6 +270,9 @@ pub fn results_json(r: &proto::GetResultsResponse) -> Result<String> {
             if let Some(f) = &feasible {
                 row["feasible"] = serde_json::json!(f[i]);
             }
+            if let Some(k) = &ranks {
+                row["pareto_rank"] = serde_json::json!(k[i]);
+            }
             row
         })
         .collect();
@@ -149,6 +283,13 @@ pub fn results_json(r: &proto::GetResultsResponse) -> Result<String> {
         "metric": st.map(|s| s.metric.clone()),
         "mode": st.map(|s| s.mode.clone()),
         "best_trial": st.and_then(|s| s.best.as_ref()).map(|b| b.trial_index),
+        "objectives": st.map(|s| s.objectives.clone()),
+        "modes": st.map(|s| s.modes.clone()),
+        "pareto_trials": st.map(|s| s.pareto.iter().map(|p| p.trial_index).collect::<Vec<_>>()),
+        "hypervolume": st.filter(|s| !s.pareto.is_empty()).map(|s| s.hypervolume),
+        "reference_point": st.filter(|s| s.objectives.len() > 1).map(|s| s.reference_point.clone()),
+        "hypervolume_history": hypervolume_history(r)
+            .map(|h| h.iter().map(|(t, v)| serde_json::json!({"trial": t, "hypervolume": v})).collect::<Vec<_>>()),
         "trials": trials,
     }))?)
 }

@@ -61,6 +61,15 @@ pub fn json(st: &proto::SweepStatus) -> serde_json::Value {
         "metric": st.metric,
         "mode": st.mode,
         "best": best,
+        "objectives": st.objectives,
+        "modes": st.modes,
+        "pareto": st.pareto.iter().map(|p| serde_json::json!({
+            "trial": p.trial_index,
+            "values": p.values,
+            "params": ridgeline_common::params::params_from_proto(&p.params).unwrap_or_default(),
+        })).collect::<Vec<_>>(),
+        "hypervolume": (st.objectives.len() > 1).then_some(st.hypervolume),
+        "reference_point": st.reference_point,
         "created_unix": st.created_unix,
         "elapsed_s": st.elapsed_s,
         "eta_s": eta(st).map(|d| d.as_secs_f64()),
@@ -76,11 +85,14 @@ pub fn table(list: &[proto::SweepStatus]) -> String {
         .map(String::from),
     ];
     for st in list {
-        let best = st
-            .best
-            .as_ref()
-            .map(|b| format!("{}={:.4}", st.metric, b.value))
-            .unwrap_or_else(|| "-".into());
+        let best = if st.objectives.len() > 1 {
+            format!("front={} hv={:.4}", st.pareto.len(), st.hypervolume)
+        } else {
+            st.best
+                .as_ref()
+                .map(|b| format!("{}={:.4}", st.metric, b.value))
+                .unwrap_or_else(|| "-".into())
+        };
         rows.push([
             st.sweep_id.clone(),
             if st.kind.is_empty() {

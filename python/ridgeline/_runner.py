@@ -2,7 +2,7 @@
 
 A worker starts this for ``[trial] function = "module:function"``: the function gets the
 trial's parameters as a dict and returns the sweep's metric (a number), a dict of
-metrics, or None when it reported everything itself with :func:`ridgeline.report`. An
+metrics, a tuple of one value per objective (several objectives), or None when it reported everything itself with :func:`ridgeline.report`. An
 exception ends the trial as failed, with the traceback on stderr (its last line is the
 reason the sweep shows).
 """
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import os
 import sys
-from typing import Any, Callable, List, Mapping
+from typing import Any, Callable, List, Mapping, Sequence
 
 from . import trial
 
@@ -44,13 +45,23 @@ def load(reference: str) -> Callable[..., Any]:
     return target
 
 
-def report_result(result: Any, metric: str) -> None:
-    """Reports what the function returned, at the step of its last report."""
+def report_result(result: Any, metric: str, objectives: Sequence[str] = ()) -> None:
+    """Reports what the function returned, at the step of its last report: a number
+    (the sweep's metric), a dict of metrics, or (several objectives) a tuple or list of
+    one value per objective, in the spec's order (as Optuna's multi-objective
+    ``objective`` returns)."""
     step = trial._last_step
     if result is None:
         return
     if isinstance(result, Mapping):
         trial.report(step=step, **{str(k): v for k, v in result.items()})
+    elif isinstance(result, (tuple, list)):
+        if len(result) != len(objectives):
+            raise ValueError(
+                f"the function returned {len(result)} values; the sweep has "
+                f"{len(objectives)} objective(s): {', '.join(objectives)}"
+            )
+        trial.report(step=step, **dict(zip(objectives, result)))
     else:
         trial.report(step=step, **{metric: result})
 
@@ -63,7 +74,9 @@ def main(argv: List[str]) -> int:
         sys.path.insert(0, os.getcwd())
     fn = load(argv[1])
     result = fn(trial.params())
-    report_result(result, os.environ.get("RIDGELINE_METRIC", "objective"))
+    metric = os.environ.get("RIDGELINE_METRIC", "objective")
+    objectives = json.loads(os.environ.get("RIDGELINE_OBJECTIVES", "[]")) or [metric]
+    report_result(result, metric, objectives)
     return 0
 
 

@@ -31,11 +31,13 @@ pub(crate) fn render_png(
 }
 
 mod curve;
+mod pareto;
 mod spectra;
 mod surface;
 
 pub use curve::connectivity;
 use curve::draw_1d;
+pub use pareto::{ParetoPoint, pareto};
 pub use spectra::{esd, intrinsic};
 pub use surface::map;
 use surface::{draw_2d, draw_3d};

@@ -2,7 +2,7 @@
 //!
 //! Parameters reach the program as `{name}` substitutions in its command line, as
 //! `RIDGELINE_PARAMS` (one JSON object) and as `RIDGELINE_PARAM_<NAME>`; it also gets
-//! `RIDGELINE_METRIC`, `RIDGELINE_SWEEP_ID`, `RIDGELINE_TRIAL_ID`, `RIDGELINE_ATTEMPT`, `RIDGELINE_TRIAL_DIR`
+//! `RIDGELINE_METRIC`, `RIDGELINE_OBJECTIVES`, `RIDGELINE_SWEEP_ID`, `RIDGELINE_TRIAL_ID`, `RIDGELINE_ATTEMPT`, `RIDGELINE_TRIAL_DIR`
 //! (the same folder on every attempt, for its checkpoints), `RIDGELINE_REPORT_FILE` and,
 //! on a GPU worker, `CUDA_VISIBLE_DEVICES`. Report lines become progress; every other
 //! line of stdout and stderr goes to the trial's log. Exit 0 with the sweep's metric
@@ -62,7 +62,7 @@ fn argv(t: &TrialSpec, value: &dyn Fn(&str) -> Option<String>) -> Result<Vec<Str
 fn environment(
     ctx: &UnitCtx<'_>,
     t: &TrialSpec,
-    metric: &str,
+    objectives: &[&str],
     params: &Params,
     trial: u32,
     dir: &Path,
@@ -72,8 +72,13 @@ fn environment(
         // Python buffers stdout when it is a pipe: reports would arrive at exit.
         ("PYTHONUNBUFFERED".into(), "1".into()),
         ("RIDGELINE_PARAMS".into(), params_json(params)),
-        // The name a function trial's returned number is reported under.
-        ("RIDGELINE_METRIC".into(), metric.to_owned()),
+        // The name a function trial's returned number is reported under, and (several
+        // objectives) the names of the values of a returned tuple, as a JSON list.
+        ("RIDGELINE_METRIC".into(), objectives[0].to_owned()),
+        (
+            "RIDGELINE_OBJECTIVES".into(),
+            serde_json::to_string(objectives).expect("strings serialise"),
+        ),
         ("RIDGELINE_SWEEP_ID".into(), ctx.unit.sweep_id.clone()),
         ("RIDGELINE_TRIAL_ID".into(), trial.to_string()),
         ("RIDGELINE_ATTEMPT".into(), ctx.unit.attempt.to_string()),
@@ -126,7 +131,7 @@ impl Reports {
     /// them on again: the coordinator may never have seen them (they were printed
     /// while it was down, or their worker died before sending them), and the trial's
     /// history is their union with this attempt's.
-    fn resume(&mut self, metric: &str, progress: &mut dyn FnMut(u32, Vec<(String, f64)>)) {
+    fn resume(&mut self, metric: &[&str], progress: &mut dyn FnMut(u32, Vec<(String, f64)>)) {
         for (_, r) in self.folder.earlier_reports() {
             self.count += 1;
             let step = r.step.unwrap_or(self.count);
@@ -135,11 +140,13 @@ impl Reports {
         }
     }
 
-    fn note(&mut self, step: u32, metrics: &[(String, f64)], metric: &str) {
+    /// Takes in one report; a non-finite value of an objective (`metric`: the sweep's
+    /// metric, or each of its objectives) makes the trial diverge.
+    fn note(&mut self, step: u32, metrics: &[(String, f64)], metric: &[&str]) {
         self.last_step = step;
         for (k, v) in metrics {
             self.latest.insert(k.clone(), *v);
-            if k == metric && !v.is_finite() && self.diverged.is_none() {
+            if metric.contains(&k.as_str()) && !v.is_finite() && self.diverged.is_none() {
                 self.diverged = Some(format!("metric {k} is {v} at step {step}"));
             }
         }
@@ -149,7 +156,7 @@ impl Reports {
         &mut self,
         payload: &str,
         source: &str,
-        metric: &str,
+        metric: &[&str],
         progress: &mut dyn FnMut(u32, Vec<(String, f64)>),
     ) {
         if self.malformed.is_some() {
@@ -176,7 +183,7 @@ fn on_line(
     ev: Event,
     reports: &mut Reports,
     stderr_tail: &mut VecDeque<String>,
-    metric: &str,
+    metric: &[&str],
     ctx: &mut UnitCtx<'_>,
 ) {
     let line = match ev {
@@ -268,7 +275,7 @@ impl Executor for Command {
             message: format!("trial.command: {e}"),
             permanent: true,
         })?;
-        let env = environment(ctx, t, spec.metric(), &params, trial, &dir, &report_file);
+        let env = environment(ctx, t, &spec.objectives(), &params, trial, &dir, &report_file);
         let grace = Duration::from_secs_f64(t.kill_grace.0);
         let (tx, rx) = mpsc::channel();
         if let Some(w) = t.workdir.as_deref().filter(|w| !w.is_dir()) {
@@ -282,7 +289,8 @@ impl Executor for Command {
                 permanent: false,
             });
         }
-        let metric = spec.metric();
+        let objectives = spec.objectives();
+        let metric = objectives.as_slice();
         let mut reports = Reports::new(folder, ctx.unit.attempt);
         reports.resume(metric, ctx.progress);
         if reports.diverged.is_some() {
@@ -393,11 +401,17 @@ impl Executor for Command {
                 stderr_tail.iter().cloned().collect::<Vec<_>>().join("\n")
             }
         };
+        // Every objective must have been reported; the message names the first missing.
+        let missing = metric
+            .iter()
+            .find(|m| !reports.latest.contains_key(**m))
+            .copied();
+        let m = missing.unwrap_or_default();
         match (exit.code, exit.signal) {
-            (Some(0), _) if reports.latest.contains_key(metric) => Ok(out(TrialEnd::Completed)),
+            (Some(0), _) if missing.is_none() => Ok(out(TrialEnd::Completed)),
             (Some(0), _) => Err(UnitError {
                 message: format!(
-                    "exited 0 without reporting {metric} ({} report line(s){}); print a line `ridgeline: {{\"{metric}\": ...}}`",
+                    "exited 0 without reporting {m} ({} report line(s){}); print a line `ridgeline: {{\"{m}\": ...}}`",
                     reports.count,
                     if reports.latest.is_empty() {
                         String::new()
