@@ -92,7 +92,11 @@ fn pareto_ranks(r: &proto::GetResultsResponse) -> Option<Vec<Option<usize>>> {
         .values
         .iter()
         .zip(&o.feasible)
-        .map(|(v, f)| v.as_ref().filter(|_| *f).map(|v| pareto::losses(v, &o.modes)))
+        .map(|(v, f)| {
+            v.as_ref()
+                .filter(|_| *f)
+                .map(|v| pareto::losses(v, &o.modes))
+        })
         .collect();
     let points: Vec<Vec<f64>> = losses.iter().flatten().cloned().collect();
     let mut ranks = pareto::ranks(&points).into_iter();

@@ -2,9 +2,9 @@
 
 A worker starts this for ``[trial] function = "module:function"``: the function gets the
 trial's parameters as a dict and returns the sweep's metric (a number), a dict of
-metrics, a tuple of one value per objective (several objectives), or None when it reported everything itself with :func:`ridgeline.report`. An
-exception ends the trial as failed, with the traceback on stderr (its last line is the
-reason the sweep shows).
+metrics, a tuple of one value per objective (several objectives), or None when it
+reported everything itself with :func:`ridgeline.report`. An exception ends the trial
+as failed, with the traceback on stderr (its last line is the reason the sweep shows).
 """
 
 from __future__ import annotations

@@ -87,9 +87,39 @@ class Sweep:
 
     # Built on those.
     def best(self) -> Optional[Dict[str, Any]]:
-        """The best completed trial: ``{"trial", "value", "params"}``, or None."""
-        best = self.status().get("best")
+        """The best completed trial: ``{"trial", "value", "params"}``, or None. A search
+        of several objectives has no best trial but a front: see :meth:`pareto`."""
+        st = self.status()
+        if len(st.get("objectives") or []) > 1:
+            raise RidgelineError(
+                f"sweep {self.id} has {len(st['objectives'])} objectives "
+                f"({', '.join(st['objectives'])}): no single best trial; see pareto()"
+            )
+        best = st.get("best")
         return dict(best) if best else None
+
+    def pareto(self) -> pd.DataFrame:
+        """A multi-objective search's Pareto front: the feasible completed trials no
+        other trial dominates, one row each as in :meth:`trials` (Optuna's
+        ``study.best_trials``)."""
+        df = self.trials()
+        if "pareto_rank" not in df:
+            raise RidgelineError(f"sweep {self.id} has one objective: see best()")
+        return df[df["pareto_rank"] == 0].reset_index(drop=True)
+
+    def hypervolume(self) -> pd.DataFrame:
+        """A multi-objective search's hypervolume after each feasible completed trial,
+        in trial order (``trial``, ``hypervolume``), measured from the sweep's reference
+        point (``status()["reference_point"]``)."""
+        h = self.results().get("hypervolume_history")
+        if h is None:
+            raise RidgelineError(f"sweep {self.id} has one objective: no hypervolume")
+        return pd.DataFrame(
+            {
+                "trial": pd.Series([int(r["trial"]) for r in h], dtype="int64"),
+                "hypervolume": pd.Series([float(r["hypervolume"]) for r in h], dtype="float64"),
+            }
+        )
 
     def trials(self) -> pd.DataFrame:
         """One row per trial, as results.csv: trial, state, parameters, final metrics,
@@ -248,6 +278,19 @@ class FolderSweep(Sweep):
                     "value": best["metrics"].get(r.get("metric")),
                     "params": best["params"],
                 },
+                "objectives": r.get("objectives") or [r.get("metric")],
+                "modes": r.get("modes") or [r.get("mode")],
+                "pareto": [
+                    {
+                        "trial": t["trial"],
+                        "values": [t["metrics"].get(o) for o in r.get("objectives") or []],
+                        "params": t["params"],
+                    }
+                    for t in trials
+                    if t.get("pareto_rank") == 0
+                ],
+                "hypervolume": r.get("hypervolume"),
+                "reference_point": r.get("reference_point"),
             }
         meta_path = Path(self.files()) / "meta.json"
         if not meta_path.exists():

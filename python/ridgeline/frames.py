@@ -61,6 +61,10 @@ def trials_frame(results: Mapping[str, Any]) -> pd.DataFrame:
     if any("feasible" in t for t in trials):
         # A search with constraints: whether each completed trial met them (NA otherwise).
         cols["feasible"] = pd.Series([t.get("feasible") for t in trials], dtype="boolean")
+    if any("pareto_rank" in t for t in trials):
+        # Several objectives: the non-domination rank among feasible completed trials
+        # (0: on the Pareto front; NA for the others).
+        cols["pareto_rank"] = pd.Series([t.get("pareto_rank") for t in trials], dtype="Int64")
     cols["epochs"] = pd.Series([len(t.get("history", [])) for t in trials], dtype="int64")
     cols["duration_s"] = pd.Series(
         [round(float(t.get("duration_s") or 0.0), 3) for t in trials], dtype="float64"

@@ -121,8 +121,8 @@ def optimize(
     objective: Callable[[Dict[str, Any]], Any],
     space: Mapping[str, Any],
     n_trials: int,
-    metric: str = "objective",
-    mode: str = "min",
+    metric: Union[str, Sequence[str]] = "objective",
+    mode: Union[str, Sequence[str]] = "min",
     algorithm: str = "tpe",
     scheduler: Optional[Mapping[str, Any]] = None,
     workers: Optional[int] = None,
@@ -149,6 +149,11 @@ def optimize(
     Each trial runs in a fresh Python process (``python``, default this interpreter)
     in the current folder.
 
+    Several objectives: ``metric=["loss", "latency"]`` and ``mode=["min", "min"]`` (one
+    per metric); ``objective`` then returns a tuple in that order (or a dict), trials are
+    ranked by Pareto dominance (``algorithm="tpe"`` or ``"nsga2"``), and the result is
+    a front (:meth:`Sweep.pareto`, :meth:`Sweep.hypervolume`, ``pareto.png``).
+
     ``enqueue`` lists configurations the first trials run with (Optuna's
     ``enqueue_trial``, Ray Tune's ``points_to_evaluate``; counted in ``n_trials``).
     ``warm_start`` (a sweep, or its id, of the same ``out``) lets TPE learn from that
@@ -156,10 +161,13 @@ def optimize(
     """
     if isinstance(n_trials, bool) or int(n_trials) != n_trials or n_trials < 1:
         raise ValueError(f"n_trials must be a positive integer, got {n_trials!r}")
+    several = not isinstance(metric, str)
+    if several and isinstance(mode, str):
+        mode = [mode] * len(list(metric))
     search: Dict[str, Any] = {
         "algorithm": algorithm,
-        "metric": metric,
-        "mode": mode,
+        "metric": list(metric) if several else metric,
+        "mode": list(mode) if not isinstance(mode, str) else mode,
         "num_samples": int(n_trials),
         "space": {k: dict(v) for k, v in space.items()},
     }

@@ -47,3 +47,16 @@ def constrained(p):
     its own (y ≤ -0.5): its unconstrained optimum (2, -1) has latency 1."""
     x, y = p["x"], p["y"]
     return {"loss": (x - 2.0) ** 2 + (y + 1.0) ** 2, "latency": x + y, "constraint_y": y + 0.5}
+
+
+def zdt1(p):
+    """ZDT1 over x0..x3: two objectives, returned as a tuple in the spec's order."""
+    x = [p[f"x{k}"] for k in range(4)]
+    g = 1.0 + 9.0 * sum(x[1:]) / 3.0
+    return x[0], g * (1.0 - math.sqrt(x[0] / g))
+
+
+def zdt1_constrained(p):
+    """ZDT1 with a constraint of its own: x0 ≥ 0.2 is feasible (`constraint_x0` ≤ 0)."""
+    f1, f2 = zdt1(p)
+    return {"f1": f1, "f2": f2, "constraint_x0": 0.2 - p["x0"]}

@@ -40,14 +40,18 @@ pub fn pareto(
         .collect();
     let cols = pairs.len().min(3);
     let rows = pairs.len().div_ceil(cols);
-    let size = (520 * cols as u32, 60 + 460 * rows as u32);
+    let size = if pairs.len() == 1 {
+        (720, 580)
+    } else {
+        (520 * cols as u32, 60 + 460 * rows as u32)
+    };
     super::render_png(path, size, |root| {
         root.fill(&WHITE).map_err(err)?;
         let (head, body) = root.split_vertically(50);
         head.draw(&Text::new(
             title.to_string(),
             (12, 16),
-            ("sans-serif", 18).into_font(),
+            ("sans-serif", 15).into_font(),
         ))
         .map_err(err)?;
         let panels = body.split_evenly((rows, cols));
@@ -117,7 +121,7 @@ fn draw_pair(
     let mut front: Vec<(f64, f64)> = points.iter().filter(|p| p.front).map(at).collect();
     front.sort_by(|p, q| p.0.total_cmp(&q.0));
     if objectives.len() == 2 {
-        // Two objectives: the front is a staircase; join its members in order.
+        // Two objectives: join the front's members in order of the first one.
         chart
             .draw_series(LineSeries::new(front.clone(), BLUE.stroke_width(1)))
             .map_err(err)?;

@@ -275,7 +275,15 @@ impl Executor for Command {
             message: format!("trial.command: {e}"),
             permanent: true,
         })?;
-        let env = environment(ctx, t, &spec.objectives(), &params, trial, &dir, &report_file);
+        let env = environment(
+            ctx,
+            t,
+            &spec.objectives(),
+            &params,
+            trial,
+            &dir,
+            &report_file,
+        );
         let grace = Duration::from_secs_f64(t.kill_grace.0);
         let (tx, rx) = mpsc::channel();
         if let Some(w) = t.workdir.as_deref().filter(|w| !w.is_dir()) {
