@@ -220,14 +220,46 @@ fn every_dashboard_panel_has_data_in_a_real_prometheus() {
     let scan_dir = dir.path().join("scan");
     std::fs::create_dir_all(&scan_dir).unwrap();
     let scan = submit(&scan_fixture(&scan_dir, 0, nx, ny, tile), &url);
-    for id in [&search, &scan] {
+    // A multi-objective search, for the hypervolume.
+    let pareto_spec = dir.path().join("pareto.toml");
+    std::fs::write(
+        &pareto_spec,
+        r#"name = "obs-pareto"
+[trial]
+command = "awk -v x={x} 'BEGIN { printf \"ridgeline: {\\\"a\\\": %.6f, \\\"b\\\": %.6f}\\n\", x, (1 - x)^2 }'"
+[search]
+algorithm = "nsga2"
+metric = ["a", "b"]
+mode = ["min", "min"]
+num_samples = 6
+seed = 0
+[search.space]
+x = { type = "uniform", low = 0.0, high = 1.0 }
+"#,
+    )
+    .unwrap();
+    let pareto = submit(&pareto_spec, &url);
+    for id in [&search, &scan, &pareto] {
         let out = run_ok(
             &["watch", id, "--coordinator", &url],
             Duration::from_secs(300),
         );
         assert!(out.contains("completed"), "{out}");
     }
-    // Prometheus has the final state of both.
+    // Prometheus has the final state of all three, and the front's hypervolume as the
+    // coordinator computed it.
+    let st: Value = serde_json::from_str(&run_ok(
+        &["status", &pareto, "--json", "--coordinator", &url],
+        Duration::from_secs(30),
+    ))
+    .unwrap();
+    let hv = st["hypervolume"].as_f64().unwrap();
+    assert!(hv > 0.0, "{st}");
+    until(
+        &prom,
+        &format!("ridgeline_sweep_hypervolume{{sweep=\"{pareto}\"}}"),
+        |v| v == hv,
+    );
     for id in [&search, &scan] {
         until(
             &prom,
