@@ -212,6 +212,8 @@ fn every_dashboard_panel_has_data_in_a_real_prometheus() {
     // A search and a scan, run to their end.
     const TRIALS: usize = 6;
     const EPOCHS: usize = 20;
+    // The multi-objective search's trials (`num_samples` below).
+    const PARETO_TRIALS: usize = 6;
     let (nx, ny, tile) = (9, 9, 9);
     let search = submit(
         &digits_spec(dir.path(), "obs", TRIALS as u32, EPOCHS as u32),
@@ -271,8 +273,9 @@ x = { type = "uniform", low = 0.0, high = 1.0 }
     until(&prom, "sum(ridgeline_worker_landscape_points_total)", |v| {
         v == (nx * ny) as f64
     });
+    // Epochs of the built-in trials, and the one report line of each command trial.
     until(&prom, "sum(ridgeline_worker_training_epochs_total)", |v| {
-        v == (TRIALS * EPOCHS) as f64
+        v == (TRIALS * EPOCHS + PARETO_TRIALS) as f64
     });
 
     // Rates need two samples of a series: the histograms of the last units appeared
@@ -294,7 +297,7 @@ x = { type = "uniform", low = 0.0, high = 1.0 }
     )
     .1;
     assert!(
-        sweeps.contains(&search) && sweeps.contains(&scan),
+        sweeps.contains(&search) && sweeps.contains(&scan) && sweeps.contains(&pareto),
         "{sweeps}"
     );
     let instances = query(&prom, "ridgeline_process_start_time_seconds");
@@ -314,7 +317,7 @@ x = { type = "uniform", low = 0.0, high = 1.0 }
     let mut empty = Vec::new();
     for (title, expr) in &all {
         let e = expr
-            .replace("$sweep", &format!("{search}|{scan}"))
+            .replace("$sweep", &format!("{search}|{scan}|{pareto}"))
             .replace("$instance", ".*")
             .replace("$__rate_interval", "2m");
         let finite = query(&prom, &e)

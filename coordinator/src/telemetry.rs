@@ -114,6 +114,10 @@ pub fn describe() {
         "Best value so far of a sweep's metric (label metric), among completed trials."
     );
     describe_gauge!(
+        SWEEP_HYPERVOLUME,
+        "Hypervolume of a multi-objective search's Pareto front, from its reference point."
+    );
+    describe_gauge!(
         SWEEP_THROUGHPUT,
         "Trials (search) or grid points (landscape) finished per second over the last minute."
     );
