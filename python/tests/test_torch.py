@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch_models
 
@@ -489,3 +490,48 @@ def test_the_mnist_resnet_example_scans_its_trained_model(tmp_path, monkeypatch)
     h = sweep.hessian()
     assert h["parameters"] == sum(p.numel() for p in model.parameters())
     assert h["top_eigenvalues"][0]["value"] > 0 and np.isfinite(h["trace"]["estimate"])
+
+
+def test_geometry_of_a_torch_model_matches_its_full_hessian():
+    """ridgeline.torch.geometry against the Hessian built by torch.autograd.functional
+    over the flattened parameters: λmax within its residual (exact with as many Lanczos
+    steps as parameters), the trace within 3 standard errors."""
+    import ridgeline.torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(3, 5), torch.nn.Tanh(), torch.nn.Dropout(0.5), torch.nn.Linear(5, 3)
+    ).double()
+    model.train()
+    x = torch.randn(40, 3, dtype=torch.float64)
+    y = torch.randint(0, 3, (40,))
+    batches = [(x[:15], y[:15]), (x[15:], y[15:])]
+    loss_fn = torch.nn.functional.cross_entropy
+
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    flat0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def mean_loss(flat: torch.Tensor) -> torch.Tensor:
+        params, at = {}, 0
+        for n, s in zip(names, shapes):
+            k = int(np.prod(s))
+            params[n] = flat[at : at + k].reshape(s)
+            at += k
+        model.eval()
+        out = torch.func.functional_call(model, params, (x,))
+        return loss_fn(out, y)
+
+    h = torch.autograd.functional.hessian(mean_loss, flat0).numpy()
+    eig = np.linalg.eigvalsh(h)
+    model.train()  # as a training function leaves it
+    m = ridgeline.torch.geometry(model, loss_fn, batches, steps=8, probes=64, seed=1)
+    assert model.training, "the model's mode is left as it was"
+    assert abs(m["hessian_lambda_max"] - eig[-1]) <= m["hessian_lambda_max_residual"] + 1e-9
+    assert abs(m["hessian_trace"] - np.trace(h)) <= 3 * m["hessian_trace_std_error"], (
+        m,
+        np.trace(h),
+    )
+    exact = ridgeline.torch.geometry(model, loss_fn, batches, steps=len(flat0), probes=2)
+    assert exact["hessian_lambda_max"] == pytest.approx(eig[-1], rel=1e-8, abs=1e-10)
+    assert exact["hessian_lambda_max_residual"] < 1e-6

@@ -60,3 +60,22 @@ def landscape(
     sweep = Client(coordinator, token=token).submit(spec)
     sweep.wait(progress=progress)
     return sweep.surface()
+
+
+def geometry(
+    model: Any,
+    loss_fn: Callable[[Any, Any], Any],
+    batches: Any,
+    steps: int = 20,
+    probes: int = 20,
+    seed: int = 0,
+    device: Optional[str] = None,
+) -> "dict[str, float]":
+    """The Hessian's top eigenvalue and trace of a trained model's mean loss over
+    ``batches``, with their errors, as the metrics ``hessian_lambda_max``,
+    ``hessian_lambda_max_residual``, ``hessian_trace``, ``hessian_trace_std_error``
+    (what ``[train.geometry]`` reports for built-in trials): report them from a function
+    trial to optimise flatness (see :mod:`ridgeline.torch.curvature`)."""
+    from .curvature import geometry as measure
+
+    return measure(model, loss_fn, batches, steps=steps, probes=probes, seed=seed, device=device)
