@@ -98,3 +98,18 @@ pub fn geometry_steps() -> usize {
 pub fn geometry_probes() -> usize {
     10
 }
+pub fn pbt_rounds() -> u32 {
+    4
+}
+pub fn pbt_interval() -> u32 {
+    1
+}
+pub fn pbt_quantile() -> f64 {
+    0.25
+}
+pub fn pbt_resample() -> f64 {
+    0.25
+}
+pub fn pbt_factors() -> Vec<f64> {
+    vec![1.2, 0.8]
+}

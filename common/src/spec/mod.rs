@@ -314,6 +314,10 @@ impl SweepSpec {
             Algorithm::Random | Algorithm::Sobol | Algorithm::Tpe | Algorithm::Nsga2 => {
                 u64::from(self.search.num_samples)
             }
+            // One trial per member and round.
+            Algorithm::Pbt => {
+                u64::from(self.search.num_samples) * u64::from(self.search.pbt.rounds)
+            }
         }
     }
 
@@ -652,6 +656,9 @@ impl SweepSpec {
                 "early stopping ranks trials by one metric; a multi-objective search has none (as Optuna's pruners)".into(),
             );
         }
+        if s.algorithm == Algorithm::Pbt {
+            self.validate_pbt()?;
+        }
         let n = &s.nsga2;
         if n.population_size < 2 {
             return err("search.nsga2.population_size", "expected at least 2".into());
@@ -667,6 +674,70 @@ impl SweepSpec {
                     "expected a probability in [0, 1]".into(),
                 );
             }
+        }
+        Ok(())
+    }
+
+    /// Population based training: command trials (they resume from the checkpoint the
+    /// worker copies into their folder), one objective, sizes and probabilities in range.
+    fn validate_pbt(&self) -> Result<(), SpecError> {
+        let err = |f: &str, r: String| Err(SpecError::new(f, r));
+        let s = &self.search;
+        let p = &s.pbt;
+        if self.trial.is_none() {
+            return err(
+                "search.algorithm",
+                "pbt runs command or function trials ([trial]): they resume from the checkpoint in RIDGELINE_TRIAL_DIR; the built-in trainer does not yet".into(),
+            );
+        }
+        if self.is_multi_objective() || s.scheduler.is_some() {
+            return err(
+                "search.algorithm",
+                "pbt ranks a population by one metric and decides itself when trials stop: no list of metrics, no scheduler".into(),
+            );
+        }
+        if s.num_samples < 2 {
+            return err("search.num_samples", "pbt needs a population of at least 2".into());
+        }
+        if p.rounds == 0 || p.perturbation_interval == 0 {
+            return err(
+                "search.pbt",
+                "expected rounds and perturbation_interval of at least 1".into(),
+            );
+        }
+        if !(p.quantile_fraction > 0.0 && p.quantile_fraction <= 0.5) {
+            return err(
+                "search.pbt.quantile_fraction",
+                "expected a fraction in (0, 0.5]".into(),
+            );
+        }
+        if !(0.0..=1.0).contains(&p.resample_probability) {
+            return err(
+                "search.pbt.resample_probability",
+                "expected a probability in [0, 1]".into(),
+            );
+        }
+        if p.perturbation_factors.is_empty()
+            || p.perturbation_factors.iter().any(|f| !(f.is_finite() && *f > 0.0))
+        {
+            return err(
+                "search.pbt.perturbation_factors",
+                "expected positive factors".into(),
+            );
+        }
+        for name in &p.hyperparam_mutations {
+            if !s.space.contains_key(name) {
+                return err(
+                    "search.pbt.hyperparam_mutations",
+                    format!("{name:?} names no parameter of search.space"),
+                );
+            }
+        }
+        if s.space.contains_key(PBT_PARENT) {
+            return err(
+                &format!("search.space.{PBT_PARENT}"),
+                "the name is PBT's own (the trial a trial starts from)".into(),
+            );
         }
         Ok(())
     }

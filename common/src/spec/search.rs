@@ -28,13 +28,18 @@ pub enum Algorithm {
     /// child bred from two tournament-picked parents of the elite of the generations
     /// before (uniform crossover, random mutation); for one or several objectives.
     Nsga2,
+    /// Population based training (Ray Tune's PopulationBasedTraining, synchronous): a
+    /// population of `num_samples` members trains in rounds of `perturbation_interval`
+    /// steps; after each round the bottom quantile continues from the checkpoint of a
+    /// top-quantile member with perturbed hyperparameters (`[search.pbt]`).
+    Pbt,
 }
 
 impl Algorithm {
     /// Whether suggestions depend on results (they must then be made when a trial
     /// starts, and rebuilt from stored results after a restart).
     pub fn is_adaptive(self) -> bool {
-        matches!(self, Algorithm::Tpe | Algorithm::Nsga2)
+        matches!(self, Algorithm::Tpe | Algorithm::Nsga2 | Algorithm::Pbt)
     }
 }
 
@@ -173,6 +178,9 @@ pub struct SearchSpec {
     /// Settings of the `nsga2` algorithm.
     #[serde(default)]
     pub nsga2: Nsga2Spec,
+    /// Settings of the `pbt` algorithm.
+    #[serde(default)]
+    pub pbt: PbtSpec,
     /// Early stopping of trials from their intermediate reports.
     #[serde(default)]
     pub scheduler: Option<SchedulerSpec>,
@@ -307,6 +315,50 @@ impl Default for Nsga2Spec {
         }
     }
 }
+
+/// Settings of population based training (Ray Tune's `PopulationBasedTraining`, same
+/// defaults where it has them).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PbtSpec {
+    /// Rounds each member trains; the sweep has `num_samples × rounds` trials, one per
+    /// member and round.
+    #[serde(default = "defaults::pbt_rounds")]
+    pub rounds: u32,
+    /// Steps per round: round `r` trains steps `r·interval + 1 ..= (r+1)·interval`.
+    #[serde(default = "defaults::pbt_interval")]
+    pub perturbation_interval: u32,
+    /// The share of the population that is replaced (bottom) and copied from (top).
+    #[serde(default = "defaults::pbt_quantile")]
+    pub quantile_fraction: f64,
+    /// Probability that a copied hyperparameter is drawn afresh from the space rather
+    /// than perturbed.
+    #[serde(default = "defaults::pbt_resample")]
+    pub resample_probability: f64,
+    /// A perturbed number is multiplied by one of these (a choice moves to a neighbour).
+    #[serde(default = "defaults::pbt_factors")]
+    pub perturbation_factors: Vec<f64>,
+    /// The hyperparameters that change when a member is exploited; default: all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hyperparam_mutations: Vec<String>,
+}
+
+impl Default for PbtSpec {
+    fn default() -> Self {
+        PbtSpec {
+            rounds: defaults::pbt_rounds(),
+            perturbation_interval: defaults::pbt_interval(),
+            quantile_fraction: defaults::pbt_quantile(),
+            resample_probability: defaults::pbt_resample(),
+            perturbation_factors: defaults::pbt_factors(),
+            hyperparam_mutations: vec![],
+        }
+    }
+}
+
+/// The parameter of a PBT trial that names the trial whose checkpoint (folder) it
+/// starts from: the same member's previous round, or the top member it copies.
+pub const PBT_PARENT: &str = "pbt_parent";
 
 /// Bounds on a metric (either may be left out).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -669,6 +721,7 @@ impl Default for SearchSpec {
             metric: defaults::metric(),
             reference_point: None,
             nsga2: Nsga2Spec::default(),
+            pbt: PbtSpec::default(),
             mode: None,
             num_samples: defaults::num_samples(),
             max_concurrent: defaults::max_concurrent(),

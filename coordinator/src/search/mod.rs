@@ -14,12 +14,14 @@ mod grid;
 #[cfg(test)]
 mod moo_tests;
 mod nsga2;
+mod pbt;
 mod random;
 mod sobol;
 pub mod tpe;
 
 use grid::GridSearch;
 use nsga2::Nsga2;
+use pbt::Pbt;
 use random::RandomSearch;
 use sobol::SobolSearch;
 use tpe::Tpe;
@@ -101,6 +103,13 @@ pub fn searcher_for(spec: &SweepSpec) -> Box<dyn Searcher> {
                 .with_objectives(spec.modes())
                 .with_conditions(s.clone()),
         ),
+        Algorithm::Pbt => Box::new(Pbt::new(
+            s.space.clone(),
+            s.seed(),
+            spec.mode(),
+            s.num_samples,
+            s.pbt.clone(),
+        )),
         Algorithm::Nsga2 => Box::new(Nsga2::new(
             s.space.clone(),
             s.seed(),
