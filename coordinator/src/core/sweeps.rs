@@ -52,11 +52,24 @@ pub fn on_sweep_restored(core: &mut Core, out: &mut impl Outbox, stored: StoredS
     } = stored;
     let total = total_of(&spec);
     let spec = Arc::new(spec);
+    let gate = match population(&spec) {
+        // PBT: the round of the last generated trial, or the next one if every trial
+        // generated so far has ended (rounds are generated whole, one after another).
+        Some(p) => {
+            let round_end = generated.div_ceil(p).max(1) * p;
+            if live.is_empty() && generated == round_end {
+                (round_end + p).min(total)
+            } else {
+                round_end.min(total)
+            }
+        }
+        None => released.unwrap_or_else(|| initial_gate(&spec)),
+    };
     let mut sweep = Sweep {
         front: Front::of(&spec),
         searcher: searcher_for(&spec),
         scheduler: scheduler_for(&spec),
-        gate: released.unwrap_or_else(|| initial_gate(&spec)),
+        gate,
         spec,
         state,
         next_trial: generated,
@@ -200,6 +213,9 @@ pub(super) fn score(mode: ridgeline_common::spec::Mode, v: f64) -> f64 {
 /// Units a sweep may generate before any result is in: everything, except that a scan
 /// with a Hessian holds back all Lanczos rounds after the first.
 pub fn initial_gate(spec: &SweepSpec) -> u32 {
+    if let Some(p) = population(spec) {
+        return p.min(total_of(spec));
+    }
     match spec
         .landscape
         .as_ref()
@@ -208,6 +224,13 @@ pub fn initial_gate(spec: &SweepSpec) -> u32 {
         Some((l, h)) => (l.hessian_base() + h.shards) as u32,
         None => total_of(spec),
     }
+}
+
+/// PBT's population: its trials are released a round (one trial per member) at a time.
+fn population(spec: &SweepSpec) -> Option<u32> {
+    (spec.search.algorithm == ridgeline_common::spec::Algorithm::Pbt
+        && spec.kind == ridgeline_common::spec::SweepKind::Search)
+        .then_some(spec.search.num_samples)
 }
 
 /// Results of earlier units made units `..upto` possible (the next Hessian round).
@@ -356,6 +379,13 @@ pub(super) fn finish_unit(
     let (sid, trial) = (u.sweep, u.trial);
     let s = core.sweeps.get_mut(&sid).expect("unit's sweep exists");
     s.live.remove(&uid);
+    if let Some(p) = population(&s.spec)
+        && s.live.is_empty()
+        && s.next_trial >= s.gate
+    {
+        // A PBT round has ended: the next one may be decided from its results.
+        s.gate = (s.gate + p).min(s.counts.total);
+    }
     if state != UnitState::Cancelled {
         s.rate.record(now, items_of(&s.spec, trial));
     }

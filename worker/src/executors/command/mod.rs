@@ -2,9 +2,11 @@
 //!
 //! Parameters reach the program as `{name}` substitutions in its command line, as
 //! `RIDGELINE_PARAMS` (one JSON object) and as `RIDGELINE_PARAM_<NAME>`; it also gets
-//! `RIDGELINE_METRIC`, `RIDGELINE_OBJECTIVES`, `RIDGELINE_SWEEP_ID`, `RIDGELINE_TRIAL_ID`, `RIDGELINE_ATTEMPT`, `RIDGELINE_TRIAL_DIR`
-//! (the same folder on every attempt, for its checkpoints), `RIDGELINE_REPORT_FILE` and,
-//! on a GPU worker, `CUDA_VISIBLE_DEVICES`. Report lines become progress; every other
+//! `RIDGELINE_METRIC`, `RIDGELINE_OBJECTIVES`, `RIDGELINE_SWEEP_ID`,
+//! `RIDGELINE_TRIAL_ID`, `RIDGELINE_ATTEMPT`, `RIDGELINE_TRIAL_DIR` (the same folder on
+//! every attempt, for its checkpoints; under PBT seeded with its parent's files),
+//! `RIDGELINE_REPORT_FILE`, under PBT `RIDGELINE_PBT_ROUND` and `RIDGELINE_STOP_STEP`
+//! (the step to train to), and on a GPU worker `CUDA_VISIBLE_DEVICES`. Report lines become progress; every other
 //! line of stdout and stderr goes to the trial's log. Exit 0 with the sweep's metric
 //! reported: completed; a NaN or infinite metric: diverged (stopped at once); a
 //! non-zero exit: failed with the tail of stderr; past `timeout`: failed.
@@ -15,7 +17,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use ridgeline_common::params::{Params, params_from_proto};
+use ridgeline_common::params::{ParamValue, Params, params_from_proto};
 use ridgeline_common::proto;
 use ridgeline_common::spec::trial::{
     self as t, Command as CommandLine, param_env_name, param_text, params_json,
@@ -30,6 +32,7 @@ mod contain;
 mod folder;
 mod process;
 pub mod report;
+mod seed;
 
 use folder::Folder;
 use process::Event;
@@ -259,6 +262,20 @@ impl Executor for Command {
                 artifacts: vec![],
             });
         };
+        // PBT: the trial starts from its parent's checkpoint (the same member's previous
+        // round, or the top member it copies).
+        if let Some(parent) = params
+            .get(ridgeline_common::spec::PBT_PARENT)
+            .and_then(ParamValue::as_i64)
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|_| spec.search.algorithm == ridgeline_common::spec::Algorithm::Pbt)
+        {
+            let from = std::path::absolute(trial_dir(ctx.trial_root, &ctx.unit.sweep_id, parent))
+                .map_err(|e| UnitError::from(e.to_string()))?;
+            if seed::seed(&from, &dir, parent).map_err(|e| UnitError::from(e.to_string()))? {
+                (ctx.log)(format!("[ridgeline] PBT: started from trial {parent}'s folder\n").as_bytes());
+            }
+        }
         // A fresh report file per attempt: an earlier attempt's reports are not this one's.
         let report_file = dir.join(format!(".ridgeline-report-{}.jsonl", ctx.unit.attempt));
         let _ = std::fs::remove_file(&report_file);
