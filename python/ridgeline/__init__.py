@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 # The trial side is imported at once and stays light: a trial process (a function trial
 # starts one per attempt) never pays for numpy and pandas unless it uses them.
 from .errors import AuthError, RidgelineError, SpecError
-from .trial import attempt, is_trial, params, report, trial_dir, trial_id
+from .trial import attempt, is_trial, params, report, stop_step, trial_dir, trial_id
 
 if TYPE_CHECKING:
     from .client import Client, FolderSweep, RemoteSweep, Sweep
@@ -68,6 +68,7 @@ __all__ = [
     "randint",
     "report",
     "run",
+    "stop_step",
     "trial_dir",
     "trial_id",
     "uniform",

@@ -58,6 +58,15 @@ def trial_dir() -> str:
     return os.environ.get("RIDGELINE_TRIAL_DIR", os.getcwd())
 
 
+def stop_step() -> Optional[int]:
+    """Population based training: the step this trial trains to (``RIDGELINE_STOP_STEP``).
+    The trial resumes from the checkpoint in :func:`trial_dir` (its parent's, copied in
+    by the worker), trains to this step, reports, saves its checkpoint there and
+    returns; ``None`` outside a PBT trial."""
+    v = os.environ.get("RIDGELINE_STOP_STEP")
+    return int(v) if v else None
+
+
 def _number(name: str, v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         # numpy and torch scalars have __float__; anything else is a mistake.

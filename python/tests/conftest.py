@@ -42,27 +42,35 @@ class Cluster:
             time.sleep(0.05)
         self.url = "http://" + addr_file.read_text().strip()
         for i in range(2):
-            wlog = open(root / f"worker{i}.log", "w")
-            self.procs.append(
-                subprocess.Popen(
-                    [
-                        _cli.binary(),
-                        "worker",
-                        "--coordinator",
-                        self.url,
-                        "--name",
-                        f"w{i}",
-                        "--trial-root",
-                        str(root / "trials"),
-                        "--metrics-listen",
-                        "off",
-                    ],
-                    env=self.env,
-                    stdout=wlog,
-                    stderr=subprocess.STDOUT,
-                )
-            )
+            self.procs.append(self._worker(i, "w"))
         self.client = ridgeline.Client(self.url, token=TOKEN)
+
+    def _worker(self, i: int, log_mode: str) -> subprocess.Popen:
+        wlog = open(self.root / f"worker{i}.log", log_mode)
+        return subprocess.Popen(
+            [
+                _cli.binary(),
+                "worker",
+                "--coordinator",
+                self.url,
+                "--name",
+                f"w{i}",
+                "--trial-root",
+                str(self.root / "trials"),
+                "--metrics-listen",
+                "off",
+            ],
+            env=self.env,
+            stdout=wlog,
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill_worker(self, i: int) -> None:
+        """Kills worker ``i`` (SIGKILL) and starts another in its place."""
+        old = self.procs[1 + i]
+        old.kill()
+        old.wait()
+        self.procs[1 + i] = self._worker(i, "a")
 
     def _coordinator(self, listen: str, log_mode: str) -> subprocess.Popen:
         log = open(self.root / "coordinator.log", log_mode)

@@ -60,3 +60,37 @@ def zdt1_constrained(p):
     """ZDT1 with a constraint of its own: x0 ≥ 0.2 is feasible (`constraint_x0` ≤ 0)."""
     f1, f2 = zdt1(p)
     return {"f1": f1, "f2": f2, "constraint_x0": 0.2 - p["x0"]}
+
+
+PBT_STEPS = 15
+
+
+def pbt_member(p):
+    """A PBT member on a toy whose best learning rate decays from 1e-1 to 1e-3 over
+    PBT_STEPS steps. Its checkpoint, state.json in the trial folder, holds the step, the
+    score so far and the trials it came through; it trains to ridgeline.stop_step(),
+    reporting each step, and saves. What it started from is kept per trial (a later
+    attempt of the same trial reports the same), so the test can check the lineage."""
+    import json
+    import os
+    import time
+    from pathlib import Path
+
+    folder = Path(ridgeline.trial_dir())
+    ckpt = folder / "state.json"
+    state = json.loads(ckpt.read_text()) if ckpt.exists() else {"step": 0, "score": 0.0}
+    me = str(ridgeline.trial_id())
+    start = state.setdefault("start", {}).setdefault(me, [state["step"], state["score"]])
+    lr = p["lr"]
+    for step in range(state["step"] + 1, ridgeline.stop_step() + 1):
+        target = -1.0 - 2.0 * step / PBT_STEPS
+        state["score"] += math.exp(-((math.log10(lr) - target) ** 2) / 0.5)
+        state["step"] = step
+        time.sleep(0.05)
+        ridgeline.report(step=step, score=state["score"])
+    if me not in state.setdefault("trials", []):
+        state["trials"].append(me)
+    tmp = folder / "state.json.tmp"
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, ckpt)
+    return {"score": state["score"], "start_step": start[0], "start_score": start[1]}

@@ -697,7 +697,10 @@ impl SweepSpec {
             );
         }
         if s.num_samples < 2 {
-            return err("search.num_samples", "pbt needs a population of at least 2".into());
+            return err(
+                "search.num_samples",
+                "pbt needs a population of at least 2".into(),
+            );
         }
         if p.rounds == 0 || p.perturbation_interval == 0 {
             return err(
@@ -718,7 +721,9 @@ impl SweepSpec {
             );
         }
         if p.perturbation_factors.is_empty()
-            || p.perturbation_factors.iter().any(|f| !(f.is_finite() && *f > 0.0))
+            || p.perturbation_factors
+                .iter()
+                .any(|f| !(f.is_finite() && *f > 0.0))
         {
             return err(
                 "search.pbt.perturbation_factors",

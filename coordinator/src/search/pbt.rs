@@ -93,7 +93,11 @@ impl Pbt {
         let q = self.quantile();
         let own = (round - 1) * p + member;
         let params_of = |t: u32| -> Params {
-            let mut x = self.trials.get(&t).map(|(x, _)| x.clone()).unwrap_or_default();
+            let mut x = self
+                .trials
+                .get(&t)
+                .map(|(x, _)| x.clone())
+                .unwrap_or_default();
             x.remove(PBT_PARENT);
             x
         };

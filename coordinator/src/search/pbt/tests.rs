@@ -129,7 +129,10 @@ fn lineage_is_consistent_and_decisions_do_not_depend_on_result_order() {
             let parent = a[i as usize].0[PBT_PARENT].as_i64().unwrap() as u32;
             if bottom.contains(&own) {
                 // Exploited: it starts from a top member, with explored parameters.
-                assert!(top.contains(&parent), "trial {i} copies {parent}, not a top one");
+                assert!(
+                    top.contains(&parent),
+                    "trial {i} copies {parent}, not a top one"
+                );
                 exploited += 1;
                 let lr = a[i as usize].0["lr"].as_f64().unwrap();
                 assert!((1e-4..1.0).contains(&lr), "{lr}");
@@ -161,14 +164,28 @@ fn perturbations_stay_in_range_and_move_choices_one_place() {
         assert!(v == 0.9 * 0.8 || (v < 1.0 && v > 0.99), "{v}");
     }
     let width = ParamSpec::Choice {
-        values: vec![ParamValue::Int(16), ParamValue::Int(32), ParamValue::Int(64)],
+        values: vec![
+            ParamValue::Int(16),
+            ParamValue::Int(32),
+            ParamValue::Int(64),
+        ],
     };
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..100 {
-        seen.insert(perturb(&width, &ParamValue::Int(32), &[1.2], &mut rng).as_i64().unwrap());
+        seen.insert(
+            perturb(&width, &ParamValue::Int(32), &[1.2], &mut rng)
+                .as_i64()
+                .unwrap(),
+        );
     }
     assert_eq!(seen.into_iter().collect::<Vec<_>>(), vec![16, 64]);
     let n = ParamSpec::Int { low: 1, high: 10 };
-    assert_eq!(perturb(&n, &ParamValue::Int(10), &[1.2], &mut rng), ParamValue::Int(10));
-    assert_eq!(perturb(&n, &ParamValue::Int(5), &[0.8], &mut rng), ParamValue::Int(4));
+    assert_eq!(
+        perturb(&n, &ParamValue::Int(10), &[1.2], &mut rng),
+        ParamValue::Int(10)
+    );
+    assert_eq!(
+        perturb(&n, &ParamValue::Int(5), &[0.8], &mut rng),
+        ParamValue::Int(4)
+    );
 }

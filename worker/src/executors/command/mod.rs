@@ -273,7 +273,9 @@ impl Executor for Command {
             let from = std::path::absolute(trial_dir(ctx.trial_root, &ctx.unit.sweep_id, parent))
                 .map_err(|e| UnitError::from(e.to_string()))?;
             if seed::seed(&from, &dir, parent).map_err(|e| UnitError::from(e.to_string()))? {
-                (ctx.log)(format!("[ridgeline] PBT: started from trial {parent}'s folder\n").as_bytes());
+                (ctx.log)(
+                    format!("[ridgeline] PBT: started from trial {parent}'s folder\n").as_bytes(),
+                );
             }
         }
         // A fresh report file per attempt: an earlier attempt's reports are not this one's.
@@ -292,7 +294,7 @@ impl Executor for Command {
             message: format!("trial.command: {e}"),
             permanent: true,
         })?;
-        let env = environment(
+        let mut env = environment(
             ctx,
             t,
             &spec.objectives(),
@@ -301,6 +303,14 @@ impl Executor for Command {
             &dir,
             &report_file,
         );
+        if spec.search.algorithm == ridgeline_common::spec::Algorithm::Pbt {
+            // The round this trial trains, and the step it trains to: it resumes from
+            // the checkpoint in its folder, trains to RIDGELINE_STOP_STEP, saves, exits.
+            let round = trial / spec.search.num_samples.max(1);
+            let stop = (round + 1) * spec.search.pbt.perturbation_interval;
+            env.push(("RIDGELINE_PBT_ROUND".into(), round.to_string()));
+            env.push(("RIDGELINE_STOP_STEP".into(), stop.to_string()));
+        }
         let grace = Duration::from_secs_f64(t.kill_grace.0);
         let (tx, rx) = mpsc::channel();
         if let Some(w) = t.workdir.as_deref().filter(|w| !w.is_dir()) {

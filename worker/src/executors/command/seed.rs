@@ -81,12 +81,18 @@ mod tests {
         assert_eq!(std::fs::read(d.join("ckpt.bin")).unwrap(), b"weights");
         assert_eq!(std::fs::read(d.join("sub/opt.bin")).unwrap(), b"moments");
         assert!(!d.join(".ridgeline-reports.jsonl").exists());
-        assert_eq!(std::fs::read_link(d.join("link")).unwrap(), Path::new("/etc/passwd"));
+        assert_eq!(
+            std::fs::read_link(d.join("link")).unwrap(),
+            Path::new("/etc/passwd")
+        );
         assert_eq!(std::fs::read_to_string(d.join(MARKER)).unwrap(), "7");
         // The program moves on; a later attempt does not copy over its work.
         std::fs::write(d.join("ckpt.bin"), b"trained further").unwrap();
         assert!(!seed(&p, &d, 7).unwrap());
-        assert_eq!(std::fs::read(d.join("ckpt.bin")).unwrap(), b"trained further");
+        assert_eq!(
+            std::fs::read(d.join("ckpt.bin")).unwrap(),
+            b"trained further"
+        );
         // A parent that is not here is named.
         let e = seed(&root.path().join("gone"), &root.path().join("e"), 3).unwrap_err();
         assert!(e.to_string().contains("trial 3") && e.to_string().contains("one file system"));

@@ -1,0 +1,96 @@
+"""Population based training through real workers: each trial resumes from its
+parent's checkpoint (copied into its folder by the worker), and neither killed workers
+nor a killed coordinator decide a round twice or leave a copy half done."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from conftest import Cluster
+
+P, ROUNDS, INTERVAL = 4, 5, 3
+
+
+def spec(name: str) -> dict:
+    return {
+        "name": name,
+        "trial": {"function": "objectives:pbt_member", "python": sys.executable},
+        "search": {
+            "algorithm": "pbt",
+            "metric": "score",
+            "mode": "max",
+            "num_samples": P,
+            "seed": 3,
+            "pbt": {"rounds": ROUNDS, "perturbation_interval": INTERVAL},
+            "space": {"lr": {"type": "loguniform", "low": 1e-4, "high": 1.0}},
+        },
+    }
+
+
+def test_pbt_lineage_survives_a_kill_storm(in_tests_folder, tmp_path):
+    fast = {"RIDGELINE_LEASE_TTL_MS": "2000", "RIDGELINE_HEARTBEAT_INTERVAL_MS": "200"}
+    c = Cluster(tmp_path / "cluster", fast)
+    try:
+        sweep = c.client.submit(spec("pbt-storm"))
+        decided: dict = {}
+        kills = 0
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            st = sweep.status()
+            if st["state"] != "running":
+                break
+            # What was decided so far must never change.
+            for t in sweep.results()["trials"]:
+                p = t["params"]
+                if t["trial"] in decided:
+                    assert decided[t["trial"]] == p, (t["trial"], decided[t["trial"]], p)
+                decided[t["trial"]] = p
+            if st["completed"] >= 2 + 3 * kills and kills < 5:
+                # Kill a worker, or the coordinator, mid-run, in turn.
+                if kills % 3 == 2:
+                    c.restart_coordinator()
+                else:
+                    c.kill_worker(kills % 2)
+                kills += 1
+            time.sleep(0.2)
+        final = sweep.wait(progress=False, timeout=600)
+        assert final["state"] == "completed", final
+        assert kills == 5
+        trials = {t["trial"]: t for t in sweep.results()["trials"]}
+        assert sorted(trials) == list(range(P * ROUNDS))
+        for i, t in trials.items():
+            assert t["state"] == "completed", t
+            p = decided.get(i, t["params"])
+            assert p == t["params"], (i, p, t["params"])
+            r, m = divmod(i, P)
+            m_ = t["metrics"]
+            # Every trial trained its round's steps, from where its parent ended.
+            assert m_["start_step"] == r * INTERVAL
+            if r == 0:
+                assert "pbt_parent" not in t["params"] and m_["start_score"] == 0.0
+                continue
+            parent = t["params"]["pbt_parent"]
+            assert (r - 1) * P <= parent < r * P
+            assert m_["start_score"] == trials[parent]["metrics"]["score"]
+            if parent != (r - 1) * P + m:
+                # Exploited: the parent was in the top quantile (1 of 4) of its round,
+                # and this member's own previous trial in the bottom one.
+                prev = [trials[k]["metrics"]["score"] for k in range((r - 1) * P, r * P)]
+                assert trials[parent]["metrics"]["score"] == max(prev)
+                assert trials[(r - 1) * P + m]["metrics"]["score"] == min(prev)
+            else:
+                assert t["params"]["lr"] == trials[parent]["params"]["lr"]
+        # Each checkpoint's chain of trials is its lineage, copied complete each round.
+        for i in range(P * (ROUNDS - 1), P * ROUNDS):
+            state = json.loads(
+                (c.root / "trials" / sweep.id / f"trial-{i:05}" / "state.json").read_text()
+            )
+            chain = [i]
+            while "pbt_parent" in trials[chain[-1]]["params"]:
+                chain.append(trials[chain[-1]]["params"]["pbt_parent"])
+            assert state["trials"] == [str(k) for k in reversed(chain)]
+            assert state["step"] == ROUNDS * INTERVAL
+    finally:
+        c.close()
