@@ -364,6 +364,11 @@ async fn write_results(
     {
         written += 1;
     }
+    if !files.iter().any(|f| f.path == "pbt.png")
+        && let Some(Ok(())) = results::pbt_plot(&r, &out.join("pbt.png"))
+    {
+        written += 1;
+    }
     Ok(written)
 }
 

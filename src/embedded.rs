@@ -394,6 +394,13 @@ async fn finish_search(
             Err(e) => println!("Pareto front: not drawn: {e}"),
         }
     }
+    let png = sweep_dir.join("pbt.png");
+    if let Some(done) = results::pbt_plot(&r, &png) {
+        match done {
+            Ok(()) => println!("PBT lineage: {}", png.display()),
+            Err(e) => println!("PBT lineage: not drawn: {e}"),
+        }
+    }
     match results::intrinsic(&r) {
         Some(Ok(j)) => {
             let p = sweep_dir.join("intrinsic.json");

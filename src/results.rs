@@ -169,6 +169,87 @@ pub fn pareto_plot(r: &proto::GetResultsResponse, path: &std::path::Path) -> Opt
     )
 }
 
+/// A PBT trial's place in its population: its round and member, the trial it started
+/// from, and whether that was another member's (an exploit).
+#[derive(Clone, Copy)]
+struct Lineage {
+    round: u32,
+    member: u32,
+    parent: Option<u32>,
+    exploited: bool,
+}
+
+/// Every trial's lineage in a PBT sweep (aligned with `r.trials`); `None` otherwise.
+fn lineage(r: &proto::GetResultsResponse) -> Option<Vec<Lineage>> {
+    let spec = r
+        .status
+        .as_ref()
+        .and_then(|s| SweepSpec::from_json(&s.spec_json).ok())
+        .filter(|s| s.search.algorithm == ridgeline_common::spec::Algorithm::Pbt)?;
+    let p = spec.search.num_samples.max(1);
+    Some(
+        r.trials
+            .iter()
+            .map(|t| {
+                let parent = params_from_proto(&t.params)
+                    .ok()
+                    .and_then(|x| x.get(ridgeline_common::spec::PBT_PARENT)?.as_i64())
+                    .and_then(|v| u32::try_from(v).ok());
+                Lineage {
+                    round: t.trial_index / p,
+                    member: t.trial_index % p,
+                    parent,
+                    exploited: parent.is_some_and(|q| q % p != t.trial_index % p),
+                }
+            })
+            .collect(),
+    )
+}
+
+/// `pbt.png` of a PBT sweep: the metric over steps per member, exploits marked; `None`
+/// for other sweeps.
+pub fn pbt_plot(r: &proto::GetResultsResponse, path: &std::path::Path) -> Option<Result<()>> {
+    let lin = lineage(r)?;
+    let st = r.status.as_ref()?;
+    let metric = st.metric.clone();
+    let points = |t: &proto::TrialResult| -> Vec<(f64, f64)> {
+        t.history
+            .iter()
+            .filter_map(|h| {
+                let v = h.metrics.iter().find(|m| m.name == metric)?.value;
+                v.is_finite().then_some((f64::from(h.step), v))
+            })
+            .collect()
+    };
+    let by_trial: std::collections::HashMap<u32, &proto::TrialResult> =
+        r.trials.iter().map(|t| (t.trial_index, t)).collect();
+    let trials: Vec<ridgeline_coordinator::plot::LineageTrial> = r
+        .trials
+        .iter()
+        .zip(&lin)
+        .map(|(t, l)| ridgeline_coordinator::plot::LineageTrial {
+            member: l.member,
+            points: points(t),
+            parent: l
+                .parent
+                .and_then(|q| by_trial.get(&q))
+                .and_then(|q| points(q).last().copied()),
+            exploited: l.exploited,
+        })
+        .collect();
+    let exploits = lin.iter().filter(|l| l.exploited).count();
+    let title = format!(
+        "{}: population based training, {} members, {} exploits",
+        st.sweep_id,
+        lin.iter().map(|l| l.member + 1).max().unwrap_or(0),
+        exploits
+    );
+    Some(
+        ridgeline_coordinator::plot::lineage(path, &title, &metric, &trials)
+            .map_err(anyhow::Error::msg),
+    )
+}
+
 /// Result rows as CSV: one row per trial, parameters and final metrics as columns (and
 /// `feasible`, for a search with constraints; `pareto_rank`, for several objectives).
 pub fn results_csv(r: &proto::GetResultsResponse) -> Result<String> {
@@ -248,6 +329,7 @@ pub fn results_json(r: &proto::GetResultsResponse) -> Result<String> {
     };
     let feasible = feasibility(r);
     let ranks = pareto_ranks(r);
+    let lineage = lineage(r);
     let trials: Vec<serde_json::Value> = r
         .trials
         .iter()
@@ -276,6 +358,15 @@ pub fn results_json(r: &proto::GetResultsResponse) -> Result<String> {
             }
             if let Some(k) = &ranks {
                 row["pareto_rank"] = serde_json::json!(k[i]);
+            }
+            if let Some(l) = &lineage {
+                let l = l[i];
+                row["lineage"] = serde_json::json!({
+                    "round": l.round,
+                    "member": l.member,
+                    "parent": l.parent,
+                    "exploited": l.exploited,
+                });
             }
             row
         })

@@ -107,6 +107,27 @@ class Sweep:
             raise RidgelineError(f"sweep {self.id} has one objective: see best()")
         return df[df["pareto_rank"] == 0].reset_index(drop=True)
 
+    def lineage(self) -> pd.DataFrame:
+        """A population-based-training sweep's lineage, one row per trial: ``trial``,
+        ``round``, ``member``, ``parent`` (the trial whose checkpoint it started from;
+        NA in round 0), ``exploited`` (whether that was another member's) and the
+        sweep's metric at the trial's end."""
+        r = self.results()
+        rows = [t for t in r.get("trials", []) if "lineage" in t]
+        if not rows:
+            raise RidgelineError(f"sweep {self.id} is not a population based training")
+        metric = r.get("metric")
+        return pd.DataFrame(
+            {
+                "trial": pd.Series([int(t["trial"]) for t in rows], dtype="int64"),
+                "round": pd.Series([int(t["lineage"]["round"]) for t in rows], dtype="int64"),
+                "member": pd.Series([int(t["lineage"]["member"]) for t in rows], dtype="int64"),
+                "parent": pd.Series([t["lineage"]["parent"] for t in rows], dtype="Int64"),
+                "exploited": pd.Series([bool(t["lineage"]["exploited"]) for t in rows], dtype=bool),
+                str(metric): pd.Series([t["metrics"].get(metric) for t in rows], dtype="float64"),
+            }
+        )
+
     def hypervolume(self) -> pd.DataFrame:
         """A multi-objective search's hypervolume after each feasible completed trial,
         in trial order (``trial``, ``hypervolume``), measured from the sweep's reference

@@ -94,3 +94,24 @@ def test_pbt_lineage_survives_a_kill_storm(in_tests_folder, tmp_path):
             assert state["step"] == ROUNDS * INTERVAL
     finally:
         c.close()
+
+
+def test_lineage_and_its_picture_from_a_local_run(in_tests_folder, tmp_path):
+    import struct
+
+    import ridgeline
+
+    sweep = ridgeline.run(spec("pbt-local"), out=tmp_path / "out", workers=2, progress=False)
+    lin = sweep.lineage()
+    assert list(lin["trial"]) == list(range(P * ROUNDS))
+    assert list(lin["round"]) == [i // P for i in range(P * ROUNDS)]
+    assert lin.loc[lin["round"] == 0, "parent"].isna().all()
+    later = lin[lin["round"] > 0]
+    # A parent is of the round before; exploited exactly when it is another member's.
+    assert ((later["parent"] // P) == later["round"] - 1).all()
+    assert ((later["parent"] % P != later["member"]) == later["exploited"]).all()
+    # One exploit per round with a quarter of 4 members.
+    assert int(later["exploited"].sum()) == ROUNDS - 1
+    png = (sweep.files() + "/pbt.png").encode()
+    head = open(png, "rb").read(24)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", head[16:24]) == (860, 540)

@@ -31,12 +31,14 @@ pub(crate) fn render_png(
 }
 
 mod curve;
+mod lineage;
 mod pareto;
 mod spectra;
 mod surface;
 
 pub use curve::connectivity;
 use curve::draw_1d;
+pub use lineage::{LineageTrial, lineage};
 pub use pareto::{ParetoPoint, pareto};
 pub use spectra::{esd, intrinsic};
 pub use surface::map;
