@@ -670,3 +670,66 @@ fn several_objectives_take_a_mode_each_and_no_scheduler() {
     let e = with("metric = []").unwrap_err().to_string();
     assert!(e.contains("at least one metric name"), "{e}");
 }
+
+#[test]
+fn pbt_takes_command_trials_and_sizes_in_range() {
+    // `extra` replaces the default population line (and may add more).
+    let with = |extra: &str, pbt: &str| {
+        let search = if extra.is_empty() {
+            "num_samples = 4"
+        } else {
+            extra
+        };
+        SweepSpec::from_toml(&format!(
+            "name = \"p\"\n[trial]\ncommand = [\"true\"]\n[search]\nalgorithm = \"pbt\"\n{search}\n[search.pbt]\n{pbt}\n[search.space]\nlr = {{ type = \"loguniform\", low = 1e-4, high = 1 }}\n"
+        ))
+    };
+    let s = with("", "rounds = 3").unwrap();
+    assert_eq!(s.metric(), "val_accuracy", "the default metric");
+    assert_eq!(s.total_trials(), 12);
+    assert_eq!(s.search.pbt.perturbation_factors, vec![1.2, 0.8]);
+    for (extra, pbt, field, reason) in [
+        ("num_samples = 1", "", "search.num_samples", "at least 2"),
+        ("", "rounds = 0", "search.pbt", "at least 1"),
+        (
+            "",
+            "quantile_fraction = 0.6",
+            "search.pbt.quantile_fraction",
+            "(0, 0.5]",
+        ),
+        (
+            "",
+            "resample_probability = -1",
+            "search.pbt.resample_probability",
+            "probability",
+        ),
+        (
+            "",
+            "perturbation_factors = []",
+            "search.pbt.perturbation_factors",
+            "positive",
+        ),
+        (
+            "",
+            "hyperparam_mutations = [\"wd\"]",
+            "search.pbt.hyperparam_mutations",
+            "\"wd\"",
+        ),
+        (
+            "num_samples = 4\nmetric = [\"a\", \"b\"]",
+            "",
+            "search.algorithm",
+            "one metric",
+        ),
+    ] {
+        let text = with(extra, pbt);
+        let e = match text {
+            Ok(_) => panic!("{extra} {pbt}: accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            e.contains(field) && e.contains(reason),
+            "{extra} {pbt}: {e}"
+        );
+    }
+}
