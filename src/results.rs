@@ -11,13 +11,25 @@ use ridgeline_common::spec::SweepSpec;
 
 use crate::client::{state_name, unit_state_name};
 
+/// The sweep's spec, as its status carries it.
+fn spec_of(r: &proto::GetResultsResponse) -> Option<SweepSpec> {
+    r.status
+        .as_ref()
+        .and_then(|s| SweepSpec::from_json(&s.spec_json).ok())
+}
+
+/// A trial's final metrics as name-value pairs.
+fn finals(t: &proto::TrialResult) -> Vec<(String, f64)> {
+    t.final_metrics
+        .iter()
+        .map(|m| (m.name.clone(), m.value))
+        .collect()
+}
+
 /// Whether each completed trial is feasible, for a search with constraints (bounds in
 /// its spec, or `constraint_*` metrics reported); `None` for a search without.
 fn feasibility(r: &proto::GetResultsResponse) -> Option<Vec<Option<bool>>> {
-    let spec = r
-        .status
-        .as_ref()
-        .and_then(|s| SweepSpec::from_json(&s.spec_json).ok());
+    let spec = spec_of(r);
     let own = r.trials.iter().any(|t| {
         t.final_metrics.iter().any(|m| {
             m.name
@@ -32,12 +44,8 @@ fn feasibility(r: &proto::GetResultsResponse) -> Option<Vec<Option<bool>>> {
         r.trials
             .iter()
             .map(|t| {
-                let m: Vec<(String, f64)> = t
-                    .final_metrics
-                    .iter()
-                    .map(|m| (m.name.clone(), m.value))
-                    .collect();
-                (t.state == proto::UnitState::Completed as i32).then(|| search.violation(&m) == 0.0)
+                (t.state == proto::UnitState::Completed as i32)
+                    .then(|| search.violation(&finals(t)) == 0.0)
             })
             .collect(),
     )
@@ -54,23 +62,14 @@ struct Objectives {
 }
 
 fn objectives(r: &proto::GetResultsResponse) -> Option<Objectives> {
-    let spec = r
-        .status
-        .as_ref()
-        .and_then(|s| SweepSpec::from_json(&s.spec_json).ok())
-        .filter(SweepSpec::is_multi_objective)?;
+    let spec = spec_of(r).filter(SweepSpec::is_multi_objective)?;
     let feasibility = feasibility(r);
     let values = r
         .trials
         .iter()
         .map(|t| {
-            let m: Vec<(String, f64)> = t
-                .final_metrics
-                .iter()
-                .map(|m| (m.name.clone(), m.value))
-                .collect();
             (t.state == proto::UnitState::Completed as i32)
-                .then(|| spec.objective_values(&m))
+                .then(|| spec.objective_values(&finals(t)))
                 .flatten()
         })
         .collect();
@@ -181,11 +180,8 @@ struct Lineage {
 
 /// Every trial's lineage in a PBT sweep (aligned with `r.trials`); `None` otherwise.
 fn lineage(r: &proto::GetResultsResponse) -> Option<Vec<Lineage>> {
-    let spec = r
-        .status
-        .as_ref()
-        .and_then(|s| SweepSpec::from_json(&s.spec_json).ok())
-        .filter(|s| s.search.algorithm == ridgeline_common::spec::Algorithm::Pbt)?;
+    let spec =
+        spec_of(r).filter(|s| s.search.algorithm == ridgeline_common::spec::Algorithm::Pbt)?;
     let p = spec.search.num_samples.max(1);
     Some(
         r.trials

@@ -6,6 +6,8 @@
 //! state is rebuilt from the stored trials after a restart, and it is deterministic for
 //! a seed given the order in which results arrived.
 
+use std::collections::BTreeMap;
+
 use ridgeline_common::params::{ParamValue, Params};
 use ridgeline_common::rng::Rng;
 use ridgeline_common::spec::{Algorithm, ParamSpec, SweepKind, SweepSpec};
@@ -228,6 +230,16 @@ pub fn from_unit(spec: &ParamSpec, u: f64) -> ParamValue {
             values[((u * values.len() as f64) as usize).min(values.len() - 1)].clone()
         }
     }
+}
+
+/// Trial `i`'s parameters drawn at random from `space` (random search, and the random
+/// phases of the adaptive searchers: the same draws for the same seed and trial).
+pub fn random_params(space: &BTreeMap<String, ParamSpec>, seed: u64, i: u32) -> Params {
+    let mut rng = Rng::stream(seed, u64::from(i));
+    space
+        .iter()
+        .map(|(name, spec)| (name.clone(), sample(spec, &mut rng)))
+        .collect()
 }
 
 /// One draw from a dimension of the space.

@@ -132,11 +132,12 @@ fn the_multi_objective_tpe_split_is_optunas() {
     assert_eq!(good, SPLIT_BELOW_9);
 }
 
-const N_VARS: usize = 10;
+pub(super) const N_VARS: usize = 10;
 const N_TRIALS: u32 = 200;
 const REFERENCE: [f64; 2] = [1.1, 11.0];
 
-fn zdt(which: u8, p: &Params) -> Vec<f64> {
+/// ZDT1 (`which` = 1, a convex front) or ZDT2 (a concave one) over x00..x09.
+pub(super) fn zdt(which: u8, p: &Params) -> Vec<f64> {
     let x: Vec<f64> = p.values().map(|v| v.as_f64().unwrap()).collect();
     let g = 1.0 + 9.0 * x[1..].iter().sum::<f64>() / (N_VARS - 1) as f64;
     let h = if which == 1 {
@@ -147,7 +148,8 @@ fn zdt(which: u8, p: &Params) -> Vec<f64> {
     vec![x[0], g * h]
 }
 
-fn zdt_space() -> BTreeMap<String, ParamSpec> {
+/// The ZDT problems' space: x00..x09 uniform in [0, 1].
+pub(super) fn zdt_space() -> BTreeMap<String, ParamSpec> {
     (0..N_VARS)
         .map(|k| {
             (

@@ -22,7 +22,7 @@ use ridgeline_common::pareto;
 use ridgeline_common::rng::Rng;
 use ridgeline_common::spec::{Mode, Nsga2Spec, ParamSpec};
 
-use super::{Ended, Searcher, sample};
+use super::{Ended, Searcher, random_params, sample};
 
 /// A trial's result as the elite sees it.
 #[derive(Clone, Debug, PartialEq)]
@@ -263,12 +263,7 @@ impl Searcher for Nsga2 {
         if parents.is_empty() {
             // Generation 0 (or nothing completed yet): Optuna's random sampler, the
             // same draws as `random`.
-            let mut rng = Rng::stream(self.seed, u64::from(i));
-            return self
-                .space
-                .iter()
-                .map(|(n, s)| (n.clone(), sample(s, &mut rng)))
-                .collect();
+            return random_params(&self.space, self.seed, i);
         }
         let mut rng = Rng::stream(self.seed ^ 0x6e73_6761_325f_6e73, u64::from(i));
         self.breed(&parents, &mut rng)

@@ -21,7 +21,7 @@ use ridgeline_common::params::{ParamValue, Params};
 use ridgeline_common::rng::Rng;
 use ridgeline_common::spec::{Mode, PBT_PARENT, ParamSpec, PbtSpec};
 
-use super::{Ended, Searcher, sample};
+use super::{Ended, Searcher, random_params, sample};
 
 /// The PBT searcher.
 pub struct Pbt {
@@ -167,12 +167,7 @@ fn perturb(spec: &ParamSpec, v: &ParamValue, factors: &[f64], rng: &mut Rng) -> 
 impl Searcher for Pbt {
     fn suggest(&mut self, i: u32) -> Params {
         if i < self.population {
-            let mut rng = Rng::stream(self.seed, u64::from(i));
-            return self
-                .space
-                .iter()
-                .map(|(n, s)| (n.clone(), sample(s, &mut rng)))
-                .collect();
+            return random_params(&self.space, self.seed, i);
         }
         self.decide(i)
     }

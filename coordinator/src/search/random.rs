@@ -3,10 +3,9 @@
 use std::collections::BTreeMap;
 
 use ridgeline_common::params::Params;
-use ridgeline_common::rng::Rng;
 use ridgeline_common::spec::ParamSpec;
 
-use super::{Searcher, sample};
+use super::{Searcher, random_params};
 
 /// Independent draws; `grid` dimensions are drawn like choices.
 pub(super) struct RandomSearch {
@@ -16,10 +15,6 @@ pub(super) struct RandomSearch {
 
 impl Searcher for RandomSearch {
     fn suggest(&mut self, i: u32) -> Params {
-        let mut rng = Rng::stream(self.seed, u64::from(i));
-        self.space
-            .iter()
-            .map(|(name, spec)| (name.clone(), sample(spec, &mut rng)))
-            .collect()
+        random_params(&self.space, self.seed, i)
     }
 }

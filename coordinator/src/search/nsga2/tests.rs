@@ -1,20 +1,7 @@
 //! NSGA-II against Optuna's own operators, and its behaviour on ZDT problems.
 
 use super::*;
-
-fn space(n: usize) -> BTreeMap<String, ParamSpec> {
-    (0..n)
-        .map(|k| {
-            (
-                format!("x{k:02}"),
-                ParamSpec::Uniform {
-                    low: 0.0,
-                    high: 1.0,
-                },
-            )
-        })
-        .collect()
-}
+use crate::search::moo_tests::{N_VARS, zdt, zdt_space};
 
 fn cfg(population: u32) -> Nsga2Spec {
     Nsga2Spec {
@@ -23,17 +10,10 @@ fn cfg(population: u32) -> Nsga2Spec {
     }
 }
 
-/// ZDT1 (Zitzler, Deb, Thiele 2000): a convex front f2 = 1 - sqrt(f1) at g = 1.
-pub(crate) fn zdt1(p: &Params) -> Vec<f64> {
-    let x: Vec<f64> = p.values().map(|v| v.as_f64().unwrap()).collect();
-    let g = 1.0 + 9.0 * x[1..].iter().sum::<f64>() / (x.len() - 1) as f64;
-    vec![x[0], g * (1.0 - (x[0] / g).sqrt())]
-}
-
 #[test]
 fn children_depend_on_the_results_not_on_their_order() {
     let run = |reverse: bool| {
-        let mut s = Nsga2::new(space(5), 11, vec![Mode::Min, Mode::Min], cfg(8));
+        let mut s = Nsga2::new(zdt_space(), 11, vec![Mode::Min, Mode::Min], cfg(8));
         let mut out = Vec::new();
         for g in 0..4u32 {
             let ids: Vec<u32> = (g * 8..g * 8 + 8).collect();
@@ -50,7 +30,7 @@ fn children_depend_on_the_results_not_on_their_order() {
                 order.reverse();
             }
             for k in order {
-                let values = zdt1(&ps[k]);
+                let values = zdt(1, &ps[k]);
                 s.observe(
                     ids[k],
                     Ended::Scored {
