@@ -82,6 +82,13 @@ def test_pbt_lineage_survives_a_kill_storm(in_tests_folder, tmp_path):
                 assert trials[(r - 1) * P + m]["metrics"]["score"] == min(prev)
             else:
                 assert t["params"]["lr"] == trials[parent]["params"]["lr"]
+        # More trials would change the population: refused, by name.
+        import pytest
+
+        from ridgeline import RidgelineError
+
+        with pytest.raises(RidgelineError, match="submit one with more rounds"):
+            sweep.extend(2)
         # Each checkpoint's chain of trials is its lineage, copied complete each round.
         for i in range(P * (ROUNDS - 1), P * ROUNDS):
             state = json.loads(

@@ -738,6 +738,13 @@ impl SweepSpec {
                 );
             }
         }
+        if s.enqueue.len() > s.num_samples as usize {
+            return err(
+                "search.enqueue",
+                "pbt takes given configurations for its first round only (at most num_samples)"
+                    .into(),
+            );
+        }
         if s.space.contains_key(PBT_PARENT) {
             return err(
                 &format!("search.space.{PBT_PARENT}"),

@@ -563,6 +563,10 @@ pub fn on_sweep_extended(
     if s.spec.search.algorithm == ridgeline_common::spec::Algorithm::Grid {
         return no("a grid's trials are its points; submit a larger grid");
     }
+    if s.spec.search.algorithm == ridgeline_common::spec::Algorithm::Pbt {
+        // Its trials are (member, round) pairs: more of them would change the population.
+        return no("a PBT sweep's trials are its members' rounds; submit one with more rounds");
+    }
     if trials == 0 && enqueue.is_empty() {
         return Err(CoreError::Invalid(
             "trials".into(),
