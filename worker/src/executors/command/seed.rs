@@ -48,10 +48,14 @@ fn copy(from: &Path, to: &Path) -> io::Result<()> {
         }
         let (src, dst) = (entry.path(), to.join(&name));
         let kind = entry.file_type()?;
+        // Whatever stands at the destination as a link (left by a copy cut short) is
+        // removed, never written through: a copy stays inside the trial's folder.
+        if std::fs::symlink_metadata(&dst).is_ok_and(|m| m.file_type().is_symlink()) {
+            std::fs::remove_file(&dst)?;
+        }
         if kind.is_dir() {
             copy(&src, &dst)?;
         } else if kind.is_symlink() {
-            let _ = std::fs::remove_file(&dst);
             std::os::unix::fs::symlink(std::fs::read_link(&src)?, &dst)?;
         } else if kind.is_file() {
             std::fs::copy(&src, &dst)?;
@@ -72,11 +76,21 @@ mod tests {
         std::fs::create_dir_all(p.join("sub")).unwrap();
         std::fs::write(p.join("ckpt.bin"), b"weights").unwrap();
         std::fs::write(p.join("sub/opt.bin"), b"moments").unwrap();
+        std::fs::create_dir_all(p.join("more")).unwrap();
+        std::fs::write(p.join("more/x"), b"x").unwrap();
         std::fs::write(p.join(".ridgeline-reports.jsonl"), b"{}").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", p.join("link")).unwrap();
         std::fs::create_dir_all(&d).unwrap();
-        // A half-done copy of an earlier attempt (no marker) is overwritten.
+        // A half-done copy of an earlier attempt (no marker) is overwritten, and links
+        // standing where files and folders go are replaced, not written through.
         std::fs::write(d.join("ckpt.bin"), b"wei").unwrap();
+        let outside = root.path().join("outside");
+        std::fs::create_dir_all(outside.join("dir")).unwrap();
+        std::fs::write(outside.join("victim"), b"keep").unwrap();
+        std::fs::create_dir_all(d.join("sub")).unwrap();
+        std::os::unix::fs::symlink(outside.join("victim"), d.join("sub/opt.bin")).unwrap();
+        std::os::unix::fs::symlink(outside.join("victim"), d.join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.join("dir"), d.join("more")).unwrap();
         assert!(seed(&p, &d, 7).unwrap());
         assert_eq!(std::fs::read(d.join("ckpt.bin")).unwrap(), b"weights");
         assert_eq!(std::fs::read(d.join("sub/opt.bin")).unwrap(), b"moments");
@@ -86,6 +100,18 @@ mod tests {
             Path::new("/etc/passwd")
         );
         assert_eq!(std::fs::read_to_string(d.join(MARKER)).unwrap(), "7");
+        assert_eq!(std::fs::read(outside.join("victim")).unwrap(), b"keep");
+        assert!(
+            !outside.join("dir/x").exists(),
+            "a folder link is not written through"
+        );
+        assert_eq!(std::fs::read(d.join("more/x")).unwrap(), b"x");
+        assert!(
+            !std::fs::symlink_metadata(d.join("sub/opt.bin"))
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
         // The program moves on; a later attempt does not copy over its work.
         std::fs::write(d.join("ckpt.bin"), b"trained further").unwrap();
         assert!(!seed(&p, &d, 7).unwrap());
