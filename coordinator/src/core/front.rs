@@ -59,7 +59,9 @@ impl Front {
     /// A feasible trial completed with these objective values.
     pub fn add(&mut self, trial: u32, values: Vec<f64>, params: Params) {
         let l = pareto::losses(&values, &self.modes);
+        let mut moved = false;
         for (w, x) in self.worst.iter_mut().zip(&l) {
+            moved |= *x > *w;
             *w = w.max(*x);
         }
         let losses = |t: &FrontTrial| pareto::losses(&t.values, &self.modes);
@@ -69,7 +71,7 @@ impl Front {
             .any(|t| pareto::dominates(&losses(t), &l))
         {
             // Off the front, but it may have moved the reference point outwards.
-            if self.given.is_none() {
+            if moved && self.given.is_none() {
                 self.hypervolume = self.compute_hypervolume();
             }
             return;
