@@ -163,28 +163,51 @@ def test_the_one_call_entry_gives_the_surface_of_the_seed_loop(in_tests_folder, 
     assert (np.abs(s.loss - want) / np.abs(want)).max() <= 1e-6
 
 
+def _worker_name(trial: dict) -> str:
+    """The name a worker was started with (results say "<id>-<name>")."""
+    return str(trial["worker"] or "").split("-", 1)[-1]
+
+
+def _kill_as_a_tile_starts(sweep, worker, kill) -> "tuple[int, list]":
+    """Calls ``kill(evaluators)`` as worker ``w0`` (process ``worker``) starts a tile,
+    once another tile has finished; returns that tile's trial and the evaluators. A
+    worker between tiles, or whose share is done, holds nothing to lease again."""
+    import time
+
+    deadline = time.monotonic() + 120
+    seen: set = set()
+    while time.monotonic() < deadline:
+        trials = sweep.results()["trials"]
+        mine = {t["trial"] for t in trials if t["state"] == "running" and _worker_name(t) == "w0"}
+        done = sum(t["state"] == "completed" for t in trials)
+        evaluators = _children(worker.pid)
+        fresh = mine - seen
+        if fresh and evaluators and done >= 1:
+            kill(evaluators)
+            return min(fresh), evaluators
+        seen |= mine
+        time.sleep(0.05)
+    raise AssertionError("worker w0 never started a tile with an evaluator after one finished")
+
+
+def _ran_again(sweep, held: int) -> dict:
+    """The tile leased when the fault struck ran again, to completion; returns it."""
+    final = sweep.wait(progress=False, timeout=600)
+    assert final["state"] == "completed", final
+    again = next(t for t in sweep.results()["trials"] if t["trial"] == held)
+    assert again["attempts"] >= 2 and again["state"] == "completed", again
+    return again
+
+
 def test_an_evaluator_killed_mid_scan_costs_a_retry_not_a_bit(cluster, in_tests_folder, tmp_path):
     import os
     import signal
-    import subprocess
-    import time
 
     sweep = cluster.client.submit(scan_spec("torch_models:slow_cnn", "torch-kill"))
-    pattern = "ridgeline.torch.evaluator torch_models:slow_cnn"
-    deadline = time.monotonic() + 120
-    killed = None
-    while killed is None and time.monotonic() < deadline:
-        pids = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
-        done = sweep.status()["completed"]
-        if pids.stdout.split() and done >= 1:
-            killed = int(pids.stdout.split()[0])
-            os.kill(killed, signal.SIGKILL)
-        time.sleep(0.05)
-    assert killed is not None, "no evaluator ran alongside a finished tile"
-    final = sweep.wait(progress=False, timeout=600)
-    assert final["state"] == "completed", final
-    trials = sweep.results()["trials"]
-    assert any(t["attempts"] >= 2 for t in trials), trials
+    held, _ = _kill_as_a_tile_starts(
+        sweep, cluster.procs[1], lambda evaluators: os.kill(evaluators[0], signal.SIGKILL)
+    )
+    _ran_again(sweep, held)
     # The same surface, bit for bit, as the model scanned without a fault.
     alone = ridgeline.run(
         scan_spec("torch_models:cnn", "torch-cnn"), workers=1, out=tmp_path / "one", progress=False
@@ -207,20 +230,11 @@ def test_a_worker_killed_mid_scan_costs_a_lease_not_a_bit(in_tests_folder, tmp_p
     try:
         sweep = c.client.submit(scan_spec("torch_models:slow_cnn", "torch-worker-kill"))
         victim = c.procs[1]
-        deadline = time.monotonic() + 120
-        children: list = []
-        while time.monotonic() < deadline:
-            children = _children(victim.pid)
-            if children and sweep.status()["completed"] >= 1:
-                break
-            time.sleep(0.05)
-        assert children, "the worker had no evaluator while the scan ran"
-        victim.send_signal(signal.SIGKILL)
-        final = sweep.wait(progress=False, timeout=600)
-        assert final["state"] == "completed", final
+        held, children = _kill_as_a_tile_starts(
+            sweep, victim, lambda _: victim.send_signal(signal.SIGKILL)
+        )
         # The tile it held was leased again, to the other worker.
-        trials = sweep.results()["trials"]
-        assert any(t["attempts"] >= 2 for t in trials), trials
+        assert _worker_name(_ran_again(sweep, held)) == "w1"
         # The dead worker's evaluators end with it (their stdin closes).
         gone = time.monotonic() + 30
         while any(_alive(p) for p in children) and time.monotonic() < gone:
