@@ -15,6 +15,11 @@ impl Rng {
         Rng(seed)
     }
 
+    /// The state: `Rng::new(r.state())` draws what `r` would draw next.
+    pub fn state(&self) -> u64 {
+        self.0
+    }
+
     /// A generator for stream `stream` of `seed`, independent of other streams: used so
     /// that trial `i`'s draw does not depend on how many trials came before it.
     pub fn stream(seed: u64, stream: u64) -> Self {

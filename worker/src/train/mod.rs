@@ -17,6 +17,7 @@ use crate::models::{
 use crate::subspace::Subspace;
 
 mod optim;
+pub mod state;
 
 use optim::Optim;
 pub use optim::Sgd;
@@ -201,6 +202,38 @@ pub enum TrainError {
     /// candle failed (out of memory, shape mismatch, ...).
     #[error("tensor computation: {0}")]
     Candle(#[from] candle_core::Error),
+    /// The state a PBT round starts from does not fit it.
+    #[error("resuming from the parent's training state: {0}")]
+    Resume(String),
+}
+
+/// The part of a trial's training that one unit runs: all of it for a plain trial; for
+/// a PBT round, epochs `first..=last` of a schedule `total` epochs long (the learning
+/// rate follows the whole schedule), from the parent's state.
+pub struct Stint {
+    /// The first epoch trained (1 for a fresh start).
+    pub first: usize,
+    /// The last epoch trained.
+    pub last: usize,
+    /// Epochs the learning-rate schedule spans.
+    pub total: usize,
+    /// Where training resumes from (`first - 1` epochs trained).
+    pub from: Option<state::TrainState>,
+    /// Whether to add [`state::STATE_FILE`] to the artifacts, for a round to come.
+    pub save_state: bool,
+}
+
+impl Stint {
+    /// Every epoch, from a fresh model.
+    pub fn whole(epochs: usize) -> Self {
+        Stint {
+            first: 1,
+            last: epochs,
+            total: epochs,
+            from: None,
+            save_state: false,
+        }
+    }
 }
 
 /// Trains one trial. `progress(epoch, metrics)` is called after every epoch; `cancel` is
@@ -214,10 +247,47 @@ pub fn run_trial(
     progress: &mut dyn FnMut(u32, Vec<(String, f64)>),
 ) -> Result<TrialOutput, TrainError> {
     let cfg = spec.trial_config(params)?;
+    let whole = Stint::whole(cfg.train.epochs);
+    run_stint(&cfg, data, device, whole, cancel, progress)
+}
+
+/// Trains the epochs of `stint`.
+pub fn run_stint(
+    cfg: &TrialConfig,
+    data: &Data,
+    device: &Device,
+    stint: Stint,
+    cancel: &AtomicBool,
+    progress: &mut dyn FnMut(u32, Vec<(String, f64)>),
+) -> Result<TrialOutput, TrainError> {
     let t = &cfg.train;
-    let mconf = model_config(&cfg, data)?;
-    let model = mconf.init(t.seed, DType::F32, device)?;
+    let mconf = model_config(cfg, data)?;
+    let model = match &stint.from {
+        None => mconf.init(t.seed, DType::F32, device)?,
+        Some(from) if from.epoch + 1 == stint.first && t.subspace_dim == 0 => mconf
+            .load(&from.model(), DType::F32, device)
+            .map_err(TrainError::Resume)?,
+        Some(from) => {
+            return Err(TrainError::Resume(format!(
+                "a state after epoch {} cannot start epoch {}{}",
+                from.epoch,
+                stint.first,
+                if t.subspace_dim > 0 {
+                    " in a subspace"
+                } else {
+                    ""
+                }
+            )));
+        }
+    };
     let params = model.trainable();
+    // The optimizer's state is named after the variables it updates.
+    let names: Vec<String> = model
+        .params()
+        .iter()
+        .filter(|p| p.trainable())
+        .map(|p| p.name.clone())
+        .collect();
     // Subspace training: only ψ is optimised; the model's parameters follow θ₀ + P ψ.
     let sub = match t.subspace_dim {
         0 => None,
@@ -231,7 +301,7 @@ pub fn run_trial(
             Some(s) => vec![s.psi.clone()],
             None => params.clone(),
         },
-        &cfg,
+        cfg,
     )?;
     let (train, val) = match data {
         Data::Table(d) => (
@@ -245,22 +315,34 @@ pub fn run_trial(
     };
     let n = train.len();
     let batch = t.batch_size.min(n);
-    let total_steps = n.div_ceil(batch) * t.epochs;
-    let mut step = 0;
-    let mut rng = Rng::stream(t.seed, 0x0074_7261_696e);
-    let mut order: Vec<u32> = (0..n as u32).collect();
+    let per_epoch = n.div_ceil(batch);
+    let total_steps = per_epoch * stint.total;
+    let (mut rng, mut order) = match &stint.from {
+        Some(from) => {
+            opt.restore(&names, &from.tensors, from.steps)
+                .map_err(TrainError::Resume)?;
+            (
+                Rng::new(from.rng),
+                from.order(n).map_err(TrainError::Resume)?,
+            )
+        }
+        None => (
+            Rng::stream(t.seed, 0x0074_7261_696e),
+            (0..n as u32).collect(),
+        ),
+    };
     let mut last = Vec::new();
     let mut epochs = Vec::new();
-    if t.keep_checkpoints {
+    if t.keep_checkpoints && stint.first == 1 {
         epochs.push((
             "model_epoch_000.safetensors".to_owned(),
             safetensors_bytes(model.named_tensors())?,
         ));
     }
-    for epoch in 1..=t.epochs {
+    for epoch in stint.first..=stint.last {
         rng.shuffle(&mut order);
         let mut loss_sum = 0f64;
-        for idx in order.chunks(batch) {
+        for (i, idx) in order.chunks(batch).enumerate() {
             if cancel.load(Ordering::Relaxed) {
                 return Ok(TrialOutput {
                     end: TrialEnd::Cancelled,
@@ -286,9 +368,10 @@ pub fn run_trial(
                 });
             }
             loss_sum += l * idx.len() as f64;
-            opt.set_lr(lr_at(t, step, total_steps));
+            // The schedule's position is the epoch's share of the whole, so that a
+            // round whose batch size changed goes on where its parent stopped.
+            opt.set_lr(lr_at(t, (epoch - 1) * per_epoch + i, total_steps));
             opt.backward_step(&loss, t.grad_clip, sub.as_ref().map(|s| (s, &params[..])))?;
-            step += 1;
         }
         if let Some(s) = &sub {
             s.apply(&params)?;
@@ -319,6 +402,18 @@ pub fn run_trial(
     }
     let mut artifacts = checkpoint(model.as_ref(), data, device)?;
     artifacts.extend(epochs);
+    if stint.save_state {
+        let (optimizer, steps) = opt.state(&names);
+        let bytes = state::encode(
+            model.named_tensors(),
+            optimizer,
+            &order,
+            stint.last,
+            steps,
+            rng.state(),
+        )?;
+        artifacts.push((state::STATE_FILE.to_owned(), bytes));
+    }
     Ok(TrialOutput {
         end: TrialEnd::Completed,
         final_metrics: last,
@@ -328,12 +423,20 @@ pub fn run_trial(
 
 /// Named tensors as safetensors bytes (moved to the CPU first).
 pub(crate) fn safetensors_bytes(tensors: Vec<(String, Tensor)>) -> Result<Vec<u8>, TrainError> {
+    safetensors_with(tensors, None)
+}
+
+/// Named tensors and metadata as safetensors bytes (moved to the CPU first).
+fn safetensors_with(
+    tensors: Vec<(String, Tensor)>,
+    metadata: Option<std::collections::HashMap<String, String>>,
+) -> Result<Vec<u8>, TrainError> {
     let tensors: Vec<(String, Tensor)> = tensors
         .into_iter()
         .map(|(k, t)| t.to_device(&Device::Cpu).map(|t| (k, t)))
         .collect::<candle_core::Result<_>>()?;
     Ok(
-        safetensors::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), None)
+        safetensors::serialize(tensors.iter().map(|(k, t)| (k.as_str(), t)), metadata)
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?,
     )
 }
@@ -500,5 +603,164 @@ mod tests {
             // Random labels on 32 points: a 5-6-6-3 net can memorise most of them.
             assert!(end < 0.6 * first, "{opt:?}: {first} -> {end}");
         }
+    }
+
+    /// 120 samples of 5 features in 3 classes (labels from a linear rule, so it learns).
+    fn toy_data() -> Data {
+        let samples = |n: usize, seed: u64| {
+            let (x, _) = batch(n, 5, 3, seed);
+            let y = x
+                .chunks(5)
+                .map(|r| ((r[0] + 0.5 * r[1] > 0.0) as u32) + (r[2] > 0.8) as u32)
+                .collect();
+            Samples {
+                x: x.iter().map(|&v| v as f32).collect(),
+                y,
+                t: vec![],
+                outputs: 0,
+                dim: 5,
+                image: None,
+            }
+        };
+        Data::Table(crate::data::Dataset {
+            train: samples(120, 3),
+            val: samples(40, 4),
+            classes: 3,
+            mean: vec![0.0; 5],
+            scale: vec![1.0; 5],
+        })
+    }
+
+    fn file<'a>(out: &'a TrialOutput, name: &str) -> &'a [u8] {
+        &out.artifacts.iter().find(|(n, _)| n == name).unwrap().1
+    }
+
+    /// Four epochs straight, or two, the state saved and decoded, and two more: the
+    /// same model to the bit and the same metrics, with dropout (the random stream),
+    /// momentum or AdamW's moments, warmup and a cosine schedule all in play.
+    #[test]
+    fn a_stint_from_a_saved_state_trains_as_if_it_never_stopped() {
+        for optimizer in [Optimizer::Adamw, Optimizer::Sgd] {
+            let mut cfg = TrialConfig {
+                model: ModelSpec {
+                    depth: 2,
+                    width: 8,
+                    dropout: 0.2,
+                    ..ModelSpec::default()
+                },
+                train: Default::default(),
+                context: 1,
+            };
+            cfg.train.optimizer = optimizer;
+            cfg.train.epochs = 4;
+            cfg.train.batch_size = 16;
+            cfg.train.warmup = 5;
+            cfg.train.momentum = 0.9;
+            cfg.train.schedule = Schedule::Cosine;
+            let data = toy_data();
+            let stop = AtomicBool::new(false);
+            let mut seen = Vec::new();
+            let mut straight = run_stint(
+                &cfg,
+                &data,
+                &Device::Cpu,
+                Stint::whole(4),
+                &stop,
+                &mut |e, m| seen.push((e, m)),
+            )
+            .unwrap();
+            let part = |first, last, from, save_state| Stint {
+                first,
+                last,
+                total: 4,
+                from,
+                save_state,
+            };
+            let mut resumed_seen = Vec::new();
+            let mut progress = |e, m| resumed_seen.push((e, m));
+            let first = run_stint(
+                &cfg,
+                &data,
+                &Device::Cpu,
+                part(1, 2, None, true),
+                &stop,
+                &mut progress,
+            )
+            .unwrap();
+            let saved = file(&first, state::STATE_FILE);
+            assert!(
+                straight
+                    .artifacts
+                    .iter()
+                    .all(|(n, _)| n != state::STATE_FILE)
+            );
+            let from = state::decode(saved, &Device::Cpu).unwrap();
+            assert_eq!(from.epoch, 2);
+            // A state cannot start any epoch but the next.
+            let wrong = run_stint(
+                &cfg,
+                &data,
+                &Device::Cpu,
+                part(
+                    4,
+                    4,
+                    Some(state::decode(saved, &Device::Cpu).unwrap()),
+                    false,
+                ),
+                &stop,
+                &mut |_, _| {},
+            );
+            assert!(
+                matches!(wrong, Err(TrainError::Resume(ref e)) if e.contains("after epoch 2 cannot start epoch 4"))
+            );
+            let second = run_stint(
+                &cfg,
+                &data,
+                &Device::Cpu,
+                part(3, 4, Some(from), false),
+                &stop,
+                &mut progress,
+            )
+            .unwrap();
+            assert_eq!(
+                file(&straight, "model.safetensors"),
+                file(&second, "model.safetensors"),
+                "{optimizer:?}"
+            );
+            assert_eq!(seen, resumed_seen);
+            assert_eq!(
+                second.final_metrics,
+                std::mem::take(&mut straight.final_metrics)
+            );
+            // Two epochs from a fresh model instead end elsewhere (the test can fail).
+            let fresh = run_stint(
+                &cfg,
+                &data,
+                &Device::Cpu,
+                part(1, 2, None, false),
+                &stop,
+                &mut |_, _| {},
+            )
+            .unwrap();
+            assert_ne!(
+                file(&fresh, "model.safetensors"),
+                file(&second, "model.safetensors")
+            );
+        }
+    }
+
+    #[test]
+    fn a_state_that_is_not_one_is_refused_saying_why() {
+        let err = state::decode(b"not a safetensors file", &Device::Cpu)
+            .err()
+            .unwrap();
+        assert!(err.starts_with(state::STATE_FILE), "{err}");
+        let plain = safetensors_bytes(vec![(
+            "w".into(),
+            Tensor::zeros(2, DType::F32, &Device::Cpu).unwrap(),
+        )])
+        .unwrap();
+        let err = state::decode(&plain, &Device::Cpu).err().unwrap();
+        assert!(err.contains("not a training state"), "{err}");
     }
 }

@@ -2,7 +2,6 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{DType, Tensor, Var};
-use candle_nn::optim::{AdamW, Optimizer as _, ParamsAdamW};
 use ridgeline_common::spec::{Optimizer, TrialConfig};
 
 use crate::subspace::Subspace;
@@ -51,8 +50,59 @@ impl Sgd {
     }
 }
 
+/// AdamW (Loshchilov & Hutter), step for step as candle-nn's (same operations in the
+/// same order, so the same bits), with its moments and step count open to checkpoints:
+/// a PBT round resumes the optimizer where its parent left it.
+pub struct Adamw {
+    vars: Vec<Var>,
+    first: Vec<Tensor>,
+    second: Vec<Tensor>,
+    steps: usize,
+    lr: f64,
+    weight_decay: f64,
+}
+
+const BETA1: f64 = 0.9;
+const BETA2: f64 = 0.999;
+const EPS: f64 = 1e-8;
+
+impl Adamw {
+    /// A new optimizer over `vars`, moments at zero.
+    pub fn new(vars: Vec<Var>, lr: f64, weight_decay: f64) -> candle_core::Result<Self> {
+        let zeros = |v: &Var| v.as_tensor().zeros_like();
+        Ok(Adamw {
+            first: vars.iter().map(zeros).collect::<candle_core::Result<_>>()?,
+            second: vars.iter().map(zeros).collect::<candle_core::Result<_>>()?,
+            vars,
+            steps: 0,
+            lr,
+            weight_decay,
+        })
+    }
+
+    /// One update from gradients.
+    pub fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
+        self.steps += 1;
+        let t = self.steps as i32;
+        let (scale_m, scale_v) = (1.0 / (1.0 - BETA1.powi(t)), 1.0 / (1.0 - BETA2.powi(t)));
+        for ((theta, m), v) in self.vars.iter().zip(&mut self.first).zip(&mut self.second) {
+            let Some(g) = grads.get(theta) else { continue };
+            let next_m = ((&*m * BETA1)? + (g * (1.0 - BETA1))?)?;
+            let next_v = ((&*v * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?;
+            let m_hat = (&next_m * scale_m)?;
+            let v_hat = (&next_v * scale_v)?;
+            let decayed = (theta.as_tensor() * (1.0 - self.lr * self.weight_decay))?;
+            let adjusted = (m_hat / (v_hat.sqrt()? + EPS)?)?;
+            theta.set(&(decayed - (adjusted * self.lr)?)?)?;
+            *m = next_m;
+            *v = next_v;
+        }
+        Ok(())
+    }
+}
+
 enum Rule {
-    Adamw(AdamW),
+    Adamw(Adamw),
     Sgd(Sgd),
 }
 
@@ -65,14 +115,7 @@ impl Optim {
     pub(super) fn new(vars: Vec<Var>, c: &TrialConfig) -> candle_core::Result<Self> {
         let t = &c.train;
         let rule = match t.optimizer {
-            Optimizer::Adamw => Rule::Adamw(AdamW::new(
-                vars.clone(),
-                ParamsAdamW {
-                    lr: t.lr,
-                    weight_decay: t.weight_decay,
-                    ..ParamsAdamW::default()
-                },
-            )?),
+            Optimizer::Adamw => Rule::Adamw(Adamw::new(vars.clone(), t.lr, t.weight_decay)?),
             Optimizer::Sgd => Rule::Sgd(Sgd::new(vars.clone(), t.lr, t.momentum, t.weight_decay)),
         };
         Ok(Optim { rule, vars })
@@ -80,9 +123,82 @@ impl Optim {
 
     pub(super) fn set_lr(&mut self, lr: f64) {
         match &mut self.rule {
-            Rule::Adamw(o) => o.set_learning_rate(lr),
+            Rule::Adamw(o) => o.lr = lr,
             Rule::Sgd(o) => o.lr = lr,
         }
+    }
+
+    /// The optimizer's state, its tensors named after the variables' `names` (in the
+    /// order the optimizer was given them): AdamW's moments `adamw.m.NAME`,
+    /// `adamw.v.NAME` and step count; SGD's velocities `sgd.velocity.NAME` (none before
+    /// the first step, or without momentum).
+    pub(super) fn state(&self, names: &[String]) -> (Vec<(String, Tensor)>, usize) {
+        match &self.rule {
+            Rule::Adamw(o) => {
+                let m = names
+                    .iter()
+                    .zip(&o.first)
+                    .map(|(n, t)| (format!("adamw.m.{n}"), t.clone()));
+                let v = names
+                    .iter()
+                    .zip(&o.second)
+                    .map(|(n, t)| (format!("adamw.v.{n}"), t.clone()));
+                (m.chain(v).collect(), o.steps)
+            }
+            Rule::Sgd(o) => (
+                names
+                    .iter()
+                    .zip(&o.velocity)
+                    .filter_map(|(n, v)| {
+                        v.as_ref().map(|v| (format!("sgd.velocity.{n}"), v.clone()))
+                    })
+                    .collect(),
+                0,
+            ),
+        }
+    }
+
+    /// Takes up the state [`Optim::state`] gave (names and shapes checked: a missing
+    /// AdamW moment or a misshapen tensor is an error naming it).
+    pub(super) fn restore(
+        &mut self,
+        names: &[String],
+        tensors: &std::collections::HashMap<String, Tensor>,
+        steps: usize,
+    ) -> Result<(), String> {
+        let take = |key: String, like: &Var| -> Result<Option<Tensor>, String> {
+            let Some(t) = tensors.get(&key) else {
+                return Ok(None);
+            };
+            if t.dims() != like.dims() {
+                return Err(format!(
+                    "{key}: expected shape {:?}, found {:?}",
+                    like.dims(),
+                    t.dims()
+                ));
+            }
+            t.to_dtype(like.dtype())
+                .and_then(|t| t.to_device(like.device()))
+                .map(Some)
+                .map_err(|e| format!("{key}: {e}"))
+        };
+        match &mut self.rule {
+            Rule::Adamw(o) => {
+                for (i, (n, var)) in names.iter().zip(&o.vars).enumerate() {
+                    let need =
+                        |k: String| take(k.clone(), var)?.ok_or(format!("missing tensor {k}"));
+                    o.first[i] = need(format!("adamw.m.{n}"))?;
+                    o.second[i] = need(format!("adamw.v.{n}"))?;
+                }
+                o.steps = steps;
+            }
+            Rule::Sgd(o) => {
+                for (i, (n, var)) in names.iter().zip(&o.vars).enumerate() {
+                    o.velocity[i] = take(format!("sgd.velocity.{n}"), var)?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Backward, clipping of the gradients' global norm to `clip` (when > 0), update.
@@ -146,5 +262,130 @@ mod tests {
             (got[0] - 0.5875).abs() < 1e-12 && (got[1] + 1.175).abs() < 1e-12,
             "{got:?}"
         );
+    }
+
+    /// loss = Σ w·θ² (a quadratic with a different curvature per element), in f32.
+    fn quadratic(v: &Var) -> Tensor {
+        let w = Tensor::new(&[0.5f32, 2.0, -0.25, 1.0], &Device::Cpu).unwrap();
+        (v.as_tensor().sqr().unwrap() * w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+    }
+
+    fn var() -> Var {
+        Var::from_tensor(&Tensor::new(&[1.0f32, -2.0, 0.5, 3.0], &Device::Cpu).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn adamw_is_candles_bit_for_bit() {
+        use candle_nn::optim::{AdamW, Optimizer as _, ParamsAdamW};
+        let (a, b) = (var(), var());
+        let mut ours = Adamw::new(vec![a.clone()], 0.1, 0.05).unwrap();
+        let p = ParamsAdamW {
+            lr: 0.1,
+            weight_decay: 0.05,
+            ..ParamsAdamW::default()
+        };
+        let mut theirs = AdamW::new(vec![b.clone()], p).unwrap();
+        for step in 0..25 {
+            // A schedule, as the trainer sets one.
+            let lr = 0.1 / (1.0 + step as f64);
+            ours.lr = lr;
+            theirs.set_learning_rate(lr);
+            ours.step(&quadratic(&a).backward().unwrap()).unwrap();
+            theirs.step(&quadratic(&b).backward().unwrap()).unwrap();
+        }
+        let (x, y) = (
+            a.as_tensor().to_vec1::<f32>().unwrap(),
+            b.as_tensor().to_vec1::<f32>().unwrap(),
+        );
+        assert_eq!(
+            x.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            y.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        assert_ne!(x, var().as_tensor().to_vec1::<f32>().unwrap());
+    }
+
+    /// Ten steps straight, or five, the state saved and restored into a new optimizer,
+    /// and five more: the same bits, for both rules.
+    #[test]
+    fn a_restored_optimizer_continues_exactly() {
+        for opt in [Optimizer::Adamw, Optimizer::Sgd] {
+            let mut cfg = TrialConfig {
+                model: Default::default(),
+                train: Default::default(),
+                context: 1,
+            };
+            cfg.train.optimizer = opt;
+            cfg.train.lr = 0.05;
+            cfg.train.momentum = 0.9;
+            let names = vec!["theta".to_owned()];
+            let straight = var();
+            let mut o = Optim::new(vec![straight.clone()], &cfg).unwrap();
+            for _ in 0..10 {
+                o.backward_step(&quadratic(&straight), 0.0, None).unwrap();
+            }
+            let resumed = var();
+            let mut first = Optim::new(vec![resumed.clone()], &cfg).unwrap();
+            for _ in 0..5 {
+                first
+                    .backward_step(&quadratic(&resumed), 0.0, None)
+                    .unwrap();
+            }
+            let (tensors, steps) = first.state(&names);
+            assert_eq!(steps, if opt == Optimizer::Adamw { 5 } else { 0 });
+            let saved: std::collections::HashMap<_, _> = tensors.into_iter().collect();
+            let mut second = Optim::new(vec![resumed.clone()], &cfg).unwrap();
+            second.restore(&names, &saved, steps).unwrap();
+            for _ in 0..5 {
+                second
+                    .backward_step(&quadratic(&resumed), 0.0, None)
+                    .unwrap();
+            }
+            assert_eq!(
+                straight.as_tensor().to_vec1::<f32>().unwrap(),
+                resumed.as_tensor().to_vec1::<f32>().unwrap(),
+                "{opt:?}"
+            );
+            // Without the state, the continuation differs (the test can fail).
+            let fresh = var();
+            let mut f = Optim::new(vec![fresh.clone()], &cfg).unwrap();
+            for _ in 0..5 {
+                f.backward_step(&quadratic(&fresh), 0.0, None).unwrap();
+            }
+            let mut g = Optim::new(vec![fresh.clone()], &cfg).unwrap();
+            for _ in 0..5 {
+                g.backward_step(&quadratic(&fresh), 0.0, None).unwrap();
+            }
+            assert_ne!(
+                straight.as_tensor().to_vec1::<f32>().unwrap(),
+                fresh.as_tensor().to_vec1::<f32>().unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn a_misshapen_or_missing_moment_is_refused_by_name() {
+        let cfg = TrialConfig {
+            model: Default::default(),
+            train: Default::default(),
+            context: 1,
+        };
+        let names = vec!["theta".to_owned()];
+        let mut o = Optim::new(vec![var()], &cfg).unwrap();
+        let err = o.restore(&names, &Default::default(), 3).unwrap_err();
+        assert!(err.contains("adamw.m.theta"), "{err}");
+        let bad: std::collections::HashMap<_, _> = ["adamw.m.theta", "adamw.v.theta"]
+            .iter()
+            .map(|k| {
+                (
+                    k.to_string(),
+                    Tensor::zeros(3, DType::F32, &Device::Cpu).unwrap(),
+                )
+            })
+            .collect();
+        let err = o.restore(&names, &bad, 3).unwrap_err();
+        assert!(err.contains("expected shape [4]"), "{err}");
     }
 }
