@@ -218,6 +218,35 @@ pub fn norms_and_cosine(a: &[HostTensor], b: &[HostTensor]) -> (f64, f64, f64) {
     (aa.sqrt(), bb.sqrt(), ab / denom)
 }
 
+/// `to − from`, tensor by tensor (the same names and shapes, in the same order): the
+/// direction towards a target checkpoint.
+pub fn difference(from: &[HostTensor], to: &[HostTensor]) -> Result<Vec<HostTensor>, String> {
+    if from.len() != to.len() {
+        return Err(format!(
+            "{} parameter tensors, the scanned checkpoint has {}",
+            to.len(),
+            from.len()
+        ));
+    }
+    from.iter()
+        .zip(to)
+        .map(|(a, b)| {
+            if a.name != b.name || a.shape != b.shape {
+                return Err(format!(
+                    "{} {:?} does not match {} {:?}",
+                    b.name, b.shape, a.name, a.shape
+                ));
+            }
+            let data = a.data.iter().zip(&b.data).map(|(p, q)| q - p).collect();
+            Ok(HostTensor {
+                name: a.name.clone(),
+                shape: a.shape.clone(),
+                data,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,33 +385,4 @@ mod tests {
             }
         }
     }
-}
-
-/// `to − from`, tensor by tensor (the same names and shapes, in the same order): the
-/// direction towards a target checkpoint.
-pub fn difference(from: &[HostTensor], to: &[HostTensor]) -> Result<Vec<HostTensor>, String> {
-    if from.len() != to.len() {
-        return Err(format!(
-            "{} parameter tensors, the scanned checkpoint has {}",
-            to.len(),
-            from.len()
-        ));
-    }
-    from.iter()
-        .zip(to)
-        .map(|(a, b)| {
-            if a.name != b.name || a.shape != b.shape {
-                return Err(format!(
-                    "{} {:?} does not match {} {:?}",
-                    b.name, b.shape, a.name, a.shape
-                ));
-            }
-            let data = a.data.iter().zip(&b.data).map(|(p, q)| q - p).collect();
-            Ok(HostTensor {
-                name: a.name.clone(),
-                shape: a.shape.clone(),
-                data,
-            })
-        })
-        .collect()
 }
