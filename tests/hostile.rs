@@ -172,18 +172,50 @@ fn big_specs_many_sweeps_deletion_and_planted_links() {
     // A link planted in a sweep folder is not followed.
     let sweep_dir = dir.path().join("sweeps").join(&ids[0]);
     std::os::unix::fs::symlink("/etc/passwd", sweep_dir.join("passwd.json")).unwrap();
-    let (planted, spec) = rt().block_on(async {
+    // A trial's files are served too (a PBT round fetches its parent's state), through
+    // no link and by no other path.
+    let trials = sweep_dir.join("trials");
+    std::fs::create_dir_all(trials.join("00003")).unwrap();
+    std::fs::write(trials.join("00003").join("state.bin"), b"round 0").unwrap();
+    std::os::unix::fs::symlink("/etc", trials.join("00004")).unwrap();
+    let (planted, spec, trial_files) = rt().block_on(async {
         let mut c = WorkerServiceClient::connect(url.clone()).await.unwrap();
         let fetch = |name: &str| proto::FetchBlobRequest {
             worker_id: String::new(),
             sweep_id: ids[0].clone(),
             name: name.into(),
         };
+        let mut trial_files = Vec::new();
+        for name in [
+            "trials/00003/state.bin",
+            "trials/00004/passwd",
+            "trials/3/state.bin",
+            "trials/00003/../spec.json",
+            "trials/00003/sub/state.bin",
+            "trials/../../passwd",
+        ] {
+            trial_files.push(c.fetch_blob(fetch(name)).await);
+        }
         (
             c.fetch_blob(fetch("passwd.json")).await,
             c.fetch_blob(fetch("spec.json")).await,
+            trial_files,
         )
     });
+    let mut trial_files = trial_files.into_iter();
+    assert_eq!(
+        trial_files.next().unwrap().unwrap().into_inner().data,
+        b"round 0"
+    );
+    let e = trial_files.next().unwrap().unwrap_err();
+    assert!(
+        e.code() == tonic::Code::NotFound && e.message().contains("not served"),
+        "{e:?}"
+    );
+    for e in trial_files {
+        let e = e.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    }
     let e = planted.unwrap_err();
     assert_eq!(e.code(), tonic::Code::NotFound, "{e:?}");
     assert!(e.message().contains("not served"), "{}", e.message());

@@ -115,6 +115,11 @@ impl BlobFetcher {
             .data;
         self.metrics.fetched(data.len() as u64);
         let data = Arc::new(data);
+        // A trial's file (a PBT parent's state) is read once: kept, a population's
+        // states would pile up in memory round after round.
+        if name.starts_with("trials/") {
+            return Ok(data);
+        }
         let mut c = cache.lock().expect("cache lock");
         c.retain(|(s, _), _| *s == self.sweep_id);
         c.insert(key, data.clone());

@@ -356,6 +356,34 @@ impl Default for PbtSpec {
     }
 }
 
+impl PbtSpec {
+    /// The steps round `round` trains: `round·interval + 1 ..= (round+1)·interval`.
+    pub fn steps_of(&self, round: u32) -> std::ops::RangeInclusive<u32> {
+        round * self.perturbation_interval + 1..=(round + 1) * self.perturbation_interval
+    }
+}
+
+impl SearchSpec {
+    /// PBT: the round trial `trial` trains (trials are numbered `round·P + member` for a
+    /// population of `P = num_samples`).
+    pub fn pbt_round(&self, trial: u32) -> u32 {
+        trial / self.num_samples.max(1)
+    }
+}
+
+/// What PBT may vary with the built-in trainer: settings that leave the shapes of the
+/// model and of the optimizer's state alone (a member resumes another's weights and
+/// moments; momentum matters to SGD, whose velocity is kept, not to AdamW).
+pub const PBT_BUILTIN_PARAMS: &[&str] = &[
+    "lr",
+    "momentum",
+    "weight_decay",
+    "dropout",
+    "batch_size",
+    "grad_clip",
+    "warmup",
+];
+
 /// The parameter of a PBT trial that names the trial whose checkpoint (folder) it
 /// starts from: the same member's previous round, or the top member it copies.
 pub const PBT_PARENT: &str = "pbt_parent";

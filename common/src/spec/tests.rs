@@ -733,3 +733,43 @@ fn pbt_takes_command_trials_and_sizes_in_range() {
         );
     }
 }
+
+#[test]
+fn pbt_with_the_builtin_trainer_varies_what_keeps_shapes_over_the_rounds_epochs() {
+    let with = |train: &str, space: &str| {
+        SweepSpec::from_toml(&format!(
+            "name = \"p\"\n[data]\npath = \"d.csv\"\n[train]\n{train}\n[search]\nalgorithm = \"pbt\"\nnum_samples = 4\n[search.pbt]\nrounds = 3\nperturbation_interval = 2\n[search.space]\nlr = {{ type = \"loguniform\", low = 1e-4, high = 1 }}\n{space}\n"
+        ))
+    };
+    let s = with("epochs = 6", "momentum = { type = \"uniform\", low = 0, high = 0.9 }").unwrap();
+    assert_eq!(s.total_trials(), 12);
+    assert_eq!(s.search.pbt.steps_of(2), 5..=6);
+    assert_eq!(s.search.pbt_round(11), 2);
+    for (train, space, field, reason) in [
+        ("epochs = 5", "", "train.epochs", "set train.epochs = 6, got 5"),
+        (
+            "epochs = 6",
+            "width = { type = \"choice\", values = [8, 16] }",
+            "search.space.width",
+            "pbt can vary lr, momentum",
+        ),
+        (
+            "epochs = 6",
+            "optimizer = { type = \"choice\", values = [\"sgd\", \"adamw\"] }",
+            "search.space.optimizer",
+            "cannot vary between members",
+        ),
+        (
+            "epochs = 6\nsubspace_dim = 10",
+            "",
+            "train.subspace_dim",
+            "not resumed",
+        ),
+    ] {
+        let e = with(train, space).unwrap_err();
+        assert!(
+            e.field == field && e.reason.contains(reason),
+            "{train} {space}: {e}"
+        );
+    }
+}

@@ -268,10 +268,7 @@ impl SweepSpec {
         let s = &self.search;
         let p = &s.pbt;
         if self.trial.is_none() {
-            return err(
-                "search.algorithm",
-                "pbt runs command or function trials ([trial]): they resume from the checkpoint in RIDGELINE_TRIAL_DIR; the built-in trainer does not yet".into(),
-            );
+            self.validate_pbt_builtin()?;
         }
         if self.is_multi_objective() || s.scheduler.is_some() {
             return err(
@@ -333,6 +330,40 @@ impl SweepSpec {
                 &format!("search.space.{PBT_PARENT}"),
                 "the name is PBT's own (the trial a trial starts from)".into(),
             );
+        }
+        Ok(())
+    }
+
+    /// PBT with the built-in trainer: a round resumes the parent's model and optimizer,
+    /// so only what leaves both their shapes may vary, and the epochs are the rounds'.
+    fn validate_pbt_builtin(&self) -> Result<(), SpecError> {
+        let p = &self.search.pbt;
+        let epochs = p.rounds as usize * p.perturbation_interval as usize;
+        if self.train.epochs != epochs {
+            return Err(SpecError::new(
+                "train.epochs",
+                format!(
+                    "pbt trains search.pbt.rounds × perturbation_interval = {epochs} epochs (the span of the learning-rate schedule): set train.epochs = {epochs}, got {}",
+                    self.train.epochs
+                ),
+            ));
+        }
+        if self.train.subspace_dim > 0 {
+            return Err(SpecError::new(
+                "train.subspace_dim",
+                "pbt copies whole models between members; subspace training is not resumed",
+            ));
+        }
+        for name in self.search.space.keys() {
+            if !PBT_BUILTIN_PARAMS.contains(&name.as_str()) {
+                return Err(SpecError::new(
+                    format!("search.space.{name}"),
+                    format!(
+                        "pbt resumes a member from another's model and optimizer, so {name} cannot vary between members; with the built-in trainer pbt can vary {}",
+                        PBT_BUILTIN_PARAMS.join(", ")
+                    ),
+                ));
+            }
         }
         Ok(())
     }

@@ -140,9 +140,7 @@ impl worker_service_server::WorkerService for WorkerApi {
     ) -> Result<Response<proto::FetchBlobResponse>, Status> {
         let r = req.into_inner();
         let id = sweep_id(&r.sweep_id)?;
-        check_artifact_name(&r.name)?;
-        let dir = sweep_dir(&self.data_dir, &id);
-        let name = r.name.clone();
+        let (dir, name) = blob_path(&sweep_dir(&self.data_dir, &id), &r.name)?;
         let data = tokio::task::spawn_blocking(move || read_regular_file(&dir, &name))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
@@ -160,6 +158,34 @@ impl worker_service_server::WorkerService for WorkerApi {
         self.h.call(|tx| Event::Deregister(w, tx)).await?;
         Ok(Response::new(proto::DeregisterResponse {}))
     }
+}
+
+/// Where blob `name` of the sweep in `sweep` lies: a file of the sweep's folder
+/// (`spec.json`, a scan's checkpoint) or of one of its trials' (`trials/00012/NAME`, as
+/// a PBT round fetches its parent's training state). Nothing else: no other folder, no
+/// `..`, nothing but plain names.
+fn blob_path(sweep: &Path, name: &str) -> Result<(std::path::PathBuf, String), Status> {
+    let Some(rest) = name.strip_prefix("trials/") else {
+        check_artifact_name(name)?;
+        return Ok((sweep.to_path_buf(), name.to_owned()));
+    };
+    let refuse = || {
+        Status::invalid_argument(format!(
+            "name: {name:?} is neither a plain file name nor trials/NUMBER/NAME"
+        ))
+    };
+    let (trial, file) = rest.split_once('/').ok_or_else(refuse)?;
+    let trial: u32 = match trial.len() {
+        5..=10 if trial.bytes().all(|b| b.is_ascii_digit()) => {
+            trial.parse().map_err(|_| refuse())?
+        }
+        _ => return Err(refuse()),
+    };
+    check_artifact_name(file)?;
+    Ok((
+        sweep.join("trials").join(format!("{trial:05}")),
+        file.to_owned(),
+    ))
 }
 
 /// Reads `dir/name` through [`crate::fsafe`]: a real folder and a regular file in it, no

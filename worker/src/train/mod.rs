@@ -263,7 +263,14 @@ pub fn run_stint(
     let t = &cfg.train;
     let mconf = model_config(cfg, data)?;
     let model = match &stint.from {
-        None => mconf.init(t.seed, DType::F32, device)?,
+        None if stint.first == 1 => mconf.init(t.seed, DType::F32, device)?,
+        None => {
+            return Err(TrainError::Resume(format!(
+                "epoch {} needs the state after epoch {}, and none was given",
+                stint.first,
+                stint.first - 1
+            )));
+        }
         Some(from) if from.epoch + 1 == stint.first && t.subspace_dim == 0 => mconf
             .load(&from.model(), DType::F32, device)
             .map_err(TrainError::Resume)?,

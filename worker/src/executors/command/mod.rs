@@ -306,8 +306,8 @@ impl Executor for Command {
         if spec.search.algorithm == ridgeline_common::spec::Algorithm::Pbt {
             // The round this trial trains, and the step it trains to: it resumes from
             // the checkpoint in its folder, trains to RIDGELINE_STOP_STEP, saves, exits.
-            let round = trial / spec.search.num_samples.max(1);
-            let stop = (round + 1) * spec.search.pbt.perturbation_interval;
+            let round = spec.search.pbt_round(trial);
+            let stop = *spec.search.pbt.steps_of(round).end();
             env.push(("RIDGELINE_PBT_ROUND".into(), round.to_string()));
             env.push(("RIDGELINE_STOP_STEP".into(), stop.to_string()));
         }
