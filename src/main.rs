@@ -11,6 +11,7 @@ mod results;
 mod scan_report;
 mod settings;
 mod status;
+mod ui;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -172,6 +173,19 @@ enum Cmd {
         /// Exit 0 even when trials failed for good (their reasons are printed anyway).
         #[arg(long)]
         allow_failures: bool,
+    },
+    /// Serve the web page (sweeps, trials, histories) for a coordinator, read through
+    /// its client API, behind its token.
+    Ui {
+        #[command(flatten)]
+        c: CoordinatorFlag,
+        /// Address of the page [default: 127.0.0.1:8080]; another host than loopback
+        /// needs the coordinator's token set.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Offer cancel and resume buttons (read-only otherwise).
+        #[arg(long)]
+        allow_control: bool,
     },
     /// Show one sweep, or list all.
     Status {
@@ -523,6 +537,14 @@ fn run() -> Result<()> {
                         .await?;
                 }
                 Ok(())
+            }
+            Cmd::Ui {
+                c,
+                listen,
+                allow_control,
+            } => {
+                let client = connect(&s, c).await?;
+                ui::run(client, &listen, s.security()?.token, allow_control).await
             }
             Cmd::Status { sweep, c, json } => {
                 let mut client = connect(&s, c).await?;

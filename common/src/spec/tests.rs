@@ -741,12 +741,21 @@ fn pbt_with_the_builtin_trainer_varies_what_keeps_shapes_over_the_rounds_epochs(
             "name = \"p\"\n[data]\npath = \"d.csv\"\n[train]\n{train}\n[search]\nalgorithm = \"pbt\"\nnum_samples = 4\n[search.pbt]\nrounds = 3\nperturbation_interval = 2\n[search.space]\nlr = {{ type = \"loguniform\", low = 1e-4, high = 1 }}\n{space}\n"
         ))
     };
-    let s = with("epochs = 6", "momentum = { type = \"uniform\", low = 0, high = 0.9 }").unwrap();
+    let s = with(
+        "epochs = 6",
+        "momentum = { type = \"uniform\", low = 0, high = 0.9 }",
+    )
+    .unwrap();
     assert_eq!(s.total_trials(), 12);
     assert_eq!(s.search.pbt.steps_of(2), 5..=6);
     assert_eq!(s.search.pbt_round(11), 2);
     for (train, space, field, reason) in [
-        ("epochs = 5", "", "train.epochs", "set train.epochs = 6, got 5"),
+        (
+            "epochs = 5",
+            "",
+            "train.epochs",
+            "set train.epochs = 6, got 5",
+        ),
         (
             "epochs = 6",
             "width = { type = \"choice\", values = [8, 16] }",

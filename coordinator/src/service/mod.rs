@@ -19,7 +19,7 @@ use tonic::{Request, Response, Status};
 use tracing::{error, info, warn};
 
 use ridgeline_common::ids::{SweepId, UnitId, WorkerId};
-use ridgeline_common::params::{Params, params_to_proto};
+use ridgeline_common::params::Params;
 use ridgeline_common::proto::{self, sweep_service_server, worker_service_server};
 use ridgeline_common::spec::{SweepKind, SweepSpec};
 use ridgeline_common::{MAX_MESSAGE_BYTES, PROTOCOL_VERSION};
@@ -134,6 +134,7 @@ fn now_ms() -> u64 {
 mod artifacts;
 mod event_loop;
 mod logs;
+mod queries;
 mod scans;
 mod secrets;
 mod sweep_api;

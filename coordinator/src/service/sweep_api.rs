@@ -552,6 +552,31 @@ impl sweep_service_server::SweepService for SweepApi {
         )))
     }
 
+    async fn query_trials(
+        &self,
+        req: Request<proto::QueryTrialsRequest>,
+    ) -> Result<Response<proto::QueryTrialsResponse>, Status> {
+        let r = req.into_inner();
+        let id = sweep_id(&r.sweep_id)?;
+        // Through the core first: an unknown sweep is NOT_FOUND, as for every call.
+        self.h.call(|tx| Event::Status(id.clone(), tx)).await?;
+        super::queries::query_trials(self.data_dir.clone(), id, r)
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_trial_columns(
+        &self,
+        req: Request<proto::GetTrialColumnsRequest>,
+    ) -> Result<Response<proto::GetTrialColumnsResponse>, Status> {
+        let r = req.into_inner();
+        let id = sweep_id(&r.sweep_id)?;
+        self.h.call(|tx| Event::Status(id.clone(), tx)).await?;
+        super::queries::trial_columns(self.data_dir.clone(), id, r.columns)
+            .await
+            .map(Response::new)
+    }
+
     async fn get_results(
         &self,
         req: Request<proto::GetResultsRequest>,
@@ -583,33 +608,7 @@ impl sweep_service_server::SweepService for SweepApi {
                     .map_err(|e| e.to_string())?;
                 Ok(rows
                     .into_iter()
-                    .map(|t| {
-                        let dir = trial_dir(&data_dir, &id, t.trial);
-                        proto::TrialResult {
-                            trial_index: t.trial,
-                            state: unit_state_to_proto(t.state) as i32,
-                            params: params_to_proto(&t.params),
-                            final_metrics: metrics_to_proto(&t.final_metrics),
-                            duration_s: t.duration_s.unwrap_or(0.0),
-                            worker: t.worker.unwrap_or_default(),
-                            error: t.error.unwrap_or_default(),
-                            attempts: t.attempts,
-                            interrupted: t.interrupted,
-                            history: t
-                                .history
-                                .iter()
-                                .map(|(step, m)| proto::EpochMetrics {
-                                    step: *step,
-                                    metrics: metrics_to_proto(m),
-                                })
-                                .collect(),
-                            checkpoint_dir: if dir.exists() {
-                                dir.display().to_string()
-                            } else {
-                                String::new()
-                            },
-                        }
-                    })
+                    .map(|t| super::queries::trial_to_proto(&data_dir, &id, t))
                     .collect())
             })
             .await

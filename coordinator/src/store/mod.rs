@@ -296,6 +296,8 @@ fn sweep_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<SweepRow, StoreEr
     })())
 }
 
+mod query;
+pub use query::{Column, SortKey, TrialQuery};
 mod read;
 mod write;
 

@@ -294,38 +294,14 @@ impl Store {
     ) -> Result<Vec<TrialRow>, StoreError> {
         let first = after.map_or(0, |a| i64::from(a) + 1);
         let mut st = self.conn.prepare(
-            "SELECT id, trial, params_json, state, attempts, worker, duration_s, final_json, error,
-                 interrupted
-             FROM units WHERE sweep_id = ?1 AND trial >= ?2 ORDER BY trial LIMIT ?3",
+            &format!(
+                "SELECT {TRIAL_COLUMNS} FROM units WHERE sweep_id = ?1 AND trial >= ?2 ORDER BY trial LIMIT ?3"
+            ),
         )?;
         let mut out = Vec::new();
         let mut rows = st.query(params![id.as_str(), first, i64::from(limit)])?;
         while let Some(r) = rows.next()? {
-            let params_json: String = r.get(2)?;
-            let state: String = r.get(3)?;
-            let final_json: Option<String> = r.get(7)?;
-            out.push(TrialRow {
-                unit: UnitId(r.get::<_, i64>(0)? as u64),
-                trial: r.get(1)?,
-                params: parse_json("parameters", &params_json)?,
-                state: UnitState::parse(&state).ok_or(StoreError::Corrupt {
-                    what: "unit state",
-                    err: state.clone(),
-                })?,
-                attempts: r.get(4)?,
-                interrupted: r.get(9)?,
-                worker: r.get(5)?,
-                duration_s: r.get(6)?,
-                final_metrics: match final_json {
-                    Some(j) => parse_json::<Vec<(String, Option<f64>)>>("final metrics", &j)?
-                        .into_iter()
-                        .map(|(n, v)| (n, v.unwrap_or(f64::NAN)))
-                        .collect(),
-                    None => vec![],
-                },
-                error: r.get(8)?,
-                history: vec![],
-            });
+            out.push(trial_row(r)?);
         }
         let Some(last) = out.last().map(|t| t.trial) else {
             return Ok(out);
@@ -358,3 +334,36 @@ impl Store {
         Ok(out)
     }
 }
+
+/// The columns of [`TRIAL_COLUMNS`] as a trial, without its history.
+pub(super) fn trial_row(r: &rusqlite::Row<'_>) -> Result<TrialRow, StoreError> {
+    let params_json: String = r.get(2)?;
+    let state: String = r.get(3)?;
+    let final_json: Option<String> = r.get(7)?;
+    Ok(TrialRow {
+        unit: UnitId(r.get::<_, i64>(0)? as u64),
+        trial: r.get(1)?,
+        params: parse_json("parameters", &params_json)?,
+        state: UnitState::parse(&state).ok_or(StoreError::Corrupt {
+            what: "unit state",
+            err: state.clone(),
+        })?,
+        attempts: r.get(4)?,
+        interrupted: r.get(9)?,
+        worker: r.get(5)?,
+        duration_s: r.get(6)?,
+        final_metrics: match final_json {
+            Some(j) => parse_json::<Vec<(String, Option<f64>)>>("final metrics", &j)?
+                .into_iter()
+                .map(|(n, v)| (n, v.unwrap_or(f64::NAN)))
+                .collect(),
+            None => vec![],
+        },
+        error: r.get(8)?,
+        history: vec![],
+    })
+}
+
+/// The columns [`trial_row`] reads, in its order.
+pub(super) const TRIAL_COLUMNS: &str =
+    "id, trial, params_json, state, attempts, worker, duration_s, final_json, error, interrupted";
