@@ -100,7 +100,8 @@ async function sweepPage(id, trial) {
   }));
   wireControl();
   await showTab();
-  listen(id);
+  // An ended sweep changes no more (until resumed, which reloads the page).
+  if (st.state === "running") listen(id);
 }
 
 function wireControl() {
@@ -125,8 +126,16 @@ let pending = null;
 function listen(id) {
   if (live) return;
   live = new EventSource(`/api/sweeps/${encodeURIComponent(id)}/events`);
-  live.onopen = () => conn.classList.add("live");
-  live.onerror = () => conn.classList.remove("live"); // it connects again by itself
+  live.onopen = () => { conn.classList.add("live"); window.ridgelineStreams = (window.ridgelineStreams || 0) + 1; };
+  live.onerror = () => {
+    conn.classList.remove("live");
+    // A dropped stream is retried by the browser; one refused (the coordinator still
+    // down, say) is closed for good: open another a little later.
+    if (live && live.readyState === EventSource.CLOSED && view.id === id) {
+      live = null;
+      setTimeout(() => { if (view.id === id && !live) listen(id); }, 2000);
+    }
+  };
   live.onmessage = (e) => {
     const st = JSON.parse(e.data);
     st.spec = view.status && view.status.spec;
@@ -138,7 +147,9 @@ function listen(id) {
 }
 
 function columnsOf(st, rows) {
-  const space = st.space || [];
+  // The space's names, and any other parameter a trial has (PBT's pbt_parent).
+  const space = [...(st.space || [])];
+  rows.forEach((t) => Object.keys(t.params || {}).forEach((p) => { if (!space.includes(p)) space.push(p); }));
   const metrics = [];
   (st.objectives.length ? st.objectives : [st.metric]).forEach((m) => m && metrics.push(m));
   rows.forEach((t) => Object.keys(t.metrics).forEach((m) => { if (!metrics.includes(m)) metrics.push(m); }));

@@ -1,0 +1,205 @@
+"""The web page (`ridgeline ui`) in a real browser: Debian's Chromium driven by
+Playwright, against a real coordinator with real workers. Screenshots are kept in
+target/ui-screenshots."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from conftest import REPO, TOKEN, Cluster
+from playwright.sync_api import Page, sync_playwright
+
+from ridgeline import _cli
+
+SHOTS = REPO / "target" / "ui-screenshots"
+CHROMIUM = "/usr/bin/chromium"
+
+
+class Ui:
+    """`ridgeline ui` for a cluster, on a free port."""
+
+    def __init__(self, c: Cluster, *extra: str) -> None:
+        self.proc = subprocess.Popen(
+            [_cli.binary(), "ui", "--coordinator", c.url, "--listen", "127.0.0.1:0", *extra],
+            env=c.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line.startswith("web page on http://"), line
+        self.url = line.split()[-1]
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    if not Path(CHROMIUM).exists():
+        raise RuntimeError(f"{CHROMIUM} is missing: scripts/test installs Debian's chromium")
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-background-networking"]
+        )
+        yield b
+        b.close()
+
+
+def shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def login(page: Page, url: str, token: str = TOKEN) -> None:
+    page.goto(url + "/")
+    page.fill("#token", token)
+    page.click("#login")
+
+
+def db_rows(c: Cluster, sweep: str) -> list:
+    """The trials as the coordinator's database holds them, read apart from it (once the
+    coordinator is gone: it holds the file's lock while it runs)."""
+    con = sqlite3.connect(f"file:{c.data / 'ridgeline.db'}?mode=ro", uri=True)
+    try:
+        return con.execute(
+            "SELECT trial, state, final_json FROM units WHERE sweep_id = ? ORDER BY trial",
+            (sweep,),
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def canvas_inked(page: Page, selector: str) -> int:
+    """Pixels of a canvas that are neither white nor transparent."""
+    return page.eval_on_selector(
+        selector,
+        """c => { const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+                 let n = 0; for (let i = 0; i < d.length; i += 4)
+                   if (d[i + 3] > 0 && (d[i] < 240 || d[i + 1] < 240 || d[i + 2] < 240)) n++;
+                 return n; }""",
+    )
+
+
+def test_the_page_shows_a_pruned_search_as_the_database_holds_it(tmp_path, browser):
+    import json
+
+    c = Cluster(tmp_path / "cluster")
+    ui = Ui(c)
+    try:
+        sweep = c.client.submit(str(REPO / "examples" / "command" / "digits-tpe-asha.toml"))
+        final = sweep.wait(progress=False, timeout=600)
+        assert final["state"] == "completed"
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        # No token, no page; a wrong one is refused with a message.
+        page.goto(ui.url + "/")
+        assert page.url.endswith("/login")
+        assert page.request.get(ui.url + "/api/sweeps").status == 401
+        login(page, ui.url, "not-the-token")
+        assert "not the coordinator's token" in page.inner_text("#error")
+        login(page, ui.url)
+        page.wait_for_selector(f"#sweeps tr[data-id='{sweep.id}']")
+        shot(page, "sweeps")
+        page.click(f"#sweeps tr[data-id='{sweep.id}']")
+        page.wait_for_selector("#trials tbody tr")
+        # The trials as GetResults sends them (another path than the table's query); the
+        # database file itself is compared once the coordinator has stopped.
+        rows = [
+            (t["trial"], t["state"], t["metrics"].get("val_loss"))
+            for t in sweep.results()["trials"]
+        ]
+        assert page.inner_text("#rows") == f"1–{len(rows)} of {len(rows)}"
+        shown = page.eval_on_selector_all(
+            "#trials tbody tr", "rs => rs.map(r => [+r.dataset.trial, r.cells[1].innerText])"
+        )
+        assert shown == [[t, s] for t, s, _ in rows]
+        shot(page, "trials")
+
+        # Sorted by val_loss, largest first, by the coordinator.
+        page.click("th[data-key='metric:val_loss']")
+        page.click("th[data-key='metric:val_loss']")
+        page.wait_for_selector("th.sorted.desc")
+        order = page.eval_on_selector_all("#trials tbody tr", "rs => rs.map(r => +r.dataset.trial)")
+        want = sorted((r for r in rows if r[2] is not None), key=lambda r: (-r[2], r[0]))
+        assert order[: len(want)] == [r[0] for r in want]
+        # Only the pruned trials.
+        page.check(".filters input[value='pruned']")
+        pruned = [r[0] for r in rows if r[1] == "pruned"]
+        page.wait_for_function(
+            f"document.querySelector('#rows').innerText.endsWith('of {len(pruned)}')"
+        )
+        assert len(pruned) > 0
+
+        # The history: drawn, and its best is the database's best completed val_loss.
+        page.click(".tabs a[data-tab=history]")
+        page.wait_for_selector("#history")
+        assert canvas_inked(page, "#history") > 500
+        h = page.request.get(f"{ui.url}/api/sweeps/{sweep.id}/history").json()
+        completed = [r[2] for r in rows if r[1] == "completed"]
+        assert h["best"][-1][1] == min(completed) and h["count"] == len(completed)
+        shot(page, "history")
+
+        # A pruned trial: its intermediate values with the pruning point, and its log.
+        page.goto(f"{ui.url}/#/sweep/{sweep.id}/trial/{pruned[0]}")
+        page.wait_for_selector("#intermediate")
+        page.wait_for_function("document.querySelector('#log').innerText.includes('epoch 1')")
+        assert "pruned" in page.inner_text("h2")
+        assert canvas_inked(page, "#intermediate") > 200
+        shot(page, "trial-pruned")
+    finally:
+        ui.close()
+        c.close()
+    # What the page showed is what the database file holds.
+    stored = [
+        (t, st, dict(json.loads(f or "[]")).get("val_loss")) for t, st, f in db_rows(c, sweep.id)
+    ]
+    assert stored == rows
+
+
+def test_live_updates_and_a_coordinator_restarted_underneath(tmp_path, browser, in_tests_folder):
+    c = Cluster(tmp_path / "cluster")
+    ui = Ui(c, "--allow-control")
+    gate = tmp_path / "gate"
+    try:
+        sweep = c.client.submit(
+            {
+                "name": "gated",
+                "trial": {"function": "objectives:gated", "python": sys.executable},
+                "search": {
+                    "algorithm": "random",
+                    "metric": "loss",
+                    "num_samples": 4,
+                    "seed": 1,
+                    "space": {
+                        "x": {"type": "uniform", "low": 0.0, "high": 1.0},
+                        "gate": {"type": "choice", "values": [str(gate)]},
+                    },
+                },
+            }
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        login(page, ui.url)
+        page.goto(f"{ui.url}/#/sweep/{sweep.id}")
+        page.wait_for_function("window.ridgelineStreams === 1")
+        assert page.inner_text("#progress") == "0/4"
+        # The coordinator dies and comes back: the page's stream connects again.
+        c.restart_coordinator()
+        page.wait_for_function("window.ridgelineStreams >= 2", timeout=60_000)
+        # Trials end: the page hears of it without being reloaded.
+        gate.write_text("go")
+        page.wait_for_function(
+            "document.querySelector('#progress').innerText === '4/4'", timeout=120_000
+        )
+        page.wait_for_selector("#trials tbody tr:nth-child(4) .state.completed")
+        shot(page, "live")
+        assert sweep.status()["state"] == "completed"
+    finally:
+        ui.close()
+        c.close()
