@@ -143,6 +143,8 @@ function listen(id) {
     document.getElementById("head").innerHTML = header(st);
     wireControl();
     if (!pending) pending = setTimeout(() => { pending = null; showTab().catch(() => {}); }, 1000);
+    // Ended: nothing more will come (the browser would otherwise reconnect forever).
+    if (st.state !== "running") closeLive();
   };
 }
 

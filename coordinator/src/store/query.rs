@@ -95,6 +95,9 @@ pub struct Column {
     pub labels: Vec<String>,
 }
 
+/// Every trial's number and state, and the columns asked for (aligned with them).
+pub type Columns = (Vec<u32>, Vec<UnitState>, Vec<Column>);
+
 impl Store {
     /// The trials matching `q`'s states, and the page of them `q` asks for.
     pub fn query_trials(
@@ -139,11 +142,7 @@ impl Store {
 
     /// Every trial's number and state, and the named columns (`param:NAME`,
     /// `metric:NAME`; anything else is a column of NaN), in trial order.
-    pub fn trial_columns(
-        &self,
-        id: &SweepId,
-        names: &[String],
-    ) -> Result<(Vec<u32>, Vec<UnitState>, Vec<Column>), StoreError> {
+    pub fn trial_columns(&self, id: &SweepId, names: &[String]) -> Result<Columns, StoreError> {
         let mut st = self.conn.prepare(
             "SELECT trial, state, params_json, final_json FROM units WHERE sweep_id = ?1 ORDER BY trial",
         )?;

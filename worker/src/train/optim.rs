@@ -42,8 +42,11 @@ impl Sgd {
                 _ => g,
             };
             var.set(&(var.as_tensor() - (&step * self.lr)?)?)?;
+            // Detached: with CANDLE_GRAD_DO_NOT_DETACH (set for exact Hessian products)
+            // gradients keep their graph, and a velocity built from them would hold every
+            // step's graph before it: memory without end, and a stack overflow on drop.
             if self.momentum != 0.0 {
-                *v = Some(step);
+                *v = Some(step.detach());
             }
         }
         Ok(())
@@ -94,8 +97,9 @@ impl Adamw {
             let decayed = (theta.as_tensor() * (1.0 - self.lr * self.weight_decay))?;
             let adjusted = (m_hat / (v_hat.sqrt()? + EPS)?)?;
             theta.set(&(decayed - (adjusted * self.lr)?)?)?;
-            *m = next_m;
-            *v = next_v;
+            // Detached, as SGD's velocity (see there).
+            *m = next_m.detach();
+            *v = next_v.detach();
         }
         Ok(())
     }
@@ -387,5 +391,41 @@ mod tests {
             .collect();
         let err = o.restore(&names, &bad, 3).unwrap_err();
         assert!(err.contains("expected shape [4]"), "{err}");
+    }
+
+    /// The binary sets CANDLE_GRAD_DO_NOT_DETACH (exact Hessian products), so gradients
+    /// keep their graph; the optimizers' state must not (a 600-epoch trial overflowed
+    /// its stack dropping the chain of every step's graph).
+    #[test]
+    fn optimizer_state_holds_no_graph_when_gradients_keep_theirs() {
+        // SAFETY: the variable is only ever set to this value, by this test and by the
+        // binary's main before any thread starts; candle reads it once per thread.
+        unsafe { std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1") };
+        std::thread::spawn(|| {
+            for opt in [Optimizer::Adamw, Optimizer::Sgd] {
+                let mut cfg = TrialConfig {
+                    model: Default::default(),
+                    train: Default::default(),
+                    context: 1,
+                };
+                cfg.train.optimizer = opt;
+                cfg.train.momentum = 0.9;
+                let v = var();
+                let g = quadratic(&v).backward().unwrap();
+                assert!(
+                    g.get(&v).unwrap().track_op(),
+                    "the gradient keeps its graph here"
+                );
+                let mut o = Optim::new(vec![v.clone()], &cfg).unwrap();
+                for _ in 0..3 {
+                    o.backward_step(&quadratic(&v), 0.0, None).unwrap();
+                }
+                let (state, _) = o.state(&["theta".to_owned()]);
+                assert!(!state.is_empty());
+                assert!(state.iter().all(|(_, t)| !t.track_op()), "{opt:?}");
+            }
+        })
+        .join()
+        .unwrap();
     }
 }
