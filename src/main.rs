@@ -187,6 +187,17 @@ enum Cmd {
         #[arg(long)]
         allow_control: bool,
     },
+    /// Write a finished synthetic search of N trials into a data folder through the
+    /// store (for measuring the web page and the store at scale).
+    #[command(hide = true)]
+    Synthetic {
+        /// The coordinator's data folder (created when missing).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Trials.
+        #[arg(long)]
+        trials: u32,
+    },
     /// Show one sweep, or list all.
     Status {
         /// Sweep id.
@@ -545,6 +556,12 @@ fn run() -> Result<()> {
             } => {
                 let client = connect(&s, c).await?;
                 ui::run(client, &listen, s.security()?.token, allow_control).await
+            }
+            Cmd::Synthetic { data_dir, trials } => {
+                let id = ridgeline_coordinator::synthetic::fill(&data_dir, trials, 1)
+                    .map_err(anyhow::Error::msg)?;
+                println!("{id}");
+                Ok(())
             }
             Cmd::Status { sweep, c, json } => {
                 let mut client = connect(&s, c).await?;

@@ -10,6 +10,7 @@ pub mod schedulers;
 pub mod search;
 pub mod service;
 pub mod store;
+pub mod synthetic;
 pub mod telemetry;
 
 pub use service::{CoordinatorConfig, DEFAULT_METRICS_RETENTION_MS, Limits, ServeError, serve};

@@ -26,7 +26,7 @@ class Cluster:
     def __init__(self, root: Path, env: "Dict[str, str] | None" = None) -> None:
         self.root = root
         self.data = root / "data"
-        self.data.mkdir(parents=True)
+        self.data.mkdir(parents=True, exist_ok=True)
         self.procs: List[subprocess.Popen] = []
         self.env = dict(os.environ, RIDGELINE_TOKEN=TOKEN, **(env or {}))
         self.env.pop("RIDGELINE_COORDINATOR", None)

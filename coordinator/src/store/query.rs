@@ -150,7 +150,10 @@ impl Store {
         let (mut trials, mut states) = (Vec::new(), Vec::new());
         let mut columns = vec![Column::default(); names.len()];
         let wanted: Vec<Option<(&str, &str)>> = names.iter().map(|n| n.split_once(':')).collect();
+        // Each row's JSON is parsed only when a column needs it: a history asks for one
+        // metric over every trial.
         let needs_metrics = wanted.iter().any(|w| matches!(w, Some(("metric", _))));
+        let needs_params = wanted.iter().any(|w| matches!(w, Some(("param", _))));
         while let Some(r) = rows.next()? {
             trials.push(r.get(0)?);
             let state: String = r.get(1)?;
@@ -158,8 +161,11 @@ impl Store {
                 what: "unit state",
                 err: state.clone(),
             })?);
-            let params: ridgeline_common::params::Params =
-                parse_json("parameters", &r.get::<_, String>(2)?)?;
+            let params: ridgeline_common::params::Params = if needs_params {
+                parse_json("parameters", &r.get::<_, String>(2)?)?
+            } else {
+                Default::default()
+            };
             let metrics: Vec<(String, Option<f64>)> = match r.get::<_, Option<String>>(3)? {
                 Some(j) if needs_metrics => parse_json("final metrics", &j)?,
                 _ => vec![],
