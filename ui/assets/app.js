@@ -76,7 +76,7 @@ function header(st) {
     : "";
   return `<h1>${esc(st.name)} <span class="muted">${esc(st.id)}</span> ${stateTag(st.state)} ${control}</h1>
     <div class="summary" id="summary">
-      <div><b id="progress">${done(st)}/${st.total}</b>trials ended</div>
+      <div><b id="progress">${done(st)}/${st.total}</b>${st.kind === "landscape" ? "units" : "trials"} ended</div>
       <div><b>${c.running}</b>running</div><div><b>${c.completed}</b>completed</div>
       <div><b>${c.pruned}</b>pruned</div><div><b>${c.failed + c.diverged}</b>failed or diverged</div>
       <div><b>${st.best ? fmt(st.best.value) + " (trial " + st.best.trial + ")" : st.pareto.length ? st.pareto.length + " trials" : "–"}</b>
@@ -91,8 +91,19 @@ async function sweepPage(id, trial) {
   view.trial = trial;
   const st = await api("/api/sweeps/" + encodeURIComponent(id));
   view.status = st;
+  view.land = null;
+  if (st.kind === "landscape") {
+    // A scan's arrays and reports: none until its tiles are assembled.
+    try { view.land = await api(`/api/sweeps/${encodeURIComponent(id)}/landscape`); } catch (e) { view.land = { error: e.message }; }
+    if (!["surface", "hessian", "curvature", "files"].includes(view.tab)) view.tab = "surface";
+  }
+  const tabs = st.kind === "landscape"
+    ? (view.land.error ? [["files", "Files"]] : Scan.tabs(view.land))
+    : [["trials", "Trials"], ["history", "History"]];
+  if (!tabs.some(([t]) => t === view.tab)) view.tab = tabs[0][0];
   app.innerHTML = `<div id="head">${header(st)}</div>
-    <div class="tabs"><a href="#" data-tab="trials">Trials</a><a href="#" data-tab="history">History</a></div>
+    <div class="tabs">${tabs.map(([t, label]) => `<a href="#" data-tab="${t}">${label}</a>`).join("")}</div>
+    ${view.land && view.land.error ? `<p class="muted" id="no-surface">${esc(view.land.error)}</p>` : ""}
     <div id="body"></div>`;
   app.querySelectorAll(".tabs a").forEach((a) => a.addEventListener("click", (e) => {
     e.preventDefault(); view.tab = a.dataset.tab; view.trial = null;
@@ -118,6 +129,7 @@ function wireControl() {
 async function showTab() {
   app.querySelectorAll(".tabs a").forEach((a) => a.classList.toggle("active", a.dataset.tab === (view.trial !== null ? "" : view.tab)));
   if (view.trial !== null && view.trial !== undefined) return trialView(view.trial);
+  if (view.status.kind === "landscape") return Scan.show(document.getElementById("body"), view.id, view.tab, view.land || {});
   return view.tab === "history" ? historyView() : trialsView();
 }
 
@@ -142,9 +154,13 @@ function listen(id) {
     view.status = st;
     document.getElementById("head").innerHTML = header(st);
     wireControl();
-    if (!pending) pending = setTimeout(() => { pending = null; showTab().catch(() => {}); }, 1000);
-    // Ended: nothing more will come (the browser would otherwise reconnect forever).
-    if (st.state !== "running") closeLive();
+    if (!pending && st.kind !== "landscape") pending = setTimeout(() => { pending = null; showTab().catch(() => {}); }, 1000);
+    // Ended: nothing more will come (the browser would otherwise reconnect forever). A
+    // scan's surface exists only now: the page is built again.
+    if (st.state !== "running") {
+      closeLive();
+      if (st.kind === "landscape") sweepPage(view.id, null).catch(() => {});
+    }
   };
 }
 

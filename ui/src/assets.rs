@@ -6,19 +6,18 @@ use crate::http::{self, Body};
 
 const INDEX: &str = include_str!("../assets/index.html");
 const LOGIN: &str = include_str!("../assets/login.html");
-const FILES: &[(&str, &str, &str)] = &[
-    (
-        "app.js",
-        "text/javascript",
-        include_str!("../assets/app.js"),
-    ),
-    (
-        "plot.js",
-        "text/javascript",
-        include_str!("../assets/plot.js"),
-    ),
+/// Name, content type, text.
+type File = (&'static str, &'static str, &'static str);
+
+const FILES: &[File] = &[
+    ("app.js", JS, include_str!("../assets/app.js")),
+    ("plot.js", JS, include_str!("../assets/plot.js")),
+    ("landscape.js", JS, include_str!("../assets/landscape.js")),
+    ("scan.js", JS, include_str!("../assets/scan.js")),
     ("style.css", "text/css", include_str!("../assets/style.css")),
 ];
+
+const JS: &str = "text/javascript";
 
 /// The application's page.
 pub fn index() -> Response<Body> {

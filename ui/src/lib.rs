@@ -5,8 +5,9 @@
 //! it works on a cluster without internet.
 //!
 //! Layout: [`auth`] (token, sessions), [`api`] (the page's JSON, one route a call or
-//! two to the coordinator), [`history`] (the pure aggregation of a large sweep's
-//! history), [`convert`] (messages as JSON), [`assets`] (the page), [`http`] (helpers).
+//! two to the coordinator), [`landscape`] (a scan's arrays and files), [`history`] and
+//! [`npy`] (pure: a large sweep's history aggregated, `.npy` files read), [`convert`]
+//! (messages as JSON), [`assets`] (the page), [`http`] (helpers).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub mod auth;
 pub mod convert;
 pub mod history;
 pub mod http;
+pub mod landscape;
+pub mod npy;
 
 use http::Body;
 
@@ -161,6 +164,14 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
         },
         (&Method::GET, ["api", "sweeps", id, "history"]) => api::history(c, id, &query).await,
         (&Method::GET, ["api", "sweeps", id, "events"]) => api::events(c, id).await,
+        (&Method::GET, ["api", "sweeps", id, "landscape"]) => landscape::landscape(c, id).await,
+        (&Method::GET, ["api", "sweeps", id, "files"]) => {
+            let all = query.iter().any(|(k, v)| k == "trials" && v == "1");
+            landscape::files(c, id, all).await
+        }
+        (&Method::GET, ["api", "sweeps", id, "files", rest @ ..]) => {
+            landscape::download(c, id, &rest.join("/")).await
+        }
         (&Method::POST, ["api", "sweeps", id, action @ ("cancel" | "resume")]) => {
             if ctx.allow_control {
                 api::control(c, id, action).await
