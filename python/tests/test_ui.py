@@ -4,6 +4,7 @@ target/ui-screenshots."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 import sys
@@ -288,3 +289,87 @@ def test_a_hundred_thousand_trials_open_in_under_a_second(tmp_path, browser):
     finally:
         ui.close()
         c.close()
+
+
+def pixels(page: Page, selector: str) -> str:
+    """A digest of a canvas's pixels."""
+    return page.eval_on_selector(
+        selector, "c => c.toDataURL().length + ':' + c.toDataURL().slice(-64)"
+    )
+
+
+def test_a_scan_s_surface_hessian_curvature_and_files(tmp_path, browser):
+    """A digits scan (21 × 21, Hessian with density, curvature map) run with `ridgeline
+    run`, then served by a coordinator on its folder: the page's arrays are the .npy
+    files bit for bit, the 3-D surface is drawn and turns under the mouse, the Hessian's
+    numbers are hessian.json's, and a file downloads as it is on disk."""
+    import numpy as np
+
+    examples = REPO / "examples"
+    spec = (examples / "digits-landscape.toml").read_text()
+    spec = spec.replace('"digits-grid.toml"', json_str(examples / "digits-grid.toml"))
+    spec = spec.replace('"data/digits.csv.gz"', json_str(examples / "data" / "digits.csv.gz"))
+    spec = spec.replace("points = 51", "points = 21")
+    (tmp_path / "scan.toml").write_text(spec)
+    data = tmp_path / "cluster" / "data"
+    run = subprocess.run(
+        [_cli.binary(), "run", str(tmp_path / "scan.toml"), "--out", str(data)],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    scan = next(p for p in (data / "sweeps").iterdir() if p.name.startswith("digits-landscape"))
+    # The run's coordinator is gone; the cluster's writes its own address.
+    (data / "coordinator.addr").unlink()
+    c = Cluster(tmp_path / "cluster")
+    ui = Ui(c)
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        login(page, ui.url)
+        land = page.request.get(f"{ui.url}/api/sweeps/{scan.name}/landscape").json()
+        assert land["shape"] == [21, 21] and land["stride"] == [1, 1]
+        assert np.array_equal(np.array(land["surface"]), np.load(scan / "surface.npy"))
+        assert np.array_equal(np.array(land["x"]), np.load(scan / "x.npy"))
+        page.goto(f"{ui.url}/#/sweep/{scan.name}")
+        page.wait_for_selector("#surface3d")
+        assert canvas_inked(page, "#contour") > 10_000
+        assert canvas_inked(page, "#surface3d") > 10_000
+        before = pixels(page, "#surface3d")
+        box = page.locator("#surface3d").bounding_box()
+        assert box is not None
+        page.mouse.move(box["x"] + 200, box["y"] + 200)
+        page.mouse.down()
+        page.mouse.move(box["x"] + 320, box["y"] + 240, steps=5)
+        page.mouse.up()
+        assert pixels(page, "#surface3d") != before, "the surface did not turn"
+        page.check("#log")
+        page.wait_for_selector("#surface3d")
+        shot(page, "landscape-surface")
+        page.click(".tabs a[data-tab=hessian]")
+        page.wait_for_selector("#eigen")
+        hessian = json.loads((scan / "hessian.json").read_text())
+        shown = page.eval_on_selector_all(
+            "#eigen tbody tr", "rs => rs.map(r => parseFloat(r.cells[1].innerText))"
+        )
+        top = [e["value"] for e in hessian["top_eigenvalues"]]
+        assert np.allclose(shown[: len(top)], top, rtol=5e-4)
+        assert canvas_inked(page, "#density") > 1000
+        shot(page, "landscape-hessian")
+        page.click(".tabs a[data-tab=curvature]")
+        page.wait_for_selector("#lmax")
+        assert canvas_inked(page, "#lmax") > 10_000 and canvas_inked(page, "#ctrace") > 10_000
+        shot(page, "landscape-curvature")
+        page.click(".tabs a[data-tab=files]")
+        page.wait_for_selector("#files a")
+        href = page.get_attribute("#files a[href$='/surface.npy']", "href")
+        assert page.request.get(ui.url + href).body() == (scan / "surface.npy").read_bytes()
+    finally:
+        ui.close()
+        c.close()
+
+
+def json_str(p: Path) -> str:
+    """A path as a TOML string."""
+    import json
+
+    return json.dumps(str(p))
