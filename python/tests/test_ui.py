@@ -147,6 +147,18 @@ def test_the_page_shows_a_pruned_search_as_the_database_holds_it(tmp_path, brows
         assert h["best"][-1][1] == min(completed) and h["count"] == len(completed)
         shot(page, "history")
 
+        # Parameters: importance for every parameter of the space, the plots drawn.
+        page.click(".tabs a[data-tab=parameters]")
+        page.wait_for_selector("#importance-table")
+        names = page.eval_on_selector_all(
+            "#importance-table tr", "rs => rs.map(r => r.cells[0].innerText)"
+        )
+        assert sorted(names) == ["batch", "l2", "lr"]
+        assert page.inner_text("#drawn").startswith(f"{len(completed)} of {len(completed)}")
+        for canvas in ("#parallel", "#slice-0", "#contour2"):
+            assert canvas_inked(page, canvas) > 500, canvas
+        shot(page, "parameters")
+
         # A pruned trial: its intermediate values with the pruning point, and its log.
         page.goto(f"{ui.url}/#/sweep/{sweep.id}/trial/{pruned[0]}")
         page.wait_for_selector("#intermediate")
@@ -373,3 +385,42 @@ def json_str(p: Path) -> str:
     import json
 
     return json.dumps(str(p))
+
+
+def test_the_pareto_front_of_two_objectives(tmp_path, browser, in_tests_folder):
+    """NSGA-II on ZDT1 through real workers: the page's front is the one the Python API
+    (another path, GetStatus through the CLI) reports, drawn with every trial."""
+    import ridgeline
+
+    spec = {
+        "name": "zdt-ui",
+        "trial": {"function": "objectives:zdt1", "python": sys.executable},
+        "search": {
+            "algorithm": "nsga2",
+            "metric": ["f1", "f2"],
+            "mode": ["min", "min"],
+            "num_samples": 40,
+            "seed": 2,
+            "nsga2": {"population_size": 10},
+            "space": {f"x{i}": {"type": "uniform", "low": 0.0, "high": 1.0} for i in range(4)},
+        },
+    }
+    data = tmp_path / "cluster" / "data"
+    sweep = ridgeline.run(spec, out=data, workers=2, progress=False)
+    front = sweep.pareto()
+    (data / "coordinator.addr").unlink()
+    c = Cluster(tmp_path / "cluster")
+    ui = Ui(c)
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        login(page, ui.url)
+        page.goto(f"{ui.url}/#/sweep/{sweep.id}")
+        page.click(".tabs a[data-tab=pareto]")
+        page.wait_for_selector("#front tbody tr")
+        shown = page.eval_on_selector_all("#front tbody tr", "rs => rs.map(r => +r.dataset.trial)")
+        assert sorted(shown) == sorted(int(t) for t in front["trial"])
+        assert canvas_inked(page, "#pareto-0") > 1000
+        shot(page, "pareto")
+    finally:
+        ui.close()
+        c.close()

@@ -99,7 +99,8 @@ async function sweepPage(id, trial) {
   }
   const tabs = st.kind === "landscape"
     ? (view.land.error ? [["files", "Files"]] : Scan.tabs(view.land))
-    : [["trials", "Trials"], ["history", "History"]];
+    : [["trials", "Trials"], ["history", "History"], ["parameters", "Parameters"]]
+      .concat(st.objectives.length > 1 ? [["pareto", "Pareto front"]] : []);
   if (!tabs.some(([t]) => t === view.tab)) view.tab = tabs[0][0];
   app.innerHTML = `<div id="head">${header(st)}</div>
     <div class="tabs">${tabs.map(([t, label]) => `<a href="#" data-tab="${t}">${label}</a>`).join("")}</div>
@@ -130,6 +131,9 @@ async function showTab() {
   app.querySelectorAll(".tabs a").forEach((a) => a.classList.toggle("active", a.dataset.tab === (view.trial !== null ? "" : view.tab)));
   if (view.trial !== null && view.trial !== undefined) return trialView(view.trial);
   if (view.status.kind === "landscape") return Scan.show(document.getElementById("body"), view.id, view.tab, view.land || {});
+  const body = document.getElementById("body");
+  if (view.tab === "parameters") return Analysis.show(body, view.id, view.status, api);
+  if (view.tab === "pareto") return Analysis.pareto(body, view.id, view.status, api);
   return view.tab === "history" ? historyView() : trialsView();
 }
 

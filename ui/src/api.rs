@@ -21,7 +21,7 @@ const HISTORY_POINTS: usize = 4000;
 const MAX_SWEEPS: usize = 2000;
 
 /// A coordinator's answer as the page's error: its code as the HTTP status.
-fn failed(s: tonic::Status) -> Response<Body> {
+pub(crate) fn failed(s: tonic::Status) -> Response<Body> {
     let code = match s.code() {
         Code::NotFound => StatusCode::NOT_FOUND,
         Code::InvalidArgument => StatusCode::BAD_REQUEST,
@@ -58,16 +58,32 @@ pub async fn sweeps(mut c: Client) -> Response<Body> {
     http::json(&json!({ "sweeps": out }))
 }
 
-/// `GET /api/sweeps/ID`.
-pub async fn status(mut c: Client, id: &str) -> Response<Body> {
-    match c
+/// A sweep's status with its spec (GetStatus leaves the spec out; the sweep's folder
+/// keeps it as spec.json).
+pub(crate) async fn status_with_spec(
+    c: &mut Client,
+    id: &str,
+) -> Result<proto::SweepStatus, Response<Body>> {
+    let mut st = c
         .get_status(proto::GetStatusRequest {
             sweep_id: id.to_owned(),
         })
         .await
-    {
-        Ok(s) => http::json(&convert::status(&s.into_inner())),
-        Err(s) => failed(s),
+        .map_err(failed)?
+        .into_inner();
+    if st.spec_json.is_empty() {
+        if let Ok(b) = crate::landscape::read(c, id, "spec.json").await {
+            st.spec_json = String::from_utf8_lossy(&b).into_owned();
+        }
+    }
+    Ok(st)
+}
+
+/// `GET /api/sweeps/ID`.
+pub async fn status(mut c: Client, id: &str) -> Response<Body> {
+    match status_with_spec(&mut c, id).await {
+        Ok(s) => http::json(&convert::status(&s)),
+        Err(r) => r,
     }
 }
 

@@ -14,6 +14,7 @@ const FILES: &[File] = &[
     ("plot.js", JS, include_str!("../assets/plot.js")),
     ("landscape.js", JS, include_str!("../assets/landscape.js")),
     ("scan.js", JS, include_str!("../assets/scan.js")),
+    ("analysis.js", JS, include_str!("../assets/analysis.js")),
     ("style.css", "text/css", include_str!("../assets/style.css")),
 ];
 

@@ -31,7 +31,7 @@ async fn list(c: &mut Client, id: &str) -> Result<Vec<proto::ArtifactInfo>, toni
     .files)
 }
 
-async fn read(c: &mut Client, id: &str, path: &str) -> Result<Vec<u8>, String> {
+pub(crate) async fn read(c: &mut Client, id: &str, path: &str) -> Result<Vec<u8>, String> {
     let mut s = c
         .read_artifact(proto::ReadArtifactRequest {
             sweep_id: id.to_owned(),

@@ -21,12 +21,14 @@ use ridgeline_common::proto::sweep_service_client::SweepServiceClient;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
+pub mod analysis;
 pub mod api;
 pub mod assets;
 pub mod auth;
 pub mod convert;
 pub mod history;
 pub mod http;
+pub mod importance;
 pub mod landscape;
 pub mod npy;
 
@@ -165,6 +167,10 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, ["api", "sweeps", id, "history"]) => api::history(c, id, &query).await,
         (&Method::GET, ["api", "sweeps", id, "events"]) => api::events(c, id).await,
         (&Method::GET, ["api", "sweeps", id, "landscape"]) => landscape::landscape(c, id).await,
+        (&Method::GET, ["api", "sweeps", id, "columns"]) => analysis::columns(c, id, &query).await,
+        (&Method::GET, ["api", "sweeps", id, "importance"]) => {
+            analysis::importance(c, id, &query).await
+        }
         (&Method::GET, ["api", "sweeps", id, "files"]) => {
             let all = query.iter().any(|(k, v)| k == "trials" && v == "1");
             landscape::files(c, id, all).await
