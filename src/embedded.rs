@@ -29,6 +29,43 @@ pub struct RunOptions {
     pub fresh: bool,
 }
 
+/// The embedded coordinator's settings for the folder `out`.
+fn coordinator_config(
+    s: &Settings,
+    out: &Path,
+    security: Security,
+    ready: Option<&ridgeline_common::telemetry::Readiness>,
+) -> CoordinatorConfig {
+    CoordinatorConfig {
+        data_dir: out.to_owned(),
+        core: core_config(s),
+        security,
+        limits: limits(s),
+        metrics_retention_ms: s.metrics_retention_s.saturating_mul(1000),
+        ready: ready.map(|r| r.part("coordinator")),
+    }
+}
+
+/// A coordinator for the folder of a `ridgeline run` (no workers: to read it), on a
+/// free loopback port until the process ends; returns its URL.
+pub async fn serve_folder(s: &Settings, out: &Path) -> Result<String> {
+    if !out.join("ridgeline.db").is_file() {
+        anyhow::bail!(
+            "{}: no ridgeline.db here (give the --out folder of `ridgeline run`)",
+            out.display()
+        );
+    }
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let security = Security {
+        token: s.security()?.token,
+        ..Security::default()
+    };
+    let cfg = coordinator_config(s, out, security, None);
+    tokio::spawn(serve(listener, cfg, std::future::pending()));
+    Ok(url)
+}
+
 pub async fn cmd_run(
     s: &Settings,
     spec: &Path,
@@ -70,14 +107,7 @@ pub async fn cmd_run(
         eprintln!("metrics on http://{addr}/metrics");
     }
     let ready = metrics.map(|(r, _)| r);
-    let cfg = CoordinatorConfig {
-        data_dir: out.to_owned(),
-        core: core_config(s),
-        security: security.clone(),
-        limits: limits(s),
-        metrics_retention_ms: s.metrics_retention_s.saturating_mul(1000),
-        ready: ready.as_ref().map(|r| r.part("coordinator")),
-    };
+    let cfg = coordinator_config(s, out, security.clone(), ready.as_ref());
     let coordinator = tokio::spawn(serve(listener, cfg, until_stopped(coordinator_stopped)));
     let mut pool = Vec::new();
     for i in 0..workers {

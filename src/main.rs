@@ -179,6 +179,10 @@ enum Cmd {
     Ui {
         #[command(flatten)]
         c: CoordinatorFlag,
+        /// The --out folder of `ridgeline run` instead of a coordinator: its own
+        /// coordinator when it still runs, else one started here to read the folder.
+        #[arg(long, conflicts_with = "coordinator")]
+        out: Option<PathBuf>,
         /// Address of the page [default: 127.0.0.1:8080]; another host than loopback
         /// needs the coordinator's token set.
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -551,9 +555,16 @@ fn run() -> Result<()> {
             }
             Cmd::Ui {
                 c,
+                out,
                 listen,
                 allow_control,
             } => {
+                let c = match out {
+                    Some(out) => CoordinatorFlag {
+                        coordinator: Some(ui::folder_coordinator(&s, &out).await?),
+                    },
+                    None => c,
+                };
                 let client = connect(&s, c).await?;
                 ui::run(client, &listen, s.security()?.token, allow_control).await
             }

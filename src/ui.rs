@@ -36,3 +36,22 @@ pub async fn run(
     .await;
     Ok(())
 }
+
+/// The coordinator of a `ridgeline run` folder: the run's own while it runs (its address
+/// is in `coordinator.addr` and it answers), else one started here on the folder.
+pub async fn folder_coordinator(
+    s: &crate::settings::Settings,
+    out: &std::path::Path,
+) -> Result<String> {
+    if let Ok(addr) = std::fs::read_to_string(out.join("coordinator.addr")) {
+        let url = format!("http://{}", addr.trim());
+        let sec = s.security()?;
+        if crate::client::connect(&url, &sec, std::time::Duration::from_secs(2))
+            .await
+            .is_ok()
+        {
+            return Ok(url);
+        }
+    }
+    crate::embedded::serve_folder(s, out).await
+}
