@@ -375,6 +375,12 @@ def test_a_scan_s_surface_hessian_curvature_and_files(tmp_path, browser):
         page.wait_for_selector("#files a")
         href = page.get_attribute("#files a[href$='/surface.npy']", "href")
         assert page.request.get(ui.url + href).body() == (scan / "surface.npy").read_bytes()
+        # The coordinator dies and comes back: the same page, reloaded, is whole again.
+        c.restart_coordinator()
+        page.reload()
+        page.wait_for_selector("#files a[href$='/hessian.json']")
+        page.click(".tabs a[data-tab=hessian]")
+        page.wait_for_selector("#eigen tbody tr")
     finally:
         ui.close()
         c.close()

@@ -201,3 +201,80 @@ fn label(labels: &mut Vec<String>, s: &str) -> f64 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::db_path;
+
+    /// A synthetic sweep's pages against the same trials sorted and filtered here.
+    #[test]
+    fn pages_are_the_trials_sorted_and_filtered() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = crate::synthetic::fill(dir.path(), 300, 7).unwrap();
+        let store = Store::open_read_only(&db_path(dir.path())).unwrap();
+        let names = vec![
+            "metric:loss".to_owned(),
+            "param:lr".to_owned(),
+            "param:optimizer".to_owned(),
+        ];
+        let (trials, states, cols) = store.trial_columns(&id, &names).unwrap();
+        assert_eq!(trials, (0..300).collect::<Vec<_>>());
+        assert_eq!(cols[2].labels.len(), 3, "three optimizers as labels");
+        let page = |sort: SortKey, descending: bool, states: Vec<UnitState>, offset: u32| {
+            let q = TrialQuery {
+                offset,
+                limit: 25,
+                sort,
+                descending,
+                states,
+            };
+            store.query_trials(&id, &q).unwrap()
+        };
+        // By loss, largest first, ties by trial: the second page.
+        let mut want: Vec<u32> = trials.clone();
+        want.sort_by(|&a, &b| {
+            cols[0].values[b as usize]
+                .total_cmp(&cols[0].values[a as usize])
+                .then(a.cmp(&b))
+        });
+        let (total, rows) = page(SortKey::Metric("loss".into()), true, vec![], 25);
+        assert_eq!(total, 300);
+        assert_eq!(
+            rows.iter().map(|r| r.trial).collect::<Vec<_>>(),
+            want[25..50]
+        );
+        // By a parameter, smallest first, pruned trials only.
+        let mut pruned: Vec<u32> = trials
+            .iter()
+            .copied()
+            .filter(|&t| states[t as usize] == UnitState::Pruned)
+            .collect();
+        pruned.sort_by(|&a, &b| cols[1].values[a as usize].total_cmp(&cols[1].values[b as usize]));
+        let (total, rows) = page(
+            SortKey::Param("lr".into()),
+            false,
+            vec![UnitState::Pruned],
+            0,
+        );
+        assert!(total > 10 && total as usize == pruned.len());
+        assert_eq!(
+            rows.iter().map(|r| r.trial).collect::<Vec<_>>(),
+            pruned[..25.min(pruned.len())]
+        );
+        // A metric no trial has: every trial, in trial order (missing values last).
+        let (_, rows) = page(SortKey::Metric("nothing".into()), true, vec![], 0);
+        assert_eq!(
+            rows.iter().map(|r| r.trial).collect::<Vec<_>>(),
+            (0..25).collect::<Vec<_>>()
+        );
+        // A name with a quote is bound, never spliced into the SQL.
+        let (total, _) = page(SortKey::Param("x\" OR 1=1 --".into()), false, vec![], 0);
+        assert_eq!(total, 300);
+        assert_eq!(SortKey::parse("metric:"), None);
+        assert_eq!(
+            SortKey::parse("param:lr"),
+            Some(SortKey::Param("lr".into()))
+        );
+    }
+}
