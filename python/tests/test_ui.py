@@ -378,7 +378,7 @@ def test_a_scan_s_surface_hessian_curvature_and_files(tmp_path, browser):
         # The coordinator dies and comes back: the same page, reloaded, is whole again.
         c.restart_coordinator()
         page.reload()
-        page.wait_for_selector("#files a[href$='/hessian.json']")
+        page.wait_for_selector("#surface3d")
         page.click(".tabs a[data-tab=hessian]")
         page.wait_for_selector("#eigen tbody tr")
     finally:
