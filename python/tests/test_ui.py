@@ -331,10 +331,7 @@ def test_a_scan_s_surface_hessian_curvature_and_files(tmp_path, browser):
     )
     assert run.returncode == 0, run.stderr[-2000:]
     scan = next(p for p in (data / "sweeps").iterdir() if p.name.startswith("digits-landscape"))
-    # The run's coordinator is gone; the cluster's writes its own address.
-    (data / "coordinator.addr").unlink()
-    c = Cluster(tmp_path / "cluster")
-    ui = Ui(c)
+    c, ui = serve_run_folder(tmp_path / "cluster")
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         login(page, ui.url)
@@ -386,6 +383,15 @@ def test_a_scan_s_surface_hessian_curvature_and_files(tmp_path, browser):
         c.close()
 
 
+def serve_run_folder(root: Path) -> "tuple[Cluster, Ui]":
+    """A cluster (with workers, token) and its page on the data folder `root/data` that
+    a `ridgeline run` filled; that run's coordinator is gone, the cluster's writes its
+    own address."""
+    (root / "data" / "coordinator.addr").unlink()
+    c = Cluster(root)
+    return c, Ui(c)
+
+
 def json_str(p: Path) -> str:
     """A path as a TOML string."""
     import json
@@ -414,9 +420,7 @@ def test_the_pareto_front_of_two_objectives(tmp_path, browser, in_tests_folder):
     data = tmp_path / "cluster" / "data"
     sweep = ridgeline.run(spec, out=data, workers=2, progress=False)
     front = sweep.pareto()
-    (data / "coordinator.addr").unlink()
-    c = Cluster(tmp_path / "cluster")
-    ui = Ui(c)
+    c, ui = serve_run_folder(tmp_path / "cluster")
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         login(page, ui.url)

@@ -31,17 +31,26 @@ async fn list(c: &mut Client, id: &str) -> Result<Vec<proto::ArtifactInfo>, toni
     .files)
 }
 
+/// A file's bytes as the coordinator streams them, from the start.
+async fn open(
+    c: &mut Client,
+    id: &str,
+    path: &str,
+) -> Result<tonic::Streaming<proto::ArtifactChunk>, tonic::Status> {
+    Ok(c.read_artifact(proto::ReadArtifactRequest {
+        sweep_id: id.to_owned(),
+        path: path.to_owned(),
+        offset: 0,
+        version: 0,
+    })
+    .await?
+    .into_inner())
+}
+
 pub(crate) async fn read(c: &mut Client, id: &str, path: &str) -> Result<Vec<u8>, String> {
-    let mut s = c
-        .read_artifact(proto::ReadArtifactRequest {
-            sweep_id: id.to_owned(),
-            path: path.to_owned(),
-            offset: 0,
-            version: 0,
-        })
+    let mut s = open(c, id, path)
         .await
-        .map_err(|e| format!("{path}: {}", e.message()))?
-        .into_inner();
+        .map_err(|e| format!("{path}: {}", e.message()))?;
     let mut out = Vec::new();
     while let Some(chunk) = s.next().await {
         out.extend(chunk.map_err(|e| format!("{path}: {}", e.message()))?.data);
@@ -176,16 +185,8 @@ pub async fn files(mut c: Client, id: &str, all: bool) -> Response<Body> {
 
 /// `GET /api/sweeps/ID/files/PATH`: one file, streamed as the coordinator sends it.
 pub async fn download(mut c: Client, id: &str, path: &str) -> Response<Body> {
-    let stream = match c
-        .read_artifact(proto::ReadArtifactRequest {
-            sweep_id: id.to_owned(),
-            path: path.to_owned(),
-            offset: 0,
-            version: 0,
-        })
-        .await
-    {
-        Ok(s) => s.into_inner(),
+    let stream = match open(&mut c, id, path).await {
+        Ok(s) => s,
         Err(s) if s.code() == tonic::Code::NotFound || s.code() == tonic::Code::InvalidArgument => {
             return http::error(StatusCode::NOT_FOUND, s.message().to_owned());
         }

@@ -268,6 +268,18 @@ mod tests {
         );
     }
 
+    /// A trial's settings with this optimizer (momentum 0.9 for SGD).
+    fn config(opt: Optimizer) -> TrialConfig {
+        let mut cfg = TrialConfig {
+            model: Default::default(),
+            train: Default::default(),
+            context: 1,
+        };
+        cfg.train.optimizer = opt;
+        cfg.train.momentum = 0.9;
+        cfg
+    }
+
     /// loss = Σ w·θ² (a quadratic with a different curvature per element), in f32.
     fn quadratic(v: &Var) -> Tensor {
         let w = Tensor::new(&[0.5f32, 2.0, -0.25, 1.0], &Device::Cpu).unwrap();
@@ -316,14 +328,8 @@ mod tests {
     #[test]
     fn a_restored_optimizer_continues_exactly() {
         for opt in [Optimizer::Adamw, Optimizer::Sgd] {
-            let mut cfg = TrialConfig {
-                model: Default::default(),
-                train: Default::default(),
-                context: 1,
-            };
-            cfg.train.optimizer = opt;
+            let mut cfg = config(opt);
             cfg.train.lr = 0.05;
-            cfg.train.momentum = 0.9;
             let names = vec!["theta".to_owned()];
             let straight = var();
             let mut o = Optim::new(vec![straight.clone()], &cfg).unwrap();
@@ -403,13 +409,7 @@ mod tests {
         unsafe { std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1") };
         std::thread::spawn(|| {
             for opt in [Optimizer::Adamw, Optimizer::Sgd] {
-                let mut cfg = TrialConfig {
-                    model: Default::default(),
-                    train: Default::default(),
-                    context: 1,
-                };
-                cfg.train.optimizer = opt;
-                cfg.train.momentum = 0.9;
+                let cfg = config(opt);
                 let v = var();
                 let g = quadratic(&v).backward().unwrap();
                 assert!(
