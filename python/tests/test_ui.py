@@ -121,6 +121,8 @@ def test_the_page_shows_a_pruned_search_as_the_database_holds_it(tmp_path, brows
             "#trials tbody tr", "rs => rs.map(r => [+r.dataset.trial, r.cells[1].innerText])"
         )
         assert shown == [[t, s] for t, s, _ in rows]
+        # The shown trials' intermediate values, drawn under the table.
+        assert canvas_inked(page, "#intermediate-all") > 1000
         shot(page, "trials")
 
         # Sorted by val_loss, largest first, by the coordinator.
@@ -434,3 +436,81 @@ def test_the_pareto_front_of_two_objectives(tmp_path, browser, in_tests_folder):
     finally:
         ui.close()
         c.close()
+
+
+def test_a_running_scan_s_page_shows_its_surface_once_it_is_assembled(
+    tmp_path, browser, in_tests_folder
+):
+    """A PyTorch model's scan through real workers, watched from its page while it runs:
+    no surface yet (said so), then the surface, without a reload, once the scan ends."""
+    from test_torch import scan_spec
+
+    c = Cluster(tmp_path / "cluster")
+    ui = Ui(c)
+    try:
+        sweep = c.client.submit(scan_spec("torch_models:slow_cnn", "ui-scan"))
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        login(page, ui.url)
+        page.goto(f"{ui.url}/#/sweep/{sweep.id}")
+        page.wait_for_selector("#no-surface")
+        assert "no surface.npy" in page.inner_text("#no-surface")
+        page.wait_for_selector("#surface3d", timeout=300_000)
+        assert sweep.status()["state"] == "completed"
+        assert canvas_inked(page, "#surface3d") > 10_000
+        shot(page, "scan-live")
+    finally:
+        ui.close()
+        c.close()
+
+
+def test_parameter_importance_ranks_as_optuna_does(tmp_path):
+    """The importance the page shows (PED-ANOVA on histograms, computed by the server)
+    ranks the parameters of a 3,000-trial synthetic search as Optuna's own
+    PedAnovaImportanceEvaluator and fANOVA do on the same trials."""
+    import urllib.request
+
+    import optuna
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+    from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
+
+    data = tmp_path / "cluster" / "data"
+    made = subprocess.run(
+        [_cli.binary(), "synthetic", "--data-dir", str(data), "--trials", "3000"],
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    sweep = made.stdout.strip()
+    c = Cluster(tmp_path / "cluster")
+    ui = Ui(c)
+    try:
+        req = urllib.request.Request(
+            f"{ui.url}/api/sweeps/{sweep}/importance",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        )
+        ours = [x["param"] for x in json.load(urllib.request.urlopen(req))["importance"]]
+        trials = c.client.sweep(sweep).results()["trials"]
+    finally:
+        ui.close()
+        c.close()
+    dists = {
+        "lr": FloatDistribution(1e-5, 1.0, log=True),
+        "width": IntDistribution(16, 512),
+        "optimizer": CategoricalDistribution(["adamw", "sgd", "lion"]),
+    }
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize")
+    for t in trials:
+        if t["state"] == "completed":
+            study.add_trial(
+                optuna.trial.create_trial(
+                    params=t["params"], distributions=dists, value=t["metrics"]["loss"]
+                )
+            )
+    ped = get_param_importances(study, evaluator=PedAnovaImportanceEvaluator())
+    fanova = get_param_importances(study)
+    assert ours == list(ped) == list(fanova), (ours, ped, fanova)

@@ -87,7 +87,7 @@ function header(st) {
 }
 
 async function sweepPage(id, trial) {
-  if (view.id !== id) Object.assign(view, { id, offset: 0, sort: "trial", desc: false, states: [], tab: "trials" });
+  if (view.id !== id) Object.assign(view, { id, offset: 0, sort: "trial", desc: false, states: [], tab: "trials", retries: 0 });
   view.trial = trial;
   const st = await api("/api/sweeps/" + encodeURIComponent(id));
   view.status = st;
@@ -101,7 +101,8 @@ async function sweepPage(id, trial) {
     ? (view.land.error ? [["files", "Files"]] : Scan.tabs(view.land))
     : [["trials", "Trials"], ["history", "History"], ["parameters", "Parameters"]]
       .concat(st.objectives.length > 1 ? [["pareto", "Pareto front"]] : []);
-  if (!tabs.some(([t]) => t === view.tab)) view.tab = tabs[0][0];
+  // Without a surface yet only the files show; the tab chosen stays for when it comes.
+  if (!tabs.some(([t]) => t === view.tab) && !(view.land && view.land.error)) view.tab = tabs[0][0];
   app.innerHTML = `<div id="head">${header(st)}</div>
     <div class="tabs">${tabs.map(([t, label]) => `<a href="#" data-tab="${t}">${label}</a>`).join("")}</div>
     ${view.land && view.land.error ? `<p class="muted" id="no-surface">${esc(view.land.error)}</p>` : ""}
@@ -114,6 +115,10 @@ async function sweepPage(id, trial) {
   await showTab();
   // An ended sweep changes no more (until resumed, which reloads the page).
   if (st.state === "running") listen(id);
+  // A scan that has just ended may still be assembling its surface: look again.
+  if (view.land && view.land.error && st.state === "completed" && (view.retries = (view.retries || 0) + 1) <= 30) {
+    setTimeout(() => { if (view.id === id) sweepPage(id, null).catch(() => {}); }, 1000);
+  }
 }
 
 function wireControl() {
@@ -128,9 +133,13 @@ function wireControl() {
 }
 
 async function showTab() {
-  app.querySelectorAll(".tabs a").forEach((a) => a.classList.toggle("active", a.dataset.tab === (view.trial !== null ? "" : view.tab)));
+  const shown = view.land && view.land.error ? "files" : view.tab;
+  app.querySelectorAll(".tabs a").forEach((a) => a.classList.toggle("active", a.dataset.tab === (view.trial !== null ? "" : shown)));
   if (view.trial !== null && view.trial !== undefined) return trialView(view.trial);
-  if (view.status.kind === "landscape") return Scan.show(document.getElementById("body"), view.id, view.tab, view.land || {});
+  if (view.status.kind === "landscape") {
+    const tab = view.land && view.land.error ? "files" : view.tab;
+    return Scan.show(document.getElementById("body"), view.id, tab, view.land || {});
+  }
   const body = document.getElementById("body");
   if (view.tab === "parameters") return Analysis.show(body, view.id, view.status, api);
   if (view.tab === "pareto") return Analysis.pareto(body, view.id, view.status, api);
@@ -180,7 +189,7 @@ function columnsOf(st, rows) {
 
 async function trialsView() {
   const st = view.status;
-  const q = new URLSearchParams({ offset: view.offset, limit: view.limit, sort: view.sort, desc: view.desc ? 1 : 0 });
+  const q = new URLSearchParams({ offset: view.offset, limit: view.limit, sort: view.sort, desc: view.desc ? 1 : 0, history: 1 });
   view.states.forEach((s) => q.append("state", s));
   const page = await api(`/api/sweeps/${encodeURIComponent(view.id)}/trials?${q}`);
   const { space, metrics } = columnsOf(st, page.trials);
@@ -196,7 +205,20 @@ async function trialsView() {
       <button class="ghost" id="next">Next</button></div>
     <div class="scroll"><table id="trials"><thead><tr>${cols.map(([k, label]) =>
       `<th data-key="${esc(k)}" class="${view.sort === k ? "sorted" + (view.desc ? " desc" : "") : ""}">${esc(label)}</th>`).join("")}</tr></thead>
-    <tbody>${page.trials.map((t) => `<tr data-trial="${t.trial}">${cols.map(([k]) => cell(t, k)).join("")}</tr>`).join("")}</tbody></table></div>`;
+    <tbody>${page.trials.map((t) => `<tr data-trial="${t.trial}">${cols.map(([k]) => cell(t, k)).join("")}</tr>`).join("")}</tbody></table></div>
+    <h2>Intermediate values <span class="muted">of ${esc(metrics[0] || "")} for the trials above (✕: pruned there)</span></h2>
+    <canvas id="intermediate-all"></canvas>`;
+  // One curve per trial on this page: filtering and sorting choose which.
+  const m = metrics[0];
+  const curves = page.trials.filter((t) => t.history.length).map((t) => ({
+    points: t.history.map((h) => [h.step, h[m], "trial " + t.trial]).filter((p) => Number.isFinite(p[1])), width: 1, marker: "dot", size: 1.5,
+  }));
+  const stops = page.trials.filter((t) => t.state === "pruned" && t.history.length).map((t) => {
+    const last = [...t.history].reverse().find((h) => Number.isFinite(h[m]));
+    return last ? [last.step, last[m], "trial " + t.trial] : null;
+  }).filter(Boolean);
+  curves.push({ name: "pruned", points: stops, line: false, marker: "x", color: "#c0392b" });
+  Plot.draw(body.querySelector("#intermediate-all"), curves, { xlabel: "step", ylabel: m, height: 300 });
   body.querySelectorAll("th").forEach((th) => th.addEventListener("click", () => {
     const k = th.dataset.key;
     if (view.sort === k) view.desc = !view.desc; else { view.sort = k; view.desc = false; }

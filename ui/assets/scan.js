@@ -33,6 +33,10 @@ const Scan = (() => {
     if (oneD) return curve(body, land, field);
     const marks = meta.loss_min_at && meta.loss_min_at.y !== undefined
       ? [{ x: meta.loss_min_at.x, y: meta.loss_min_at.y, label: "min" }] : [];
+    // A plane through three checkpoints: θ at the origin, θ₂ at (1, 0), θ₃ at (0, 1).
+    if (meta.directions && meta.directions.type === "target") {
+      marks.push({ x: 0, y: 0, label: "θ" }, { x: 1, y: 0, label: "θ₂" }, { x: 0, y: 1, label: "θ₃" });
+    }
     Landscape.heatmap(body.querySelector("#contour"), land.x, land.y, z,
       { log: state.log, title: field, marks, path: land.trajectory, xlabel: "α, β" });
     Landscape.surface(body.querySelector("#surface3d"), land.x, land.y, z, { log: state.log });
@@ -41,6 +45,13 @@ const Scan = (() => {
   function curve(body, land, field) {
     const z = land[field][0];
     const series = [{ name: field, points: land.x.map((x, i) => [x, z[i]]), marker: "dot" }];
+    // An interpolation's two checkpoints, at α = 0 and 1.
+    const meta = land.meta || {};
+    if (meta.directions && meta.directions.type === "target") {
+      const at = (a) => land.x.findIndex((x) => Math.abs(x - a) < 1e-9);
+      const pts = [0, 1].map(at).filter((i) => i >= 0).map((i) => [land.x[i], z[i], i === at(0) ? "θ" : "θ₂"]);
+      series.push({ name: "checkpoints", points: pts, line: false, marker: "dot", size: 5, color: "#1d2433" });
+    }
     const lmc = land.lmc;
     if (lmc && field === "surface" && lmc.loss) {
       // The chord between the endpoints α = 0 and 1, above which the barrier rises.

@@ -112,6 +112,8 @@ pub async fn trials(mut c: Client, id: &str, query: &[(String, String)]) -> Resp
             sort: get("sort").unwrap_or("trial").to_owned(),
             descending: matches!(get("desc"), Some("1" | "true")),
             states,
+            // The page draws the shown trials' intermediate values.
+            with_history: matches!(get("history"), Some("1" | "true")),
         })
         .await;
     match r {

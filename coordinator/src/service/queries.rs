@@ -102,6 +102,7 @@ pub(super) async fn query_trials(
             .into_iter()
             .map(state_of)
             .collect::<Result<_, _>>()?,
+        with_history: r.with_history,
     };
     with_store(data_dir, move |store, dir| {
         let (total, rows) = store.query_trials(&id, &q).map_err(|e| e.to_string())?;

@@ -84,6 +84,8 @@ pub struct TrialQuery {
     pub descending: bool,
     /// Only these states (all when empty).
     pub states: Vec<UnitState>,
+    /// Whether to load each row's history.
+    pub with_history: bool,
 }
 
 /// A column over every trial: numbers, with a choice's text values as labels.
@@ -136,6 +138,9 @@ impl Store {
         let mut out = Vec::new();
         while let Some(r) = rows.next()? {
             out.push(trial_row(r)?);
+        }
+        if q.with_history {
+            self.add_histories(&mut out)?;
         }
         Ok((total, out))
     }
@@ -228,6 +233,7 @@ mod tests {
                 sort,
                 descending,
                 states,
+                with_history: offset == 25,
             };
             store.query_trials(&id, &q).unwrap()
         };
@@ -244,6 +250,15 @@ mod tests {
             rows.iter().map(|r| r.trial).collect::<Vec<_>>(),
             want[25..50]
         );
+        // Asked for, each row's history: 9 steps for a completed synthetic trial, the
+        // last one its final value.
+        let done = rows
+            .iter()
+            .find(|r| r.state == UnitState::Completed)
+            .unwrap();
+        let steps: Vec<u32> = done.history.iter().map(|h| h.0).collect();
+        assert_eq!(steps, (1..=9).collect::<Vec<_>>());
+        assert_eq!(done.history[8].1[0].1, done.final_metrics[0].1);
         // By a parameter, smallest first, pruned trials only.
         let mut pruned: Vec<u32> = trials
             .iter()

@@ -312,27 +312,49 @@ impl Store {
              WHERE u.sweep_id = ?1 AND u.trial >= ?2 AND u.trial <= ?3
              ORDER BY m.unit_id, m.step, m.name",
         )?;
-        let index: std::collections::HashMap<u64, usize> =
-            out.iter().enumerate().map(|(i, t)| (t.unit.0, i)).collect();
-        let mut rows = st.query(params![id.as_str(), first, last])?;
-        while let Some(r) = rows.next()? {
-            let unit = r.get::<_, i64>(0)? as u64;
-            let step: u32 = r.get(1)?;
-            let name: String = r.get(2)?;
-            // NaN is stored as NULL by SQLite; read it back as NaN.
-            let value: Option<f64> = r.get(3)?;
-            let Some(&i) = index.get(&unit) else { continue };
-            let h = &mut out[i].history;
-            if h.last().is_none_or(|(s, _)| *s != step) {
-                h.push((step, vec![]));
-            }
-            h.last_mut()
-                .expect("pushed above")
-                .1
-                .push((name, value.unwrap_or(f64::NAN)));
-        }
+        fill_histories(&mut out, st.query(params![id.as_str(), first, last])?)?;
         Ok(out)
     }
+}
+
+impl Store {
+    /// Loads the histories of `rows` (any trials, of any sweep).
+    pub(super) fn add_histories(&self, rows: &mut [TrialRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = rows.iter().map(|t| t.unit.0 as i64).collect();
+        let mut st = self.conn.prepare(&format!(
+            "SELECT unit_id, step, name, value FROM metrics WHERE unit_id IN ({})
+             ORDER BY unit_id, step, name",
+            vec!["?"; ids.len()].join(", ")
+        ))?;
+        fill_histories(rows, st.query(rusqlite::params_from_iter(ids.iter()))?)
+    }
+}
+
+/// Appends `(unit_id, step, name, value)` rows, ordered by unit and step, to the
+/// histories of the trials they belong to.
+fn fill_histories(out: &mut [TrialRow], mut rows: rusqlite::Rows<'_>) -> Result<(), StoreError> {
+    let index: std::collections::HashMap<u64, usize> =
+        out.iter().enumerate().map(|(i, t)| (t.unit.0, i)).collect();
+    while let Some(r) = rows.next()? {
+        let unit = r.get::<_, i64>(0)? as u64;
+        let step: u32 = r.get(1)?;
+        let name: String = r.get(2)?;
+        // NaN is stored as NULL by SQLite; read it back as NaN.
+        let value: Option<f64> = r.get(3)?;
+        let Some(&i) = index.get(&unit) else { continue };
+        let h = &mut out[i].history;
+        if h.last().is_none_or(|(s, _)| *s != step) {
+            h.push((step, vec![]));
+        }
+        h.last_mut()
+            .expect("pushed above")
+            .1
+            .push((name, value.unwrap_or(f64::NAN)));
+    }
+    Ok(())
 }
 
 /// The columns of [`TRIAL_COLUMNS`] as a trial, without its history.
