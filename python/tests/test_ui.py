@@ -215,6 +215,24 @@ def test_live_updates_and_a_coordinator_restarted_underneath(tmp_path, browser, 
         page.wait_for_selector("#trials tbody tr:nth-child(4) .state.completed")
         shot(page, "live")
         assert sweep.status()["state"] == "completed"
+        # --allow-control: a trial enqueued from the page runs with its parameters.
+        page.once("dialog", lambda d: d.accept('{"x": 0.3}'))
+        page.click("#enqueue")
+        page.wait_for_function(
+            "document.querySelector('#progress').innerText === '5/5'", timeout=120_000
+        )
+        fifth = next(t for t in sweep.results()["trials"] if t["trial"] == 4)
+        assert fifth["params"]["x"] == 0.3 and fifth["state"] == "completed", fifth
+        # A read-only page has no such button, and the route refuses.
+        ro = Ui(c)
+        try:
+            r = page.request.post(
+                f"{ro.url}/api/sweeps/{sweep.id}/cancel",
+                headers={"Authorization": f"Bearer {TOKEN}"},
+            )
+            assert r.status == 403 and "read-only" in r.json()["error"]
+        finally:
+            ro.close()
     finally:
         ui.close()
         c.close()

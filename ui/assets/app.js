@@ -72,7 +72,8 @@ function header(st) {
   const c = st.counts;
   const control = config.allow_control
     ? (st.state === "running" ? '<button id="cancel" class="ghost">Cancel</button>'
-      : st.state === "cancelled" ? '<button id="resume" class="ghost">Resume</button>' : "")
+      : st.state === "cancelled" ? '<button id="resume" class="ghost">Resume</button>' : "") +
+      (st.kind === "search" && st.state !== "cancelled" ? ' <button id="enqueue" class="ghost">Enqueue a trial</button>' : "")
     : "";
   return `<h1>${esc(st.name)} <span class="muted">${esc(st.id)}</span> ${stateTag(st.state)} ${control}</h1>
     <div class="summary" id="summary">
@@ -122,12 +123,20 @@ async function sweepPage(id, trial) {
 }
 
 function wireControl() {
-  for (const action of ["cancel", "resume"]) {
+  for (const action of ["cancel", "resume", "enqueue"]) {
     const b = document.getElementById(action);
     if (b) b.addEventListener("click", async () => {
+      // Optuna's enqueue_trial: parameters given run next; those left out are sampled.
+      let body;
+      if (action === "enqueue") {
+        body = prompt('Parameters of the trial to run next, as JSON (e.g. {"lr": 0.01}):');
+        if (!body) return;
+      }
       b.disabled = true;
-      try { await api(`/api/sweeps/${encodeURIComponent(view.id)}/${action}`, { method: "POST" }); }
-      catch (e) { alert(e.message); }
+      try {
+        await api(`/api/sweeps/${encodeURIComponent(view.id)}/${action}`, { method: "POST", body });
+        if (action === "enqueue") sweepPage(view.id, null);
+      } catch (e) { alert(e.message); b.disabled = false; }
     });
   }
 }

@@ -271,9 +271,26 @@ pub async fn events(mut c: Client, id: &str) -> Response<Body> {
     r
 }
 
-/// `POST /api/sweeps/ID/cancel` and `/resume`, when the page was started with control.
-pub async fn control(mut c: Client, id: &str, action: &str) -> Response<Body> {
+/// `POST /api/sweeps/ID/cancel`, `/resume` and `/enqueue` (a body of one JSON object of
+/// parameters: Optuna's enqueue_trial), when the page was started with control.
+pub async fn control(mut c: Client, id: &str, action: &str, body: &[u8]) -> Response<Body> {
     let r = match action {
+        "enqueue" => {
+            let text = String::from_utf8_lossy(body);
+            if !serde_json::from_str::<Value>(&text).is_ok_and(|v| v.is_object()) {
+                return http::error(
+                    StatusCode::BAD_REQUEST,
+                    "enqueue: expected one JSON object of parameters, e.g. {\"lr\": 0.01}",
+                );
+            }
+            c.extend_sweep(proto::ExtendSweepRequest {
+                sweep_id: id.to_owned(),
+                trials: 0,
+                enqueue_json: vec![text.into_owned()],
+            })
+            .await
+            .map(|_| ())
+        }
         "cancel" => c
             .cancel_sweep(proto::CancelSweepRequest {
                 sweep_id: id.to_owned(),

@@ -178,9 +178,17 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, ["api", "sweeps", id, "files", rest @ ..]) => {
             landscape::download(c, id, &rest.join("/")).await
         }
-        (&Method::POST, ["api", "sweeps", id, action @ ("cancel" | "resume")]) => {
+        (&Method::POST, ["api", "sweeps", id, action @ ("cancel" | "resume" | "enqueue")]) => {
             if ctx.allow_control {
-                api::control(c, id, action).await
+                let (id, action) = (id.to_string(), action.to_string());
+                let body = match http_body_util::Limited::new(req.into_body(), MAX_FORM_BYTES)
+                    .collect()
+                    .await
+                {
+                    Ok(b) => b.to_bytes(),
+                    Err(_) => return http::error(StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+                };
+                api::control(c, &id, &action, &body).await
             } else {
                 http::error(
                     StatusCode::FORBIDDEN,
