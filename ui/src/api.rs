@@ -17,7 +17,7 @@ use crate::http::{self, Body};
 
 /// Points of a history's scatter, at most (about).
 const HISTORY_POINTS: usize = 4000;
-/// Sweeps listed, at most.
+/// Sweeps listed, at most (the newest).
 const MAX_SWEEPS: usize = 2000;
 
 /// A coordinator's answer as the page's error: its code as the HTTP status.
@@ -41,7 +41,8 @@ pub async fn sweeps(mut c: Client) -> Response<Body> {
             .list_sweeps(proto::ListSweepsRequest {
                 page_size: 500,
                 page_token: token,
-                with_spec: true,
+                // The list needs no specs (up to 64 kB each).
+                with_spec: false,
             })
             .await
         {
@@ -50,11 +51,13 @@ pub async fn sweeps(mut c: Client) -> Response<Body> {
         };
         out.extend(page.sweeps.iter().map(convert::status));
         token = page.next_page_token;
-        if token.is_empty() || out.len() >= MAX_SWEEPS {
+        if token.is_empty() {
             break;
         }
     }
+    // Newest first, the newest MAX_SWEEPS of them (pages come oldest first).
     out.reverse();
+    out.truncate(MAX_SWEEPS);
     http::json(&json!({ "sweeps": out }))
 }
 
