@@ -174,8 +174,9 @@ enum Cmd {
         #[arg(long)]
         allow_failures: bool,
     },
-    /// Serve the web page (sweeps, trials, histories) for a coordinator, read through
-    /// its client API, behind its token.
+    /// Serve the web page (sweeps, trials, histories, parameters, Pareto fronts, loss
+    /// surfaces, Hessians) for a coordinator, read through its client API, behind its
+    /// token.
     Ui {
         #[command(flatten)]
         c: CoordinatorFlag,
@@ -183,11 +184,11 @@ enum Cmd {
         /// coordinator when it still runs, else one started here to read the folder.
         #[arg(long, conflicts_with = "coordinator")]
         out: Option<PathBuf>,
-        /// Address of the page [default: 127.0.0.1:8080]; another host than loopback
-        /// needs the coordinator's token set.
+        /// Address of the page; another host than loopback needs the coordinator's
+        /// token set.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
-        /// Offer cancel and resume buttons (read-only otherwise).
+        /// Offer cancel, resume and enqueue buttons (read-only otherwise).
         #[arg(long)]
         allow_control: bool,
     },
