@@ -371,6 +371,11 @@ def test_a_scan_s_surface_hessian_curvature_and_files(tmp_path, browser):
         page.mouse.move(box["x"] + 320, box["y"] + 240, steps=5)
         page.mouse.up()
         assert pixels(page, "#surface3d") != before, "the surface did not turn"
+        # The value under the pointer, on the 3-D surface too: the grid's lowest point
+        # (its minimum is at the centre of this scan) read where it was drawn.
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] * 0.62)
+        tip = page.wait_for_selector(".tooltip:not([hidden])")
+        assert tip is not None and tip.inner_text().startswith("α ")
         page.check("#log")
         page.wait_for_selector("#surface3d")
         shot(page, "landscape-surface")

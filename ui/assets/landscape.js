@@ -156,6 +156,23 @@ const Landscape = (() => {
       g.fillStyle = "#6b7385"; g.font = "12px system-ui, 'DejaVu Sans', sans-serif";
       g.fillText("drag to turn" + (opts.log ? " · log scale" : ""), 10, 16);
       canvas._quads = quads.length;
+      // Where each grid point landed, for the readout under the pointer.
+      const verts = [];
+      pts.forEach((row, i) => row.forEach((p, j) => {
+        if (Number.isFinite(p.y)) verts.push({ sx: cx + p.x * scale, sy: cy - p.y * scale, d: p.d, i, j });
+      }));
+      hover(canvas, (mx, my) => {
+        // The nearest point within 12 px, the front-most of those about as near.
+        let best = null;
+        for (const v of verts) {
+          const r2 = (v.sx - mx) ** 2 + (v.sy - my) ** 2;
+          if (r2 > 144) continue;
+          if (!best || r2 + 4 * v.d < best.r2 + 4 * best.v.d) best = { v, r2 };
+        }
+        if (!best) return null;
+        const { i, j } = best.v;
+        return `α ${Plot.fmt(xs[j])}, β ${Plot.fmt(ys[i])}: ${Plot.fmt(z[i][j])}`;
+      });
     };
     draw();
     if (!canvas._drag) {
