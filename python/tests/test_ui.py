@@ -238,6 +238,19 @@ def test_live_updates_and_a_coordinator_restarted_underneath(tmp_path, browser, 
         c.close()
 
 
+def synthetic_cluster(root: Path, trials: int) -> "tuple[Cluster, Ui, str]":
+    """A finished search of `trials` synthetic trials written through the store
+    (`ridgeline synthetic`) into `root/data`, then a cluster and its page on it."""
+    made = subprocess.run(
+        [_cli.binary(), "synthetic", "--data-dir", str(root / "data"), "--trials", str(trials)],
+        capture_output=True,
+        text=True,
+    )
+    assert made.returncode == 0, made.stderr
+    c = Cluster(root)
+    return c, Ui(c), made.stdout.strip()
+
+
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
@@ -251,16 +264,7 @@ def test_a_hundred_thousand_trials_open_in_under_a_second(tmp_path, browser):
     coordinator's memory stays bounded. The figures go to target/ui-screenshots."""
     import json
 
-    data = tmp_path / "cluster" / "data"
-    made = subprocess.run(
-        [_cli.binary(), "synthetic", "--data-dir", str(data), "--trials", "100000"],
-        capture_output=True,
-        text=True,
-    )
-    assert made.returncode == 0, made.stderr
-    sweep = made.stdout.strip()
-    c = Cluster(tmp_path / "cluster")
-    ui = Ui(c)
+    c, ui, sweep = synthetic_cluster(tmp_path / "cluster", 100000)
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         received: list = []
@@ -500,16 +504,7 @@ def test_parameter_importance_ranks_as_optuna_does(tmp_path):
     )
     from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
 
-    data = tmp_path / "cluster" / "data"
-    made = subprocess.run(
-        [_cli.binary(), "synthetic", "--data-dir", str(data), "--trials", "3000"],
-        capture_output=True,
-        text=True,
-    )
-    assert made.returncode == 0, made.stderr
-    sweep = made.stdout.strip()
-    c = Cluster(tmp_path / "cluster")
-    ui = Ui(c)
+    c, ui, sweep = synthetic_cluster(tmp_path / "cluster", 3000)
     try:
         req = urllib.request.Request(
             f"{ui.url}/api/sweeps/{sweep}/importance",

@@ -97,6 +97,9 @@ pub async fn serve(
     }
 }
 
+/// What `--allow-control` lets the page do to a sweep.
+const CONTROLS: [&str; 3] = ["cancel", "resume", "enqueue"];
+
 /// The largest login form read.
 const MAX_FORM_BYTES: usize = 4096;
 
@@ -178,7 +181,7 @@ async fn route(ctx: &Ctx, req: Request<Incoming>) -> Response<Body> {
         (&Method::GET, ["api", "sweeps", id, "files", rest @ ..]) => {
             landscape::download(c, id, &rest.join("/")).await
         }
-        (&Method::POST, ["api", "sweeps", id, action @ ("cancel" | "resume" | "enqueue")]) => {
+        (&Method::POST, ["api", "sweeps", id, action]) if CONTROLS.contains(action) => {
             if ctx.allow_control {
                 let (id, action) = (id.to_string(), action.to_string());
                 let body = match http_body_util::Limited::new(req.into_body(), MAX_FORM_BYTES)
