@@ -7,7 +7,7 @@ use ridgeline_common::proto;
 use serde_json::{Map, Value, json};
 
 use crate::Client;
-use crate::api::{failed, status_with_spec};
+use crate::api::{failed, metric_asked, objectives, status_with_spec};
 use crate::http::{self, Body};
 use crate::importance::{Param, ped_anova};
 
@@ -50,11 +50,7 @@ pub async fn columns(mut c: Client, id: &str, query: &[(String, String)]) -> Res
         Ok(s) => s,
         Err(r) => return r,
     };
-    let objectives: Vec<String> = if st.objectives.is_empty() {
-        vec![st.metric.clone()]
-    } else {
-        st.objectives.clone()
-    };
+    let objectives = objectives(&st);
     let params = space(&st.spec_json);
     let mut names: Vec<String> = params.iter().map(|(p, ..)| format!("param:{p}")).collect();
     names.extend(objectives.iter().map(|m| format!("metric:{m}")));
@@ -131,22 +127,8 @@ pub async fn importance(mut c: Client, id: &str, query: &[(String, String)]) -> 
         Ok(s) => s,
         Err(r) => return r,
     };
-    let objectives = if st.objectives.is_empty() {
-        vec![st.metric.clone()]
-    } else {
-        st.objectives.clone()
-    };
-    let metric = query
-        .iter()
-        .find(|(k, _)| k == "metric")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| objectives[0].clone());
-    let max = objectives
-        .iter()
-        .position(|o| *o == metric)
-        .and_then(|i| st.modes.get(i))
-        .unwrap_or(&st.mode)
-        == "max";
+    let (metric, mode) = metric_asked(&st, query);
+    let max = mode == "max";
     let params = space(&st.spec_json);
     if params.is_empty() {
         return http::error(StatusCode::NOT_FOUND, "the sweep has no search space");

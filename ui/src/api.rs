@@ -188,6 +188,36 @@ pub async fn log(mut c: Client, id: &str, n: u32, query: &[(String, String)]) ->
     }
 }
 
+/// The sweep's objectives (one for a single-objective sweep), in the spec's order.
+pub(crate) fn objectives(st: &proto::SweepStatus) -> Vec<String> {
+    if st.objectives.is_empty() {
+        vec![st.metric.clone()]
+    } else {
+        st.objectives.clone()
+    }
+}
+
+/// The metric a request names (`metric=`; the first objective by default) and its mode:
+/// its own among the objectives, else the sweep's.
+pub(crate) fn metric_asked(
+    st: &proto::SweepStatus,
+    query: &[(String, String)],
+) -> (String, String) {
+    let objectives = objectives(st);
+    let metric = query
+        .iter()
+        .find(|(k, _)| k == "metric")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| objectives[0].clone());
+    let mode = objectives
+        .iter()
+        .position(|o| *o == metric)
+        .and_then(|i| st.modes.get(i))
+        .unwrap_or(&st.mode)
+        .clone();
+    (metric, mode)
+}
+
 /// `GET /api/sweeps/ID/history?metric=NAME`: the optimisation history, aggregated
 /// (best so far, and a thinned scatter).
 pub async fn history(mut c: Client, id: &str, query: &[(String, String)]) -> Response<Body> {
@@ -200,18 +230,7 @@ pub async fn history(mut c: Client, id: &str, query: &[(String, String)]) -> Res
         Ok(s) => s.into_inner(),
         Err(s) => return failed(s),
     };
-    let metric = query
-        .iter()
-        .find(|(k, _)| k == "metric")
-        .map(|(_, v)| v.clone())
-        .unwrap_or_else(|| status.metric.clone());
-    // The goal of the metric: its mode among the objectives, else the sweep's.
-    let mode = status
-        .objectives
-        .iter()
-        .position(|o| *o == metric)
-        .and_then(|i| status.modes.get(i))
-        .unwrap_or(&status.mode);
+    let (metric, mode) = metric_asked(&status, query);
     let goal = if mode == "max" { Goal::Max } else { Goal::Min };
     let cols = match c
         .get_trial_columns(proto::GetTrialColumnsRequest {
