@@ -42,9 +42,10 @@ function closeLive() {
 
 // ---- the sweeps ----
 
-async function sweepsPage() {
+async function sweepsPage(seq) {
   const render = async () => {
     const { sweeps } = await api("/api/sweeps");
+    if (seq !== routeSeq) return; // the page moved on while this was on its way
     app.innerHTML = `<h1>Sweeps</h1>
       <table id="sweeps"><thead><tr><th>name</th><th>id</th><th>kind</th><th>state</th>
       <th>progress</th><th>best</th><th>ETA</th><th>elapsed</th></tr></thead><tbody>
@@ -61,7 +62,7 @@ async function sweepsPage() {
   };
   await render();
   // A list of sweeps, not of trials: a refresh every few seconds costs one small call.
-  timer = setInterval(() => render().catch(() => {}), 5000);
+  if (seq === routeSeq) timer = setInterval(() => render().catch(() => {}), 5000);
 }
 
 // ---- one sweep ----
@@ -87,17 +88,17 @@ function header(st) {
     </div>`;
 }
 
-async function sweepPage(id, trial) {
+async function sweepPage(id, trial, seq = routeSeq) {
   if (view.id !== id) Object.assign(view, { id, offset: 0, sort: "trial", desc: false, states: [], tab: "trials", retries: 0 });
   view.trial = trial;
   const st = await api("/api/sweeps/" + encodeURIComponent(id));
+  // A scan's arrays and reports: none until its tiles are assembled.
+  const land = st.kind !== "landscape" ? null
+    : await api(`/api/sweeps/${encodeURIComponent(id)}/landscape`).catch((e) => ({ error: e.message }));
+  if (seq !== routeSeq) return; // the page moved on while these were on their way
   view.status = st;
-  view.land = null;
-  if (st.kind === "landscape") {
-    // A scan's arrays and reports: none until its tiles are assembled.
-    try { view.land = await api(`/api/sweeps/${encodeURIComponent(id)}/landscape`); } catch (e) { view.land = { error: e.message }; }
-    if (!["surface", "hessian", "curvature", "files"].includes(view.tab)) view.tab = "surface";
-  }
+  view.land = land;
+  if (land && !["surface", "hessian", "curvature", "files"].includes(view.tab)) view.tab = "surface";
   const tabs = st.kind === "landscape"
     ? (view.land.error ? [["files", "Files"]] : Scan.tabs(view.land))
     : [["trials", "Trials"], ["history", "History"], ["parameters", "Parameters"]]
@@ -174,7 +175,9 @@ function listen(id) {
     const st = JSON.parse(e.data);
     st.spec = view.status && view.status.spec;
     view.status = st;
-    document.getElementById("head").innerHTML = header(st);
+    const head = document.getElementById("head");
+    if (!head) return;
+    head.innerHTML = header(st);
     wireControl();
     if (!pending && st.kind !== "landscape") pending = setTimeout(() => { pending = null; showTab().catch(() => {}); }, 1000);
     // Ended: nothing more will come (the browser would otherwise reconnect forever). A
@@ -306,19 +309,24 @@ async function trialView(n) {
 
 // ---- routing ----
 
+// Each navigation's number: a page whose data arrives after a later navigation (the
+// login's redirect to the list, then a link) does not draw over it.
+let routeSeq = 0;
+
 async function route() {
+  const seq = ++routeSeq;
   const parts = location.hash.replace(/^#\/?/, "").split("/");
   try {
     if (parts[0] === "sweep" && parts[1]) {
       const id = decodeURIComponent(parts[1]);
       if (view.id !== id) closeLive();
       if (timer) { clearInterval(timer); timer = null; }
-      return await sweepPage(id, parts[2] === "trial" ? +parts[3] : null);
+      return await sweepPage(id, parts[2] === "trial" ? +parts[3] : null, seq);
     }
     closeLive(); view.id = null;
-    return await sweepsPage();
+    return await sweepsPage(seq);
   } catch (e) {
-    app.innerHTML = `<p class="error">${esc(e.message)}</p>`;
+    if (seq === routeSeq) app.innerHTML = `<p class="error">${esc(e.message)}</p>`;
   }
 }
 
