@@ -79,7 +79,7 @@ fn bench(c: &mut Criterion) {
             b.iter(|| {
                 black_box(
                     plane
-                        .evaluate(&points[..tile], &x, &y, Loss::CrossEntropy, 1024)
+                        .evaluate(&points[..tile], (&x, &y), Loss::CrossEntropy, 1024, None)
                         .unwrap(),
                 )
             })

@@ -330,12 +330,13 @@ async fn finish_landscape(
     out: &Path,
 ) -> Result<()> {
     let dir = out.join("sweeps").join(id);
-    // Scans over 2^20 points are assembled on their own thread after the sweep ends;
-    // meta.json is written once the arrays are in place.
-    let big = spec
-        .landscape
-        .as_ref()
-        .is_some_and(|l| l.points() > 1 << 20);
+    // Large and cancelled scans are assembled on their own thread after the sweep
+    // ends; meta.json is written once everything else is in place.
+    let big = client::state_name(st.state) == "cancelled"
+        || spec
+            .landscape
+            .as_ref()
+            .is_some_and(|l| l.assembled_in_background());
     let waited = std::time::Instant::now();
     while big && !dir.join("meta.json").exists() && waited.elapsed() < Duration::from_secs(600) {
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -313,3 +313,68 @@ fn results_give_the_intrinsic_dimension_of_a_submitted_sweep() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `search.keep = 2`: once the search ends only the two best trials (by val_loss, ties to
+/// the lower trial) have checkpoint files, and results name no checkpoint for the rest;
+/// the same across a coordinator killed and restarted mid-search, whose rebuilt policy
+/// still knows which trials hold the places.
+#[test]
+fn keep_leaves_the_checkpoints_of_the_best_trials_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = digits_spec(dir.path(), "kept", 10, 3);
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("seed = 0\n", "seed = 0\nkeep = 2\n");
+    std::fs::write(&spec, text).unwrap();
+    let check = |v: &serde_json::Value, trials_dir: &std::path::Path| {
+        let trials = v["trials"].as_array().unwrap();
+        assert_eq!(trials.len(), 10);
+        let mut ranked: Vec<(f64, u64)> = trials
+            .iter()
+            .filter(|t| t["state"] == "completed")
+            .map(|t| {
+                (
+                    t["metrics"]["val_loss"].as_f64().unwrap(),
+                    t["trial"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let best: Vec<u64> = ranked.iter().take(2).map(|r| r.1).collect();
+        for t in trials {
+            let n = t["trial"].as_u64().unwrap();
+            let kept = best.contains(&n);
+            let weights = trials_dir.join(format!("{n:05}")).join("model.safetensors");
+            assert_eq!(weights.exists(), kept, "trial {n} (best: {best:?})");
+            assert_eq!(t["checkpoint_dir"].is_string(), kept, "{t}");
+        }
+    };
+    let out = dir.path().join("out");
+    let v = run_embedded(&spec, 2, &out, Duration::from_secs(300));
+    let sweep = out.join("sweeps").join(v["sweep"].as_str().unwrap());
+    check(&v, &sweep.join("trials"));
+
+    // On a coordinator that is killed once three trials are done.
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let (coord, url) = coordinator(&data, &[]);
+    let _w = worker(dir.path(), &url, "w", &[]);
+    let id = submit(&spec, &url);
+    wait_until("3 completed trials", Duration::from_secs(120), || {
+        results(&id, &url)["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["state"] == "completed")
+            .count()
+            >= 3
+    });
+    drop(coord);
+    let (_coord, url) = coordinator(&data, &[]);
+    let _w2 = worker(dir.path(), &url, "w2", &[]);
+    run_ok(&["watch", &id, "--coordinator", &url], Duration::from_secs(300));
+    check(
+        &results(&id, &url),
+        &data.join("sweeps").join(&id).join("trials"),
+    );
+}

@@ -86,6 +86,13 @@ pub const TILE_FILE: &str = "tile.f64";
 /// The same for the second split of a `split = "both"` scan (the validation split).
 pub const SECOND_TILE_FILE: &str = "tile_val.f64";
 
+/// Largest grid whose `surface.vtp` is written unless `vtp = false` (256 x 256, ~10 MB).
+pub const VTP_DEFAULT_POINTS: usize = 1 << 16;
+
+/// Largest grid assembled before its sweep's end is published (tens of milliseconds);
+/// larger ones are assembled on a thread of their own.
+pub const SYNC_ASSEMBLY_POINTS: usize = 1 << 16;
+
 /// A scan evaluated by the user's code: the worker starts `interpreter -m
 /// ridgeline.torch.evaluator FUNCTION` once per slot and keeps it for the scan's tiles.
 /// The function returns the model, the loss function and the data; the worker computes
@@ -536,6 +543,11 @@ pub struct LandscapeSpec {
     /// Split the loss is evaluated on.
     #[serde(default)]
     pub split: Split,
+    /// Whether to write `surface.vtp` (ParaView) for a 2-D scan. Unset: written for
+    /// grids of at most [`VTP_DEFAULT_POINTS`] points (ASCII VTK costs ~150 bytes a
+    /// point: 151 MB at 10^6 points).
+    #[serde(default)]
+    pub vtp: Option<bool>,
     /// `surface.vtp` (ParaView): heights `ln(loss + 0.1)` instead of the loss, as the
     /// reference's `h52vtp.py --log`.
     #[serde(default)]
@@ -618,6 +630,19 @@ impl LandscapeSpec {
     pub fn points(&self) -> usize {
         let (nx, ny) = self.shape();
         nx * ny
+    }
+
+    /// Whether the assembly writes `surface.vtp`: asked for, or by default on 2-D grids
+    /// of at most [`VTP_DEFAULT_POINTS`].
+    pub fn wants_vtp(&self) -> bool {
+        self.y.is_some() && self.vtp.unwrap_or(self.points() <= VTP_DEFAULT_POINTS)
+    }
+
+    /// Whether the coordinator assembles this scan on a thread of its own after the
+    /// sweep's end is published (clients then wait for `meta.json`, written last),
+    /// rather than before: grids over [`SYNC_ASSEMBLY_POINTS`].
+    pub fn assembled_in_background(&self) -> bool {
+        self.points() > SYNC_ASSEMBLY_POINTS
     }
 
     /// Number of tiles.

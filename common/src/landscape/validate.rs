@@ -61,6 +61,12 @@ impl LandscapeSpec {
                 "expected at least 1 point per tile".into(),
             ));
         }
+        if self.vtp == Some(true) && self.y.is_none() {
+            return Err((
+                "landscape.vtp".into(),
+                "surface.vtp is a 2-D surface; this scan has no y axis".into(),
+            ));
+        }
         if self.batch_size == 0 {
             return Err(("landscape.batch_size".into(), "expected at least 1".into()));
         }

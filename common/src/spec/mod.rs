@@ -11,12 +11,14 @@ use crate::landscape::LandscapeSpec;
 use crate::params::Params;
 
 mod defaults;
+mod keep;
 mod model;
 mod search;
 pub mod shell;
 pub mod trial;
 mod validate;
 
+pub use keep::Keep;
 pub use model::*;
 pub use search::*;
 pub use trial::TrialSpec;

@@ -184,6 +184,10 @@ pub struct SearchSpec {
     /// Early stopping of trials from their intermediate reports.
     #[serde(default)]
     pub scheduler: Option<SchedulerSpec>,
+    /// Which trials keep their checkpoints: `"all"`, `"best"` or the N best (default
+    /// 100). Population based training keeps every round's, which later rounds copy.
+    #[serde(default)]
+    pub keep: super::Keep,
     /// Conditional parameters: a parameter named here exists in a trial only when every
     /// choice it names took one of the given values (`momentum = { optimizer = "sgd" }`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -757,6 +761,7 @@ impl Default for SearchSpec {
             space: BTreeMap::new(),
             tpe: TpeSpec::default(),
             scheduler: None,
+            keep: super::Keep::default(),
             conditions: BTreeMap::new(),
             enqueue: Vec::new(),
             warm_start: None,

@@ -782,3 +782,52 @@ fn pbt_with_the_builtin_trainer_varies_what_keeps_shapes_over_the_rounds_epochs(
         );
     }
 }
+
+/// `vtp` defaults by the grid's size and is refused on a 1-D scan.
+#[test]
+fn surface_vtp_is_written_for_small_grids_or_when_asked() {
+    let spec = |x: usize, y: Option<usize>, extra: &str| {
+        let y = y.map_or(String::new(), |n| {
+            format!("y = {{ min = -1.0, max = 1.0, points = {n} }}\n")
+        });
+        SweepSpec::from_toml(&format!(
+            "name = \"s\"\nkind = \"landscape\"\n[data]\npath = \"d.csv\"\n[landscape]\ncheckpoint = \"c\"\nx = {{ min = -1.0, max = 1.0, points = {x} }}\n{y}{extra}"
+        ))
+    };
+    let l = |s: Result<SweepSpec, _>| s.unwrap().landscape.unwrap();
+    assert!(l(spec(256, Some(256), "")).wants_vtp());
+    assert!(!l(spec(257, Some(256), "")).wants_vtp());
+    assert!(l(spec(1000, Some(1000), "vtp = true")).wants_vtp());
+    assert!(!l(spec(51, Some(51), "vtp = false")).wants_vtp());
+    assert!(!l(spec(51, None, "")).wants_vtp());
+    let e = spec(51, None, "vtp = true").unwrap_err().to_string();
+    assert!(
+        e.contains("landscape.vtp: surface.vtp is a 2-D surface"),
+        "{e}"
+    );
+}
+
+/// `search.keep`: "all", "best" (one) or a count; anything else is refused by name.
+#[test]
+fn keep_says_which_checkpoints_stay() {
+    let spec = |keep: &str| {
+        SweepSpec::from_toml(&format!(
+            "name = \"s\"\n[data]\npath = \"d.csv\"\n[search]\n{keep}\n[search.space]\nlr = {{ type = \"uniform\", low = 0.1, high = 0.2 }}\n"
+        ))
+    };
+    let keep = |k: &str| spec(k).unwrap().search.keep;
+    assert_eq!(keep(""), Keep::Best(100));
+    assert_eq!(keep("keep = \"all\""), Keep::All);
+    assert_eq!(keep("keep = \"best\""), Keep::Best(1));
+    assert_eq!(keep("keep = 7"), Keep::Best(7));
+    assert_eq!(Keep::All.bound(), None);
+    for bad in ["keep = 0", "keep = -2", "keep = \"most\"", "keep = 1.5"] {
+        let e = spec(bad).unwrap_err().to_string();
+        assert!(
+            e.contains("search.keep: expected \"all\", \"best\" or a number of trials >= 1"),
+            "{bad}: {e}"
+        );
+    }
+    let s = spec("keep = 7").unwrap();
+    assert_eq!(SweepSpec::from_json(&s.to_json()).unwrap(), s);
+}

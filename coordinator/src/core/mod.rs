@@ -15,11 +15,13 @@ use crate::search::Searcher;
 
 mod front;
 mod gauges;
+mod keep;
 mod sweeps;
 mod workers;
 
 pub use front::{Front, FrontTrial};
 pub use gauges::*;
+pub use keep::Kept;
 pub use sweeps::*;
 pub use workers::*;
 
@@ -285,6 +287,14 @@ pub enum Action {
         resumes: bool,
         /// When.
         at: Millis,
+    },
+    /// Trials of a search lost their place among those that keep their checkpoints
+    /// (`search.keep`): their checkpoint files are removed once this is committed.
+    CheckpointsDropped {
+        /// The sweep.
+        sweep: SweepId,
+        /// The trials.
+        trials: Vec<u32>,
     },
     /// A sweep has a new best trial (persisted at once, so a restart keeps it).
     SweepBest {
@@ -562,6 +572,8 @@ struct Sweep {
     best: Option<Best>,
     /// Several objectives: the Pareto front so far (instead of a best trial).
     front: Option<Front>,
+    /// Which trials keep their checkpoints, where one result at a time decides.
+    kept: Option<Kept>,
     created: Millis,
     finished: Option<Millis>,
     /// Recent finishes, for throughput and ETA.
@@ -736,6 +748,9 @@ pub struct StoredSweep {
     /// What adaptive searchers and schedulers learned from, for sweeps that have one:
     /// every completed, pruned or live trial with its parameters and metric history.
     pub trials: Vec<StoredTrial>,
+    /// A running sweep with a bounded `search.keep`: its completed feasible trials
+    /// with their metric values, the best `keep` of them at least.
+    pub kept: Vec<(u32, f64)>,
 }
 
 /// A trial as an adaptive searcher or a scheduler saw it, for rebuilding them.

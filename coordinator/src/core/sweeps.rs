@@ -49,6 +49,7 @@ pub fn on_sweep_restored(core: &mut Core, out: &mut impl Outbox, stored: StoredS
         live,
         released,
         trials,
+        kept,
     } = stored;
     let total = total_of(&spec);
     let spec = Arc::new(spec);
@@ -66,6 +67,13 @@ pub fn on_sweep_restored(core: &mut Core, out: &mut impl Outbox, stored: StoredS
         None => released.unwrap_or_else(|| initial_gate(&spec)),
     };
     let mut sweep = Sweep {
+        kept: Kept::of(&spec).map(|mut k| {
+            // The best of them were kept; the rest went when they ended.
+            for (t, v) in kept {
+                k.offer(t, Some(v));
+            }
+            k
+        }),
         front: Front::of(&spec),
         searcher: searcher_for(&spec),
         scheduler: scheduler_for(&spec),
@@ -290,6 +298,7 @@ pub fn on_sweep_submitted(
         at: now,
     });
     let sweep = Sweep {
+        kept: Kept::of(&spec),
         front: Front::of(&spec),
         searcher: searcher_for(&spec),
         scheduler: scheduler_for(&spec),
@@ -407,6 +416,12 @@ pub(super) fn finish_unit(
         .spec
         .is_multi_objective()
         .then(|| s.spec.objective_values(&metrics));
+    let on_front = |s: &Sweep| -> Vec<u32> {
+        s.front
+            .as_ref()
+            .map_or(vec![], |f| f.trials.iter().map(|t| t.trial).collect())
+    };
+    let front_before = on_front(s);
     let ended = match (state, value, scored) {
         (UnitState::Completed, _, Some(Some(values))) => {
             if let Some(f) = s.front.as_mut().filter(|_| violation <= 0.0) {
@@ -448,6 +463,13 @@ pub(super) fn finish_unit(
         resumes: resumes(&s.spec),
         at: now,
     });
+    let dropped = dropped_checkpoints(s, trial, state, value, violation, front_before);
+    if !dropped.is_empty() {
+        out.send(Action::CheckpointsDropped {
+            sweep: sid.clone(),
+            trials: dropped,
+        });
+    }
     // The best is the best feasible trial (several objectives have a front instead).
     if state == UnitState::Completed && violation == 0.0 && !s.spec.is_multi_objective() {
         let mode = s.spec.mode();
@@ -470,6 +492,45 @@ pub(super) fn finish_unit(
         }
     }
     maybe_finish(core, out, &sid, now);
+}
+
+/// The trials whose checkpoints go now that `trial` ended (see [`Kept`]): with one
+/// objective, the one that is not among the `keep` best; with several (and a bounded
+/// `keep`), those that left the front or never joined it. Trials that failed or were
+/// cancelled have nothing to lose here, and PBT keeps all.
+fn dropped_checkpoints(
+    s: &mut Sweep,
+    trial: u32,
+    state: UnitState,
+    value: Option<f64>,
+    violation: f64,
+    front_before: Vec<u32>,
+) -> Vec<u32> {
+    if !matches!(
+        state,
+        UnitState::Completed | UnitState::Pruned | UnitState::Diverged
+    ) {
+        return vec![];
+    }
+    if let Some(k) = &mut s.kept {
+        let feasible = (state == UnitState::Completed && violation <= 0.0)
+            .then_some(value)
+            .flatten();
+        return k.offer(trial, feasible).into_iter().collect();
+    }
+    let bounded = s.spec.search.keep.bound().is_some()
+        && s.spec.search.algorithm != ridgeline_common::spec::Algorithm::Pbt;
+    match &s.front {
+        Some(f) if bounded => {
+            let now: Vec<u32> = f.trials.iter().map(|t| t.trial).collect();
+            front_before
+                .into_iter()
+                .chain([trial])
+                .filter(|t| !now.contains(t))
+                .collect()
+        }
+        _ => vec![],
+    }
 }
 
 pub(super) fn maybe_finish(core: &mut Core, out: &mut impl Outbox, sid: &SweepId, now: Millis) {

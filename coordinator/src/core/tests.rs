@@ -381,6 +381,7 @@ fn a_worker_readopts_its_running_units_after_a_restart() {
             live: vec![stored(a, 0), stored(b, 1)],
             released: None,
             trials: vec![],
+            kept: vec![],
         },
         10,
     );
@@ -543,6 +544,7 @@ fn after_a_restart_leased_units_wait_a_lease_for_their_worker() {
         live: vec![stored],
         released: None,
         trials: vec![],
+        kept: vec![],
     };
     on_sweep_restored(&mut core, &mut out, restored, 100);
     // Another worker comes back first: it gets fresh trials, not the held unit.

@@ -144,6 +144,7 @@ fn schedulers_and_searchers_come_back_from_stored_trials() {
         created: 0,
         finished: None,
         best: None,
+        kept: vec![],
         generated: 11,
         finals: Counts {
             completed: 10,

@@ -1,42 +1,14 @@
 //! A finished scan's tiles put together: the surface as NumPy arrays and CSV, the
 //! linear-mode-connectivity barrier, `meta.json` and the pictures.
 
+use std::io::Write;
 use std::path::Path;
 
 use ridgeline_common::landscape::{CurveKind, CurveSpec, DirectionKind, Split};
 use ridgeline_common::spec::SweepSpec;
 
+use super::tiles::{NpyWriter, Tiles, write_npy};
 use super::{DIRECTIONS, SECOND_TILE_FILE, TILE_FILE};
-
-/// Writes a 2-D (or 1-D) float64 array in NumPy's `.npy` format (version 1.0).
-pub fn write_npy(path: &Path, shape: &[usize], data: &[f64]) -> std::io::Result<()> {
-    let dims = match shape {
-        [n] => format!("({n},)"),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
-    let mut header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {dims}, }}");
-    // Magic (6) + version (2) + length (2) + header + '\n' must be a multiple of 64.
-    let pad = 64 - (10 + header.len() + 1) % 64;
-    header.extend(std::iter::repeat_n(' ', pad % 64));
-    header.push('\n');
-    use std::io::Write;
-    // Streamed: a dense surface can be 128 MiB, no need for a second copy in memory.
-    let mut w = std::io::BufWriter::new(crate::fsafe::create(path)?);
-    w.write_all(b"\x93NUMPY\x01\x00")?;
-    w.write_all(&(header.len() as u16).to_le_bytes())?;
-    w.write_all(header.as_bytes())?;
-    for v in data {
-        w.write_all(&v.to_le_bytes())?;
-    }
-    w.flush()
-}
 
 /// `f` on the segment α ∈ [0, 1] of a scan along θ + α (θ₂ − θ): the endpoints
 /// (interpolated linearly when they fall between grid points) and the grid points
@@ -114,36 +86,6 @@ pub fn barrier(alphas: &[f64], loss: &[f64], accuracy: &[f64]) -> serde_json::Va
     })
 }
 
-/// Reads a tile's values: losses then accuracies, f64 little-endian.
-pub fn read_tile(bytes: &[u8], points: usize) -> Result<(Vec<f64>, Vec<f64>), String> {
-    if bytes.len() != points * 16 {
-        return Err(format!(
-            "{TILE_FILE}: expected {} bytes for {points} points, found {}",
-            points * 16,
-            bytes.len()
-        ));
-    }
-    let v: Vec<f64> = bytes
-        .chunks_exact(8)
-        .map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")))
-        .collect();
-    Ok((v[..points].to_vec(), v[points..].to_vec()))
-}
-
-/// Writes `x,y,loss,accuracy` rows, streaming (a scan can have millions of points).
-fn write_csv(path: &Path, rows: impl Iterator<Item = [f64; 4]>) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut w = std::io::BufWriter::new(crate::fsafe::create(path)?);
-    writeln!(w, "x,y,loss,accuracy")?;
-    for [x, y, a, b] in rows {
-        writeln!(w, "{x},{y},{a},{b}")?;
-    }
-    w.flush()
-}
-
-/// A computed point: its index in the grid, its loss and its accuracy.
-type PointValue = (usize, f64, f64);
-
 /// Complete grids up to this many points get dense `surface.npy`/`accuracy.npy`:
 /// 128 MiB per array. Larger ones, and partial grids over [`PLOT_POINTS`], get just the
 /// computed points.
@@ -175,48 +117,8 @@ pub fn assemble(
     let l = spec.landscape.as_ref().ok_or("not a landscape spec")?;
     let (nx, ny) = l.shape();
     let points = nx * ny;
-    let mut tiles: Vec<u32> = done
-        .iter()
-        .copied()
-        .filter(|t| (*t as usize) < l.tiles())
-        .collect();
-    tiles.sort_unstable();
-    tiles.dedup();
-    // (point index, loss, accuracy) of every computed point, in grid order; `second`:
-    // the same on the second split (`split = "both"`).
-    let mut computed: Vec<PointValue> = Vec::new();
-    let mut second: Option<Vec<PointValue>> = l.split.second().map(|_| Vec::new());
-    let mut unreadable = 0;
-    for &t in &tiles {
-        let range = l.tile_range(t as usize);
-        let read = |name: &str| -> Result<Option<Vec<PointValue>>, String> {
-            let Ok(b) = crate::fsafe::read(tile_dir(t).join(name)) else {
-                return Ok(None);
-            };
-            let (lv, av) = read_tile(&b, range.len())?;
-            Ok(Some(
-                range
-                    .clone()
-                    .zip(lv.into_iter().zip(av))
-                    .map(|(k, (a, b))| (k, a, b))
-                    .collect(),
-            ))
-        };
-        let values = read(TILE_FILE)?;
-        let values2 = match second {
-            Some(_) => read(SECOND_TILE_FILE)?,
-            None => None,
-        };
-        match (values, &mut second) {
-            (Some(v), None) => computed.extend(v),
-            (Some(v), Some(all2)) if values2.is_some() => {
-                computed.extend(v);
-                all2.extend(values2.expect("checked"));
-            }
-            _ => unreadable += 1,
-        }
-    }
-    let missing = l.tiles() - tiles.len() + unreadable;
+    let tiles = Tiles::open(l, done, &tile_dir)?;
+    let missing = tiles.missing;
     if l.evaluator.is_some() {
         // An evaluator scan's directions were drawn by its workers; the first tile
         // brought them in.
@@ -238,20 +140,52 @@ pub fn assemble(
     } else {
         PLOT_POINTS
     };
-    let grid = |values: &[PointValue]| {
-        let mut loss = vec![f64::NAN; points];
-        let mut acc = vec![f64::NAN; points];
-        for &(k, a, b) in values {
-            loss[k] = a;
-            acc[k] = b;
-        }
-        (loss, acc)
+    let nan_grid = || (vec![f64::NAN; points], vec![f64::NAN; points]);
+    let mut dense = (points <= dense_limit).then(nan_grid);
+    let mut dense2 = (points <= dense_limit && l.split.second().is_some()).then(nan_grid);
+    // One pass over the tiles: the dense arrays filled, surface.csv and points.npy
+    // (computed points only) written as they come, the lowest loss found.
+    let csv_path = sweep_dir.join("surface.csv");
+    let mut csv =
+        std::io::BufWriter::new(crate::fsafe::create(&csv_path).map_err(|e| io(&csv_path, e))?);
+    writeln!(csv, "x,y,loss,accuracy").map_err(|e| io(&csv_path, e))?;
+    let points_path = sweep_dir.join("points.npy");
+    let mut points_npy = match missing {
+        0 => None,
+        _ => Some(
+            NpyWriter::create(&points_path, &[tiles.computed, 4])
+                .map_err(|e| io(&points_path, e))?,
+        ),
     };
-    let dense = (points <= dense_limit).then(|| grid(&computed));
-    let dense2 = second
-        .as_deref()
-        .filter(|_| points <= dense_limit)
-        .map(grid);
+    let (mut finite, mut loss_min, mut loss_max) = (0usize, f64::INFINITY, f64::NEG_INFINITY);
+    let mut lowest: Option<usize> = None;
+    tiles.visit(|v| {
+        let (x, y) = l.point(v.k);
+        writeln!(csv, "{x},{y},{},{}", v.loss, v.acc).map_err(|e| io(&csv_path, e))?;
+        if let Some(w) = &mut points_npy {
+            w.push(&[x, y, v.loss, v.acc])
+                .map_err(|e| io(&points_path, e))?;
+        }
+        if let Some((loss, acc)) = &mut dense {
+            (loss[v.k], acc[v.k]) = (v.loss, v.acc);
+        }
+        if let (Some((loss, acc)), Some(s)) = (&mut dense2, v.second) {
+            (loss[v.k], acc[v.k]) = s;
+        }
+        if v.loss.is_finite() {
+            finite += 1;
+            loss_max = loss_max.max(v.loss);
+            // Grid order: ties go to the first point.
+            if v.loss < loss_min {
+                (loss_min, lowest) = (v.loss, Some(v.k));
+            }
+        }
+        Ok(())
+    })?;
+    csv.flush().map_err(|e| io(&csv_path, e))?;
+    if let Some(w) = points_npy {
+        w.finish().map_err(|e| io(&points_path, e))?;
+    }
     for (prefix, arrays) in [("", &dense), ("val_", &dense2)] {
         if let Some((loss, acc)) = arrays {
             for (name, data) in [("surface.npy", loss), ("accuracy.npy", acc)] {
@@ -260,50 +194,21 @@ pub fn assemble(
             }
         }
     }
-    if missing > 0 {
-        let flat: Vec<f64> = computed
-            .iter()
-            .flat_map(|&(k, a, b)| {
-                let (x, y) = l.point(k);
-                [x, y, a, b]
-            })
-            .collect();
-        let p = sweep_dir.join("points.npy");
-        write_npy(&p, &[computed.len(), 4], &flat).map_err(|e| io(&p, e))?;
-    }
     let p = sweep_dir.join("x.npy");
     write_npy(&p, &[nx], &l.x_axis().values()).map_err(|e| io(&p, e))?;
     if let Some(y) = &l.y {
         let p = sweep_dir.join("y.npy");
         write_npy(&p, &[ny], &y.values()).map_err(|e| io(&p, e))?;
     }
-    let p = sweep_dir.join("surface.csv");
-    write_csv(
-        &p,
-        computed.iter().map(|&(k, a, b)| {
-            let (x, y) = l.point(k);
-            [x, y, a, b]
-        }),
-    )
-    .map_err(|e| io(&p, e))?;
-    let finite: Vec<f64> = computed
-        .iter()
-        .map(|c| c.1)
-        .filter(|v| v.is_finite())
-        .collect();
     // Where the lowest loss is, by its coordinates (a tile number means nothing to a
     // reader).
-    let lowest = computed
-        .iter()
-        .filter(|c| c.1.is_finite())
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|&(k, _, _)| {
-            let (x, y) = l.point(k);
-            match l.y {
-                Some(_) => serde_json::json!({"x": x, "y": y}),
-                None => serde_json::json!({"x": x}),
-            }
-        });
+    let lowest = lowest.map(|k| {
+        let (x, y) = l.point(k);
+        match l.y {
+            Some(_) => serde_json::json!({"x": x, "y": y}),
+            None => serde_json::json!({"x": x}),
+        }
+    });
     let directions: serde_json::Value = crate::fsafe::read(sweep_dir.join("directions.json"))
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
@@ -313,11 +218,11 @@ pub fn assemble(
         "spec": spec,
         "shape": shape,
         "points": points,
-        "computed_points": computed.len(),
+        "computed_points": tiles.computed,
         "dense": dense.is_some(),
         "tiles": l.tiles(),
         "missing_tiles": missing,
-        "loss_min": finite.iter().copied().fold(f64::INFINITY, f64::min),
+        "loss_min": loss_min,
         "loss_min_at": lowest,
         "evaluated_on": {
             "split": l.split,
@@ -326,15 +231,20 @@ pub fn assemble(
             "note": "every point is evaluated on the same samples of this split (landscape.samples or landscape.tokens cut it): a loss here can differ from a trial's val_loss measured on the whole split",
         },
         "evaluator": l.evaluator.as_ref().map(|e| &e.python),
-        "loss_max": finite.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-        "nan_points": points - finite.len(),
+        "loss_max": loss_max,
+        "nan_points": points - finite,
         "directions": directions,
         "run": run,
     });
-    let Some((loss, acc)) = dense else {
+    // Everything else is written before meta.json, which tells a reader that the
+    // folder is complete.
+    let write_meta = |meta: &serde_json::Value| {
         let p = sweep_dir.join("meta.json");
-        return crate::fsafe::write_atomic(&p, serde_json::to_vec_pretty(&meta).expect("json"))
-            .map_err(|e| io(&p, e));
+        crate::fsafe::write_atomic(&p, serde_json::to_vec_pretty(meta).expect("json"))
+            .map_err(|e| io(&p, e))
+    };
+    let Some((loss, acc)) = dense else {
+        return write_meta(&meta);
     };
     if l.directions.kind == DirectionKind::Target && l.y.is_none() {
         let b = barrier(&l.x_axis().values(), &loss, &acc);
@@ -354,9 +264,6 @@ pub fn assemble(
         meta["curve_barrier"] = j["curve"]["barrier"]["barrier"].clone();
         meta["line_barrier"] = j["line"]["barrier"]["barrier"].clone();
     }
-    let p = sweep_dir.join("meta.json");
-    crate::fsafe::write_atomic(&p, serde_json::to_vec_pretty(&meta).expect("json"))
-        .map_err(|e| io(&p, e))?;
     let (xs, ys) = (l.x_axis().values(), l.y.as_ref().map(|y| y.values()));
     // The reference's names: `train` for our train split, `test` for val.
     let mut splits = vec![super::export::SplitValues {
@@ -382,10 +289,10 @@ pub fn assemble(
             splits: &splits,
         },
     )?;
-    if points > PLOT_POINTS || computed.is_empty() {
-        return Ok(());
+    if points > PLOT_POINTS || tiles.computed == 0 {
+        return write_meta(&meta);
     }
-    if let Some(ys) = &ys {
+    if let Some(ys) = ys.as_ref().filter(|_| l.wants_vtp()) {
         let height = if l.vtp_log {
             super::export::Height::Log
         } else {
@@ -427,7 +334,30 @@ pub fn assemble(
         ys.as_deref(),
         path.as_ref(),
         lmc,
-    )
+    )?;
+    write_meta(&meta)
+}
+
+/// Removes the value files of assembled tiles (and their folders, when nothing else is
+/// in them): once a completed scan is assembled its surface holds every value, and a
+/// completed sweep is never resumed. A 10^6-point scan's 100,000 tile folders took
+/// ~800 MB of a 4 KiB-block file system for 3 MB of values. Returns how many tiles'
+/// files were removed.
+pub fn remove_tiles(done: &[u32], tile_dir: impl Fn(u32) -> std::path::PathBuf) -> usize {
+    let mut removed = 0;
+    for &t in done {
+        let dir = tile_dir(t);
+        let mut any = false;
+        for name in [TILE_FILE, SECOND_TILE_FILE] {
+            any |= std::fs::remove_file(dir.join(name)).is_ok();
+        }
+        if any {
+            removed += 1;
+            // Fails, as it should, when the unit left other files (curvature, logs).
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+    removed
 }
 
 /// `curvature.json` and, for 2-D scans, `curvature_lambda_max.png` and
@@ -618,36 +548,81 @@ mod tests {
         assert_eq!(b.len(), 10 + hl + 48);
     }
 
-    #[test]
-    fn a_partial_scan_writes_the_computed_points_only() {
-        let spec = SweepSpec::from_toml(
-            r#"
-name = "part"
-kind = "landscape"
-data = { path = "x.csv" }
-[landscape]
-checkpoint = "ckpt"
-tile = 5
-x = { min = 0.0, max = 3.0, points = 4 }
-y = { min = 0.0, max = 2.0, points = 3 }
-"#,
-        )
-        .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        crate::fsafe::add_root(dir.path()).unwrap();
-        let tile_dir = |t: u32| dir.path().join(format!("t{t}"));
-        // Tiles 0 (points 0..5) and 2 (points 10..12) computed; tile 1 never ran.
-        for (t, range) in [(0u32, 0..5), (2, 10..12)] {
-            std::fs::create_dir_all(tile_dir(t)).unwrap();
+    /// Tile files whose loss at point k is k and accuracy k / 100.
+    fn write_tiles(
+        tile_dir: &dyn Fn(u32) -> std::path::PathBuf,
+        tiles: &[(u32, std::ops::Range<usize>)],
+    ) {
+        for (t, range) in tiles {
+            std::fs::create_dir_all(tile_dir(*t)).unwrap();
             let loss: Vec<f64> = range.clone().map(|k| k as f64).collect();
-            let acc: Vec<f64> = range.map(|k| k as f64 / 100.0).collect();
+            let acc: Vec<f64> = range.clone().map(|k| k as f64 / 100.0).collect();
             let bytes: Vec<u8> = loss
                 .iter()
                 .chain(&acc)
                 .flat_map(|v| v.to_le_bytes())
                 .collect();
-            std::fs::write(tile_dir(t).join(TILE_FILE), bytes).unwrap();
+            std::fs::write(tile_dir(*t).join(TILE_FILE), bytes).unwrap();
         }
+    }
+
+    /// A 4 x 3 grid in tiles of 5, with `extra` lines in its `[landscape]`.
+    fn small_scan(extra: &str) -> SweepSpec {
+        SweepSpec::from_toml(&format!(
+            r#"
+name = "part"
+kind = "landscape"
+data = {{ path = "x.csv" }}
+[landscape]
+checkpoint = "ckpt"
+tile = 5
+x = {{ min = 0.0, max = 3.0, points = 4 }}
+y = {{ min = 0.0, max = 2.0, points = 3 }}
+{extra}
+"#
+        ))
+        .unwrap()
+    }
+
+    /// surface.vtp is written by default for a small grid and not when `vtp = false`;
+    /// meta.json comes with both; a completed scan's tile files go once assembled, and
+    /// a tile folder with other files in it stays.
+    #[test]
+    fn exports_follow_the_spec_and_assembled_tiles_are_removed() {
+        for (extra, vtp) in [("", true), ("vtp = false", false)] {
+            let spec = small_scan(extra);
+            let dir = tempfile::tempdir().unwrap();
+            crate::fsafe::add_root(dir.path()).unwrap();
+            let tile_dir = |t: u32| dir.path().join(format!("t{t}"));
+            write_tiles(&tile_dir, &[(0u32, 0..5), (1, 5..10), (2, 10..12)]);
+            std::fs::write(tile_dir(1).join("log.txt"), b"kept").unwrap();
+            assemble(
+                dir.path(),
+                "s",
+                &spec,
+                serde_json::json!({}),
+                &[0, 1, 2],
+                tile_dir,
+            )
+            .unwrap();
+            assert_eq!(dir.path().join("surface.vtp").exists(), vtp, "{extra}");
+            assert!(dir.path().join("meta.json").exists());
+            assert!(dir.path().join("surface.h5").exists());
+            assert_eq!(remove_tiles(&[0, 1, 2], tile_dir), 3);
+            assert!(!tile_dir(0).exists() && !tile_dir(2).exists());
+            assert!(!tile_dir(1).join(TILE_FILE).exists());
+            assert!(tile_dir(1).join("log.txt").exists());
+        }
+    }
+
+    #[test]
+    fn a_partial_scan_writes_the_computed_points_only() {
+        let spec = small_scan("");
+        let dir = tempfile::tempdir().unwrap();
+        crate::fsafe::add_root(dir.path()).unwrap();
+        let tile_dir = |t: u32| dir.path().join(format!("t{t}"));
+        // Tiles 0 (points 0..5) and 2 (points 10..12) computed; tile 1 never ran.
+        write_tiles(&tile_dir, &[(0u32, 0..5), (2, 10..12)]);
         assemble(
             dir.path(),
             "part",

@@ -2,7 +2,7 @@
 //! layout (`plot_surface.py`), and ParaView's VTK XML PolyData as its `h52vtp.py`
 //! writes it.
 
-use std::fmt::Write as _;
+use std::io::Write;
 use std::path::Path;
 
 use hdf5_pure::{AttrValue, FileBuilder};
@@ -77,6 +77,9 @@ pub enum Height {
 /// the quads' mean height as `averaged zvalue`, and the raw loss as `loss` (h52vtp.py's
 /// arrays, plus the last). Values above `zmax` (when given) are clipped first, as
 /// h52vtp's `--zmax`. Non-finite losses are written as the largest finite one.
+///
+/// Streamed: the text is ~150 bytes a point, so nothing but the heights is held in
+/// memory (a 10^6-point surface once took 600 MB as strings).
 pub fn write_vtp(
     path: &Path,
     xs: &[f64],
@@ -105,79 +108,130 @@ pub fn write_vtp(
             }
         })
         .collect();
-    let quads: Vec<[usize; 4]> = (0..ny - 1)
-        .flat_map(|j| (0..nx - 1).map(move |i| j * nx + i))
-        .map(|k| [k, k + 1, k + nx + 1, k + nx])
-        .collect();
-    let avg: Vec<f64> = quads
-        .iter()
-        .map(|q| q.iter().map(|&k| z[k]).sum::<f64>() / 4.0)
-        .collect();
-    let range = |v: &[f64]| {
-        v.iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
-                (a.min(*x), b.max(*x))
-            })
+    let quads = (nx - 1) * (ny - 1);
+    // The first corner of quad q; its corners are k, k + 1, k + nx + 1, k + nx.
+    let corner = |q: usize| (q / (nx - 1)) * nx + q % (nx - 1);
+    let avg = |q: usize| {
+        let k = corner(q);
+        (z[k] + z[k + 1] + z[k + nx + 1] + z[k + nx]) / 4.0
     };
-    let array = |out: &mut String,
-                 ty: &str,
-                 name: &str,
-                 comps: usize,
-                 v: &[String],
-                 r: (f64, f64)| {
-        let _ = writeln!(
+    let range = |v: &mut dyn Iterator<Item = f64>| {
+        v.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+            (a.min(x), b.max(x))
+        })
+    };
+    let io = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut out = std::io::BufWriter::new(crate::fsafe::create(path).map_err(io)?);
+    write_vtp_text(&mut out, nx, ny, quads, |out| {
+        let n = (nx * ny) as f64;
+        array(
             out,
-            "        <DataArray type=\"{ty}\" Name=\"{name}\" NumberOfComponents=\"{comps}\" format=\"ascii\" RangeMin=\"{}\" RangeMax=\"{}\">",
-            r.0, r.1
-        );
-        for chunk in v.chunks(6) {
-            let _ = writeln!(out, "          {}", chunk.join(" "));
-        }
-        out.push_str("        </DataArray>\n");
-    };
-    let nums = |v: &[f64]| v.iter().map(|x| format!("{x}")).collect::<Vec<_>>();
-    let mut out = String::new();
-    out.push_str("<?xml version=\"1.0\"?>\n<VTKFile type=\"PolyData\" version=\"1.0\" byte_order=\"LittleEndian\" header_type=\"UInt64\">\n  <PolyData>\n");
-    let _ = writeln!(
+            "Float64",
+            "zvalue",
+            1,
+            range(&mut z.iter().copied()),
+            &mut z.iter().map(|v| format!("{v}")),
+        )?;
+        array(
+            out,
+            "Float64",
+            "loss",
+            1,
+            range(&mut loss.iter().copied()),
+            &mut loss.iter().map(|v| format!("{v}")),
+        )?;
+        out.write_all(b"      </PointData>\n      <CellData Scalars=\"averaged zvalue\">\n")?;
+        array(
+            out,
+            "Float64",
+            "averaged zvalue",
+            1,
+            range(&mut (0..quads).map(avg)),
+            &mut (0..quads).map(|q| format!("{}", avg(q))),
+        )?;
+        out.write_all(b"      </CellData>\n      <Points>\n")?;
+        let all = range(&mut xs.iter().chain(ys).chain(&z).copied());
+        array(
+            out,
+            "Float64",
+            "Points",
+            3,
+            all,
+            &mut (0..nx * ny).map(|k| format!("{} {} {}", xs[k % nx], ys[k / nx], z[k])),
+        )?;
+        out.write_all(b"      </Points>\n      <Polys>\n")?;
+        array(
+            out,
+            "Int64",
+            "connectivity",
+            1,
+            (0.0, n - 1.0),
+            &mut (0..quads)
+                .flat_map(|q| {
+                    let k = corner(q);
+                    [k, k + 1, k + nx + 1, k + nx]
+                })
+                .map(|k| k.to_string()),
+        )?;
+        array(
+            out,
+            "Int64",
+            "offsets",
+            1,
+            (4.0, 4.0 * quads as f64),
+            &mut (1..=quads).map(|q| (4 * q).to_string()),
+        )
+    })
+    .and_then(|()| out.flush())
+    .map_err(io)
+}
+
+/// The VTK XML frame around the arrays that `body` writes.
+fn write_vtp_text<W: Write>(
+    out: &mut W,
+    nx: usize,
+    ny: usize,
+    quads: usize,
+    body: impl FnOnce(&mut W) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    out.write_all(b"<?xml version=\"1.0\"?>\n<VTKFile type=\"PolyData\" version=\"1.0\" byte_order=\"LittleEndian\" header_type=\"UInt64\">\n  <PolyData>\n")?;
+    writeln!(
         out,
-        "    <Piece NumberOfPoints=\"{}\" NumberOfVerts=\"0\" NumberOfLines=\"0\" NumberOfStrips=\"0\" NumberOfPolys=\"{}\">",
+        "    <Piece NumberOfPoints=\"{}\" NumberOfVerts=\"0\" NumberOfLines=\"0\" NumberOfStrips=\"0\" NumberOfPolys=\"{quads}\">",
         nx * ny,
-        quads.len()
-    );
-    out.push_str("      <PointData Scalars=\"zvalue\">\n");
-    array(&mut out, "Float64", "zvalue", 1, &nums(&z), range(&z));
-    let raw: Vec<f64> = loss.to_vec();
-    array(&mut out, "Float64", "loss", 1, &nums(&raw), range(&raw));
-    out.push_str("      </PointData>\n      <CellData Scalars=\"averaged zvalue\">\n");
-    array(
-        &mut out,
-        "Float64",
-        "averaged zvalue",
-        1,
-        &nums(&avg),
-        range(&avg),
-    );
-    out.push_str("      </CellData>\n      <Points>\n");
-    let pts: Vec<String> = (0..nx * ny)
-        .map(|k| format!("{} {} {}", xs[k % nx], ys[k / nx], z[k]))
-        .collect();
-    let all: Vec<f64> = xs.iter().chain(ys).chain(&z).copied().collect();
-    array(&mut out, "Float64", "Points", 3, &pts, range(&all));
-    out.push_str("      </Points>\n      <Polys>\n");
-    let conn: Vec<String> = quads.iter().flatten().map(|k| k.to_string()).collect();
-    let off: Vec<String> = (1..=quads.len()).map(|q| (4 * q).to_string()).collect();
-    let n = (nx * ny) as f64;
-    array(&mut out, "Int64", "connectivity", 1, &conn, (0.0, n - 1.0));
-    array(
-        &mut out,
-        "Int64",
-        "offsets",
-        1,
-        &off,
-        (4.0, 4.0 * quads.len() as f64),
-    );
-    out.push_str("      </Polys>\n    </Piece>\n  </PolyData>\n</VTKFile>\n");
-    crate::fsafe::write_atomic(path, out).map_err(|e| format!("{}: {e}", path.display()))
+    )?;
+    out.write_all(b"      <PointData Scalars=\"zvalue\">\n")?;
+    body(out)?;
+    out.write_all(b"      </Polys>\n    </Piece>\n  </PolyData>\n</VTKFile>\n")
+}
+
+/// One `DataArray`, six values to a line, as h52vtp writes it.
+fn array(
+    out: &mut impl Write,
+    ty: &str,
+    name: &str,
+    comps: usize,
+    (lo, hi): (f64, f64),
+    values: &mut dyn Iterator<Item = String>,
+) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "        <DataArray type=\"{ty}\" Name=\"{name}\" NumberOfComponents=\"{comps}\" format=\"ascii\" RangeMin=\"{lo}\" RangeMax=\"{hi}\">"
+    )?;
+    let mut in_line = 0;
+    for v in values {
+        out.write_all(if in_line == 0 { b"          " } else { b" " })?;
+        out.write_all(v.as_bytes())?;
+        in_line += 1;
+        if in_line == 6 {
+            out.write_all(b"\n")?;
+            in_line = 0;
+        }
+    }
+    if in_line > 0 {
+        out.write_all(b"\n")?;
+    }
+    out.write_all(b"        </DataArray>\n")
 }
 
 #[cfg(test)]

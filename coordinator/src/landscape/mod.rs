@@ -16,12 +16,14 @@ mod describe;
 mod export;
 mod hessian;
 mod pca;
+mod tiles;
 
-pub use assemble::{assemble, barrier, read_tile, write_npy};
+pub use assemble::{assemble, barrier, remove_tiles};
 pub use check::check_tile;
 pub use hessian::{HVP_FILE, block_file, hessian_step, released_units};
 use hessian::{first_block, hessian_size};
 pub use pca::{fit_axes_to_trajectory, pca};
+pub use tiles::{read_tile, write_npy};
 
 /// Files a scan's workers fetch, by name.
 pub const MODEL_JSON: &str = "model.json";

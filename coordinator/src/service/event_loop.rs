@@ -604,6 +604,11 @@ impl EventLoop {
                     self.remove_working_files(sweep);
                 }
                 Action::SweepDeleted { sweep } => self.remove_files(sweep),
+                Action::CheckpointsDropped { sweep, trials } => {
+                    for &t in trials {
+                        remove_checkpoint(&trial_dir(&self.data_dir, sweep, t));
+                    }
+                }
                 Action::WorkerGone { worker, reason } if reason != "deregistered" => {
                     warn!(worker = %worker, "worker lost ({reason}); its units go back to the queue");
                 }
@@ -677,6 +682,7 @@ impl EventLoop {
                 | Action::LeaseExpired { unit }
                 | Action::UnitAdopted { unit, .. } => self.core.unit_trial(*unit).map(|(s, _)| s),
                 Action::Progress { .. }
+                | Action::CheckpointsDropped { .. }
                 | Action::WorkerRegistered { .. }
                 | Action::WorkerSecret { .. }
                 | Action::WorkerGone { .. } => None,
@@ -720,4 +726,22 @@ fn refuse(ev: Event, why: &Status) {
         Event::Watch(_, tx) => no(tx, why),
         Event::Tick => {}
     }
+}
+
+/// Removes a trial's checkpoint files (`model.json` and every `.safetensors`: the
+/// weights, the epochs of its trajectory, PBT's training state), and its folder when
+/// nothing else (logs) is left in it: results then name no checkpoint for it.
+fn remove_checkpoint(dir: &Path) {
+    let Ok(entries) = crate::fsafe::list(dir) else {
+        return;
+    };
+    for (name, kind) in entries {
+        let n = name.to_string_lossy();
+        if matches!(kind, crate::fsafe::Kind::File { .. })
+            && (n == "model.json" || n.ends_with(".safetensors"))
+        {
+            let _ = std::fs::remove_file(dir.join(&name));
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }

@@ -93,15 +93,19 @@ impl EventLoop {
     /// Puts a finished scan's tiles together into the surface files. A failure here is
     /// logged, not fatal: the tiles stay on disk and can be assembled again.
     ///
-    /// Scans of up to [`SYNC_ASSEMBLY_POINTS`] points are assembled before the sweep's
-    /// final state is published (a client that saw it finish finds the files); larger
-    /// ones read up to millions of tile files and are assembled on their own thread, so
-    /// that no sweep can hold up the event loop (meta.json appears last).
+    /// Small scans ([`ridgeline_common::landscape::LandscapeSpec::assembled_in_background`]
+    /// false) are assembled
+    /// before the sweep's final state is published (a client that saw it finish finds
+    /// the files); larger ones, and every cancelled scan (a cancel never waits for an
+    /// export), on a thread of their own, so that no sweep can hold up the event loop:
+    /// their clients wait for meta.json, written last. A completed scan's tile files
+    /// are removed once its surface holds their values.
     pub(super) fn assemble(&self, id: &SweepId) {
         let Some(v) = self.core.sweep(id) else { return };
-        let Some(points) = v.spec.landscape.as_ref().map(|l| l.points()) else {
+        let Some(l) = v.spec.landscape.as_ref() else {
             return;
         };
+        let background = l.assembled_in_background() || v.state == core::SweepState::Cancelled;
         let dir = sweep_dir(&self.data_dir, id);
         let run = self.run_summary(&v);
         let done = match self.store.completed_trials(id) {
@@ -113,17 +117,32 @@ impl EventLoop {
         let work = move || {
             let started = std::time::Instant::now();
             let t0 = std::time::SystemTime::now();
-            match landscape::assemble(&dir, id.as_str(), &v.spec, run, &done, |t| {
-                trial_dir(&data_dir, &id, t)
-            }) {
+            let tile_dir = |t| trial_dir(&data_dir, &id, t);
+            match landscape::assemble(&dir, id.as_str(), &v.spec, run, &done, tile_dir) {
                 Ok(()) => {
                     crate::telemetry::wrote(bytes_written_since(&dir, t0));
-                    info!(sweep = %id, dir = %dir.display(), seconds = started.elapsed().as_secs_f64(), "surface assembled")
+                    info!(sweep = %id, dir = %dir.display(), seconds = started.elapsed().as_secs_f64(), "surface assembled");
+                    if v.state == core::SweepState::Completed {
+                        // Up to a file per point: never on the event loop.
+                        let (id, data_dir) = (id.clone(), data_dir.clone());
+                        let _ = std::thread::Builder::new()
+                            .name("ridgeline-compact".into())
+                            .spawn(move || {
+                                let removed = landscape::remove_tiles(&done, |t| {
+                                    trial_dir(&data_dir, &id, t)
+                                });
+                                info!(sweep = %id, tiles = removed, "assembled tiles' files removed");
+                            });
+                    }
                 }
                 Err(e) => error!(sweep = %id, "cannot assemble the surface: {e}"),
             }
+            // The surface's arrays were freed; hand their pages back to the system
+            // rather than keep the peak for the coordinator's lifetime.
+            // SAFETY: malloc_trim has no preconditions.
+            unsafe { libc::malloc_trim(0) };
         };
-        if points <= SYNC_ASSEMBLY_POINTS {
+        if !background {
             work();
         } else if let Err(e) = std::thread::Builder::new()
             .name("ridgeline-assemble".into())
@@ -150,7 +169,3 @@ fn bytes_written_since(dir: &Path, t0: std::time::SystemTime) -> u64 {
         })
         .sum()
 }
-
-/// Scans up to this many grid points are assembled on the event loop (well under a
-/// second); larger ones on a thread of their own.
-const SYNC_ASSEMBLY_POINTS: usize = 1 << 20;

@@ -60,6 +60,39 @@ impl Store {
             .optional()?)
     }
 
+    /// The completed feasible trials of a sweep with a bounded `search.keep` and their
+    /// metric values, the best `keep` of them (ties: the lower trial), for rebuilding
+    /// which trials keep their checkpoints.
+    fn kept(&self, id: &SweepId, spec: &SweepSpec) -> Result<Vec<(u32, f64)>, StoreError> {
+        let Some(mut kept) = crate::core::Kept::of(spec) else {
+            return Ok(vec![]);
+        };
+        let mut st = self.conn.prepare_cached(
+            "SELECT trial, final_json FROM units WHERE sweep_id = ?1 AND state = 'completed'",
+        )?;
+        let mut rows = st.query([id.as_str()])?;
+        while let Some(r) = rows.next()? {
+            let Some(j) = r.get::<_, Option<String>>(1)? else {
+                continue;
+            };
+            let finals: Vec<(String, f64)> =
+                parse_json::<Vec<(String, Option<f64>)>>("final metrics", &j)?
+                    .into_iter()
+                    .map(|(n, v)| (n, v.unwrap_or(f64::NAN)))
+                    .collect();
+            let value = finals
+                .iter()
+                .find(|(n, _)| n == spec.metric())
+                .map(|(_, v)| *v)
+                .filter(|v| v.is_finite());
+            if let Some(v) = value.filter(|_| spec.search.violation(&finals) <= 0.0) {
+                // Bounded memory: only the best so far stay.
+                kept.offer(r.get(0)?, Some(v));
+            }
+        }
+        Ok(kept.values())
+    }
+
     /// What an adaptive searcher or a scheduler learned from: the sweep's completed,
     /// pruned and live trials, with their parameters, final value of `metric` and its
     /// history (one query each for units and metrics).
@@ -243,7 +276,12 @@ impl Store {
             } else {
                 vec![]
             };
+            let kept = match crate::core::Kept::of(&row.spec) {
+                Some(_) if row.state == SweepState::Running => self.kept(&id, &row.spec)?,
+                _ => vec![],
+            };
             out.push(StoredSweep {
+                kept,
                 trials,
                 id,
                 spec: row.spec,

@@ -215,7 +215,7 @@ pub(super) fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<()
             )?;
         }
         // Only counted (a metric); the requeue or failure that follows is stored.
-        Action::LeaseExpired { .. } => {}
+        Action::LeaseExpired { .. } | Action::CheckpointsDropped { .. } => {}
     }
     Ok(())
 }

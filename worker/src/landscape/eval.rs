@@ -11,6 +11,8 @@
 //! - Later layers see different activations per point: their weights are mixed for all P
 //!   points at once and applied with one batched matmul `[P, n, in] x [P, in, out]`.
 //! - Data stays on the device; only P losses per chunk of samples come back.
+//! - The three first-layer products do not depend on the point either: a scan computes
+//!   them once per worker ([`FirstLayer`]) and every later tile starts at the mixing.
 
 use candle_core::{D, DType, Device, Result, Tensor, Var};
 use ridgeline_common::spec::Activation;
@@ -42,11 +44,28 @@ pub struct Plane<'a> {
     pub activation: Activation,
 }
 
-/// A plane's sample-independent tensors for one set of points.
+/// A plane's sample-independent tensors for one set of points: every later layer's
+/// per-point weights and biases.
 struct Prepared {
-    w0: Tensor,
-    b0: Tensor,
     later: Vec<(Tensor, Tensor)>,
+}
+
+/// Layer 0's pre-activations at θ, along d₁ and along d₂, for every sample of a data
+/// set, in the layout the mixing reads: one `[K, rows · out]` tensor per chunk of
+/// `rows` samples. They are the same for every point of the plane, so a worker computes
+/// them once per scan and data set, and every later tile skips the first layer's GEMM
+/// (the bits are those of computing them per tile: same chunks, same products).
+pub struct FirstLayer {
+    rows: usize,
+    samples: usize,
+    chunks: Vec<Tensor>,
+}
+
+impl FirstLayer {
+    /// Whether it was computed for `samples` samples in chunks of `rows`.
+    pub fn fits(&self, samples: usize, rows: usize) -> bool {
+        self.rows == rows && self.samples == samples
+    }
 }
 
 /// Loss and accuracy (NaN for regression) at one point.
@@ -84,16 +103,58 @@ impl Plane<'_> {
         Tensor::from_vec(c, (points.len(), k), device)?.to_dtype(dtype)
     }
 
-    /// What does not depend on the samples, computed once per call of `evaluate`:
-    /// layer 0's stacked `[W; D1; D2]ᵀ` and biases, and every later layer's per-point
-    /// weights `Wpᵀ` `[P, in, out]` (contiguous) and biases `[P, 1, out]`.
-    fn prepare(&self, coef: &Tensor) -> Result<Prepared> {
-        let (p, k) = coef.dims2()?;
+    /// Layer 0's stacked `[W; D1; D2]ᵀ` `[in, K·out]` and biases `[K·out]`.
+    fn stacked_first(&self) -> Result<(Tensor, Tensor)> {
         let t = self.terms(0);
         let w0 = Tensor::cat(&t.iter().map(|(w, _)| *w).collect::<Vec<_>>(), 0)?
             .t()?
-            .contiguous()?; // [in, K*out]
-        let b0 = Tensor::cat(&t.iter().map(|(_, b)| *b).collect::<Vec<_>>(), 0)?; // [K*out]
+            .contiguous()?;
+        let b0 = Tensor::cat(&t.iter().map(|(_, b)| *b).collect::<Vec<_>>(), 0)?;
+        Ok((w0, b0))
+    }
+
+    /// Layer 0's products for one chunk of rows `x [n, in]`: one GEMM against
+    /// `[W; D1; D2]`, laid out `[K, n · out]` for the mixing.
+    fn first_chunk(&self, x: &Tensor, (w0, b0): &(Tensor, Tensor)) -> Result<Tensor> {
+        let n = x.dim(0)?;
+        let out = self.base[0].0.dim(0)?;
+        let k = self.terms(0).len();
+        x.matmul(w0)?
+            .broadcast_add(b0)?
+            .reshape((n, k, out))?
+            .transpose(0, 1)?
+            .contiguous()?
+            .reshape((k, n * out))
+    }
+
+    /// Bytes of [`Plane::first_layer`] for `samples` samples.
+    pub fn first_layer_bytes(&self, samples: usize) -> u64 {
+        let out = self.base[0].0.dims().first().copied().unwrap_or(0);
+        (4 * samples * self.terms(0).len() * out) as u64
+    }
+
+    /// Layer 0's products for every sample of `x`, in chunks of `rows`.
+    pub fn first_layer(&self, x: &Tensor, rows: usize) -> Result<FirstLayer> {
+        let n = x.dim(0)?;
+        let stacked = self.stacked_first()?;
+        let mut chunks = Vec::with_capacity(n.div_ceil(rows.max(1)));
+        let mut start = 0;
+        while start < n {
+            let len = rows.min(n - start);
+            chunks.push(self.first_chunk(&x.narrow(0, start, len)?, &stacked)?);
+            start += len;
+        }
+        Ok(FirstLayer {
+            rows,
+            samples: n,
+            chunks,
+        })
+    }
+
+    /// Every later layer's per-point weights `Wpᵀ` `[P, in, out]` (contiguous) and
+    /// biases `[P, 1, out]`, computed once per call of `evaluate`.
+    fn prepare(&self, coef: &Tensor) -> Result<Prepared> {
+        let (p, k) = coef.dims2()?;
         let mut later = Vec::new();
         for i in 1..self.base.len() {
             let t = self.terms(i);
@@ -109,44 +170,44 @@ impl Plane<'_> {
             let bp = coef.matmul(&bs)?.reshape((p, 1, o))?;
             later.push((wp, bp));
         }
-        Ok(Prepared { w0, b0, later })
+        Ok(Prepared { later })
     }
 
-    /// Outputs of the model at every point for one chunk of rows: `[P, n, outputs]`.
-    fn forward(&self, x: &Tensor, coef: &Tensor, prep: &Prepared) -> Result<Tensor> {
-        let (p, k) = coef.dims2()?;
-        let n = x.dim(0)?;
+    /// Outputs of the model at every point for one chunk of `n` rows, from its
+    /// first-layer products `z [K, n · out]`: `[P, n, outputs]`.
+    fn forward(&self, z: &Tensor, n: usize, coef: &Tensor, prep: &Prepared) -> Result<Tensor> {
+        let p = coef.dim(0)?;
         let layers = self.base.len();
-        // Layer 0: one GEMM against [W; D1; D2], then mix per point.
         let out = self.base[0].0.dim(0)?;
-        let z = x.matmul(&prep.w0)?.broadcast_add(&prep.b0)?; // [n, K*out]
-        let z = z
-            .reshape((n, k, out))?
-            .transpose(0, 1)?
-            .contiguous()?
-            .reshape((k, n * out))?;
         // The activation follows every layer but the last, fused into the pass that
         // mixes (layer 0) or adds the biases (later layers).
         let act = |i: usize| (i + 1 < layers).then_some(self.activation);
-        let mut h = fused::mix_activate(coef, &z, act(0))?.reshape((p, n, out))?;
+        let mut h = fused::mix_activate(coef, z, act(0))?.reshape((p, n, out))?;
         for (i, (wp, bp)) in prep.later.iter().enumerate() {
             h = fused::bias_activate(h.matmul(wp)?, bp, act(i + 1))?;
         }
         Ok(h)
     }
 
-    /// Loss and accuracy at each point over all rows of `x`, `rows` samples at a time.
+    /// Loss and accuracy at each point over all rows of `x`, `rows` samples at a time;
+    /// `first`: the first layer's products of `x` when the caller keeps them
+    /// ([`Plane::first_layer`] with the same `rows`), computed here otherwise.
     pub fn evaluate(
         &self,
         points: &[(f64, f64)],
-        x: &Tensor,
-        y: &Tensor,
+        (x, y): (&Tensor, &Tensor),
         loss: Loss,
         rows: usize,
+        first: Option<&FirstLayer>,
     ) -> Result<Vec<PointValue>> {
         let n = x.dim(0)?;
+        let first = first.filter(|f| f.fits(n, rows));
         let coef = self.coefficients(points, x.dtype(), x.device())?;
         let prep = self.prepare(&coef)?;
+        let stacked = match first {
+            Some(_) => None,
+            None => Some(self.stacked_first()?),
+        };
         let p = points.len();
         let mut loss_sum = vec![0f64; p];
         let mut correct = vec![0f64; p];
@@ -154,9 +215,13 @@ impl Plane<'_> {
         let mut outputs = 1;
         while start < n {
             let len = rows.min(n - start);
-            let xc = x.narrow(0, start, len)?;
             let yc = y.narrow(0, start, len)?;
-            let out = self.forward(&xc, &coef, &prep)?; // [P, len, C]
+            let z = match (first, &stacked) {
+                (Some(f), _) => f.chunks[start / rows].clone(),
+                (None, Some(st)) => self.first_chunk(&x.narrow(0, start, len)?, st)?,
+                (None, None) => unreachable!("stacked when nothing is kept"),
+            };
+            let out = self.forward(&z, len, &coef, &prep)?; // [P, len, C]
             outputs = out.dim(2)?;
             let (l, c) = match loss {
                 Loss::CrossEntropy => {
@@ -354,7 +419,9 @@ mod tests {
         let points: Vec<(f64, f64)> = (0..4)
             .flat_map(|j| (0..7).map(move |i| (-1.0 + i as f64 / 3.0, -0.5 + j as f64 / 2.0)))
             .collect();
-        let got = plane.evaluate(&points, &x, &y, Loss::Mse, 128).unwrap();
+        let got = plane
+            .evaluate(&points, (&x, &y), Loss::Mse, 128, None)
+            .unwrap();
         for (&(a, b), v) in points.iter().zip(&got) {
             let e = exact(a, b);
             assert!(
@@ -393,8 +460,22 @@ mod tests {
             };
             let pts = [(0.0, 0.0), (0.5, -0.25), (-1.0, 1.0), (0.3, 0.9)];
             let a = plane
-                .evaluate(&pts, &x, &y, Loss::CrossEntropy, 64)
+                .evaluate(&pts, (&x, &y), Loss::CrossEntropy, 64, None)
                 .unwrap();
+            // Kept first-layer products give the same bits; kept for other chunks
+            // (rows) or another data set they are not used.
+            let first = plane.first_layer(&x, 64).unwrap();
+            let kept = plane
+                .evaluate(&pts, (&x, &y), Loss::CrossEntropy, 64, Some(&first))
+                .unwrap();
+            assert_eq!(a, kept);
+            let other = plane
+                .evaluate(&pts, (&x, &y), Loss::CrossEntropy, 50, Some(&first))
+                .unwrap();
+            let fresh = plane
+                .evaluate(&pts, (&x, &y), Loss::CrossEntropy, 50, None)
+                .unwrap();
+            assert_eq!(other, fresh);
             let b = evaluate_point_by_point(&vars, &plane, &pts, &x, &y, 50).unwrap();
             for (p, q) in a.iter().zip(&b) {
                 assert!(

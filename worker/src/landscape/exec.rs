@@ -331,12 +331,12 @@ pub fn run_tile(
     if points.is_empty() {
         return Err(format!("tile {tile} is past the end of the grid").into());
     }
-    let values = tile_values(&s, l, &points, memory_bytes)?;
+    let values = tile_values(&mut s, l, &points, memory_bytes)?;
     let mut artifacts = vec![(TILE_FILE.into(), tile_bytes(&values))];
     // `split = "both"`: the same points on the second split's data, as a second file.
     if let Some(other) = s.second.take() {
         let primary = std::mem::replace(&mut s.data, other);
-        let second = tile_values(&s, l, &points, memory_bytes);
+        let second = tile_values(&mut s, l, &points, memory_bytes);
         s.second = Some(std::mem::replace(&mut s.data, primary));
         artifacts.push((SECOND_TILE_FILE.into(), tile_bytes(&second?)));
     }
@@ -375,7 +375,7 @@ fn tile_bytes(values: &[super::eval::PointValue]) -> Vec<u8> {
 
 /// Loss and accuracy at each point, on the scan's current data.
 fn tile_values(
-    s: &Loaded,
+    s: &mut Loaded,
     l: &LandscapeSpec,
     points: &[(f64, f64)],
     memory_bytes: u64,
@@ -394,9 +394,11 @@ fn tile_values(
 }
 
 /// The MLP's fast path: a tile's points in one batched pass (`eval.rs`), in chunks of
-/// points that fit the unit's memory.
+/// points that fit the unit's memory. The first layer's products are kept in `s` for
+/// the scan's later tiles when they take at most half the unit's memory; what they
+/// take is then left out of the budget for the points.
 fn mlp_tile(
-    s: &Loaded,
+    s: &mut Loaded,
     dims: &[usize],
     loss: LossKind,
     batch: usize,
@@ -420,10 +422,37 @@ fn mlp_tile(
     };
     let e = |e: candle_core::Error| UnitError::from(e.to_string());
     let (x, y) = s.data.xy();
-    let (chunk, rows) = tile_plan(dims, s.data.len(), batch, memory_bytes)?;
+    let (x, y) = (x.clone(), y.clone());
+    let kept = plane.first_layer_bytes(s.data.len());
+    let keep = kept <= memory_bytes / 2;
+    let budget = if keep {
+        memory_bytes - kept
+    } else {
+        memory_bytes
+    };
+    let (chunk, rows) = tile_plan(dims, s.data.len(), batch, budget)?;
+    if keep
+        && !s
+            .first_layers
+            .iter()
+            .any(|(id, f)| *id == x.id() && f.fits(x.dims()[0], rows))
+    {
+        s.first_layers.retain(|(id, _)| *id != x.id());
+        let first = plane.first_layer(&x, rows).map_err(e)?;
+        s.first_layers.push((x.id(), first));
+    }
+    let first = s
+        .first_layers
+        .iter()
+        .find(|(id, _)| *id == x.id())
+        .map(|(_, f)| f);
     let mut values = Vec::with_capacity(points.len());
     for part in points.chunks(chunk) {
-        values.extend(plane.evaluate(part, x, y, loss, rows).map_err(e)?);
+        values.extend(
+            plane
+                .evaluate(part, (&x, &y), loss, rows, first)
+                .map_err(e)?,
+        );
     }
     Ok(values)
 }

@@ -62,6 +62,8 @@ pub struct Loaded {
     /// FNV-1a of the directions' f32 bytes (48 bits), reported with every tile so that
     /// runs can check that every worker scanned along the same directions.
     pub digest: u64,
+    /// An MLP's first-layer products, kept across tiles, by the data set's tensor.
+    pub first_layers: Vec<(candle_core::TensorId, super::eval::FirstLayer)>,
 }
 
 fn e(e: candle_core::Error) -> String {
@@ -372,6 +374,7 @@ pub fn load(
         data,
         second,
         digest,
+        first_layers: Vec::new(),
     })
 }
 
