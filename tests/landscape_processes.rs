@@ -348,28 +348,21 @@ fn a_restarted_scan_only_computes_what_is_missing() {
     );
     // Tiles are written before the transaction that records them: a tile whose commit
     // the kill interrupted is not done (its worker resends it). Done is what the
-    // database holds.
-    let committed: std::collections::HashSet<String> = {
+    // database holds, with how many leases each took.
+    let attempts = || -> std::collections::HashMap<i64, i64> {
         let db = rusqlite::Connection::open(dir.path().join("ridgeline.db")).unwrap();
         let mut st = db
-            .prepare("SELECT trial FROM units WHERE sweep_id = ?1 AND state = 'completed'")
+            .prepare(
+                "SELECT trial, attempts FROM units WHERE sweep_id = ?1 AND state = 'completed'",
+            )
             .unwrap();
-        st.query_map([&id], |r| r.get::<_, i64>(0))
+        st.query_map([&id], |r| Ok((r.get(0)?, r.get(1)?)))
             .unwrap()
-            .map(|t| format!("{:05}", t.unwrap()))
+            .map(|r| r.unwrap())
             .collect()
     };
+    let committed = attempts();
     assert!(committed.len() >= 50, "{} tiles committed", committed.len());
-    let stamps: Vec<(std::path::PathBuf, std::time::SystemTime)> = done_before
-        .iter()
-        .filter(|d| committed.contains(&*d.file_name().unwrap().to_string_lossy()))
-        .filter_map(|d| {
-            let f = d.join("tile.f64");
-            std::fs::metadata(&f)
-                .ok()
-                .map(|m| (f, m.modified().unwrap()))
-        })
-        .collect();
     // Same address, same database.
     let dd = dir.path().to_str().unwrap();
     let _coord2 = spawn(
@@ -395,22 +388,20 @@ fn a_restarted_scan_only_computes_what_is_missing() {
         st.contains("completed: ") && st.contains(" points in 1500/1500 tiles"),
         "{st}"
     );
-    for (f, t) in &stamps {
-        assert_eq!(
-            std::fs::metadata(f).unwrap().modified().unwrap(),
-            *t,
-            "{} was computed again",
-            f.display()
-        );
-    }
     let sweep_dir = dir.path().join("sweeps").join(&id);
     let (shape, loss) = read_npy(&sweep_dir.join("surface.npy"));
     assert_eq!(shape, vec![100, 150]);
     assert!(loss.iter().all(|v| v.is_finite()), "the surface has holes");
 
-    // The surface files are lost (say the disk was full when the scan ended): the next
-    // coordinator start writes them again from the stored tiles.
+    // The surface files are lost: the next coordinator start writes them again from
+    // the packed tile values.
     drop(_coord2);
+    // Computed again would mean leased again (the coordinator holds the database while
+    // it runs; the tiles' files are gone by now, packed into tile_values.bin).
+    let after = attempts();
+    for (t, n) in &committed {
+        assert_eq!(after.get(t), Some(n), "tile {t} was computed again");
+    }
     for f in ["surface.npy", "meta.json"] {
         std::fs::remove_file(sweep_dir.join(f)).unwrap();
     }

@@ -351,22 +351,22 @@ fn a_cancelled_scan_resumes_and_ends_with_the_uninterrupted_surface() {
     );
     let before = completed();
     assert!(before.len() < 626, "the scan ended before it was cancelled");
-    let tile_dir = |t: u64| {
-        dir.path()
-            .join("sweeps")
-            .join(&id)
-            .join("trials")
-            .join(format!("{t:05}"))
+    // Computed again would mean leased again (the tiles' files are packed away once a
+    // scan, cancelled too, is assembled).
+    let attempts = || -> std::collections::HashMap<u64, u64> {
+        results(&id, &url)["trials"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                (
+                    t["trial"].as_u64().unwrap(),
+                    t["attempts"].as_u64().unwrap(),
+                )
+            })
+            .collect()
     };
-    let stamps: Vec<_> = before
-        .iter()
-        .map(|t| {
-            std::fs::metadata(tile_dir(*t).join("tile.f64"))
-                .unwrap()
-                .modified()
-                .unwrap()
-        })
-        .collect();
+    let stamps = attempts();
     let o = run(
         &["resume", &id, "--coordinator", &url, "--wait"],
         Duration::from_secs(600),
@@ -378,12 +378,9 @@ fn a_cancelled_scan_resumes_and_ends_with_the_uninterrupted_surface() {
         said.contains("completed: 2501/2501 points in 626/626 tiles"),
         "{said}"
     );
-    for (t, stamp) in before.iter().zip(&stamps) {
-        let now = std::fs::metadata(tile_dir(*t).join("tile.f64"))
-            .unwrap()
-            .modified()
-            .unwrap();
-        assert_eq!(now, *stamp, "tile {t} was computed again");
+    let now = attempts();
+    for t in &before {
+        assert_eq!(now[t], stamps[t], "tile {t} was computed again");
     }
     drop(w);
     // The same scan, never interrupted, on a coordinator of its own.

@@ -372,7 +372,10 @@ fn keep_leaves_the_checkpoints_of_the_best_trials_only() {
     drop(coord);
     let (_coord, url) = coordinator(&data, &[]);
     let _w2 = worker(dir.path(), &url, "w2", &[]);
-    run_ok(&["watch", &id, "--coordinator", &url], Duration::from_secs(300));
+    run_ok(
+        &["watch", &id, "--coordinator", &url],
+        Duration::from_secs(300),
+    );
     check(
         &results(&id, &url),
         &data.join("sweeps").join(&id).join("trials"),

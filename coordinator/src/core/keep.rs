@@ -35,12 +35,14 @@ pub struct Kept {
 }
 
 impl Kept {
-    /// The policy of a sweep whose checkpoints are bounded and decided one result at a
-    /// time: `None` for `keep = "all"`, for several objectives (the front decides) and
-    /// for population based training (each round copies the last one's).
+    /// The policy of a search whose checkpoints are bounded and decided one result at a
+    /// time: `None` for `keep = "all"`, for several objectives (the front decides), for
+    /// population based training (each round copies the last one's) and for scans
+    /// (their units' files are the scan's results).
     pub fn of(spec: &SweepSpec) -> Option<Kept> {
         let n = spec.search.keep.bound()?;
-        if spec.is_multi_objective()
+        if spec.landscape.is_some()
+            || spec.is_multi_objective()
             || spec.search.algorithm == ridgeline_common::spec::Algorithm::Pbt
         {
             return None;
@@ -133,6 +135,11 @@ mod tests {
             }
         }
         assert!(Kept::of(&spec("keep = \"all\"", "min")).is_none());
+        let scan = SweepSpec::from_toml(
+            "name = \"s\"\nkind = \"landscape\"\n[data]\npath = \"d.csv\"\n[landscape]\ncheckpoint = \"c\"\nx = { min = -1.0, max = 1.0, points = 5 }\n",
+        )
+        .unwrap();
+        assert!(Kept::of(&scan).is_none(), "a scan's units keep their files");
         assert_eq!(Kept::of(&spec("", "min")).unwrap().n, 100);
     }
 }

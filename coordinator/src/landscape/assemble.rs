@@ -7,8 +7,8 @@ use std::path::Path;
 use ridgeline_common::landscape::{CurveKind, CurveSpec, DirectionKind, Split};
 use ridgeline_common::spec::SweepSpec;
 
+use super::DIRECTIONS;
 use super::tiles::{NpyWriter, Tiles, write_npy};
-use super::{DIRECTIONS, SECOND_TILE_FILE, TILE_FILE};
 
 /// `f` on the segment α ∈ [0, 1] of a scan along θ + α (θ₂ − θ): the endpoints
 /// (interpolated linearly when they fall between grid points) and the grid points
@@ -117,7 +117,7 @@ pub fn assemble(
     let l = spec.landscape.as_ref().ok_or("not a landscape spec")?;
     let (nx, ny) = l.shape();
     let points = nx * ny;
-    let tiles = Tiles::open(l, done, &tile_dir)?;
+    let tiles = Tiles::open(sweep_dir, l, done, &tile_dir)?;
     let missing = tiles.missing;
     if l.evaluator.is_some() {
         // An evaluator scan's directions were drawn by its workers; the first tile
@@ -338,26 +338,17 @@ pub fn assemble(
     write_meta(&meta)
 }
 
-/// Removes the value files of assembled tiles (and their folders, when nothing else is
-/// in them): once a completed scan is assembled its surface holds every value, and a
-/// completed sweep is never resumed. A 10^6-point scan's 100,000 tile folders took
-/// ~800 MB of a 4 KiB-block file system for 3 MB of values. Returns how many tiles'
-/// files were removed.
-pub fn remove_tiles(done: &[u32], tile_dir: impl Fn(u32) -> std::path::PathBuf) -> usize {
-    let mut removed = 0;
-    for &t in done {
-        let dir = tile_dir(t);
-        let mut any = false;
-        for name in [TILE_FILE, SECOND_TILE_FILE] {
-            any |= std::fs::remove_file(dir.join(name)).is_ok();
-        }
-        if any {
-            removed += 1;
-            // Fails, as it should, when the unit left other files (curvature, logs).
-            let _ = std::fs::remove_dir(&dir);
-        }
-    }
-    removed
+/// Packs an assembled scan's tile values into one file ([`super::tiles::PACK`]) and
+/// removes the tiles' own files; later assemblies read the pack. Returns how many
+/// tiles' files were removed.
+pub fn compact_tiles(
+    sweep_dir: &Path,
+    spec: &SweepSpec,
+    done: &[u32],
+    tile_dir: impl Fn(u32) -> std::path::PathBuf,
+) -> Result<usize, String> {
+    let l = spec.landscape.as_ref().ok_or("not a landscape spec")?;
+    Tiles::open(sweep_dir, l, done, tile_dir)?.compact()
 }
 
 /// `curvature.json` and, for 2-D scans, `curvature_lambda_max.png` and
@@ -485,6 +476,7 @@ fn connecting_curve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::landscape::TILE_FILE;
 
     #[test]
     fn barrier_of_a_bump_between_two_minima() {
@@ -585,10 +577,11 @@ y = {{ min = 0.0, max = 2.0, points = 3 }}
     }
 
     /// surface.vtp is written by default for a small grid and not when `vtp = false`;
-    /// meta.json comes with both; a completed scan's tile files go once assembled, and
-    /// a tile folder with other files in it stays.
+    /// meta.json comes with both. Compacted, the tiles' files go (a tile folder with
+    /// other files in it stays) and assembling again from the pack, with the surface
+    /// files lost, gives the same files byte for byte.
     #[test]
-    fn exports_follow_the_spec_and_assembled_tiles_are_removed() {
+    fn exports_follow_the_spec_and_compacted_tiles_assemble_the_same() {
         for (extra, vtp) in [("", true), ("vtp = false", false)] {
             let spec = small_scan(extra);
             let dir = tempfile::tempdir().unwrap();
@@ -596,7 +589,58 @@ y = {{ min = 0.0, max = 2.0, points = 3 }}
             let tile_dir = |t: u32| dir.path().join(format!("t{t}"));
             write_tiles(&tile_dir, &[(0u32, 0..5), (1, 5..10), (2, 10..12)]);
             std::fs::write(tile_dir(1).join("log.txt"), b"kept").unwrap();
-            assemble(
+            let run = || {
+                assemble(
+                    dir.path(),
+                    "s",
+                    &spec,
+                    serde_json::json!({}),
+                    &[0, 1, 2],
+                    tile_dir,
+                )
+                .unwrap()
+            };
+            run();
+            assert_eq!(dir.path().join("surface.vtp").exists(), vtp, "{extra}");
+            assert!(dir.path().join("meta.json").exists());
+            assert!(dir.path().join("surface.h5").exists());
+            let files = ["surface.npy", "accuracy.npy", "surface.csv", "meta.json"];
+            let before: Vec<Vec<u8>> = files
+                .iter()
+                .map(|f| std::fs::read(dir.path().join(f)).unwrap())
+                .collect();
+            assert_eq!(
+                compact_tiles(dir.path(), &spec, &[0, 1, 2], tile_dir).unwrap(),
+                3
+            );
+            assert!(!tile_dir(0).exists() && !tile_dir(2).exists());
+            assert!(!tile_dir(1).join(TILE_FILE).exists());
+            assert!(tile_dir(1).join("log.txt").exists());
+            for f in files {
+                std::fs::remove_file(dir.path().join(f)).unwrap();
+            }
+            run();
+            for (f, b) in files.iter().zip(&before) {
+                assert_eq!(&std::fs::read(dir.path().join(f)).unwrap(), b, "{f}");
+            }
+            // A tile computed after (a resumed scan) joins the packed ones; compacting
+            // again keeps them all.
+            write_tiles(&tile_dir, &[(1, 5..10)]);
+            assert_eq!(
+                compact_tiles(dir.path(), &spec, &[0, 1, 2], tile_dir).unwrap(),
+                1
+            );
+            run();
+            assert_eq!(
+                std::fs::read(dir.path().join("surface.npy")).unwrap(),
+                before[0]
+            );
+            // A damaged pack is an error, not a surface of NaNs.
+            let pack = dir.path().join(super::super::tiles::PACK);
+            let mut b = std::fs::read(&pack).unwrap();
+            b.pop();
+            std::fs::write(&pack, b).unwrap();
+            let e = assemble(
                 dir.path(),
                 "s",
                 &spec,
@@ -604,14 +648,8 @@ y = {{ min = 0.0, max = 2.0, points = 3 }}
                 &[0, 1, 2],
                 tile_dir,
             )
-            .unwrap();
-            assert_eq!(dir.path().join("surface.vtp").exists(), vtp, "{extra}");
-            assert!(dir.path().join("meta.json").exists());
-            assert!(dir.path().join("surface.h5").exists());
-            assert_eq!(remove_tiles(&[0, 1, 2], tile_dir), 3);
-            assert!(!tile_dir(0).exists() && !tile_dir(2).exists());
-            assert!(!tile_dir(1).join(TILE_FILE).exists());
-            assert!(tile_dir(1).join("log.txt").exists());
+            .unwrap_err();
+            assert!(e.contains("expected"), "{e}");
         }
     }
 

@@ -18,7 +18,7 @@ mod hessian;
 mod pca;
 mod tiles;
 
-pub use assemble::{assemble, barrier, remove_tiles};
+pub use assemble::{assemble, barrier, compact_tiles};
 pub use check::check_tile;
 pub use hessian::{HVP_FILE, block_file, hessian_step, released_units};
 use hessian::{first_block, hessian_size};

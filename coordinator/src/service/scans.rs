@@ -93,13 +93,13 @@ impl EventLoop {
     /// Puts a finished scan's tiles together into the surface files. A failure here is
     /// logged, not fatal: the tiles stay on disk and can be assembled again.
     ///
-    /// Small scans ([`ridgeline_common::landscape::LandscapeSpec::assembled_in_background`]
-    /// false) are assembled
-    /// before the sweep's final state is published (a client that saw it finish finds
-    /// the files); larger ones, and every cancelled scan (a cancel never waits for an
-    /// export), on a thread of their own, so that no sweep can hold up the event loop:
-    /// their clients wait for meta.json, written last. A completed scan's tile files
-    /// are removed once its surface holds their values.
+    /// Small scans are assembled before the sweep's final state is published (a client
+    /// that saw it finish finds the files); larger ones
+    /// ([`ridgeline_common::landscape::LandscapeSpec::assembled_in_background`]) and
+    /// every cancelled scan (a cancel never waits for an export) on a thread of their
+    /// own, so that no sweep can hold up the event loop: their clients wait for
+    /// meta.json, written last. Once assembled, a scan's tile values are packed into one
+    /// file and the tiles' own files removed, on a thread of their own.
     pub(super) fn assemble(&self, id: &SweepId) {
         let Some(v) = self.core.sweep(id) else { return };
         let Some(l) = v.spec.landscape.as_ref() else {
@@ -122,18 +122,18 @@ impl EventLoop {
                 Ok(()) => {
                     crate::telemetry::wrote(bytes_written_since(&dir, t0));
                     info!(sweep = %id, dir = %dir.display(), seconds = started.elapsed().as_secs_f64(), "surface assembled");
-                    if v.state == core::SweepState::Completed {
-                        // Up to a file per point: never on the event loop.
-                        let (id, data_dir) = (id.clone(), data_dir.clone());
-                        let _ = std::thread::Builder::new()
-                            .name("ridgeline-compact".into())
-                            .spawn(move || {
-                                let removed = landscape::remove_tiles(&done, |t| {
-                                    trial_dir(&data_dir, &id, t)
-                                });
-                                info!(sweep = %id, tiles = removed, "assembled tiles' files removed");
-                            });
-                    }
+                    // Up to a file per point: never on the event loop.
+                    let (id, data_dir) = (id.clone(), data_dir.clone());
+                    let _ = std::thread::Builder::new()
+                        .name("ridgeline-compact".into())
+                        .spawn(move || {
+                            let tile_dir = |t| trial_dir(&data_dir, &id, t);
+                            let dir = sweep_dir(&data_dir, &id);
+                            match landscape::compact_tiles(&dir, &v.spec, &done, tile_dir) {
+                                Ok(n) => info!(sweep = %id, tiles = n, "tile values packed, tiles' files removed"),
+                                Err(e) => warn!(sweep = %id, "tile files kept: {e}"),
+                            }
+                        });
                 }
                 Err(e) => error!(sweep = %id, "cannot assemble the surface: {e}"),
             }
