@@ -73,6 +73,11 @@ impl Cgroup {
         Ok(())
     }
 
+    /// Its folder.
+    pub(super) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Whether any process is left in it.
     pub(super) fn populated(&self) -> bool {
         populated(&self.dir)

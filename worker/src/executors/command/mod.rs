@@ -33,6 +33,7 @@ mod folder;
 mod process;
 pub mod report;
 mod seed;
+mod spawn;
 
 use folder::Folder;
 use process::Event;

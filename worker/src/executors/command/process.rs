@@ -12,12 +12,11 @@
 //! the worker kills whatever is left in it at the end.
 
 use std::io::Read;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::contain::Cgroup;
+use super::spawn;
 
 /// The supervisor. `$1` is the grace in seconds; the program follows. `live` lists its
 /// children that are not zombies: as a subreaper it adopts every orphan of the trial,
@@ -82,7 +81,9 @@ pub(super) struct Exit {
 
 /// A trial's running process group.
 pub(super) struct Group {
-    child: Child,
+    /// The supervisor, leader of the group (its pid is the group id); `None` once
+    /// reaped.
+    pid: Option<i32>,
     pgid: i32,
     /// Set once SIGTERM was sent: when SIGKILL is due.
     kill_at: Option<Instant>,
@@ -105,32 +106,24 @@ pub(super) fn spawn(
     events: mpsc::Sender<Event>,
 ) -> std::io::Result<Group> {
     let cgroup = Cgroup::create(cgroup_name);
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(SUPERVISOR)
-        .arg("ridgeline-trial")
-        .arg(format!("{}", grace.as_secs_f64().max(0.1)))
-        .args(argv)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    if let Some(w) = workdir {
-        cmd.current_dir(w);
-    }
+    let seconds = format!("{}", grace.as_secs_f64().max(0.1));
+    let head = ["sh", "-c", SUPERVISOR, "ridgeline-trial", seconds.as_str()];
+    let mut args: Vec<&std::ffi::OsStr> = head.iter().map(std::ffi::OsStr::new).collect();
+    args.extend(argv.iter().map(std::ffi::OsStr::new));
+    let prepared = spawn::Prepared::new("/bin/sh", &args, env, workdir)?;
     let parent = std::process::id() as i32;
-    let cg = cgroup.as_ref().map(|c| c as *const Cgroup as usize);
-    // SAFETY: the closure runs in the child between fork and exec and only calls
-    // async-signal-safe functions (prctl, getppid, fcntl, open, write, close).
-    unsafe {
-        cmd.pre_exec(move || {
+    // Runs in the child between clone and exec: only async-signal-safe calls (prctl,
+    // getppid, fcntl; open, write, close to enter the cgroup where the clone could
+    // not start the child in it).
+    let pre_exec = |enter_cgroup: bool| -> std::io::Result<()> {
+        // SAFETY: async-signal-safe calls with no memory shared with other threads.
+        unsafe {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            // The worker may have died between fork and prctl.
+            // The worker may have died between the clone and prctl.
             if libc::getppid() != parent {
-                return Err(std::io::Error::other("the worker exited"));
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             // Kept across exec: orphans of the trial come to the supervisor.
             if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) != 0 {
@@ -140,17 +133,15 @@ pub(super) fn spawn(
             if libc::fcntl(keep_fd, libc::F_SETFD, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
-            if let Some(cg) = cg {
-                // The parent keeps the Cgroup alive until spawn returns.
-                (*(cg as *const Cgroup)).enter_from_child()?;
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn()?;
-    let pgid = child.id() as i32;
-    let out = child.stdout.take().expect("piped");
-    let err = child.stderr.take().expect("piped");
+        }
+        match (&cgroup, enter_cgroup) {
+            (Some(cg), true) => cg.enter_from_child(),
+            _ => Ok(()),
+        }
+    };
+    let started = spawn::spawn(&prepared, cgroup.as_ref().map(Cgroup::dir), &pre_exec)?;
+    let pgid = started.pid;
+    let (out, err) = (started.stdout, started.stderr);
     let tx = events.clone();
     std::thread::Builder::new()
         .name("trial-stdout".into())
@@ -159,7 +150,7 @@ pub(super) fn spawn(
         .name("trial-stderr".into())
         .spawn(move || read_lines(err, |l| events.send(Event::Stderr(l)).is_ok()))?;
     Ok(Group {
-        child,
+        pid: Some(pgid),
         pgid,
         kill_at: None,
         grace,
@@ -242,11 +233,15 @@ impl Group {
             }
             cg.kill_and_remove();
         }
-        let status = self.child.wait().ok()?;
-        use std::os::unix::process::ExitStatusExt;
+        let pid = self.pid.take()?;
+        let mut status = 0;
+        // SAFETY: reaps our own exited child.
+        if unsafe { libc::waitpid(pid, &mut status, 0) } != pid {
+            return None;
+        }
         Some(Exit {
-            code: status.code(),
-            signal: status.signal(),
+            code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+            signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
         })
     }
 }
@@ -254,10 +249,12 @@ impl Group {
 impl Drop for Group {
     fn drop(&mut self) {
         // A run that ends early (an error, a panic) takes its processes with it.
-        if self.child.try_wait().ok().flatten().is_none() {
-            // SAFETY: as above.
-            unsafe { libc::kill(-self.pgid, libc::SIGKILL) };
-            let _ = self.child.wait();
+        if let Some(pid) = self.pid.take() {
+            // SAFETY: kill(2) on our own group, waitpid on our own child.
+            unsafe {
+                libc::kill(-self.pgid, libc::SIGKILL);
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
+            }
         }
     }
 }
