@@ -732,6 +732,11 @@ fn refuse(ev: Event, why: &Status) {
 /// weights, the epochs of its trajectory, PBT's training state), and its folder when
 /// nothing else (logs) is left in it: results then name no checkpoint for it.
 fn remove_checkpoint(dir: &Path) {
+    // Most trials that end here uploaded nothing (command trials keep their files on
+    // the worker): one stat instead of walking the path.
+    if std::fs::symlink_metadata(dir).is_err() {
+        return;
+    }
     let Ok(entries) = crate::fsafe::list(dir) else {
         return;
     };

@@ -183,6 +183,9 @@ impl Store {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        // Room for every statement the event loop runs (rusqlite keeps 16 by default,
+        // fewer than the writes and reads of a batch, which then evicted each other).
+        conn.set_prepared_statement_cache_capacity(64);
         conn.execute_batch(SCHEMA)?;
         migrate(&conn)?;
         Ok(Store { conn })

@@ -17,6 +17,16 @@ fn metrics_json(m: &[(String, f64)]) -> String {
     serde_json::to_string(&v).expect("metrics serialise")
 }
 
+/// One statement, prepared once per connection: every action of every batch runs one
+/// of a few statements, and parsing them anew showed in the coordinator's profile.
+fn exec(
+    tx: &rusqlite::Transaction<'_>,
+    sql: &str,
+    p: impl rusqlite::Params,
+) -> rusqlite::Result<usize> {
+    tx.prepare_cached(sql)?.execute(p)
+}
+
 pub(super) fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<(), StoreError> {
     match a {
         Action::SweepCreated {
@@ -25,7 +35,8 @@ pub(super) fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<()
             total,
             at,
         } => {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO sweeps (id, name, spec_json, state, total, created_ms)
                  VALUES (?1, ?2, ?3, 'running', ?4, ?5)",
                 params![sweep.as_str(), spec.name, spec.to_json(), total, *at as i64],
@@ -38,7 +49,8 @@ pub(super) fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<()
             params: p,
             at,
         } => {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO units (id, sweep_id, trial, params_json, state, created_ms)
                  VALUES (?1, ?2, ?3, ?4, 'pending', ?5)",
                 params![
@@ -57,7 +69,8 @@ pub(super) fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<()
             resumes,
             at,
         } => {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE units SET state = 'running', attempts = ?2, worker = ?3, started_ms = ?4
                  WHERE id = ?1",
                 params![unit.0 as i64, attempt, worker.as_str(), *at as i64],
@@ -65,11 +78,16 @@ pub(super) fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<()
             // A trainer that starts afresh starts its history afresh; a resuming
             // program adds to what its earlier attempts reported.
             if !resumes {
-                tx.execute("DELETE FROM metrics WHERE unit_id = ?1", [unit.0 as i64])?;
+                exec(
+                    tx,
+                    "DELETE FROM metrics WHERE unit_id = ?1",
+                    [unit.0 as i64],
+                )?;
             }
         }
         Action::UnitAdopted { unit, worker } => {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE units SET state = 'running', worker = ?2 WHERE id = ?1",
                 params![unit.0 as i64, worker.as_str()],
             )?;
@@ -81,7 +99,8 @@ pub(super) fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<()
             reason,
             ..
         } => {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE units SET state = 'pending', attempts = ?3, error = ?2, interrupted = ?4
                  WHERE id = ?1",
                 params![unit.0 as i64, reason, attempts, interrupted],
@@ -99,17 +118,20 @@ pub(super) fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<()
             trial,
             value,
         } => {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE sweeps SET best_trial = ?2, best_value = ?3 WHERE id = ?1",
                 params![sweep.as_str(), trial, value],
             )?;
         }
         Action::SweepResumed { sweep, before } => {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE sweeps SET state = 'running', finished_ms = NULL WHERE id = ?1",
                 [sweep.as_str()],
             )?;
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE units SET state = 'pending', error = NULL, finished_ms = NULL,
                      final_json = NULL
                  WHERE sweep_id = ?1 AND state = 'cancelled' AND trial < ?2",
@@ -117,7 +139,8 @@ pub(super) fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<()
             )?;
         }
         Action::SweepExtended { sweep, spec, total } => {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE sweeps SET spec_json = ?2, total = ?3, state = 'running',
                      finished_ms = NULL
                  WHERE id = ?1",
@@ -125,12 +148,17 @@ pub(super) fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<()
             )?;
         }
         Action::SweepDeleted { sweep } => {
-            tx.execute(
+            exec(
+                tx,
                 "DELETE FROM metrics WHERE unit_id IN (SELECT id FROM units WHERE sweep_id = ?1)",
                 [sweep.as_str()],
             )?;
-            tx.execute("DELETE FROM units WHERE sweep_id = ?1", [sweep.as_str()])?;
-            tx.execute("DELETE FROM sweeps WHERE id = ?1", [sweep.as_str()])?;
+            exec(
+                tx,
+                "DELETE FROM units WHERE sweep_id = ?1",
+                [sweep.as_str()],
+            )?;
+            exec(tx, "DELETE FROM sweeps WHERE id = ?1", [sweep.as_str()])?;
         }
         Action::UnitFinished {
             unit,
@@ -149,11 +177,16 @@ pub(super) fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<()
             // merged in, its reports of a step replacing earlier ones.
             if let Some(h) = history {
                 if !resumes {
-                    tx.execute("DELETE FROM metrics WHERE unit_id = ?1", [unit.0 as i64])?;
+                    exec(
+                        tx,
+                        "DELETE FROM metrics WHERE unit_id = ?1",
+                        [unit.0 as i64],
+                    )?;
                 }
                 insert_metrics(tx, *unit, h.iter().map(|(s, m)| (*s, m.as_slice())))?;
             }
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE units SET state = ?2, final_json = ?3, error = ?4, duration_s = ?5,
                      worker = COALESCE(?6, worker), finished_ms = ?7
                  WHERE id = ?1",
@@ -174,7 +207,8 @@ pub(super) fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<()
             best,
             at,
         } => {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE sweeps SET state = ?2, finished_ms = ?3, best_trial = ?4, best_value = ?5
                  WHERE id = ?1",
                 params![
@@ -187,7 +221,8 @@ pub(super) fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<()
             )?;
         }
         Action::WorkerRegistered { worker, info, at } => {
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO workers (id, name, hostname, slots, devices, registered_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (id) DO UPDATE SET name = ?2, hostname = ?3, slots = ?4,
@@ -203,13 +238,15 @@ pub(super) fn apply_one(tx: &rusqlite::Transaction<'_>, a: &Action) -> Result<()
             )?;
         }
         Action::WorkerSecret { worker, sha256 } => {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE workers SET secret_sha256 = ?2 WHERE id = ?1",
                 params![worker.as_str(), sha256],
             )?;
         }
         Action::WorkerGone { worker, reason } => {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE workers SET gone_reason = ?2 WHERE id = ?1",
                 params![worker.as_str(), reason],
             )?;

@@ -35,7 +35,10 @@ impl Cgroup {
         if std::env::var(SETTING).is_ok_and(|v| v == "off") {
             return None;
         }
-        let dir = crate::cgroup::v2_dir()?.join(name);
+        // The worker's own cgroup does not change: found once, not per trial (two
+        // /proc files read and parsed).
+        static OWN: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+        let dir = OWN.get_or_init(crate::cgroup::v2_dir).as_ref()?.join(name);
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
