@@ -23,7 +23,7 @@ fn tanh(y: f32) -> f32 {
 }
 
 /// The activation on one f32, as candle computes it (GELU's tanh by [`tanh`]).
-fn act(a: Option<Activation>, v: f32) -> f32 {
+pub(crate) fn act(a: Option<Activation>, v: f32) -> f32 {
     match a {
         None => v,
         Some(Activation::Relu) => v.max(0.0),

@@ -176,6 +176,9 @@ impl Plane<'_> {
     /// Outputs of the model at every point for one chunk of `n` rows, from its
     /// first-layer products `z [K, n · out]`: `[P, n, outputs]`.
     fn forward(&self, z: &Tensor, n: usize, coef: &Tensor, prep: &Prepared) -> Result<Tensor> {
+        if let Some(logits) = super::later::forward(z, n, coef, &prep.later, self.activation)? {
+            return Ok(logits);
+        }
         let p = coef.dim(0)?;
         let layers = self.base.len();
         let out = self.base[0].0.dim(0)?;

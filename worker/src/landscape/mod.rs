@@ -6,5 +6,6 @@ pub mod eval;
 pub mod evaluator;
 pub mod exec;
 pub mod hessian;
+mod later;
 pub mod load;
 pub mod perturb;
