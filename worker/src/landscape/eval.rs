@@ -13,6 +13,9 @@
 //! - Data stays on the device; only P losses per chunk of samples come back.
 //! - The three first-layer products do not depend on the point either: a scan computes
 //!   them once per worker ([`FirstLayer`]) and every later tile starts at the mixing.
+//! - On the CPU the layers after the first run per point and per block of rows
+//!   (`later.rs`), so that a point's activations stay in cache; elsewhere the batched
+//!   candle ops below.
 
 use candle_core::{D, DType, Device, Result, Tensor, Var};
 use ridgeline_common::spec::Activation;
