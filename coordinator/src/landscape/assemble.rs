@@ -598,9 +598,8 @@ y = {{ min = 0.0, max = 2.0, points = 3 }}
                     &[0, 1, 2],
                     tile_dir,
                 )
-                .unwrap()
             };
-            run();
+            run().unwrap();
             assert_eq!(dir.path().join("surface.vtp").exists(), vtp, "{extra}");
             assert!(dir.path().join("meta.json").exists());
             assert!(dir.path().join("surface.h5").exists());
@@ -619,7 +618,7 @@ y = {{ min = 0.0, max = 2.0, points = 3 }}
             for f in files {
                 std::fs::remove_file(dir.path().join(f)).unwrap();
             }
-            run();
+            run().unwrap();
             for (f, b) in files.iter().zip(&before) {
                 assert_eq!(&std::fs::read(dir.path().join(f)).unwrap(), b, "{f}");
             }
@@ -630,7 +629,7 @@ y = {{ min = 0.0, max = 2.0, points = 3 }}
                 compact_tiles(dir.path(), &spec, &[0, 1, 2], tile_dir).unwrap(),
                 1
             );
-            run();
+            run().unwrap();
             assert_eq!(
                 std::fs::read(dir.path().join("surface.npy")).unwrap(),
                 before[0]
@@ -640,15 +639,7 @@ y = {{ min = 0.0, max = 2.0, points = 3 }}
             let mut b = std::fs::read(&pack).unwrap();
             b.pop();
             std::fs::write(&pack, b).unwrap();
-            let e = assemble(
-                dir.path(),
-                "s",
-                &spec,
-                serde_json::json!({}),
-                &[0, 1, 2],
-                tile_dir,
-            )
-            .unwrap_err();
+            let e = run().unwrap_err();
             assert!(e.contains("expected"), "{e}");
         }
     }

@@ -134,6 +134,19 @@ pub(super) fn spawn(
         None => None,
     };
     let mut into = cgroup_fd.is_some();
+    // What the child runs; `enter`: whether it must move itself into the cgroup.
+    let in_child = |enter: bool| -> ! {
+        // SAFETY: called only in the child of the clone or fork below; see `child`.
+        unsafe {
+            child(
+                p,
+                [devnull.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
+                fail_w.as_raw_fd(),
+                pre_exec,
+                enter,
+            )
+        }
+    };
     let pid = loop {
         let mut args = CloneArgs {
             exit_signal: libc::SIGCHLD as u64,
@@ -153,16 +166,7 @@ pub(super) fn spawn(
             )
         };
         if pid == 0 {
-            // SAFETY: in the child; see `child`.
-            unsafe {
-                child(
-                    p,
-                    [devnull.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
-                    fail_w.as_raw_fd(),
-                    pre_exec,
-                    cgroup_fd.is_some() && !into,
-                )
-            }
+            in_child(cgroup_fd.is_some() && !into)
         }
         if pid > 0 {
             break pid as i32;
@@ -176,16 +180,7 @@ pub(super) fn spawn(
                 // SAFETY: as above.
                 let pid = unsafe { libc::fork() };
                 if pid == 0 {
-                    // SAFETY: in the child.
-                    unsafe {
-                        child(
-                            p,
-                            [devnull.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
-                            fail_w.as_raw_fd(),
-                            pre_exec,
-                            cgroup_fd.is_some(),
-                        )
-                    }
+                    in_child(cgroup_fd.is_some())
                 }
                 if pid < 0 {
                     return Err(std::io::Error::last_os_error());
