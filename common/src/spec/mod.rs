@@ -478,3 +478,5 @@ fn one_line(s: &str) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_scan;
