@@ -64,7 +64,7 @@ impl SweepApi {
             let dir = trial_dir(&self.data_dir, &id, n);
             if !dir.join(landscape::MODEL_WEIGHTS).exists() {
                 return Err(Status::failed_precondition(format!(
-                    "{field}: sweep {id} has no checkpoint for trial {n}"
+                    "{field}: sweep {id} has no checkpoint for trial {n} (it did not complete, or its search's `keep` removed it)"
                 )));
             }
             return Ok(dir);
