@@ -523,3 +523,55 @@ fn python_json(args: &[&std::ffi::OsStr]) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// A scan over 2^16 points is assembled off the event loop: `ridgeline run` waits for
+/// its meta.json and reports from it; its tile values are then packed into
+/// tile_values.bin and the tile files removed; with the surface files lost, the next
+/// run in the same folder assembles them again from the pack, the same bytes.
+#[test]
+fn a_large_scan_is_assembled_aside_and_packed_and_reassembles_from_the_pack() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = scan_fixture(dir.path(), 0, 300, 300, 1000);
+    let out = dir.path().join("out");
+    let run = || {
+        let o = run_embedded_with(&spec, 2, &out, Duration::from_secs(300), &[]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let said = run();
+    let sweep = sweep_with(&out, "meta.json");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(sweep.join("meta.json")).unwrap()).unwrap();
+    assert_eq!(meta["computed_points"], 90_000, "{meta}");
+    assert_eq!(meta["missing_tiles"], 0);
+    assert!(said.contains("lowest loss"), "{said}");
+    let (shape, surface) = read_npy(&sweep.join("surface.npy"));
+    assert_eq!(shape, vec![300, 300]);
+    assert!(surface.iter().all(|v| v.is_finite()));
+    // The default exports: no surface.vtp past 256 x 256.
+    assert!(!sweep.join("surface.vtp").exists());
+    wait_until(
+        "the tile values to be packed",
+        Duration::from_secs(60),
+        || {
+            sweep.join("tile_values.bin").exists()
+                && !files_in(&sweep.join("trials"))
+                    .iter()
+                    .any(|f| f.ends_with("tile.f64"))
+        },
+    );
+    assert_eq!(
+        std::fs::metadata(sweep.join("tile_values.bin"))
+            .unwrap()
+            .len(),
+        16 + 4 * 90 + 90_000 * 16
+    );
+    let csv = std::fs::read(sweep.join("surface.csv")).unwrap();
+    for f in ["surface.npy", "surface.csv", "meta.json"] {
+        std::fs::remove_file(sweep.join(f)).unwrap();
+    }
+    run();
+    wait_for_file_to_exist(&sweep.join("meta.json"), Duration::from_secs(60));
+    assert_eq!(read_npy(&sweep.join("surface.npy")).1, surface);
+    assert_eq!(std::fs::read(sweep.join("surface.csv")).unwrap(), csv);
+}
