@@ -90,6 +90,17 @@ impl Adamw {
         let (scale_m, scale_v) = (1.0 / (1.0 - BETA1.powi(t)), 1.0 / (1.0 - BETA2.powi(t)));
         for ((theta, m), v) in self.vars.iter().zip(&mut self.first).zip(&mut self.second) {
             let Some(g) = grads.get(theta) else { continue };
+            let c = Coefficients {
+                scale_m,
+                scale_v,
+                decay: 1.0 - self.lr * self.weight_decay,
+                lr: self.lr,
+            };
+            if let Some((theta2, m2, v2)) = fused_adamw(theta.as_tensor(), g, m, v, &c)? {
+                theta.set(&theta2)?;
+                (*m, *v) = (m2, v2);
+                continue;
+            }
             let next_m = ((&*m * BETA1)? + (g * (1.0 - BETA1))?)?;
             let next_v = ((&*v * BETA2)? + (g.sqr()? * (1.0 - BETA2))?)?;
             let m_hat = (&next_m * scale_m)?;
@@ -103,6 +114,83 @@ impl Adamw {
         }
         Ok(())
     }
+}
+
+/// The scalars of one AdamW step.
+struct Coefficients {
+    scale_m: f64,
+    scale_v: f64,
+    decay: f64,
+    lr: f64,
+}
+
+/// One AdamW step of an f32 tensor on the CPU in one pass: θ, m and v are each read and
+/// written once, where the tensor ops below make 14 passes and allocations (perf showed
+/// the optimizer's elementwise ops as a tenth of a training epoch). Every value goes
+/// through the same f32 operations in the same order as those ops (candle's `x * s` is
+/// `x * s + 0`, its `x + s` is `x * 1 + s`), so the result is the same to the bit
+/// (`adamw_is_candles_bit_for_bit`). `None` for other dtypes, devices and layouts.
+#[allow(clippy::type_complexity)]
+fn fused_adamw(
+    theta: &Tensor,
+    g: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    c: &Coefficients,
+) -> candle_core::Result<Option<(Tensor, Tensor, Tensor)>> {
+    use candle_core::{Device, Storage};
+    use rayon::prelude::*;
+    let tensors = [theta, g, m, v];
+    let fast = tensors
+        .iter()
+        .all(|t| t.dtype() == DType::F32 && matches!(t.device(), Device::Cpu) && t.is_contiguous())
+        && tensors.iter().all(|t| t.shape() == theta.shape());
+    if !fast {
+        return Ok(None);
+    }
+    let guards: Vec<_> = tensors.iter().map(|t| t.storage_and_layout()).collect();
+    let mut slices: Vec<&[f32]> = Vec::with_capacity(4);
+    for (t, (storage, layout)) in tensors.iter().zip(&guards) {
+        let Storage::Cpu(cpu) = &**storage else {
+            return Ok(None);
+        };
+        let all = cpu.as_slice::<f32>()?;
+        slices.push(&all[layout.start_offset()..layout.start_offset() + t.elem_count()]);
+    }
+    let (th, gs, ms, vs) = (slices[0], slices[1], slices[2], slices[3]);
+    let f = |x: f64| x as f32;
+    let (b1, one_b1, b2, one_b2) = (f(BETA1), f(1.0 - BETA1), f(BETA2), f(1.0 - BETA2));
+    let (sm, sv, decay, lr, eps) = (f(c.scale_m), f(c.scale_v), f(c.decay), f(c.lr), f(EPS));
+    let n = th.len();
+    let (mut t2, mut m2, mut v2) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+    const GRAIN: usize = 8192;
+    t2.par_chunks_mut(GRAIN)
+        .zip(m2.par_chunks_mut(GRAIN))
+        .zip(v2.par_chunks_mut(GRAIN))
+        .enumerate()
+        .for_each(|(blk, ((to, mo), vo))| {
+            let at = blk * GRAIN;
+            for i in 0..to.len() {
+                let (x, gr) = (th[at + i], gs[at + i]);
+                let next_m = (ms[at + i] * b1 + 0.0) + (gr * one_b1 + 0.0);
+                let next_v = (vs[at + i] * b2 + 0.0) + ((gr * gr) * one_b2 + 0.0);
+                let m_hat = next_m * sm + 0.0;
+                let v_hat = next_v * sv + 0.0;
+                let decayed = x * decay + 0.0;
+                let adjusted = m_hat / (v_hat.sqrt() * 1.0 + eps);
+                to[i] = decayed - (adjusted * lr + 0.0);
+                mo[i] = next_m;
+                vo[i] = next_v;
+            }
+        });
+    drop(guards);
+    let shape = theta.shape();
+    let dev = theta.device();
+    Ok(Some((
+        Tensor::from_vec(t2, shape, dev)?,
+        Tensor::from_vec(m2, shape, dev)?,
+        Tensor::from_vec(v2, shape, dev)?,
+    )))
 }
 
 enum Rule {
