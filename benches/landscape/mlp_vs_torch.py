@@ -17,11 +17,11 @@ each round's rates and the ratio of the medians.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -29,21 +29,14 @@ import numpy as np
 import torch
 from safetensors.numpy import load_file
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DATA = os.path.join(ROOT, "examples", "data")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mnist_mlp import ROOT, digits, mlp, spec_sections
+
 GRID = 32
 
 TRAIN = f"""
 name = "mlp"
-[data]
-path = "{DATA}/mnist10k-images-idx3-ubyte.gz"
-labels = "{DATA}/mnist10k-labels-idx1-ubyte.gz"
-normalize = "max"
-val_fraction = 0.0001
-[model]
-depth = 2
-width = 256
-[train]
+{spec_sections(0.0001)}[train]
 epochs = 1
 batch_size = 128
 [search]
@@ -57,12 +50,7 @@ def scan_spec(checkpoint: str) -> str:
     return f"""
 name = "mlp-scan"
 kind = "landscape"
-[data]
-path = "{DATA}/mnist10k-images-idx3-ubyte.gz"
-labels = "{DATA}/mnist10k-labels-idx1-ubyte.gz"
-normalize = "max"
-val_fraction = 0.0001
-[landscape]
+{spec_sections(0.0001)}[landscape]
 checkpoint = "{checkpoint}"
 split = "train"
 tile = 16
@@ -73,12 +61,8 @@ directions = {{ seed = 0 }}
 
 
 def mnist(samples: int) -> tuple[torch.Tensor, torch.Tensor]:
-    with gzip.open(os.path.join(DATA, "mnist10k-images-idx3-ubyte.gz")) as f:
-        b = f.read()
-    x = np.frombuffer(b[16:], dtype=np.uint8).reshape(-1, 784)[:samples].astype(np.float32)
-    with gzip.open(os.path.join(DATA, "mnist10k-labels-idx1-ubyte.gz")) as f:
-        y = np.frombuffer(f.read()[8:], dtype=np.uint8)[:samples].astype(np.int64)
-    return torch.from_numpy(x), torch.from_numpy(y)
+    x, y = digits()
+    return torch.from_numpy(x[:samples]), torch.from_numpy(y[:samples])
 
 
 def torch_loop(checkpoint: str, directions: str, samples: int) -> tuple[float, float]:
@@ -89,13 +73,7 @@ def torch_loop(checkpoint: str, directions: str, samples: int) -> tuple[float, f
     d = load_file(directions)
     x, y = mnist(samples)
     x = (x - torch.from_numpy(w["input.mean"])) * torch.from_numpy(w["input.scale"])
-    model = torch.nn.Sequential(
-        torch.nn.Linear(784, 256),
-        torch.nn.ReLU(),
-        torch.nn.Linear(256, 256),
-        torch.nn.ReLU(),
-        torch.nn.Linear(256, 10),
-    )
+    model = mlp()
     names = {f"{2 * i}.{k}": f"layers.{i}.{k}" for i in range(3) for k in ("weight", "bias")}
     params = dict(model.named_parameters())
     base = {n: torch.from_numpy(w[r].copy()) for n, r in names.items()}

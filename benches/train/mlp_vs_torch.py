@@ -17,32 +17,25 @@ from __future__ import annotations
 
 import argparse
 import glob
-import gzip
 import json
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DATA = os.path.join(ROOT, "examples", "data")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mnist_mlp import ROOT, digits, mlp, spec_sections
+
 EPOCHS = 5
 
 SPEC = f"""
 name = "train"
-[data]
-path = "{DATA}/mnist10k-images-idx3-ubyte.gz"
-labels = "{DATA}/mnist10k-labels-idx1-ubyte.gz"
-val_fraction = 0.2
-normalize = "max"
-[model]
-depth = 2
-width = 256
-[train]
+{spec_sections(0.2)}[train]
 epochs = {EPOCHS}
 batch_size = 128
 optimizer = "adamw"
@@ -74,20 +67,11 @@ def ridgeline(binary: str, work: str, r: int) -> tuple[float, float]:
 def pytorch(seed: int) -> tuple[float, float]:
     torch.set_num_threads(2)
     torch.manual_seed(seed)
-    with gzip.open(os.path.join(DATA, "mnist10k-images-idx3-ubyte.gz")) as f:
-        x = np.frombuffer(f.read()[16:], dtype=np.uint8).reshape(-1, 784).astype(np.float32)
-    with gzip.open(os.path.join(DATA, "mnist10k-labels-idx1-ubyte.gz")) as f:
-        y = np.frombuffer(f.read()[8:], dtype=np.uint8).astype(np.int64)
+    x, y = digits()
     order = np.random.default_rng(seed).permutation(len(x))
     x, y = torch.from_numpy(x[order] / x.max()), torch.from_numpy(y[order])
     xv, yv, xt, yt = x[:2000], y[:2000], x[2000:], y[2000:]
-    model = torch.nn.Sequential(
-        torch.nn.Linear(784, 256),
-        torch.nn.ReLU(),
-        torch.nn.Linear(256, 256),
-        torch.nn.ReLU(),
-        torch.nn.Linear(256, 10),
-    )
+    model = mlp()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     loss = torch.nn.CrossEntropyLoss()
     start = time.perf_counter()

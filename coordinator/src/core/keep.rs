@@ -26,6 +26,15 @@ impl Ord for Loss {
     }
 }
 
+/// Whether `search.keep` removes any checkpoint of this sweep: a bound is set, it is a
+/// search (a scan's units' files are its results) and not population based training
+/// (each round copies the last one's).
+pub fn applies(spec: &SweepSpec) -> bool {
+    spec.search.keep.bound().is_some()
+        && spec.landscape.is_none()
+        && spec.search.algorithm != ridgeline_common::spec::Algorithm::Pbt
+}
+
 /// The trials of a single-objective sweep that keep their checkpoints.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Kept {
@@ -36,19 +45,14 @@ pub struct Kept {
 
 impl Kept {
     /// The policy of a search whose checkpoints are bounded and decided one result at a
-    /// time: `None` for `keep = "all"`, for several objectives (the front decides), for
-    /// population based training (each round copies the last one's) and for scans
-    /// (their units' files are the scan's results).
+    /// time ([`applies`]); `None` otherwise, and for several objectives (the front
+    /// decides).
     pub fn of(spec: &SweepSpec) -> Option<Kept> {
-        let n = spec.search.keep.bound()?;
-        if spec.landscape.is_some()
-            || spec.is_multi_objective()
-            || spec.search.algorithm == ridgeline_common::spec::Algorithm::Pbt
-        {
+        if !applies(spec) || spec.is_multi_objective() {
             return None;
         }
         Some(Kept {
-            n,
+            n: spec.search.keep.bound()?,
             mode: spec.mode(),
             best: BTreeSet::new(),
         })

@@ -518,10 +518,8 @@ fn dropped_checkpoints(
             .flatten();
         return k.offer(trial, feasible).into_iter().collect();
     }
-    let bounded = s.spec.search.keep.bound().is_some()
-        && s.spec.search.algorithm != ridgeline_common::spec::Algorithm::Pbt;
     match &s.front {
-        Some(f) if bounded => {
+        Some(f) if super::keep::applies(&s.spec) => {
             let now: Vec<u32> = f.trials.iter().map(|t| t.trial).collect();
             front_before
                 .into_iter()
