@@ -34,6 +34,7 @@ mod process;
 pub mod report;
 mod seed;
 mod spawn;
+mod supervise;
 
 use folder::Folder;
 use process::Event;

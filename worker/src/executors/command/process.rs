@@ -1,9 +1,9 @@
 //! Starting and stopping a trial's processes so that none outlives its trial.
 //!
-//! The program runs under a small `sh` supervisor that leads a process group of its
-//! own and is a child subreaper (see [`super::contain`]): whatever the program starts,
-//! even a daemon that double-forks into a session of its own, stays a descendant of the
-//! supervisor. When the program exits, the supervisor stops every descendant left
+//! The program runs under a supervisor (a forked child of the worker, see
+//! [`super::supervise`]) that leads a process group of its own and is a child subreaper
+//! (see [`super::contain`]): whatever the program starts, even a daemon that
+//! double-forks into a session of its own, stays a descendant of the supervisor. When the program exits, the supervisor stops every descendant left
 //! (SIGTERM, then SIGKILL after the grace period) and only then exits with the
 //! program's status. Stopping a trial sends the supervisor SIGTERM, and it does the
 //! same to the program and every descendant. If the worker dies, even by SIGKILL, the
@@ -17,51 +17,6 @@ use std::time::{Duration, Instant};
 
 use super::contain::Cgroup;
 use super::spawn;
-
-/// The supervisor. `$1` is the grace in seconds; the program follows. `live` lists its
-/// children that are not zombies: as a subreaper it adopts every orphan of the trial,
-/// so when none is left, nothing of the trial runs. `stop` sends SIGTERM to the group
-/// and to every descendant (once each, also to orphans adopted while it waits: a
-/// daemon whose parent the first SIGTERM ended), waits up to the grace period, then
-/// SIGKILLs until none is left (a process that keeps forking is outrun: each round
-/// kills what the last adopted).
-/// The supervisor never writes: its stderr redirections come before the files they
-/// guard, and `stop` points its own output at /dev/null first, because once the worker
-/// is dead a write to the trial's pipes would kill the supervisor with SIGPIPE and
-/// leave the trial's processes to init.
-const SUPERVISOR: &str = r#"grace=$1; shift
-live() {
-  kids=; read -r kids 2>/dev/null < /proc/$$/task/$$/children
-  alive=
-  for p in $kids; do
-    s=; read -r s 2>/dev/null < /proc/$p/stat || continue
-    case "${s##*) }" in Z*) ;; *) alive="$alive $p" ;; esac
-  done
-  [ -n "$alive" ]
-}
-stop() {
-  trap "" TERM
-  exec >/dev/null 2>&1
-  kill -TERM 0 2>/dev/null
-  termed=" "
-  n=0; limit=$(( ${grace%.*} * 20 + 2 ))
-  while live && [ $n -lt $limit ]; do
-    for p in $alive; do
-      case "$termed" in *" $p "*) ;; *) kill -TERM $p 2>/dev/null; termed="$termed$p " ;; esac
-    done
-    sleep 0.05; n=$((n+1))
-  done
-  n=0
-  while live && [ $n -lt 500 ]; do kill -KILL $alive 2>/dev/null; sleep 0.01; n=$((n+1)); done
-}
-trap 'stop; exit 143' TERM
-"$@" &
-child=$!
-wait "$child"
-st=$?
-if live; then stop; fi
-exit $st
-"#;
 
 /// What a trial's streams and clock produced.
 pub(super) enum Event {
@@ -106,15 +61,12 @@ pub(super) fn spawn(
     events: mpsc::Sender<Event>,
 ) -> std::io::Result<Group> {
     let cgroup = Cgroup::create(cgroup_name);
-    let seconds = format!("{}", grace.as_secs_f64().max(0.1));
-    let head = ["sh", "-c", SUPERVISOR, "ridgeline-trial", seconds.as_str()];
-    let mut args: Vec<&std::ffi::OsStr> = head.iter().map(std::ffi::OsStr::new).collect();
-    args.extend(argv.iter().map(std::ffi::OsStr::new));
-    let prepared = spawn::Prepared::new("/bin/sh", &args, env, workdir)?;
+    let args: Vec<&std::ffi::OsStr> = argv.iter().map(std::ffi::OsStr::new).collect();
+    let prepared = spawn::Prepared::new(&args, env, workdir)?;
     let parent = std::process::id() as i32;
-    // Runs in the child between clone and exec: only async-signal-safe calls (prctl,
-    // getppid, fcntl; open, write, close to enter the cgroup where the clone could
-    // not start the child in it).
+    // Runs in the supervisor before it starts the program: only async-signal-safe
+    // calls (prctl, getppid, fcntl; open, write, close to enter the cgroup where the
+    // clone could not start the child in it).
     let pre_exec = |enter_cgroup: bool| -> std::io::Result<()> {
         // SAFETY: async-signal-safe calls with no memory shared with other threads.
         unsafe {
@@ -125,7 +77,7 @@ pub(super) fn spawn(
             if libc::getppid() != parent {
                 return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
-            // Kept across exec: orphans of the trial come to the supervisor.
+            // Orphans of the trial come to the supervisor.
             if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -139,7 +91,13 @@ pub(super) fn spawn(
             _ => Ok(()),
         }
     };
-    let started = spawn::spawn(&prepared, cgroup.as_ref().map(Cgroup::dir), &pre_exec)?;
+    let grace = grace.max(Duration::from_millis(100));
+    let started = spawn::spawn(
+        &prepared,
+        grace,
+        cgroup.as_ref().map(Cgroup::dir),
+        &pre_exec,
+    )?;
     let pgid = started.pid;
     let (out, err) = (started.stdout, started.stderr);
     let tx = events.clone();

@@ -36,10 +36,13 @@ const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// What the child needs, made before the clone (the child may not allocate).
 pub(super) struct Prepared {
-    program: CString,
+    /// Where the program may be, in the order `execvp` would try them: `argv[0]` if it
+    /// names a path, else `argv[0]` in each folder of the trial's `PATH`.
+    candidates: Vec<CString>,
     argv: Vec<CString>,
     argv_ptrs: Vec<*const libc::c_char>,
-    envp: Vec<CString>,
+    /// The strings `envp_ptrs` points to.
+    _envp: Vec<CString>,
     envp_ptrs: Vec<*const libc::c_char>,
     workdir: Option<CString>,
 }
@@ -49,10 +52,9 @@ fn cstring(b: &[u8]) -> std::io::Result<CString> {
 }
 
 impl Prepared {
-    /// `program` with `argv` (its `argv[0]` first), the worker's environment with
-    /// `env` added over it, in `workdir`.
+    /// The program `argv[0]`, looked up as `execvp` does in the `PATH` the program will
+    /// see, with `argv`, the worker's environment with `env` added over it, in `workdir`.
     pub(super) fn new(
-        program: &str,
         argv: &[&OsStr],
         env: &[(String, String)],
         workdir: Option<&Path>,
@@ -67,6 +69,11 @@ impl Prepared {
         for (k, v) in env {
             vars.insert(k.as_bytes().to_vec(), v.as_bytes().to_vec());
         }
+        let name = argv.first().map(|a| a.as_bytes()).unwrap_or_default();
+        let candidates = candidates(name, vars.get(b"PATH".as_slice()).map(Vec::as_slice))
+            .iter()
+            .map(|c| cstring(c))
+            .collect::<Result<_, _>>()?;
         let envp: Vec<CString> = vars
             .into_iter()
             .map(|(mut k, v)| {
@@ -82,16 +89,64 @@ impl Prepared {
                 .collect::<Vec<_>>()
         };
         Ok(Prepared {
-            program: cstring(program.as_bytes())?,
+            candidates,
             argv_ptrs: ptrs(&argv),
             envp_ptrs: ptrs(&envp),
             argv,
-            envp,
+            _envp: envp,
             workdir: workdir
                 .map(|w| cstring(w.as_os_str().as_bytes()))
                 .transpose()?,
         })
     }
+}
+
+impl Prepared {
+    /// `argv[0]`, for messages.
+    pub(super) fn name(&self) -> &std::ffi::CStr {
+        self.argv.first().map_or(c"", |a| a.as_c_str())
+    }
+
+    /// Executes the program: each candidate in turn, as `execvp` does. Returns only if
+    /// none could be executed, with the error that says most (`EACCES` over `ENOENT`).
+    ///
+    /// # Safety
+    /// Only in a child about to become the program: async-signal-safe, no allocation.
+    pub(super) unsafe fn exec(&self) -> i32 {
+        let mut denied = false;
+        for c in &self.candidates {
+            // SAFETY: NUL-terminated strings and pointer arrays made before the clone.
+            unsafe { libc::execve(c.as_ptr(), self.argv_ptrs.as_ptr(), self.envp_ptrs.as_ptr()) };
+            match std::io::Error::last_os_error().raw_os_error() {
+                Some(libc::EACCES) => denied = true,
+                // Not in this folder of PATH: the next, as execvp goes on.
+                Some(libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV) => {}
+                e => return e.unwrap_or(libc::EIO),
+            }
+        }
+        if denied { libc::EACCES } else { libc::ENOENT }
+    }
+}
+
+/// Where `execvp` would look for `name`: itself if it holds a `/`, else in each folder
+/// of `path` (an empty entry is the working folder), or of the default path.
+fn candidates(name: &[u8], path: Option<&[u8]>) -> Vec<Vec<u8>> {
+    if name.contains(&b'/') || name.is_empty() {
+        return vec![name.to_vec()];
+    }
+    path.unwrap_or(b"/usr/local/bin:/usr/bin:/bin")
+        .split(|b| *b == b':')
+        .map(|dir| {
+            let mut c = if dir.is_empty() {
+                b".".to_vec()
+            } else {
+                dir.to_vec()
+            };
+            c.push(b'/');
+            c.extend_from_slice(name);
+            c
+        })
+        .collect()
 }
 
 /// What the child does between the clone and `execve`, given by the caller: it runs in
@@ -115,19 +170,23 @@ pub(super) struct Started {
     pub stderr: std::fs::File,
 }
 
-/// Starts `p` in a process group of its own, with stdin from /dev/null and stdout and
-/// stderr piped, in the cgroup folder `cgroup` when given (`CLONE_INTO_CGROUP`, or else
-/// `pre_exec(true)` is told to enter it itself). `pre_exec` runs in the child last
-/// before `execve`; its error, or exec's, is the result.
+/// Starts the supervisor of `p` (see [`super::supervise`]; `grace`: how long the
+/// program has after SIGTERM before SIGKILL) in a process group of its own, with stdin
+/// from /dev/null and stdout and stderr piped, in the cgroup folder `cgroup` when given
+/// (`CLONE_INTO_CGROUP`, or else `pre_exec(true)` is told to enter it itself).
+/// `pre_exec` runs in the child after the common steps; its error, or the supervisor's
+/// failure to start the program, is the result.
 pub(super) fn spawn(
     p: &Prepared,
+    grace: std::time::Duration,
     cgroup: Option<&Path>,
     pre_exec: PreExec<'_>,
 ) -> std::io::Result<Started> {
     let devnull = std::fs::File::open("/dev/null")?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
-    // The child writes its errno here if it cannot exec; exec closes it (CLOEXEC).
+    // The child writes its errno here if it cannot start the program, and closes it
+    // once the program runs.
     let (fail_r, fail_w) = pipe()?;
     let cgroup_fd = match cgroup {
         Some(dir) => Some(std::fs::File::open(dir)?),
@@ -142,6 +201,7 @@ pub(super) fn spawn(
                 p,
                 [devnull.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
                 fail_w.as_raw_fd(),
+                grace,
                 pre_exec,
                 enter,
             )
@@ -221,8 +281,8 @@ pub(super) fn spawn(
     })
 }
 
-/// The child: standard streams, a process group of its own, default signal handling,
-/// the caller's steps, then exec. Never returns.
+/// The child: standard streams, a process group of its own, SIGTERM and SIGCHLD
+/// blocked, the caller's steps, then the supervisor. Never returns.
 ///
 /// # Safety
 /// Only in the child of a clone without `CLONE_VM`, before anything else runs there.
@@ -230,6 +290,7 @@ unsafe fn child(
     p: &Prepared,
     streams: [i32; 3],
     fail: i32,
+    grace: std::time::Duration,
     pre_exec: PreExec<'_>,
     enter_cgroup: bool,
 ) -> ! {
@@ -261,22 +322,20 @@ unsafe fn child(
         if libc::setpgid(0, 0) != 0 {
             fail_with(errno());
         }
-        // As std does: SIGPIPE back to its default (Rust ignores it), no signal blocked.
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        // The two signals the supervisor waits for are blocked from the start, so that
+        // neither ends it before it can act on them (the program gets an empty mask).
+        let mut mask: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut mask);
+        libc::sigaddset(&mut mask, libc::SIGTERM);
+        libc::sigaddset(&mut mask, libc::SIGCHLD);
+        libc::sigprocmask(libc::SIG_SETMASK, &mask, std::ptr::null_mut());
         if let Err(e) = pre_exec(enter_cgroup) {
             fail_with(e.raw_os_error().unwrap_or(libc::EIO));
         }
-        let _ = &p.argv;
-        let _ = &p.envp;
-        libc::execve(
-            p.program.as_ptr(),
-            p.argv_ptrs.as_ptr(),
-            p.envp_ptrs.as_ptr(),
-        );
-        fail_with(errno())
+        match super::supervise::run(p, grace, fail) {
+            Ok(code) => libc::_exit(code),
+            Err(e) => fail_with(e),
+        }
     }
 }
 
@@ -284,35 +343,34 @@ unsafe fn child(
 mod tests {
     use super::*;
     use std::io::Read;
+    use std::time::Duration;
 
-    fn run(
-        program: &str,
-        argv: &[&str],
-        env: &[(String, String)],
-    ) -> std::io::Result<(String, i32)> {
+    /// Runs `argv` under the supervisor: its stdout, stderr and exit status.
+    fn run(argv: &[&str], env: &[(String, String)]) -> std::io::Result<(String, String, i32)> {
         let args: Vec<&OsStr> = argv.iter().map(OsStr::new).collect();
-        let p = Prepared::new(program, &args, env, Some(Path::new("/")))?;
-        let s = spawn(&p, None, &|_| Ok(()))?;
-        let mut out = String::new();
-        std::fs::File::from(s.stdout).read_to_string(&mut out)?;
+        let p = Prepared::new(&args, env, Some(Path::new("/")))?;
+        let s = spawn(&p, Duration::from_millis(100), None, &|_| Ok(()))?;
+        let (mut out, mut err) = (String::new(), String::new());
+        let (mut o, mut e) = (s.stdout, s.stderr);
+        o.read_to_string(&mut out)?;
+        e.read_to_string(&mut err)?;
         let mut status = 0;
         // SAFETY: our own child.
         unsafe { libc::waitpid(s.pid, &mut status, 0) };
-        Ok((out, libc::WEXITSTATUS(status)))
+        Ok((out, err, libc::WEXITSTATUS(status)))
     }
 
-    /// The child gets its arguments, the added variables over the worker's, its folder
-    /// and a group of its own; a program that cannot be executed, or a step before exec
-    /// that fails, is an error of `spawn`, not a child that exits 127.
+    /// The program is found in PATH, gets its arguments, the added variables over the
+    /// worker's and its folder, and runs in the group its supervisor leads; the
+    /// supervisor exits with its status.
     #[test]
-    fn the_child_runs_as_asked_and_failures_before_exec_are_errors() {
+    fn the_program_runs_as_asked_under_its_supervisor() {
         let env = [("RIDGELINE_PROBE".to_owned(), "x y".to_owned())];
-        let (out, code) = run(
-            "/bin/sh",
+        let (out, _, code) = run(
             &[
                 "sh",
                 "-c",
-                "echo \"$1|$RIDGELINE_PROBE|$(pwd)|$PATH\"; read -r _ _ _ _ pg _ < /proc/$$/stat; [ $$ = $pg ] && exit 3; exit 4",
+                "echo \"$1|$RIDGELINE_PROBE|$(pwd)|$PATH\"; read -r _ _ _ ppid pg _ < /proc/$$/stat; [ $ppid = $pg ] && exit 3; exit 4",
                 "zero",
                 "one",
             ],
@@ -321,16 +379,105 @@ mod tests {
         .unwrap();
         let path = std::env::var("PATH").unwrap();
         assert_eq!(out.trim(), format!("one|x y|/|{path}"));
-        assert_eq!(code, 3, "the shell leads its own process group");
-        let e = run("/nonexistent/program", &["p"], &[]).unwrap_err();
-        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+        assert_eq!(code, 3, "the supervisor leads the program's process group");
+        // A signal that ends the program is reported as a shell would: 128 + n.
+        let (_, _, code) = run(&["sh", "-c", "kill -USR1 $$"], &[]).unwrap();
+        assert_eq!(code, 128 + libc::SIGUSR1);
+    }
+
+    /// A program that is not there, or cannot be executed, exits 127 or 126 with a
+    /// line on stderr, as in a shell; a step before the supervisor starts it that
+    /// fails is an error of `spawn`.
+    #[test]
+    fn programs_that_cannot_run_and_failed_steps_are_told_apart() {
+        let (_, err, code) = run(&["no-such-program-ridgeline"], &[]).unwrap();
+        assert_eq!(code, 127);
+        assert_eq!(err, "ridgeline: no-such-program-ridgeline: not found\n");
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("script");
+        std::fs::write(&script, "#!/bin/sh\necho hi\n").unwrap();
+        let (_, err, code) = run(&[script.to_str().unwrap()], &[]).unwrap();
+        assert_eq!(code, 126, "{err}");
+        assert!(err.ends_with("script: permission denied\n"), "{err}");
+        // Found in the trial's own PATH, not the worker's.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!("/nonexistent:{}", dir.path().display());
+        let (out, _, code) = run(&["script"], &[("PATH".into(), path)]).unwrap();
+        assert_eq!((out.as_str(), code), ("hi\n", 0));
+
         let args: Vec<&OsStr> = vec![OsStr::new("sh")];
-        let p = Prepared::new("/bin/sh", &args, &[], None).unwrap();
-        let e = spawn(&p, None, &|_| {
+        let p = Prepared::new(&args, &[], None).unwrap();
+        let e = spawn(&p, Duration::from_millis(100), None, &|_| {
             Err(std::io::Error::from_raw_os_error(libc::EACCES))
         })
         .err()
         .unwrap();
         assert_eq!(e.raw_os_error(), Some(libc::EACCES));
+    }
+
+    /// The supervisor, a fork of the worker, hands back its copy of the worker's memory
+    /// (the worker's writes to it copy nothing while a trial runs) and closes the
+    /// worker's descriptors (another trial's pipe ends with that trial).
+    #[test]
+    fn the_supervisor_keeps_none_of_the_workers_memory_or_descriptors() {
+        fn anonymous_kib(pid: i32) -> u64 {
+            let s = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap();
+            let line = s.lines().find(|l| l.starts_with("Anonymous:")).unwrap();
+            line.split_whitespace().nth(1).unwrap().parse().unwrap()
+        }
+        // 64 MiB of the "worker's" heap, touched, so that the fork shares it.
+        let big = vec![1u8; 64 << 20];
+        let (other_r, other_w) = pipe().unwrap();
+        let args: Vec<&OsStr> = ["sleep", "60"].iter().map(OsStr::new).collect();
+        let p = Prepared::new(&args, &[], None).unwrap();
+        let s = spawn(&p, Duration::from_millis(100), None, &|_| Ok(())).unwrap();
+        drop(other_w);
+        let mut hup = libc::pollfd {
+            fd: other_r.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll on one descriptor of ours.
+        let ended = unsafe { libc::poll(&mut hup, 1, 5000) } == 1;
+        let mine = anonymous_kib(std::process::id() as i32);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut theirs = anonymous_kib(s.pid);
+        while theirs > 4096 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            theirs = anonymous_kib(s.pid);
+        }
+        // SAFETY: our own child and its group.
+        unsafe {
+            libc::kill(s.pid, libc::SIGTERM);
+            libc::waitpid(s.pid, std::ptr::null_mut(), 0);
+        }
+        assert!(ended, "the supervisor holds the write end of another pipe");
+        assert!(mine > 64 << 10, "{mine} KiB");
+        assert!(
+            theirs <= 4096,
+            "the supervisor still maps {theirs} KiB of anonymous memory"
+        );
+        assert_eq!(big.iter().map(|&b| b as usize).sum::<usize>(), 64 << 20);
+    }
+
+    #[test]
+    fn candidates_follow_execvp() {
+        let c = |name: &str, path: Option<&str>| -> Vec<String> {
+            candidates(name.as_bytes(), path.map(str::as_bytes))
+                .into_iter()
+                .map(|c| String::from_utf8(c).unwrap())
+                .collect()
+        };
+        assert_eq!(c("./train.sh", Some("/bin")), ["./train.sh"]);
+        assert_eq!(c("/usr/bin/python3", None), ["/usr/bin/python3"]);
+        assert_eq!(
+            c("python3", Some("/a::b")),
+            ["/a/python3", "./python3", "b/python3"]
+        );
+        assert_eq!(
+            c("sh", None),
+            ["/usr/local/bin/sh", "/usr/bin/sh", "/bin/sh"]
+        );
     }
 }
