@@ -33,7 +33,9 @@ const LEDGER: &str = ".ridgeline-reports.jsonl";
 pub(super) struct Folder {
     dir: PathBuf,
     lock: File,
-    ledger: File,
+    /// Opened at the first report: creating a file costs a trivial trial a tenth of
+    /// its span, and by then the program runs.
+    ledger: Option<File>,
 }
 
 /// One report as the ledger keeps it.
@@ -81,15 +83,10 @@ impl Folder {
             }
             pause = (pause * 2).min(Duration::from_millis(500));
         }
-        let ledger = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(dir.join(LEDGER))?;
         Ok(Some(Folder {
             dir: dir.to_path_buf(),
             lock,
-            ledger,
+            ledger: None,
         }))
     }
 
@@ -134,8 +131,20 @@ impl Folder {
         };
         let mut line = serde_json::to_string(&e).expect("serialisable");
         line.push('\n');
+        let ledger = match self.ledger.take() {
+            Some(f) => Ok(f),
+            None => OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join(LEDGER)),
+        };
         // One write call per line: a crash leaves at most one cut line at the end.
-        if let Err(e) = self.ledger.write_all(line.as_bytes()) {
+        let written = ledger.and_then(|mut f| {
+            f.write_all(line.as_bytes())?;
+            self.ledger = Some(f);
+            Ok(())
+        });
+        if let Err(e) = written {
             tracing::warn!(dir = %self.dir.display(), "cannot record a report in the trial's ledger: {e}");
         }
     }

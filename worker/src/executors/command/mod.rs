@@ -55,8 +55,9 @@ pub fn trial_dir(root: &Path, sweep: &str, trial: u32) -> PathBuf {
 fn argv(t: &TrialSpec, value: &dyn Fn(&str) -> Option<String>) -> Result<Vec<String>, String> {
     Ok(match &t.command {
         CommandLine::Argv(v) => v.iter().map(|a| t::substitute(a, value)).collect(),
+        // As Python's `shell=True`: no PATH search for the shell itself.
         CommandLine::Shell(s) => vec![
-            "sh".into(),
+            "/bin/sh".into(),
             "-c".into(),
             ridgeline_common::spec::shell::substitute(s, value)?,
         ],
@@ -361,7 +362,15 @@ impl Executor for Command {
         let mut stop: Option<&'static str> = None;
         let mut streams_open = true;
         let exit = loop {
-            match rx.recv_timeout(Duration::from_millis(50)) {
+            // While the streams are open, their lines wake the loop; once they are
+            // closed, the supervisor's exit does.
+            let event = if streams_open {
+                rx.recv_timeout(Duration::from_millis(50))
+            } else {
+                group.wait(Duration::from_millis(50));
+                Err(mpsc::RecvTimeoutError::Timeout)
+            };
+            match event {
                 Ok(ev) => on_line(ev, &mut reports, &mut stderr_tail, metric, ctx),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => streams_open = false,

@@ -45,6 +45,8 @@ pub(super) struct Group {
     grace: Duration,
     /// The trial's cgroup, where the host offers one; emptied and removed on drop.
     cgroup: Option<Cgroup>,
+    /// Readable once the supervisor has exited, where the kernel has pidfds.
+    pidfd: Option<std::os::fd::OwnedFd>,
 }
 
 /// Starts `argv` under the supervisor, with piped stdout and stderr read on two threads
@@ -113,6 +115,7 @@ pub(super) fn spawn(
         kill_at: None,
         grace,
         cgroup,
+        pidfd: started.pidfd,
     })
 }
 
@@ -154,6 +157,24 @@ impl Group {
             // A supervisor that cannot act (stopped, say) gets a margin, then the
             // worker kills the group and the cgroup itself.
             self.kill_at = Some(Instant::now() + self.grace + Duration::from_secs(5));
+        }
+    }
+
+    /// Waits up to `timeout` for the supervisor to exit (a poll on its pidfd; a short
+    /// sleep where the kernel has none).
+    pub(super) fn wait(&self, timeout: Duration) {
+        use std::os::fd::AsRawFd;
+        match &self.pidfd {
+            Some(fd) => {
+                let mut p = libc::pollfd {
+                    fd: fd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: poll on a descriptor we own.
+                unsafe { libc::poll(&mut p, 1, timeout.as_millis() as i32) };
+            }
+            None => std::thread::sleep(timeout.min(Duration::from_millis(1))),
         }
     }
 

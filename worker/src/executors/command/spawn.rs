@@ -33,6 +33,7 @@ struct CloneArgs {
 }
 
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+const CLONE_PIDFD: u64 = 0x1000;
 
 /// What the child needs, made before the clone (the child may not allocate).
 pub(super) struct Prepared {
@@ -70,7 +71,22 @@ impl Prepared {
             vars.insert(k.as_bytes().to_vec(), v.as_bytes().to_vec());
         }
         let name = argv.first().map(|a| a.as_bytes()).unwrap_or_default();
-        let candidates = candidates(name, vars.get(b"PATH".as_slice()).map(Vec::as_slice))
+        let mut candidates = candidates(name, vars.get(b"PATH".as_slice()).map(Vec::as_slice));
+        // Only the files that are there are tried: a failed execve costs tens of
+        // microseconds (the kernel copies every argument and variable before it opens
+        // the file), and PATHs of ten folders are common. With none, the first is
+        // tried, for execvp's "not found".
+        let there = |c: &Vec<u8>| {
+            let c = Path::new(OsStr::from_bytes(c));
+            let full = workdir.map_or_else(|| c.to_path_buf(), |w| w.join(c));
+            std::fs::metadata(full).is_ok_and(|m| m.is_file())
+        };
+        if candidates.iter().any(there) {
+            candidates.retain(there);
+        } else {
+            candidates.truncate(1);
+        }
+        let candidates = candidates
             .iter()
             .map(|c| cstring(c))
             .collect::<Result<_, _>>()?;
@@ -163,9 +179,11 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// A started child: its pid and the read ends of its stdout and stderr.
+/// A started child: its pid, a descriptor that polls readable once it has exited
+/// (where the kernel has pidfds, 5.3), and the read ends of its stdout and stderr.
 pub(super) struct Started {
     pub pid: i32,
+    pub pidfd: Option<OwnedFd>,
     pub stdout: std::fs::File,
     pub stderr: std::fs::File,
 }
@@ -193,6 +211,7 @@ pub(super) fn spawn(
         None => None,
     };
     let mut into = cgroup_fd.is_some();
+    let mut pidfd: i32 = -1;
     // What the child runs; `enter`: whether it must move itself into the cgroup.
     let in_child = |enter: bool| -> ! {
         // SAFETY: called only in the child of the clone or fork below; see `child`.
@@ -209,11 +228,13 @@ pub(super) fn spawn(
     };
     let pid = loop {
         let mut args = CloneArgs {
+            flags: CLONE_PIDFD,
+            pidfd: &mut pidfd as *mut i32 as u64,
             exit_signal: libc::SIGCHLD as u64,
             ..CloneArgs::default()
         };
         if let (true, Some(fd)) = (into, &cgroup_fd) {
-            args.flags = CLONE_INTO_CGROUP;
+            args.flags |= CLONE_INTO_CGROUP;
             args.cgroup = fd.as_raw_fd() as u64;
         }
         // SAFETY: without CLONE_VM this is fork(2): the child gets a copy of this
@@ -250,6 +271,14 @@ pub(super) fn spawn(
             _ => return Err(e),
         }
     };
+    // SAFETY: clone3 filled in a descriptor we now own; after a plain fork, one is
+    // asked for (no reuse of the pid is possible: the child is not reaped yet).
+    let pidfd = unsafe {
+        if pidfd < 0 {
+            pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as i32;
+        }
+        (pidfd >= 0).then(|| OwnedFd::from_raw_fd(pidfd))
+    };
     drop((devnull, out_w, err_w, fail_w, cgroup_fd));
     let mut errno = [0u8; 4];
     let mut got = 0;
@@ -276,6 +305,7 @@ pub(super) fn spawn(
     }
     Ok(Started {
         pid,
+        pidfd,
         stdout: std::fs::File::from(out_r),
         stderr: std::fs::File::from(err_r),
     })

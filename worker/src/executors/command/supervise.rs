@@ -46,7 +46,7 @@ pub(super) unsafe fn run(p: &Prepared, grace: Duration, fail: i32) -> Result<i32
     // SAFETY: system calls on descriptors and memory of this process only.
     unsafe {
         default_handlers();
-        let program = start(p)?;
+        let program = start(p, fail)?;
         libc::close(fail);
         for fd in 0..3 {
             libc::close(fd);
@@ -90,23 +90,33 @@ unsafe fn default_handlers() {
     }
 }
 
+/// What the program's side of the clone is given.
+struct Start<'a> {
+    p: &'a Prepared,
+    /// The pipe the worker waits on, closed before exec: a descriptor that exec closes
+    /// is released only when exec returns to user space, once the whole program is
+    /// loaded, and the worker would wait that long for its end of file.
+    fail: i32,
+}
+
 /// Starts the program as a child sharing this process's memory until it executes
 /// (the parent waits meanwhile): its pid, or the errno of the clone.
-unsafe fn start(p: &Prepared) -> Result<i32, i32> {
+unsafe fn start(p: &Prepared, fail: i32) -> Result<i32, i32> {
     // The child's stack: it only unblocks signals, calls execve and, if that fails,
     // writes a line.
     #[repr(align(16))]
     struct Stack([u8; 32 * 1024]);
     let mut stack = Stack([0; 32 * 1024]);
     let top = stack.0.as_mut_ptr_range().end;
+    let start = Start { p, fail };
     // SAFETY: CLONE_VFORK suspends this process until the child executes or exits, so
-    // the stack and `p` stay valid for as long as the child uses them.
+    // the stack and `start` stay valid for as long as the child uses them.
     let pid = unsafe {
         libc::clone(
             program,
             top.cast(),
             libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (p as *const Prepared).cast_mut().cast(),
+            (&start as *const Start).cast_mut().cast(),
         )
     };
     if pid < 0 {
@@ -120,10 +130,11 @@ unsafe fn start(p: &Prepared) -> Result<i32, i32> {
 /// The program's side of the clone: no signal blocked, then execve. If no candidate
 /// could be executed, says so on stderr and exits as a shell would (127: not found,
 /// 126: found but not executable).
-extern "C" fn program(p: *mut libc::c_void) -> libc::c_int {
-    // SAFETY: `p` is the `Prepared` the supervisor passed, alive while it waits.
+extern "C" fn program(start: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `start` is what the supervisor passed, alive while it waits.
     unsafe {
-        let p = &*(p as *const Prepared);
+        let Start { p, fail } = &*(start as *const Start);
+        libc::close(*fail);
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
