@@ -14,7 +14,6 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use ridgeline_common::params::{ParamValue, Params, params_from_proto};
@@ -315,7 +314,6 @@ impl Executor for Command {
             env.push(("RIDGELINE_STOP_STEP".into(), stop.to_string()));
         }
         let grace = Duration::from_secs_f64(t.kill_grace.0);
-        let (tx, rx) = mpsc::channel();
         if let Some(w) = t.workdir.as_deref().filter(|w| !w.is_dir()) {
             // Shared storage missing on this node: another worker may have it.
             return Err(UnitError {
@@ -352,7 +350,6 @@ impl Executor for Command {
                 ctx.unit.unit_id,
                 ctx.unit.attempt
             ),
-            tx,
         )
         .map_err(|e| UnitError::from(format!("cannot start the trial's supervisor: {e}")))?;
         let started = Instant::now();
@@ -360,21 +357,11 @@ impl Executor for Command {
         let mut stderr_tail: VecDeque<String> = VecDeque::new();
         let mut file_offset = 0u64;
         let mut stop: Option<&'static str> = None;
-        let mut streams_open = true;
         let exit = loop {
-            // While the streams are open, their lines wake the loop; once they are
-            // closed, the supervisor's exit does.
-            let event = if streams_open {
-                rx.recv_timeout(Duration::from_millis(50))
-            } else {
-                group.wait(Duration::from_millis(50));
-                Err(mpsc::RecvTimeoutError::Timeout)
-            };
-            match event {
-                Ok(ev) => on_line(ev, &mut reports, &mut stderr_tail, metric, ctx),
-                Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Err(mpsc::RecvTimeoutError::Disconnected) => streams_open = false,
-            }
+            // Lines wake the loop, and so does the supervisor's exit.
+            group.pump(Duration::from_millis(50), &mut |ev| {
+                on_line(ev, &mut reports, &mut stderr_tail, metric, ctx)
+            });
             for line in read_report_file(&report_file, &mut file_offset) {
                 reports.take(&line, "RIDGELINE_REPORT_FILE", metric, ctx.progress);
             }
@@ -397,12 +384,11 @@ impl Executor for Command {
             // Read the streams to their end before judging: the last report may be in
             // the pipe still when the program exits.
             if let Some(exit) = group.poll() {
-                while let Ok(ev) = rx.recv_timeout(if streams_open {
-                    Duration::from_millis(500)
-                } else {
-                    Duration::ZERO
-                }) {
-                    on_line(ev, &mut reports, &mut stderr_tail, metric, ctx);
+                let until = Instant::now() + Duration::from_millis(500);
+                while group.streams_open() && Instant::now() < until {
+                    group.pump(Duration::from_millis(10), &mut |ev| {
+                        on_line(ev, &mut reports, &mut stderr_tail, metric, ctx)
+                    });
                 }
                 for line in read_report_file(&report_file, &mut file_offset) {
                     reports.take(&line, "RIDGELINE_REPORT_FILE", metric, ctx.progress);
@@ -410,6 +396,11 @@ impl Executor for Command {
                 break exit;
             }
         };
+        if let Some(e) = exit.start_error {
+            return Err(UnitError::from(format!(
+                "cannot start the trial's supervisor: {e}"
+            )));
+        }
         let _ = std::fs::remove_file(&report_file);
         let final_metrics: Vec<(String, f64)> = reports.latest.clone().into_iter().collect();
         let out = |end| TrialOutput {

@@ -11,14 +11,15 @@
 //! cgroup v2 hierarchy, the supervisor also starts in a cgroup of the trial's own, and
 //! the worker kills whatever is left in it at the end.
 
+use std::fs::File;
 use std::io::Read;
-use std::sync::mpsc;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
 use super::contain::Cgroup;
 use super::spawn;
 
-/// What a trial's streams and clock produced.
+/// A line of a trial's output.
 pub(super) enum Event {
     /// A line of stdout (without its newline).
     Stdout(Vec<u8>),
@@ -28,6 +29,8 @@ pub(super) enum Event {
 
 /// How a process group ended.
 pub(super) struct Exit {
+    /// Why the supervisor could not start the program, if it could not.
+    pub start_error: Option<std::io::Error>,
     /// The program's exit code, if it exited.
     pub code: Option<i32>,
     /// The signal that ended the supervisor, if one did.
@@ -46,13 +49,82 @@ pub(super) struct Group {
     /// The trial's cgroup, where the host offers one; emptied and removed on drop.
     cgroup: Option<Cgroup>,
     /// Readable once the supervisor has exited, where the kernel has pidfds.
-    pidfd: Option<std::os::fd::OwnedFd>,
+    pidfd: Option<OwnedFd>,
+    /// The program's stdout and stderr, read without blocking on the worker's thread.
+    streams: [Stream; 2],
+    /// Where the supervisor says why it could not start the program.
+    start: File,
 }
 
-/// Starts `argv` under the supervisor, with piped stdout and stderr read on two threads
-/// into `events` (lines longer than 64 KiB are passed on in pieces). `keep_fd` (the
-/// trial folder's lock) is inherited by every process of the trial; `cgroup_name` names
-/// the trial's cgroup, made where the host allows.
+/// One of the program's output streams, until its end of file.
+struct Stream {
+    file: Option<File>,
+    /// The part of a line read so far.
+    line: Vec<u8>,
+    event: fn(Vec<u8>) -> Event,
+}
+
+/// Lines longer than this are passed on in pieces.
+const MAX_LINE: usize = 64 * 1024;
+
+impl Stream {
+    fn new(file: File, event: fn(Vec<u8>) -> Event) -> std::io::Result<Stream> {
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe {
+            let fd = file.as_raw_fd();
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags < 0 || libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(Stream {
+            file: Some(file),
+            line: Vec::new(),
+            event,
+        })
+    }
+
+    /// Reads what is there and passes on every complete line; at the end of file, the
+    /// last unterminated one too, and the stream is closed.
+    fn read(&mut self, emit: &mut dyn FnMut(Event)) {
+        let Some(f) = &mut self.file else { return };
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            let n = match f.read(&mut buf) {
+                Ok(0) => {
+                    self.file = None;
+                    if !self.line.is_empty() {
+                        emit((self.event)(std::mem::take(&mut self.line)));
+                    }
+                    return;
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                // All there was for now.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                // Anything else ends the stream, as its end of file would.
+                Err(_) => {
+                    self.file = None;
+                    return;
+                }
+            };
+            for &b in &buf[..n] {
+                if b == b'\n' {
+                    emit((self.event)(std::mem::take(&mut self.line)));
+                } else {
+                    self.line.push(b);
+                    if self.line.len() >= MAX_LINE {
+                        emit((self.event)(std::mem::take(&mut self.line)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Starts `argv` under the supervisor, with piped stdout and stderr (read by
+/// [`Group::pump`]). `keep_fd` (the trial folder's lock) is inherited by every process of
+/// the trial; `cgroup_name` names the trial's cgroup, made where the host allows.
 pub(super) fn spawn(
     argv: &[String],
     workdir: Option<&std::path::Path>,
@@ -60,7 +132,6 @@ pub(super) fn spawn(
     grace: Duration,
     keep_fd: i32,
     cgroup_name: &str,
-    events: mpsc::Sender<Event>,
 ) -> std::io::Result<Group> {
     let cgroup = Cgroup::create(cgroup_name);
     let args: Vec<&std::ffi::OsStr> = argv.iter().map(std::ffi::OsStr::new).collect();
@@ -101,14 +172,6 @@ pub(super) fn spawn(
         &pre_exec,
     )?;
     let pgid = started.pid;
-    let (out, err) = (started.stdout, started.stderr);
-    let tx = events.clone();
-    std::thread::Builder::new()
-        .name("trial-stdout".into())
-        .spawn(move || read_lines(out, |l| tx.send(Event::Stdout(l)).is_ok()))?;
-    std::thread::Builder::new()
-        .name("trial-stderr".into())
-        .spawn(move || read_lines(err, |l| events.send(Event::Stderr(l)).is_ok()))?;
     Ok(Group {
         pid: Some(pgid),
         pgid,
@@ -116,34 +179,12 @@ pub(super) fn spawn(
         grace,
         cgroup,
         pidfd: started.pidfd,
+        streams: [
+            Stream::new(started.stdout, Event::Stdout)?,
+            Stream::new(started.stderr, Event::Stderr)?,
+        ],
+        start: started.start,
     })
-}
-
-fn read_lines(mut r: impl Read, mut emit: impl FnMut(Vec<u8>) -> bool) {
-    const MAX_LINE: usize = 64 * 1024;
-    let mut line = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        let n = match r.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        for &b in &buf[..n] {
-            if b == b'\n' {
-                if !emit(std::mem::take(&mut line)) {
-                    return;
-                }
-            } else {
-                line.push(b);
-                if line.len() >= MAX_LINE && !emit(std::mem::take(&mut line)) {
-                    return;
-                }
-            }
-        }
-    }
-    if !line.is_empty() {
-        emit(line);
-    }
 }
 
 impl Group {
@@ -160,21 +201,35 @@ impl Group {
         }
     }
 
-    /// Waits up to `timeout` for the supervisor to exit (a poll on its pidfd; a short
-    /// sleep where the kernel has none).
-    pub(super) fn wait(&self, timeout: Duration) {
-        use std::os::fd::AsRawFd;
-        match &self.pidfd {
-            Some(fd) => {
-                let mut p = libc::pollfd {
-                    fd: fd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: poll on a descriptor we own.
-                unsafe { libc::poll(&mut p, 1, timeout.as_millis() as i32) };
-            }
-            None => std::thread::sleep(timeout.min(Duration::from_millis(1))),
+    /// Whether stdout or stderr is still open.
+    pub(super) fn streams_open(&self) -> bool {
+        self.streams.iter().any(|s| s.file.is_some())
+    }
+
+    /// Waits up to `timeout` for output or for the supervisor's exit, and passes on
+    /// every complete line there is. Without pidfds (kernels before 5.3), once both
+    /// streams are closed it waits a millisecond at most.
+    pub(super) fn pump(&mut self, timeout: Duration, emit: &mut dyn FnMut(Event)) {
+        let exit = self.pidfd.as_ref().filter(|_| self.pid.is_some());
+        let mut fds: Vec<libc::pollfd> = self
+            .streams
+            .iter()
+            .filter_map(|s| s.file.as_ref().map(AsRawFd::as_raw_fd))
+            .chain(exit.map(AsRawFd::as_raw_fd))
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let mut ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        if exit.is_none() && !self.streams_open() {
+            ms = ms.min(1);
+        }
+        // SAFETY: poll on descriptors we own, for at most `ms`.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        for s in &mut self.streams {
+            s.read(emit);
         }
     }
 
@@ -206,11 +261,10 @@ impl Group {
         // Whatever the program left behind in its group or cgroup goes with it.
         // SAFETY: as above; the zombie leader keeps the group id reserved.
         unsafe { libc::kill(-self.pgid, libc::SIGKILL) };
-        if let Some(cg) = &self.cgroup {
-            if cg.populated() {
-                tracing::debug!("killing what the trial left in its cgroup");
-            }
-            cg.kill_and_remove();
+        if let Some(cg) = &self.cgroup
+            && cg.kill_and_remove()
+        {
+            tracing::debug!("killed what the trial left in its cgroup");
         }
         let pid = self.pid.take()?;
         let mut status = 0;
@@ -219,6 +273,7 @@ impl Group {
             return None;
         }
         Some(Exit {
+            start_error: spawn::Started::start_error(&mut self.start),
             code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
             signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
         })

@@ -179,11 +179,13 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// A started child: its pid, a descriptor that polls readable once it has exited
-/// (where the kernel has pidfds, 5.3), and the read ends of its stdout and stderr.
+/// A started supervisor: its pid, a descriptor that polls readable once it has exited
+/// (where the kernel has pidfds, 5.3), the read ends of its stdout and stderr, and the
+/// pipe that says whether it started the program (see [`Started::start_error`]).
 pub(super) struct Started {
     pub pid: i32,
     pub pidfd: Option<OwnedFd>,
+    pub start: std::fs::File,
     pub stdout: std::fs::File,
     pub stderr: std::fs::File,
 }
@@ -192,8 +194,11 @@ pub(super) struct Started {
 /// program has after SIGTERM before SIGKILL) in a process group of its own, with stdin
 /// from /dev/null and stdout and stderr piped, in the cgroup folder `cgroup` when given
 /// (`CLONE_INTO_CGROUP`, or else `pre_exec(true)` is told to enter it itself).
-/// `pre_exec` runs in the child after the common steps; its error, or the supervisor's
-/// failure to start the program, is the result.
+/// `pre_exec` runs in the child after the common steps. Returns once the supervisor
+/// is cloned, without waiting for it: its failure to start the program (`pre_exec`'s
+/// error among them) comes through [`Started::start_error`]. Waiting here would put
+/// the worker to sleep while the program loads, and on a busy CPU a woken thread can
+/// wait a millisecond for it.
 pub(super) fn spawn(
     p: &Prepared,
     grace: std::time::Duration,
@@ -280,35 +285,33 @@ pub(super) fn spawn(
         (pidfd >= 0).then(|| OwnedFd::from_raw_fd(pidfd))
     };
     drop((devnull, out_w, err_w, fail_w, cgroup_fd));
-    let mut errno = [0u8; 4];
-    let mut got = 0;
-    let mut fail = std::fs::File::from(fail_r);
-    loop {
-        use std::io::Read;
-        match fail.read(&mut errno[got..]) {
-            Ok(0) => break,
-            Ok(n) => {
-                got += n;
-                if got == 4 {
-                    break;
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    if got > 0 {
-        // The child failed before exec and exited: reap it.
-        // SAFETY: waitpid on our own child.
-        unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-        return Err(std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
-    }
     Ok(Started {
         pid,
         pidfd,
         stdout: std::fs::File::from(out_r),
         stderr: std::fs::File::from(err_r),
+        start: std::fs::File::from(fail_r),
     })
+}
+
+impl Started {
+    /// Why the supervisor could not start the program, if it could not: waits until
+    /// it has started it (or the supervisor has exited). The supervisor exits 127 when
+    /// it reports an error here; the caller reaps it.
+    pub(super) fn start_error(start: &mut std::fs::File) -> Option<std::io::Error> {
+        use std::io::Read;
+        let mut errno = [0u8; 4];
+        let mut got = 0;
+        while got < 4 {
+            match start.read(&mut errno[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Some(e),
+            }
+        }
+        (got == 4).then(|| std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
+    }
 }
 
 /// The child: standard streams, a process group of its own, SIGTERM and SIGCHLD
@@ -379,7 +382,12 @@ mod tests {
     fn run(argv: &[&str], env: &[(String, String)]) -> std::io::Result<(String, String, i32)> {
         let args: Vec<&OsStr> = argv.iter().map(OsStr::new).collect();
         let p = Prepared::new(&args, env, Some(Path::new("/")))?;
-        let s = spawn(&p, Duration::from_millis(100), None, &|_| Ok(()))?;
+        let mut s = spawn(&p, Duration::from_millis(100), None, &|_| Ok(()))?;
+        if let Some(e) = Started::start_error(&mut s.start) {
+            // SAFETY: our own child.
+            unsafe { libc::waitpid(s.pid, std::ptr::null_mut(), 0) };
+            return Err(e);
+        }
         let (mut out, mut err) = (String::new(), String::new());
         let (mut o, mut e) = (s.stdout, s.stderr);
         o.read_to_string(&mut out)?;
@@ -416,8 +424,8 @@ mod tests {
     }
 
     /// A program that is not there, or cannot be executed, exits 127 or 126 with a
-    /// line on stderr, as in a shell; a step before the supervisor starts it that
-    /// fails is an error of `spawn`.
+    /// line on stderr, as in a shell; a step before the supervisor starts the program
+    /// that fails comes back on the start pipe.
     #[test]
     fn programs_that_cannot_run_and_failed_steps_are_told_apart() {
         let (_, err, code) = run(&["no-such-program-ridgeline"], &[]).unwrap();
@@ -438,12 +446,16 @@ mod tests {
 
         let args: Vec<&OsStr> = vec![OsStr::new("sh")];
         let p = Prepared::new(&args, &[], None).unwrap();
-        let e = spawn(&p, Duration::from_millis(100), None, &|_| {
+        let mut s = spawn(&p, Duration::from_millis(100), None, &|_| {
             Err(std::io::Error::from_raw_os_error(libc::EACCES))
         })
-        .err()
         .unwrap();
+        let e = Started::start_error(&mut s.start).unwrap();
         assert_eq!(e.raw_os_error(), Some(libc::EACCES));
+        let mut status = 0;
+        // SAFETY: our own child.
+        unsafe { libc::waitpid(s.pid, &mut status, 0) };
+        assert_eq!(libc::WEXITSTATUS(status), 127);
     }
 
     /// The supervisor, a fork of the worker, hands back its copy of the worker's memory
