@@ -4,7 +4,9 @@
   `os.posix_spawn` and waited for (stdout to a pipe, read to its end), per process;
 - span: the same program as a Ridgeline trial, from the worker's start of the unit to
   its end (trial folder, supervisor, containment, report, teardown: the trials'
-  `duration_s`), median over 500 trials of `ridgeline run --workers 2`;
+  `duration_s`), median over 500 trials of `ridgeline run --workers 1` (one trial at a
+  time, as the bare loop runs); also with `--workers 2`, where on two cores the two
+  trials' programs, supervisors and workers share the CPUs;
 - throughput: those 500 trials end to end (coordinator, leases, commits included)
   against Optuna's ask/tell loop running the same command with `subprocess.run`, in
   memory and on SQLite (where optuna is installed).
@@ -49,7 +51,7 @@ def bare(n: int) -> float:
     return statistics.median(times)
 
 
-def ridgeline(binary: str, trials: int, work: str) -> tuple[float, float]:
+def ridgeline(binary: str, trials: int, work: str, workers: int) -> tuple[float, float]:
     """Trials per second of `ridgeline run`, and the median trial span in seconds."""
     spec = os.path.join(work, "trivial.toml")
     # The command as a TOML string, `{x}` the parameter.
@@ -69,10 +71,12 @@ seed = 1
 x = {{ type = "uniform", low = 0.0, high = 1.0 }}
 """
         )
-    out = os.path.join(work, "out")
+    out = os.path.join(work, f"out-{workers}")
     t = time.perf_counter()
     subprocess.run(
-        [binary, "run", spec, "--workers", "2", "--out", out], check=True, capture_output=True
+        [binary, "run", spec, "--workers", str(workers), "--out", out],
+        check=True,
+        capture_output=True,
     )
     rate = trials / (time.perf_counter() - t)
     with open(glob.glob(os.path.join(out, "sweeps", "*", "results.json"))[0]) as f:
@@ -108,7 +112,8 @@ def main() -> None:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as work:
         b = bare(args.trials)
-        rate, span = ridgeline(args.ridgeline, args.trials, work)
+        _, span = ridgeline(args.ridgeline, args.trials, work, 1)
+        rate, span2 = ridgeline(args.ridgeline, args.trials, work, 2)
         memory = optuna_rate(args.trials, None)
         sqlite = optuna_rate(args.trials, f"sqlite:///{work}/optuna.db")
     print(
@@ -116,13 +121,17 @@ def main() -> None:
             {
                 "bare_ms": round(b * 1e3, 3),
                 "span_ms": round(span * 1e3, 3),
+                "span_2_workers_ms": round(span2 * 1e3, 3),
                 "ridgeline_trials_per_s": round(rate, 1),
                 "optuna_memory_trials_per_s": memory and round(memory, 1),
                 "optuna_sqlite_trials_per_s": sqlite and round(sqlite, 1),
             }
         )
     )
-    print(f"trivial command trial: span / bare fork+exec = {span / b:.2f}x")
+    print(
+        f"trivial command trial: span / bare fork+exec = {span / b:.2f}x"
+        f" ({span2 / b:.2f}x with two trials at a time on this machine's {os.cpu_count()} CPUs)"
+    )
     if memory:
         print(
             f"trials/s: ridgeline run / Optuna in memory = {rate / memory:.2f}x; / Optuna SQLite = {rate / sqlite:.2f}x"
