@@ -16,8 +16,9 @@
 //! 2. closes what an `exec` would have closed (every close-on-exec descriptor of the
 //!    worker, among them the pipe the worker waits on to learn the program started)
 //!    and its own standard streams, so that the trial's pipes end with the program;
-//! 3. hands its copy of the worker's anonymous memory back (`MADV_DONTNEED`), so that
-//!    the worker's writes to it copy nothing while the trial runs;
+//! 3. once the program has run for 100 ms, hands its copy of the worker's anonymous
+//!    memory back (`MADV_DONTNEED`), so that the worker's writes to it copy nothing
+//!    while the trial runs;
 //! 4. waits for SIGCHLD and SIGTERM (blocked since the fork, taken by `sigwaitinfo`).
 //!    When the program exits, it stops every descendant left (SIGTERM to the group and
 //!    to each adopted child once, SIGKILL after the grace period, until none is left)
@@ -32,6 +33,10 @@ use super::spawn::Prepared;
 /// Adopted children it remembers having sent SIGTERM (each gets one); beyond that many
 /// a child may get a second, which is harmless.
 const REMEMBERED: usize = 512;
+
+/// How long the program runs before the supervisor hands back its copy of the
+/// worker's memory.
+const RELEASE_AFTER: Duration = Duration::from_millis(100);
 
 /// Children looked at per round of stopping; the rest are seen in later rounds.
 const PER_ROUND: usize = 512;
@@ -52,14 +57,31 @@ pub(super) unsafe fn run(p: &Prepared, grace: Duration, fail: i32) -> Result<i32
             libc::close(fd);
         }
         close_on_exec_descriptors();
-        release_memory();
         let mut waited: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut waited);
         libc::sigaddset(&mut waited, libc::SIGTERM);
         libc::sigaddset(&mut waited, libc::SIGCHLD);
         let mut status = None;
+        // The worker's memory is handed back once the program has run a while: a
+        // program that ends sooner never gives the worker time to write much of it,
+        // and its supervisor's exit hands it back anyway.
+        let mut released = false;
         loop {
-            let sig = libc::sigwaitinfo(&waited, std::ptr::null_mut());
+            let sig = if released {
+                libc::sigwaitinfo(&waited, std::ptr::null_mut())
+            } else {
+                let t = libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: RELEASE_AFTER.as_nanos() as libc::c_long,
+                };
+                libc::sigtimedwait(&waited, std::ptr::null_mut(), &t)
+            };
+            if sig < 0 && !released {
+                // The timeout (EINTR cannot happen: both signals are blocked).
+                release_memory();
+                released = true;
+                continue;
+            }
             if sig == libc::SIGTERM {
                 stop(grace);
                 return Ok(128 + libc::SIGTERM);
