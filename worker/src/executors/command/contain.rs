@@ -3,14 +3,14 @@
 //! Two layers, as the host allows:
 //!
 //! - **Subreaper** (always): the trial's supervisor is made a child subreaper
-//!   (`PR_SET_CHILD_SUBREAPER`, kept across `exec`), so a process that double-forks
+//!   (`PR_SET_CHILD_SUBREAPER`), so a process that double-forks
 //!   and calls `setsid` is adopted by the supervisor instead of init, and stays one of
 //!   its descendants. When the program ends, or the trial is stopped, the supervisor
 //!   stops every descendant (SIGTERM, SIGKILL after the grace period) before it exits.
 //!   Only a process that kills the supervisor itself can get away from this layer.
 //! - **cgroup v2** (where a cgroup v2 hierarchy is mounted writable, as for root on most
 //!   hosts and in privileged containers): the supervisor starts in a cgroup of its own,
-//!   under the worker's, before it executes anything; every process of the trial is
+//!   under the worker's, before it starts the program; every process of the trial is
 //!   born into it and cannot leave it without privileges. When the trial ends the
 //!   worker kills whatever is left in it (`cgroup.kill`) and removes it.
 
@@ -56,8 +56,9 @@ impl Cgroup {
         Some(Cgroup { dir, procs })
     }
 
-    /// Moves the calling process into the cgroup. Runs in the child between `fork` and
-    /// `exec`: only async-signal-safe calls, no allocation.
+    /// Moves the calling process into the cgroup. Runs in the supervisor, a fork of the
+    /// worker, before it starts the program: only async-signal-safe calls, no
+    /// allocation.
     pub(super) fn enter_from_child(&self) -> std::io::Result<()> {
         // SAFETY: open/write/close on a path made before fork; getpid.
         unsafe {
