@@ -439,7 +439,13 @@ impl MapsLine {
                 self.n_perms += 1;
             }
             (5, b' ') => self.field = 6,
-            (5, b'0'..=b'9') => self.inode = self.inode * 10 + u64::from(b - b'0'),
+            // Saturating: a panic would allocate, in a forked child.
+            (5, b'0'..=b'9') => {
+                self.inode = self
+                    .inode
+                    .saturating_mul(10)
+                    .saturating_add(u64::from(b - b'0'))
+            }
             _ => {}
         }
         None
