@@ -576,6 +576,75 @@ y = {{ min = 0.0, max = 2.0, points = 3 }}
         .unwrap()
     }
 
+    /// Tiles appended to the scan's log as they arrived assemble as their files do
+    /// (the last record of a tile wins); packing takes them in and removes the log;
+    /// a logged tile of the wrong size is an error.
+    #[test]
+    fn tiles_from_the_log_assemble_as_from_files() {
+        let spec = small_scan("vtp = false");
+        let dir = tempfile::tempdir().unwrap();
+        crate::fsafe::add_root(dir.path()).unwrap();
+        let files_dir = |t: u32| dir.path().join(format!("f{t}"));
+        let tiles = [(0u32, 0..5), (1, 5..10), (2, 10..12)];
+        write_tiles(&files_dir, &tiles);
+        let sub = |name: &str| {
+            let d = dir.path().join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            d
+        };
+        let (from_files, from_log) = (sub("files"), sub("log"));
+        let run = |sweep: &std::path::Path, tile_dir: &dyn Fn(u32) -> std::path::PathBuf| {
+            assemble(
+                sweep,
+                "s",
+                &spec,
+                serde_json::json!({}),
+                &[0, 1, 2],
+                tile_dir,
+            )
+        };
+        run(&from_files, &files_dir).unwrap();
+        // Tile 0 stays a file; 1 and 2 go to the log, 2 first with wrong values.
+        let log_dir = |t: u32| dir.path().join(format!("l{t}"));
+        write_tiles(&log_dir, &tiles[..1]);
+        let mut log = super::super::TileLog::open(&from_log.join(super::super::TILE_LOG)).unwrap();
+        log.append(2, &[0; 32], &[]).unwrap();
+        for t in [1u32, 2] {
+            log.append(
+                t,
+                &std::fs::read(files_dir(t).join(TILE_FILE)).unwrap(),
+                &[],
+            )
+            .unwrap();
+        }
+        drop(log);
+        run(&from_log, &log_dir).unwrap();
+        let same = |f: &str| {
+            assert_eq!(
+                std::fs::read(from_log.join(f)).unwrap(),
+                std::fs::read(from_files.join(f)).unwrap(),
+                "{f}"
+            );
+        };
+        for f in ["surface.npy", "accuracy.npy", "surface.csv"] {
+            same(f);
+        }
+        assert_eq!(
+            compact_tiles(&from_log, &spec, &[0, 1, 2], log_dir).unwrap(),
+            1
+        );
+        assert!(!from_log.join(super::super::TILE_LOG).exists());
+        std::fs::remove_file(from_log.join("surface.npy")).unwrap();
+        run(&from_log, &log_dir).unwrap();
+        same("surface.npy");
+        // A logged tile of the wrong size (a spec changed under a log, say).
+        let mut log = super::super::TileLog::open(&from_log.join(super::super::TILE_LOG)).unwrap();
+        log.append(1, &[0; 48], &[]).unwrap();
+        drop(log);
+        let e = run(&from_log, &log_dir).unwrap_err();
+        assert!(e.contains("tile 1 has 48 + 0 bytes"), "{e}");
+    }
+
     /// surface.vtp is written by default for a small grid and not when `vtp = false`;
     /// meta.json comes with both. Compacted, the tiles' files go (a tile folder with
     /// other files in it stays) and assembling again from the pack, with the surface

@@ -16,6 +16,7 @@ mod describe;
 mod export;
 mod hessian;
 mod pca;
+mod tile_log;
 mod tiles;
 
 pub use assemble::{assemble, barrier, compact_tiles};
@@ -23,6 +24,7 @@ pub use check::check_tile;
 pub use hessian::{HVP_FILE, block_file, hessian_step, released_units};
 use hessian::{first_block, hessian_size};
 pub use pca::{fit_axes_to_trajectory, pca};
+pub use tile_log::{LOG as TILE_LOG, Writer as TileLog, tile_values};
 pub use tiles::{read_tile, write_npy};
 
 /// Files a scan's workers fetch, by name.

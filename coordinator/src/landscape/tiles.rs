@@ -117,8 +117,17 @@ const MAGIC: &[u8; 8] = b"RLTILES1";
 enum Source {
     /// Its own files in its folder.
     Files,
+    /// The log of a running scan ([`super::tile_log`]), from this byte.
+    Log(u64),
     /// The pack, from this byte.
     Pack(u64),
+}
+
+/// The log and the pack, opened when first read.
+#[derive(Default)]
+struct Files {
+    log: Option<std::fs::File>,
+    pack: Option<std::fs::File>,
 }
 
 /// The tiles of a scan whose values are on disk, in grid order.
@@ -128,6 +137,7 @@ pub struct Tiles<'a, F: Fn(u32) -> PathBuf> {
     tile_dir: F,
     both: bool,
     pack: PathBuf,
+    log: PathBuf,
     /// Tiles of the grid without values: never computed, or their files are gone.
     pub missing: usize,
     /// Points with values.
@@ -172,8 +182,9 @@ fn read_pack(path: &Path, l: &LandscapeSpec, both: bool) -> Result<Vec<(u32, u64
 
 impl<'a, F: Fn(u32) -> PathBuf> Tiles<'a, F> {
     /// The completed tiles `done` whose values are on disk: in their own files (both
-    /// files with `split = "both"`), or else in the pack under `sweep_dir`. A file of
-    /// the wrong size, or a damaged pack, is an error.
+    /// files with `split = "both"`), or else in the log of tiles appended as they
+    /// arrived, or else in the pack under `sweep_dir`. A file or a logged tile of the
+    /// wrong size, or a damaged pack, is an error.
     pub fn open(
         sweep_dir: &Path,
         l: &'a LandscapeSpec,
@@ -184,6 +195,8 @@ impl<'a, F: Fn(u32) -> PathBuf> Tiles<'a, F> {
         let pack = sweep_dir.join(PACK);
         let packed: std::collections::HashMap<u32, u64> =
             read_pack(&pack, l, both)?.into_iter().collect();
+        let log = sweep_dir.join(super::tile_log::LOG);
+        let (logged, _) = super::tile_log::read(&log)?;
         let mut tiles: Vec<u32> = done
             .iter()
             .copied()
@@ -216,10 +229,22 @@ impl<'a, F: Fn(u32) -> PathBuf> Tiles<'a, F> {
                     _ => present = false,
                 }
             }
-            let source = match (present, packed.get(&t)) {
-                (true, _) => Source::Files,
-                (false, Some(at)) => Source::Pack(*at),
-                (false, None) => continue,
+            let source = match (present, logged.get(&t), packed.get(&t)) {
+                (true, _, _) => Source::Files,
+                (false, Some(e), _) => {
+                    let want = (n * 16) as u32;
+                    if e.first != want || e.second != if both { want } else { 0 } {
+                        return Err(format!(
+                            "{}: tile {t} has {} + {} bytes, not {want} for each of its {n} points' splits",
+                            log.display(),
+                            e.first,
+                            e.second
+                        ));
+                    }
+                    Source::Log(e.at)
+                }
+                (false, None, Some(at)) => Source::Pack(*at),
+                (false, None, None) => continue,
             };
             kept.push((t, source));
             computed += n;
@@ -231,6 +256,7 @@ impl<'a, F: Fn(u32) -> PathBuf> Tiles<'a, F> {
             tile_dir,
             both,
             pack,
+            log,
             computed,
         })
     }
@@ -240,7 +266,7 @@ impl<'a, F: Fn(u32) -> PathBuf> Tiles<'a, F> {
         &self,
         t: u32,
         source: Source,
-        pack: &mut Option<std::fs::File>,
+        files: &mut Files,
     ) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
         let n = self.l.tile_range(t as usize).len() * 16;
         match source {
@@ -256,16 +282,19 @@ impl<'a, F: Fn(u32) -> PathBuf> Tiles<'a, F> {
                 };
                 Ok((read(TILE_FILE)?, second))
             }
-            Source::Pack(at) => {
-                use std::io::{Read, Seek};
-                let io = |e: std::io::Error| format!("{}: {e}", self.pack.display());
-                if pack.is_none() {
-                    *pack = Some(crate::fsafe::open(&self.pack).map_err(io)?);
+            Source::Log(at) | Source::Pack(at) => {
+                use std::os::unix::fs::FileExt;
+                let (path, f) = match source {
+                    Source::Log(_) => (&self.log, &mut files.log),
+                    _ => (&self.pack, &mut files.pack),
+                };
+                let io = |e: std::io::Error| format!("{}: {e}", path.display());
+                if f.is_none() {
+                    *f = Some(crate::fsafe::open(path).map_err(io)?);
                 }
-                let f = pack.as_mut().expect("opened");
-                f.seek(std::io::SeekFrom::Start(at)).map_err(io)?;
+                let f = f.as_ref().expect("opened");
                 let mut b = vec![0u8; if self.both { 2 * n } else { n }];
-                f.read_exact(&mut b).map_err(io)?;
+                f.read_exact_at(&mut b, at).map_err(io)?;
                 let second = self.both.then(|| b.split_off(n));
                 Ok((b, second))
             }
@@ -274,10 +303,10 @@ impl<'a, F: Fn(u32) -> PathBuf> Tiles<'a, F> {
 
     /// Calls `f` with every computed point, in grid order, reading one tile at a time.
     pub fn visit(&self, mut f: impl FnMut(Value) -> Result<(), String>) -> Result<(), String> {
-        let mut pack = None;
+        let mut files = Files::default();
         for &(t, source) in &self.tiles {
             let range = self.l.tile_range(t as usize);
-            let (first, second) = self.raw(t, source, &mut pack)?;
+            let (first, second) = self.raw(t, source, &mut files)?;
             let (loss, acc) = read_tile(&first, range.len())?;
             let second = second.map(|b| read_tile(&b, range.len())).transpose()?;
             for (i, k) in range.clone().enumerate() {
@@ -293,8 +322,8 @@ impl<'a, F: Fn(u32) -> PathBuf> Tiles<'a, F> {
     }
 
     /// Packs every tile's values into [`PACK`] (written aside, synced, then renamed
-    /// over the old one), then removes the tiles' own files, and their folders when
-    /// nothing else is in them. Returns how many tiles' files were removed.
+    /// over the old one), then removes the log and the tiles' own files, and their
+    /// folders when nothing else is in them. Returns how many tiles' files were removed.
     pub fn compact(&self) -> Result<usize, String> {
         let tmp = self.pack.with_file_name(format!(".{PACK}.tmp"));
         let io = |e: std::io::Error| format!("{}: {e}", tmp.display());
@@ -308,9 +337,9 @@ impl<'a, F: Fn(u32) -> PathBuf> Tiles<'a, F> {
         for (t, _) in &self.tiles {
             w.write_all(&t.to_le_bytes()).map_err(io)?;
         }
-        let mut pack = None;
+        let mut files = Files::default();
         for &(t, source) in &self.tiles {
-            let (first, second) = self.raw(t, source, &mut pack)?;
+            let (first, second) = self.raw(t, source, &mut files)?;
             w.write_all(&first).map_err(io)?;
             if let Some(b) = second {
                 w.write_all(&b).map_err(io)?;
@@ -319,8 +348,10 @@ impl<'a, F: Fn(u32) -> PathBuf> Tiles<'a, F> {
         let file = w.into_inner().map_err(|e| io(e.into_error()))?;
         // The tiles' files go only once their values are durably elsewhere.
         file.sync_all().map_err(io)?;
-        drop(pack);
+        drop(files);
         std::fs::rename(&tmp, &self.pack).map_err(io)?;
+        // Everything the log held is in the pack now.
+        let _ = std::fs::remove_file(&self.log);
         let mut removed = 0;
         for &(t, source) in &self.tiles {
             if source != Source::Files {

@@ -95,6 +95,8 @@ pub(super) struct EventLoop {
     metrics_retention_ms: u64,
     /// `/readyz`: down while the database is unusable.
     ready: Option<ReadyFlag>,
+    /// The tile logs of running scans, open while they run.
+    tile_logs: HashMap<SweepId, crate::landscape::TileLog>,
 }
 
 /// A core rebuilt from the database, and the actions that rebuilding took (leased units
@@ -175,6 +177,7 @@ impl EventLoop {
             stale: false,
             metrics_retention_ms: cfg.metrics_retention_ms,
             ready: cfg.ready.clone(),
+            tile_logs: HashMap::new(),
         };
         telemetry::record(&out, &el.core);
         telemetry::publish(&el.core.gauges(now, el.metrics_retention_ms));
@@ -552,6 +555,25 @@ impl EventLoop {
                 let Some(arts) = artifacts.remove(unit).filter(|a| !a.is_empty()) else {
                     continue;
                 };
+                // A tile's values alone go to its scan's log: no folder and file per
+                // tile.
+                let named: Vec<(&str, &[u8])> = arts
+                    .iter()
+                    .map(|a| (a.name.as_str(), a.data.as_slice()))
+                    .collect();
+                if let Some((first, second)) = crate::landscape::tile_values(&named) {
+                    let log = match self.tile_logs.entry(sweep.clone()) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            let path =
+                                sweep_dir(&self.data_dir, sweep).join(crate::landscape::TILE_LOG);
+                            e.insert(crate::landscape::TileLog::open(&path)?)
+                        }
+                    };
+                    log.append(*trial, first, second)?;
+                    crate::telemetry::wrote((first.len() + second.len()) as u64);
+                    continue;
+                }
                 let dir = trial_dir(&self.data_dir, sweep, *trial);
                 crate::fsafe::create_dir_all(&dir).map_err(|e| e.to_string())?;
                 for art in arts {
@@ -600,10 +622,14 @@ impl EventLoop {
         for a in out {
             match a {
                 Action::SweepFinished { sweep, .. } => {
+                    self.tile_logs.remove(sweep);
                     self.assemble(sweep);
                     self.remove_working_files(sweep);
                 }
-                Action::SweepDeleted { sweep } => self.remove_files(sweep),
+                Action::SweepDeleted { sweep } => {
+                    self.tile_logs.remove(sweep);
+                    self.remove_files(sweep)
+                }
                 Action::CheckpointsDropped { sweep, trials } => {
                     for &t in trials {
                         remove_checkpoint(&trial_dir(&self.data_dir, sweep, t));
