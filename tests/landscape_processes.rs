@@ -555,6 +555,7 @@ fn a_large_scan_is_assembled_aside_and_packed_and_reassembles_from_the_pack() {
         Duration::from_secs(60),
         || {
             sweep.join("tile_values.bin").exists()
+                && !sweep.join("tile_values.log").exists()
                 && !files_in(&sweep.join("trials"))
                     .iter()
                     .any(|f| f.ends_with("tile.f64"))

@@ -1,7 +1,7 @@
 //! NSGA-II against Optuna's own operators, and its behaviour on ZDT problems.
 
 use super::*;
-use crate::search::moo_tests::{N_VARS, zdt, zdt_space};
+use crate::search::moo_tests::{zdt, zdt_space};
 
 fn cfg(population: u32) -> Nsga2Spec {
     Nsga2Spec {
