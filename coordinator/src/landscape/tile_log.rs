@@ -12,10 +12,16 @@
 //! ends the readable log; the writer cuts it off before it appends. A tile may appear
 //! more than once (an attempt persisted whose commit then failed, and the unit ran
 //! again): the last record wins, as the last write of a file did.
+//!
+//! The event loop appends; packing an assembled scan (on a thread of its own) removes
+//! the log, but only if nothing was appended since it was read (a resumed scan may run
+//! again meanwhile). Both hold an exclusive `flock` on the log while they act, and the
+//! writer that finds its log removed starts a new one.
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::os::unix::fs::FileExt;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use super::{SECOND_TILE_FILE, TILE_FILE};
@@ -106,6 +112,43 @@ pub fn read(path: &Path) -> Result<(HashMap<u32, Entry>, u64), String> {
     Ok((entries, at as u64))
 }
 
+/// An exclusive `flock` on a file's descriptor, released when dropped (before the file
+/// is closed: it is taken on files that outlive it).
+struct Locked(i32);
+
+impl Locked {
+    fn new(f: &std::fs::File) -> std::io::Result<Locked> {
+        // SAFETY: flock on a descriptor we own.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Locked(f.as_raw_fd()))
+    }
+}
+
+impl Drop for Locked {
+    fn drop(&mut self) {
+        // SAFETY: as above; the descriptor is still open.
+        unsafe { libc::flock(self.0, libc::LOCK_UN) };
+    }
+}
+
+/// Removes the log at `path` if it is still `end` bytes long (what was packed), under
+/// its lock; whether it did.
+pub fn remove_if_unchanged(path: &Path, end: u64) -> std::io::Result<bool> {
+    let f = match crate::fsafe::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let _lock = Locked::new(&f)?;
+    if f.metadata()?.len() != end {
+        return Ok(false);
+    }
+    std::fs::remove_file(path)?;
+    Ok(true)
+}
+
 /// Appends tiles' values to one scan's log.
 pub struct Writer {
     path: PathBuf,
@@ -116,24 +159,33 @@ pub struct Writer {
 impl Writer {
     /// Opens (or starts) the log, cutting off a record a crash left unfinished.
     pub fn open(path: &Path) -> Result<Writer, String> {
-        let (_, end) = read(path)?;
-        let bad = |e: std::io::Error| format!("{}: {e}", path.display());
-        let file = crate::fsafe::open_for_update(path).map_err(bad)?;
-        let end = if end == 0 {
-            file.write_all_at(MAGIC, 0).map_err(bad)?;
-            MAGIC.len() as u64
-        } else {
-            end
-        };
-        file.set_len(end).map_err(bad)?;
-        Ok(Writer {
-            path: path.to_path_buf(),
-            file,
-            end,
-        })
+        let io = |e: std::io::Error| format!("{}: {e}", path.display());
+        loop {
+            let file = crate::fsafe::open_for_update(path).map_err(io)?;
+            let lock = Locked::new(&file).map_err(io)?;
+            // Packing may have removed it between the open and the lock.
+            if !is_at(&file, path).map_err(io)? {
+                continue;
+            }
+            let (_, end) = read(path)?;
+            let end = if end == 0 {
+                file.write_all_at(MAGIC, 0).map_err(io)?;
+                MAGIC.len() as u64
+            } else {
+                end
+            };
+            file.set_len(end).map_err(io)?;
+            drop(lock);
+            return Ok(Writer {
+                path: path.to_path_buf(),
+                file,
+                end,
+            });
+        }
     }
 
-    /// Appends tile `t`'s values (`second` empty without a second split), in one write.
+    /// Appends tile `t`'s values (`second` empty without a second split), in one write;
+    /// to a new log if packing removed this one.
     pub fn append(&mut self, t: u32, first: &[u8], second: &[u8]) -> Result<(), String> {
         let mut record = Vec::with_capacity(HEAD as usize + first.len() + second.len() + 8);
         record.extend_from_slice(&t.to_le_bytes());
@@ -143,12 +195,26 @@ impl Writer {
         record.extend_from_slice(second);
         let sum = fnv1a(&[&record]);
         record.extend_from_slice(&sum.to_le_bytes());
-        self.file
-            .write_all_at(&record, self.end)
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
-        self.end += record.len() as u64;
-        Ok(())
+        let path = self.path.clone();
+        let io = |e: std::io::Error| format!("{}: {e}", path.display());
+        loop {
+            let lock = Locked::new(&self.file).map_err(io)?;
+            if is_at(&self.file, &self.path).map_err(io)? {
+                self.file.write_all_at(&record, self.end).map_err(io)?;
+                self.end += record.len() as u64;
+                return Ok(());
+            }
+            drop(lock);
+            *self = Writer::open(&path)?;
+        }
     }
+}
+
+/// Whether `file` is still the file at `path` (packing did not remove it).
+fn is_at(file: &std::fs::File, path: &Path) -> std::io::Result<bool> {
+    let mine = file.metadata()?;
+    Ok(std::fs::symlink_metadata(path)
+        .is_ok_and(|m| m.ino() == mine.ino() && m.dev() == mine.dev()))
 }
 
 #[cfg(test)]
@@ -201,6 +267,28 @@ mod tests {
         let (entries, _) = read(&path).unwrap();
         assert_eq!(entries.keys().copied().collect::<Vec<_>>(), vec![3]);
         assert_eq!(bytes[entries[&3].at as usize..][..16], [1; 16]);
+    }
+
+    /// Packing removes the log only if nothing was appended since it was read, and the
+    /// writer whose log was removed starts a new one: no appended tile is lost.
+    #[test]
+    fn packing_removes_only_what_it_read_and_the_writer_starts_anew() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::fsafe::add_root(dir.path()).unwrap();
+        let path = dir.path().join(LOG);
+        let mut w = Writer::open(&path).unwrap();
+        w.append(1, &[1; 16], &[]).unwrap();
+        let (_, end) = read(&path).unwrap();
+        w.append(2, &[2; 16], &[]).unwrap();
+        assert!(!remove_if_unchanged(&path, end).unwrap());
+        let (entries, end) = read(&path).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert!(remove_if_unchanged(&path, end).unwrap());
+        assert!(!path.exists());
+        w.append(3, &[3; 16], &[]).unwrap();
+        let (entries, _) = read(&path).unwrap();
+        assert_eq!(entries.keys().copied().collect::<Vec<_>>(), vec![3]);
+        assert!(!remove_if_unchanged(&dir.path().join("none"), 8).unwrap());
     }
 
     #[test]

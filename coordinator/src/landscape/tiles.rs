@@ -138,6 +138,8 @@ pub struct Tiles<'a, F: Fn(u32) -> PathBuf> {
     both: bool,
     pack: PathBuf,
     log: PathBuf,
+    /// How much of the log was read.
+    log_end: u64,
     /// Tiles of the grid without values: never computed, or their files are gone.
     pub missing: usize,
     /// Points with values.
@@ -196,7 +198,7 @@ impl<'a, F: Fn(u32) -> PathBuf> Tiles<'a, F> {
         let packed: std::collections::HashMap<u32, u64> =
             read_pack(&pack, l, both)?.into_iter().collect();
         let log = sweep_dir.join(super::tile_log::LOG);
-        let (logged, _) = super::tile_log::read(&log)?;
+        let (logged, log_end) = super::tile_log::read(&log)?;
         let mut tiles: Vec<u32> = done
             .iter()
             .copied()
@@ -257,6 +259,7 @@ impl<'a, F: Fn(u32) -> PathBuf> Tiles<'a, F> {
             both,
             pack,
             log,
+            log_end,
             computed,
         })
     }
@@ -350,8 +353,11 @@ impl<'a, F: Fn(u32) -> PathBuf> Tiles<'a, F> {
         file.sync_all().map_err(io)?;
         drop(files);
         std::fs::rename(&tmp, &self.pack).map_err(io)?;
-        // Everything the log held is in the pack now.
-        let _ = std::fs::remove_file(&self.log);
+        // Everything the log held is in the pack now, unless a resumed scan has
+        // appended to it since it was read.
+        if let Err(e) = super::tile_log::remove_if_unchanged(&self.log, self.log_end) {
+            return Err(format!("{}: {e}", self.log.display()));
+        }
         let mut removed = 0;
         for &(t, source) in &self.tiles {
             if source != Source::Files {
