@@ -138,8 +138,9 @@ pub struct Tiles<'a, F: Fn(u32) -> PathBuf> {
     both: bool,
     pack: PathBuf,
     log: PathBuf,
-    /// How much of the log was read.
-    log_end: u64,
+    /// How much of the log was read, if every tile in it is one of `tiles` (a log
+    /// with others, a resumed scan's, is not removed when packing).
+    log_end: Option<u64>,
     /// Tiles of the grid without values: never computed, or their files are gone.
     pub missing: usize,
     /// Points with values.
@@ -251,6 +252,10 @@ impl<'a, F: Fn(u32) -> PathBuf> Tiles<'a, F> {
             kept.push((t, source));
             computed += n;
         }
+        let log_end = logged
+            .keys()
+            .all(|t| kept.binary_search_by_key(t, |(k, _)| *k).is_ok())
+            .then_some(log_end);
         Ok(Tiles {
             l,
             missing: l.tiles() - kept.len(),
@@ -353,9 +358,11 @@ impl<'a, F: Fn(u32) -> PathBuf> Tiles<'a, F> {
         file.sync_all().map_err(io)?;
         drop(files);
         std::fs::rename(&tmp, &self.pack).map_err(io)?;
-        // Everything the log held is in the pack now, unless a resumed scan has
-        // appended to it since it was read.
-        if let Err(e) = super::tile_log::remove_if_unchanged(&self.log, self.log_end) {
+        // Everything the log held is in the pack now, unless it holds tiles of a
+        // resumed scan, or they were appended since it was read.
+        if let Some(end) = self.log_end
+            && let Err(e) = super::tile_log::remove_if_unchanged(&self.log, end)
+        {
             return Err(format!("{}: {e}", self.log.display()));
         }
         let mut removed = 0;
