@@ -69,47 +69,69 @@ pub fn tile_values<'a>(names_and_data: &[(&str, &'a [u8])]) -> Option<(&'a [u8],
 }
 
 /// Every readable record of the log at `path`, the last one of each tile; and the
-/// length of the readable part. A missing log has none.
+/// length of the readable part. A missing log has none. Read a record at a time: the
+/// log of a 10^6-point scan is 18 MB.
 pub fn read(path: &Path) -> Result<(HashMap<u32, Entry>, u64), String> {
     let bad = |e: std::io::Error| format!("{}: {e}", path.display());
-    let mut bytes = Vec::new();
-    match crate::fsafe::open(path) {
-        Ok(mut f) => f.read_to_end(&mut bytes).map_err(bad)?,
+    let f = match crate::fsafe::open(path) {
+        Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((HashMap::new(), 0)),
         Err(e) => return Err(bad(e)),
     };
-    if bytes.len() < MAGIC.len() {
+    let len = f.metadata().map_err(bad)?.len();
+    let mut r = std::io::BufReader::with_capacity(1 << 16, f);
+    // Fills `buf` whole, or says the file ended first (a cut record).
+    let mut fill = |buf: &mut [u8]| -> Result<bool, String> {
+        match r.read_exact(buf) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(bad(e)),
+        }
+    };
+    let mut magic = [0u8; 8];
+    if !fill(&mut magic)? {
         // Cut before its header was whole: nothing in it.
         return Ok((HashMap::new(), 0));
     }
-    if &bytes[..MAGIC.len()] != MAGIC {
+    if &magic != MAGIC {
         return Err(format!("{}: not a tile log", path.display()));
     }
     let mut entries = HashMap::new();
-    let mut at = MAGIC.len();
-    let word = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().expect("4 bytes"));
-    while at + HEAD as usize <= bytes.len() {
-        let (t, first, second) = (word(at), word(at + 4), word(at + 8));
-        let body = at + HEAD as usize;
-        let end = body + first as usize + second as usize;
-        if end + 8 > bytes.len() {
+    let mut at = MAGIC.len() as u64;
+    let mut record = Vec::new();
+    loop {
+        let mut head = [0u8; HEAD as usize];
+        if !fill(&mut head)? {
             break;
         }
-        let sum = u64::from_le_bytes(bytes[end..end + 8].try_into().expect("8 bytes"));
-        if sum != fnv1a(&[&bytes[at..end]]) {
+        let word = |i: usize| u32::from_le_bytes(head[i..i + 4].try_into().expect("4 bytes"));
+        let (t, first, second) = (word(0), word(4), word(8));
+        let size = HEAD + u64::from(first) + u64::from(second) + 8;
+        if at + size > len {
+            // Cut, or a length damaged beyond the file: the readable log ends here.
+            break;
+        }
+        record.clear();
+        record.extend_from_slice(&head);
+        record.resize(size as usize, 0);
+        if !fill(&mut record[HEAD as usize..])? {
+            break;
+        }
+        let (body, sum) = record.split_at(record.len() - 8);
+        if u64::from_le_bytes(sum.try_into().expect("8 bytes")) != fnv1a(&[body]) {
             break;
         }
         entries.insert(
             t,
             Entry {
-                at: body as u64,
+                at: at + HEAD,
                 first,
                 second,
             },
         );
-        at = end + 8;
+        at += record.len() as u64;
     }
-    Ok((entries, at as u64))
+    Ok((entries, at))
 }
 
 /// An exclusive `flock` on a file's descriptor, released when dropped (before the file
@@ -259,6 +281,12 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         assert_eq!((entries.len(), end), (3, bytes.len() as u64));
         assert_eq!(bytes[entries[&7].at as usize..][..16], [9; 16]);
+        // A length damaged beyond the file ends the readable log there.
+        let mut long = bytes.clone();
+        long[MAGIC.len() + 4] = 0xff;
+        long[MAGIC.len() + 7] = 0x7f;
+        std::fs::write(&path, &long).unwrap();
+        assert_eq!(read(&path).unwrap(), (HashMap::new(), MAGIC.len() as u64));
         // A flipped byte ends the readable log at its record: only tile 3's first
         // record is before it.
         let mut bytes = bytes;
