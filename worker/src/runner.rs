@@ -454,31 +454,26 @@ impl Worker {
                     }
                 }
                 _ = lease_due, if free > 0 => {
-                    let r = client.lease_units(self.lease_request(&id, free)).await;
-                    match self.leased(r, client, &id)? {
-                        Ok(next) => next_lease = next,
-                        Err(end) => return Ok(end),
+                    let r = client.lease_units(proto::LeaseRequest { worker_id: id.clone(), max_units: free as u32, worker_secret: self.secret.clone() }).await;
+                    match r {
+                        Ok(r) => {
+                            let units = r.into_inner().units;
+                            let got = units.len();
+                            for u in units {
+                                debug!(unit = u.unit_id, attempt = u.attempt, "leased");
+                                self.spawn(u, client, &id);
+                            }
+                            // Ask again at once while work keeps coming; otherwise poll.
+                            next_lease = tokio::time::Instant::now() + if got > 0 { Duration::ZERO } else { self.cfg.poll_interval };
+                        }
+                        Err(s) if is_transient(&s) => return Ok(SessionEnd::Reconnect(s.message().to_owned())),
+                        Err(s) => return Err(WorkerError::Refused(s.message().to_owned())),
                     }
                 }
                 ev = rx.recv() => {
                     if self.take(ev.expect("the worker holds a sender")) {
-                        // The report and the lease of the slot it freed go out together:
-                        // one round trip between units, not two.
-                        let free = self.cfg.slots as usize - self.running.len().min(self.cfg.slots as usize);
-                        let (mut c, req) = (client.clone(), self.lease_request(&id, free));
-                        let lease = async move {
-                            if free > 0 { Some(c.lease_units(req).await) } else { None }
-                        };
-                        let (reported, leased) = tokio::join!(self.report(client, &id), lease);
-                        // Leased units start even if the report must be sent again.
                         next_lease = tokio::time::Instant::now();
-                        if let Some(r) = leased {
-                            match self.leased(r, client, &id)? {
-                                Ok(next) => next_lease = next,
-                                Err(end) => return Ok(end),
-                            }
-                        }
-                        if let Err(s) = reported {
+                        if let Err(s) = self.report(client, &id).await {
                             return Ok(SessionEnd::Reconnect(s.message().to_owned()));
                         }
                     }
@@ -489,42 +484,6 @@ impl Worker {
                     }
                 }
             }
-        }
-    }
-
-    fn lease_request(&self, id: &str, free: usize) -> proto::LeaseRequest {
-        proto::LeaseRequest {
-            worker_id: id.to_owned(),
-            max_units: free as u32,
-            worker_secret: self.secret.clone(),
-        }
-    }
-
-    /// Starts the units of a lease reply: when to ask again (at once while work keeps
-    /// coming, else after the poll interval), or how the session ends.
-    fn leased(
-        &mut self,
-        r: Result<tonic::Response<proto::LeaseResponse>, Status>,
-        client: &mut Client,
-        id: &str,
-    ) -> Result<Result<tokio::time::Instant, SessionEnd>, WorkerError> {
-        match r {
-            Ok(r) => {
-                let units = r.into_inner().units;
-                let got = units.len();
-                for u in units {
-                    debug!(unit = u.unit_id, attempt = u.attempt, "leased");
-                    self.spawn(u, client, id);
-                }
-                let wait = if got > 0 {
-                    Duration::ZERO
-                } else {
-                    self.cfg.poll_interval
-                };
-                Ok(Ok(tokio::time::Instant::now() + wait))
-            }
-            Err(s) if is_transient(&s) => Ok(Err(SessionEnd::Reconnect(s.message().to_owned()))),
-            Err(s) => Err(WorkerError::Refused(s.message().to_owned())),
         }
     }
 
