@@ -3,9 +3,9 @@
 //! The program runs under a supervisor (a forked child of the worker, see
 //! [`super::supervise`]) that leads a process group of its own and is a child subreaper
 //! (see [`super::contain`]): whatever the program starts, even a daemon that
-//! double-forks into a session of its own, stays a descendant of the supervisor. When the program exits, the supervisor stops every descendant left
-//! (SIGTERM, then SIGKILL after the grace period) and only then exits with the
-//! program's status. Stopping a trial sends the supervisor SIGTERM, and it does the
+//! double-forks into a session of its own, stays a descendant of the supervisor. When
+//! the program exits, the supervisor stops every descendant left (SIGTERM, then SIGKILL
+//! after the grace period) and only then exits with the program's status. Stopping a trial sends the supervisor SIGTERM, and it does the
 //! same to the program and every descendant. If the worker dies, even by SIGKILL, the
 //! kernel sends the supervisor SIGTERM (`PR_SET_PDEATHSIG`). Where the host offers a
 //! cgroup v2 hierarchy, the supervisor also starts in a cgroup of the trial's own, and
@@ -273,7 +273,7 @@ impl Group {
             return None;
         }
         Some(Exit {
-            start_error: spawn::Started::start_error(&mut self.start),
+            start_error: spawn::start_error(&mut self.start),
             code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
             signal: libc::WIFSIGNALED(status).then(|| libc::WTERMSIG(status)),
         })

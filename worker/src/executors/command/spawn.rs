@@ -181,7 +181,7 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 
 /// A started supervisor: its pid, a descriptor that polls readable once it has exited
 /// (where the kernel has pidfds, 5.3), the read ends of its stdout and stderr, and the
-/// pipe that says whether it started the program (see [`Started::start_error`]).
+/// pipe that says whether it started the program (see [`start_error`]).
 pub(super) struct Started {
     pub pid: i32,
     pub pidfd: Option<OwnedFd>,
@@ -196,7 +196,7 @@ pub(super) struct Started {
 /// (`CLONE_INTO_CGROUP`, or else `pre_exec(true)` is told to enter it itself).
 /// `pre_exec` runs in the child after the common steps. Returns once the supervisor
 /// is cloned, without waiting for it: its failure to start the program (`pre_exec`'s
-/// error among them) comes through [`Started::start_error`]. Waiting here would put
+/// error among them) comes through [`start_error`]. Waiting here would put
 /// the worker to sleep while the program loads, and on a busy CPU a woken thread can
 /// wait a millisecond for it.
 pub(super) fn spawn(
@@ -294,24 +294,22 @@ pub(super) fn spawn(
     })
 }
 
-impl Started {
-    /// Why the supervisor could not start the program, if it could not: waits until
-    /// it has started it (or the supervisor has exited). The supervisor exits 127 when
-    /// it reports an error here; the caller reaps it.
-    pub(super) fn start_error(start: &mut std::fs::File) -> Option<std::io::Error> {
-        use std::io::Read;
-        let mut errno = [0u8; 4];
-        let mut got = 0;
-        while got < 4 {
-            match start.read(&mut errno[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Some(e),
-            }
+/// Why the supervisor could not start the program, if it could not, read from its
+/// start pipe: waits until it has started it (or the supervisor has exited). The
+/// supervisor exits 127 when it reports an error here; the caller reaps it.
+pub(super) fn start_error(start: &mut std::fs::File) -> Option<std::io::Error> {
+    use std::io::Read;
+    let mut errno = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match start.read(&mut errno[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Some(e),
         }
-        (got == 4).then(|| std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
     }
+    (got == 4).then(|| std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno)))
 }
 
 /// The child: standard streams, a process group of its own, SIGTERM and SIGCHLD
@@ -383,7 +381,7 @@ mod tests {
         let args: Vec<&OsStr> = argv.iter().map(OsStr::new).collect();
         let p = Prepared::new(&args, env, Some(Path::new("/")))?;
         let mut s = spawn(&p, Duration::from_millis(100), None, &|_| Ok(()))?;
-        if let Some(e) = Started::start_error(&mut s.start) {
+        if let Some(e) = start_error(&mut s.start) {
             // SAFETY: our own child.
             unsafe { libc::waitpid(s.pid, std::ptr::null_mut(), 0) };
             return Err(e);
@@ -450,7 +448,7 @@ mod tests {
             Err(std::io::Error::from_raw_os_error(libc::EACCES))
         })
         .unwrap();
-        let e = Started::start_error(&mut s.start).unwrap();
+        let e = start_error(&mut s.start).unwrap();
         assert_eq!(e.raw_os_error(), Some(libc::EACCES));
         let mut status = 0;
         // SAFETY: our own child.
