@@ -10,7 +10,6 @@ use candle_core::Result;
 
 use super::eval::PointValue;
 use super::load::{EvalData, Loaded};
-use crate::models::nll_and_hits;
 
 /// Sets the model's tensors to `θ* + α d₁ + β d₂`.
 pub fn perturb(l: &Loaded, a: f64, b: f64) -> Result<()> {
@@ -32,8 +31,9 @@ pub fn evaluate(l: &Loaded, chunk: usize) -> Result<PointValue> {
     let mut start = 0;
     while start < n {
         let len = chunk.min(n - start);
-        let logits = l.model.forward(&x.narrow(0, start, len)?, None)?;
-        let (s, h, c) = nll_and_hits(&logits, &y.narrow(0, start, len)?)?;
+        let (s, h, c) = l
+            .model
+            .score(&x.narrow(0, start, len)?, &y.narrow(0, start, len)?)?;
         nll += s;
         hits += h;
         count += c;

@@ -77,6 +77,14 @@ pub trait Model: Send + Sync {
     /// statistics updated); without, it is evaluated as in a scan.
     fn forward(&self, x: &Tensor, train: Option<&mut Rng>) -> Result<Tensor>;
 
+    /// Summed NLL, correct predictions and predictions of the model in evaluation mode
+    /// on inputs `x` against targets `y`, as [`nll_and_hits`] of [`Model::forward`]
+    /// gives them; models may compute it without building the graph candle's backward
+    /// needs (a scan's points, validation).
+    fn score(&self, x: &Tensor, y: &Tensor) -> Result<(f64, f64, usize)> {
+        nll_and_hits(&self.forward(x, None)?, y)
+    }
+
     /// What its outputs are scored against.
     fn task(&self) -> Task {
         Task::Classification

@@ -452,3 +452,75 @@ fn cnn_gradients_match_differences_of_the_loss() {
         .unwrap();
     assert_eq!(ours, theirs);
 }
+
+/// A scan's f32 evaluation (`Model::score`, fused kernels) against the f64 reference:
+/// the summed NLL of the next tokens and the argmax hits, for sequences longer than an
+/// attention band and a block of rows, and a vocabulary that splits the logits.
+#[test]
+fn transformer_scores_match_the_f64_reference() {
+    for (layout, kv, tie, vocab) in [
+        (Layout::Gpt2, 4, true, 23),
+        (Layout::Gpt2, 4, true, 2000),
+        (Layout::Llama, 2, true, 23),
+        (Layout::Llama, 1, false, 2000),
+    ] {
+        let c = TransformerConfig {
+            vocab,
+            context: 128,
+            ..tiny(kv, tie)
+        };
+        let m = Transformer::build(c.clone(), layout, &mut random(3, DType::F32)).unwrap();
+        let w = weights(&m);
+        for (b, t) in [(2, 11), (3, 100)] {
+            let ids = tokens(b, t + 1, vocab, 5);
+            let rows: Vec<&[u32]> = ids.chunks(t + 1).collect();
+            let (mut nll, mut hits, mut near_ties) = (0f64, 0f64, 0f64);
+            for r in &rows {
+                let logits = reference::transformer(&w, &c, layout == Layout::Gpt2, &r[..t]);
+                for (row, &target) in logits.iter().zip(&r[1..]) {
+                    let max = row.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let lse = max + row.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+                    nll += lse - row[target as usize];
+                    let mut sorted = row.clone();
+                    sorted.sort_by(|a, b| b.total_cmp(a));
+                    hits += f64::from(u8::from(row[target as usize] == max));
+                    near_ties += f64::from(u8::from(sorted[0] - sorted[1] < 1e-3));
+                }
+            }
+            let x: Vec<u32> = rows.iter().flat_map(|r| r[..t].to_vec()).collect();
+            let y: Vec<u32> = rows.iter().flat_map(|r| r[1..].to_vec()).collect();
+            let x = Tensor::from_vec(x, (b, t), &Device::Cpu).unwrap();
+            let y = Tensor::from_vec(y, (b, t), &Device::Cpu).unwrap();
+            let (got, got_hits, n) = m.score(&x, &y).unwrap();
+            let (candle, _, _) = m.score_by_candle(&x, &y).unwrap();
+            let what = format!("{layout:?} kv={kv} vocab={vocab} b={b} t={t}");
+            assert_eq!(n, b * t, "{what}");
+            // Per token, f32 rounding through two random blocks moves the NLL by ~1e-6;
+            // a wrong mask, head or position moves it by ~1e-1.
+            let per_token = (got - nll).abs() / n as f64;
+            assert!(per_token < 1e-4, "{what}: {got} against {nll}");
+            assert!(
+                (candle - nll).abs() / (n as f64) < 1e-4,
+                "{what}: candle {candle}"
+            );
+            assert!(
+                (got_hits - hits).abs() <= near_ties,
+                "{what}: {got_hits} hits, {hits}"
+            );
+        }
+    }
+}
+
+/// The fused evaluation refuses what candle's forward refuses, with the reason.
+#[test]
+fn transformer_scores_refuse_bad_input() {
+    let c = tiny(4, true);
+    let m = Transformer::build(c.clone(), Layout::Gpt2, &mut random(3, DType::F32)).unwrap();
+    let long = Tensor::zeros((1, c.context + 1), DType::U32, &Device::Cpu).unwrap();
+    let err = m.score(&long, &long).unwrap_err().to_string();
+    assert!(err.contains("more than the model's context"), "{err}");
+    let bad = Tensor::from_vec(vec![0u32, c.vocab as u32], (1, 2), &Device::Cpu).unwrap();
+    let ok = Tensor::zeros((1, 2), DType::U32, &Device::Cpu).unwrap();
+    let err = m.score(&bad, &ok).unwrap_err().to_string();
+    assert!(err.contains("outside the vocabulary"), "{err}");
+}

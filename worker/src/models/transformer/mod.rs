@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{Init, Model, ModelConfig, Param, Source, Task, linear};
 
+mod infer;
+
 /// The additive causal mask `[t, t]`: 0 where query `i` may see key `j <= i`, -inf after.
 pub fn causal_mask(t: usize, dtype: DType, device: &Device) -> Result<Tensor> {
     let mask: Vec<f32> = (0..t * t)
@@ -271,6 +273,27 @@ impl Transformer {
         Self::build(config, layout, &mut super::fresh(seed, dtype, device))
     }
 
+    /// The tensors in the order `infer` takes them: embeddings, then per block its
+    /// norms, projections (weight, bias) and MLP, then the final norm and `lm_head`.
+    fn tensors(&self) -> Vec<&Tensor> {
+        let mut out = vec![&self.embed];
+        out.extend(&self.positions);
+        for blk in &self.blocks {
+            for n in [&blk.norm1, &blk.norm2] {
+                out.push(&n.weight);
+                out.extend(&n.bias);
+            }
+            for (w, b) in blk.qkv.iter().chain([&blk.out]).chain(&blk.mlp) {
+                out.push(w);
+                out.extend(b);
+            }
+        }
+        out.push(&self.final_norm.weight);
+        out.extend(&self.final_norm.bias);
+        out.extend(&self.lm_head);
+        out
+    }
+
     fn norm(&self, x: &Tensor, n: &Norm, train: bool) -> Result<Tensor> {
         let eps = self.config.norm_eps as f32;
         // candle's fused norms have no backward pass and no f64 kernels.
@@ -435,6 +458,13 @@ impl Model for Transformer {
 
     fn task(&self) -> Task {
         Task::LanguageModel
+    }
+
+    fn score(&self, x: &Tensor, y: &Tensor) -> Result<(f64, f64, usize)> {
+        match infer::score(self, x, y)? {
+            Some(s) => Ok(s),
+            None => super::nll_and_hits(&self.forward(x, None)?, y),
+        }
     }
 
     /// Logits `[batch, tokens, vocab]` for token ids `[batch, tokens]`.
