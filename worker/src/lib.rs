@@ -15,6 +15,7 @@ pub mod runner;
 pub mod subspace;
 pub mod telemetry;
 pub mod train;
+pub mod vmath;
 
 pub use error::WorkerError;
 pub use memory::UnitError;
