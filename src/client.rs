@@ -266,6 +266,18 @@ pub async fn submit_spec(
             data,
         });
     }
+    // A submission is one message; past the limit the server would only say "h2
+    // protocol error".
+    let total: usize = attachments.iter().map(|a| a.data.len()).sum();
+    anyhow::ensure!(
+        total + spec.to_json().len() < MAX_MESSAGE_BYTES - (1 << 20),
+        "{}: landscape.checkpoint: its files take {} MiB, more than a submission carries ({} MiB); \
+         keep the checkpoint where every worker can read it (as `ridgeline run`'s own workers can) \
+         and set landscape.shared_checkpoint = true, or save it in a smaller format (GGUF, f16)",
+        spec_path.display(),
+        total >> 20,
+        MAX_MESSAGE_BYTES >> 20
+    );
     Ok(client
         .submit_sweep(proto::SubmitSweepRequest {
             spec_json: spec.to_json(),

@@ -455,7 +455,7 @@ fn cnn_gradients_match_differences_of_the_loss() {
 
 /// A scan's f32 evaluation (`Model::score`, fused kernels) against the f64 reference:
 /// the summed NLL of the next tokens and the argmax hits, for sequences longer than an
-/// attention band and a block of rows, and a vocabulary that splits the logits.
+/// attention band and a block of rows, with small and larger vocabularies.
 #[test]
 fn transformer_scores_match_the_f64_reference() {
     for (layout, kv, tie, vocab) in [

@@ -12,7 +12,7 @@ use ridgeline_common::spec::{Arch, Schedule, SweepSpec, TrainSpec, TrialConfig};
 
 use crate::data::{Data, Samples, TextData};
 use crate::models::{
-    CnnConfig, MlpConfig, Model, ModelConfig, Task, TransformerConfig, cross_entropy, nll_and_hits,
+    CnnConfig, MlpConfig, Model, ModelConfig, Task, TransformerConfig, cross_entropy,
 };
 use crate::subspace::Subspace;
 
@@ -133,7 +133,7 @@ fn evaluate(
     let all: Vec<u32> = (0..n).collect();
     for idx in all.chunks(split.chunk()) {
         let (x, y) = split.batch(idx, device)?;
-        let (l, h, c) = nll_and_hits(&model.forward(&x, None)?, &y)?;
+        let (l, h, c) = model.score(&x, &y)?;
         nll += l;
         hits += h;
         count += c;
