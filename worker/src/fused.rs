@@ -9,7 +9,8 @@
 //! plain candle ops.
 
 use candle_core::{
-    CpuStorage, CustomOp2, DType, Device, InplaceOp2, Layout, Result, Shape, Tensor,
+    CpuStorage, CustomOp2, DType, Device, InplaceOp2, InplaceOp3, Layout, Result, Shape, Storage,
+    Tensor,
 };
 use rayon::prelude::*;
 use ridgeline_common::spec::Activation;
@@ -278,6 +279,89 @@ pub fn causal_softmax(scores: &Tensor) -> Result<Option<Tensor>> {
     }
 }
 
+/// `t = (θ* + (d₁·α + 0)) + (d₂·β + 0)` (without d₂: `θ* + (d₁·α + 0)`), elementwise in
+/// f32: the rounding of candle's `base + d1 * α + d2 * β` (`tensor * f64` is candle's
+/// `affine(α, 0)`), so every point keeps its bits, in one parallel pass into the
+/// model's own storage instead of five passes, three of them into new tensors (0.3 s of
+/// SmolLM2-135M's 4 s points).
+struct Perturb {
+    base: Tensor,
+    a: f32,
+    b: Option<f32>,
+}
+
+impl InplaceOp3 for Perturb {
+    fn name(&self) -> &'static str {
+        "ridgeline-perturb"
+    }
+
+    fn cpu_fwd(
+        &self,
+        t: &mut CpuStorage,
+        tl: &Layout,
+        d1: &CpuStorage,
+        l1: &Layout,
+        d2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<()> {
+        let (CpuStorage::F32(t), CpuStorage::F32(d1), CpuStorage::F32(d2)) = (t, d1, d2) else {
+            candle_core::bail!("perturb: f32 only")
+        };
+        let (base, bl) = self.base.storage_and_layout();
+        let Storage::Cpu(CpuStorage::F32(base)) = &*base else {
+            candle_core::bail!("perturb: f32 only")
+        };
+        let n = tl.shape().elem_count();
+        let at = |l: &Layout| l.start_offset()..l.start_offset() + n;
+        let (t, base, d1, d2) = (&mut t[at(tl)], &base[at(bl)], &d1[at(l1)], &d2[at(l2)]);
+        let a = self.a;
+        t.par_chunks_mut(GRAIN)
+            .zip(base.par_chunks(GRAIN))
+            .zip(d1.par_chunks(GRAIN).zip(d2.par_chunks(GRAIN)))
+            .for_each(|((t, base), (d1, d2))| match self.b {
+                Some(b) => {
+                    for (((t, w), x), y) in t.iter_mut().zip(base).zip(d1).zip(d2) {
+                        *t = (w + (x * a + 0.0)) + (y * b + 0.0);
+                    }
+                }
+                None => {
+                    for ((t, w), x) in t.iter_mut().zip(base).zip(d1) {
+                        *t = w + (x * a + 0.0);
+                    }
+                }
+            });
+        Ok(())
+    }
+}
+
+/// Sets `t` to θ* + α d₁ (+ β d₂) in place ([`Perturb`]); `false` (nothing done) where
+/// the tensors are not contiguous f32 on the CPU of one shape. `base` and the directions
+/// must not share `t`'s storage (θ* is a copy), or the locks would deadlock.
+pub fn perturb(
+    t: &Tensor,
+    base: &Tensor,
+    d1: &Tensor,
+    d2: Option<&Tensor>,
+    a: f64,
+    b: f64,
+) -> Result<bool> {
+    let all = [Some(t), Some(base), Some(d1), d2];
+    if !all
+        .iter()
+        .flatten()
+        .all(|x| fast(x) && x.shape() == t.shape())
+    {
+        return Ok(false);
+    }
+    let op = Perturb {
+        base: base.clone(),
+        a: a as f32,
+        b: d2.map(|_| b as f32),
+    };
+    t.inplace_op3(d1, d2.unwrap_or(d1), &op)?;
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +411,41 @@ mod tests {
             .max_all()
             .unwrap();
         assert!(d.to_scalar::<f32>().unwrap() < 1e-5, "silu_mul");
+    }
+
+    /// The in-place perturbation gives candle's `base + d1 * a + d2 * b` bit for bit,
+    /// signed zeros included.
+    #[test]
+    fn perturb_matches_the_candle_expression_bit_for_bit() {
+        let mut r = Rng::new(4);
+        let dims = [3, 70_001];
+        let mut base = randn(&mut r, &dims)
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        base[..100].fill(-0.0);
+        let base = Tensor::from_vec(base, &dims, &Device::Cpu).unwrap();
+        let (d1, d2) = (randn(&mut r, &dims), randn(&mut r, &dims));
+        for (a, b, two) in [(0.3, -0.2, true), (-1.0, 0.0, true), (0.7, 0.0, false)] {
+            let want = (&base + (&d1 * a).unwrap()).unwrap();
+            let want = if two {
+                (want + (&d2 * b).unwrap()).unwrap()
+            } else {
+                want
+            };
+            let t = Tensor::zeros(&dims, DType::F32, &Device::Cpu).unwrap();
+            assert!(perturb(&t, &base, &d1, two.then_some(&d2), a, b).unwrap());
+            let bits = |x: &Tensor| -> Vec<u32> {
+                let v = x.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                v.iter().map(|f| f.to_bits()).collect()
+            };
+            assert_eq!(bits(&t), bits(&want), "a={a} b={b} two={two}");
+        }
+        // Not f32: left to candle.
+        let t64 = Tensor::zeros(&dims, DType::F64, &Device::Cpu).unwrap();
+        let b64 = base.to_dtype(DType::F64).unwrap();
+        assert!(!perturb(&t64, &b64, &b64, None, 1.0, 0.0).unwrap());
     }
 
     /// The causal softmax equals candle's masked softmax.

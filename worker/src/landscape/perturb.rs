@@ -14,6 +14,10 @@ use super::load::{EvalData, Loaded};
 /// Sets the model's tensors to `θ* + α d₁ + β d₂`.
 pub fn perturb(l: &Loaded, a: f64, b: f64) -> Result<()> {
     for (i, p) in l.model.params().iter().enumerate() {
+        let d2 = l.d2.as_ref().map(|d| &d[i]);
+        if crate::fused::perturb(p.var.as_tensor(), &l.base[i], &l.d1[i], d2, a, b)? {
+            continue;
+        }
         let mut t = (&l.base[i] + (&l.d1[i] * a)?)?;
         if let Some(d2) = &l.d2 {
             t = (t + (&d2[i] * b)?)?;
