@@ -129,6 +129,41 @@ fn a_bad_spec_is_refused_with_the_field_named() {
     );
 }
 
+/// A checkpoint larger than one submission message is refused before it is sent, with
+/// the way out, rather than with the transport's "h2 protocol error".
+#[test]
+fn a_checkpoint_too_large_to_submit_names_shared_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("big");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::write(model.join("model.json"), "{}").unwrap();
+    // Sparse: 300 MiB to read, nothing on disk.
+    let f = std::fs::File::create(model.join("model.safetensors")).unwrap();
+    f.set_len(300 << 20).unwrap();
+    let spec = dir.path().join("big.toml");
+    std::fs::write(
+        &spec,
+        "name = \"big\"\nkind = \"landscape\"\n[data]\npath = \"big.toml\"\n[landscape]\ncheckpoint = \"big\"\n",
+    )
+    .unwrap();
+    let out = run(
+        &[
+            "run",
+            spec.to_str().unwrap(),
+            "--out",
+            dir.path().to_str().unwrap(),
+        ],
+        Duration::from_secs(60),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("big.toml: landscape.checkpoint: its files take 300 MiB, more than a submission carries (256 MiB)")
+            && err.contains("landscape.shared_checkpoint = true"),
+        "{err}"
+    );
+}
+
 #[test]
 fn built_in_trials_are_pruned_by_the_median_rule_and_keep_their_history() {
     let dir = tempfile::tempdir().unwrap();

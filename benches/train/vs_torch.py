@@ -77,7 +77,9 @@ d_ff = 512
         if name == "cnn":
             sections = sections.replace("depth = 2\nwidth = 256\n", 'arch = "cnn"\n')
         batch = 128
-    return f'name = "train"\n{sections}' + TRAIN.format(epochs=EPOCHS[name], batch=batch)
+    return f'name = "train"\n{sections}' + TRAIN.format(
+        epochs=EPOCHS[name], batch=batch
+    )
 
 
 def ridgeline(binary: str, work: str, name: str, r: int) -> tuple[float, float]:
@@ -194,7 +196,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--ridgeline", default=os.path.join(ROOT, "target", "release", "ridgeline"))
+    ap.add_argument(
+        "--ridgeline", default=os.path.join(ROOT, "target", "release", "ridgeline")
+    )
     ap.add_argument("--models", default="mlp,cnn,gpt2")
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args()
@@ -220,7 +224,9 @@ def main() -> None:
                     flush=True,
                 )
         ratio = statistics.median(theirs) / statistics.median(ours)
-        print(f"{name} training, PyTorch time / Ridgeline time: {ratio:.2f}x", flush=True)
+        print(
+            f"{name} training, PyTorch time / Ridgeline time: {ratio:.2f}x", flush=True
+        )
 
 
 if __name__ == "__main__":

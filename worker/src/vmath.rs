@@ -24,19 +24,14 @@ pub fn exp(x: f32) -> f32 {
     const LN2_LO: f32 = -2.121_944_4e-4;
     // 1.5 · 2^23: adding and subtracting it rounds to the nearest integer (|v| < 2^22).
     const ROUND: f32 = 12_582_912.0;
-    let c = if x < -87.3 {
-        -87.3
-    } else if x > 88.3 {
-        88.3
-    } else {
-        x
-    };
+    // NaN stays NaN through clamp.
+    let c = x.clamp(-87.3, 88.3);
     let n = (c * LOG2E + ROUND) - ROUND;
     let r = c - n * LN2_HI - n * LN2_LO;
     let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
-        + 5.000_000_1e-1;
+        + 0.5;
     let y = p * r * r + r + 1.0;
     // n is an integer in [-126, 127]: 2^n by its exponent bits.
     let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
@@ -93,81 +88,62 @@ macro_rules! widest {
     };
 }
 
+/// `step` folded over `xs` in [`LANES`] lanes from `init`, the lanes then folded in
+/// order with `combine` and the remainder with `step`.
+#[inline(always)]
+fn reduce(
+    xs: &[f32],
+    init: f32,
+    step: impl Fn(f32, f32) -> f32,
+    combine: impl Fn(f32, f32) -> f32,
+) -> f32 {
+    let mut lanes = [init; LANES];
+    let mut chunks = xs.chunks_exact(LANES);
+    for c in &mut chunks {
+        for (l, v) in lanes.iter_mut().zip(c) {
+            *l = step(*l, *v);
+        }
+    }
+    let mut acc = init;
+    for l in lanes {
+        acc = combine(acc, l);
+    }
+    for v in chunks.remainder() {
+        acc = step(acc, *v);
+    }
+    acc
+}
+
+#[inline(always)]
+fn larger(a: f32, b: f32) -> f32 {
+    if b > a { b } else { a }
+}
+
 widest! {
     /// The largest element (−∞ for none; NaNs are passed over).
     pub fn max(xs: &[f32]) -> f32 {
-        let mut lanes = [f32::NEG_INFINITY; LANES];
-        let mut chunks = xs.chunks_exact(LANES);
-        for c in &mut chunks {
-            for (l, v) in lanes.iter_mut().zip(c) {
-                *l = if *v > *l { *v } else { *l };
-            }
-        }
-        let mut m = f32::NEG_INFINITY;
-        for v in lanes.iter().chain(chunks.remainder()) {
-            m = if *v > m { *v } else { m };
-        }
-        m
+        reduce(xs, f32::NEG_INFINITY, larger, larger)
     }
 }
 
 widest! {
     /// `Σ xs`, in [`LANES`] lanes.
     pub fn sum(xs: &[f32]) -> f32 {
-        let mut lanes = [0f32; LANES];
-        let mut chunks = xs.chunks_exact(LANES);
-        for c in &mut chunks {
-            for (l, v) in lanes.iter_mut().zip(c) {
-                *l += v;
-            }
-        }
-        let mut s = 0f32;
-        for v in lanes.iter().chain(chunks.remainder()) {
-            s += v;
-        }
-        s
+        reduce(xs, 0.0, |a, v| a + v, |a, b| a + b)
     }
 }
 
 widest! {
     /// `Σ (xs − m)²`, in [`LANES`] lanes.
     pub fn sum_sq_dev(xs: &[f32], m: f32) -> f32 {
-        let mut lanes = [0f32; LANES];
-        let mut chunks = xs.chunks_exact(LANES);
-        for c in &mut chunks {
-            for (l, v) in lanes.iter_mut().zip(c) {
-                *l += (v - m) * (v - m);
-            }
-        }
-        let mut s = 0f32;
-        for v in lanes.iter() {
-            s += v;
-        }
-        for v in chunks.remainder() {
-            s += (v - m) * (v - m);
-        }
-        s
+        reduce(xs, 0.0, |a, v| a + (v - m) * (v - m), |a, b| a + b)
     }
 }
 
 widest! {
     /// `Σ e^(x − m)` over `xs`.
     pub fn sum_exp(xs: &[f32], m: f32) -> f32 {
-        let mut lanes = [0f32; LANES];
-        let mut chunks = xs.chunks_exact(LANES);
-        for c in &mut chunks {
-            for (l, v) in lanes.iter_mut().zip(c) {
-                *l += exp(v - m);
-            }
-        }
-        let mut s = 0f32;
-        for v in lanes.iter() {
-            s += v;
-        }
-        for v in chunks.remainder() {
-            s += exp(v - m);
-        }
-        s
+        reduce(xs, 0.0, |a, v| a + exp(v - m), |a, b| a + b)
     }
 }
 

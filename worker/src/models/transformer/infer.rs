@@ -449,6 +449,7 @@ impl<'a> Net<'a> {
         unsafe impl Sync for Out {}
         impl Out {
             /// `span` elements from `first`; the caller keeps them in bounds and its own.
+            #[allow(clippy::mut_from_ref)] // tasks hold disjoint elements, not `&mut self`
             unsafe fn slice(&self, first: usize, span: usize) -> &mut [f32] {
                 // SAFETY: as the caller promises.
                 unsafe { std::slice::from_raw_parts_mut(self.0.add(first), span) }
