@@ -523,4 +523,18 @@ fn transformer_scores_refuse_bad_input() {
     let ok = Tensor::zeros((1, 2), DType::U32, &Device::Cpu).unwrap();
     let err = m.score(&bad, &ok).unwrap_err().to_string();
     assert!(err.contains("outside the vocabulary"), "{err}");
+    // A NaN anywhere in the weights gives a NaN loss (a diverged point), not a number.
+    for name in ["transformer.h.1.mlp.c_fc.weight", "transformer.wte.weight"] {
+        let p = m.params().iter().find(|p| p.name == name).unwrap();
+        let saved = p.var.as_tensor().copy().unwrap();
+        let mut v = saved.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        v[5] = f32::NAN;
+        p.var
+            .set(&Tensor::from_vec(v, saved.shape(), &Device::Cpu).unwrap())
+            .unwrap();
+        let ids = Tensor::from_vec(tokens(2, 9, c.vocab, 1), (2, 9), &Device::Cpu).unwrap();
+        let (nll, _, _) = m.score(&ids, &ids).unwrap();
+        assert!(nll.is_nan(), "{name}: {nll}");
+        p.var.set(&saved).unwrap();
+    }
 }
