@@ -87,21 +87,15 @@ impl Mat<'_> {
         }
     }
 
-    /// `dst[r, j] (+)= Σ_i x[r, i] · w[i, j]`, `rows` rows; `dst`'s rows `dst_rs` apart
+    /// `dst[r, j] = Σ_i x[r, i] · w[i, j]`, `rows` rows; `dst`'s rows `dst_rs` apart
     /// and `x`'s `x_rs` apart. No bias.
-    fn apply(
-        &self,
-        rows: usize,
-        x: &[f32],
-        x_rs: usize,
-        dst: &mut [f32],
-        dst_rs: usize,
-        acc: bool,
-    ) {
+    fn apply(&self, rows: usize, x: &[f32], x_rs: usize, dst: &mut [f32], dst_rs: usize) {
         assert!(rows == 0 || x.len() >= (rows - 1) * x_rs + self.k);
         assert!(rows == 0 || dst.len() >= (rows - 1) * dst_rs + self.n);
-        // SAFETY: the asserts above keep every row of x and dst in bounds; the weight
-        // view's strides come from a contiguous tensor of k · n elements (`Net::mat`).
+        let last = (self.k.max(1) - 1) as isize * self.rs + (self.n.max(1) - 1) as isize * self.cs;
+        assert!((last as usize) < self.w.len());
+        // SAFETY: the asserts above keep every row of x and dst, and the weight view's
+        // last element (its strides are positive), in bounds.
         unsafe {
             gemm::gemm(
                 rows,
@@ -110,7 +104,7 @@ impl Mat<'_> {
                 dst.as_mut_ptr(),
                 1,
                 dst_rs as isize,
-                acc,
+                false,
                 x.as_ptr(),
                 1,
                 x_rs as isize,
@@ -147,8 +141,8 @@ struct BlockW<'a> {
 impl BlockW<'_> {
     fn row_major(&self) -> BlockW<'_> {
         BlockW {
-            norm1: NormW { ..self.norm1 },
-            norm2: NormW { ..self.norm2 },
+            norm1: self.norm1,
+            norm2: self.norm2,
             qkv: self.qkv.iter().map(Mat::row_major).collect(),
             out: self.out.row_major(),
             mlp: self.mlp.iter().map(Mat::row_major).collect(),
@@ -399,7 +393,7 @@ impl<'a> Net<'a> {
                 self.norm(&blk.norm1, hb, &mut xn);
                 let mut col = 0;
                 for m in &blk.qkv {
-                    m.apply(rows, &xn, d, &mut qb[col..], width, false);
+                    m.apply(rows, &xn, d, &mut qb[col..], width);
                     col += m.n;
                 }
                 for row in qb.chunks_mut(width) {
@@ -477,7 +471,7 @@ impl<'a> Net<'a> {
                     cs: width as isize,
                     bias: None,
                 };
-                kt.apply(rows, &q[r0 * width..], width, &mut s, keys, false);
+                kt.apply(rows, &q[r0 * width..], width, &mut s, keys);
                 for (i, row) in s.chunks_mut(keys).take(rows).enumerate() {
                     vmath::softmax_scaled(&mut row[..=r0 + i], scale);
                     row[r0 + i + 1..].fill(0.0);
@@ -495,7 +489,7 @@ impl<'a> Net<'a> {
                 assert!(first + span <= len);
                 // SAFETY: in bounds (asserted); this task's elements only (see Out).
                 let dst = unsafe { out.slice(first, span) };
-                vm.apply(rows, &s, keys, dst, d, false);
+                vm.apply(rows, &s, keys, dst, d);
             }
         });
     }
@@ -510,14 +504,14 @@ impl<'a> Net<'a> {
             .for_each(|(hb, ab)| {
                 let rows = hb.len() / d;
                 let mut tmp = vec![0f32; rows * d];
-                blk.out.apply(rows, ab, d, &mut tmp, d, false);
+                blk.out.apply(rows, ab, d, &mut tmp, d);
                 add_rows(hb, &tmp, blk.out.bias, d);
                 let mut xn = vec![0f32; rows * d];
                 self.norm(&blk.norm2, hb, &mut xn);
                 let mut f = vec![0f32; rows * ff];
                 let down = match self.model.layout {
                     Layout::Gpt2 => {
-                        blk.mlp[0].apply(rows, &xn, d, &mut f, ff, false);
+                        blk.mlp[0].apply(rows, &xn, d, &mut f, ff);
                         let bias = blk.mlp[0].bias.expect("GPT-2's c_fc has a bias");
                         for row in f.chunks_mut(ff) {
                             vmath::gelu_bias(row, bias);
@@ -526,13 +520,13 @@ impl<'a> Net<'a> {
                     }
                     Layout::Llama => {
                         let mut u = vec![0f32; rows * ff];
-                        blk.mlp[0].apply(rows, &xn, d, &mut f, ff, false);
-                        blk.mlp[1].apply(rows, &xn, d, &mut u, ff, false);
+                        blk.mlp[0].apply(rows, &xn, d, &mut f, ff);
+                        blk.mlp[1].apply(rows, &xn, d, &mut u, ff);
                         vmath::silu_mul(&mut f, &u);
                         &blk.mlp[2]
                     }
                 };
-                down.apply(rows, &f, ff, &mut tmp, d, false);
+                down.apply(rows, &f, ff, &mut tmp, d);
                 add_rows(hb, &tmp, down.bias, d);
             });
     }
@@ -555,7 +549,7 @@ impl<'a> Net<'a> {
                 let mut xn = vec![0f32; rows * d];
                 self.norm(&self.final_norm, hb, &mut xn);
                 let mut logits = vec![0f32; rows * vocab];
-                head.apply(rows, &xn, d, &mut logits, vocab, false);
+                head.apply(rows, &xn, d, &mut logits, vocab);
                 let (mut nll, mut hits) = (0f64, 0f64);
                 for (row, &target) in logits.chunks(vocab).zip(tb) {
                     let best = vmath::max(row);
