@@ -87,15 +87,19 @@ fn run_writes_results_and_a_best_checkpoint_that_reproduces_its_score() {
 
 /// Runs `ridgeline run` on a spec with this text; it must fail. Returns its stderr.
 fn refused(text: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = dir.path().join("bad.toml");
+    refused_in(tempfile::tempdir().unwrap().path(), "bad.toml", text)
+}
+
+/// [`refused`] with the spec written as `dir/name` (beside files it names).
+fn refused_in(dir: &std::path::Path, name: &str, text: &str) -> String {
+    let spec = dir.join(name);
     std::fs::write(&spec, text).unwrap();
     let out = run(
         &[
             "run",
             spec.to_str().unwrap(),
             "--out",
-            dir.path().to_str().unwrap(),
+            dir.to_str().unwrap(),
         ],
         Duration::from_secs(60),
     );
@@ -140,23 +144,11 @@ fn a_checkpoint_too_large_to_submit_names_shared_checkpoint() {
     // Sparse: 300 MiB to read, nothing on disk.
     let f = std::fs::File::create(model.join("model.safetensors")).unwrap();
     f.set_len(300 << 20).unwrap();
-    let spec = dir.path().join("big.toml");
-    std::fs::write(
-        &spec,
+    let err = refused_in(
+        dir.path(),
+        "big.toml",
         "name = \"big\"\nkind = \"landscape\"\n[data]\npath = \"big.toml\"\n[landscape]\ncheckpoint = \"big\"\n",
-    )
-    .unwrap();
-    let out = run(
-        &[
-            "run",
-            spec.to_str().unwrap(),
-            "--out",
-            dir.path().to_str().unwrap(),
-        ],
-        Duration::from_secs(60),
     );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
     assert!(
         err.contains("big.toml: landscape.checkpoint: its files take 300 MiB, more than a submission carries (256 MiB)")
             && err.contains("landscape.shared_checkpoint = true"),
