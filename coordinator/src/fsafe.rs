@@ -323,18 +323,18 @@ mod tests {
         let outside = d.path().join("outside");
         std::fs::create_dir_all(&outside).unwrap();
         std::fs::write(outside.join("secret"), b"s").unwrap();
-        write_atomic(&root.join("a/b/f.txt"), b"hello").unwrap();
-        assert_eq!(read(&root.join("a/b/f.txt")).unwrap(), b"hello");
+        write_atomic(root.join("a/b/f.txt"), b"hello").unwrap();
+        assert_eq!(read(root.join("a/b/f.txt")).unwrap(), b"hello");
         // A folder link, a file link, a link at a name to be written.
         symlink(&outside, root.join("a/ln")).unwrap();
         symlink(outside.join("secret"), root.join("a/b/s")).unwrap();
-        assert!(read(&root.join("a/ln/secret")).is_err());
-        assert!(read(&root.join("a/b/s")).is_err());
+        assert!(read(root.join("a/ln/secret")).is_err());
+        assert!(read(root.join("a/b/s")).is_err());
         assert!(open_for_update(&root.join("a/b/s")).is_err());
-        assert!(write_atomic(&root.join("a/ln/x"), b"x").is_err());
+        assert!(write_atomic(root.join("a/ln/x"), b"x").is_err());
         assert!(create_dir_all(&root.join("a/ln/deeper")).is_err());
         assert!(list(&root.join("a/ln")).is_err());
-        write_atomic(&root.join("a/b/s"), b"replaced").unwrap();
+        write_atomic(root.join("a/b/s"), b"replaced").unwrap();
         assert_eq!(std::fs::read(outside.join("secret")).unwrap(), b"s");
         assert_eq!(kind(&root.join("a/ln")).unwrap(), Kind::Other);
         let mut names: Vec<_> = list(&root.join("a")).unwrap();
@@ -342,8 +342,8 @@ mod tests {
         assert_eq!(names[0].0, "b");
         assert_eq!(names[0].1, Kind::Dir);
         // Paths that leave the root, or lie outside every root.
-        assert!(read(&root.join("a/../../outside/secret")).is_err());
-        assert!(read(&outside.join("secret")).is_err());
+        assert!(read(root.join("a/../../outside/secret")).is_err());
+        assert!(read(outside.join("secret")).is_err());
         assert!(!outside.join("x").exists());
     }
 }
