@@ -245,10 +245,10 @@ impl World {
                 let w = wid(worker);
                 let units: Vec<UnitId> = units.iter().map(|u| uid(*u)).collect();
                 core::on_units_reported_running(c, &mut out, &w, &units, now);
-                if core::on_heartbeat(c, &w, now).is_ok() {
-                    // The core renewed the leases it knows this worker holds.
+                if core::on_heartbeat(c, &w, &units, now).is_ok() {
+                    // The core renewed the leases this worker holds and says it runs.
                     for (u, (holder, until)) in self.leases.iter_mut() {
-                        if *holder == w && c.unit_holder(*u) == Some(&w) {
+                        if *holder == w && c.unit_holder(*u) == Some(&w) && units.contains(u) {
                             *until = now + cfg().lease_ttl_ms;
                         }
                     }

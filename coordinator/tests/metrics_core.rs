@@ -221,7 +221,7 @@ fn every_family_after_a_scripted_run_and_a_restart() {
         world.finish(&a, outcome(on_a[1], UnitState::Failed, 0.0), 110);
         // b goes silent; a keeps heartbeating until b's lease has lapsed.
         world.apply(|c, out| {
-            core::on_heartbeat(c, &a, 1_050).unwrap();
+            core::on_heartbeat(c, &a, &[], 1_050).unwrap();
             core::on_tick(c, out, 1_200);
         });
         // a takes the retried trial and b's, both second attempts, then a third trial.
@@ -348,7 +348,7 @@ fn every_family_after_a_scripted_run_and_a_restart() {
         let w = w.unwrap();
         // Held back for a lease lifetime for its old worker to re-adopt, then free.
         world.apply(|c, out| {
-            core::on_heartbeat(c, &w, 5_900).unwrap();
+            core::on_heartbeat(c, &w, &[], 5_900).unwrap();
             core::on_tick(c, out, 6_100);
         });
         let rest = world.lease(&w, 4, 6_100);

@@ -502,8 +502,9 @@ struct Worker {
     slots: u32,
     last_seen: Millis,
     units: BTreeSet<UnitId>,
-    /// Units the worker must stop, sent with its next heartbeat or report reply.
-    to_cancel: Vec<UnitId>,
+    /// Units the worker must stop, sent with its next heartbeat or report reply (each
+    /// once, however often it was refused).
+    to_cancel: BTreeSet<UnitId>,
 }
 
 impl Unit {

@@ -694,7 +694,7 @@ pub fn on_cancel(
         s.counts.cancelled += 1;
         if let Some(w) = u.worker.as_ref().and_then(|w| core.workers.get_mut(w)) {
             w.units.remove(&uid);
-            w.to_cancel.push(uid);
+            w.to_cancel.insert(uid);
         }
         out.send(cancelled(uid, sid, u.trial, "sweep cancelled".into(), now));
     }

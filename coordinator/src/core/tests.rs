@@ -151,7 +151,7 @@ fn duplicate_and_late_results_are_stored_once() {
     let la = on_lease_requested(&mut core, &mut out, &a, 1, 0).unwrap();
     let unit = la[0].unit;
     // Worker a goes silent; its unit is re-leased to b.
-    on_heartbeat(&mut core, &b, 900).unwrap();
+    on_heartbeat(&mut core, &b, &[], 900).unwrap();
     on_tick(&mut core, &mut out, 1_500);
     assert_eq!(core.worker_count(), 1);
     let lb = on_lease_requested(&mut core, &mut out, &b, 1, 1_500).unwrap();
@@ -177,7 +177,10 @@ fn duplicate_and_late_results_are_stored_once() {
         on_unit_finished(&mut core, &mut out, &a, done(unit, 0.8), 1_600),
         Ok(Verdict::Accepted)
     );
-    assert_eq!(on_heartbeat(&mut core, &b, 1_700).unwrap(), vec![unit]);
+    assert_eq!(
+        on_heartbeat(&mut core, &b, &[unit], 1_700).unwrap(),
+        vec![unit]
+    );
     // b's result and a repeat of a's are ignored.
     assert_ne!(
         on_unit_finished(&mut core, &mut out, &b, done(unit, 0.1), 1_800),
@@ -200,7 +203,7 @@ fn vanished_worker_units_run_again_then_fail_after_max_attempts() {
     let w1 = worker(&mut core, &mut out, 1, 0);
     let unit = on_lease_requested(&mut core, &mut out, &w1, 1, 0).unwrap()[0].unit;
     // Heartbeats within the ttl keep the lease.
-    on_heartbeat(&mut core, &w1, 800).unwrap();
+    on_heartbeat(&mut core, &w1, &[unit], 800).unwrap();
     on_tick(&mut core, &mut out, 1_500);
     assert_eq!(core.unit_state(unit), Some(UnitState::Running));
     // Silence past the ttl: the unit is pending again.
@@ -211,7 +214,7 @@ fn vanished_worker_units_run_again_then_fail_after_max_attempts() {
         Some(Action::UnitRequeued { .. })
     ));
     assert!(matches!(
-        on_heartbeat(&mut core, &w1, 1_900),
+        on_heartbeat(&mut core, &w1, &[unit], 1_900),
         Err(CoreError::UnknownWorker(_))
     ));
     // Second worker takes it and dies too: max_attempts = 2 reached, unit failed.
@@ -287,7 +290,7 @@ fn cancellation_stops_running_units_and_leases_nothing_more() {
         on_cancel(&mut core, &mut out, &sid, 5),
         Ok(SweepState::Cancelled)
     );
-    let mut stop = on_heartbeat(&mut core, &w, 6).unwrap();
+    let mut stop = on_heartbeat(&mut core, &w, &[l[0].unit, l[1].unit], 6).unwrap();
     stop.sort();
     assert_eq!(stop, vec![l[0].unit, l[1].unit]);
     assert!(
@@ -420,7 +423,7 @@ fn a_worker_readopts_its_running_units_after_a_restart() {
     );
     let w3 = worker(&mut core, &mut out, 1, 31);
     on_units_reported_running(&mut core, &mut out, &w3, &[a], 32);
-    assert_eq!(on_heartbeat(&mut core, &w3, 33).unwrap(), vec![a]);
+    assert_eq!(on_heartbeat(&mut core, &w3, &[a], 33).unwrap(), vec![a]);
 }
 
 #[test]
@@ -497,7 +500,7 @@ fn a_worker_that_reconnects_keeps_its_id_and_its_units() {
     );
     on_units_reported_running(&mut core, &mut out, &w, &[unit], 6);
     assert!(
-        on_heartbeat(&mut core, &w, 6).unwrap().is_empty(),
+        on_heartbeat(&mut core, &w, &[unit], 6).unwrap().is_empty(),
         "nothing to stop"
     );
     assert_eq!(core.unit_state(unit), Some(UnitState::Running));
@@ -556,7 +559,7 @@ fn after_a_restart_leased_units_wait_a_lease_for_their_worker() {
         .collect();
     assert_eq!(got, vec![1, 2]);
     // Nobody took it back within a lease: it is queued for anyone.
-    on_heartbeat(&mut core, &other, 1_000).unwrap();
+    on_heartbeat(&mut core, &other, &[], 1_000).unwrap();
     on_tick(&mut core, &mut out, 1_101);
     let got = on_lease_requested(&mut core, &mut out, &other, 3, 1_102).unwrap();
     assert_eq!((got.len(), got[0].trial, got[0].attempt), (1, 0, 2));
@@ -583,8 +586,8 @@ fn restarts_in_quick_succession_never_lease_a_unit_before_its_lease_lapsed() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = crate::store::Store::open(&dir.path().join("r.db")).unwrap();
     let (mut core, mut out, sid, w) = started(spec(1, 0), 1);
-    on_lease_requested(&mut core, &mut out, &w, 1, 0).unwrap();
-    on_heartbeat(&mut core, &w, 500).unwrap();
+    let unit = on_lease_requested(&mut core, &mut out, &w, 1, 0).unwrap()[0].unit;
+    on_heartbeat(&mut core, &w, &[unit], 500).unwrap();
     store.apply(&out).unwrap();
     // The holder's lease runs to 500 + ttl by the first coordinator's clock.
     let lapse = 500 + cfg().lease_ttl_ms;
@@ -612,7 +615,7 @@ fn restarts_in_quick_succession_never_lease_a_unit_before_its_lease_lapsed() {
     let mut core = restore(&mut store, now);
     let mut out = Vec::new();
     let other = worker(&mut core, &mut out, 1, now);
-    on_heartbeat(&mut core, &other, now + cfg().lease_ttl_ms).unwrap();
+    on_heartbeat(&mut core, &other, &[], now + cfg().lease_ttl_ms).unwrap();
     on_tick(&mut core, &mut out, now + cfg().lease_ttl_ms + 1);
     let got =
         on_lease_requested(&mut core, &mut out, &other, 1, now + cfg().lease_ttl_ms + 1).unwrap();
@@ -641,4 +644,112 @@ fn a_unit_adopted_after_its_worker_left_can_be_handed_back_again() {
     on_worker_deregistered(&mut core, &mut out, &w, 5);
     assert_eq!(core.unit_state(unit), Some(UnitState::Pending));
     assert_eq!(core.sweep(&sid).unwrap().counts.pending, 1);
+}
+
+#[test]
+fn a_lease_its_worker_no_longer_reports_lapses_though_the_worker_lives() {
+    let (mut core, mut out, _, w) = started(spec(1, 0), 1);
+    let unit = on_lease_requested(&mut core, &mut out, &w, 1, 0).unwrap()[0].unit;
+    // Listed, the lease is renewed past its first deadline...
+    on_heartbeat(&mut core, &w, &[unit], 900).unwrap();
+    on_tick(&mut core, &mut out, 1_500);
+    assert_eq!(core.unit_state(unit), Some(UnitState::Running));
+    // ... left out (the worker stopped it), it is not, however often the worker beats.
+    for t in [1_600, 1_800, 1_900] {
+        on_heartbeat(&mut core, &w, &[], t).unwrap();
+    }
+    on_tick(&mut core, &mut out, 1_901);
+    assert_eq!(core.worker_count(), 1, "the worker itself lives on");
+    assert_eq!(core.unit_state(unit), Some(UnitState::Pending));
+    let again = on_lease_requested(&mut core, &mut out, &w, 1, 1_902).unwrap();
+    assert_eq!((again[0].unit, again[0].attempt), (unit, 2));
+}
+
+#[test]
+fn a_report_after_a_restart_takes_its_ended_units_whatever_the_slots() {
+    // Found by the read-only data folder test: after a failed commit a worker with two
+    // slots reported the progress and outcomes of two units it had finished, and the
+    // progress of the two it had started since. Adopting all four by the slots told it
+    // to stop the running two, which its heartbeats then renewed forever. The report
+    // comes before the worker's next heartbeat, or after it.
+    for heartbeat_first in [false, true] {
+        report_after_restart(heartbeat_first);
+    }
+}
+
+fn report_after_restart(heartbeat_first: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = crate::store::Store::open(&dir.path().join("r.db")).unwrap();
+    let restart = |store: &mut crate::store::Store, now: Millis| {
+        let mut out = Vec::new();
+        let mut core = Core::new(cfg(), store.max_unit_id().unwrap() + 1, 10);
+        for s in store.restore().unwrap() {
+            on_sweep_restored(&mut core, &mut out, s, now);
+        }
+        store.apply(&out).unwrap();
+        core
+    };
+    let info = WorkerInfo {
+        name: "node".into(),
+        hostname: "node".into(),
+        slots: 2,
+        devices: vec![],
+    };
+    let units = |l: Vec<Lease>| -> Vec<UnitId> { l.iter().map(|l| l.unit).collect() };
+    let (mut core, mut out, sid, w) = started(spec(4, 0), 2);
+    let first = units(on_lease_requested(&mut core, &mut out, &w, 2, 0).unwrap());
+    store.apply(&out).unwrap();
+    // Restart; both units end on the worker, unacknowledged; it starts two more.
+    let mut core = restart(&mut store, 10);
+    let mut out = Vec::new();
+    on_worker_registered(&mut core, &mut out, info.clone(), Some(w.clone()), 11);
+    let second = units(on_lease_requested(&mut core, &mut out, &w, 2, 12).unwrap());
+    assert_eq!(second.len(), 2);
+    store.apply(&out).unwrap();
+    // Restart again; the report holds all four.
+    let mut core = restart(&mut store, 20);
+    let mut out = Vec::new();
+    on_worker_registered(&mut core, &mut out, info, Some(w.clone()), 21);
+    if heartbeat_first {
+        on_units_reported_running(&mut core, &mut out, &w, &second, 21);
+        assert!(on_heartbeat(&mut core, &w, &second, 21).unwrap().is_empty());
+    }
+    // The order of the event loop's report: ended units with their last progress and
+    // outcome, then the running ones.
+    let step = |u: UnitId| (u, 3, vec![("val_accuracy".to_string(), 0.5)]);
+    on_units_reported_ended(&mut core, &mut out, &w, &first, 22);
+    for &u in &first {
+        let (u, s, m) = step(u);
+        on_progress(&mut core, &mut out, &w, u, s, m, 22);
+        assert_eq!(
+            on_unit_finished(&mut core, &mut out, &w, done(u, 0.5), 22),
+            Ok(Verdict::Accepted)
+        );
+    }
+    on_units_reported_running(&mut core, &mut out, &w, &second, 22);
+    for &u in &second {
+        let (u, s, m) = step(u);
+        on_progress(&mut core, &mut out, &w, u, s, m, 22);
+    }
+    let progressed: Vec<UnitId> = out
+        .iter()
+        .filter_map(|a| match a {
+            Action::Progress { unit, .. } => Some(*unit),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(progressed, [first.clone(), second.clone()].concat());
+    assert_eq!(
+        finished_units(&out),
+        first
+            .iter()
+            .map(|&u| (u, UnitState::Completed))
+            .collect::<Vec<_>>()
+    );
+    for &u in &second {
+        assert_eq!(core.unit_state(u), Some(UnitState::Running));
+        assert_eq!(core.unit_holder(u), Some(&w));
+    }
+    assert!(take_cancellations(&mut core, &w).is_empty());
+    assert_eq!(core.sweep(&sid).unwrap().counts.running, 2);
 }

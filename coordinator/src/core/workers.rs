@@ -64,7 +64,7 @@ pub fn on_worker_registered(
             slots: info.slots.max(1),
             last_seen: now,
             units: BTreeSet::new(),
-            to_cancel: Vec::new(),
+            to_cancel: BTreeSet::new(),
         },
     );
     out.send(Action::WorkerRegistered {
@@ -224,10 +224,17 @@ fn lease(
     }
 }
 
-/// A worker is alive. Renews the leases of its units and returns the units it must stop.
+/// A worker is alive and runs `running`. Renews the leases it holds on those units, and
+/// only those, and returns the units it must stop.
+///
+/// A lease the worker does not speak of is left to lapse: it may still be on its way to
+/// the worker (its deadline, set when it was granted, covers that), or the worker has
+/// stopped or forgotten the unit, which must then run elsewhere rather than be renewed
+/// forever by a worker that is alive but idle.
 pub fn on_heartbeat(
     core: &mut Core,
     worker: &WorkerId,
+    running: &[UnitId],
     now: Millis,
 ) -> Result<Vec<UnitId>, CoreError> {
     let w = core
@@ -235,19 +242,19 @@ pub fn on_heartbeat(
         .get_mut(worker)
         .ok_or_else(|| CoreError::UnknownWorker(worker.clone()))?;
     w.last_seen = now;
-    for uid in &w.units {
+    for uid in running.iter().filter(|u| w.units.contains(u)) {
         if let Some(u) = core.units.get_mut(uid) {
             u.deadline = now + core.cfg.lease_ttl_ms;
         }
     }
-    Ok(std::mem::take(&mut w.to_cancel))
+    Ok(std::mem::take(&mut w.to_cancel).into_iter().collect())
 }
 
 /// A worker says which units it is running (in its heartbeat). After a coordinator
 /// restart those units were queued again: the worker re-adopts the ones still pending
 /// that it held before (no work is repeated, no attempt spent), and is told to stop the
 /// rest: units that finished meanwhile, that another worker now holds, or that it never
-/// held.
+/// held, and any beyond its slots.
 pub fn on_units_reported_running(
     core: &mut Core,
     out: &mut impl Outbox,
@@ -260,40 +267,87 @@ pub fn on_units_reported_running(
     };
     let mut free = w.slots.saturating_sub(w.units.len() as u32);
     for &uid in running {
-        let adoptable = match core.units.get(&uid) {
-            Some(u) if u.worker.as_ref() == Some(worker) => continue,
-            Some(u) => {
-                u.state == UnitState::Pending
-                    && u.holders.contains(worker)
-                    && core.sweeps[&u.sweep].state == SweepState::Running
+        let adopted = match adoptable(core, worker, uid) {
+            Adoption::Held => continue,
+            Adoption::Yes if free > 0 => {
+                free -= 1;
+                adopt(core, out, worker, uid, now);
+                true
             }
-            None => false,
+            Adoption::Yes | Adoption::No => false,
         };
-        if adoptable && free > 0 {
-            free -= 1;
-            let u = hold(core, uid, worker, now);
-            // Adoption continues the worker's attempt.
-            let attempt = u.attempts;
-            if !u.leases.contains(&(worker.clone(), attempt)) {
-                u.leases.push((worker.clone(), attempt));
-            }
-            let sweep = u.sweep.clone();
-            core.sweeps
-                .get_mut(&sweep)
-                .expect("unit's sweep exists")
-                .unqueue(uid);
-            out.send(Action::UnitAdopted {
-                unit: uid,
-                worker: worker.clone(),
-            });
-        } else {
+        if !adopted {
             core.workers
                 .get_mut(worker)
                 .expect("checked above")
                 .to_cancel
-                .push(uid);
+                .insert(uid);
         }
     }
+}
+
+/// A worker reports units that ended, whose outcomes come in the same report (after
+/// their last progress). Those it held before a restart are adopted back, whatever its
+/// free slots (the outcome releases them at once), so that their last progress is
+/// taken: a worker whose report also carries the units it started since holds more
+/// units, for a moment, than it has slots.
+pub fn on_units_reported_ended(
+    core: &mut Core,
+    out: &mut impl Outbox,
+    worker: &WorkerId,
+    ended: &[UnitId],
+    now: Millis,
+) {
+    if !core.workers.contains_key(worker) {
+        return;
+    }
+    for &uid in ended {
+        if adoptable(core, worker, uid) == Adoption::Yes {
+            adopt(core, out, worker, uid, now);
+        }
+    }
+}
+
+#[derive(PartialEq)]
+enum Adoption {
+    /// The worker holds it already.
+    Held,
+    /// Pending in a running sweep, and the worker held it before.
+    Yes,
+    No,
+}
+
+fn adoptable(core: &Core, worker: &WorkerId, uid: UnitId) -> Adoption {
+    match core.units.get(&uid) {
+        Some(u) if u.worker.as_ref() == Some(worker) => Adoption::Held,
+        Some(u)
+            if u.state == UnitState::Pending
+                && u.holders.contains(worker)
+                && core.sweeps[&u.sweep].state == SweepState::Running =>
+        {
+            Adoption::Yes
+        }
+        _ => Adoption::No,
+    }
+}
+
+/// Gives a pending unit back to the worker that held it: adoption continues the
+/// worker's attempt.
+fn adopt(core: &mut Core, out: &mut impl Outbox, worker: &WorkerId, uid: UnitId, now: Millis) {
+    let u = hold(core, uid, worker, now);
+    let attempt = u.attempts;
+    if !u.leases.contains(&(worker.clone(), attempt)) {
+        u.leases.push((worker.clone(), attempt));
+    }
+    let sweep = u.sweep.clone();
+    core.sweeps
+        .get_mut(&sweep)
+        .expect("unit's sweep exists")
+        .unqueue(uid);
+    out.send(Action::UnitAdopted {
+        unit: uid,
+        worker: worker.clone(),
+    });
 }
 
 /// The sweep and trial of a live unit, if `worker` holds or held a lease on it.
@@ -322,7 +376,7 @@ pub fn attempt_held_by(
 pub fn take_cancellations(core: &mut Core, worker: &WorkerId) -> Vec<UnitId> {
     core.workers
         .get_mut(worker)
-        .map(|w| std::mem::take(&mut w.to_cancel))
+        .map(|w| std::mem::take(&mut w.to_cancel).into_iter().collect())
         .unwrap_or_default()
 }
 
@@ -393,7 +447,7 @@ fn prune(
 ) {
     let worker = core.units[&uid].worker.clone();
     if let Some(w) = worker.as_ref().and_then(|w| core.workers.get_mut(w)) {
-        w.to_cancel.push(uid);
+        w.to_cancel.insert(uid);
     }
     release(core, uid);
     let sid = core.units[&uid].sweep.clone();
@@ -471,7 +525,7 @@ pub fn on_unit_finished(
     let sid = u.sweep.clone();
     if let Some(h) = holder.as_ref().filter(|h| *h != worker) {
         if let Some(w) = core.workers.get_mut(h) {
-            w.to_cancel.push(uid);
+            w.to_cancel.insert(uid);
         }
     }
     let s = &core.sweeps[&sid];
@@ -646,7 +700,7 @@ fn requeue(
         return;
     }
     if let Some(w) = u.worker.as_ref().and_then(|w| core.workers.get_mut(w)) {
-        w.to_cancel.push(uid);
+        w.to_cancel.insert(uid);
     }
     if !cause.spends_attempt() {
         // The worker handed the unit back: that lease was not the unit's attempt. Its

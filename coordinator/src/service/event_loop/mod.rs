@@ -371,25 +371,35 @@ impl EventLoop {
                         continue;
                     }
                     let worker = worker.id;
-                    // A report proves the worker alive, like a heartbeat. A worker the
-                    // core does not know gets NOT_FOUND and nothing of its report is
-                    // taken: it registers again (asking for its old id) and resends.
-                    // (The heartbeat hands over pending cancellations: keep them.)
-                    let Ok(mut cancel) = core::on_heartbeat(c, &worker, now) else {
+                    // Units that ended in this report are taken first, each with its last
+                    // progress, so that their slots are free before the units still
+                    // running are adopted back: after a restart one report holds both.
+                    let ended: HashSet<UnitId> = outcomes.iter().map(|(o, _)| o.unit).collect();
+                    let (last, progress): (Vec<_>, Vec<_>) =
+                        progress.into_iter().partition(|p| ended.contains(&p.0));
+                    let running = distinct_units(&progress);
+                    // A report proves the worker alive, like a heartbeat, and renews the
+                    // units it reports progress of. A worker the core does not know gets
+                    // NOT_FOUND and nothing of its report is taken: it registers again
+                    // (asking for its old id) and resends. (The heartbeat hands over
+                    // pending cancellations: keep them.)
+                    let Ok(mut cancel) = core::on_heartbeat(c, &worker, &running, now) else {
                         let e = CoreError::UnknownWorker(worker);
                         defer(&mut replies, reply, Err(core_status(e)));
                         continue;
                     };
-                    // Progress proves the worker runs those units: after a restart the
-                    // report may come before the heartbeat that re-adopts them.
-                    let mut reported: Vec<UnitId> = progress.iter().map(|p| p.0).collect();
-                    reported.dedup();
-                    core::on_units_reported_running(c, &mut out, &worker, &reported, now);
-                    for (unit, step, metrics) in progress {
-                        core::on_progress(c, &mut out, &worker, unit, step, metrics, now);
-                    }
                     self.write_logs(&worker, logs);
                     let c = &mut self.core;
+                    core::on_units_reported_ended(
+                        c,
+                        &mut out,
+                        &worker,
+                        &distinct_units(&last),
+                        now,
+                    );
+                    for (unit, step, metrics) in last {
+                        core::on_progress(c, &mut out, &worker, unit, step, metrics, now);
+                    }
                     for (mut o, arts) in outcomes {
                         let unit = o.unit;
                         // A scan tile's result must carry exactly its points.
@@ -413,7 +423,15 @@ impl EventLoop {
                             Err(e) => warn!("{e}"),
                         }
                     }
+                    // Progress proves the worker runs those units: after a restart the
+                    // report may come before the heartbeat that re-adopts them.
+                    core::on_units_reported_running(c, &mut out, &worker, &running, now);
+                    for (unit, step, metrics) in progress {
+                        core::on_progress(c, &mut out, &worker, unit, step, metrics, now);
+                    }
                     cancel.extend(core::take_cancellations(c, &worker));
+                    cancel.sort_unstable();
+                    cancel.dedup();
                     defer(&mut replies, reply, Ok(cancel));
                 }
                 Event::Heartbeat(w, running, tx) => {
@@ -422,7 +440,7 @@ impl EventLoop {
                         continue;
                     }
                     core::on_units_reported_running(c, &mut out, &w.id, &running, now);
-                    let r = core::on_heartbeat(c, &w.id, now).map_err(core_status);
+                    let r = core::on_heartbeat(c, &w.id, &running, now).map_err(core_status);
                     defer(&mut replies, tx, r);
                 }
                 Event::Deregister(w, tx) => {
@@ -575,6 +593,14 @@ impl EventLoop {
             }
         }
     }
+}
+
+/// The units of a report's progress, each once.
+fn distinct_units(progress: &[ProgressItem]) -> Vec<UnitId> {
+    let mut units: Vec<UnitId> = progress.iter().map(|p| p.0).collect();
+    units.sort_unstable();
+    units.dedup();
+    units
 }
 
 /// Answers an event that cannot be served at all.
