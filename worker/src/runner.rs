@@ -419,19 +419,19 @@ impl Worker {
         let mut flush = tokio::time::interval(Duration::from_millis(200));
         let mut next_lease = tokio::time::Instant::now();
         loop {
-            let free = self.cfg.slots as usize - self.running.len().min(self.cfg.slots as usize);
+            let free = self.free_slots();
             let lease_due = tokio::time::sleep_until(next_lease);
             let idle_end = self.idle_deadline();
             tokio::select! {
                 _ = tokio::time::sleep_until(idle_end.unwrap_or_else(far_future)), if idle_end.is_some() => {
                     info!(worker = %id, "nothing to run for {:?}: leaving", self.cfg.idle_timeout.unwrap_or_default());
-                    let _ = self.report(client, &id).await;
+                    let _ = self.report(client, &id, false).await;
                     let _ = client.deregister(proto::DeregisterRequest { worker_id: id.clone(), worker_secret: self.secret.clone() }).await;
                     return Ok(SessionEnd::Shutdown);
                 }
                 _ = &mut *shutdown => {
                     self.stop_all();
-                    let _ = self.report(client, &id).await;
+                    let _ = self.report(client, &id, false).await;
                     let _ = client.deregister(proto::DeregisterRequest { worker_id: id.clone(), worker_secret: self.secret.clone() }).await;
                     info!(worker = %id, "deregistered");
                     return Ok(SessionEnd::Shutdown);
@@ -472,14 +472,17 @@ impl Worker {
                 }
                 ev = rx.recv() => {
                     if self.take(ev.expect("the worker holds a sender")) {
-                        next_lease = tokio::time::Instant::now();
-                        if let Err(s) = self.report(client, &id).await {
-                            return Ok(SessionEnd::Reconnect(s.message().to_owned()));
-                        }
+                        // The report of a unit that ended asks for its successor; when
+                        // nothing came, the queue is empty: poll, as after a lease.
+                        let got = match self.report(client, &id, true).await {
+                            Ok(got) => got,
+                            Err(s) => return Ok(SessionEnd::Reconnect(s.message().to_owned())),
+                        };
+                        next_lease = tokio::time::Instant::now() + if got == Some(0) { self.cfg.poll_interval } else { Duration::ZERO };
                     }
                 }
                 _ = flush.tick() => {
-                    if let Err(s) = self.report(client, &id).await {
+                    if let Err(s) = self.report(client, &id, false).await {
                         return Ok(SessionEnd::Reconnect(s.message().to_owned()));
                     }
                 }
@@ -488,24 +491,43 @@ impl Worker {
     }
 
     /// Sends buffered progress and outcomes; they are dropped only once acknowledged.
-    async fn report(&mut self, client: &mut Client, id: &str) -> Result<(), Status> {
+    /// With `lease`, the free slots are asked for in the same call and what comes is
+    /// started: the number of units that came, when any were asked for.
+    async fn report(
+        &mut self,
+        client: &mut Client,
+        id: &str,
+        lease: bool,
+    ) -> Result<Option<usize>, Status> {
         if self.progress.is_empty() && self.outcomes.is_empty() && self.logs.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
+        let max_units = if lease { self.free_slots() as u32 } else { 0 };
         let req = proto::ReportRequest {
             worker_id: id.to_owned(),
             worker_secret: self.secret.clone(),
             progress: self.progress.clone(),
             outcomes: self.outcomes.iter().cloned().collect(),
             logs: self.logs.clone(),
+            max_units,
         };
         match client.report(req).await {
             Ok(r) => {
                 self.progress.clear();
                 self.outcomes.clear();
                 self.logs.clear();
-                self.cancel(&r.into_inner().cancel_units);
-                Ok(())
+                let r = r.into_inner();
+                self.cancel(&r.cancel_units);
+                let got = r.units.len();
+                for u in r.units {
+                    debug!(
+                        unit = u.unit_id,
+                        attempt = u.attempt,
+                        "leased with a report"
+                    );
+                    self.spawn(u, client, id);
+                }
+                Ok((max_units > 0).then_some(got))
             }
             // Nothing of an unacknowledged report was taken (the coordinator restarted,
             // or could not store it): register again (same id) and send it all again.
@@ -567,6 +589,10 @@ impl Worker {
             }
         }
         false
+    }
+
+    fn free_slots(&self) -> usize {
+        (self.cfg.slots as usize).saturating_sub(self.running.len())
     }
 
     /// When an idle worker leaves: `None` while units run or without `idle_timeout`.

@@ -97,18 +97,20 @@ impl worker_service_server::WorkerService for WorkerApi {
             let arts = std::mem::take(&mut o.artifacts);
             outcomes.push((outcome_from_proto(&o)?, arts));
         }
-        let cancel = self
+        let (cancel, leases) = self
             .h
             .call(|reply| Event::Report {
                 worker,
                 progress,
                 outcomes,
                 logs: r.logs,
+                max_units: r.max_units,
                 reply,
             })
             .await?;
         Ok(Response::new(proto::ReportResponse {
             cancel_units: cancel.iter().map(|u| u.0).collect(),
+            units: leases.iter().map(lease_to_proto).collect(),
         }))
     }
 

@@ -42,7 +42,10 @@ pub(super) enum Event {
         progress: Vec<ProgressItem>,
         outcomes: Vec<(Outcome, Vec<proto::Artifact>)>,
         logs: Vec<proto::LogChunk>,
-        reply: Reply<Vec<UnitId>>,
+        /// Units to lease once the report is taken (the slots its outcomes freed).
+        max_units: u32,
+        /// The units to stop, and the leases granted.
+        reply: Reply<(Vec<UnitId>, Vec<Lease>)>,
     },
     /// A heartbeat with the units the worker is running.
     Heartbeat(Caller, Vec<UnitId>, Reply<Vec<UnitId>>),
@@ -364,6 +367,7 @@ impl EventLoop {
                     progress,
                     outcomes,
                     logs,
+                    max_units,
                     reply,
                 } => {
                     if let Err(e) = secrets::check(c, &worker) {
@@ -432,7 +436,15 @@ impl EventLoop {
                     cancel.extend(core::take_cancellations(c, &worker));
                     cancel.sort_unstable();
                     cancel.dedup();
-                    defer(&mut replies, reply, Ok(cancel));
+                    // Leased after the outcomes, in the same commit: a unit's end and
+                    // its successor's start cost the worker one round trip.
+                    let leases = if max_units > 0 {
+                        core::on_lease_requested(c, &mut out, &worker, max_units, now)
+                            .unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    };
+                    defer(&mut replies, reply, Ok((cancel, leases)));
                 }
                 Event::Heartbeat(w, running, tx) => {
                     if let Err(e) = secrets::check(c, &w) {
