@@ -379,6 +379,8 @@ fn main() -> std::process::ExitCode {
     // (worker/src/landscape/hessian.rs). Training only pays for a few more graph nodes.
     // SAFETY: no other thread runs yet.
     unsafe { std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1") };
+    // SAFETY: as above.
+    unsafe { ridgeline_worker::host::fix_thread_count() };
     ridgeline_common::telemetry::raise_open_files_limit();
     let verbose = std::env::args().any(|a| a == "-v" || a == "--verbose");
     match run() {

@@ -373,6 +373,45 @@ fn coordinator_kill_9_in_a_tpe_asha_sweep_duplicates_nothing() {
 }
 
 #[test]
+fn a_trial_gets_the_environment_the_worker_was_given() {
+    // The worker sets RAYON_NUM_THREADS for itself (candle's thread count, decided
+    // once); a trial's program sees it only when the person running the worker set it.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("env.toml");
+    std::fs::write(
+        &spec,
+        r#"name = "env"
+[trial]
+command = 't=${RAYON_NUM_THREADS:--1}; echo "ridgeline: {\"threads\": $t}"'
+[search]
+algorithm = "random"
+num_samples = 1
+metric = "threads"
+mode = "max"
+[search.space]
+x = { type = "uniform", low = 0.0, high = 1.0 }
+"#,
+    )
+    .unwrap();
+    let inherited: f64 = std::env::var("RAYON_NUM_THREADS").map_or(-1.0, |v| v.parse().unwrap());
+    for (env, want) in [(None, inherited), (Some("3"), 3.0)] {
+        let out = dir.path().join(format!("out-{want}"));
+        let mut args = vec![
+            "run",
+            spec.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(["--workers", "1"]);
+        let vars: Vec<(&str, &str)> = env.map(|v| ("RAYON_NUM_THREADS", v)).into_iter().collect();
+        let o = run_with(&args, Duration::from_secs(120), &vars);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let r = results_of_run(&out);
+        assert_eq!(trials(&r)[0]["metrics"]["threads"], want, "{r}");
+    }
+}
+
+#[test]
 fn shell_one_liner_objective_is_minimised() {
     let dir = tempfile::tempdir().unwrap();
     let spec = root().join("examples/command/shell-objective.toml");

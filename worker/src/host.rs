@@ -23,3 +23,27 @@ pub fn threads_per_slot() -> usize {
     let slots = SLOTS.load(std::sync::atomic::Ordering::Relaxed).max(1) as usize;
     (cores / slots).max(1)
 }
+
+static SET_RAYON_THREADS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Decides candle's thread count once, as candle does, and writes it where candle reads
+/// it: `RAYON_NUM_THREADS`. Without that variable candle works the count out again at
+/// every matrix product, reading and parsing `/proc/cpuinfo` (7 % of a CNN's training
+/// time, perf; a `cpuid` per processor in a VM). A count the user set is left alone.
+///
+/// # Safety
+/// Sets an environment variable: call it before the process starts any other thread.
+pub unsafe fn fix_thread_count() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = candle_core::utils::get_num_threads();
+        // SAFETY: the caller guarantees no other thread runs.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+        SET_RAYON_THREADS.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Whether the variable is one this process set for itself (see [`fix_thread_count`]):
+/// the programs of command trials get the environment the worker was given, not it.
+pub fn set_by_this_process(name: &[u8]) -> bool {
+    name == b"RAYON_NUM_THREADS" && SET_RAYON_THREADS.load(std::sync::atomic::Ordering::Relaxed)
+}

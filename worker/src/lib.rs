@@ -7,7 +7,7 @@ mod error;
 pub mod executors;
 pub mod fused;
 pub mod geometry;
-mod host;
+pub mod host;
 pub mod landscape;
 pub mod memory;
 pub mod models;

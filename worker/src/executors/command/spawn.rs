@@ -65,6 +65,7 @@ impl Prepared {
             .map(|a| cstring(a.as_bytes()))
             .collect::<Result<_, _>>()?;
         let mut vars: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = std::env::vars_os()
+            .filter(|(k, _)| !crate::host::set_by_this_process(k.as_bytes()))
             .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec()))
             .collect();
         for (k, v) in env {

@@ -59,6 +59,9 @@ impl Process {
                 crate::host::threads_per_slot().to_string(),
             );
         }
+        if crate::host::set_by_this_process(b"RAYON_NUM_THREADS") {
+            cmd.env_remove("RAYON_NUM_THREADS");
+        }
         if let Some(w) = &e.workdir {
             if !w.is_dir() {
                 return Err(format!(
