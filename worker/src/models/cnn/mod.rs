@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{Init, Model, ModelConfig, Param, Source, linear};
 
 mod batch_norm;
+mod conv;
 
 use batch_norm::BatchNorm;
 
@@ -54,7 +55,11 @@ struct Conv {
 
 impl Conv {
     fn forward(&self, x: &Tensor, train: bool) -> Result<Tensor> {
-        let mut y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        let mut y = if train && x.dtype() == DType::F32 && matches!(x.device(), Device::Cpu) {
+            conv::conv2d(x, &self.weight, self.padding, self.stride)?
+        } else {
+            x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?
+        };
         if let Some(b) = &self.bias {
             y = y.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?;
         }
