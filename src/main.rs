@@ -381,6 +381,7 @@ fn main() -> std::process::ExitCode {
     unsafe { std::env::set_var("CANDLE_GRAD_DO_NOT_DETACH", "1") };
     // SAFETY: as above.
     unsafe { ridgeline_worker::host::fix_thread_count() };
+    ridgeline_worker::memory::keep_freed_buffers();
     ridgeline_common::telemetry::raise_open_files_limit();
     let verbose = std::env::args().any(|a| a == "-v" || a == "--verbose");
     match run() {
