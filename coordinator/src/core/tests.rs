@@ -64,6 +64,17 @@ fn done(unit: UnitId, acc: f64) -> Outcome {
     }
 }
 
+/// A core rebuilt from the store at `now`, as after a coordinator restart.
+fn restore(store: &mut crate::store::Store, now: Millis) -> Core {
+    let mut out = Vec::new();
+    let mut core = Core::new(cfg(), store.max_unit_id().unwrap() + 1, 10);
+    for s in store.restore().unwrap() {
+        on_sweep_restored(&mut core, &mut out, s, now);
+    }
+    store.apply(&out).unwrap();
+    core
+}
+
 fn finished_units(out: &[Action]) -> Vec<(UnitId, UnitState)> {
     out.iter()
         .filter_map(|a| match a {
@@ -591,15 +602,6 @@ fn restarts_in_quick_succession_never_lease_a_unit_before_its_lease_lapsed() {
     store.apply(&out).unwrap();
     // The holder's lease runs to 500 + ttl by the first coordinator's clock.
     let lapse = 500 + cfg().lease_ttl_ms;
-    let restore = |store: &mut crate::store::Store, now: Millis| {
-        let mut out = Vec::new();
-        let mut core = Core::new(cfg(), store.max_unit_id().unwrap() + 1, 10);
-        for s in store.restore().unwrap() {
-            on_sweep_restored(&mut core, &mut out, s, now);
-        }
-        store.apply(&out).unwrap();
-        core
-    };
     let mut now = 600;
     for _ in 0..3 {
         let mut core = restore(&mut store, now);
@@ -680,15 +682,6 @@ fn a_report_after_a_restart_takes_its_ended_units_whatever_the_slots() {
 fn report_after_restart(heartbeat_first: bool) {
     let dir = tempfile::tempdir().unwrap();
     let mut store = crate::store::Store::open(&dir.path().join("r.db")).unwrap();
-    let restart = |store: &mut crate::store::Store, now: Millis| {
-        let mut out = Vec::new();
-        let mut core = Core::new(cfg(), store.max_unit_id().unwrap() + 1, 10);
-        for s in store.restore().unwrap() {
-            on_sweep_restored(&mut core, &mut out, s, now);
-        }
-        store.apply(&out).unwrap();
-        core
-    };
     let info = WorkerInfo {
         name: "node".into(),
         hostname: "node".into(),
@@ -700,14 +693,14 @@ fn report_after_restart(heartbeat_first: bool) {
     let first = units(on_lease_requested(&mut core, &mut out, &w, 2, 0).unwrap());
     store.apply(&out).unwrap();
     // Restart; both units end on the worker, unacknowledged; it starts two more.
-    let mut core = restart(&mut store, 10);
+    let mut core = restore(&mut store, 10);
     let mut out = Vec::new();
     on_worker_registered(&mut core, &mut out, info.clone(), Some(w.clone()), 11);
     let second = units(on_lease_requested(&mut core, &mut out, &w, 2, 12).unwrap());
     assert_eq!(second.len(), 2);
     store.apply(&out).unwrap();
     // Restart again; the report holds all four.
-    let mut core = restart(&mut store, 20);
+    let mut core = restore(&mut store, 20);
     let mut out = Vec::new();
     on_worker_registered(&mut core, &mut out, info, Some(w.clone()), 21);
     if heartbeat_first {

@@ -15,6 +15,7 @@ use ridgeline_common::rng::Rng;
 use serde::{Deserialize, Serialize};
 
 pub mod cnn;
+mod gemm;
 pub mod gguf;
 pub mod hf;
 pub mod mlp;

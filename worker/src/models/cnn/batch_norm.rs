@@ -309,6 +309,7 @@ impl CustomOp2 for BnGradX {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::cnn::flat;
     use candle_core::Var;
 
     fn batch_norm(c: usize, dtype: DType) -> (BatchNorm, Var, Var) {
@@ -343,14 +344,6 @@ mod tests {
             .sum_all()
             .unwrap();
         let g = loss.backward().unwrap();
-        let flat = |t: &Tensor| -> Vec<f64> {
-            t.flatten_all()
-                .unwrap()
-                .to_dtype(DType::F64)
-                .unwrap()
-                .to_vec1()
-                .unwrap()
-        };
         vec![
             flat(&y),
             flat(g.get(x.as_tensor()).unwrap()),

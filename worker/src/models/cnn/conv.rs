@@ -14,6 +14,8 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::models::gemm::{View, gemm};
+
 /// Images per block of the kernel's gradient.
 const BLOCK: usize = 8;
 
@@ -107,57 +109,6 @@ impl Geometry {
     }
 }
 
-/// A matrix in a slice: rows and columns, and their strides.
-#[derive(Clone, Copy)]
-struct View<'a> {
-    data: &'a [f32],
-    rows: usize,
-    cols: usize,
-    rs: usize,
-    cs: usize,
-}
-
-impl View<'_> {
-    fn fits(&self) -> bool {
-        self.rows == 0
-            || self.cols == 0
-            || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
-    }
-}
-
-/// `dst[m, n] += a[m, k] · b[k, n]` on this thread; `dst` row-major with `n` columns.
-fn gemm_acc(dst: &mut [f32], a: View<'_>, b: View<'_>) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert!(b.rows == k && dst.len() == m * n && a.fits() && b.fits());
-    if m == 0 || n == 0 || k == 0 {
-        return;
-    }
-    // SAFETY: the assert above keeps every element of a, b and dst in bounds.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            true,
-            a.data.as_ptr(),
-            a.cs as isize,
-            a.rs as isize,
-            b.data.as_ptr(),
-            b.cs as isize,
-            b.rs as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-}
-
 fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
     let Some((start, end)) = l.contiguous_offsets() else {
         candle_core::bail!("conv2d: expected a contiguous tensor");
@@ -207,7 +158,7 @@ impl CustomOp2 for Conv {
                     rs: l,
                     cs: 1,
                 };
-                gemm_acc(out, kernel, patches);
+                gemm(out, l, kernel, patches, true);
             });
         Ok((CpuStorage::F32(y), Shape::from((g.n, g.cout, g.oh, g.ow))))
     }
@@ -266,7 +217,7 @@ impl CustomOp2 for GradInput {
                 rs: l,
                 cs: 1,
             };
-            gemm_acc(&mut cols, kernel_t, grad);
+            gemm(&mut cols, l, kernel_t, grad, true);
             g.each_tap(|row, px, at| dx[at] += cols[row * l + px]);
         });
         Ok((CpuStorage::F32(dx), Shape::from((g.n, g.cin, g.h, g.w))))
@@ -312,7 +263,7 @@ impl CustomOp2 for GradKernel {
                         rs: 1,
                         cs: l,
                     };
-                    gemm_acc(&mut acc, grad, patches_t);
+                    gemm(&mut acc, kk, grad, patches_t, true);
                 }
                 acc
             })
@@ -333,6 +284,7 @@ impl CustomOp2 for GradKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::cnn::flat;
     use candle_core::{DType, Device, Var};
 
     /// Output and gradients (input, kernel) of Σ y·r by the fused op in f32.
@@ -346,14 +298,6 @@ mod tests {
         let y = conv2d(x.as_tensor(), k.as_tensor(), g.padding, g.stride).unwrap();
         let r = t(r, (g.n, g.cout, g.oh, g.ow));
         let grads = (&y * r).unwrap().sum_all().unwrap().backward().unwrap();
-        let flat = |t: &Tensor| -> Vec<f64> {
-            t.flatten_all()
-                .unwrap()
-                .to_dtype(DType::F64)
-                .unwrap()
-                .to_vec1()
-                .unwrap()
-        };
         vec![
             flat(&y),
             flat(grads.get(x.as_tensor()).unwrap()),

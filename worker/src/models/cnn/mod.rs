@@ -274,3 +274,14 @@ impl Model for Cnn {
         linear(&features, &self.head.0, Some(&self.head.1))
     }
 }
+
+/// A tensor's values in f64, flattened: what the kernels' tests compare.
+#[cfg(test)]
+fn flat(t: &Tensor) -> Vec<f64> {
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}

@@ -24,6 +24,7 @@ use std::borrow::Cow;
 use candle_core::{CpuStorage, DType, Result, Storage, Tensor};
 use rayon::prelude::*;
 
+use crate::models::gemm::{View, gemm};
 use crate::vmath;
 
 use super::{Layout, Norm, Transformer};
@@ -90,35 +91,21 @@ impl Mat<'_> {
     /// `dst[r, j] = Σ_i x[r, i] · w[i, j]`, `rows` rows; `dst`'s rows `dst_rs` apart
     /// and `x`'s `x_rs` apart. No bias.
     fn apply(&self, rows: usize, x: &[f32], x_rs: usize, dst: &mut [f32], dst_rs: usize) {
-        assert!(rows == 0 || x.len() >= (rows - 1) * x_rs + self.k);
-        assert!(rows == 0 || dst.len() >= (rows - 1) * dst_rs + self.n);
-        let last = (self.k.max(1) - 1) as isize * self.rs + (self.n.max(1) - 1) as isize * self.cs;
-        assert!((last as usize) < self.w.len());
-        // SAFETY: the asserts above keep every row of x and dst, and the weight view's
-        // last element (its strides are positive), in bounds.
-        unsafe {
-            gemm::gemm(
-                rows,
-                self.n,
-                self.k,
-                dst.as_mut_ptr(),
-                1,
-                dst_rs as isize,
-                false,
-                x.as_ptr(),
-                1,
-                x_rs as isize,
-                self.w.as_ptr(),
-                self.cs,
-                self.rs,
-                1.0f32,
-                1.0f32,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            );
-        }
+        let x = View {
+            data: x,
+            rows,
+            cols: self.k,
+            rs: x_rs,
+            cs: 1,
+        };
+        let w = View {
+            data: &self.w,
+            rows: self.k,
+            cols: self.n,
+            rs: self.rs as usize,
+            cs: self.cs as usize,
+        };
+        gemm(dst, dst_rs, x, w, false);
     }
 }
 

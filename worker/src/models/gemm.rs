@@ -1,0 +1,57 @@
+//! One safe door to the `gemm` crate for the hand-written kernels (transformer scans,
+//! CNN training): matrices as strided views of slices, bounds checked once per call,
+//! run on the calling thread (the kernels spread their own tasks over the threads).
+
+/// A matrix in a slice: rows and columns, and their strides.
+#[derive(Clone, Copy)]
+pub(crate) struct View<'a> {
+    pub(crate) data: &'a [f32],
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    pub(crate) rs: usize,
+    pub(crate) cs: usize,
+}
+
+impl View<'_> {
+    /// Whether its last element lies in the slice.
+    fn fits(&self) -> bool {
+        self.rows == 0
+            || self.cols == 0
+            || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst[m, n] = a[m, k] · b[k, n]`, or `+=` with `accumulate`; `dst`'s rows `dst_rs`
+/// apart, its columns adjacent.
+pub(crate) fn gemm(dst: &mut [f32], dst_rs: usize, a: View<'_>, b: View<'_>, accumulate: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert!(b.rows == k && a.fits() && b.fits());
+    assert!(m == 0 || n == 0 || (m - 1) * dst_rs + n <= dst.len());
+    if m == 0 || n == 0 {
+        return;
+    }
+    // SAFETY: the asserts above keep every element of a, b and dst in bounds.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
+            1.0f32,
+            1.0f32,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
