@@ -17,6 +17,8 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::f32_slice;
+
 use crate::models::Param;
 
 const BN_EPS: f64 = 1e-5;
@@ -79,7 +81,7 @@ impl BatchNorm {
             let candle_core::Storage::Cpu(s) = &*s else {
                 candle_core::bail!("batch norm: expected a CPU tensor");
             };
-            stats(slice(s, l)?, d)
+            stats(f32_slice("batch norm", s, l)?, d)
         };
         let count = (d.n * d.hw) as f64;
         let unbiased = count / (count - 1.0).max(1.0);
@@ -113,13 +115,6 @@ struct Dims {
 struct Norm {
     mean: f64,
     inv: f64,
-}
-
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let Some((start, end)) = l.contiguous_offsets() else {
-        candle_core::bail!("batch norm: expected a contiguous tensor");
-    };
-    Ok(&s.as_slice::<f32>()?[start..end])
 }
 
 /// Channel `c`'s planes, one per image.
@@ -176,7 +171,11 @@ impl CustomOp3 for BnTrain {
         b: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, w, b) = (slice(x, xl)?, slice(w, wl)?, slice(b, bl)?);
+        let (x, w, b) = (
+            f32_slice("batch norm", x, xl)?,
+            f32_slice("batch norm", w, wl)?,
+            f32_slice("batch norm", b, bl)?,
+        );
         let d = self.1;
         // y = x * scale + shift, per channel.
         let affine: Vec<(f32, f32)> = (0..d.c)
@@ -236,7 +235,11 @@ impl CustomOp2 for BnSums {
         x: &CpuStorage,
         xl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (dy, x, d) = (slice(dy, dyl)?, slice(x, xl)?, self.1);
+        let (dy, x, d) = (
+            f32_slice("batch norm", dy, dyl)?,
+            f32_slice("batch norm", x, xl)?,
+            self.1,
+        );
         let sums: Vec<(f64, f64)> = (0..d.c)
             .into_par_iter()
             .map(|c| {
@@ -280,7 +283,11 @@ impl CustomOp2 for BnGradX {
         x: &CpuStorage,
         xl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (dy, x, d) = (slice(dy, dyl)?, slice(x, xl)?, self.d);
+        let (dy, x, d) = (
+            f32_slice("batch norm", dy, dyl)?,
+            f32_slice("batch norm", x, xl)?,
+            self.d,
+        );
         let count = (d.n * d.hw) as f64;
         let coef: Vec<[f32; 4]> = (0..d.c)
             .map(|c| {

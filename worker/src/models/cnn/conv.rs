@@ -14,6 +14,8 @@
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::f32_slice;
+
 use crate::models::gemm::{View, gemm};
 
 /// Images per block of the kernel's gradient.
@@ -109,13 +111,6 @@ impl Geometry {
     }
 }
 
-fn slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let Some((start, end)) = l.contiguous_offsets() else {
-        candle_core::bail!("conv2d: expected a contiguous tensor");
-    };
-    Ok(&s.as_slice::<f32>()?[start..end])
-}
-
 /// `x.conv2d(kernel, padding, stride, 1, 1)` for training in f32 on the CPU.
 pub(super) fn conv2d(x: &Tensor, kernel: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
     let g = Geometry::new(x, kernel, stride, padding)?;
@@ -136,7 +131,11 @@ impl CustomOp2 for Conv {
         k: &CpuStorage,
         kl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, k, g) = (slice(x, xl)?, slice(k, kl)?, self.0);
+        let (x, k, g) = (
+            f32_slice("conv2d", x, xl)?,
+            f32_slice("conv2d", k, kl)?,
+            self.0,
+        );
         let (kk, l) = (g.k(), g.l());
         let image = g.cin * g.h * g.w;
         let mut y = vec![0f32; g.n * g.cout * l];
@@ -197,7 +196,11 @@ impl CustomOp2 for GradInput {
         k: &CpuStorage,
         kl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (dy, k, g) = (slice(dy, dyl)?, slice(k, kl)?, self.0);
+        let (dy, k, g) = (
+            f32_slice("conv2d", dy, dyl)?,
+            f32_slice("conv2d", k, kl)?,
+            self.0,
+        );
         let (kk, l) = (g.k(), g.l());
         let image = g.cin * g.h * g.w;
         let mut dx = vec![0f32; g.n * image];
@@ -240,7 +243,11 @@ impl CustomOp2 for GradKernel {
         x: &CpuStorage,
         xl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (dy, x, g) = (slice(dy, dyl)?, slice(x, xl)?, self.0);
+        let (dy, x, g) = (
+            f32_slice("conv2d", dy, dyl)?,
+            f32_slice("conv2d", x, xl)?,
+            self.0,
+        );
         let (kk, l) = (g.k(), g.l());
         let image = g.cin * g.h * g.w;
         let blocks: Vec<Vec<f32>> = (0..g.n.div_ceil(BLOCK))

@@ -275,6 +275,18 @@ impl Model for Cnn {
     }
 }
 
+/// The f32 values a custom op's contiguous operand holds (`op` names it in the error).
+fn f32_slice<'a>(
+    op: &str,
+    s: &'a candle_core::CpuStorage,
+    l: &candle_core::Layout,
+) -> Result<&'a [f32]> {
+    let Some((start, end)) = l.contiguous_offsets() else {
+        candle_core::bail!("{op}: expected a contiguous tensor");
+    };
+    Ok(&s.as_slice::<f32>()?[start..end])
+}
+
 /// A tensor's values in f64, flattened: what the kernels' tests compare.
 #[cfg(test)]
 fn flat(t: &Tensor) -> Vec<f64> {
