@@ -251,22 +251,31 @@ impl candle_core::CustomOp1 for CausalSoftmax {
         let t = *l.shape().dims().last().unwrap_or(&1);
         let n = l.shape().elem_count();
         let v = &v[l.start_offset()..l.start_offset() + n];
-        let mut out = vec![0f32; n];
-        out.par_chunks_mut(t)
-            .zip(v.par_chunks(t))
-            .enumerate()
-            .for_each(|(r, (o, x))| {
-                let keep = r % t + 1;
-                let max = x[..keep].iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
-                let mut sum = 0f32;
-                for (o, x) in o[..keep].iter_mut().zip(&x[..keep]) {
-                    *o = (x - max).exp();
-                    sum += *o;
-                }
-                o[..keep].iter_mut().for_each(|o| *o /= sum);
-            });
-        Ok((CpuStorage::F32(out), l.shape().clone()))
+        Ok((
+            CpuStorage::F32(causal_softmax_rows(v, t)),
+            l.shape().clone(),
+        ))
     }
+}
+
+/// The causal softmax of contiguous `[.., t, t]` scores: row `i` (of each `t`) a
+/// softmax over its columns `0..=i`, zero after.
+pub(crate) fn causal_softmax_rows(v: &[f32], t: usize) -> Vec<f32> {
+    let mut out = vec![0f32; v.len()];
+    out.par_chunks_mut(t)
+        .zip(v.par_chunks(t))
+        .enumerate()
+        .for_each(|(r, (o, x))| {
+            let keep = r % t + 1;
+            let max = x[..keep].iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
+            let mut sum = 0f32;
+            for (o, x) in o[..keep].iter_mut().zip(&x[..keep]) {
+                *o = (x - max).exp();
+                sum += *o;
+            }
+            o[..keep].iter_mut().for_each(|o| *o /= sum);
+        });
+    out
 }
 
 /// Softmax over the last dimension of `[.., t, t]` scores with the causal mask (query

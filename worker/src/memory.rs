@@ -133,8 +133,13 @@ pub fn default_unit_budget(slots: u32) -> u64 {
 /// kernel. candle allocates every intermediate tensor anew; with glibc's defaults, large
 /// ones are mmap'd and unmapped (or the heap top trimmed) each time, and every reuse
 /// page-faults and zeroes fresh pages: a third of a transformer scan's time went to
-/// `clear_page` (perf, `benches/models.rs`). Buffers up to 256 MiB now come from the
-/// heap, which is trimmed only past 1 GiB free.
+/// `clear_page` (perf, `benches/models.rs`). Buffers up to 32 MiB (the most glibc
+/// allows: it refuses a larger threshold and keeps its sliding default) now come from
+/// the heap, and the heap is never trimmed: a GPT-2 training step frees more than a
+/// GiB at its end, so any threshold an `int` can hold had the next step grow the heap
+/// again, page by page (13 % of its time in page faults, perf). A process that must
+/// give memory back calls `malloc_trim` itself (the coordinator after assembling a
+/// scan).
 ///
 /// And from one heap: a thread other than the main one allocates from an arena of
 /// 64 MiB heaps, which glibc unmaps whenever one empties, whatever the trim threshold.
@@ -146,9 +151,16 @@ pub fn keep_freed_buffers() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only adjusts the allocator's parameters, under its own lock.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
-        libc::mallopt(libc::M_ARENA_MAX, 1);
+        // -1: no trimming at all (mallopt(3)).
+        for (what, value) in [
+            (libc::M_MMAP_THRESHOLD, 32 << 20),
+            (libc::M_TRIM_THRESHOLD, -1),
+            (libc::M_ARENA_MAX, 1),
+        ] {
+            if libc::mallopt(what, value) != 1 {
+                tracing::debug!(what, value, "glibc refused a malloc parameter");
+            }
+        }
     }
 }
 

@@ -56,6 +56,18 @@ fn gelu1(v: f32) -> f32 {
     0.5 * v * (1.0 + t)
 }
 
+/// GELU's derivative (tanh form): `0.5 (1 + t) + 0.5 v (1 − t²) √(2/π) (1 + 3 · 0.044715 v²)`
+/// with `t` the tanh of [`gelu1`], by one [`exp`].
+#[inline(always)]
+fn gelu_grad1(v: f32) -> f32 {
+    const S: f32 = 0.797_884_6;
+    const A: f32 = 0.044715;
+    let y = S * v * (1.0 + A * v * v);
+    let e = exp(2.0 * y.abs());
+    let t = (1.0 - 2.0 / (e + 1.0)).copysign(y);
+    0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * S * (1.0 + 3.0 * A * v * v)
+}
+
 /// Defines `pub fn NAME(args) -> ret { body }` as three compilations of `body` and a
 /// run-time choice between them.
 macro_rules! widest {
@@ -169,6 +181,24 @@ widest! {
     pub fn gelu_bias(xs: &mut [f32], bias: &[f32]) {
         for (v, b) in xs.iter_mut().zip(bias) {
             *v = gelu1(*v + b);
+        }
+    }
+}
+
+widest! {
+    /// `out[i] = gelu(xs[i])`.
+    pub fn gelu(out: &mut [f32], xs: &[f32]) {
+        for (o, v) in out.iter_mut().zip(xs) {
+            *o = gelu1(*v);
+        }
+    }
+}
+
+widest! {
+    /// `g[i] *= gelu'(xs[i])`: the gradient through GELU.
+    pub fn gelu_grad(g: &mut [f32], xs: &[f32]) {
+        for (g, v) in g.iter_mut().zip(xs) {
+            *g *= gelu_grad1(*v);
         }
     }
 }

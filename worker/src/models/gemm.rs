@@ -24,6 +24,33 @@ impl View<'_> {
 /// `dst[m, n] = a[m, k] · b[k, n]`, or `+=` with `accumulate`; `dst`'s rows `dst_rs`
 /// apart, its columns adjacent.
 pub(crate) fn gemm(dst: &mut [f32], dst_rs: usize, a: View<'_>, b: View<'_>, accumulate: bool) {
+    product(dst, dst_rs, a, b, accumulate, gemm::Parallelism::None);
+}
+
+/// [`gemm`] spread over the rayon pool's threads by the `gemm` crate itself, which
+/// splits the output, never the sum, so the bits do not depend on the thread count.
+/// For one large product (a layer's over a whole batch): splitting it into products
+/// per block of rows packs the shared operand again for every block (for the weight
+/// gradient of a layer, the whole batch's activations: 40 % of a GPT-2 step's GEMM
+/// time, perf).
+pub(crate) fn gemm_threads(
+    dst: &mut [f32],
+    dst_rs: usize,
+    a: View<'_>,
+    b: View<'_>,
+    accumulate: bool,
+) {
+    product(dst, dst_rs, a, b, accumulate, gemm::Parallelism::Rayon(0));
+}
+
+fn product(
+    dst: &mut [f32],
+    dst_rs: usize,
+    a: View<'_>,
+    b: View<'_>,
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
+) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert!(b.rows == k && a.fits() && b.fits());
     assert!(m == 0 || n == 0 || (m - 1) * dst_rs + n <= dst.len());
@@ -51,7 +78,7 @@ pub(crate) fn gemm(dst: &mut [f32], dst_rs: usize, a: View<'_>, b: View<'_>, acc
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
 }

@@ -118,12 +118,22 @@ impl Model for Mlp {
     fn forward(&self, x: &Tensor, mut train: Option<&mut Rng>) -> Result<Tensor> {
         let mut h = x.clone();
         let n = self.layers.len();
+        let relu = self.config.activation == Activation::Relu;
         for (i, (w, b)) in self.layers.iter().enumerate() {
-            h = h
-                .matmul(&w.as_tensor().t()?)?
-                .broadcast_add(b.as_tensor())?;
-            if i + 1 < n {
-                h = activate(h, self.config.activation)?;
+            let hidden = i + 1 < n;
+            let (w, b) = (w.as_tensor(), Some(b.as_tensor()));
+            h = super::layer(
+                &h,
+                w,
+                b,
+                super::Stored::OutIn,
+                hidden && relu,
+                train.is_some(),
+            )?;
+            if hidden {
+                if !relu {
+                    h = activate(h, self.config.activation)?;
+                }
                 let p = self.config.dropout;
                 if let (Some(rng), true) = (train.as_deref_mut(), p > 0.0) {
                     let keep = 1.0 / (1.0 - p);

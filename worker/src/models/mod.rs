@@ -14,11 +14,19 @@ use ridgeline_common::landscape::{ParamKind, param_kind};
 use ridgeline_common::rng::Rng;
 use serde::{Deserialize, Serialize};
 
+mod causal_softmax;
 pub mod cnn;
+mod dense;
+mod gelu;
 mod gemm;
+mod layer_norm;
+mod operand;
+mod par;
+pub(crate) use dense::Stored;
 pub mod gguf;
 pub mod hf;
 pub mod mlp;
+mod softmax_ce;
 pub mod transformer;
 
 pub use cnn::{Cnn, CnnConfig};
@@ -249,6 +257,16 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     candle_nn::loss::cross_entropy(&logits.reshape(((), classes))?, &targets.flatten_all()?)
 }
 
+/// The training loss: [`cross_entropy`], as one op each way in f32 on the CPU
+/// (`softmax_ce`), where no second derivative is taken.
+pub fn train_cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if logits.dtype() == DType::F32 && logits.device().is_cpu() {
+        softmax_ce::cross_entropy(logits, targets)
+    } else {
+        cross_entropy(logits, targets)
+    }
+}
+
 /// `x · wᵀ + b` over the last dimension of `x` (any leading dimensions), for a weight
 /// stored `[out, in]`.
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
@@ -263,6 +281,37 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     let mut shape = dims;
     *shape.last_mut().expect("at least 1-D") = out;
     y.reshape(shape)
+}
+
+/// GELU (tanh form): in training in f32 on the CPU one vectorised pass each way
+/// (`gelu`), else candle's op, which has second derivatives.
+pub(crate) fn train_gelu(x: &Tensor, train: bool) -> Result<Tensor> {
+    if train && x.dtype() == DType::F32 && x.device().is_cpu() {
+        gelu::gelu(x)
+    } else {
+        x.gelu()
+    }
+}
+
+/// A dense layer, `x · wᵀ + b` then the ReLU when `relu`, for a weight stored as
+/// `stored` says: in training in f32 on the CPU one op each way (`dense`), else by
+/// candle's ops ([`linear`]), which have second derivatives.
+pub(crate) fn layer(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stored: Stored,
+    relu: bool,
+    train: bool,
+) -> Result<Tensor> {
+    if train && x.dtype() == DType::F32 && x.device().is_cpu() {
+        return dense::dense(x, w, b, stored, relu);
+    }
+    let y = match stored {
+        Stored::OutIn => linear(x, w, b)?,
+        Stored::InOut => linear(x, &w.t()?, b)?,
+    };
+    if relu { y.relu() } else { Ok(y) }
 }
 
 #[cfg(test)]

@@ -7,6 +7,16 @@ use std::collections::HashMap;
 
 use super::{CnnConfig, TransformerConfig};
 
+/// A tensor's values in f64, flattened: what the kernels' tests compare.
+pub(crate) fn flat(t: &candle_core::Tensor) -> Vec<f64> {
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(candle_core::DType::F64)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
+}
+
 /// Named tensors as `(shape, row-major f64 values)`.
 pub type Weights = HashMap<String, (Vec<usize>, Vec<f64>)>;
 

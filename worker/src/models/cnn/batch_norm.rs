@@ -17,7 +17,7 @@ use std::sync::Arc;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Device, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::f32_slice;
+use crate::models::operand::f32_slice;
 
 use crate::models::Param;
 
@@ -316,7 +316,7 @@ impl CustomOp2 for BnGradX {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::cnn::flat;
+    use crate::models::reference::flat;
     use candle_core::Var;
 
     fn batch_norm(c: usize, dtype: DType) -> (BatchNorm, Var, Var) {

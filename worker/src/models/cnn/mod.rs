@@ -7,10 +7,11 @@ use candle_core::{D, DType, Device, Result, Tensor};
 use ridgeline_common::rng::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{Init, Model, ModelConfig, Param, Source, linear};
+use super::{Init, Model, ModelConfig, Param, Source};
 
 mod batch_norm;
 mod conv;
+mod pool;
 
 use batch_norm::BatchNorm;
 
@@ -254,7 +255,12 @@ impl Model for Cnn {
         let features = match &self.body {
             Body::Plain(convs) => {
                 for conv in convs {
-                    h = max_pool2(&conv.forward(&h, train)?.relu()?, train)?;
+                    let y = conv.forward(&h, train)?;
+                    h = if train && y.dtype() == DType::F32 && y.device().is_cpu() {
+                        pool::relu_max_pool2(&y)?
+                    } else {
+                        max_pool2(&y.relu()?, train)?
+                    };
                 }
                 h.flatten_from(1)?
             }
@@ -271,29 +277,7 @@ impl Model for Cnn {
                 h.mean(D::Minus1)?.mean(D::Minus1)?
             }
         };
-        linear(&features, &self.head.0, Some(&self.head.1))
+        let (w, b) = (&self.head.0, Some(&self.head.1));
+        super::layer(&features, w, b, super::Stored::OutIn, false, train)
     }
-}
-
-/// The f32 values a custom op's contiguous operand holds (`op` names it in the error).
-fn f32_slice<'a>(
-    op: &str,
-    s: &'a candle_core::CpuStorage,
-    l: &candle_core::Layout,
-) -> Result<&'a [f32]> {
-    let Some((start, end)) = l.contiguous_offsets() else {
-        candle_core::bail!("{op}: expected a contiguous tensor");
-    };
-    Ok(&s.as_slice::<f32>()?[start..end])
-}
-
-/// A tensor's values in f64, flattened: what the kernels' tests compare.
-#[cfg(test)]
-fn flat(t: &Tensor) -> Vec<f64> {
-    t.flatten_all()
-        .unwrap()
-        .to_dtype(DType::F64)
-        .unwrap()
-        .to_vec1()
-        .unwrap()
 }

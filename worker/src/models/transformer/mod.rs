@@ -13,7 +13,7 @@ use candle_core::{D, DType, Device, Result, Tensor};
 use ridgeline_common::rng::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{Init, Model, ModelConfig, Param, Source, Task, linear};
+use super::{Init, Model, ModelConfig, Param, Source, Stored, Task, layer};
 
 mod infer;
 
@@ -299,6 +299,10 @@ impl Transformer {
         // candle's fused norms have no backward pass and no f64 kernels.
         let train = train || x.dtype() == DType::F64;
         match (&n.bias, train) {
+            (Some(b), true) if x.dtype() == DType::F32 && x.device().is_cpu() => {
+                // With its backward pass (`models::layer_norm`).
+                super::layer_norm::layer_norm(x, &n.weight, b, eps)
+            }
             (Some(b), true) => candle_nn::ops::layer_norm_slow(x, &n.weight, b, eps),
             (Some(b), false) => candle_nn::ops::layer_norm(x, &n.weight, b, eps),
             (None, true) => candle_nn::ops::rms_norm_slow(x, &n.weight, eps),
@@ -306,13 +310,12 @@ impl Transformer {
         }
     }
 
-    /// GPT-2's `Conv1D`: `x · w + b` with `w` stored `[in, out]`.
-    fn conv1d(x: &Tensor, (w, b): &(Tensor, Option<Tensor>)) -> Result<Tensor> {
-        linear(x, &w.t()?, b.as_ref())
+    fn conv1d(x: &Tensor, (w, b): &(Tensor, Option<Tensor>), train: bool) -> Result<Tensor> {
+        layer(x, w, b.as_ref(), Stored::InOut, false, train)
     }
 
-    fn lin(x: &Tensor, (w, b): &(Tensor, Option<Tensor>)) -> Result<Tensor> {
-        linear(x, w, b.as_ref())
+    fn lin(x: &Tensor, (w, b): &(Tensor, Option<Tensor>), train: bool) -> Result<Tensor> {
+        layer(x, w, b.as_ref(), Stored::OutIn, false, train)
     }
 
     /// RoPE tables `[t, head_dim / 2]` in f64 then the model's dtype.
@@ -365,7 +368,7 @@ impl Transformer {
         };
         let (q, k, v) = match self.layout {
             Layout::Gpt2 => {
-                let qkv = Self::conv1d(h, &blk.qkv[0])?;
+                let qkv = Self::conv1d(h, &blk.qkv[0], train)?;
                 (
                     heads(qkv.narrow(2, 0, d)?, c.heads)?,
                     heads(qkv.narrow(2, d, d)?, c.heads)?,
@@ -373,9 +376,9 @@ impl Transformer {
                 )
             }
             Layout::Llama => (
-                heads(Self::lin(h, &blk.qkv[0])?, c.heads)?,
-                heads(Self::lin(h, &blk.qkv[1])?, c.kv_heads)?,
-                heads(Self::lin(h, &blk.qkv[2])?, c.kv_heads)?,
+                heads(Self::lin(h, &blk.qkv[0], train)?, c.heads)?,
+                heads(Self::lin(h, &blk.qkv[1], train)?, c.kv_heads)?,
+                heads(Self::lin(h, &blk.qkv[2], train)?, c.kv_heads)?,
             ),
         };
         let (q, k) = match rope {
@@ -396,7 +399,10 @@ impl Transformer {
         // Scaling q costs a pass over [t, hd] instead of one over [t, t].
         let q = (q * (1.0 / (hd as f64).sqrt()))?;
         let scores = q.matmul(&k.t()?)?;
-        let fused = if train {
+        let fused = if train && scores.dtype() == DType::F32 && scores.device().is_cpu() {
+            // With its backward pass (`models::causal_softmax`).
+            Some(super::causal_softmax::causal_softmax(&scores)?)
+        } else if train {
             None
         } else {
             crate::fused::causal_softmax(&scores)?
@@ -413,32 +419,32 @@ impl Transformer {
             .transpose(1, 2)?
             .reshape((b, t, d))?;
         match self.layout {
-            Layout::Gpt2 => Self::conv1d(&a, &blk.out),
-            Layout::Llama => Self::lin(&a, &blk.out),
+            Layout::Gpt2 => Self::conv1d(&a, &blk.out, train),
+            Layout::Llama => Self::lin(&a, &blk.out, train),
         }
     }
 
     fn mlp(&self, h: &Tensor, blk: &Block, train: bool) -> Result<Tensor> {
         match self.layout {
             Layout::Gpt2 => {
-                let f = Self::conv1d(h, &blk.mlp[0])?;
-                // The fused GELU has no backward pass.
+                let f = Self::conv1d(h, &blk.mlp[0], train)?;
+                // The inference kernel has no backward pass.
                 let f = if train {
-                    f.gelu()?
+                    super::train_gelu(&f, train)?
                 } else {
                     crate::fused::gelu(&f)?
                 };
-                Self::conv1d(&f, &blk.mlp[1])
+                Self::conv1d(&f, &blk.mlp[1], train)
             }
             Layout::Llama => {
-                let g = Self::lin(h, &blk.mlp[0])?;
-                let u = Self::lin(h, &blk.mlp[1])?;
+                let g = Self::lin(h, &blk.mlp[0], train)?;
+                let u = Self::lin(h, &blk.mlp[1], train)?;
                 let f = if train {
                     (g.silu()? * u)?
                 } else {
                     crate::fused::silu_mul(&g, &u)?
                 };
-                Self::lin(&f, &blk.mlp[2])
+                Self::lin(&f, &blk.mlp[2], train)
             }
         }
     }
@@ -504,6 +510,7 @@ impl Model for Transformer {
             h = (h + m)?;
         }
         let h = self.norm(&h, &self.final_norm, train)?;
-        linear(&h, self.lm_head.as_ref().unwrap_or(&self.embed), None)
+        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
+        layer(&h, head, None, Stored::OutIn, false, train)
     }
 }
