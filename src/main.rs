@@ -415,6 +415,12 @@ fn core_config(s: &Settings) -> CoreConfig {
 fn run() -> Result<()> {
     let cli = Cli::parse();
     let mut s = Settings::load(cli.config.as_deref())?;
+    // Before the runtime's threads: the launcher is a fork of this process as it is now
+    // (worker/src/executors/command/launcher.rs), which starts the command trials'
+    // supervisors without copying the running worker.
+    if matches!(cli.cmd, Cmd::Run { .. } | Cmd::Worker { .. }) {
+        ridgeline_worker::executors::start_launcher();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -52,6 +52,30 @@ fn two_workers(dir: &Path, url: &str, trial_root: &str) -> [Proc; 2] {
             &["--slots", "2", "--trial-root", trial_root],
         )
     })
+}
+
+/// A random search of `samples` trials of the shell command `command` (a TOML literal
+/// string: no `'` in it), maximising `metric`.
+fn shell_spec(dir: &Path, name: &str, command: &str, samples: u32, metric: &str) -> PathBuf {
+    let spec = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &spec,
+        format!(
+            r#"name = "{name}"
+[trial]
+command = '{command}'
+[search]
+algorithm = "random"
+num_samples = {samples}
+metric = "{metric}"
+mode = "max"
+[search.space]
+x = {{ type = "uniform", low = 0.0, high = 1.0 }}
+"#
+        ),
+    )
+    .unwrap();
+    spec
 }
 
 fn trials(r: &serde_json::Value) -> &Vec<serde_json::Value> {
@@ -377,22 +401,13 @@ fn a_trial_gets_the_environment_the_worker_was_given() {
     // The worker sets RAYON_NUM_THREADS for itself (candle's thread count, decided
     // once); a trial's program sees it only when the person running the worker set it.
     let dir = tempfile::tempdir().unwrap();
-    let spec = dir.path().join("env.toml");
-    std::fs::write(
-        &spec,
-        r#"name = "env"
-[trial]
-command = 't=${RAYON_NUM_THREADS:--1}; echo "ridgeline: {\"threads\": $t}"'
-[search]
-algorithm = "random"
-num_samples = 1
-metric = "threads"
-mode = "max"
-[search.space]
-x = { type = "uniform", low = 0.0, high = 1.0 }
-"#,
-    )
-    .unwrap();
+    let spec = shell_spec(
+        dir.path(),
+        "env",
+        r#"t=${RAYON_NUM_THREADS:--1}; echo "ridgeline: {\"threads\": $t}""#,
+        1,
+        "threads",
+    );
     let inherited: f64 = std::env::var("RAYON_NUM_THREADS").map_or(-1.0, |v| v.parse().unwrap());
     for (env, want) in [(None, inherited), (Some("3"), 3.0)] {
         let out = dir.path().join(format!("out-{want}"));
@@ -527,4 +542,77 @@ x = { type = "uniform", low = 0.0, high = 1.0 }
     );
     let r = results(&sweep, &url);
     assert_eq!(trials(&r)[0]["state"], "cancelled");
+}
+
+/// The worker's children named `ridgeline-spawn`: its launcher.
+fn launchers_of(worker: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{worker}/task"))
+        .unwrap()
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse::<u32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .filter(|p| {
+            !gone(*p)
+                && std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim() == "ridgeline-spawn")
+        })
+        .collect()
+}
+
+#[test]
+fn supervisors_come_from_the_launcher_and_trials_outlive_its_loss() {
+    // Each trial reports whether its supervisor was cloned by the launcher (the name it
+    // was cloned with) and the supervisor's parent.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = shell_spec(
+        dir.path(),
+        "who",
+        r#"read -r _ comm _ parent _ < /proc/$PPID/stat; l=0; [ "$comm" = "(ridgeline-spawn)" ] && l=1; echo "ridgeline: {\"launcher\": $l, \"parent\": $parent}""#,
+        6,
+        "launcher",
+    );
+    let (_coord, url) = coordinator(dir.path(), &[]);
+    let mut w = worker(dir.path(), &url, "w", &["--slots", "2"]);
+    let pid = w.child.id();
+    let check = |launcher: f64| {
+        let sweep = submit_wait(&spec, &url, Duration::from_secs(120));
+        let r = results(&sweep, &url);
+        assert_eq!(trials(&r).len(), 6, "{r}");
+        for t in trials(&r) {
+            assert_eq!(t["state"], "completed", "{t}");
+            assert_eq!(t["metrics"]["launcher"], launcher, "{t}");
+            // The worker's child either way: it reaps it, and its death ends it.
+            assert_eq!(t["metrics"]["parent"], f64::from(pid), "{t}");
+        }
+    };
+    wait_until("the launcher", Duration::from_secs(10), || {
+        launchers_of(pid).len() == 1
+    });
+    check(1.0);
+    // A launcher that dies: the worker clones the supervisors itself, and no trial is
+    // lost.
+    let launcher = launchers_of(pid)[0];
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &launcher.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    check(0.0);
+    assert!(gone(launcher));
+    // The launcher ends with its worker, even killed with SIGKILL.
+    let w2 = worker(dir.path(), &url, "w2", &[]);
+    let pid2 = w2.child.id();
+    wait_until("the second launcher", Duration::from_secs(10), || {
+        launchers_of(pid2).len() == 1
+    });
+    let launcher2 = launchers_of(pid2)[0];
+    drop(w2);
+    wait_until("the launcher to end", Duration::from_secs(10), || {
+        gone(launcher2)
+    });
+    w.child.kill().unwrap();
 }

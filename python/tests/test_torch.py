@@ -258,10 +258,20 @@ def test_a_worker_killed_mid_scan_costs_a_lease_not_a_bit(in_tests_folder, tmp_p
 
 
 def _children(pid: int) -> list:
+    """The live child processes of worker `pid` but its launcher (`ridgeline-spawn`,
+    which every worker forks at start to start command trials): its evaluators."""
     import subprocess
 
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True).stdout
-    return [p for p in (int(x) for x in out.split()) if _alive(p)]
+    return [p for p in (int(x) for x in out.split()) if _alive(p) and _name(p) != "ridgeline-spawn"]
+
+
+def _name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return ""
 
 
 def _alive(pid: int) -> bool:

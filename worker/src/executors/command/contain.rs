@@ -14,15 +14,13 @@
 //!   born into it and cannot leave it without privileges. When the trial ends the
 //!   worker kills whatever is left in it (`cgroup.kill`) and removes it.
 
-use std::ffi::CString;
+use std::ffi::CStr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// The trial's cgroup, if the host offers one.
 pub(super) struct Cgroup {
     dir: PathBuf,
-    /// `dir/cgroup.procs`, made before `fork` (nothing may allocate after it).
-    procs: CString,
 }
 
 /// Where containment by cgroup is tried: `auto` (if the host offers it) or `off`.
@@ -47,34 +45,7 @@ impl Cgroup {
             }
             Err(_) => return None,
         }
-        let procs = CString::new(
-            dir.join("cgroup.procs")
-                .into_os_string()
-                .into_encoded_bytes(),
-        )
-        .ok()?;
-        Some(Cgroup { dir, procs })
-    }
-
-    /// Moves the calling process into the cgroup. Runs in the supervisor, a fork of the
-    /// worker, before it starts the program: only async-signal-safe calls, no
-    /// allocation.
-    pub(super) fn enter_from_child(&self) -> std::io::Result<()> {
-        // SAFETY: open/write/close on a path made before fork; getpid.
-        unsafe {
-            let fd = libc::open(self.procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let mut buf = [0u8; 24];
-            let n = itoa(libc::getpid() as u64, &mut buf);
-            let w = libc::write(fd, buf.as_ptr().cast(), n);
-            libc::close(fd);
-            if w < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        Ok(())
+        Some(Cgroup { dir })
     }
 
     /// Its folder.
@@ -101,6 +72,36 @@ impl Drop for Cgroup {
     fn drop(&mut self) {
         self.kill_and_remove();
     }
+}
+
+/// Moves the calling process into the cgroup whose `cgroup.procs` is `procs`. Runs in
+/// the supervisor before it starts the program, where the clone could not start it in
+/// the cgroup: only async-signal-safe calls, no allocation. Returns the errno.
+///
+/// # Safety
+/// Async-signal-safe itself; fit for the child of a fork.
+pub(super) unsafe fn enter(procs: &CStr) -> Result<(), i32> {
+    let errno = || {
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    };
+    // SAFETY: open/write/close on a path made before the clone; getpid.
+    unsafe {
+        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(errno());
+        }
+        let mut buf = [0u8; 24];
+        let n = itoa(libc::getpid() as u64, &mut buf);
+        let w = libc::write(fd, buf.as_ptr().cast(), n);
+        let e = errno();
+        libc::close(fd);
+        if w < 0 {
+            return Err(e);
+        }
+    }
+    Ok(())
 }
 
 fn populated(dir: &Path) -> bool {

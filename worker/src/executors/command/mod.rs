@@ -29,11 +29,14 @@ use crate::train::{TrialEnd, TrialOutput};
 
 mod contain;
 mod folder;
+mod launcher;
 mod process;
 pub mod report;
 mod seed;
 mod spawn;
 mod supervise;
+
+pub use launcher::start as start_launcher;
 
 use folder::Folder;
 use process::Event;

@@ -136,41 +136,15 @@ pub(super) fn spawn(
     let cgroup = Cgroup::create(cgroup_name);
     let args: Vec<&std::ffi::OsStr> = argv.iter().map(std::ffi::OsStr::new).collect();
     let prepared = spawn::Prepared::new(&args, env, workdir)?;
-    let parent = std::process::id() as i32;
-    // Runs in the supervisor before it starts the program: only async-signal-safe
-    // calls (prctl, getppid, fcntl; open, write, close to enter the cgroup where the
-    // clone could not start the child in it).
-    let pre_exec = |enter_cgroup: bool| -> std::io::Result<()> {
-        // SAFETY: async-signal-safe calls with no memory shared with other threads.
-        unsafe {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The worker may have died between the clone and prctl.
-            if libc::getppid() != parent {
-                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
-            }
-            // Orphans of the trial come to the supervisor.
-            if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            // The lock lasts as long as any process of the trial holds it.
-            if libc::fcntl(keep_fd, libc::F_SETFD, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
-        match (&cgroup, enter_cgroup) {
-            (Some(cg), true) => cg.enter_from_child(),
-            _ => Ok(()),
-        }
+    let steps = spawn::Steps {
+        parent: std::process::id() as i32,
+        keep_fd: Some(keep_fd),
+        cgroup: cgroup
+            .as_ref()
+            .and_then(|cg| std::ffi::CString::new(cg.dir().as_os_str().as_encoded_bytes()).ok()),
     };
     let grace = grace.max(Duration::from_millis(100));
-    let started = spawn::spawn(
-        &prepared,
-        grace,
-        cgroup.as_ref().map(Cgroup::dir),
-        &pre_exec,
-    )?;
+    let started = spawn::spawn(&prepared, grace, &steps, super::launcher::launch)?;
     let pgid = started.pid;
     Ok(Group {
         pid: Some(pgid),

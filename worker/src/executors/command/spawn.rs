@@ -33,7 +33,6 @@ struct CloneArgs {
 }
 
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-const CLONE_PIDFD: u64 = 0x1000;
 
 /// What the child needs, made before the clone (the child may not allocate).
 pub(super) struct Prepared {
@@ -43,7 +42,7 @@ pub(super) struct Prepared {
     argv: Vec<CString>,
     argv_ptrs: Vec<*const libc::c_char>,
     /// The strings `envp_ptrs` points to.
-    _envp: Vec<CString>,
+    envp: Vec<CString>,
     envp_ptrs: Vec<*const libc::c_char>,
     workdir: Option<CString>,
 }
@@ -99,22 +98,43 @@ impl Prepared {
                 cstring(&k)
             })
             .collect::<Result<_, _>>()?;
+        let workdir = workdir
+            .map(|w| cstring(w.as_os_str().as_bytes()))
+            .transpose()?;
+        Ok(Prepared::from_parts(candidates, argv, envp, workdir))
+    }
+
+    /// From what [`Prepared::parts`] gave (the launcher's side of its socket).
+    pub(super) fn from_parts(
+        candidates: Vec<CString>,
+        argv: Vec<CString>,
+        envp: Vec<CString>,
+        workdir: Option<CString>,
+    ) -> Prepared {
         let ptrs = |v: &[CString]| {
             v.iter()
                 .map(|c| c.as_ptr())
                 .chain([std::ptr::null()])
                 .collect::<Vec<_>>()
         };
-        Ok(Prepared {
+        Prepared {
             candidates,
             argv_ptrs: ptrs(&argv),
             envp_ptrs: ptrs(&envp),
             argv,
-            _envp: envp,
-            workdir: workdir
-                .map(|w| cstring(w.as_os_str().as_bytes()))
-                .transpose()?,
-        })
+            envp,
+            workdir,
+        }
+    }
+
+    /// The candidates, the arguments, the environment and the folder.
+    pub(super) fn parts(&self) -> [&[CString]; 4] {
+        [
+            &self.candidates,
+            &self.argv,
+            &self.envp,
+            self.workdir.as_slice(),
+        ]
     }
 }
 
@@ -166,9 +186,27 @@ fn candidates(name: &[u8], path: Option<&[u8]>) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// What the child does between the clone and `execve`, given by the caller: it runs in
-/// the child and may only make async-signal-safe calls.
-pub(super) type PreExec<'a> = &'a dyn Fn(bool) -> std::io::Result<()>;
+/// What the child does before it supervises, as data (the launcher receives it over
+/// its socket): each step is an async-signal-safe system call.
+pub(super) struct Steps {
+    /// The worker: the child asks for SIGTERM when it dies (`PR_SET_PDEATHSIG`) and
+    /// ends at once if its parent is already another process (it died in between).
+    pub parent: i32,
+    /// A descriptor every process of the trial inherits (the trial folder's lock).
+    pub keep_fd: Option<i32>,
+    /// The trial's cgroup folder, where the host gives one.
+    pub cgroup: Option<CString>,
+}
+
+impl Steps {
+    /// `cgroup.procs` of the cgroup, for a child the clone could not start in it.
+    fn procs(&self) -> Option<CString> {
+        let dir = self.cgroup.as_ref()?;
+        let mut path = dir.as_bytes().to_vec();
+        path.extend_from_slice(b"/cgroup.procs");
+        CString::new(path).ok()
+    }
+}
 
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
@@ -191,52 +229,106 @@ pub(super) struct Started {
     pub stderr: std::fs::File,
 }
 
+/// The child's ends of its pipes: stdout, stderr, and the pipe where it says why it
+/// could not start the program (closed once the program runs).
+pub(super) struct Ends {
+    pub stdout: i32,
+    pub stderr: i32,
+    pub fail: i32,
+}
+
+/// Who clones a supervisor for the worker: its pid, or `None` to have the worker clone
+/// it itself (see [`super::launcher::launch`]).
+pub(super) type Launch =
+    fn(&Prepared, std::time::Duration, &Ends, &Steps) -> Option<std::io::Result<i32>>;
+
 /// Starts the supervisor of `p` (see [`super::supervise`]; `grace`: how long the
 /// program has after SIGTERM before SIGKILL) in a process group of its own, with stdin
-/// from /dev/null and stdout and stderr piped, in the cgroup folder `cgroup` when given
-/// (`CLONE_INTO_CGROUP`, or else `pre_exec(true)` is told to enter it itself).
-/// `pre_exec` runs in the child after the common steps. Returns once the supervisor
-/// is cloned, without waiting for it: its failure to start the program (`pre_exec`'s
-/// error among them) comes through [`start_error`]. Waiting here would put
-/// the worker to sleep while the program loads, and on a busy CPU a woken thread can
-/// wait a millisecond for it.
+/// from /dev/null and stdout and stderr piped, after the `steps`. `launch` clones it
+/// where it can, else this process does. Returns once the supervisor is cloned,
+/// without waiting for it: its failure to start the program (a failed step among
+/// them) comes through [`start_error`]. Waiting here would put the worker to sleep
+/// while the program loads, and on a busy CPU a woken thread can wait a millisecond
+/// for it.
 pub(super) fn spawn(
     p: &Prepared,
     grace: std::time::Duration,
-    cgroup: Option<&Path>,
-    pre_exec: PreExec<'_>,
+    steps: &Steps,
+    launch: Launch,
 ) -> std::io::Result<Started> {
-    let devnull = std::fs::File::open("/dev/null")?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     // The child writes its errno here if it cannot start the program, and closes it
     // once the program runs.
     let (fail_r, fail_w) = pipe()?;
-    let cgroup_fd = match cgroup {
-        Some(dir) => Some(std::fs::File::open(dir)?),
+    let ends = Ends {
+        stdout: out_w.as_raw_fd(),
+        stderr: err_w.as_raw_fd(),
+        fail: fail_w.as_raw_fd(),
+    };
+    let pid = match launch(p, grace, &ends, steps) {
+        Some(pid) => pid?,
+        None => clone_supervisor(p, grace, &ends, steps, 0)?,
+    };
+    // SAFETY: pidfd_open on our own child, not reaped yet (so its pid is not reused);
+    // the descriptor is ours.
+    let pidfd = unsafe {
+        let fd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as i32;
+        (fd >= 0).then(|| OwnedFd::from_raw_fd(fd))
+    };
+    drop((out_w, err_w, fail_w));
+    Ok(Started {
+        pid,
+        pidfd,
+        stdout: std::fs::File::from(out_r),
+        stderr: std::fs::File::from(err_r),
+        start: std::fs::File::from(fail_r),
+    })
+}
+
+/// Clones the supervisor: straight into the trial's cgroup where the kernel allows,
+/// else forked and told to enter it. `flags`: added to the clone's (the launcher's
+/// `CLONE_PARENT`, which makes the supervisor the worker's child). Returns its pid.
+pub(super) fn clone_supervisor(
+    p: &Prepared,
+    grace: std::time::Duration,
+    ends: &Ends,
+    steps: &Steps,
+    flags: u64,
+) -> std::io::Result<i32> {
+    let devnull = std::fs::File::open("/dev/null")?;
+    let cgroup_fd = match &steps.cgroup {
+        Some(dir) => Some(std::fs::File::open(Path::new(OsStr::from_bytes(
+            dir.as_bytes(),
+        )))?),
         None => None,
     };
+    let procs = steps.procs();
     let mut into = cgroup_fd.is_some();
-    let mut pidfd: i32 = -1;
     // What the child runs; `enter`: whether it must move itself into the cgroup.
     let in_child = |enter: bool| -> ! {
-        // SAFETY: called only in the child of the clone or fork below; see `child`.
+        // SAFETY: called only in the child of the clone below; see `child`.
         unsafe {
             child(
                 p,
-                [devnull.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
-                fail_w.as_raw_fd(),
+                [devnull.as_raw_fd(), ends.stdout, ends.stderr],
+                ends.fail,
                 grace,
-                pre_exec,
-                enter,
+                steps,
+                procs.as_deref().filter(|_| enter),
             )
         }
     };
-    let pid = loop {
+    loop {
         let mut args = CloneArgs {
-            flags: CLONE_PIDFD,
-            pidfd: &mut pidfd as *mut i32 as u64,
-            exit_signal: libc::SIGCHLD as u64,
+            flags,
+            // With CLONE_PARENT the child's exit signal is the caller's own (SIGCHLD,
+            // the launcher was forked), and clone3 refuses another.
+            exit_signal: if flags & libc::CLONE_PARENT as u64 == 0 {
+                libc::SIGCHLD as u64
+            } else {
+                0
+            },
             ..CloneArgs::default()
         };
         if let (true, Some(fd)) = (into, &cgroup_fd) {
@@ -256,43 +348,32 @@ pub(super) fn spawn(
             in_child(cgroup_fd.is_some() && !into)
         }
         if pid > 0 {
-            break pid as i32;
+            return Ok(pid as i32);
         }
         let e = std::io::Error::last_os_error();
         match e.raw_os_error() {
             // No clone3, or no CLONE_INTO_CGROUP: fork, and enter by a write.
             Some(libc::ENOSYS | libc::EINVAL | libc::E2BIG | libc::EPERM) if into => into = false,
             Some(libc::ENOSYS) => {
-                // No clone3 at all: plain fork.
+                // No clone3 at all (before 5.3): clone(2) with no stack is fork(2),
+                // and takes the same flags. Its arguments after the flags are all
+                // null, so their order (which differs between architectures) does
+                // not matter.
                 // SAFETY: as above.
-                let pid = unsafe { libc::fork() };
+                let pid = unsafe {
+                    libc::syscall(libc::SYS_clone, flags | libc::SIGCHLD as u64, 0, 0, 0, 0)
+                };
                 if pid == 0 {
                     in_child(cgroup_fd.is_some())
                 }
                 if pid < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                break pid;
+                return Ok(pid as i32);
             }
             _ => return Err(e),
         }
-    };
-    // SAFETY: clone3 filled in a descriptor we now own; after a plain fork, one is
-    // asked for (no reuse of the pid is possible: the child is not reaped yet).
-    let pidfd = unsafe {
-        if pidfd < 0 {
-            pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0) as i32;
-        }
-        (pidfd >= 0).then(|| OwnedFd::from_raw_fd(pidfd))
-    };
-    drop((devnull, out_w, err_w, fail_w, cgroup_fd));
-    Ok(Started {
-        pid,
-        pidfd,
-        stdout: std::fs::File::from(out_r),
-        stderr: std::fs::File::from(err_r),
-        start: std::fs::File::from(fail_r),
-    })
+    }
 }
 
 /// Why the supervisor could not start the program, if it could not, read from its
@@ -314,7 +395,8 @@ pub(super) fn start_error(start: &mut std::fs::File) -> Option<std::io::Error> {
 }
 
 /// The child: standard streams, a process group of its own, SIGTERM and SIGCHLD
-/// blocked, the caller's steps, then the supervisor. Never returns.
+/// blocked, the `steps` (entering the cgroup by `enter`, its `cgroup.procs`, where the
+/// clone could not start it there), then the supervisor. Never returns.
 ///
 /// # Safety
 /// Only in the child of a clone without `CLONE_VM`, before anything else runs there.
@@ -323,8 +405,8 @@ unsafe fn child(
     streams: [i32; 3],
     fail: i32,
     grace: std::time::Duration,
-    pre_exec: PreExec<'_>,
-    enter_cgroup: bool,
+    steps: &Steps,
+    enter: Option<&std::ffi::CStr>,
 ) -> ! {
     let fail_with = |e: i32| -> ! {
         let b = e.to_ne_bytes();
@@ -361,8 +443,8 @@ unsafe fn child(
         libc::sigaddset(&mut mask, libc::SIGTERM);
         libc::sigaddset(&mut mask, libc::SIGCHLD);
         libc::sigprocmask(libc::SIG_SETMASK, &mask, std::ptr::null_mut());
-        if let Err(e) = pre_exec(enter_cgroup) {
-            fail_with(e.raw_os_error().unwrap_or(libc::EIO));
+        if let Err(e) = take_steps(steps, enter) {
+            fail_with(e);
         }
         match super::supervise::run(p, grace, fail) {
             Ok(code) => libc::_exit(code),
@@ -371,17 +453,67 @@ unsafe fn child(
     }
 }
 
+/// The steps, in the child: only async-signal-safe calls (prctl, getppid, fcntl;
+/// open, write, close to enter the cgroup). Returns the errno of the first that fails.
+///
+/// # Safety
+/// As [`child`].
+unsafe fn take_steps(steps: &Steps, enter: Option<&std::ffi::CStr>) -> Result<(), i32> {
+    let errno = || {
+        std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EIO)
+    };
+    // SAFETY: async-signal-safe calls with no memory shared with other threads.
+    unsafe {
+        if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong) != 0 {
+            return Err(errno());
+        }
+        // The worker may have died between the clone and prctl.
+        if libc::getppid() != steps.parent {
+            return Err(libc::ESRCH);
+        }
+        // Orphans of the trial come to the supervisor.
+        if libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) != 0 {
+            return Err(errno());
+        }
+        // The lock lasts as long as any process of the trial holds it.
+        if let Some(fd) = steps.keep_fd
+            && libc::fcntl(fd, libc::F_SETFD, 0) != 0
+        {
+            return Err(errno());
+        }
+        if let Some(procs) = enter {
+            super::contain::enter(procs)?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::Read;
     use std::time::Duration;
 
+    /// The supervisor cloned by this process (a unit test runs threads: no launcher).
+    fn here(_: &Prepared, _: Duration, _: &Ends, _: &Steps) -> Option<std::io::Result<i32>> {
+        None
+    }
+
+    fn steps(keep_fd: Option<i32>) -> Steps {
+        Steps {
+            parent: std::process::id() as i32,
+            keep_fd,
+            cgroup: None,
+        }
+    }
+
     /// Runs `argv` under the supervisor: its stdout, stderr and exit status.
     fn run(argv: &[&str], env: &[(String, String)]) -> std::io::Result<(String, String, i32)> {
         let args: Vec<&OsStr> = argv.iter().map(OsStr::new).collect();
         let p = Prepared::new(&args, env, Some(Path::new("/")))?;
-        let mut s = spawn(&p, Duration::from_millis(100), None, &|_| Ok(()))?;
+        let mut s = spawn(&p, Duration::from_millis(100), &steps(None), here)?;
         if let Some(e) = start_error(&mut s.start) {
             // SAFETY: our own child.
             unsafe { libc::waitpid(s.pid, std::ptr::null_mut(), 0) };
@@ -445,12 +577,10 @@ mod tests {
 
         let args: Vec<&OsStr> = vec![OsStr::new("sh")];
         let p = Prepared::new(&args, &[], None).unwrap();
-        let mut s = spawn(&p, Duration::from_millis(100), None, &|_| {
-            Err(std::io::Error::from_raw_os_error(libc::EACCES))
-        })
-        .unwrap();
+        // A step that fails: the lock to keep is no descriptor.
+        let mut s = spawn(&p, Duration::from_millis(100), &steps(Some(-1)), here).unwrap();
         let e = start_error(&mut s.start).unwrap();
-        assert_eq!(e.raw_os_error(), Some(libc::EACCES));
+        assert_eq!(e.raw_os_error(), Some(libc::EBADF));
         let mut status = 0;
         // SAFETY: our own child.
         unsafe { libc::waitpid(s.pid, &mut status, 0) };
@@ -472,7 +602,7 @@ mod tests {
         let (other_r, other_w) = pipe().unwrap();
         let args: Vec<&OsStr> = ["sleep", "60"].iter().map(OsStr::new).collect();
         let p = Prepared::new(&args, &[], None).unwrap();
-        let s = spawn(&p, Duration::from_millis(100), None, &|_| Ok(())).unwrap();
+        let s = spawn(&p, Duration::from_millis(100), &steps(None), here).unwrap();
         drop(other_w);
         let mut hup = libc::pollfd {
             fd: other_r.as_raw_fd(),

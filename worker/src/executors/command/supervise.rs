@@ -1,12 +1,13 @@
 //! The trial's supervisor: the worker's child that starts the program and outlives
 //! every process the program starts.
 //!
-//! It runs in the forked copy of the worker, without executing anything: a shell as
-//! supervisor cost as much as the trial's own program (the dynamic loader's CPU
-//! detection alone is a third of a small program's start on a VM), so a trivial trial
-//! paid for two program starts. Running in a fork of a multi-threaded process, it makes
-//! only async-signal-safe system calls, on its stack and on buffers made before the
-//! fork: no allocation, no lock, no panic.
+//! It runs in a copy of the launcher (see [`super::launcher`]), or of the worker where no
+//! launcher runs, without executing anything: a shell as supervisor cost as much as
+//! the trial's own program (the dynamic loader's CPU detection alone is a third of a
+//! small program's start on a VM), so a trivial trial paid for two program starts.
+//! Possibly a fork of a multi-threaded process, it makes only async-signal-safe system
+//! calls, on its stack and on buffers made before the fork: no allocation, no lock, no
+//! panic.
 //!
 //! What it does, in order:
 //! 1. starts the program (`clone` with `CLONE_VM | CLONE_VFORK`, as `posix_spawn`
