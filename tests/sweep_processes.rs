@@ -152,7 +152,7 @@ fn a_killed_workers_unit_runs_again_elsewhere() {
     std::fs::write(
         &spec,
         format!(
-            "name = \"slow\"\n[data]\npath = {:?}\n[train]\nepochs = 400\n[search]\nalgorithm = \"grid\"\n[search.space]\nwidth = {{ type = \"grid\", values = [16, 24] }}\n",
+            "name = \"slow\"\n[data]\npath = {:?}\n[train]\nepochs = 2000\n[search]\nalgorithm = \"grid\"\n[search.space]\nwidth = {{ type = \"grid\", values = [16, 24] }}\n",
             data.to_str().unwrap()
         ),
     )
@@ -217,8 +217,8 @@ fn a_killed_workers_unit_runs_again_elsewhere() {
         assert_eq!(t["state"], "completed", "{t}");
         assert_eq!(t["attempts"], 2, "the killed attempt counts: {t}");
         assert!(t["worker"].as_str().unwrap().contains("rescuer"), "{t}");
-        // The history is the second attempt's alone: epochs 1..=400, once each.
-        assert_eq!(t["history"].as_array().unwrap().len(), 400);
+        // The history is the second attempt's alone: epochs 1..=2000, once each.
+        assert_eq!(t["history"].as_array().unwrap().len(), 2000);
     }
 }
 
