@@ -616,3 +616,74 @@ fn supervisors_come_from_the_launcher_and_trials_outlive_its_loss() {
     });
     w.child.kill().unwrap();
 }
+
+#[test]
+fn trial_cgroups_are_reused_and_removed_with_their_worker() {
+    let Some(cgroups) = own_cgroup_v2() else {
+        // The subreaper alone contains trials here: `command_resume` tests it.
+        eprintln!("no writable cgroup v2 on this host: nothing to check");
+        return;
+    };
+    // A cgroup left by a worker that was killed: a pid that no longer runs.
+    let mut gone_child = std::process::Command::new("true").spawn().unwrap();
+    let dead = gone_child.id();
+    gone_child.wait().unwrap();
+    let left = cgroups.join(format!("ridgeline-{dead}-3"));
+    std::fs::create_dir(&left).unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let spec = shell_spec(
+        dir.path(),
+        "pooled",
+        r#"cat /proc/self/cgroup > "$RIDGELINE_TRIAL_DIR/cgroup"; echo "ridgeline: {\"loss\": 1}""#,
+        8,
+        "loss",
+    );
+    let out = dir.path().join("out");
+    let run = std::process::Command::new(bin())
+        .args(["run", spec.to_str().unwrap(), "--workers", "2", "--out"])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = run.id();
+    let ended = run.wait_with_output().unwrap();
+    assert!(ended.status.success(), "{ended:?}");
+
+    // Every trial ran in a cgroup of its worker process; two slots need two at most.
+    let mut used = BTreeSet::new();
+    let sweep = std::fs::read_dir(out.join("trial-dirs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for t in 0..8 {
+        let file = sweep.join(format!("trial-{t:05}/cgroup"));
+        let text = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+            let found = std::process::Command::new("find")
+                .arg(&out)
+                .output()
+                .unwrap();
+            panic!(
+                "{}: {e}\n{}",
+                file.display(),
+                String::from_utf8_lossy(&found.stdout)
+            )
+        });
+        let path = text.lines().find_map(|l| l.strip_prefix("0::")).unwrap();
+        let name = path.rsplit('/').next().unwrap().to_owned();
+        assert!(name.starts_with(&format!("ridgeline-{pid}-")), "{text}");
+        used.insert(name);
+    }
+    assert!(
+        (1..=2).contains(&used.len()),
+        "8 trials, 2 at a time, in {used:?}"
+    );
+    // The worker removed its own when it stopped, and the dead worker's at its first trial.
+    for name in &used {
+        assert!(!cgroups.join(name).exists(), "{name} outlived its worker");
+    }
+    assert!(!left.exists(), "a dead worker's cgroup was left");
+}

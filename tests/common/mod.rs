@@ -569,3 +569,26 @@ pub fn full_hessian(
     }
     hm
 }
+
+/// The cgroup v2 folder this test process (and so every `ridgeline` it starts) is in,
+/// where the host lets it make cgroups there (cgroup v2 mounted writable); trial
+/// cgroups are made in it.
+pub fn own_cgroup_v2() -> Option<PathBuf> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let path = own.lines().find_map(|l| l.strip_prefix("0::"))?.to_owned();
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let dir = mounts.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        if !right.starts_with("cgroup2 ") {
+            return None;
+        }
+        // Fields 4 and 5: the mount's root in the hierarchy, and where it is mounted.
+        let f: Vec<&str> = left.split(' ').collect();
+        let rel = Path::new(&path).strip_prefix(f.get(3)?).ok()?.to_owned();
+        Some(Path::new(f.get(4)?).join(rel))
+    })?;
+    let probe = dir.join(format!("ridgeline-probe-{}", std::process::id()));
+    let ok = std::fs::create_dir(&probe).is_ok();
+    let _ = std::fs::remove_dir(&probe);
+    ok.then_some(dir)
+}

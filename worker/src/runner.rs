@@ -658,6 +658,14 @@ pub async fn run(
         }
     }
     let _sampler = AbortOnDrop(sampler);
+    // Command trials' cgroups are pooled in the process: removed when a worker stops.
+    struct RemoveCgroups;
+    impl Drop for RemoveCgroups {
+        fn drop(&mut self) {
+            crate::executors::remove_free_cgroups();
+        }
+    }
+    let _cgroups = RemoveCgroups;
     let mut w = Worker {
         memory_bytes,
         metrics,

@@ -17,7 +17,7 @@ mod command;
 mod scan;
 
 pub use command::report::{Report, parse_report};
-pub use command::start_launcher;
+pub use command::{remove_free_cgroups, start_launcher};
 
 /// Everything a unit's run may use.
 pub struct UnitCtx<'a> {

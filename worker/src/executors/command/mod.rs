@@ -36,6 +36,7 @@ mod seed;
 mod spawn;
 mod supervise;
 
+pub use contain::remove_free_cgroups;
 pub use launcher::start as start_launcher;
 
 use folder::Folder;
@@ -347,12 +348,6 @@ impl Executor for Command {
             &env,
             grace,
             reports.folder.lock_fd(),
-            &format!(
-                "ridgeline-{}-u{}-a{}",
-                std::process::id(),
-                ctx.unit.unit_id,
-                ctx.unit.attempt
-            ),
         )
         .map_err(|e| UnitError::from(format!("cannot start the trial's supervisor: {e}")))?;
         let started = Instant::now();

@@ -124,16 +124,15 @@ impl Stream {
 
 /// Starts `argv` under the supervisor, with piped stdout and stderr (read by
 /// [`Group::pump`]). `keep_fd` (the trial folder's lock) is inherited by every process of
-/// the trial; `cgroup_name` names the trial's cgroup, made where the host allows.
+/// the trial; the trial gets a cgroup of its own where the host allows.
 pub(super) fn spawn(
     argv: &[String],
     workdir: Option<&std::path::Path>,
     env: &[(String, String)],
     grace: Duration,
     keep_fd: i32,
-    cgroup_name: &str,
 ) -> std::io::Result<Group> {
-    let cgroup = Cgroup::create(cgroup_name);
+    let cgroup = Cgroup::take();
     let args: Vec<&std::ffi::OsStr> = argv.iter().map(std::ffi::OsStr::new).collect();
     let prepared = spawn::Prepared::new(&args, env, workdir)?;
     let steps = spawn::Steps {
@@ -213,8 +212,8 @@ impl Group {
         if self.kill_at.is_some_and(|t| Instant::now() >= t) {
             // SAFETY: as above.
             unsafe { libc::kill(-self.pgid, libc::SIGKILL) };
-            if let Some(cg) = &self.cgroup {
-                cg.kill_and_remove();
+            if let Some(cg) = &mut self.cgroup {
+                cg.empty_out();
             }
         }
         // SAFETY: waitid on our own child, WNOWAIT leaves it a zombie, so the group id
@@ -235,8 +234,8 @@ impl Group {
         // Whatever the program left behind in its group or cgroup goes with it.
         // SAFETY: as above; the zombie leader keeps the group id reserved.
         unsafe { libc::kill(-self.pgid, libc::SIGKILL) };
-        if let Some(cg) = &self.cgroup
-            && cg.kill_and_remove()
+        if let Some(cg) = &mut self.cgroup
+            && cg.empty_out()
         {
             tracing::debug!("killed what the trial left in its cgroup");
         }
