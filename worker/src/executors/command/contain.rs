@@ -53,7 +53,9 @@ impl Cgroup {
         if std::env::var(SETTING).is_ok_and(|v| v == "off") {
             return None;
         }
-        if let Some(dir) = FREE.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+        let pooled = FREE.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        // One removed meanwhile (by hand, say) is let go: a new one is made.
+        if let Some(dir) = pooled.filter(|d| d.exists()) {
             return Some(Cgroup { dir, empty: false });
         }
         // The worker's own cgroup does not change: found once, not per trial (two
