@@ -23,14 +23,16 @@ test -x "$RIDGELINE_BIN" || {
     exit 1
 }
 
+failed=0
 row() {
     local name=$1
     shift
     echo
     echo "== $name: $* (load: $(cut -d' ' -f1-3 /proc/loadavg))"
-    local start=$SECONDS
-    "$@" 2>&1 | tee "$out/$name.txt"
-    echo "== $name took $((SECONDS - start)) s"
+    local start=$SECONDS rc=0
+    "$@" 2>&1 | tee "$out/$name.txt" || rc=$?
+    echo "== $name took $((SECONDS - start)) s$([ "$rc" = 0 ] || echo ", FAILED (exit $rc)")"
+    failed=$((failed + (rc != 0)))
 }
 
 row mlp_scan "$py" benches/landscape/mlp_vs_torch.py --ridgeline "$RIDGELINE_BIN" --rounds "$rounds"
@@ -45,3 +47,4 @@ fi
 row big_scan bash benches/landscape/big_scan.sh
 echo
 echo "outputs in $out"
+[ "$failed" = 0 ] || { echo "$failed bench(es) failed" >&2; exit 1; }

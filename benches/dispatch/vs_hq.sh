@@ -19,7 +19,8 @@ n=${1:-5000}
 rounds=${2:-3}
 work=$(mktemp -d -p "${WORK_DIR:-/tmp}")
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+# Under set -e a failing kill (its processes already gone) would end the trap early.
+trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 cmd="echo 'ridgeline: {\"loss\": 1}'"
 cat > "$work/units.toml" <<SPEC
 name = "dispatch"

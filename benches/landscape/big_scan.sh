@@ -13,7 +13,8 @@ bin=${RIDGELINE_BIN:-$root/target/release/ridgeline}
 n=${1:-1000}
 work=$(mktemp -d)
 pids=()
-trap 'kill "${pids[@]}" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+# Under set -e a failing kill (its processes already gone) would end the trap early.
+trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 "$bin" run "$root/examples/digits-grid.toml" --out "$work/train" >/dev/null 2>&1
 model=$(dirname "$(find "$work/train" -name model.safetensors | head -1)")
 port=$((20000 + RANDOM % 20000))
