@@ -110,7 +110,8 @@ impl Drop for Cgroup {
             FREE.lock().unwrap_or_else(|e| e.into_inner()).push(dir);
         } else {
             // A process that would not die (in an uninterruptible sleep, say): the
-            // cgroup is not reused; removed if it empties later, else left.
+            // cgroup is not reused; removed if it has emptied by now, else left to a
+            // later worker on the host once this one is gone.
             let _ = std::fs::remove_dir(&self.dir);
         }
     }
