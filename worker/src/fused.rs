@@ -8,6 +8,7 @@
 //! Other devices and dtypes, and training (which needs candle's backward), take the
 //! plain candle ops.
 
+use crate::vmath;
 use candle_core::{
     CpuStorage, CustomOp2, DType, Device, InplaceOp2, InplaceOp3, Layout, Result, Shape, Storage,
     Tensor,
@@ -267,12 +268,8 @@ pub(crate) fn causal_softmax_rows(v: &[f32], t: usize) -> Vec<f32> {
         .enumerate()
         .for_each(|(r, (o, x))| {
             let keep = r % t + 1;
-            let max = x[..keep].iter().fold(f32::NEG_INFINITY, |a, b| a.max(*b));
-            let mut sum = 0f32;
-            for (o, x) in o[..keep].iter_mut().zip(&x[..keep]) {
-                *o = (x - max).exp();
-                sum += *o;
-            }
+            let max = vmath::max(&x[..keep]);
+            let sum = vmath::exp_shifted(&mut o[..keep], &x[..keep], max);
             o[..keep].iter_mut().for_each(|o| *o /= sum);
         });
     out

@@ -160,6 +160,16 @@ widest! {
 }
 
 widest! {
+    /// `out[i] = e^(xs[i] − m)`, and their sum in [`LANES`] lanes.
+    pub fn exp_shifted(out: &mut [f32], xs: &[f32], m: f32) -> f32 {
+        for (o, v) in out.iter_mut().zip(xs) {
+            *o = exp(*v - m);
+        }
+        sum(out)
+    }
+}
+
+widest! {
     /// Softmax of `xs · scale` in place.
     pub fn softmax_scaled(xs: &mut [f32], scale: f32) {
         for v in xs.iter_mut() {
@@ -250,6 +260,12 @@ mod tests {
         assert!((sum(&xs) as f64 - s).abs() < 1e-3);
         let se: f64 = f64s.iter().map(|v| (v - m).exp()).sum();
         assert!((sum_exp(&xs, m as f32) as f64 - se).abs() < 1e-5 * se);
+        let mut e = vec![0f32; xs.len()];
+        assert!((exp_shifted(&mut e, &xs, m as f32) as f64 - se).abs() < 1e-5 * se);
+        for (got, v) in e.iter().zip(&f64s) {
+            let want = (v - m).exp();
+            assert!((*got as f64 - want).abs() <= 1e-6 * want, "{got} {want}");
+        }
         let mean = s / 1000.0;
         let ss: f64 = f64s.iter().map(|v| (v - mean) * (v - mean)).sum();
         assert!((sum_sq_dev(&xs, mean as f32) as f64 - ss).abs() < 1e-5 * ss);

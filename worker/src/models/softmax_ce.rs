@@ -12,6 +12,7 @@
 //! keep candle's composition (`super::cross_entropy`).
 
 use super::par;
+use crate::vmath;
 use candle_core::{CpuStorage, CustomOp2, D, DType, Layout, Result, Shape, Tensor};
 
 /// Rows per task.
@@ -54,8 +55,8 @@ fn operands<'a>(
 
 /// A row's maximum and the sum of `exp(logit - maximum)`.
 fn max_and_sum(row: &[f32]) -> (f32, f32) {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    (max, row.iter().map(|&v| (v - max).exp()).sum())
+    let max = vmath::max(row);
+    (max, vmath::sum_exp(row, max))
 }
 
 struct SoftmaxCe;
@@ -124,11 +125,9 @@ impl CustomOp2 for Grad {
             for (j, g) in out.chunks_mut(classes).enumerate() {
                 let r = block * ROWS + j;
                 let row = &logits[r * classes..][..classes];
-                let (max, sum) = max_and_sum(row);
-                let k = scale / sum;
-                for (g, &v) in g.iter_mut().zip(row) {
-                    *g = (v - max).exp() * k;
-                }
+                let max = vmath::max(row);
+                let k = scale / vmath::exp_shifted(g, row, max);
+                g.iter_mut().for_each(|g| *g *= k);
                 g[targets[r] as usize] -= scale;
             }
         });
