@@ -179,8 +179,10 @@ fn directions(
         for axis in 0..axes {
             let d = random_direction(&l.directions, &weights, axis as u64);
             out.push(
-                d.iter()
-                    .map(|t| Tensor::from_slice(&t.data, t.shape.as_slice(), device))
+                // Moved, not copied: a copy of a large model's direction faults in
+                // every page of a fresh buffer (a tenth of a SmolLM2-135M one-point run).
+                d.into_iter()
+                    .map(|t| Tensor::from_vec(t.data, t.shape, device))
                     .collect::<candle_core::Result<Vec<_>>>()
                     .map_err(e)?,
             );
